@@ -1,0 +1,1 @@
+"""Alembic migrations: env.py and versions/ (one file per revision, date-prefixed)."""

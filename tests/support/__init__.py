@@ -1,0 +1,1 @@
+"""Test helpers: database fixtures' building blocks, row factories, statement counting."""

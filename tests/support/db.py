@@ -1,0 +1,51 @@
+"""Building blocks of the database fixtures: one cluster per test session, migrated by Alembic."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from models.db import set_tenant
+
+__all__ = ["TenantRef", "create_tenant"]
+
+
+@dataclass(frozen=True, slots=True)
+class TenantRef:
+    """A committed tenant and the two rows every tenant is born with."""
+
+    id: uuid.UUID
+    subdomain: str
+    system_user_id: uuid.UUID
+    manual_source_id: uuid.UUID
+
+
+async def create_tenant(owner_engine: AsyncEngine, name: str | None = None, **columns: object) -> TenantRef:
+    """Insert and commit a tenant as the schema owner (gwm_app may not create tenants)."""
+    tenant_id = uuid.uuid4()
+    subdomain = str(columns.pop("subdomain", f"t-{tenant_id.hex[:12]}"))
+    values = {"id": tenant_id, "name": name or f"Tenant {subdomain}", "subdomain": subdomain, "plan_type": "standard"}
+    values.update(columns)
+    cols = ", ".join(values)
+    params = ", ".join(f":{k}" for k in values)
+    async with owner_engine.begin() as conn:
+        await set_tenant(conn, tenant_id)
+        await conn.execute(text(f"INSERT INTO tenants ({cols}) VALUES ({params})"), values)  # noqa: S608
+        system_user = await conn.scalar(
+            text("SELECT id FROM users WHERE tenant_id = :t AND is_system"), {"t": tenant_id}
+        )
+        source = await conn.scalar(
+            text("SELECT id FROM external_opportunity_sources WHERE tenant_id = :t AND source_name = 'Manual entry'"),
+            {"t": tenant_id},
+        )
+    assert system_user is not None and source is not None, "tenant bootstrap trigger did not run"
+    return TenantRef(id=tenant_id, subdomain=subdomain, system_user_id=system_user, manual_source_id=source)
+
+
+def admin_url_from_env() -> str | None:
+    """GWM_TEST_ADMIN_URL: a superuser URL of an existing cluster to test against instead of the embedded one."""
+    return os.environ.get("GWM_TEST_ADMIN_URL") or None

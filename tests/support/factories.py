@@ -1,0 +1,145 @@
+"""Row factories: `make(conn, "table", tenant, **overrides)` inserts one row with sensible defaults.
+
+They write SQL against table and column names (the seed's spec), so they exercise the database
+itself, not the ORM. Each default is a function of a running counter, so rows never collide.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from sqlalchemy import Row, text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from tests.support.db import TenantRef
+
+__all__ = ["TENANT_TABLES", "make", "populate_every_table"]
+
+_counter = itertools.count(1)
+
+Defaults = Callable[[TenantRef, dict[str, Any], int], dict[str, Any]]
+
+
+def _j(value: Any) -> str:
+    return json.dumps(value)
+
+
+# Default column values per table; `refs` holds ids of rows made earlier (see populate_every_table).
+_DEFAULTS: dict[str, Defaults] = {
+    "tenant_configurations": lambda t, r, n: {
+        "config_key": f"key_{n}", "config_value": _j({"n": n}), "config_type": "json",
+    },
+    "users": lambda t, r, n: {"email": f"user{n}@example.test", "first_name": "Ada", "last_name": f"User{n}"},
+    "roles": lambda t, r, n: {"name": f"Role {n}"},
+    "user_roles": lambda t, r, n: {
+        "user_id": r["users"], "role_id": r["roles"], "assigned_by": t.system_user_id,
+    },
+    "user_sessions": lambda t, r, n: {"user_id": r["users"], "session_token_hash": uuid.uuid4().hex * 2},
+    "external_opportunity_sources": lambda t, r, n: {
+        "source_name": f"Source {n}", "api_endpoint": "https://api.example.test/v2", "api_version": "v2",
+        "authentication_type": "api_key", "api_credentials_encrypted": _j({}), "created_by": t.system_user_id,
+    },
+    "opportunity_projects": lambda t, r, n: {
+        "project_name": f"Project {n}", "external_source_id": r.get("external_opportunity_sources", t.manual_source_id),
+        "external_opportunity_id": f"EXT-{n}", "created_by": t.system_user_id,
+    },
+    "external_opportunity_data": lambda t, r, n: {
+        "opportunity_project_id": r["opportunity_projects"], "data_snapshot_timestamp": "2026-01-01T00:00:00Z",
+        "version_number": 1, "raw_json_data": _j({"noticeId": f"N{n}"}),
+    },
+    "opportunity_project_overrides": lambda t, r, n: {
+        "opportunity_project_id": r["opportunity_projects"], "field_name": f"title_{n}",
+        "override_value": _j("Overridden"), "created_by": t.system_user_id,
+    },
+    "organizations": lambda t, r, n: {"name": f"Organization {n}", "created_by": t.system_user_id},
+    "contacts": lambda t, r, n: {"first_name": "Grace", "last_name": f"Contact{n}", "created_by": t.system_user_id},
+    "opportunity_project_contacts": lambda t, r, n: {
+        "opportunity_project_id": r["opportunity_projects"], "contact_id": r["contacts"],
+        "created_by": t.system_user_id,
+    },
+    "document_categories": lambda t, r, n: {"name": f"Category {n}"},
+    "documents": lambda t, r, n: {
+        "name": f"Document {n}", "original_filename": f"doc{n}.pdf", "mime_type": "application/pdf",
+        "file_size_bytes": 1024, "storage_key": f"docs/{n}.pdf", "uploaded_by": t.system_user_id,
+    },
+    "document_associations": lambda t, r, n: {
+        "document_id": r["documents"], "entity_type": "opportunity_project", "entity_id": r["opportunity_projects"],
+        "created_by": t.system_user_id,
+    },
+    "document_access_logs": lambda t, r, n: {
+        "document_id": r["documents"], "user_id": t.system_user_id, "access_type": "view",
+    },
+    "activities": lambda t, r, n: {
+        "entity_type": "opportunity_project", "entity_id": r["opportunity_projects"], "activity_type": "meeting",
+        "subject": f"Activity {n}", "created_by": t.system_user_id,
+    },
+    "activity_participants": lambda t, r, n: {
+        "activity_id": r["activities"], "participant_type": "user", "participant_id": t.system_user_id,
+        "added_by": t.system_user_id,
+    },
+    "capture_plans": lambda t, r, n: {
+        "opportunity_project_id": r["opportunity_projects"], "plan_name": f"Plan {n}", "created_by": t.system_user_id,
+    },
+    "proposals": lambda t, r, n: {
+        "opportunity_project_id": r["opportunity_projects"], "proposal_title": f"Proposal {n}",
+        "proposal_manager": t.system_user_id, "created_by": t.system_user_id,
+    },
+    "audit_logs": lambda t, r, n: {"action_type": "test", "entity_type": "opportunity_project"},
+    "change_history": lambda t, r, n: {
+        "entity_type": "opportunity_project", "entity_id": r["opportunity_projects"], "field_name": "title",
+        "change_source": "user",
+    },
+    "permission_audit": lambda t, r, n: {
+        "user_id": t.system_user_id, "resource_type": "opportunity_project", "permission_checked": "opportunity:read",
+        "permission_granted": False,
+    },
+    "polling_configurations": lambda t, r, n: {
+        "opportunity_project_id": r["opportunity_projects"],
+        "external_source_id": r.get("external_opportunity_sources", t.manual_source_id),
+        "created_by": t.system_user_id,
+    },
+    "api_integration_logs": lambda t, r, n: {
+        "external_source_id": r.get("external_opportunity_sources", t.manual_source_id),
+        "endpoint_called": "/opportunities", "http_method": "GET", "success": True,
+    },
+    "external_data_changes": lambda t, r, n: {
+        "opportunity_project_id": r["opportunity_projects"], "changed_fields": _j(["title"]),
+        "change_type": "updated", "external_source_id": r.get("external_opportunity_sources", t.manual_source_id),
+    },
+}
+
+# Every table that carries tenant_id, in an order where parents come first.
+TENANT_TABLES: tuple[str, ...] = tuple(_DEFAULTS)
+
+_JSON_COLUMNS = {
+    "config_value", "api_credentials_encrypted", "raw_json_data", "override_value", "changed_fields",
+}
+
+
+async def make(
+    conn: AsyncConnection,
+    table: str,
+    tenant: TenantRef,
+    refs: Mapping[str, Any] | None = None,
+    **overrides: Any,
+) -> Row[Any]:
+    """Insert one row into `table` for `tenant` and return it (RETURNING *)."""
+    values = {"tenant_id": tenant.id, **_DEFAULTS[table](tenant, dict(refs or {}), next(_counter)), **overrides}
+    cols = ", ".join(values)
+    params = ", ".join(
+        f"CAST(:{k} AS jsonb)" if k in _JSON_COLUMNS and isinstance(values[k], str) else f":{k}" for k in values
+    )
+    result = await conn.execute(text(f"INSERT INTO {table} ({cols}) VALUES ({params}) RETURNING *"), values)  # noqa: S608
+    return result.one()
+
+
+async def populate_every_table(conn: AsyncConnection, tenant: TenantRef) -> dict[str, uuid.UUID]:
+    """One row in every tenant-owned table for `tenant` (its tenant must be set on `conn`)."""
+    refs: dict[str, Any] = {}
+    for table in TENANT_TABLES:
+        refs[table] = (await make(conn, table, tenant, refs)).id
+    return refs

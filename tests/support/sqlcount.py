@@ -1,0 +1,37 @@
+"""Count the SQL statements an engine sends, to catch N+1 patterns."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+__all__ = ["assert_sql_count", "count_statements"]
+
+
+@contextmanager
+def count_statements(engine: AsyncEngine) -> Iterator[list[str]]:
+    """Collect every statement `engine` executes inside the block."""
+    statements: list[str] = []
+
+    def before(conn: Any, cursor: Any, statement: str, params: Any, context: Any, executemany: bool) -> None:
+        statements.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", before)
+    try:
+        yield statements
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", before)
+
+
+@contextmanager
+def assert_sql_count(engine: AsyncEngine, expected: int) -> Iterator[list[str]]:
+    """Fail unless exactly `expected` statements run inside the block."""
+    with count_statements(engine) as statements:
+        yield statements
+    if len(statements) != expected:
+        listing = "\n---\n".join(statements)
+        raise AssertionError(f"expected {expected} SQL statements, got {len(statements)}:\n{listing}")
