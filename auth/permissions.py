@@ -1,0 +1,126 @@
+"""The permission catalog and the system roles' permission sets.
+
+A permission is a `resource:action` string. Roles hold lists of them (`roles.permissions`, jsonb);
+a principal's effective permissions are the union over its unexpired role assignments, loaded per
+request so that a role change applies at once. Nothing checks a role by name: code asks for a
+permission. docs/permissions.md lists what each one grants.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from types import MappingProxyType
+
+__all__ = ["PERMISSION_DESCRIPTIONS", "SYSTEM_ROLES", "Permission", "SystemRole"]
+
+
+class Permission(StrEnum):
+    OPPORTUNITY_READ = "opportunity:read"
+    OPPORTUNITY_WRITE = "opportunity:write"
+    OPPORTUNITY_ARCHIVE = "opportunity:archive"
+    OPPORTUNITY_SCORE_READ = "opportunity.score:read"
+    OPPORTUNITY_SCORE_WRITE = "opportunity.score:write"
+    EXTERNAL_DATA_READ = "external_data:read"
+    ORGANIZATION_READ = "organization:read"
+    ORGANIZATION_WRITE = "organization:write"
+    CONTACT_READ = "contact:read"
+    CONTACT_WRITE = "contact:write"
+    DOCUMENT_READ = "document:read"
+    DOCUMENT_WRITE = "document:write"
+    ACTIVITY_READ = "activity:read"
+    ACTIVITY_WRITE = "activity:write"
+    CAPTURE_PLAN_READ = "capture_plan:read"
+    CAPTURE_PLAN_WRITE = "capture_plan:write"
+    CAPTURE_PLAN_STRATEGY_READ = "capture_plan.strategy:read"
+    PROPOSAL_READ = "proposal:read"
+    PROPOSAL_WRITE = "proposal:write"
+    SOURCE_READ = "source:read"
+    SOURCE_ADMIN = "source:admin"
+    USER_READ = "user:read"
+    USER_ADMIN = "user:admin"
+    ROLE_ADMIN = "role:admin"
+    API_KEY_ADMIN = "api_key:admin"
+    TENANT_ADMIN = "tenant:admin"
+    AUDIT_READ = "audit:read"
+    HISTORY_READ = "history:read"
+    GRAPHQL_ADHOC = "graphql:adhoc"
+
+
+PERMISSION_DESCRIPTIONS: MappingProxyType[Permission, str] = MappingProxyType(
+    {
+        Permission.OPPORTUNITY_READ: "see opportunity projects, their overrides and contact links",
+        Permission.OPPORTUNITY_WRITE: "create and edit opportunity projects and their local overrides",
+        Permission.OPPORTUNITY_ARCHIVE: "archive and restore opportunity projects",
+        Permission.OPPORTUNITY_SCORE_READ: "see win probability, strategic value and pursuit health scores",
+        Permission.OPPORTUNITY_SCORE_WRITE: "set those scores",
+        Permission.EXTERNAL_DATA_READ: "see synced external data versions and detected changes",
+        Permission.ORGANIZATION_READ: "see organizations",
+        Permission.ORGANIZATION_WRITE: "create and edit organizations",
+        Permission.CONTACT_READ: "see contacts",
+        Permission.CONTACT_WRITE: "create and edit contacts and link them to projects",
+        Permission.DOCUMENT_READ: "see document metadata and download documents",
+        Permission.DOCUMENT_WRITE: "upload, edit and delete documents",
+        Permission.ACTIVITY_READ: "see activities",
+        Permission.ACTIVITY_WRITE: "create and edit activities",
+        Permission.CAPTURE_PLAN_READ: "see capture plans (without their strategy sections)",
+        Permission.CAPTURE_PLAN_WRITE: "create and edit capture plans and record go/no-go decisions",
+        Permission.CAPTURE_PLAN_STRATEGY_READ: "see win strategy, competitive analysis and pricing-related sections",
+        Permission.PROPOSAL_READ: "see proposals",
+        Permission.PROPOSAL_WRITE: "create and edit proposals",
+        Permission.SOURCE_READ: "see external opportunity sources (never their credentials)",
+        Permission.SOURCE_ADMIN: "configure external sources, their credentials and polling",
+        Permission.USER_READ: "see the tenant's users",
+        Permission.USER_ADMIN: "invite, deactivate and unlock users, reset their passwords, assign roles",
+        Permission.ROLE_ADMIN: "create, edit and delete custom roles",
+        Permission.API_KEY_ADMIN: "create and revoke API keys for integrations",
+        Permission.TENANT_ADMIN: "change tenant settings (security policy, SSO, OIDC)",
+        Permission.AUDIT_READ: "read the audit log and permission audit",
+        Permission.HISTORY_READ: "read field-level change history",
+        Permission.GRAPHQL_ADHOC: "run GraphQL documents that are not persisted operations (GraphiQL)",
+    }
+)
+
+
+class SystemRole(StrEnum):
+    """The roles every tenant has; their permission sets are kept current by `gwm db upgrade`."""
+
+    TENANT_ADMIN = "Tenant Admin"
+    CAPTURE_MANAGER = "Capture Manager"
+    PROPOSAL_MANAGER = "Proposal Manager"
+    BD_ANALYST = "BD Analyst"
+    VIEWER = "Viewer"
+    AUDITOR = "Auditor"
+
+
+P = Permission
+_READ_PURSUIT = frozenset(
+    {
+        P.OPPORTUNITY_READ, P.EXTERNAL_DATA_READ, P.ORGANIZATION_READ, P.CONTACT_READ, P.DOCUMENT_READ,
+        P.ACTIVITY_READ, P.CAPTURE_PLAN_READ, P.PROPOSAL_READ, P.SOURCE_READ, P.USER_READ,
+    }
+)
+
+SYSTEM_ROLES: MappingProxyType[SystemRole, frozenset[Permission]] = MappingProxyType(
+    {
+        SystemRole.TENANT_ADMIN: frozenset(Permission),
+        SystemRole.CAPTURE_MANAGER: _READ_PURSUIT
+        | {
+            P.OPPORTUNITY_WRITE, P.OPPORTUNITY_ARCHIVE, P.OPPORTUNITY_SCORE_READ, P.OPPORTUNITY_SCORE_WRITE,
+            P.ORGANIZATION_WRITE, P.CONTACT_WRITE, P.DOCUMENT_WRITE, P.ACTIVITY_WRITE, P.CAPTURE_PLAN_WRITE,
+            P.CAPTURE_PLAN_STRATEGY_READ, P.PROPOSAL_WRITE, P.HISTORY_READ, P.GRAPHQL_ADHOC,
+        },
+        SystemRole.PROPOSAL_MANAGER: _READ_PURSUIT
+        | {
+            P.OPPORTUNITY_SCORE_READ, P.DOCUMENT_WRITE, P.ACTIVITY_WRITE, P.CAPTURE_PLAN_STRATEGY_READ,
+            P.PROPOSAL_WRITE, P.HISTORY_READ, P.GRAPHQL_ADHOC,
+        },
+        SystemRole.BD_ANALYST: _READ_PURSUIT
+        | {
+            P.OPPORTUNITY_WRITE, P.OPPORTUNITY_SCORE_READ, P.ORGANIZATION_WRITE, P.CONTACT_WRITE,
+            P.ACTIVITY_WRITE, P.HISTORY_READ, P.GRAPHQL_ADHOC,
+        },
+        SystemRole.VIEWER: _READ_PURSUIT,
+        SystemRole.AUDITOR: _READ_PURSUIT
+        | {P.OPPORTUNITY_SCORE_READ, P.CAPTURE_PLAN_STRATEGY_READ, P.AUDIT_READ, P.HISTORY_READ, P.GRAPHQL_ADHOC},
+    }
+)
