@@ -64,7 +64,9 @@ async def set_tenant(conn: AsyncConnection | AsyncSession, tenant_id: uuid.UUID 
 
 
 @asynccontextmanager
-async def tenant_connection(engine: AsyncEngine, tenant_id: uuid.UUID | str) -> AsyncIterator[AsyncConnection]:
+async def tenant_connection(
+    engine: AsyncEngine, tenant_id: uuid.UUID | str
+) -> AsyncIterator[AsyncConnection]:
     """A connection in one transaction scoped to `tenant_id`; commits on success."""
     async with engine.begin() as conn:
         await set_tenant(conn, tenant_id)

@@ -1,0 +1,53 @@
+"""GWM CRM's SQLAlchemy models: `Base` (whose metadata Alembic compares) and all 27 mapped tables.
+
+Importing this package registers every model, so string references between modules resolve.
+Engines and sessions are in `models.db`; the value sets in `models.enums`.
+"""
+
+from models.activities import Activity, ActivityParticipant
+from models.audit_log import AuditLog, ChangeHistory, PermissionAudit
+from models.base import Base
+from models.capture import CapturePlan, Proposal
+from models.crm import Contact, Organization
+from models.documents import Document, DocumentAccessLog, DocumentAssociation, DocumentCategory
+from models.external_data import (
+    ApiIntegrationLog,
+    ExternalDataChange,
+    ExternalOpportunityData,
+    ExternalOpportunitySource,
+    PollingConfiguration,
+)
+from models.identity import Role, User, UserRole, UserSession
+from models.opportunities import OpportunityProject, OpportunityProjectContact, OpportunityProjectOverride
+from models.tenancy import Tenant, TenantConfiguration
+
+__all__ = [
+    "Activity",
+    "ActivityParticipant",
+    "ApiIntegrationLog",
+    "AuditLog",
+    "Base",
+    "CapturePlan",
+    "ChangeHistory",
+    "Contact",
+    "Document",
+    "DocumentAccessLog",
+    "DocumentAssociation",
+    "DocumentCategory",
+    "ExternalDataChange",
+    "ExternalOpportunityData",
+    "ExternalOpportunitySource",
+    "OpportunityProject",
+    "OpportunityProjectContact",
+    "OpportunityProjectOverride",
+    "Organization",
+    "PermissionAudit",
+    "PollingConfiguration",
+    "Proposal",
+    "Role",
+    "Tenant",
+    "TenantConfiguration",
+    "User",
+    "UserRole",
+    "UserSession",
+]
