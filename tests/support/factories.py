@@ -7,6 +7,7 @@ itself, not the ORM. Each default is a function of a running counter, so rows ne
 from __future__ import annotations
 
 import itertools
+from datetime import UTC, datetime
 import json
 import uuid
 from collections.abc import Callable, Mapping
@@ -48,7 +49,7 @@ _DEFAULTS: dict[str, Defaults] = {
         "external_opportunity_id": f"EXT-{n}", "created_by": t.system_user_id,
     },
     "external_opportunity_data": lambda t, r, n: {
-        "opportunity_project_id": r["opportunity_projects"], "data_snapshot_timestamp": "2026-01-01T00:00:00Z",
+        "opportunity_project_id": r["opportunity_projects"], "data_snapshot_timestamp": datetime(2026, 1, 1, tzinfo=UTC),
         "version_number": 1, "raw_json_data": _j({"noticeId": f"N{n}"}),
     },
     "opportunity_project_overrides": lambda t, r, n: {
