@@ -32,10 +32,14 @@ def test_docs_role_matrix_matches_the_code() -> None:
         if not line.startswith("|"):
             break
         cells = [cell.strip() for cell in line.strip("|").split("|")]
-        matrix[cells[0].strip("`")] = {SystemRole(r) for r, cell in zip(roles, cells[1:], strict=True) if cell == "x"}
+        matrix[cells[0].strip("`")] = {
+            SystemRole(r) for r, cell in zip(roles, cells[1:], strict=True) if cell == "x"
+        }
     assert set(matrix) == {p.value for p in Permission}
     for permission in Permission:
-        assert matrix[permission.value] == {r for r in SystemRole if permission in SYSTEM_ROLES[r]}, permission
+        assert matrix[permission.value] == {r for r in SystemRole if permission in SYSTEM_ROLES[r]}, (
+            permission
+        )
 
 
 def test_least_privilege_between_system_roles() -> None:
@@ -47,8 +51,14 @@ def test_least_privilege_between_system_roles() -> None:
     auditor = SYSTEM_ROLES[SystemRole.AUDITOR]
     assert Permission.AUDIT_READ in auditor
     assert not any(p.value.endswith((":write", ":admin", ":archive")) for p in auditor)
-    only_admin = {Permission.USER_ADMIN, Permission.ROLE_ADMIN, Permission.API_KEY_ADMIN, Permission.TENANT_ADMIN,
-                  Permission.SOURCE_ADMIN, Permission.AUDIT_READ}
+    only_admin = {
+        Permission.USER_ADMIN,
+        Permission.ROLE_ADMIN,
+        Permission.API_KEY_ADMIN,
+        Permission.TENANT_ADMIN,
+        Permission.SOURCE_ADMIN,
+        Permission.AUDIT_READ,
+    }
     for role in SystemRole:
         if role not in (SystemRole.TENANT_ADMIN, SystemRole.AUDITOR):
             assert not (SYSTEM_ROLES[role] & only_admin), role
