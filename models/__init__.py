@@ -8,6 +8,14 @@ from models.activities import Activity, ActivityParticipant
 from models.audit_log import AuditLog, ChangeHistory, PermissionAudit
 from models.base import Base
 from models.capture import CapturePlan, Proposal
+from models.credentials import (
+    AccountToken,
+    ApiKey,
+    MfaRecoveryCode,
+    SamlAssertionSeen,
+    SamlAuthnRequest,
+    UserIdentity,
+)
 from models.crm import Contact, Organization
 from models.documents import Document, DocumentAccessLog, DocumentAssociation, DocumentCategory
 from models.external_data import (
@@ -22,6 +30,12 @@ from models.opportunities import OpportunityProject, OpportunityProjectContact, 
 from models.tenancy import Tenant, TenantConfiguration
 
 __all__ = [
+    "AccountToken",
+    "ApiKey",
+    "MfaRecoveryCode",
+    "SamlAssertionSeen",
+    "SamlAuthnRequest",
+    "UserIdentity",
     "Activity",
     "ActivityParticipant",
     "ApiIntegrationLog",

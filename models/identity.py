@@ -12,7 +12,7 @@ import datetime
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Boolean, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import BigInteger, Boolean, Index, Integer, String, Text, UniqueConstraint, func, text
 from sqlalchemy.dialects.postgresql import INET
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -49,6 +49,8 @@ class User(UUIDPrimaryKey, TenantScoped, Timestamps, Base):
     __table_args__ = (
         UniqueConstraint("tenant_id", "email"),
         UniqueConstraint("tenant_id", "id"),  # target of the composite foreign keys
+        # Sign-in matches emails case-insensitively, so two spellings of one address cannot coexist.
+        Index("uq_users_tenant_id_lower_email", "tenant_id", func.lower(text("email")), unique=True),
         Index(None, "tenant_id", "is_active"),
         Index(None, "email"),
         tenant_fk("created_by", "users", ondelete=None),
@@ -83,6 +85,13 @@ class User(UUIDPrimaryKey, TenantScoped, Timestamps, Base):
     locked_until: Mapped[datetime.datetime | None] = mapped_column(Timestamptz)
     mfa_enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
     mfa_secret_encrypted: Mapped[str | None] = mapped_column(Text)
+    # Added for authentication (migration 0002, docs/decisions.md A1):
+    # the last TOTP time step accepted, so each code works once;
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
+    # when the current run of failed logins began (failures older than the window do not count);
+    failed_login_window_started_at: Mapped[datetime.datetime | None] = mapped_column(Timestamptz)
+    # an admin-set temporary password must be changed at the next sign-in.
+    must_change_password: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
 
     created_by: Mapped[uuid.UUID | None] = mapped_column(Uuid)
 

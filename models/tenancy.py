@@ -10,7 +10,7 @@ import datetime
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Boolean, Integer, String, UniqueConstraint, text
+from sqlalchemy import CheckConstraint, Boolean, Integer, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from models.base import Base, Json, TenantScoped, Timestamps, Timestamptz, Uuid, UUIDPrimaryKey
@@ -35,6 +35,11 @@ class Tenant(UUIDPrimaryKey, Timestamps, Base):
     """A customer organisation. Row-level security on this table filters on `id`."""
 
     __tablename__ = "tenants"
+    __table_args__ = (
+        # Lower-case DNS labels only: subdomains are matched case-insensitively at sign-in, so
+        # two that differ only in case must not both exist (migration 0002).
+        CheckConstraint("subdomain ~ '^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$'", name="subdomain_format"),
+    )
 
     name: Mapped[str] = mapped_column(String(255), nullable=False)
     subdomain: Mapped[str] = mapped_column(String(100), nullable=False, unique=True)

@@ -21,6 +21,10 @@ Kinds (every entry also has `reason`, pointing to its decision):
 - nulls_not_distinct {table, columns}: that unique key becomes NULLS NOT DISTINCT.
 - value_check {enum, values, columns, name}: CHECK (column IN values) named name.format(...).
 - drop_fulltext {table, columns}: removes a seed @@fulltext (PostgreSQL has none).
+- add_table {table, defined_by}: a table the seed lacks; it must exist, and its definition is the
+  models' in `defined_by` (held to the migrations by `alembic check`), not compared here.
+- add_check {table, name, check}: any other CHECK, `check` as pg_get_constraintdef prints it.
+Index columns may be expressions ("lower(email::text)"), written as PostgreSQL prints them.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from tests.support.catalog import (
     Index,
     Key,
     Table,
+    normalize_check,
     normalize_default,
     normalize_expression,
     value_check,
@@ -231,7 +236,7 @@ def _add_index(catalog: Catalog, change: Change) -> None:
     table = _table(catalog, change["table"])
     index = _index(change)
     for column in index.columns:
-        if column.removesuffix(" DESC") not in table.columns:
+        if "(" not in column and column.removesuffix(" DESC") not in table.columns:
             raise _NotApplicable(f"{table.name} has no column {column}")
     if index in table.indexes:
         raise _NotApplicable(f"{table.name} already has {index.describe()}")
@@ -284,6 +289,20 @@ def _drop_fulltext(catalog: Catalog, change: Change) -> None:
     table.fulltext.remove(columns)
 
 
+def _add_table(catalog: Catalog, change: Change) -> None:
+    name = change["table"]
+    if name in catalog:
+        raise _NotApplicable(f"{name} is already in the seed")
+    catalog[name] = Table(name, defined_by=change["defined_by"])
+
+
+def _add_check(catalog: Catalog, change: Change) -> None:
+    table = _table(catalog, change["table"])
+    if change["name"] in table.checks:
+        raise _NotApplicable(f"{table.name} already has a check {change['name']}")
+    table.checks[change["name"]] = normalize_check(change["check"])
+
+
 KINDS: dict[str, Callable[[Catalog, Change], None]] = {
     "add_tenant_id": _add_tenant_id,
     "add_column": _add_column,
@@ -296,4 +315,6 @@ KINDS: dict[str, Callable[[Catalog, Change], None]] = {
     "nulls_not_distinct": _nulls_not_distinct,
     "value_check": _value_check,
     "drop_fulltext": _drop_fulltext,
+    "add_table": _add_table,
+    "add_check": _add_check,
 }

@@ -111,6 +111,22 @@ _DEFAULTS: dict[str, Defaults] = {
         "opportunity_project_id": r["opportunity_projects"], "changed_fields": _j(["title"]),
         "change_type": "updated", "external_source_id": r.get("external_opportunity_sources", t.manual_source_id),
     },
+    "mfa_recovery_codes": lambda t, r, n: {"user_id": r["users"], "code_hash": f"{n:064x}"},
+    "user_identities": lambda t, r, n: {
+        "user_id": r["users"], "provider": "oidc", "issuer": "https://idp.example.test", "subject": f"sub-{n}",
+    },
+    "account_tokens": lambda t, r, n: {
+        "user_id": r["users"], "purpose": "invitation", "token_hash": uuid.uuid4().hex * 2,
+        "expires_at": datetime(2030, 1, 1, tzinfo=UTC),
+    },
+    "api_keys": lambda t, r, n: {
+        "name": f"Key {n}", "key_prefix": f"gwm_{n}", "key_hash": uuid.uuid4().hex * 2, "role_id": r["roles"],
+        "expires_at": datetime(2030, 1, 1, tzinfo=UTC), "created_by": t.system_user_id,
+    },
+    "saml_authn_requests": lambda t, r, n: {"request_id": f"ONELOGIN_{n}", "expires_at": datetime(2030, 1, 1, tzinfo=UTC)},
+    "saml_assertions_seen": lambda t, r, n: {
+        "assertion_id": f"_assertion{n}", "not_on_or_after": datetime(2030, 1, 1, tzinfo=UTC),
+    },
 }
 
 # Every table that carries tenant_id, in an order where parents come first.
@@ -142,5 +158,6 @@ async def populate_every_table(conn: AsyncConnection, tenant: TenantRef) -> dict
     """One row in every tenant-owned table for `tenant` (its tenant must be set on `conn`)."""
     refs: dict[str, Any] = {}
     for table in TENANT_TABLES:
-        refs[table] = (await make(conn, table, tenant, refs)).id
+        row = await make(conn, table, tenant, refs)
+        refs[table] = getattr(row, "id", None)
     return refs
