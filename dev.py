@@ -36,7 +36,12 @@ def _ensure_env() -> None:
     pip = [str(BIN / "python"), "-m", "pip", "--disable-pip-version-check", "--quiet"]
     subprocess.run([*pip, "install", "--upgrade", "pip"], check=True)
     print("installing dependencies (first run takes a minute or two)", file=sys.stderr)
-    subprocess.run([*pip, "install", "--editable", f"{ROOT}[test]"], check=True, cwd=ROOT)
+    # compat mode: the checkout itself goes on sys.path, so packages added later import too.
+    subprocess.run(
+        [*pip, "install", "--editable", f"{ROOT}[test]", "--config-settings", "editable_mode=compat"],
+        check=True,
+        cwd=ROOT,
+    )
     STAMP.write_text(wanted)
 
 
