@@ -71,3 +71,37 @@ class SamlRejected(AuthError):
 
 class SamlConfigError(SamlRejected, ConfigurationError):
     """A tenant's SAML configuration cannot be used as given (for example: no IdP certificate)."""
+
+
+# Request-level failures (auth/service.py, auth/login.py):
+#   AuthError
+#   ├── Unauthenticated      no valid credential: 401 with a stable code
+#   ├── LoginFailed          password sign-in refused; one answer whatever the cause
+#   └── AuthRequestError     the request itself is wrong (400/403/409 with a code and a message)
+
+
+class Unauthenticated(AuthError):
+    """The request carries no credential the server accepts; `code` goes to the client."""
+
+    def __init__(self, code: str, message: str = "Authentication required.") -> None:
+        super().__init__(code)
+        self.code = code
+        self.message = message
+
+
+class LoginFailed(AuthError):
+    """Wrong password, unknown email, unknown tenant, locked or disabled account: never said which."""
+
+
+class AuthRequestError(AuthError):
+    """A request the user can correct; `status`, `code` and `message` go to the client."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(code)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+
+
+__all__ += ["AuthRequestError", "LoginFailed", "Unauthenticated"]

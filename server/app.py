@@ -8,11 +8,25 @@ from collections.abc import AsyncIterator
 
 from sqlalchemy import text
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from auth.crypto import SecretBox
+from auth.passwords import PasswordHasher
+from auth.routes import (
+    MFA_PATHS,
+    PASSWORD_CHANGE_PATHS,
+    PUBLIC_PATHS,
+    PUBLIC_PREFIXES,
+    SAML_ACS_PATTERN,
+    auth_routes,
+)
+from auth.service import AuthService
 from models.db import create_engine
+from models.side_effects import SideEffectWriter
+from server.middleware import AuthMiddleware
 from server.settings import Settings
 
 __all__ = ["app_from_env", "create_app"]
@@ -40,30 +54,55 @@ async def readyz(request: Request) -> JSONResponse:
 def create_app(settings: Settings) -> Starlette:
     if settings.app_database_url is None:
         raise ValueError("create_app needs settings.app_database_url (resolve the database first)")
-    app_url = settings.app_database_url
+    if settings.secret_keys is None:
+        raise ValueError("create_app needs settings.secret_keys (GWM_SECRET_KEYS)")
+    engine = create_engine(
+        settings.app_database_url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        statement_timeout_ms=settings.db_statement_timeout_ms,
+        application_name="gwm-server",
+    )
+    writer = SideEffectWriter(engine)
+    auth = AuthService(
+        engine=engine,
+        writer=writer,
+        hasher=PasswordHasher(settings.password_iterations, settings.kdf_concurrency),
+        secret_box=SecretBox.from_setting(settings.secret_keys),
+        public_url=settings.public_url,
+        session_cookie=settings.session_cookie,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        engine = create_engine(
-            app_url,
-            pool_size=settings.db_pool_size,
-            max_overflow=settings.db_max_overflow,
-            statement_timeout_ms=settings.db_statement_timeout_ms,
-            application_name="gwm-server",
-        )
-        app.state.engine = engine
         try:
             yield
         finally:
             await engine.dispose()
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
+            *auth_routes(),
+        ],
+        middleware=[
+            Middleware(
+                AuthMiddleware,  # type: ignore[arg-type]
+                service=auth,
+                public_paths=PUBLIC_PATHS,
+                public_prefixes=PUBLIC_PREFIXES,
+                mfa_paths=MFA_PATHS,
+                password_change_paths=PASSWORD_CHANGE_PATHS,
+                form_post_pattern=SAML_ACS_PATTERN,
+            )
         ],
         lifespan=lifespan,
     )
+    app.state.engine = engine
+    app.state.auth = auth
+    app.state.settings = settings
+    return app
 
 
 def app_from_env() -> Starlette:

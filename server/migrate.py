@@ -60,7 +60,16 @@ async def _locked(owner_url: str, work: Callable[[Connection, Config], Any], std
 
 
 async def upgrade(owner_url: str, target: str = "head") -> None:
+    """Migrate, then bring every tenant's system roles to the current permission catalog."""
     await _locked(owner_url, lambda _c, cfg: command.upgrade(cfg, target))
+    if target == "head":
+        from auth.provisioning import sync_all_tenants
+
+        engine = create_async_engine(owner_url)
+        try:
+            await sync_all_tenants(engine)
+        finally:
+            await engine.dispose()
 
 
 async def downgrade(owner_url: str, target: str) -> None:

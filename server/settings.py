@@ -36,6 +36,13 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
 
 
+def _at_least(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+    value = _int(env, name, default)
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything configurable, with its environment variable in the comment."""
@@ -58,6 +65,25 @@ class Settings:
     db_statement_timeout_ms: int = 30_000
     # GWM_LOG_LEVEL
     log_level: str = "info"
+    # GWM_PUBLIC_URL: how users reach this server (links in emails, SAML SP URLs).
+    public_url: str = "http://127.0.0.1:8000"
+    # GWM_PASSWORD_ITERATIONS: PBKDF2-HMAC-SHA256 iterations (>= 600,000; tests build Settings
+    # directly with a low count, the environment cannot lower it).
+    password_iterations: int = 600_000
+    # GWM_KDF_CONCURRENCY: password hashes computed at once per process (each takes a core).
+    kdf_concurrency: int = 4
+    # GWM_SECRET_KEYS: "kid:base64-32-bytes[,kid:...]", the first encrypts; AES-256-GCM for MFA
+    # secrets and other secrets at rest. Embedded mode generates one under GWM_DATA_DIR if unset.
+    secret_keys: str | None = field(default=None, repr=False)
+    # GWM_SESSION_COOKIE: the session cookie's name (HttpOnly, Secure, SameSite=Lax).
+    session_cookie: str = "gwm_session"
+    # GWM_SMTP_HOST/PORT/FROM/USERNAME/PASSWORD/STARTTLS: the invitation and reset email sender.
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_from: str = "GWM CRM <no-reply@gwm-crm.invalid>"
+    smtp_username: str | None = None
+    smtp_password: str | None = field(default=None, repr=False)
+    smtp_starttls: bool = False
 
     @property
     def embedded(self) -> bool:
@@ -93,4 +119,15 @@ class Settings:
             db_max_overflow=_int(env, "GWM_DB_MAX_OVERFLOW", 10),
             db_statement_timeout_ms=_int(env, "GWM_DB_STATEMENT_TIMEOUT_MS", 30_000),
             log_level=env.get("GWM_LOG_LEVEL") or "info",
+            public_url=(env.get("GWM_PUBLIC_URL") or "http://127.0.0.1:8000").rstrip("/"),
+            password_iterations=_at_least(env, "GWM_PASSWORD_ITERATIONS", 600_000, 600_000),
+            kdf_concurrency=_at_least(env, "GWM_KDF_CONCURRENCY", 4, 1),
+            secret_keys=env.get("GWM_SECRET_KEYS") or None,
+            session_cookie=env.get("GWM_SESSION_COOKIE") or "gwm_session",
+            smtp_host=env.get("GWM_SMTP_HOST") or None,
+            smtp_port=_int(env, "GWM_SMTP_PORT", 25),
+            smtp_from=env.get("GWM_SMTP_FROM") or "GWM CRM <no-reply@gwm-crm.invalid>",
+            smtp_username=env.get("GWM_SMTP_USERNAME") or None,
+            smtp_password=env.get("GWM_SMTP_PASSWORD") or None,
+            smtp_starttls=(env.get("GWM_SMTP_STARTTLS") or "").lower() in {"1", "true", "yes"},
         )

@@ -23,7 +23,12 @@ GWM = [sys.executable, "-m", "server.cli"]
 
 def _env(database: Database, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "GWM_APP_DATABASE_URL"}}
-    env.update(DATABASE_URL=database.owner_url, GWM_APP_DATABASE_URL=database.app_url, **extra)
+    env.update(
+        DATABASE_URL=database.owner_url,
+        GWM_APP_DATABASE_URL=database.app_url,
+        GWM_SECRET_KEYS="k1:" + "A" * 43 + "=",
+        **extra,
+    )
     return env
 
 
@@ -136,7 +141,9 @@ async def test_readyz_answers_503_when_the_database_is_unreachable() -> None:
     from server.app import create_app
 
     # Port 1 on loopback: nothing listens there, the connection is refused at once.
-    app = create_app(Settings(app_database_url="postgresql+asyncpg://gwm_app@127.0.0.1:1/gwm"))
+    app = create_app(
+        Settings(app_database_url="postgresql+asyncpg://gwm_app@127.0.0.1:1/gwm", secret_keys="k1:" + "A" * 43 + "=")
+    )
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:

@@ -142,9 +142,15 @@ def _create_lookup_functions() -> None:
     for signature, definition in LOOKUP_FUNCTIONS.items():
         op.execute(definition)
         op.execute(f"REVOKE ALL ON FUNCTION {signature} FROM PUBLIC")
-        grantee = "CURRENT_USER" if signature in OWNER_ONLY else "gwm_app"
-        op.execute(f"GRANT EXECUTE ON FUNCTION {signature} TO {grantee}")
+        if signature not in OWNER_ONLY:
+            op.execute(f"GRANT EXECUTE ON FUNCTION {signature} TO gwm_app")
         op.execute(f"ALTER FUNCTION {signature} OWNER TO gwm_lookup")
+        if signature in OWNER_ONLY:
+            # Granted by the new owner: an owner's own rights move with ownership, so a grant made
+            # before ALTER ... OWNER to the migration role itself would leave with it.
+            op.execute("SET LOCAL ROLE gwm_lookup")
+            op.execute(f"GRANT EXECUTE ON FUNCTION {signature} TO SESSION_USER")
+            op.execute("RESET ROLE")
     op.execute("REVOKE CREATE ON SCHEMA public FROM gwm_lookup")
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from auth.provisioning import sync_system_roles
 from models.db import set_tenant
 
 __all__ = ["TenantRef", "create_tenant"]
@@ -38,6 +39,7 @@ async def create_tenant(owner_engine: AsyncEngine, name: str | None = None, **co
         system_user = await conn.scalar(
             text("SELECT id FROM users WHERE tenant_id = :t AND is_system"), {"t": tenant_id}
         )
+        await sync_system_roles(conn, tenant_id)
         source = await conn.scalar(
             text("SELECT id FROM external_opportunity_sources WHERE tenant_id = :t AND source_name = 'Manual entry'"),
             {"t": tenant_id},

@@ -1,0 +1,138 @@
+"""`record_event()`: every authentication and account event, written to audit_logs.
+
+One API for login success and failure, lockout, unlock, MFA, logout, revocation, SSO, invitations,
+resets and API key use. It writes through the side-effect writer, so the event persists even
+when the request's own transaction rolls back (a failed login, a refused operation). Values are
+passed through `redact()` first: no password, token, secret or hash ever reaches an audit row.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from models import AuditLog
+from models.enums import RiskLevel
+from models.side_effects import SideEffectWriter
+
+__all__ = ["AuthEvent", "RequestMeta", "record_event", "redact"]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestMeta:
+    """Who is asking, from where: what an audit row records about the request."""
+
+    request_id: str
+    ip: str | None = None
+    user_agent: str | None = None
+    endpoint: str | None = None
+    method: str | None = None
+
+
+class AuthEvent(StrEnum):
+    """audit_logs.action_type of authentication and account events."""
+
+    LOGIN_SUCCEEDED = "auth.login.succeeded"
+    LOGIN_FAILED = "auth.login.failed"
+    ACCOUNT_LOCKED = "auth.account.locked"
+    ACCOUNT_UNLOCKED = "auth.account.unlocked"
+    MFA_ENROLLMENT_STARTED = "auth.mfa.enrollment_started"
+    MFA_ENABLED = "auth.mfa.enabled"
+    MFA_VERIFIED = "auth.mfa.verified"
+    MFA_FAILED = "auth.mfa.failed"
+    MFA_RECOVERY_CODE_USED = "auth.mfa.recovery_code_used"
+    LOGOUT = "auth.session.logout"
+    SESSION_REVOKED = "auth.session.revoked"
+    SESSION_EXPIRED = "auth.session.expired"
+    PASSWORD_CHANGED = "auth.password.changed"
+    PASSWORD_CHANGE_REFUSED = "auth.password.change_refused"
+    PASSWORD_RESET_REQUESTED = "auth.password.reset_requested"
+    PASSWORD_RESET = "auth.password.reset"
+    TEMPORARY_PASSWORD_SET = "auth.password.temporary_set"
+    INVITATION_SENT = "auth.invitation.sent"
+    INVITATION_ACCEPTED = "auth.invitation.accepted"
+    SAML_LOGIN_SUCCEEDED = "auth.saml.succeeded"
+    SAML_LOGIN_FAILED = "auth.saml.failed"
+    OIDC_TOKEN_REJECTED = "auth.oidc.rejected"
+    OIDC_IDENTITY_LINKED = "auth.oidc.identity_linked"
+    USER_PROVISIONED = "auth.user.provisioned"
+    USER_DEACTIVATED = "auth.user.deactivated"
+    ROLE_ASSIGNMENT_EXPIRED = "auth.role_assignment.expired"
+    API_KEY_CREATED = "auth.api_key.created"
+    API_KEY_REVOKED = "auth.api_key.revoked"
+    API_KEY_USED = "auth.api_key.used"
+    API_KEY_REJECTED = "auth.api_key.rejected"
+    ACCESS_DENIED = "auth.access.denied"
+
+
+_SECRET_KEY = re.compile(r"pass|secret|token|hash|credential|api_?key|recovery|otp|code|cookie|authorization", re.I)
+REDACTED = "[redacted]"
+
+
+def redact(values: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A copy of `values` with every secret-looking key's value replaced, recursively."""
+    if values is None:
+        return None
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if _SECRET_KEY.search(key):
+            out[key] = REDACTED
+        elif isinstance(value, Mapping):
+            out[key] = redact(value)
+        else:
+            out[key] = value
+    return out
+
+
+def _inet(ip: str | None) -> str | None:
+    if ip is None:
+        return None
+    try:
+        return str(ipaddress.ip_address(ip))
+    except ValueError:  # e.g. "testclient" or a unix socket peer: not an address
+        return None
+
+
+async def record_event(
+    writer: SideEffectWriter,
+    *,
+    tenant_id: uuid.UUID,
+    event: AuthEvent,
+    meta: RequestMeta | None,
+    user_id: uuid.UUID | None = None,
+    session_id: uuid.UUID | str | None = None,
+    entity_type: str = "user",
+    entity_id: uuid.UUID | None = None,
+    granted: bool = True,
+    risk: RiskLevel = RiskLevel.LOW,
+    description: str | None = None,
+    permission: str | None = None,
+    details: Mapping[str, Any] | None = None,
+    status: int | None = None,
+) -> None:
+    """Write one audit_logs row for `event`, in its own transaction."""
+    row = {
+        "tenant_id": tenant_id,
+        "user_id": user_id,
+        "session_id": None if session_id is None else str(session_id),
+        "ip_address": _inet(meta.ip) if meta else None,
+        "user_agent": meta.user_agent if meta else None,
+        "action_type": event.value,
+        "entity_type": entity_type,
+        "entity_id": entity_id if entity_id is not None else (user_id if entity_type == "user" else None),
+        "operation_description": description,
+        "after_values": redact(details),
+        "access_granted": granted,
+        "permission_used": permission,
+        "risk_level": risk.value,
+        "request_id": meta.request_id if meta else None,
+        "api_endpoint": meta.endpoint if meta else None,
+        "http_method": meta.method if meta else None,
+        "response_status": status,
+    }
+    await writer.insert(tenant_id, AuditLog.__table__, [row])  # type: ignore[arg-type]

@@ -1,0 +1,184 @@
+"""`AuthService`: what every authentication path shares, and principal resolution.
+
+Built once per process by the composition root (server/app.py) and reached by routes and
+middleware through `request.app.state.auth`. Time comes from `clock` so that timeouts and
+lockouts are decided by one source (and tests can move it).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from auth.audit import AuthEvent, RequestMeta, record_event
+from auth.crypto import SecretBox
+from auth.exceptions import Unauthenticated
+from auth.passwords import PasswordHasher, PasswordPolicy
+from auth.policy import TenantSecurityPolicy, load_policy
+from auth.principal import Grants, Principal, PrincipalKind, load_grants, load_role_grants
+from auth.sessions import SessionRecord, TerminationReason, find_session, terminate_session, touch_session
+from auth.tokens import API_KEY_PREFIX, digest
+from models.db import set_tenant
+from models.enums import RiskLevel
+from models.side_effects import SideEffectWriter
+
+__all__ = ["AuthService", "Clock", "utcnow"]
+
+Clock = Callable[[], datetime]
+API_KEY_USE_RECORD_INTERVAL = timedelta(minutes=1)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class AuthService:
+    engine: AsyncEngine
+    writer: SideEffectWriter
+    hasher: PasswordHasher
+    secret_box: SecretBox
+    public_url: str
+    session_cookie: str = "gwm_session"
+    password_policy: PasswordPolicy = field(default_factory=PasswordPolicy)
+    clock: Clock = utcnow
+    # Set by the composition root when configured: the email sender and the OIDC key cache.
+    mailer: object | None = None
+    jwks: object | None = None
+
+    def now(self) -> datetime:
+        return self.clock()
+
+    # -- principal resolution -------------------------------------------------------------
+
+    async def authenticate(self, credential: str, meta: RequestMeta) -> Principal:
+        """The principal a bearer credential (session token, API key or OIDC JWT) stands for."""
+        if credential.startswith(API_KEY_PREFIX):
+            return await self._authenticate_api_key(credential, meta)
+        if credential.count(".") == 2:
+            from auth.oidc_login import authenticate_oidc
+
+            return await authenticate_oidc(self, credential, meta)
+        return await self.authenticate_session(credential, meta)
+
+    async def authenticate_session(self, token: str, meta: RequestMeta) -> Principal:
+        record = await find_session(self.engine, token)
+        if record is None or not record.is_active or record.terminated_at is not None:
+            raise Unauthenticated("INVALID_SESSION", "The session is not valid; sign in again.")
+        now = self.now()
+        async with self.engine.begin() as conn:
+            await set_tenant(conn, record.tenant_id)
+            user = (
+                await conn.execute(
+                    text(
+                        "SELECT is_active, is_system, mfa_enabled, must_change_password FROM users WHERE id = :u"
+                    ),
+                    {"u": record.user_id},
+                )
+            ).first()
+            policy = await load_policy(conn, record.tenant_id)
+            grants = await load_grants(conn, record.user_id)
+            ended = self._session_end_reason(record, user, policy, grants, now)
+            if ended is not None:
+                await terminate_session(conn, record.session_id, ended, now)
+        if ended is not None:
+            await record_event(
+                self.writer,
+                tenant_id=record.tenant_id,
+                event=AuthEvent.SESSION_EXPIRED,
+                meta=meta,
+                user_id=record.user_id,
+                session_id=record.session_id,
+                description=f"session ended: {ended.value}",
+            )
+            raise Unauthenticated("SESSION_EXPIRED", "The session has expired; sign in again.")
+        assert user is not None
+        await touch_session(self.engine, record, now)
+        enrollment_required = policy.requires_mfa and not user.mfa_enabled
+        return Principal(
+            kind=PrincipalKind.SESSION,
+            tenant_id=record.tenant_id,
+            user_id=record.user_id,
+            grants=grants,
+            session_id=record.session_id,
+            mfa_satisfied=record.mfa_verified or not (user.mfa_enabled or enrollment_required),
+            mfa_enrollment_required=enrollment_required and not record.mfa_verified,
+            password_change_required=user.must_change_password,
+        )
+
+    @staticmethod
+    def _session_end_reason(
+        record: SessionRecord,
+        user: object | None,
+        policy: TenantSecurityPolicy,
+        grants: Grants,
+        now: datetime,
+    ) -> TerminationReason | None:
+        if user is None or not user.is_active or user.is_system:  # type: ignore[attr-defined]
+            return TerminationReason.USER_DEACTIVATED
+        if record.expires_at is not None and now >= record.expires_at:
+            return TerminationReason.ABSOLUTE_TIMEOUT
+        if now - record.last_activity_at >= policy.idle_timeout(admin=grants.is_admin):
+            return TerminationReason.IDLE_TIMEOUT
+        return None
+
+    async def _authenticate_api_key(self, key: str, meta: RequestMeta) -> Principal:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(text("SELECT * FROM gwm_api_key_by_hash(:h)"), {"h": digest(key)})).first()
+            await conn.rollback()
+        now = self.now()
+        if row is None:
+            raise Unauthenticated("INVALID_API_KEY", "The API key is not valid.")
+        if row.revoked_at is not None or now >= row.expires_at:
+            await record_event(
+                self.writer,
+                tenant_id=row.tenant_id,
+                event=AuthEvent.API_KEY_REJECTED,
+                meta=meta,
+                session_id=f"api_key:{row.api_key_id}",
+                entity_type="api_key",
+                entity_id=row.api_key_id,
+                granted=False,
+                risk=RiskLevel.MEDIUM,
+                description="revoked" if row.revoked_at is not None else "expired",
+            )
+            raise Unauthenticated("INVALID_API_KEY", "The API key is not valid.")
+        async with self.engine.begin() as conn:
+            await set_tenant(conn, row.tenant_id)
+            grants = await load_role_grants(conn, row.role_id)
+            system_user = await _system_user(conn, row.tenant_id)
+            used = await conn.scalar(
+                text(
+                    "UPDATE api_keys SET last_used_at = :now WHERE id = :k"
+                    " AND (last_used_at IS NULL OR last_used_at <= :before) RETURNING id"
+                ),
+                {"k": row.api_key_id, "now": now, "before": now - API_KEY_USE_RECORD_INTERVAL},
+            )
+        if used is not None:  # at most one audit row a minute per key, like session activity
+            await record_event(
+                self.writer,
+                tenant_id=row.tenant_id,
+                event=AuthEvent.API_KEY_USED,
+                meta=meta,
+                session_id=f"api_key:{row.api_key_id}",
+                entity_type="api_key",
+                entity_id=row.api_key_id,
+            )
+        return Principal(
+            kind=PrincipalKind.API_KEY,
+            tenant_id=row.tenant_id,
+            user_id=system_user,
+            grants=grants,
+            api_key_id=row.api_key_id,
+        )
+
+
+async def _system_user(conn: AsyncConnection, tenant_id: uuid.UUID) -> uuid.UUID:
+    user_id = await conn.scalar(text("SELECT id FROM users WHERE tenant_id = :t AND is_system"), {"t": tenant_id})
+    assert user_id is not None, "every tenant has a system user (tenant bootstrap trigger)"
+    return user_id

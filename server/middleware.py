@@ -1,0 +1,155 @@
+"""ASGI middleware: request id, principal resolution, MFA and password-change gates, JSON-only writes.
+
+Runs once per HTTP request: it resolves the principal from `Authorization: Bearer` or the session
+cookie and puts it, with the request's audit metadata, in `scope["state"]`. Every route requires a
+principal except the public ones (health checks, sign-in, account-token and SAML endpoints,
+GraphiQL's static page); a missing or bad credential gets 401 before any route runs. Until a
+session has passed MFA it may call only the MFA endpoints and logout (401 MFA_REQUIRED); until a
+forced password change is done, only that (403 PASSWORD_CHANGE_REQUIRED).
+
+State-changing requests must be JSON: a cross-site form cannot send that content type without a
+CORS preflight, which this server never grants, so the SameSite=Lax cookie cannot be ridden. The
+SAML ACS (an IdP's form POST) is the one exception.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from collections.abc import Iterable
+
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from auth.audit import RequestMeta
+from auth.exceptions import Unauthenticated
+from auth.service import AuthService
+
+__all__ = ["AuthMiddleware"]
+
+_log = logging.getLogger(__name__)
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,100}$")
+_UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+class AuthMiddleware:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        service: AuthService,
+        public_paths: Iterable[str],
+        public_prefixes: Iterable[str] = (),
+        mfa_paths: Iterable[str] = (),
+        password_change_paths: Iterable[str] = (),
+        form_post_pattern: str | None = None,
+    ) -> None:
+        self.app = app
+        self.service = service
+        self.public_paths = frozenset(public_paths)
+        self.public_prefixes = tuple(public_prefixes)
+        self.mfa_paths = frozenset(mfa_paths)
+        self.password_change_paths = frozenset(password_change_paths)
+        self.form_post = re.compile(form_post_pattern) if form_post_pattern else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in {"http", "websocket"}:
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        incoming = headers.get("x-request-id", "")
+        request_id = incoming if _REQUEST_ID.match(incoming) else str(uuid.uuid4())
+        client = scope.get("client")
+        meta = RequestMeta(
+            request_id=request_id,
+            ip=client[0] if client else None,
+            user_agent=(headers.get("user-agent") or "")[:1000] or None,
+            endpoint=scope.get("path"),
+            method=scope.get("method", "WS"),
+        )
+        state = scope.setdefault("state", {})
+        state["meta"] = meta
+        state["principal"] = None
+        if scope["type"] == "websocket":
+            # The GraphQL WebSocket handler authenticates on connection_init (same credential rules).
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        path: str = scope["path"]
+        method: str = scope["method"]
+        if method in _UNSAFE and not self._json_content(headers, path):
+            await _reject(send_with_id, 415, "UNSUPPORTED_MEDIA_TYPE", "Send the request body as application/json.")
+            return
+        public = path in self.public_paths or path.startswith(self.public_prefixes)
+        credential = _credential(headers, self.service.session_cookie)
+        if credential is None:
+            if public:
+                await self.app(scope, receive, send_with_id)
+                return
+            await _reject(send_with_id, 401, "UNAUTHENTICATED", "Authentication required.", bearer=True)
+            return
+        try:
+            principal = await self.service.authenticate(credential, meta)
+        except Unauthenticated as exc:
+            if public:  # a stale cookie must not stop anyone from signing in again
+                await self.app(scope, receive, send_with_id)
+                return
+            await _reject(send_with_id, 401, exc.code, exc.message, bearer=True)
+            return
+        state["principal"] = principal
+        if not principal.mfa_satisfied and not public and path not in self.mfa_paths:
+            code = "MFA_ENROLLMENT_REQUIRED" if principal.mfa_enrollment_required else "MFA_REQUIRED"
+            await _reject(send_with_id, 401, "MFA_REQUIRED", _MFA_MESSAGES[code])
+            return
+        if principal.password_change_required and not public and path not in self.password_change_paths:
+            await _reject(
+                send_with_id, 403, "PASSWORD_CHANGE_REQUIRED", "Change your temporary password before continuing."
+            )
+            return
+        await self.app(scope, receive, send_with_id)
+
+    def _json_content(self, headers: Headers, path: str) -> bool:
+        content_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if self.form_post is not None and self.form_post.fullmatch(path):
+            return content_type == "application/x-www-form-urlencoded"
+        if headers.get("content-length") in (None, "0") and "transfer-encoding" not in headers:
+            return True  # no body at all (e.g. logout)
+        return content_type == "application/json"
+
+
+_MFA_MESSAGES = {
+    "MFA_REQUIRED": "Complete multi-factor authentication first (POST /auth/mfa/verify).",
+    "MFA_ENROLLMENT_REQUIRED": "Your organization requires multi-factor authentication: enroll first "
+    "(POST /auth/mfa/enroll).",
+}
+
+
+def _credential(headers: Headers, cookie_name: str) -> str | None:
+    authorization = headers.get("authorization")
+    if authorization:
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()[:16384]
+        return None
+    for part in headers.get("cookie", "").split(";"):
+        name, _, value = part.strip().partition("=")
+        if name == cookie_name and value:
+            return value[:16384]
+    return None
+
+
+async def _reject(send: Send, status: int, code: str, message: str, *, bearer: bool = False) -> None:
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if bearer:
+        headers.append((b"www-authenticate", b'Bearer realm="gwm"'))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
