@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from auth.audit import AuthEvent, RequestMeta, record_event
 from auth.crypto import SecretBox
 from auth.exceptions import Unauthenticated
+from auth.oidc import JwksCache
 from auth.passwords import PasswordHasher, PasswordPolicy
 from auth.policy import TenantSecurityPolicy, load_policy
 from auth.principal import Grants, Principal, PrincipalKind, load_grants, load_role_grants
@@ -49,7 +50,7 @@ class AuthService:
     clock: Clock = utcnow
     # Set by the composition root when configured: the email sender and the OIDC key cache.
     mailer: object | None = None
-    jwks: object | None = None
+    jwks: JwksCache | None = None
 
     def now(self) -> datetime:
         return self.clock()

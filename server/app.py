@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from auth.crypto import SecretBox
+from auth.oidc import JwksCache
 from auth.passwords import PasswordHasher
 from auth.routes import (
     MFA_PATHS,
@@ -64,6 +65,7 @@ def create_app(settings: Settings) -> Starlette:
         application_name="gwm-server",
     )
     writer = SideEffectWriter(engine)
+    jwks = JwksCache(allow_insecure_loopback=settings.oidc_allow_insecure_loopback)
     auth = AuthService(
         engine=engine,
         writer=writer,
@@ -71,6 +73,7 @@ def create_app(settings: Settings) -> Starlette:
         secret_box=SecretBox.from_setting(settings.secret_keys),
         public_url=settings.public_url,
         session_cookie=settings.session_cookie,
+        jwks=jwks,
     )
 
     @contextlib.asynccontextmanager
@@ -78,6 +81,7 @@ def create_app(settings: Settings) -> Starlette:
         try:
             yield
         finally:
+            await jwks.aclose()
             await engine.dispose()
 
     app = Starlette(

@@ -84,6 +84,8 @@ class Settings:
     smtp_username: str | None = None
     smtp_password: str | None = field(default=None, repr=False)
     smtp_starttls: bool = False
+    # GWM_OIDC_ALLOW_INSECURE_LOOPBACK: also fetch OIDC keys over http from 127.0.0.1/::1 (tests only).
+    oidc_allow_insecure_loopback: bool = False
 
     @property
     def embedded(self) -> bool:
@@ -130,4 +132,6 @@ class Settings:
             smtp_username=env.get("GWM_SMTP_USERNAME") or None,
             smtp_password=env.get("GWM_SMTP_PASSWORD") or None,
             smtp_starttls=(env.get("GWM_SMTP_STARTTLS") or "").lower() in {"1", "true", "yes"},
+            oidc_allow_insecure_loopback=(env.get("GWM_OIDC_ALLOW_INSECURE_LOOPBACK") or "").lower()
+            in {"1", "true", "yes"},
         )
