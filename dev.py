@@ -6,7 +6,7 @@
     python3 dev.py gwm ARGS...                 # any other `gwm` command, e.g. `db seed`
 
 The first run creates .venv/ and installs the project with its test dependencies; later runs
-reinstall only when pyproject.toml changes.
+reinstall only when pyproject.toml or the set of packages changes.
 """
 
 from __future__ import annotations
@@ -27,7 +27,10 @@ STAMP = VENV / ".gwm-installed"
 def _ensure_env() -> None:
     if sys.version_info < (3, 11):
         sys.exit("GWM CRM needs Python 3.11 or newer")
-    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    # Reinstall when the dependencies or the set of top-level packages change (an editable
+    # install maps the packages it found when it ran).
+    packages = sorted(p.parent.name for p in ROOT.glob("*/__init__.py"))
+    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + repr(packages).encode()).hexdigest()
     if STAMP.exists() and STAMP.read_text() == wanted:
         return
     if not (BIN / "python").exists():
@@ -36,12 +39,7 @@ def _ensure_env() -> None:
     pip = [str(BIN / "python"), "-m", "pip", "--disable-pip-version-check", "--quiet"]
     subprocess.run([*pip, "install", "--upgrade", "pip"], check=True)
     print("installing dependencies (first run takes a minute or two)", file=sys.stderr)
-    # compat mode: the checkout itself goes on sys.path, so packages added later import too.
-    subprocess.run(
-        [*pip, "install", "--editable", f"{ROOT}[test]", "--config-settings", "editable_mode=compat"],
-        check=True,
-        cwd=ROOT,
-    )
+    subprocess.run([*pip, "install", "--editable", f"{ROOT}[test]"], check=True, cwd=ROOT)
     STAMP.write_text(wanted)
 
 

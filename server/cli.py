@@ -80,7 +80,7 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     port = args.port if args.port is not None else settings.port
     workers = args.workers if args.workers is not None else settings.workers
 
-    settings = resolve_secrets(resolve_database(settings))
+    settings = resolve_database(resolve_secrets(settings))
     if not args.no_migrate:
         asyncio.run(migrate.upgrade(_owner_url(settings)))
     # Worker processes read the resolved URLs and keys back from the environment.

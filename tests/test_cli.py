@@ -151,3 +151,28 @@ async def test_readyz_answers_503_when_the_database_is_unreachable() -> None:
             ready = await client.get("/readyz")
     assert ready.status_code == 503
     assert ready.json() == {"status": "unavailable", "database": "unreachable"}
+
+
+def test_embedded_mode_generates_a_secret_key_once(tmp_path: Path) -> None:
+    from server.cli import resolve_secrets
+
+    settings = Settings.from_env({"GWM_DATA_DIR": str(tmp_path)})
+    first = resolve_secrets(settings)
+    assert first.secret_keys is not None and first.secret_keys.startswith("k1:")
+    assert (tmp_path / "secret-keys").stat().st_mode & 0o777 == 0o600
+    assert resolve_secrets(settings).secret_keys == first.secret_keys
+    assert "k1:" not in repr(first)  # secrets stay out of reprs and logs
+
+
+def test_a_real_database_needs_explicit_secret_keys() -> None:
+    from server.cli import resolve_secrets
+
+    settings = Settings.from_env({"DATABASE_URL": "postgresql://o@h/d", "GWM_APP_DATABASE_URL": "postgresql://a@h/d"})
+    with pytest.raises(SettingsError, match="GWM_SECRET_KEYS"):
+        resolve_secrets(settings)
+
+
+def test_the_environment_cannot_weaken_the_password_kdf() -> None:
+    with pytest.raises(SettingsError, match="GWM_PASSWORD_ITERATIONS must be at least 600000"):
+        Settings.from_env({"GWM_PASSWORD_ITERATIONS": "1000"})
+    assert Settings.from_env({}).password_iterations == 600_000
