@@ -65,3 +65,43 @@ async def test_concurrent_upgrades_take_turns(scratch_owner_url: str) -> None:
     await asyncio.gather(*(migrate.upgrade(scratch_owner_url) for _ in range(3)))
     status = await migrate.status(scratch_owner_url)
     assert status["pending"] == []
+
+
+async def test_gwm_db_reset_drops_the_data_and_rebuilds_the_schema(scratch_owner_url: str) -> None:
+    import asyncio
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.support.db import create_tenant
+
+    root = Path(__file__).resolve().parent.parent
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "GWM_APP_DATABASE_URL"}}
+    env.update(
+        DATABASE_URL=scratch_owner_url,
+        GWM_APP_DATABASE_URL=scratch_owner_url.replace("gwm_owner@", "gwm_app@", 1),
+    )
+
+    def gwm(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "server.cli", *args],
+            env=env, cwd=root, capture_output=True, text=True, timeout=120,
+        )
+
+    assert (await asyncio.to_thread(gwm, "db", "upgrade")).returncode == 0
+    engine = create_engine(scratch_owner_url, pool_size=1, max_overflow=0)
+    try:
+        await create_tenant(engine, "Doomed")
+        count = text("SELECT count(*) FROM gwm_tenant_ids()")
+        async with engine.connect() as conn:
+            assert await conn.scalar(count) == 1
+        await engine.dispose()
+        reset = await asyncio.to_thread(gwm, "db", "reset", "--yes", "--skip-seed")
+        assert reset.returncode == 0, reset.stderr
+        async with engine.connect() as conn:
+            assert await conn.scalar(count) == 0
+        status = await migrate.status(scratch_owner_url)
+        assert status["pending"] == [] and status["current"] == status["heads"]
+    finally:
+        await engine.dispose()
