@@ -99,9 +99,14 @@ async def password_login(
     new_hash = await service.hasher.hash(password) if result.needs_rehash else None
     async with service.engine.begin() as conn:
         await set_tenant(conn, tenant_id)
+        # An MFA user is not signed in until the second factor passes, so the AC-7 count is kept
+        # (auth/mfa_service.py resets it): a right password between wrong codes must not reset it.
         await conn.execute(
             text(
-                "UPDATE users SET failed_login_attempts = 0, failed_login_window_started_at = NULL,"
+                "UPDATE users SET"
+                " failed_login_attempts = CASE WHEN mfa_enabled THEN failed_login_attempts ELSE 0 END,"
+                " failed_login_window_started_at ="
+                " CASE WHEN mfa_enabled THEN failed_login_window_started_at ELSE NULL END,"
                 " locked_until = NULL, last_login_at = :now,"
                 " password_hash = coalesce(CAST(:h AS varchar), password_hash) WHERE id = :u"
             ),

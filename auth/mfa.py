@@ -11,7 +11,7 @@ Recovery codes are shown once and stored as SHA-256 hashes; a matched code is re
 caller, which makes it single-use.
 
 The TOTP secret is a credential: store it encrypted (`auth.crypto.SecretBox`, associated data
-b"mfa:" + user id) and never log it or the provisioning URI that contains it.
+b"mfa-totp:" + user id bytes) and never log it or the provisioning URI that contains it.
 """
 
 from __future__ import annotations

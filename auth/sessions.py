@@ -41,6 +41,8 @@ class TerminationReason(StrEnum):
     PASSWORD_CHANGED = "password_changed"
     USER_DEACTIVATED = "user_deactivated"
     ROLE_EXPIRED = "role_assignment_expired"
+    # Too many failed second-factor attempts locked the account (auth/mfa_service.py).
+    ACCOUNT_LOCKED = "account_locked"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,620 @@
+"""The second factor of a signed-in session: TOTP enrolment and verification, recovery codes.
+
+The service behind `/auth/mfa/*` (auth/routes_mfa.py) and the GraphQL MFA mutations. Every
+function takes the caller's `Principal` (a password session; anything else is refused with
+NOT_A_SESSION) and writes one audit row per outcome through `record_event`, never with a code
+or a secret in it.
+
+Enrolment: `start_enrollment` stores a new secret sealed with `SecretBox` (bound to the user id)
+while `mfa_enabled` stays false; `confirm_enrollment` checks a code against it, turns MFA on,
+replaces the recovery codes (shown once, stored as SHA-256) and marks the session verified.
+Once MFA is on, enrolment is refused: otherwise a stolen session could swap the factor.
+
+Verification: a TOTP code is accepted once. The accepted time step is written with
+`UPDATE ... WHERE totp_last_step IS NULL OR totp_last_step < :step`, so of two requests racing
+with the same code only one wins. A recovery code is spent the same way (`used_at IS NULL`).
+
+TOTP is a one-time password authenticator: it stops password reuse and guessing, but a
+real-time phishing proxy can relay a code. It is not phishing-resistant; tenants that need that
+get it from their IdP through SSO.
+
+Lockout (AC-7): a wrong TOTP or recovery code counts toward the same failure window as a wrong
+password (`failed_login_attempts`, `failed_login_window_started_at`, `locked_until`, numbers
+from the tenant's policy). The failure that reaches the threshold locks the account and ends the
+failing session and every other session of the user still waiting for its second factor
+(`account_locked`); sessions that already passed MFA stay, so someone holding only the password
+cannot sign the real user out. While the account is locked a code is refused even when right and
+the session presenting it is ended. Only a passed second factor resets the count (auth/login.py
+leaves it alone for MFA users), so alternating sign-ins with guesses never gets past the limit.
+A wrong code while confirming an enrolment is not counted: the secret was issued to that same
+session a moment earlier, so there is nothing to guess.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, NoReturn
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from auth.audit import AuthEvent, RequestMeta, record_event
+from auth.exceptions import AuthRequestError, DecryptionError
+from auth.mfa import (
+    generate_recovery_codes,
+    hash_recovery_code,
+    new_totp_secret,
+    provisioning_uri,
+    verify_totp,
+)
+from auth.policy import TenantSecurityPolicy, load_policy
+from auth.principal import Principal, PrincipalKind
+from auth.service import AuthService
+from auth.sessions import TerminationReason
+from models.db import set_tenant
+from models.enums import RiskLevel
+
+__all__ = [
+    "ISSUER",
+    "Enrollment",
+    "confirm_enrollment",
+    "start_enrollment",
+    "totp_aad",
+    "use_recovery_code",
+    "verify_mfa",
+]
+
+ISSUER = "GWM CRM"
+_log = logging.getLogger(__name__)
+
+_CODE_INVALID = "The code is not valid."
+
+
+@dataclass(frozen=True, slots=True)
+class Enrollment:
+    """A pending TOTP enrolment: what the authenticator app needs. Both values carry the secret."""
+
+    secret: str = field(repr=False)
+    provisioning_uri: str = field(repr=False)
+
+
+def totp_aad(user_id: uuid.UUID) -> bytes:
+    """SecretBox associated data of a user's TOTP secret: a sealed secret opens for that user only."""
+    return b"mfa-totp:" + user_id.bytes
+
+
+@dataclass(frozen=True, slots=True)
+class _UserState:
+    email: str
+    mfa_enabled: bool
+    sealed_secret: str | None
+    totp_last_step: int | None
+    locked_until: datetime | None
+    policy: TenantSecurityPolicy
+
+    def locked(self, now: datetime) -> bool:
+        return self.locked_until is not None and self.locked_until > now
+
+
+class _SessionGone(Exception):
+    """The session ended while its MFA step was being written: roll the step back."""
+
+
+# -- enrolment --------------------------------------------------------------------------------
+
+
+async def start_enrollment(service: AuthService, principal: Principal, meta: RequestMeta) -> Enrollment:
+    """Store a new (pending) TOTP secret for the caller and return it with its otpauth:// URI."""
+    await _require_session(service, principal, meta, "enrolment")
+    secret = new_totp_secret()
+    sealed = service.secret_box.encrypt(secret.encode("ascii"), totp_aad(principal.user_id))
+    async with service.engine.begin() as conn:
+        await set_tenant(conn, principal.tenant_id)
+        user = (
+            await conn.execute(
+                text("SELECT email, mfa_enabled FROM users WHERE id = :u FOR UPDATE"),
+                {"u": principal.user_id},
+            )
+        ).one()
+        tenant_name = await conn.scalar(
+            text("SELECT name FROM tenants WHERE id = :t"), {"t": principal.tenant_id}
+        )
+        if not user.mfa_enabled:
+            # A pending secret is simply replaced; steps accepted under an old secret mean nothing now.
+            await conn.execute(
+                text("UPDATE users SET mfa_secret_encrypted = :s, totp_last_step = NULL WHERE id = :u"),
+                {"s": sealed, "u": principal.user_id},
+            )
+    if user.mfa_enabled:
+        await _refuse(
+            service,
+            principal,
+            meta,
+            AuthRequestError(
+                409,
+                "MFA_ALREADY_ENABLED",
+                "Multi-factor authentication is already on; an administrator must reset it"
+                " before you can enroll again.",
+            ),
+            "enrolment refused: MFA already enabled",
+        )
+    uri = provisioning_uri(secret, account_name=user.email, issuer=f"{ISSUER} ({tenant_name})")
+    await _audit(service, principal, meta, AuthEvent.MFA_ENROLLMENT_STARTED, "TOTP secret issued (pending)")
+    return Enrollment(secret=secret, provisioning_uri=uri)
+
+
+async def confirm_enrollment(
+    service: AuthService, principal: Principal, code: str, meta: RequestMeta
+) -> list[str]:
+    """Turn MFA on with a code from the pending secret; return the new recovery codes (shown once)."""
+    session_id = await _require_session(service, principal, meta, "enrolment confirmation")
+    now = service.now()
+    state = await _load(service, principal)
+    if state.mfa_enabled:
+        await _refuse(
+            service,
+            principal,
+            meta,
+            AuthRequestError(409, "MFA_ALREADY_ENABLED", "Multi-factor authentication is already on."),
+            "confirmation refused: MFA already enabled",
+        )
+    if state.sealed_secret is None:
+        await _refuse(
+            service,
+            principal,
+            meta,
+            AuthRequestError(
+                409, "MFA_ENROLLMENT_NOT_STARTED", "Start the enrolment first (POST /auth/mfa/enroll)."
+            ),
+            "confirmation refused: no pending enrolment",
+        )
+    secret = await _open(service, principal, meta, state.sealed_secret)
+    step = verify_totp(secret, code, last_accepted_step=state.totp_last_step, now=now)
+    if step is None:
+        await _refuse(
+            service,
+            principal,
+            meta,
+            AuthRequestError(400, "MFA_CODE_INVALID", _CODE_INVALID, field="code"),
+            "enrolment confirmation: wrong code",
+        )
+    codes = generate_recovery_codes()
+
+    async def enable(conn: AsyncConnection) -> bool:
+        enabled = await conn.scalar(
+            text(
+                "UPDATE users SET mfa_enabled = true, totp_last_step = :step"
+                " WHERE id = :u AND NOT mfa_enabled AND mfa_secret_encrypted = :sealed RETURNING id"
+            ),
+            {"u": principal.user_id, "step": step, "sealed": state.sealed_secret},
+        )
+        if enabled is None:  # enabled, or re-enrolled with another secret, by a concurrent request
+            return False
+        await _replace_recovery_codes(conn, principal, codes, now)
+        await _mark_verified(conn, principal, session_id)
+        return True
+
+    done = False
+    try:
+        async with service.engine.begin() as conn:
+            await set_tenant(conn, principal.tenant_id)
+            done = await enable(conn)
+    except _SessionGone:
+        await _session_gone(service, principal, meta)
+    if not done:
+        await _refuse(
+            service,
+            principal,
+            meta,
+            AuthRequestError(
+                409, "MFA_ENROLLMENT_CHANGED", "The enrolment changed meanwhile; start it again."
+            ),
+            "confirmation refused: enrolment changed concurrently",
+        )
+    await _audit(
+        service,
+        principal,
+        meta,
+        AuthEvent.MFA_ENABLED,
+        "TOTP enabled; recovery codes issued",
+        details={"issued": len(codes)},
+    )
+    return codes
+
+
+async def _replace_recovery_codes(
+    conn: AsyncConnection, principal: Principal, codes: list[str], now: datetime
+) -> None:
+    await conn.execute(text("DELETE FROM mfa_recovery_codes WHERE user_id = :u"), {"u": principal.user_id})
+    await conn.execute(
+        text(
+            "INSERT INTO mfa_recovery_codes (tenant_id, user_id, code_hash, created_at)"
+            " VALUES (:t, :u, :h, :now)"
+        ),
+        [
+            {"t": principal.tenant_id, "u": principal.user_id, "h": hash_recovery_code(c), "now": now}
+            for c in codes
+        ],
+    )
+
+
+# -- verification ------------------------------------------------------------------------------
+
+
+async def verify_mfa(service: AuthService, principal: Principal, code: str, meta: RequestMeta) -> None:
+    """Accept a TOTP code once and mark the session as having passed MFA; 401 MFA_CODE_INVALID otherwise."""
+    session_id = await _require_session(service, principal, meta, "verification")
+    now = service.now()
+    state = await _load(service, principal)
+    if not state.mfa_enabled or state.sealed_secret is None:
+        await _not_enabled(service, principal, meta)
+    assert state.sealed_secret is not None
+    if state.locked(now):
+        await _refuse_locked(service, principal, meta, now)
+    secret = await _open(service, principal, meta, state.sealed_secret)
+    step = verify_totp(secret, code, last_accepted_step=state.totp_last_step, now=now)
+    accepted = False
+    if step is not None:
+
+        async def accept(conn: AsyncConnection) -> bool:
+            # The step is compared and written in one statement: of two requests with the same
+            # code, the second finds totp_last_step already at that step and matches no row.
+            won = await conn.scalar(
+                text(
+                    "UPDATE users SET totp_last_step = :step, failed_login_attempts = 0,"
+                    " failed_login_window_started_at = NULL"
+                    " WHERE id = :u AND mfa_enabled AND (totp_last_step IS NULL OR totp_last_step < :step)"
+                    " AND (locked_until IS NULL OR locked_until <= :now) RETURNING id"
+                ),
+                {"u": principal.user_id, "step": step, "now": now},
+            )
+            if won is None:
+                return False
+            await _mark_verified(conn, principal, session_id)
+            return True
+
+        try:
+            async with service.engine.begin() as conn:
+                await set_tenant(conn, principal.tenant_id)
+                accepted = await accept(conn)
+        except _SessionGone:
+            await _session_gone(service, principal, meta)
+    if not accepted:
+        reason = "wrong code" if step is None else "code already used"
+        await _count_failure(service, principal, meta, state.policy, now, reason)
+    await _audit(service, principal, meta, AuthEvent.MFA_VERIFIED, "TOTP code accepted")
+
+
+async def use_recovery_code(service: AuthService, principal: Principal, code: str, meta: RequestMeta) -> int:
+    """Spend one recovery code in place of a TOTP code; return how many unused ones remain."""
+    session_id = await _require_session(service, principal, meta, "recovery code")
+    now = service.now()
+    state = await _load(service, principal)
+    if not state.mfa_enabled:
+        await _not_enabled(service, principal, meta)
+    if state.locked(now):
+        await _refuse_locked(service, principal, meta, now)
+    try:
+        code_hash: str | None = hash_recovery_code(code)
+    except ValueError:
+        code_hash = None
+    remaining: int | None = None
+    if code_hash is not None:
+
+        async def spend(conn: AsyncConnection) -> int | None:
+            # An 80-bit random code needs no constant-time comparison: the lookup is by its
+            # SHA-256, and learning how a guess's digest compares says nothing about a valid code.
+            used = await conn.scalar(
+                text(
+                    "UPDATE mfa_recovery_codes SET used_at = :now"
+                    " WHERE user_id = :u AND code_hash = :h AND used_at IS NULL RETURNING id"
+                ),
+                {"u": principal.user_id, "h": code_hash, "now": now},
+            )
+            if used is None:
+                return None
+            await conn.execute(
+                text(
+                    "UPDATE users SET failed_login_attempts = 0, failed_login_window_started_at = NULL"
+                    " WHERE id = :u"
+                ),
+                {"u": principal.user_id},
+            )
+            await _mark_verified(conn, principal, session_id)
+            left = await conn.scalar(
+                text("SELECT count(*) FROM mfa_recovery_codes WHERE user_id = :u AND used_at IS NULL"),
+                {"u": principal.user_id},
+            )
+            return int(left or 0)
+
+        try:
+            async with service.engine.begin() as conn:
+                await set_tenant(conn, principal.tenant_id)
+                remaining = await spend(conn)
+        except _SessionGone:
+            await _session_gone(service, principal, meta)
+    if remaining is None:
+        await _count_failure(service, principal, meta, state.policy, now, "wrong or used recovery code")
+    await _audit(
+        service,
+        principal,
+        meta,
+        AuthEvent.MFA_RECOVERY_CODE_USED,
+        "recovery code spent",
+        risk=RiskLevel.MEDIUM,
+        details={"remaining": remaining},
+    )
+    assert remaining is not None
+    return remaining
+
+
+# -- shared steps -----------------------------------------------------------------------------
+
+
+async def _require_session(
+    service: AuthService, principal: Principal, meta: RequestMeta, what: str
+) -> uuid.UUID:
+    if principal.kind is not PrincipalKind.SESSION or principal.session_id is None:
+        await _refuse(
+            service,
+            principal,
+            meta,
+            AuthRequestError(
+                400,
+                "NOT_A_SESSION",
+                "Multi-factor authentication belongs to password sessions;"
+                " API keys and SSO tokens do not use it.",
+            ),
+            f"{what} refused: {principal.kind.value} credential",
+        )
+    assert principal.session_id is not None
+    return principal.session_id
+
+
+async def _load(service: AuthService, principal: Principal) -> _UserState:
+    async with service.engine.begin() as conn:
+        await set_tenant(conn, principal.tenant_id)
+        row = (
+            await conn.execute(
+                text(
+                    "SELECT email, mfa_enabled, mfa_secret_encrypted, totp_last_step, locked_until"
+                    " FROM users WHERE id = :u"
+                ),
+                {"u": principal.user_id},
+            )
+        ).one()
+        policy = await load_policy(conn, principal.tenant_id)
+    return _UserState(
+        email=row.email,
+        mfa_enabled=row.mfa_enabled,
+        sealed_secret=row.mfa_secret_encrypted,
+        totp_last_step=row.totp_last_step,
+        locked_until=row.locked_until,
+        policy=policy,
+    )
+
+
+async def _open(service: AuthService, principal: Principal, meta: RequestMeta, sealed: str) -> str:
+    try:
+        return service.secret_box.decrypt(sealed, totp_aad(principal.user_id)).decode("ascii")
+    except DecryptionError:
+        # A key that is no longer configured, or a sealed value moved from another user's row.
+        # Not the user's doing, so not counted as a failure; an operator must look at it.
+        _log.error(
+            "tenant %s user %s: stored TOTP secret failed authentication",
+            principal.tenant_id,
+            principal.user_id,
+        )
+        await _refuse(
+            service,
+            principal,
+            meta,
+            AuthRequestError(
+                503,
+                "MFA_UNAVAILABLE",
+                "Your second factor cannot be checked right now; contact your administrator.",
+            ),
+            "stored TOTP secret failed authentication",
+            risk=RiskLevel.HIGH,
+        )
+
+
+async def _mark_verified(conn: AsyncConnection, principal: Principal, session_id: uuid.UUID) -> None:
+    marked = await conn.scalar(
+        text(
+            "UPDATE user_sessions SET mfa_verified = true"
+            " WHERE id = :s AND user_id = :u AND terminated_at IS NULL RETURNING id"
+        ),
+        {"s": session_id, "u": principal.user_id},
+    )
+    if marked is None:
+        raise _SessionGone
+
+
+async def _count_failure(
+    service: AuthService,
+    principal: Principal,
+    meta: RequestMeta,
+    policy: TenantSecurityPolicy,
+    now: datetime,
+    reason: str,
+) -> NoReturn:
+    """Count a failed second factor in the AC-7 window; the threshold-th failure locks the account."""
+
+    async def work(conn: AsyncConnection) -> tuple[int | None, datetime | None, int]:
+        row = (
+            await conn.execute(
+                text(
+                    """
+                    UPDATE users SET
+                      failed_login_window_started_at = CASE
+                        WHEN coalesce(failed_login_window_started_at <= :stale, true)
+                        THEN CAST(:now AS timestamptz) ELSE failed_login_window_started_at END,
+                      failed_login_attempts = CASE
+                        WHEN coalesce(failed_login_window_started_at <= :stale, true)
+                        THEN 1 ELSE failed_login_attempts + 1 END
+                    WHERE id = :u AND (locked_until IS NULL OR locked_until <= :now)
+                    RETURNING failed_login_attempts
+                    """
+                ),
+                # A window that started at or before `stale` is over: this failure starts a new one.
+                {"u": principal.user_id, "now": now, "stale": now - policy.lockout_window},
+            )
+        ).first()
+        if row is None:  # locked meanwhile (e.g. by a concurrent failure): this session ends too
+            ended = await _end_pending_sessions(conn, principal, now)
+            return None, None, ended
+        attempts = int(row.failed_login_attempts)
+        if attempts < policy.lockout_threshold:
+            return attempts, None, 0
+        locked_until = now + policy.lockout_duration
+        await conn.execute(
+            text(
+                "UPDATE users SET locked_until = :until, failed_login_attempts = 0,"
+                " failed_login_window_started_at = NULL WHERE id = :u"
+            ),
+            {"u": principal.user_id, "until": locked_until},
+        )
+        ended = await _end_pending_sessions(conn, principal, now)
+        return attempts, locked_until, ended
+
+    attempts, locked_until, ended = await service.writer.run(principal.tenant_id, work)
+    described = f"{reason} ({attempts} in window)" if attempts is not None else f"{reason}; account locked"
+    await _audit(
+        service,
+        principal,
+        meta,
+        AuthEvent.MFA_FAILED,
+        described,
+        granted=False,
+        risk=RiskLevel.MEDIUM,
+        status=401,
+    )
+    if locked_until is not None:
+        await _audit(
+            service,
+            principal,
+            meta,
+            AuthEvent.ACCOUNT_LOCKED,
+            f"{policy.lockout_threshold} failed sign-in attempts (password or second factor)"
+            f" within {policy.lockout_window_minutes} minutes",
+            granted=False,
+            risk=RiskLevel.HIGH,
+            details={"locked_until": locked_until.isoformat(), "sessions_ended": ended},
+        )
+    # The same answer whether or not this failure locked the account; the session, if ended, says
+    # so on its next request.
+    raise AuthRequestError(401, "MFA_CODE_INVALID", _CODE_INVALID, field="code")
+
+
+async def _end_pending_sessions(conn: AsyncConnection, principal: Principal, now: datetime) -> int:
+    """End the caller's session and every session of the user that has not passed MFA."""
+    result = await conn.execute(
+        text(
+            "UPDATE user_sessions SET is_active = false, terminated_at = :now, termination_reason = :r"
+            " WHERE user_id = :u AND terminated_at IS NULL AND (id = :s OR NOT mfa_verified)"
+        ),
+        {
+            "u": principal.user_id,
+            "s": principal.session_id,
+            "r": TerminationReason.ACCOUNT_LOCKED.value,
+            "now": now,
+        },
+    )
+    return int(result.rowcount)
+
+
+async def _refuse_locked(
+    service: AuthService, principal: Principal, meta: RequestMeta, now: datetime
+) -> NoReturn:
+    """A locked account's code is refused, right or wrong, and the session presenting it ends."""
+
+    async def work(conn: AsyncConnection) -> int:
+        return await _end_pending_sessions(conn, principal, now)
+
+    await service.writer.run(principal.tenant_id, work)
+    await _refuse(
+        service,
+        principal,
+        meta,
+        AuthRequestError(401, "MFA_CODE_INVALID", _CODE_INVALID, field="code"),
+        "code refused: account locked; session ended",
+    )
+
+
+async def _not_enabled(service: AuthService, principal: Principal, meta: RequestMeta) -> NoReturn:
+    await _refuse(
+        service,
+        principal,
+        meta,
+        AuthRequestError(
+            409,
+            "MFA_NOT_ENABLED",
+            "Multi-factor authentication is not enabled for this account;"
+            " enroll first (POST /auth/mfa/enroll).",
+        ),
+        "refused: MFA not enabled",
+    )
+
+
+async def _session_gone(service: AuthService, principal: Principal, meta: RequestMeta) -> NoReturn:
+    await _refuse(
+        service,
+        principal,
+        meta,
+        AuthRequestError(401, "INVALID_SESSION", "The session is not valid; sign in again."),
+        "refused: session ended during the MFA step",
+    )
+
+
+async def _refuse(
+    service: AuthService,
+    principal: Principal,
+    meta: RequestMeta,
+    error: AuthRequestError,
+    description: str,
+    *,
+    risk: RiskLevel = RiskLevel.MEDIUM,
+) -> NoReturn:
+    await _audit(
+        service,
+        principal,
+        meta,
+        AuthEvent.MFA_FAILED,
+        description,
+        granted=False,
+        risk=risk,
+        status=error.status,
+    )
+    raise error
+
+
+async def _audit(
+    service: AuthService,
+    principal: Principal,
+    meta: RequestMeta,
+    event: AuthEvent,
+    description: str,
+    *,
+    granted: bool = True,
+    risk: RiskLevel = RiskLevel.LOW,
+    details: Mapping[str, Any] | None = None,
+    status: int | None = None,
+) -> None:
+    await record_event(
+        service.writer,
+        tenant_id=principal.tenant_id,
+        event=event,
+        meta=meta,
+        user_id=principal.user_id,
+        session_id=principal.audit_session,
+        granted=granted,
+        risk=risk,
+        description=description,
+        details=details,
+        status=status,
+    )
