@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 __all__ = [
+    "RequestConnection",
     "create_engine",
     "session_factory",
     "set_tenant",
@@ -81,3 +82,65 @@ async def tenant_session(
     async with factory() as session, session.begin():
         await set_tenant(session, tenant_id)
         yield session
+
+
+class RequestConnection:
+    """One connection and one transaction for a whole GraphQL operation, shared by its dataloaders.
+
+    aiodataloader runs each batch as its own task and an asyncpg connection runs one statement
+    at a time, so statements take turns through a lock. Queries run REPEATABLE READ and READ ONLY:
+    every batch of one request sees the same snapshot, and a read cannot write by accident. The
+    tenant is set once, when the connection is first used; nothing is opened for a request that
+    never reads.
+    """
+
+    def __init__(self, engine: AsyncEngine, tenant_id: uuid.UUID, *, read_only: bool = True) -> None:
+        import asyncio
+
+        self._engine = engine
+        self._tenant_id = tenant_id
+        self._read_only = read_only
+        self._lock = asyncio.Lock()
+        self._conn: AsyncConnection | None = None
+        self.statements = 0
+
+    @property
+    def tenant_id(self) -> uuid.UUID:
+        return self._tenant_id
+
+    async def _connection(self) -> AsyncConnection:
+        if self._conn is None:
+            conn = await self._engine.connect()
+            try:
+                options: dict[str, Any] = {"isolation_level": "REPEATABLE READ"}
+                if self._read_only:
+                    options["postgresql_readonly"] = True
+                await conn.execution_options(**options)
+                await conn.begin()
+                await set_tenant(conn, self._tenant_id)
+            except BaseException:
+                await conn.close()
+                raise
+            self._conn = conn
+        return self._conn
+
+    async def execute(self, statement: Any, params: Any = None) -> Any:
+        """Execute on the request's connection (buffered result), one statement at a time."""
+        async with self._lock:
+            conn = await self._connection()
+            self.statements += 1
+            return await conn.execute(statement, params)
+
+    async def close(self, *, commit: bool = False) -> None:
+        """End the transaction (rolled back unless `commit`) and return the connection to the pool."""
+        async with self._lock:
+            conn, self._conn = self._conn, None
+            if conn is None:
+                return
+            try:
+                if commit:
+                    await conn.commit()
+                else:
+                    await conn.rollback()
+            finally:
+                await conn.close()

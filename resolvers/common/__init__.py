@@ -1,0 +1,1 @@
+"""Read-path machinery shared by every domain: keyset pagination, filters, batched loaders."""
