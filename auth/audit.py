@@ -68,6 +68,9 @@ class AuthEvent(StrEnum):
     API_KEY_USED = "auth.api_key.used"
     API_KEY_REJECTED = "auth.api_key.rejected"
     ACCESS_DENIED = "auth.access.denied"
+    SAML_IDENTITY_LINKED = "auth.saml.identity_linked"
+    # An invitation or reset link that was used, expired or presented for the other purpose.
+    ACCOUNT_TOKEN_REJECTED = "auth.account_token.rejected"
 
 
 _SECRET_KEY = re.compile(r"pass|secret|token|hash|credential|api_?key|recovery|otp|code|cookie|authorization", re.I)
