@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from auth.audit import AuthEvent, RequestMeta, record_event
 from auth.crypto import SecretBox
 from auth.exceptions import Unauthenticated
+from auth.mailer import Mailer
 from auth.oidc import JwksCache
 from auth.passwords import PasswordHasher, PasswordPolicy
 from auth.policy import TenantSecurityPolicy, load_policy
@@ -49,7 +50,7 @@ class AuthService:
     password_policy: PasswordPolicy = field(default_factory=PasswordPolicy)
     clock: Clock = utcnow
     # Set by the composition root when configured: the email sender and the OIDC key cache.
-    mailer: object | None = None
+    mailer: Mailer | None = None
     jwks: JwksCache | None = None
 
     def now(self) -> datetime:

@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from auth.crypto import SecretBox
+from auth.mailer import SmtpMailer
 from auth.oidc import JwksCache
 from auth.passwords import PasswordHasher
 from auth.routes import (
@@ -27,6 +28,7 @@ from auth.routes import (
 from auth.service import AuthService
 from models.db import create_engine
 from models.side_effects import SideEffectWriter
+from schema.schema import graphql_app
 from server.middleware import AuthMiddleware
 from server.settings import Settings
 
@@ -52,6 +54,20 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok", "database": "ok"})
 
 
+def _mailer(settings: Settings) -> SmtpMailer | None:
+    """The invitation and reset email sender; None (those requests answer 503) without GWM_SMTP_HOST."""
+    if settings.smtp_host is None:
+        return None
+    return SmtpMailer(
+        settings.smtp_host,
+        settings.smtp_port,
+        settings.smtp_from,
+        settings.smtp_username,
+        settings.smtp_password,
+        settings.smtp_starttls,
+    )
+
+
 def create_app(settings: Settings) -> Starlette:
     if settings.app_database_url is None:
         raise ValueError("create_app needs settings.app_database_url (resolve the database first)")
@@ -75,6 +91,8 @@ def create_app(settings: Settings) -> Starlette:
         session_cookie=settings.session_cookie,
         jwks=jwks,
     )
+    mailer = _mailer(settings)
+    auth.mailer = mailer
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -82,6 +100,8 @@ def create_app(settings: Settings) -> Starlette:
             yield
         finally:
             await jwks.aclose()
+            if mailer is not None:
+                await mailer.aclose()
             await engine.dispose()
 
     app = Starlette(
@@ -89,6 +109,7 @@ def create_app(settings: Settings) -> Starlette:
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             *auth_routes(),
+            Route("/graphql", graphql_app(auth), methods=["GET", "POST"]),
         ],
         middleware=[
             Middleware(

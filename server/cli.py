@@ -3,6 +3,8 @@
     gwm serve [--host H] [--port P] [--workers N]
     gwm db upgrade [REV] | downgrade REV | status | reset --yes | revision -m MSG | check
     gwm db seed [--scale N [--tenants T] [--seed S]]
+    gwm jobs run     the nightly account sweep (inactive accounts, expired role assignments, purges)
+    gwm schema export [--output PATH]
 
 Without DATABASE_URL every command works on the embedded PostgreSQL under GWM_DATA_DIR
 (default .gwm/), starting it when needed.
@@ -159,6 +161,24 @@ def _seed(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_jobs(settings: Settings, args: argparse.Namespace) -> int:
+    from models.db import create_engine
+    from server.jobs import run_nightly
+
+    settings = resolve_database(settings)
+
+    async def run() -> int:
+        engine = create_engine(_owner_url(settings), pool_size=2, max_overflow=0, application_name="gwm-jobs")
+        try:
+            report = await run_nightly(engine)
+        finally:
+            await engine.dispose()
+        print(report)
+        return 1 if report.failed else 0
+
+    return asyncio.run(run())
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gwm", description="GWM CRM GraphQL gateway")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -187,11 +207,38 @@ def _parser() -> argparse.ArgumentParser:
     seed.add_argument("--scale", type=int, default=None, help="projects per synthetic tenant")
     seed.add_argument("--tenants", type=int, default=1, help="synthetic tenants (with --scale)")
     seed.add_argument("--seed", type=int, default=42, help="random seed (with --scale)")
+    jobs = sub.add_parser("jobs", help="scheduled jobs (run them from cron or a scheduler)")
+    jobsub = jobs.add_subparsers(dest="jobs_command", required=True)
+    jobsub.add_parser("run", help="the nightly sweep: disable inactive accounts (AC-2(3)), end expired role "
+                      "assignments and their sessions, purge expired tokens and SAML caches")
+    schema_cmd = sub.add_parser("schema", help="the GraphQL schema")
+    schema_sub = schema_cmd.add_subparsers(dest="schema_command", required=True)
+    export = schema_sub.add_parser("export", help="write the SDL (default graphql/schema.graphql)")
+    export.add_argument("--output", default=None, help="file to write; '-' for standard output")
     return parser
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    """Write the served schema's SDL; tests/test_graphql_schema.py fails when the file differs."""
+    from pathlib import Path
+
+    from schema.schema import SDL_PATH, sdl
+
+    text = sdl()
+    if args.output == "-":
+        sys.stdout.write(text)
+        return 0
+    path = Path(args.output or SDL_PATH)  # relative to the working directory: run it from the repository
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    print(f"wrote {path}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "schema":  # needs neither settings nor a database
+        return _cmd_schema(args)
     try:
         settings = Settings.from_env()
     except SettingsError as exc:
@@ -211,6 +258,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("gwm: --scale must be at least 1", file=sys.stderr)
             return 2
         return _cmd_db(settings, args)
+    if args.command == "jobs":
+        return _cmd_jobs(settings, args)
     return 2
 
 

@@ -12,10 +12,16 @@ Everything is a pure function of constants: ids are uuid5 names in :data:`NAMESP
 offsets from :data:`AS_OF`. Inserts do nothing when the row exists, so seeding twice leaves every
 table exactly as it was. Only the tenant's system user and "Manual entry" source come from the
 tenants trigger; they are looked up, never created here.
+
+Every demo person signs in with :data:`DEMO_PASSWORD` (``gwm db seed`` prints the table of emails,
+roles and the password). It is public, so never seed the demo tenant into a database real users
+reach. The hashes use the production PBKDF2 count and are written only where ``password_hash`` is
+NULL, so seeding again changes nothing (a new salt would change every hash).
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import json
@@ -25,8 +31,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, NamedTuple
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from auth.passwords import PRODUCTION_MIN_ITERATIONS, PasswordHasher
 from server.seed._db import (
     INSERT_ORDER,
     Row,
@@ -46,6 +54,7 @@ from server.seed._vocab import (
 
 __all__ = [
     "AS_OF",
+    "DEMO_PASSWORD",
     "NAMESPACE",
     "SUBDOMAIN",
     "TENANT_ID",
@@ -61,6 +70,9 @@ SUBDOMAIN = "demo"
 #: The demo's "today" (start of federal FY2027). Every timestamp is an offset from it.
 AS_OF = dt.datetime(2026, 10, 1, 14, 0, tzinfo=dt.UTC)
 EMAIL_DOMAIN = "demofederal.example"
+#: The demo people's password: public, documented, and accepted by the password policy (four
+#: unrelated words, none from the tenant's name or an email address).
+DEMO_PASSWORD = "copper kettle harbor lantern"  # noqa: S105 - a published demo credential
 
 
 def demo_id(*parts: object) -> uuid.UUID:
@@ -91,19 +103,23 @@ class DemoSummary:
     subdomain: str
     #: False when the demo tenant already existed (the run inserted only rows it lacked).
     created: bool
-    #: (email, role name) of every person in the demo; none can sign in yet (password_hash NULL).
+    #: (email, role name) of every person in the demo; each signs in with ``password``.
     users: tuple[tuple[str, str], ...]
     #: Rows per table in the demo tenant after seeding (trigger-made rows included).
     counts: Mapping[str, int]
+    #: The demo people's password (:data:`DEMO_PASSWORD`).
+    password: str = DEMO_PASSWORD
 
     def __str__(self) -> str:
         state = "created" if self.created else "already present (missing rows added)"
         tables = ", ".join(f"{name} {n}" for name, n in self.counts.items() if n)
-        people = "\n".join(f"  {email:40s} {role}" for email, role in self.users)
+        header = f"  {'email':40s} {'role':18s} password"
+        people = "\n".join(f"  {email:40s} {role:18s} {self.password}" for email, role in self.users)
         return (
             f"demo tenant {self.subdomain!r} ({self.tenant_id}): {state}\n"
             f"rows: {tables}\n"
-            f"users (no passwords yet):\n{people}"
+            f"sign in at tenant {self.subdomain!r} (public demo credentials: never where real users are):\n"
+            f"{header}\n{people}"
         )
 
 
@@ -767,6 +783,9 @@ class _Builder:
                 "json",
             ),
             ("fiscal_year.start_month", 10, "integer"),
+            # The demo's people sign in rarely; at the default 90 days the nightly job (AC-2(3))
+            # would disable them all, since the demo's clock (AS_OF) stands still.
+            ("security.inactive_disable_days", 3650, "integer"),
             ("seed.demo", {"version": 1, "as_of": AS_OF.isoformat()}, "json"),
         ):
             self.add(
@@ -2332,11 +2351,13 @@ def build_demo(system_user_id: uuid.UUID, manual_source_id: uuid.UUID) -> dict[s
     return b.t
 
 
-async def seed_demo(engine: AsyncEngine) -> DemoSummary:
+async def seed_demo(engine: AsyncEngine, hasher: PasswordHasher | None = None) -> DemoSummary:
     """Create (or complete) the demo tenant. ``engine`` connects as the schema owner role.
 
     One transaction: the tenants row (its trigger makes the system user and "Manual entry" source),
-    then every other row with ON CONFLICT DO NOTHING. Running it again changes nothing.
+    then every other row with ON CONFLICT DO NOTHING. Then the people without a password get
+    :data:`DEMO_PASSWORD`, hashed by ``hasher`` (default: the production iteration count). Running
+    it again changes nothing.
     """
     async with engine.begin() as conn:
         await set_tenant(conn, TENANT_ID)
@@ -2346,6 +2367,7 @@ async def seed_demo(engine: AsyncEngine) -> DemoSummary:
         for name in INSERT_ORDER:
             await insert_rows(conn, name, tables[name])
         counts = await count_rows(conn)
+    await _set_demo_passwords(engine, hasher or PasswordHasher(PRODUCTION_MIN_ITERATIONS))
     roles = {r.key: r.name for r in SYSTEM_ROLES}
     return DemoSummary(
         tenant_id=TENANT_ID,
@@ -2354,3 +2376,25 @@ async def seed_demo(engine: AsyncEngine) -> DemoSummary:
         users=tuple((p.email, roles[p.role]) for p in _PEOPLE),
         counts=counts,
     )
+
+
+async def _set_demo_passwords(engine: AsyncEngine, hasher: PasswordHasher) -> None:
+    """Give every demo person without a password :data:`DEMO_PASSWORD` (KDF outside the transaction)."""
+    people = [demo_id("user", p.key) for p in _PEOPLE]
+    async with engine.begin() as conn:
+        await set_tenant(conn, TENANT_ID)
+        missing = (
+            await conn.execute(
+                text("SELECT id FROM users WHERE id = ANY(:ids) AND password_hash IS NULL"), {"ids": people}
+            )
+        ).scalars().all()
+    if not missing:
+        return
+    hashes = await asyncio.gather(*(hasher.hash(DEMO_PASSWORD) for _ in missing))
+    async with engine.begin() as conn:
+        await set_tenant(conn, TENANT_ID)
+        for user_id, password_hash in zip(missing, hashes, strict=True):
+            await conn.execute(
+                text("UPDATE users SET password_hash = :h WHERE id = :u AND password_hash IS NULL"),
+                {"u": user_id, "h": password_hash},
+            )
