@@ -1,0 +1,67 @@
+"""Custom scalars: `UUID` and `DateTime` (always UTC, six fractional digits, `Z`).
+
+Registered through `StrawberryConfig.scalar_map` (schema/schema.py), so annotations stay the plain
+Python types (`uuid.UUID`, `datetime.datetime`). A fixed DateTime format lets clients compare and
+sort the strings, and never depends on the server's time zone or on whether microseconds are zero.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import strawberry
+from strawberry.types.scalar import ScalarDefinition
+
+__all__ = ["SCALAR_MAP", "parse_datetime", "parse_uuid", "serialize_datetime"]
+
+
+def serialize_datetime(value: datetime) -> str:
+    """`2026-11-25T09:30:00.000000Z`: UTC, microseconds, a `Z`. Naive datetimes are a bug here."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("DateTime values must be timezone-aware")
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_datetime(value: Any) -> datetime:
+    """An ISO 8601 date-time with an offset (`Z` or `+hh:mm`), returned in UTC."""
+    if not isinstance(value, str):
+        raise ValueError("DateTime must be a string such as 2026-11-25T09:30:00.000000Z")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"DateTime cannot represent {value!r}: use ISO 8601 with an offset") from None
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        raise ValueError("DateTime needs an offset (for example Z)")
+    return parsed.astimezone(UTC)
+
+
+def parse_uuid(value: Any) -> uuid.UUID:
+    if not isinstance(value, str):
+        raise ValueError("UUID must be a string")
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise ValueError(f"UUID cannot represent {value!r}") from None
+
+
+def _serialize_uuid(value: uuid.UUID | str) -> str:
+    return str(value if isinstance(value, uuid.UUID) else uuid.UUID(value))
+
+
+SCALAR_MAP: dict[object, ScalarDefinition] = {
+    uuid.UUID: strawberry.scalar(
+        name="UUID",
+        description="A UUID in its canonical text form (8-4-4-4-12 lower-case hex digits).",
+        serialize=_serialize_uuid,
+        parse_value=parse_uuid,
+    ),
+    datetime: strawberry.scalar(
+        name="DateTime",
+        description="An instant in UTC: ISO 8601 with six fractional digits and Z "
+        "(2026-11-25T09:30:00.000000Z). Inputs accept any offset.",
+        serialize=serialize_datetime,
+        parse_value=parse_datetime,
+    ),
+}

@@ -1,0 +1,85 @@
+"""The assembled schema: root types, scalars, extensions; and the ASGI app serving it.
+
+Extensions: parsing and validation results are cached (bounded LRU, shared across requests);
+unexpected errors are masked with the request id (schema/errors.py). Introspection stays on.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import strawberry
+from strawberry.extensions import ParserCache, ValidationCache
+from strawberry.schema.config import StrawberryConfig
+from strawberry.types import ExecutionContext
+
+from auth.service import AuthService
+from graphql import GraphQLError
+from schema.context import GraphQLView
+from schema.errors import MaskUnexpectedErrors, log_errors
+from schema.identity import IdentityMutation, IdentityQuery
+from schema.scalars import SCALAR_MAP
+
+__all__ = ["SDL_PATH", "GwmSchema", "build_schema", "graphql_app", "schema", "sdl"]
+
+CACHE_SIZE = 256
+# Where `gwm schema export` writes the SDL, relative to the repository root.
+SDL_PATH = "graphql/schema.graphql"
+
+
+@strawberry.type
+class Query(IdentityQuery):
+    pass
+
+
+@strawberry.type
+class Mutation(IdentityMutation):
+    pass
+
+
+class GwmSchema(strawberry.Schema):
+    """Logs bugs with their request id; expected refusals stay out of the error log."""
+
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        log_errors(errors, execution_context)
+
+
+def build_schema() -> GwmSchema:
+    return GwmSchema(
+        query=Query,
+        mutation=Mutation,
+        config=StrawberryConfig(scalar_map=SCALAR_MAP),
+        extensions=[
+            lambda: ParserCache(maxsize=CACHE_SIZE),
+            lambda: ValidationCache(maxsize=CACHE_SIZE),
+            MaskUnexpectedErrors,
+        ],
+    )
+
+
+schema = build_schema()
+
+
+def sdl() -> str:
+    """The served schema as SDL, exactly as `gwm schema export` writes it."""
+    return schema.as_str() + "\n"
+
+
+def graphql_app(auth: AuthService, **options: Any) -> GraphQLView:
+    """The /graphql endpoint: POST for everything, GET for queries only, no IDE yet.
+
+    No WebSocket subprotocol is accepted yet: subscriptions (graphql-transport-ws only, never the
+    legacy graphql-ws) come with authentication on connection_init in a later issue.
+    """
+    settings: dict[str, Any] = {
+        "graphql_ide": None,
+        "allow_queries_via_get": True,
+        "subscription_protocols": (),
+        "connection_init_wait_timeout": timedelta(seconds=10),
+        "multipart_uploads_enabled": False,
+    }
+    settings.update(options)
+    return GraphQLView(schema, auth=auth, **settings)
