@@ -1,0 +1,64 @@
+"""Relay's Node for every entity: an opaque global `id` and the row's `rowId: UUID!`.
+
+Each entity type subclasses `EntityNode` and `strawberry.relay.Node` and names its table. Its
+objects are built from database rows (`from_row`), keeping the row for relation resolvers (a
+foreign key the type does not expose as a field is still on the row). `node(id:)` and
+`nodes(ids:)` resolve through the same per-request loaders as every other read, so an id of
+another tenant gives exactly what a missing id gives: null.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Iterable
+from typing import Any, ClassVar, Self
+
+from sqlalchemy import Table
+
+from schema.context import Info
+
+__all__ = ["EntityNode"]
+
+
+class EntityNode:
+    """Mixin of the entity types (not a GraphQL type itself)."""
+
+    _table: ClassVar[Table]
+    # Column -> field renames beyond snake_case identity (the primary key is `rowId`).
+    _renames: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def resolve_id(cls, root: Any, *, info: Info) -> str:
+        return str(root.row_id)
+
+    @classmethod
+    async def resolve_nodes(
+        cls, *, info: Info, node_ids: Iterable[str], required: bool = False
+    ) -> list[Self | None]:
+        ids: list[uuid.UUID | None] = []
+        for node_id in node_ids:
+            try:
+                ids.append(uuid.UUID(node_id))
+            except ValueError:
+                ids.append(None)
+        loader = info.context.loaders.by_id(cls._table)
+        rows = await loader.load_many([i for i in ids if i is not None])
+        found = iter(rows)
+        return [cls.from_row(next(found)) if i is not None else None for i in ids]
+
+    @classmethod
+    def from_row(cls, row: Any) -> Self | None:
+        if row is None:
+            return None
+        mapping = row._mapping
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):  # type: ignore[arg-type]
+            if not field.init:
+                continue
+            column = "id" if field.name == "row_id" else cls._renames.get(field.name, field.name)
+            if column in mapping:
+                values[field.name] = mapping[column]
+        instance = cls(**values)
+        instance._row = row  # type: ignore[attr-defined]
+        return instance

@@ -1,0 +1,106 @@
+"""Relation fields built from the foreign keys: to-one fields and to-many connections.
+
+`to_one(...)` and `to_many(...)` return strawberry fields whose resolvers go through the
+request's loaders (one batched statement per relation per level). Targets are named lazily
+(`"User", "schema.identity"`), so domain modules can point at each other without import cycles.
+"""
+
+from __future__ import annotations
+
+import importlib
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any
+
+import strawberry
+from sqlalchemy import Table
+from sqlalchemy.sql.elements import ColumnElement
+
+from graphql import GraphQLError
+from resolvers.common.connections import child_connection
+from resolvers.common.pagination import OrderTerm, PageArgs, PaginationError
+from schema.context import Info
+from schema.pagination import Connection
+
+__all__ = ["BAD_INPUT", "Target", "page_args", "to_many", "to_one"]
+
+BAD_INPUT = "BAD_USER_INPUT"
+Target = tuple[str, str]  # (GraphQL type name, module that defines it)
+
+
+def _class(target: Target) -> Any:
+    name, module = target
+    return getattr(importlib.import_module(module), name)
+
+
+def _lazy(target: Target) -> Any:
+    name, module = target
+    return Annotated[name, strawberry.lazy(module)]
+
+
+def page_args(first: int | None, after: str | None, last: int | None, before: str | None) -> PageArgs:
+    try:
+        return PageArgs(first=first, after=after, last=last, before=before).validate()
+    except PaginationError as exc:
+        raise GraphQLError(str(exc), extensions={"code": BAD_INPUT}) from None
+
+
+def to_one(target: Target, table: Table, fk: str, *, description: str | None = None) -> Any:
+    """`fk` on the parent's row names one row of `table` (None when the column is NULL)."""
+
+    async def resolve(root: Any, info: Info) -> Any:
+        key = root._row._mapping[fk]
+        if key is None:
+            return None
+        row = await info.context.loaders.by_id(table).load(key)
+        return _class(target).from_row(row)
+
+    resolve.__annotations__ = {"root": Any, "info": Info, "return": _lazy(target) | None}
+    return strawberry.field(resolver=resolve, description=description)
+
+
+def to_many(
+    target: Target,
+    table: Table,
+    fk: str,
+    *,
+    order: Sequence[tuple[str, bool]] = (("created_at", False),),
+    where: Callable[[Table], list[ColumnElement[bool]]] | None = None,
+    where_key: str = "",
+    parent_key: str = "id",
+    description: str | None = None,
+) -> Any:
+    """The rows of `table` whose `fk` equals the parent's `parent_key`, as a connection."""
+    terms = [OrderTerm(column, table.c[column], descending) for column, descending in order]
+    if not any(t.name == "id" for t in terms):
+        terms.append(OrderTerm("id", table.c.id, False))
+    conditions = where(table) if where is not None else []
+
+    async def resolve(
+        root: Any,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+    ) -> Any:
+        parent: uuid.UUID = root._row._mapping[parent_key]
+        cls = _class(target)
+        try:
+            return await child_connection(
+                info.context.loaders, table, fk, parent, page_args(first, after, last, before), terms,
+                cls.from_row, where=conditions, where_key=where_key,
+            )
+        except PaginationError as exc:
+            raise GraphQLError(str(exc), extensions={"code": BAD_INPUT}) from None
+
+    resolve.__annotations__ = {
+        "root": Any,
+        "info": Info,
+        "first": int | None,
+        "after": str | None,
+        "last": int | None,
+        "before": str | None,
+        "return": Connection[_lazy(target)],  # type: ignore[valid-type]
+    }
+    return strawberry.field(resolver=resolve, description=description)
