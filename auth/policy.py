@@ -41,6 +41,8 @@ class TenantSecurityPolicy:
     sso_jit_provisioning: bool = False
     sso_jit_role: str = "Viewer"
     max_users: int = 100
+    # A deactivated tenant's sessions, keys and tokens stop working at their next request.
+    tenant_active: bool = True
 
     @property
     def requires_mfa(self) -> bool:
@@ -66,7 +68,7 @@ class TenantSecurityPolicy:
 _CONFIGURABLE = {
     f.name: f.type
     for f in fields(TenantSecurityPolicy)
-    if f.name not in {"tenant_id", "tenant_name", "fedramp", "max_users"}
+    if f.name not in {"tenant_id", "tenant_name", "fedramp", "max_users", "tenant_active"}
 }
 
 
@@ -89,11 +91,16 @@ async def load_policy(conn: AsyncConnection, tenant_id: uuid.UUID) -> TenantSecu
     """The policy of `tenant_id`; the connection's transaction must be scoped to that tenant."""
     tenant = (
         await conn.execute(
-            text("SELECT name, fedramp_compliant, max_users FROM tenants WHERE id = :t"), {"t": tenant_id}
+            text("SELECT name, fedramp_compliant, max_users, is_active FROM tenants WHERE id = :t"),
+            {"t": tenant_id},
         )
     ).one()
     policy = TenantSecurityPolicy(
-        tenant_id=tenant_id, tenant_name=tenant.name, fedramp=tenant.fedramp_compliant, max_users=tenant.max_users
+        tenant_id=tenant_id,
+        tenant_name=tenant.name,
+        fedramp=tenant.fedramp_compliant,
+        max_users=tenant.max_users,
+        tenant_active=tenant.is_active,
     )
     rows = await conn.execute(
         text(

@@ -123,6 +123,8 @@ class AuthService:
     ) -> TerminationReason | None:
         if user is None or not user.is_active or user.is_system:  # type: ignore[attr-defined]
             return TerminationReason.USER_DEACTIVATED
+        if not policy.tenant_active:
+            return TerminationReason.TENANT_DEACTIVATED
         if record.expires_at is not None and now >= record.expires_at:
             return TerminationReason.ABSOLUTE_TIMEOUT
         if now - record.last_activity_at >= policy.idle_timeout(admin=grants.is_admin):
@@ -152,6 +154,8 @@ class AuthService:
             raise Unauthenticated("INVALID_API_KEY", "The API key is not valid.")
         async with self.engine.begin() as conn:
             await set_tenant(conn, row.tenant_id)
+            if not await conn.scalar(text("SELECT is_active FROM tenants WHERE id = :t"), {"t": row.tenant_id}):
+                raise Unauthenticated("INVALID_API_KEY", "The API key is not valid.")
             grants = await load_role_grants(conn, row.role_id)
             system_user = await _system_user(conn, row.tenant_id)
             used = await conn.scalar(

@@ -40,6 +40,7 @@ class TerminationReason(StrEnum):
     REVOKED = "revoked"
     PASSWORD_CHANGED = "password_changed"
     USER_DEACTIVATED = "user_deactivated"
+    TENANT_DEACTIVATED = "tenant_deactivated"
     ROLE_EXPIRED = "role_assignment_expired"
     # Too many failed second-factor attempts locked the account (auth/mfa_service.py).
     ACCOUNT_LOCKED = "account_locked"

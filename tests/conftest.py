@@ -29,6 +29,24 @@ from server.embedded import bootstrap_database, start_embedded, urls_for  # noqa
 from tests.support.db import TenantRef, admin_url_from_env, create_tenant  # noqa: E402
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Keep every application log record of the session for the leak check (tests/test_zz_secrets.py).
+    import logging
+
+    from tests.support.secrets import LogKeeper
+
+    keeper = LogKeeper(level=logging.DEBUG)
+    keeper.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+    logging.getLogger().addHandler(keeper)
+    for name in ("auth", "server", "schema", "resolvers", "models"):
+        logging.getLogger(name).setLevel(logging.DEBUG)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # The leak check reads what every other test left behind: it runs last.
+    items.sort(key=lambda item: item.nodeid.startswith("tests/test_zz_secrets.py"))
+
+
 @dataclass(frozen=True, slots=True)
 class Database:
     superuser_url: str

@@ -291,3 +291,19 @@ async def test_keys_and_roles_of_another_tenant_are_not_found(
 
     role = await _create(client, admin_token, name="x", role="Elsewhere", days=1)
     assert [e["code"] for e in role["errors"]] == ["ROLE_NOT_FOUND"]
+
+
+async def test_keys_of_a_deactivated_tenant_stop_working(
+    client: httpx.AsyncClient, admin: LoginUser, admin_token: str, owner_engine: AsyncEngine
+) -> None:
+    from sqlalchemy import text
+
+    from models.db import set_tenant
+
+    key = (await _create(client, admin_token))["key"]
+    assert await _viewer_kind(client, key) == "API_KEY"
+    async with owner_engine.begin() as conn:
+        await set_tenant(conn, admin.tenant.id)
+        await conn.execute(text("UPDATE tenants SET is_active = false WHERE id = :t"), {"t": admin.tenant.id})
+    refused = await gql_response(client, "{ viewer { credential } }", token=key)
+    assert refused.status_code == 401 and refused.json()["error"]["code"] == "INVALID_API_KEY"

@@ -279,3 +279,22 @@ class TestSessionLifetime:
             await set_tenant(conn, user.tenant.id)
             await conn.execute(text("DELETE FROM user_roles WHERE user_id = :u"), {"u": user.id})
         assert (await client.get("/auth/session", headers=auth)).json()["permissions"] == []
+
+
+async def test_deactivating_the_tenant_ends_its_sessions_and_stops_sign_in(
+    client: httpx.AsyncClient, owner_engine: AsyncEngine, fresh_tenant: TenantRef
+) -> None:
+    user = await make_login_user(owner_engine, fresh_tenant)
+    token = (await _login(client, **user.credentials())).json()["token"]
+    client.cookies.clear()
+    async with owner_engine.begin() as conn:
+        await set_tenant(conn, fresh_tenant.id)
+        await conn.execute(text("UPDATE tenants SET is_active = false WHERE id = :t"), {"t": fresh_tenant.id})
+    refused = await client.get("/auth/session", headers={"authorization": f"Bearer {token}"})
+    assert refused.status_code == 401
+    (row,) = await _rows(
+        owner_engine, fresh_tenant, "SELECT termination_reason FROM user_sessions WHERE user_id = :u", u=user.id
+    )
+    assert row.termination_reason == "tenant_deactivated"
+    again = await _login(client, **user.credentials())
+    assert again.status_code == 401 and again.json()["error"]["code"] == "INVALID_CREDENTIALS"

@@ -18,9 +18,9 @@ from starlette.applications import Starlette
 
 from auth.passwords import PasswordHasher
 from models.db import set_tenant
-from server.app import create_app
 from server.settings import Settings
 from tests.support.db import TenantRef
+from tests.support.secrets import remember, request_hook, response_hook
 
 __all__ = ["TEST_ITERATIONS", "LoginUser", "app_client", "make_login_user", "test_settings"]
 
@@ -44,7 +44,10 @@ def test_settings(app_url: str, **overrides: Any) -> Settings:
 async def app_client(app: Starlette, **kwargs: Any) -> AsyncIterator[httpx.AsyncClient]:
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
-        async with httpx.AsyncClient(transport=transport, base_url="https://testserver", **kwargs) as client:
+        hooks = {"request": [request_hook], "response": [response_hook]}
+        async with httpx.AsyncClient(
+            transport=transport, base_url="https://testserver", event_hooks=hooks, **kwargs
+        ) as client:
             yield client
 
 
@@ -69,6 +72,7 @@ async def make_login_user(
 ) -> LoginUser:
     """A committed user with a password (hashed at the test count) and the named system roles."""
     password = password or f"correct horse {secrets.token_hex(6)} battery"
+    remember(password)
     email = columns.pop("email", f"user-{uuid.uuid4().hex[:10]}@example.test")
     password_hash = await PasswordHasher(TEST_ITERATIONS).hash(password)
     values = {"tenant_id": tenant.id, "email": email, "first_name": "Test", "last_name": "User",

@@ -1,0 +1,82 @@
+"""Every secret the suite uses, collected as it goes, so one last test can look for leaks.
+
+The HTTP client used by the API tests registers what it sends (passwords, codes, bearer tokens)
+and what it receives (session tokens, API keys, TOTP secrets, recovery codes); factories register
+the passwords they set. A log handler keeps every record the application logs during the session.
+`tests/test_zz_secrets.py` then greps the audit trail and the logs for all of them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from typing import Any
+
+import httpx
+
+__all__ = ["LOG_LINES", "SECRETS", "LogKeeper", "remember", "request_hook", "response_hook"]
+
+SECRETS: set[str] = set()
+LOG_LINES: list[str] = []
+
+_SECRET_KEYS = {
+    "password", "newpassword", "currentpassword", "code", "token", "key", "secret", "recoverycodes",
+    "provisioninguri", "samlresponse",
+}
+
+
+def _is_identifier(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def remember(value: Any) -> None:
+    # Row ids travel under names like "key" too (a GraphQL variable); they are not secrets.
+    if isinstance(value, str) and len(value) >= 8 and not _is_identifier(value):
+        SECRETS.add(value)
+    elif isinstance(value, list):
+        for item in value:
+            remember(item)
+
+
+def _scan(value: Any) -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key.lower().replace("_", "") in _SECRET_KEYS:
+                remember(item)
+            _scan(item)
+    elif isinstance(value, list):
+        for item in value:
+            _scan(item)
+
+
+async def request_hook(request: httpx.Request) -> None:
+    authorization = request.headers.get("authorization", "")
+    if authorization.lower().startswith("bearer "):
+        remember(authorization[7:].strip())
+    if request.headers.get("content-type", "").startswith("application/json"):
+        try:
+            _scan(json.loads(request.content or b"null"))
+        except ValueError:
+            pass
+
+
+async def response_hook(response: httpx.Response) -> None:
+    if response.headers.get("content-type", "").startswith("application/json"):
+        await response.aread()
+        try:
+            _scan(response.json())
+        except ValueError:
+            pass
+
+
+class LogKeeper(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            LOG_LINES.append(self.format(record))
+        except Exception:  # a record that cannot be formatted still must not break the suite
+            LOG_LINES.append(str(record.msg))
