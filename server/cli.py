@@ -143,6 +143,12 @@ def _seed(settings: Settings, args: argparse.Namespace) -> int:
     from models.db import create_engine
     from server import seed
 
+    pending = asyncio.run(migrate.status(_owner_url(settings)))["pending"]
+    if pending:
+        print(f"gwm: the schema is not at head ({len(pending)} migration(s) pending): run `gwm db upgrade` first",
+              file=sys.stderr)
+        return 2
+
     async def run() -> None:
         engine = create_engine(_owner_url(settings), pool_size=2, max_overflow=0, application_name="gwm-seed")
         try:

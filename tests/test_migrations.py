@@ -105,3 +105,21 @@ async def test_gwm_db_reset_drops_the_data_and_rebuilds_the_schema(scratch_owner
         assert status["pending"] == [] and status["current"] == status["heads"]
     finally:
         await engine.dispose()
+
+
+async def test_gwm_db_seed_refuses_a_schema_behind_head(scratch_owner_url: str) -> None:
+    import asyncio
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    await migrate.upgrade(scratch_owner_url, "0001")
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "GWM_APP_DATABASE_URL"}}
+    env.update(DATABASE_URL=scratch_owner_url, GWM_APP_DATABASE_URL=scratch_owner_url.replace("gwm_owner@", "gwm_app@"))
+    result = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "server.cli", "db", "seed"], env=env,
+        cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2
+    assert "run `gwm db upgrade` first" in result.stderr
