@@ -19,13 +19,16 @@ from datetime import datetime
 from typing import Any
 
 import strawberry
+from strawberry import relay
 from strawberry.types.base import get_object_definition
 
 from auth.api_keys import MAX_EXPIRY_DAYS, ApiKeyRecord
 from auth.permissions import Permission
 from auth.principal import Principal, PrincipalKind
 from resolvers.identity import mutations, queries
+from models import User as UserModel
 from schema.context import Info
+from schema.node import EntityNode
 from schema.errors import UserError, payload_or_errors
 from schema.permissions import requires
 
@@ -47,8 +50,10 @@ CredentialKind = strawberry.enum(
 
 
 @strawberry.type(description="A person who signs in to the tenant, or the tenant's system user.")
-class User:
-    id: uuid.UUID
+class User(EntityNode, relay.Node):
+    _table = UserModel.__table__
+
+    row_id: uuid.UUID
     email: str
     first_name: str
     last_name: str
@@ -64,10 +69,6 @@ class User:
     locked_until: datetime | None = strawberry.field(description="Set while the account is locked (AC-7).")
     last_login_at: datetime | None
     created_at: datetime
-
-    @classmethod
-    def from_row(cls, row: Any) -> User:
-        return cls(**{name: getattr(row, name) for name in _FIELDS[cls]})
 
 
 @strawberry.type(description="The customer organisation the caller belongs to.")
@@ -201,7 +202,7 @@ class Viewer:
 
 _FIELDS: dict[type, tuple[str, ...]] = {
     cls: tuple(f.python_name for f in get_object_definition(cls, strict=True).fields)
-    for cls in (User, Tenant, Session, ApiKey)
+    for cls in (Tenant, Session, ApiKey)
 }
 
 

@@ -22,7 +22,7 @@ from resolvers.common.pagination import OrderTerm, PageArgs, PaginationError
 from schema.context import Info
 from schema.pagination import Connection
 
-__all__ = ["BAD_INPUT", "Target", "page_args", "to_many", "to_one"]
+__all__ = ["BAD_INPUT", "Target", "page_args", "root_list", "to_many", "to_one"]
 
 BAD_INPUT = "BAD_USER_INPUT"
 Target = tuple[str, str]  # (GraphQL type name, module that defines it)
@@ -101,6 +101,52 @@ def to_many(
         "after": str | None,
         "last": int | None,
         "before": str | None,
+        "return": Connection[_lazy(target)],  # type: ignore[valid-type]
+    }
+    return strawberry.field(resolver=resolve, description=description)
+
+
+def root_list(
+    target: Target,
+    table: Table,
+    filter_type: Any,
+    order_type: Any,
+    *,
+    default_order: Sequence[tuple[str, bool]],
+    description: str | None = None,
+    base_where: Callable[[Table], list[ColumnElement[bool]]] | None = None,
+) -> Any:
+    """A top-level connection over `table` with `filter:` and `orderBy:`."""
+    from resolvers.common.connections import root_connection
+    from resolvers.common.filters import FilterError, filter_conditions, order_terms
+
+    async def resolve(
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+        filter: Any = None,  # noqa: A002 - the GraphQL argument's name
+        order_by: Any = None,
+    ) -> Any:
+        cls = _class(target)
+        try:
+            terms = order_terms(table, order_by, default_order)
+            where = [*(base_where(table) if base_where else []), *filter_conditions(table, filter)]
+            return await root_connection(
+                info.context.loaders, table, page_args(first, after, last, before), terms, cls.from_row, where=where
+            )
+        except (PaginationError, FilterError) as exc:
+            raise GraphQLError(str(exc), extensions={"code": BAD_INPUT}) from None
+
+    resolve.__annotations__ = {
+        "info": Info,
+        "first": int | None,
+        "after": str | None,
+        "last": int | None,
+        "before": str | None,
+        "filter": filter_type | None,
+        "order_by": list[order_type] | None,
         "return": Connection[_lazy(target)],  # type: ignore[valid-type]
     }
     return strawberry.field(resolver=resolve, description=description)

@@ -1,4 +1,5 @@
-"""Custom scalars: `UUID` and `DateTime` (always UTC, six fractional digits, `Z`).
+"""Custom scalars: `UUID`, `DateTime` (always UTC, six fractional digits, `Z`), `Date`, `Decimal`
+and `BigInt` (as strings, so no precision is lost in JSON), `JSON`.
 
 Registered through `StrawberryConfig.scalar_map` (schema/schema.py), so annotations stay the plain
 Python types (`uuid.UUID`, `datetime.datetime`). A fixed DateTime format lets clients compare and
@@ -8,13 +9,14 @@ sort the strings, and never depends on the server's time zone or on whether micr
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, date, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any, NewType
 
 import strawberry
 from strawberry.types.scalar import ScalarDefinition
 
-__all__ = ["SCALAR_MAP", "parse_datetime", "parse_uuid", "serialize_datetime"]
+__all__ = ["JSON", "SCALAR_MAP", "BigInt", "parse_datetime", "parse_uuid", "serialize_datetime"]
 
 
 def serialize_datetime(value: datetime) -> str:
@@ -50,6 +52,40 @@ def _serialize_uuid(value: uuid.UUID | str) -> str:
     return str(value if isinstance(value, uuid.UUID) else uuid.UUID(value))
 
 
+def _parse_date(value: Any) -> date:
+    if not isinstance(value, str):
+        raise ValueError("Date must be a string such as 2026-11-25")
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"Date cannot represent {value!r}: use YYYY-MM-DD") from None
+
+
+def _parse_decimal(value: Any) -> Decimal:
+    if not isinstance(value, str | int):
+        raise ValueError("Decimal must be a string such as \"1250000.00\"")
+    try:
+        parsed = Decimal(str(value))
+    except InvalidOperation:
+        raise ValueError(f"Decimal cannot represent {value!r}") from None
+    if not parsed.is_finite():
+        raise ValueError("Decimal must be finite")
+    return parsed
+
+
+def _parse_bigint(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError("BigInt must be a string of digits")
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"BigInt cannot represent {value!r}") from None
+
+
+# Python-side types for two scalars whose Python type (int, any JSON value) is shared with others.
+BigInt = NewType("BigInt", int)
+JSON = NewType("JSON", object)
+
 SCALAR_MAP: dict[object, ScalarDefinition] = {
     uuid.UUID: strawberry.scalar(
         name="UUID",
@@ -63,5 +99,29 @@ SCALAR_MAP: dict[object, ScalarDefinition] = {
         "(2026-11-25T09:30:00.000000Z). Inputs accept any offset.",
         serialize=serialize_datetime,
         parse_value=parse_datetime,
+    ),
+    date: strawberry.scalar(
+        name="Date",
+        description="A calendar date, YYYY-MM-DD.",
+        serialize=lambda v: v.isoformat(),
+        parse_value=_parse_date,
+    ),
+    Decimal: strawberry.scalar(
+        name="Decimal",
+        description="An exact decimal number, as a string (\"1250000.00\").",
+        serialize=str,
+        parse_value=_parse_decimal,
+    ),
+    BigInt: strawberry.scalar(
+        name="BigInt",
+        description="A 64-bit integer, as a string of digits (JSON numbers lose precision past 2^53).",
+        serialize=str,
+        parse_value=_parse_bigint,
+    ),
+    JSON: strawberry.scalar(
+        name="JSON",
+        description="Any JSON value, as stored.",
+        serialize=lambda v: v,
+        parse_value=lambda v: v,
     ),
 }

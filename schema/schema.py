@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 import strawberry
+from strawberry import relay
 from strawberry.extensions import ParserCache, ValidationCache
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
@@ -18,6 +19,7 @@ from auth.service import AuthService
 from graphql import GraphQLError
 from schema.context import GraphQLView
 from schema.errors import MaskUnexpectedErrors, log_errors
+from schema.crm import CrmQuery
 from schema.identity import IdentityMutation, IdentityQuery
 from schema.scalars import SCALAR_MAP
 
@@ -29,8 +31,9 @@ SDL_PATH = "graphql/schema.graphql"
 
 
 @strawberry.type
-class Query(IdentityQuery):
-    pass
+class Query(IdentityQuery, CrmQuery):
+    node: relay.Node | None = relay.node(description="Any entity by its global id; null when not found.")
+    nodes: list[relay.Node | None] = relay.node(description="Entities by global id, in order; null where not found.")
 
 
 @strawberry.type

@@ -30,11 +30,9 @@ __all__ = [
     "user",
 ]
 
-USER_COLUMNS = (
-    "u.id, u.email, u.first_name, u.last_name, u.title, u.phone, u.avatar_url, u.is_active, u.is_system,"
-    " u.is_saml_user, u.email_verified, u.mfa_enabled, u.must_change_password, u.locked_until,"
-    " u.last_login_at, u.created_at"
-)
+# Every column: the GraphQL User type exposes only its non-secret ones, and its relation fields
+# read foreign keys from the row.
+USER_COLUMNS = "u.*"
 ROLE_COLUMNS = "r.id, r.name, r.description, r.is_system_role, r.permissions"
 SESSION_COLUMNS = (
     "s.id, s.user_id, s.created_at, s.last_activity_at, s.expires_at, host(s.ip_address) AS ip_address,"

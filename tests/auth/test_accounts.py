@@ -873,7 +873,7 @@ async def test_demo_users_sign_in_with_the_printed_password(
 
 _INVITE = """
 mutation Invite($input: UserInviteInput!) {
-  userInvite(input: $input) { user { id email isActive } errors { field code message } }
+  userInvite(input: $input) { user { rowId email isActive } errors { field code message } }
 }
 """
 

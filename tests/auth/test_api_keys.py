@@ -33,7 +33,7 @@ mutation ($id: UUID!) {
 VIEWER = """
 { viewer {
     credential permissions
-    user { id isSystem }
+    user { rowId isSystem }
     tenant { id }
     roles { role { name permissions } opportunityProjectId expiresAt }
     sessions { id }
@@ -106,7 +106,7 @@ async def test_key_is_shown_once_stored_hashed_and_acts_with_its_role(
     # The key on /graphql: it acts as the tenant's system user, with exactly its role's permissions.
     viewer = (await gql(client, VIEWER, token=key))["data"]["viewer"]
     assert viewer["credential"] == "API_KEY"
-    assert viewer["user"] == {"id": str(tenant.system_user_id), "isSystem": True}
+    assert viewer["user"] == {"rowId": str(tenant.system_user_id), "isSystem": True}
     assert viewer["tenant"]["id"] == str(tenant.id)
     expected = sorted(p.value for p in SYSTEM_ROLES[SystemRole.BD_ANALYST])
     assert viewer["permissions"] == expected

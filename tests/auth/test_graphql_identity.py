@@ -33,7 +33,7 @@ UTC_FORMAT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 VIEWER = """
 { viewer {
     credential permissions
-    user { id email firstName isSystem mfaEnabled createdAt lastLoginAt }
+    user { rowId email firstName isSystem mfaEnabled createdAt lastLoginAt }
     tenant { id subdomain }
     roles { role { name permissions isSystemRole } opportunityProjectId expiresAt }
     sessions { id current createdAt lastActivityAt expiresAt mfaVerified ipAddress }
@@ -43,7 +43,7 @@ CREATE_KEY = (
     'mutation ($name: String!) { apiKeyCreate(input: {name: $name, roleName: "Viewer", expiresInDays: 5})'
     " { key apiKey { id } } }"
 )
-USER_FIELDS = "user { id isActive mustChangePassword lockedUntil email } errors { field code message }"
+USER_FIELDS = "user { rowId isActive mustChangePassword lockedUntil email } errors { field code message }"
 
 
 @dataclass
@@ -116,7 +116,7 @@ async def test_viewer_is_the_caller(client: httpx.AsyncClient, admin: LoginUser,
     assert response.status_code == 200 and response.headers["cache-control"] == "no-store"
     viewer = response.json()["data"]["viewer"]
     assert viewer["credential"] == "SESSION"
-    assert viewer["user"]["id"] == str(admin.id) and viewer["user"]["email"] == admin.email
+    assert viewer["user"]["rowId"] == str(admin.id) and viewer["user"]["email"] == admin.email
     assert viewer["user"]["firstName"] == "Ada" and viewer["user"]["isSystem"] is False
     assert UTC_FORMAT.match(viewer["user"]["createdAt"]) and UTC_FORMAT.match(viewer["user"]["lastLoginAt"])
     assert viewer["tenant"] == {"id": str(admin.tenant.id), "subdomain": admin.tenant.subdomain}
@@ -163,8 +163,8 @@ async def test_graphql_needs_a_principal_and_takes_queries_by_get_only(
     assert anonymous.status_code == 401 and anonymous.json()["error"]["code"] == "UNAUTHENTICATED"
     token = await sign_in(client, member)
     auth = {"authorization": f"Bearer {token}"}
-    by_get = await client.get("/graphql", params={"query": "{ viewer { user { id } } }"}, headers=auth)
-    assert by_get.status_code == 200 and by_get.json()["data"]["viewer"]["user"]["id"] == str(member.id)
+    by_get = await client.get("/graphql", params={"query": "{ viewer { user { rowId } } }"}, headers=auth)
+    assert by_get.status_code == 200 and by_get.json()["data"]["viewer"]["user"]["rowId"] == str(member.id)
     mutation = "mutation { mfaEnrollmentStart { errors { code } } }"
     by_get_mutation = await client.get("/graphql", params={"query": mutation}, headers=auth)
     assert by_get_mutation.status_code in {400, 405} and "data" not in by_get_mutation.text
@@ -218,14 +218,14 @@ DENIED_CASES = {
     "apiKeyRevoke": ("mutation ($key: UUID!) { apiKeyRevoke(id: $key) { apiKey { id } } }", "api_key:admin"),
     "userInvite": (
         'mutation { userInvite(input: {email: "new@example.test", firstName: "N", lastName: "U",'
-        ' roles: ["Viewer"]}) { user { id } } }',
+        ' roles: ["Viewer"]}) { user { rowId } } }',
         "user:admin",
     ),
-    "userUnlock": ("mutation ($u: UUID!) { userUnlock(userId: $u) { user { id } } }", "user:admin"),
-    "userDeactivate": ("mutation ($u: UUID!) { userDeactivate(userId: $u) { user { id } } }", "user:admin"),
+    "userUnlock": ("mutation ($u: UUID!) { userUnlock(userId: $u) { user { rowId } } }", "user:admin"),
+    "userDeactivate": ("mutation ($u: UUID!) { userDeactivate(userId: $u) { user { rowId } } }", "user:admin"),
     "userSetTemporaryPassword": (
         'mutation ($u: UUID!) { userSetTemporaryPassword(userId: $u, password: "a brand new temporary pass")'
-        " { user { id } } }",
+        " { user { rowId } } }",
         "user:admin",
     ),
     "sessionRevoke": (
@@ -286,8 +286,8 @@ async def test_admin_mutations_are_refused_for_a_non_admin_and_audited(
     assert denied.session_id == await _session_id(client, token)
     assert mutation in denied.operation_description
     # The victim's own session still works (sessionRevoke refused).
-    still = await gql(client, "{ viewer { user { id } } }", token=victim_token)
-    assert still["data"]["viewer"]["user"]["id"] == str(victim.id)
+    still = await gql(client, "{ viewer { user { rowId } } }", token=victim_token)
+    assert still["data"]["viewer"]["user"]["rowId"] == str(victim.id)
 
 
 async def test_a_refused_query_field_is_forbidden_without_a_mutation_audit_row(
@@ -367,7 +367,7 @@ async def test_admin_can_invite_a_user(
     assert payload["errors"] == [] and payload["user"]["email"] == "grace@example.test"
     assert [m.rcpt_tos for m in mailbox.messages] == [["grace@example.test"]]
     (audit,) = await audit_rows(owner_engine, admin.tenant.id, "auth.invitation.sent")
-    assert audit.user_id == admin.id and str(audit.entity_id) == payload["user"]["id"]
+    assert audit.user_id == admin.id and str(audit.entity_id) == payload["user"]["rowId"]
 
     again = (await gql(client, invite, {"i": values}, token=token))["data"]["userInvite"]
     assert again["user"] is None and again["errors"][0]["field"] == ["input", "email"]
@@ -455,7 +455,7 @@ START = (
 )
 CONFIRM = (
     "mutation ($c: String!) { mfaEnrollmentConfirm(code: $c) {"
-    " user { id mfaEnabled } recoveryCodes errors { field code message } } }"
+    " user { rowId mfaEnabled } recoveryCodes errors { field code message } } }"
 )
 
 
@@ -473,7 +473,7 @@ async def test_mfa_enrollment_through_graphql(
     assert wrong["recoveryCodes"] is None and wrong["errors"][0]["field"] == ["code"]
     code = pyotp.TOTP(secret).at(clock())
     confirmed = (await gql(client, CONFIRM, {"c": code}, token=token))["data"]["mfaEnrollmentConfirm"]
-    assert confirmed["errors"] == [] and confirmed["user"] == {"id": str(member.id), "mfaEnabled": True}
+    assert confirmed["errors"] == [] and confirmed["user"] == {"rowId": str(member.id), "mfaEnabled": True}
     assert len(confirmed["recoveryCodes"]) == 10
     assert len(await audit_rows(owner_engine, member.tenant.id, "auth.mfa.enabled")) == 1
     again = (await gql(client, START, token=token))["data"]["mfaEnrollmentStart"]

@@ -1,0 +1,162 @@
+"""Organizations and contacts: the agencies, primes, partners and competitors, and their people."""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from enum import Enum
+
+import strawberry
+from strawberry import relay
+
+from models import Contact as ContactModel
+from models import OpportunityProjectContact as ProjectContactModel
+from models import Organization as OrganizationModel
+from models import User as UserModel
+from schema.filters import BooleanFilter, DateTimeFilter, StringFilter, UUIDFilter
+from schema.node import EntityNode
+from schema.pagination import OrderDirection
+from schema.relations import root_list, to_many, to_one
+from schema.scalars import JSON
+
+__all__ = [
+    "Contact",
+    "CrmQuery",
+    "ContactFilter",
+    "ContactOrder",
+    "ContactOrderField",
+    "Organization",
+    "OrganizationFilter",
+    "OrganizationOrder",
+    "OrganizationOrderField",
+]
+
+_ORGS = OrganizationModel.__table__
+_CONTACTS = ContactModel.__table__
+_USERS = UserModel.__table__
+_PROJECT_CONTACTS = ProjectContactModel.__table__
+USER = ("User", "schema.identity")
+
+
+@strawberry.type(description="A government agency, office, prime, partner or competitor.")
+class Organization(EntityNode, relay.Node):
+    _table = _ORGS
+
+    row_id: uuid.UUID
+    name: str
+    duns_number: str | None
+    sam_unique_id: str | None
+    cage_code: str | None
+    address_line1: str | None
+    address_line2: str | None
+    city: str | None
+    state_province: str | None
+    postal_code: str | None
+    country: str
+    phone: str | None
+    email: str | None
+    website: str | None
+    organization_type: str | None
+    business_size: str | None
+    socioeconomic_certifications: JSON
+    is_active: bool
+    created_at: datetime.datetime
+    updated_at: datetime.datetime
+
+    parent_organization: Organization | None = to_one(
+        ("Organization", "schema.crm"), _ORGS, "parent_organization_id", description="The parent in the hierarchy."
+    )
+    child_organizations = to_many(
+        ("Organization", "schema.crm"), _ORGS, "parent_organization_id", order=(("name", False),),
+        description="Direct children in the hierarchy, by name.",
+    )
+    contacts = to_many(
+        ("Contact", "schema.crm"), _CONTACTS, "organization_id", order=(("last_name", False), ("first_name", False)),
+        description="People of this organization, by last and first name.",
+    )
+    created_by = to_one(USER, _USERS, "created_by")
+    updated_by = to_one(USER, _USERS, "updated_by")
+
+
+@strawberry.type(description="A person the capture team knows.")
+class Contact(EntityNode, relay.Node):
+    _table = _CONTACTS
+
+    row_id: uuid.UUID
+    first_name: str
+    last_name: str
+    title: str | None
+    email: str | None
+    phone: str | None
+    linkedin_url: str | None
+    contact_type: str | None
+    decision_maker_level: int | None
+    security_clearance: str | None
+    last_contact_date: datetime.date | None
+    interaction_frequency: str | None
+    relationship_strength: int | None
+    notes: str | None
+    tags: JSON
+    is_active: bool
+    created_at: datetime.datetime
+    updated_at: datetime.datetime
+
+    organization = to_one(("Organization", "schema.crm"), _ORGS, "organization_id")
+    created_by = to_one(USER, _USERS, "created_by")
+    updated_by = to_one(USER, _USERS, "updated_by")
+
+
+@strawberry.input
+class OrganizationFilter:
+    row_id: UUIDFilter | None = None
+    name: StringFilter | None = None
+    is_active: BooleanFilter | None = None
+    parent_organization_id: UUIDFilter | None = None
+    created_at: DateTimeFilter | None = None
+
+
+@strawberry.enum
+class OrganizationOrderField(Enum):
+    NAME = "name"
+    CREATED_AT = "created_at"
+
+
+@strawberry.input
+class OrganizationOrder:
+    field: OrganizationOrderField
+    direction: OrderDirection = OrderDirection.ASC
+
+
+@strawberry.input
+class ContactFilter:
+    row_id: UUIDFilter | None = None
+    last_name: StringFilter | None = None
+    email: StringFilter | None = None
+    organization_id: UUIDFilter | None = None
+    is_active: BooleanFilter | None = None
+    created_at: DateTimeFilter | None = None
+
+
+@strawberry.enum
+class ContactOrderField(Enum):
+    LAST_NAME = "last_name"
+    EMAIL = "email"
+    CREATED_AT = "created_at"
+
+
+@strawberry.input
+class ContactOrder:
+    field: ContactOrderField
+    direction: OrderDirection = OrderDirection.ASC
+
+
+@strawberry.type
+class CrmQuery:
+    organizations = root_list(
+        ("Organization", "schema.crm"), _ORGS, OrganizationFilter, OrganizationOrder,
+        default_order=(("name", False),), description="Organizations, by name unless ordered otherwise.",
+    )
+    contacts = root_list(
+        ("Contact", "schema.crm"), _CONTACTS, ContactFilter, ContactOrder,
+        default_order=(("last_name", False),), description="Contacts, by last name unless ordered otherwise.",
+    )

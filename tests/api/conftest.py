@@ -1,0 +1,33 @@
+"""Fixtures for the read API: the app over HTTP, a signed-in caller per system role."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.applications import Starlette
+
+from server.app import create_app
+from tests.conftest import Database
+from tests.support.db import TenantRef
+from tests.support.graphql import sign_in
+from tests.support.http import app_client, make_login_user, test_settings
+
+
+@pytest.fixture(scope="module")
+def read_app(database: Database) -> Starlette:
+    return create_app(test_settings(database.app_url))
+
+
+@pytest.fixture
+async def client(read_app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    async with app_client(read_app) as http:
+        yield http
+
+
+@pytest.fixture
+async def admin_token(client: httpx.AsyncClient, owner_engine: AsyncEngine, fresh_tenant: TenantRef) -> str:
+    user = await make_login_user(owner_engine, fresh_tenant, roles=["Tenant Admin"])
+    return await sign_in(client, user)
