@@ -28,6 +28,12 @@ class EntityNode:
     # Column -> field renames beyond snake_case identity (the primary key is `rowId`).
     _renames: ClassVar[dict[str, str]] = {}
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        from schema.relations import collect_relations
+
+        collect_relations(cls)
+
     @classmethod
     def resolve_id(cls, root: Any, *, info: Info) -> str:
         return str(root.row_id)

@@ -7,6 +7,7 @@ request's loaders (one batched statement per relation per level). Targets are na
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import uuid
 from collections.abc import Callable, Sequence
@@ -22,10 +23,49 @@ from resolvers.common.pagination import OrderTerm, PageArgs, PaginationError
 from schema.context import Info
 from schema.pagination import Connection
 
-__all__ = ["BAD_INPUT", "Target", "page_args", "root_list", "to_many", "to_one"]
+__all__ = [
+    "BAD_INPUT",
+    "RELATIONS",
+    "Relation",
+    "Target",
+    "collect_relations",
+    "page_args",
+    "polymorphic",
+    "root_list",
+    "to_many",
+    "to_one",
+]
 
 BAD_INPUT = "BAD_USER_INPUT"
 Target = tuple[str, str]  # (GraphQL type name, module that defines it)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Relation:
+    """What a relation field reads: the SDL-generated tests use this to build data for every field."""
+
+    kind: str  # "one" | "many" | "polymorphic"
+    target: Target | None
+    table: str
+    column: str  # the foreign key column (on the parent for "one", on `table` for "many")
+    where: str = ""  # a description of the fixed condition (e.g. entity_type = 'opportunity_project')
+
+
+# (parent class name, python attribute) -> Relation; filled as the domain modules are imported.
+RELATIONS: dict[tuple[str, str], Relation] = {}
+
+
+def _register(field: Any, relation: Relation) -> Any:
+    field._gwm_relation = relation
+    return field
+
+
+def collect_relations(cls: type) -> None:
+    """Record the relation fields of an entity type (called by EntityNode.__init_subclass__)."""
+    for name, value in list(vars(cls).items()):
+        relation = getattr(value, "_gwm_relation", None)
+        if relation is not None:
+            RELATIONS[(cls.__name__, name)] = relation
 
 
 def _class(target: Target) -> Any:
@@ -56,7 +96,9 @@ def to_one(target: Target, table: Table, fk: str, *, description: str | None = N
         return _class(target).from_row(row)
 
     resolve.__annotations__ = {"root": Any, "info": Info, "return": _lazy(target) | None}
-    return strawberry.field(resolver=resolve, description=description)
+    return _register(
+        strawberry.field(resolver=resolve, description=description), Relation("one", target, table.name, fk)
+    )
 
 
 def to_many(
@@ -103,7 +145,10 @@ def to_many(
         "before": str | None,
         "return": Connection[_lazy(target)],  # type: ignore[valid-type]
     }
-    return strawberry.field(resolver=resolve, description=description)
+    return _register(
+        strawberry.field(resolver=resolve, description=description),
+        Relation("many", target, table.name, fk, where_key),
+    )
 
 
 def root_list(
@@ -150,3 +195,30 @@ def root_list(
         "return": Connection[_lazy(target)],  # type: ignore[valid-type]
     }
     return strawberry.field(resolver=resolve, description=description)
+
+
+def polymorphic(
+    type_column: str,
+    id_column: str,
+    targets: dict[str, tuple[Target, Table]],
+    *,
+    description: str | None = None,
+) -> Any:
+    """A `Node` named by (type_column, id_column) on the parent row, e.g. an activity's target.
+
+    `targets` maps each allowed entity_type value (docs/enums.md) to its GraphQL type and table;
+    a row whose target is gone (or of another tenant) gives null.
+    """
+
+    async def resolve(root: Any, info: Info) -> Any:
+        mapping = root._row._mapping
+        entry = targets.get(mapping[type_column])
+        if entry is None or mapping[id_column] is None:
+            return None
+        target, table = entry
+        row = await info.context.loaders.by_id(table).load(mapping[id_column])
+        return _class(target).from_row(row)
+
+    resolve.__annotations__ = {"root": Any, "info": Info, "return": strawberry.relay.Node | None}
+    field = strawberry.field(resolver=resolve, description=description)
+    return _register(field, Relation("polymorphic", None, ",".join(sorted(targets)), id_column, type_column))
