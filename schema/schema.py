@@ -19,7 +19,13 @@ from auth.service import AuthService
 from graphql import GraphQLError
 from schema.context import GraphQLView
 from schema.errors import MaskUnexpectedErrors, log_errors
+from schema.activities import ActivitiesQuery
+from schema.audit import AuditQuery
+from schema.capture import CaptureQuery
 from schema.crm import CrmQuery
+from schema.documents import DocumentsQuery
+from schema.external_data import ExternalDataQuery
+from schema.opportunities import OpportunitiesQuery
 from schema.identity import IdentityMutation, IdentityQuery
 from schema.scalars import SCALAR_MAP
 
@@ -31,7 +37,16 @@ SDL_PATH = "graphql/schema.graphql"
 
 
 @strawberry.type
-class Query(IdentityQuery, CrmQuery):
+class Query(
+    IdentityQuery,
+    OpportunitiesQuery,
+    CrmQuery,
+    ExternalDataQuery,
+    DocumentsQuery,
+    ActivitiesQuery,
+    CaptureQuery,
+    AuditQuery,
+):
     node: relay.Node | None = relay.node(description="Any entity by its global id; null when not found.")
     nodes: list[relay.Node | None] = relay.node(description="Entities by global id, in order; null where not found.")
 
