@@ -1,12 +1,242 @@
-"""The audit trail: audit logs, change history, permission audit."""
+"""The audit trail: audit logs, field-level change history, permission audit.
+
+These rows are written by the flush hook and the side-effect writer with secret values already
+redacted (models/audit.py), so `beforeValues`, `afterValues`, `oldValue` and `newValue` are shown
+as stored. `entity` resolves the polymorphic (entity_type, entity_id) pair to the `Node` it names;
+it is null when the type is not an entity (audit logs record events such as `session`), when the
+row is gone, or when the id belongs to another tenant.
+"""
 
 from __future__ import annotations
 
-import strawberry
+import datetime
+import uuid
+from enum import Enum
 
-__all__ = ["AuditQuery"]
+import strawberry
+from sqlalchemy import Table
+from strawberry import relay
+
+from graphql import GraphQLError
+from models import AuditLog as AuditLogModel
+from models import ChangeHistory as ChangeHistoryModel
+from models import PermissionAudit as PermissionAuditModel
+from models import User as UserModel
+from models.enums import ChangeSource, EntityType, ImpactLevel, RiskLevel
+from resolvers.audit import queries
+from resolvers.common.filters import FilterError
+from resolvers.common.pagination import PaginationError
+from schema.context import Info
+from schema.entities import ENTITY_TARGETS, history
+from schema.fields import enum_column, inet_column
+from schema.filters import BooleanFilter, DateTimeFilter, EnumFilter, StringFilter, UUIDFilter
+from schema.node import EntityNode
+from schema.pagination import Connection, OrderDirection
+from schema.relations import BAD_INPUT, page_args, polymorphic, root_list, to_many, to_one
+from schema.scalars import JSON
+
+__all__ = [
+    "AuditLog",
+    "AuditLogFilter",
+    "AuditLogOrder",
+    "AuditLogOrderField",
+    "AuditQuery",
+    "ChangeHistory",
+    "ChangeHistoryFilter",
+    "ChangeHistoryOrder",
+    "ChangeHistoryOrderField",
+    "ChangeSource",
+    "EntityType",
+    "ImpactLevel",
+    "PermissionAudit",
+    "RiskLevel",
+]
+
+_AUDIT: Table = AuditLogModel.__table__  # type: ignore[assignment]
+_CHANGES: Table = ChangeHistoryModel.__table__  # type: ignore[assignment]
+_PERMISSIONS: Table = PermissionAuditModel.__table__  # type: ignore[assignment]
+_USERS: Table = UserModel.__table__  # type: ignore[assignment]
+USER = ("User", "schema.identity")
+CHANGE = ("ChangeHistory", "schema.audit")
+
+# The value sets as GraphQL enums (strawberry registers the models' own classes; docs/enums.md).
+strawberry.enum(EntityType, description="The entity kinds a polymorphic reference can name.")
+strawberry.enum(ChangeSource, description="Who or what made a change.")
+strawberry.enum(ImpactLevel, description="How much a change matters.")
+strawberry.enum(RiskLevel, description="The risk of an audited action.")
+
+
+@strawberry.type(
+    description="One audited action: who, what, on which record, before and after, from which request."
+)
+class AuditLog(EntityNode, relay.Node):
+    _table = _AUDIT
+
+    row_id: uuid.UUID
+    session_id: str | None = strawberry.field(
+        description="The session's id (or `api_key:<id>`) the action was made with; never a token."
+    )
+    ip_address = inet_column(_AUDIT.c.ip_address)
+    user_agent: str | None
+    action_type: str = strawberry.field(description="What happened, e.g. `create`, `auth.session.revoked`.")
+    entity_type: str = strawberry.field(
+        description="The kind of record: an EntityType value, or an event kind such as `session`."
+    )
+    entity_id: uuid.UUID | None
+    operation_description: str | None
+    before_values: JSON | None = strawberry.field(description="Values before the action (secrets redacted).")
+    after_values: JSON | None = strawberry.field(description="Values after the action (secrets redacted).")
+    changed_fields: JSON | None
+    change_reason: str | None
+    access_granted: bool
+    permission_used: str | None
+    risk_level = enum_column(RiskLevel, _AUDIT.c.risk_level)
+    request_id: str | None
+    api_endpoint: str | None
+    http_method: str | None
+    response_status: int | None
+    timestamp_utc: datetime.datetime
+
+    user = to_one(USER, _USERS, "user_id", description="The actor; null for system processes.")
+    entity = polymorphic(
+        "entity_type", "entity_id", ENTITY_TARGETS,
+        description="The record acted on, when entityType is an EntityType value and it still exists.",
+    )
+    history = history(EntityType.AUDIT_LOG)
+
+
+@strawberry.type(description="One changed field of one record; the rows of one change share changeBatchId.")
+class ChangeHistory(EntityNode, relay.Node):
+    _table = _CHANGES
+
+    row_id: uuid.UUID
+    entity_type = enum_column(EntityType, _CHANGES.c.entity_type)
+    entity_id: uuid.UUID
+    change_timestamp: datetime.datetime
+    field_name: str
+    old_value: JSON | None = strawberry.field(description="As stored (secrets redacted at write time).")
+    new_value: JSON | None = strawberry.field(description="As stored (secrets redacted at write time).")
+    changed_by_system_process: str | None
+    change_source = enum_column(ChangeSource, _CHANGES.c.change_source)
+    change_category: str | None
+    change_impact_level = enum_column(ImpactLevel, _CHANGES.c.change_impact_level)
+    notification_triggered: bool
+    change_batch_id: uuid.UUID | None
+    created_at: datetime.datetime
+
+    entity = polymorphic(
+        "entity_type", "entity_id", ENTITY_TARGETS, description="The changed record; null once it is gone."
+    )
+    changed_by_user = to_one(USER, _USERS, "changed_by_user_id")
+    parent_change = to_one(CHANGE, _CHANGES, "parent_change_id")
+    child_changes = to_many(
+        CHANGE, _CHANGES, "parent_change_id", order=(("change_timestamp", False),),
+        description="Changes made as part of this one, oldest first.",
+    )
+    history = history(EntityType.CHANGE_HISTORY)
+
+
+@strawberry.type(description="One recorded permission check: resource, permission, outcome and why.")
+class PermissionAudit(EntityNode, relay.Node):
+    _table = _PERMISSIONS
+
+    row_id: uuid.UUID
+    resource_type: str
+    resource_id: uuid.UUID | None
+    permission_checked: str
+    permission_granted: bool
+    role_used: str | None
+    explicit_permission: bool
+    denial_reason: str | None
+    ip_address = inet_column(_PERMISSIONS.c.ip_address)
+    timestamp_utc: datetime.datetime
+
+    user = to_one(USER, _USERS, "user_id")
+    history = history(EntityType.PERMISSION_AUDIT)
+
+
+# -- filters and orders ------------------------------------------------------------------------
+
+
+@strawberry.input
+class AuditLogFilter:
+    row_id: UUIDFilter | None = None
+    action_type: StringFilter | None = None
+    entity_type: StringFilter | None = None
+    entity_id: UUIDFilter | None = None
+    user_id: UUIDFilter | None = None
+    access_granted: BooleanFilter | None = None
+    risk_level: EnumFilter[RiskLevel] | None = None
+    request_id: StringFilter | None = None
+    timestamp_utc: DateTimeFilter | None = None
+
+
+# Indexed: (tenant_id, user_id, timestamp_utc DESC), (tenant_id, entity_type, entity_id,
+# timestamp_utc DESC), (action_type, timestamp_utc DESC).
+@strawberry.enum
+class AuditLogOrderField(Enum):
+    TIMESTAMP_UTC = "timestamp_utc"
+    ACTION_TYPE = "action_type"
+    ENTITY_TYPE = "entity_type"
+
+
+@strawberry.input
+class AuditLogOrder:
+    field: AuditLogOrderField
+    direction: OrderDirection = OrderDirection.ASC
+
+
+@strawberry.input
+class ChangeHistoryFilter:
+    entity_type: EnumFilter[EntityType] | None = None
+    field_name: StringFilter | None = None
+    change_source: EnumFilter[ChangeSource] | None = None
+    change_impact_level: EnumFilter[ImpactLevel] | None = None
+    changed_by_user_id: UUIDFilter | None = None
+    change_batch_id: UUIDFilter | None = None
+    change_timestamp: DateTimeFilter | None = None
+
+
+# Indexed: (entity_type, entity_id, change_timestamp DESC).
+@strawberry.enum
+class ChangeHistoryOrderField(Enum):
+    CHANGE_TIMESTAMP = "change_timestamp"
+
+
+@strawberry.input
+class ChangeHistoryOrder:
+    field: ChangeHistoryOrderField
+    direction: OrderDirection = OrderDirection.ASC
 
 
 @strawberry.type
 class AuditQuery:
-    """Root fields of this domain (being built)."""
+    audit_logs = root_list(
+        ("AuditLog", "schema.audit"), _AUDIT, AuditLogFilter, AuditLogOrder,
+        default_order=(("timestamp_utc", True),),
+        description="The tenant's audit log, newest first (timestampUtc descending) unless ordered"
+        " otherwise.",
+    )
+
+    @strawberry.field(
+        description="The change history of one record (any entity type), newest first unless ordered"
+        " otherwise."
+    )
+    async def change_history(
+        self,
+        info: Info,
+        entity_id: uuid.UUID,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+        filter: ChangeHistoryFilter | None = None,  # the GraphQL argument's name
+        order_by: list[ChangeHistoryOrder] | None = None,
+    ) -> Connection[ChangeHistory]:
+        try:
+            return await queries.change_history(
+                info.context.loaders, entity_id, page_args(first, after, last, before), filter, order_by,
+                ChangeHistory.from_row,  # type: ignore[arg-type]
+            )
+        except (PaginationError, FilterError) as exc:
+            raise GraphQLError(str(exc), extensions={"code": BAD_INPUT}) from None

@@ -1,12 +1,236 @@
-"""Capture plans and proposals."""
+"""Capture plans and proposals: the pursuit's strategy (with its go/no-go decision) and its bid.
+
+Both are archivable: the root lists hide archived rows unless the filter asks for them
+(`includeArchived: true`, or a filter on `archivedAt`; resolvers/capture/queries.py); `node(id:)`
+and the relation fields always find them.
+"""
 
 from __future__ import annotations
 
-import strawberry
+import datetime
+import uuid
+from enum import Enum
 
-__all__ = ["CaptureQuery"]
+import strawberry
+from sqlalchemy import Table
+from strawberry import relay
+
+from graphql import GraphQLError
+from models import CapturePlan as CapturePlanModel
+from models import OpportunityProject as OpportunityProjectModel
+from models import Proposal as ProposalModel
+from models import User as UserModel
+from models.enums import CapturePlanStatus, EntityType, GoNoGoDecision, ProposalStatus
+from resolvers.capture import queries
+from resolvers.common.filters import FilterError
+from resolvers.common.pagination import PaginationError
+from schema.activities import activities_of
+from schema.context import Info
+from schema.documents import document_associations_of
+from schema.entities import history
+from schema.fields import enum_column
+from schema.filters import DateTimeFilter, EnumFilter, UUIDFilter
+from schema.node import EntityNode
+from schema.pagination import Connection, OrderDirection
+from schema.relations import BAD_INPUT, page_args, to_one
+from schema.scalars import JSON
+
+__all__ = [
+    "CapturePlan",
+    "CapturePlanFilter",
+    "CapturePlanOrder",
+    "CapturePlanOrderField",
+    "CapturePlanStatus",
+    "CaptureQuery",
+    "GoNoGoDecision",
+    "Proposal",
+    "ProposalFilter",
+    "ProposalOrder",
+    "ProposalOrderField",
+    "ProposalStatus",
+]
+
+_PLANS: Table = CapturePlanModel.__table__  # type: ignore[assignment]
+_PROPOSALS: Table = ProposalModel.__table__  # type: ignore[assignment]
+_USERS: Table = UserModel.__table__  # type: ignore[assignment]
+_PROJECTS: Table = OpportunityProjectModel.__table__  # type: ignore[assignment]
+USER = ("User", "schema.identity")
+PROJECT = ("OpportunityProject", "schema.opportunities")
+
+# The value sets as GraphQL enums (strawberry registers the models' own classes; docs/enums.md).
+strawberry.enum(CapturePlanStatus, description="Where a capture plan is in its review.")
+strawberry.enum(GoNoGoDecision, description="The bid decision of a capture plan.")
+strawberry.enum(ProposalStatus, description="A proposal's progress through the colour-team reviews to award.")
+
+
+@strawberry.type(description="The capture strategy for an opportunity project, with its go/no-go decision.")
+class CapturePlan(EntityNode, relay.Node):
+    _table = _PLANS
+
+    row_id: uuid.UUID
+    plan_name: str
+    status = enum_column(CapturePlanStatus, _PLANS.c.status)
+    go_no_go_decision = enum_column(
+        GoNoGoDecision, _PLANS.c.go_no_go_decision, description="Null: no decision recorded yet."
+    )
+    decision_date: datetime.date | None
+    decision_rationale: str | None
+    win_strategy: str | None
+    competitive_analysis: str | None
+    external_data_considerations: str | None
+    resource_requirements: str | None
+    timeline: str | None
+    external_deadlines: str | None
+    last_external_sync: datetime.datetime | None
+    external_data_impact_notes: str | None
+    created_at: datetime.datetime
+    updated_at: datetime.datetime
+    archived_at: datetime.datetime | None = strawberry.field(description="Set while the plan is archived.")
+
+    opportunity_project = to_one(PROJECT, _PROJECTS, "opportunity_project_id")
+    created_by = to_one(USER, _USERS, "created_by")
+    updated_by = to_one(USER, _USERS, "updated_by")
+    archived_by = to_one(USER, _USERS, "archived_by")
+    activities = activities_of(EntityType.CAPTURE_PLAN)
+    document_associations = document_associations_of(EntityType.CAPTURE_PLAN)
+    history = history(EntityType.CAPTURE_PLAN)
+
+
+@strawberry.type(
+    description="A proposal being written for an opportunity project, through its reviews to award."
+)
+class Proposal(EntityNode, relay.Node):
+    _table = _PROPOSALS
+
+    row_id: uuid.UUID
+    proposal_title: str
+    status = enum_column(ProposalStatus, _PROPOSALS.c.status)
+    team_members: JSON = strawberry.field(description="The writing team, as stored (JSON array).")
+    submission_date: datetime.datetime | None
+    final_submittal_date: datetime.datetime | None
+    compliance_matrix: JSON | None
+    review_stages: JSON
+    external_deadline_sync: datetime.datetime | None
+    amendment_impact_log: JSON
+    created_at: datetime.datetime
+    updated_at: datetime.datetime
+    archived_at: datetime.datetime | None = strawberry.field(
+        description="Set while the proposal is archived."
+    )
+
+    opportunity_project = to_one(PROJECT, _PROJECTS, "opportunity_project_id")
+    proposal_manager = to_one(USER, _USERS, "proposal_manager")
+    created_by = to_one(USER, _USERS, "created_by")
+    updated_by = to_one(USER, _USERS, "updated_by")
+    archived_by = to_one(USER, _USERS, "archived_by")
+    activities = activities_of(EntityType.PROPOSAL)
+    document_associations = document_associations_of(EntityType.PROPOSAL)
+    history = history(EntityType.PROPOSAL)
+
+
+# -- filters and orders ------------------------------------------------------------------------
+
+_ARCHIVED_AT = "When archived; setting it also lets archived rows through."
+_INCLUDE_ARCHIVED = (
+    "Archived rows (archivedAt set) are left out unless this is true or archivedAt is filtered;"
+    " only archived ones: {archivedAt: {isNull: false}}."
+)
+
+
+@strawberry.input
+class CapturePlanFilter:
+    row_id: UUIDFilter | None = None
+    status: EnumFilter[CapturePlanStatus] | None = None
+    go_no_go_decision: EnumFilter[GoNoGoDecision] | None = None
+    opportunity_project_id: UUIDFilter | None = None
+    created_at: DateTimeFilter | None = None
+    archived_at: DateTimeFilter | None = strawberry.field(default=None, description=_ARCHIVED_AT)
+    include_archived: bool | None = strawberry.field(default=False, description=_INCLUDE_ARCHIVED)
+
+
+# Only indexed columns: capture_plans has (opportunity_project_id, status) and (tenant_id).
+@strawberry.enum
+class CapturePlanOrderField(Enum):
+    OPPORTUNITY_PROJECT_ID = "opportunity_project_id"
+    STATUS = "status"
+
+
+@strawberry.input
+class CapturePlanOrder:
+    field: CapturePlanOrderField
+    direction: OrderDirection = OrderDirection.ASC
+
+
+@strawberry.input
+class ProposalFilter:
+    row_id: UUIDFilter | None = None
+    status: EnumFilter[ProposalStatus] | None = None
+    opportunity_project_id: UUIDFilter | None = None
+    proposal_manager: UUIDFilter | None = None
+    created_at: DateTimeFilter | None = None
+    archived_at: DateTimeFilter | None = strawberry.field(default=None, description=_ARCHIVED_AT)
+    include_archived: bool | None = strawberry.field(default=False, description=_INCLUDE_ARCHIVED)
+
+
+# Only indexed columns: proposals has (opportunity_project_id, status) and (tenant_id).
+@strawberry.enum
+class ProposalOrderField(Enum):
+    OPPORTUNITY_PROJECT_ID = "opportunity_project_id"
+    STATUS = "status"
+
+
+@strawberry.input
+class ProposalOrder:
+    field: ProposalOrderField
+    direction: OrderDirection = OrderDirection.ASC
+
+
+def _bad_input(exc: Exception) -> GraphQLError:
+    return GraphQLError(str(exc), extensions={"code": BAD_INPUT})
 
 
 @strawberry.type
 class CaptureQuery:
-    """Root fields of this domain (being built)."""
+    @strawberry.field(
+        description="Capture plans, newest first unless ordered otherwise; archived ones only when"
+        " the filter asks for them."
+    )
+    async def capture_plans(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+        filter: CapturePlanFilter | None = None,  # the GraphQL argument's name
+        order_by: list[CapturePlanOrder] | None = None,
+    ) -> Connection[CapturePlan]:
+        try:
+            return await queries.archivable_list(
+                info.context.loaders, _PLANS, page_args(first, after, last, before), filter, order_by,
+                CapturePlan.from_row,  # type: ignore[arg-type]
+            )
+        except (PaginationError, FilterError) as exc:
+            raise _bad_input(exc) from None
+
+    @strawberry.field(
+        description="Proposals, newest first unless ordered otherwise; archived ones only when"
+        " the filter asks for them."
+    )
+    async def proposals(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+        filter: ProposalFilter | None = None,  # the GraphQL argument's name
+        order_by: list[ProposalOrder] | None = None,
+    ) -> Connection[Proposal]:
+        try:
+            return await queries.archivable_list(
+                info.context.loaders, _PROPOSALS, page_args(first, after, last, before), filter, order_by,
+                Proposal.from_row,  # type: ignore[arg-type]
+            )
+        except (PaginationError, FilterError) as exc:
+            raise _bad_input(exc) from None

@@ -102,6 +102,11 @@ class Contact(EntityNode, relay.Node):
     updated_at: datetime.datetime
 
     organization = to_one(("Organization", "schema.crm"), _ORGS, "organization_id")
+    opportunity_project_contacts = to_many(
+        ("OpportunityProjectContact", "schema.opportunities"), _PROJECT_CONTACTS, "contact_id",
+        order=(("created_at", False),),
+        description="Links to the projects this contact is on, in the order made.",
+    )
     created_by = to_one(USER, _USERS, "created_by")
     updated_by = to_one(USER, _USERS, "updated_by")
 

@@ -13,6 +13,7 @@ from sqlalchemy import Table
 
 import models
 from models.enums import EntityType
+from resolvers.documents.loaders import DOCUMENT_ROWS
 from schema.relations import Target, to_many
 
 __all__ = ["ENTITY_TARGETS", "history", "targets"]
@@ -55,6 +56,9 @@ _NAMES: dict[EntityType, tuple[str, str, Any]] = {
 ENTITY_TARGETS: dict[str, tuple[Target, Table]] = {
     kind.value: ((name, module), model.__table__) for kind, (name, module, model) in _NAMES.items()
 }
+# Documents are read without their extracted text and search vector (megabytes per row; see
+# resolvers/documents/loaders.py), here as everywhere else.
+ENTITY_TARGETS[_E.DOCUMENT.value] = (("Document", "schema.documents"), DOCUMENT_ROWS)
 
 
 def targets(kinds: Any) -> dict[str, tuple[Target, Table]]:

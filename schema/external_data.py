@@ -1,12 +1,351 @@
-"""External opportunity sources, versioned external data, detected changes, polling and API logs."""
+"""External opportunity sources, versioned external data, detected changes, polling and API logs.
+
+Secrets: a source's `api_credentials_encrypted` is no field at all. What the poller recorded of
+its traffic (`ApiIntegrationLog` headers, payloads, URL and error text) and a source's endpoint
+and last error are shown through resolvers/external_data/redaction.py: credential headers and
+keys dropped, credential parameters masked (see docs/api/external_data.md).
+
+Value-set columns are GraphQL enums generated from models/enums.py (`schema.fields.enum_column`).
+"""
 
 from __future__ import annotations
 
-import strawberry
+import datetime
+import uuid
+from decimal import Decimal
+from enum import Enum
+from typing import cast
 
-__all__ = ["ExternalDataQuery"]
+import strawberry
+from sqlalchemy import Table
+from strawberry import relay
+
+from graphql import GraphQLError
+from models import ApiIntegrationLog as ApiIntegrationLogModel
+from models import ExternalDataChange as ExternalDataChangeModel
+from models import ExternalOpportunityData as ExternalOpportunityDataModel
+from models import ExternalOpportunitySource as ExternalOpportunitySourceModel
+from models import OpportunityProject as OpportunityProjectModel
+from models import PollingConfiguration as PollingConfigurationModel
+from models import User as UserModel
+from models.enums import ChangeType, ConnectionStatus, EntityType, ImpactLevel, PollingPriority
+from resolvers.common.filters import FilterError
+from resolvers.common.pagination import PaginationError
+from resolvers.external_data import queries
+from resolvers.external_data.redaction import redact_headers, redact_json, redact_text
+from schema.context import Info
+from schema.entities import history
+from schema.fields import enum_column
+from schema.filters import BooleanFilter, DateTimeFilter, EnumFilter, StringFilter, UUIDFilter
+from schema.node import EntityNode
+from schema.pagination import Connection, OrderDirection
+from schema.relations import BAD_INPUT, page_args, root_list, to_many, to_one
+from schema.scalars import JSON
+
+__all__ = [
+    "ApiIntegrationLog",
+    "ExternalDataChange",
+    "ExternalDataChangeFilter",
+    "ExternalDataChangeOrder",
+    "ExternalDataChangeOrderField",
+    "ExternalDataQuery",
+    "ExternalOpportunityData",
+    "ExternalOpportunitySource",
+    "ExternalOpportunitySourceFilter",
+    "ExternalOpportunitySourceOrder",
+    "ExternalOpportunitySourceOrderField",
+    "PollingConfiguration",
+]
+
+_SOURCES: Table = ExternalOpportunitySourceModel.__table__  # type: ignore[assignment]
+_DATA: Table = ExternalOpportunityDataModel.__table__  # type: ignore[assignment]
+_CHANGES: Table = ExternalDataChangeModel.__table__  # type: ignore[assignment]
+_POLLING: Table = PollingConfigurationModel.__table__  # type: ignore[assignment]
+_LOGS: Table = ApiIntegrationLogModel.__table__  # type: ignore[assignment]
+_PROJECTS: Table = OpportunityProjectModel.__table__  # type: ignore[assignment]
+_USERS: Table = UserModel.__table__  # type: ignore[assignment]
+
+_MODULE = "schema.external_data"
+SOURCE = ("ExternalOpportunitySource", _MODULE)
+CHANGE = ("ExternalDataChange", _MODULE)
+POLLING = ("PollingConfiguration", _MODULE)
+LOG = ("ApiIntegrationLog", _MODULE)
+PROJECT = ("OpportunityProject", "schema.opportunities")
+USER = ("User", "schema.identity")
+
+strawberry.enum(
+    ConnectionStatus, name="ConnectionStatus", description="A source's health as the poller sees it."
+)
+strawberry.enum(ChangeType, name="ChangeType", description="What the external source did to the opportunity.")
+# Shared with change_history.change_impact_level (schema/audit.py): the same description, so the
+# import order cannot change the SDL.
+strawberry.enum(ImpactLevel, name="ImpactLevel", description="How much a change matters.")
+strawberry.enum(PollingPriority, name="PollingPriority", description="Which due polls are served first.")
+
+
+@strawberry.type(
+    description="An API the tenant pulls opportunities from (SAM.gov...), or its \"Manual entry\" source."
+)
+class ExternalOpportunitySource(EntityNode, relay.Node):
+    _table = _SOURCES
+
+    row_id: uuid.UUID
+    source_name: str
+    api_version: str
+    authentication_type: str = strawberry.field(description="How the poller authenticates (api_key, oauth2).")
+    rate_limit_per_hour: int
+    timeout_seconds: int
+    retry_attempts: int
+    is_active: bool
+    last_successful_call: datetime.datetime | None
+    consecutive_errors: int
+    created_at: datetime.datetime
+    updated_at: datetime.datetime
+
+    connection_status = enum_column(ConnectionStatus, _SOURCES.c.connection_status)
+
+    @strawberry.field(description="The endpoint URL, with any credential parameter masked.")
+    def api_endpoint(self) -> str:
+        return redact_text(self._row.api_endpoint) or ""  # type: ignore[attr-defined]
+
+    @strawberry.field(description="The last call's error, with any credential in it masked.")
+    def last_error_message(self) -> str | None:
+        return redact_text(self._row.last_error_message)  # type: ignore[attr-defined]
+
+    opportunity_projects = to_many(
+        PROJECT, _PROJECTS, "external_source_id", order=(("created_at", True),),
+        description="Projects mirroring an opportunity of this source (archived included), newest first.",
+    )
+    polling_configurations = to_many(
+        POLLING, _POLLING, "external_source_id", order=(("next_poll_timestamp", False),),
+        description="Polling schedules of projects on this source, next poll first (unscheduled last).",
+    )
+    api_integration_logs = to_many(
+        LOG, _LOGS, "external_source_id", order=(("api_call_timestamp", True),),
+        description="Calls made to this source, newest first.",
+    )
+    external_data_changes = to_many(
+        CHANGE, _CHANGES, "external_source_id", order=(("change_timestamp", True),),
+        description="Changes detected in this source's data, newest first.",
+    )
+    created_by = to_one(USER, _USERS, "created_by")
+    history = history(EntityType.EXTERNAL_OPPORTUNITY_SOURCE)
+
+
+@strawberry.type(
+    description="One version of a project's opportunity as the source returned it (every version is kept)."
+)
+class ExternalOpportunityData(EntityNode, relay.Node):
+    _table = _DATA
+
+    row_id: uuid.UUID
+    data_snapshot_timestamp: datetime.datetime = strawberry.field(
+        description="When the source returned this version."
+    )
+    version_number: int
+    is_current_version: bool
+    title: str | None
+    description: str | None
+    opportunity_type: str | None
+    set_aside_type: str | None
+    naics_codes: str | None
+    estimated_value_min: Decimal | None
+    estimated_value_max: Decimal | None
+    posting_date: datetime.date | None
+    response_due_date: datetime.datetime | None
+    place_of_performance: str | None
+    solicitation_status: str | None
+    amendment_number: int
+    raw_json_data: JSON = strawberry.field(description="The source's record, verbatim.")
+    change_detected_at: datetime.datetime | None
+    changed_fields: JSON | None = strawberry.field(
+        description="Field paths that differ from the previous version."
+    )
+    created_at: datetime.datetime
+
+    opportunity_project = to_one(PROJECT, _PROJECTS, "opportunity_project_id")
+    history = history(EntityType.EXTERNAL_OPPORTUNITY_DATA)
+
+
+@strawberry.type(
+    description="A change the poller detected in a project's opportunity, classified and acknowledgeable."
+)
+class ExternalDataChange(EntityNode, relay.Node):
+    _table = _CHANGES
+
+    row_id: uuid.UUID
+    change_timestamp: datetime.datetime
+    changed_fields: JSON
+    previous_values: JSON | None
+    new_values: JSON | None
+    notification_sent: bool
+    acknowledged_at: datetime.datetime | None = strawberry.field(
+        description="Null until someone acknowledges the change."
+    )
+    acknowledgment_notes: str | None
+    external_change_id: str | None
+    created_at: datetime.datetime
+
+    change_type = enum_column(ChangeType, _CHANGES.c.change_type)
+    impact_level = enum_column(ImpactLevel, _CHANGES.c.impact_level)
+
+    opportunity_project = to_one(PROJECT, _PROJECTS, "opportunity_project_id")
+    external_source = to_one(SOURCE, _SOURCES, "external_source_id")
+    acknowledged_by = to_one(
+        USER, _USERS, "acknowledged_by", description="Who acknowledged it (null until then)."
+    )
+    history = history(EntityType.EXTERNAL_DATA_CHANGE)
+
+
+@strawberry.type(description="How often and how urgently one project is refreshed from its source.")
+class PollingConfiguration(EntityNode, relay.Node):
+    _table = _POLLING
+
+    row_id: uuid.UUID
+    polling_frequency_minutes: int
+    is_active: bool
+    last_poll_timestamp: datetime.datetime | None
+    next_poll_timestamp: datetime.datetime | None
+    consecutive_errors: int
+    max_retries: int
+    backoff_multiplier: Decimal
+    average_response_time_ms: int | None
+    success_rate_percentage: Decimal | None
+    created_at: datetime.datetime
+    updated_at: datetime.datetime
+
+    priority_level = enum_column(PollingPriority, _POLLING.c.priority_level)
+
+    opportunity_project = to_one(PROJECT, _PROJECTS, "opportunity_project_id")
+    external_source = to_one(SOURCE, _SOURCES, "external_source_id")
+    created_by = to_one(USER, _USERS, "created_by")
+    history = history(EntityType.POLLING_CONFIGURATION)
+
+
+@strawberry.type(
+    description="One call to an external API. Headers, payloads, URL and error text are shown redacted: "
+    "credential headers and keys dropped, credential parameters masked as REDACTED."
+)
+class ApiIntegrationLog(EntityNode, relay.Node):
+    _table = _LOGS
+
+    row_id: uuid.UUID
+    api_call_timestamp: datetime.datetime
+    http_method: str
+    http_status: int | None
+    processing_time_ms: int | None
+    rate_limit_remaining: int | None
+    rate_limit_reset_at: datetime.datetime | None
+    success: bool
+    retry_attempt: int
+    created_at: datetime.datetime
+
+    @strawberry.field(description="The URL called, with credential parameters (api_key...) masked.")
+    def endpoint_called(self) -> str:
+        return redact_text(self._row.endpoint_called) or ""  # type: ignore[attr-defined]
+
+    @strawberry.field(
+        description="Request headers without Authorization, X-Api-Key, cookies and other credential headers; "
+        "null when they were not stored as an object or name/value pairs."
+    )
+    def request_headers(self) -> JSON | None:
+        return cast("JSON | None", redact_headers(self._row.request_headers))  # type: ignore[attr-defined]
+
+    @strawberry.field(description="The request body, without credential-looking keys.")
+    def request_payload(self) -> JSON | None:
+        return cast("JSON | None", redact_json(self._row.request_payload))  # type: ignore[attr-defined]
+
+    @strawberry.field(description="Response headers without Set-Cookie and other credential headers.")
+    def response_headers(self) -> JSON | None:
+        return cast("JSON | None", redact_headers(self._row.response_headers))  # type: ignore[attr-defined]
+
+    @strawberry.field(description="The response body, without credential-looking keys.")
+    def response_payload(self) -> JSON | None:
+        return cast("JSON | None", redact_json(self._row.response_payload))  # type: ignore[attr-defined]
+
+    @strawberry.field(description="The error, with any credential in it masked.")
+    def error_message(self) -> str | None:
+        return redact_text(self._row.error_message)  # type: ignore[attr-defined]
+
+    external_source = to_one(SOURCE, _SOURCES, "external_source_id")
+    opportunity_project = to_one(
+        PROJECT, _PROJECTS, "opportunity_project_id", description="Null for a call not made for one project."
+    )
+    history = history(EntityType.API_INTEGRATION_LOG)
+
+
+@strawberry.input
+class ExternalOpportunitySourceFilter:
+    row_id: UUIDFilter | None = None
+    source_name: StringFilter | None = None
+    is_active: BooleanFilter | None = None
+    connection_status: EnumFilter[ConnectionStatus] | None = None
+    authentication_type: StringFilter | None = None
+    created_at: DateTimeFilter | None = None
+
+
+@strawberry.enum
+class ExternalOpportunitySourceOrderField(Enum):
+    SOURCE_NAME = "source_name"
+
+
+@strawberry.input
+class ExternalOpportunitySourceOrder:
+    field: ExternalOpportunitySourceOrderField
+    direction: OrderDirection = OrderDirection.ASC
+
+
+@strawberry.input
+class ExternalDataChangeFilter:
+    row_id: UUIDFilter | None = None
+    impact_level: EnumFilter[ImpactLevel] | None = None
+    change_type: EnumFilter[ChangeType] | None = None
+    opportunity_project_id: UUIDFilter | None = None
+    external_source_id: UUIDFilter | None = None
+    acknowledged: bool | None = strawberry.field(
+        default=None, description="true: acknowledged (acknowledgedAt is set); false: not acknowledged yet."
+    )
+    acknowledged_by: UUIDFilter | None = None
+    change_timestamp: DateTimeFilter | None = None
+
+
+@strawberry.enum
+class ExternalDataChangeOrderField(Enum):
+    CHANGE_TIMESTAMP = "change_timestamp"
+    ACKNOWLEDGED_AT = "acknowledged_at"
+
+
+@strawberry.input
+class ExternalDataChangeOrder:
+    field: ExternalDataChangeOrderField
+    direction: OrderDirection = OrderDirection.ASC
 
 
 @strawberry.type
 class ExternalDataQuery:
-    """Root fields of this domain (being built)."""
+    external_opportunity_sources = root_list(
+        SOURCE, _SOURCES, ExternalOpportunitySourceFilter, ExternalOpportunitySourceOrder,
+        default_order=(("source_name", False),),
+        description="The tenant's sources, by name unless ordered otherwise.",
+    )
+
+    @strawberry.field(
+        description="Detected changes, newest first (changeTimestamp descending) unless ordered otherwise."
+    )
+    async def external_data_changes(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+        filter: ExternalDataChangeFilter | None = None,
+        order_by: list[ExternalDataChangeOrder] | None = None,
+    ) -> Connection[ExternalDataChange]:
+        try:
+            return await queries.external_data_changes(
+                info.context.loaders, page_args(first, after, last, before), filter, order_by,
+                ExternalDataChange.from_row,
+            )
+        except (PaginationError, FilterError) as exc:
+            raise GraphQLError(str(exc), extensions={"code": BAD_INPUT}) from None

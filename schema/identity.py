@@ -1,9 +1,12 @@
-"""Identity in GraphQL: the viewer, users, tenants, roles, sessions, API keys, and their mutations.
+"""Identity in GraphQL: the viewer, tenants, users, roles, sessions, API keys, and their mutations.
 
-Only non-secret fields exist here: no password hash, TOTP secret, session token hash or key hash
-(tests/test_graphql_schema.py checks the SDL). Values shown once are fields of the payload that
-creates them and nowhere else: `ApiKeyCreatePayload.key`, `MfaEnrollment` (the TOTP secret while
-enrolling) and `MfaEnrollmentConfirmPayload.recoveryCodes`.
+Tenant, TenantConfiguration, User, Role, UserRole and UserSession are Relay nodes (`id` global,
+`rowId` the primary key) with their relations in both directions; `users` and `roles` are root
+connections. Only non-secret fields exist here: no password hash, TOTP secret, session token hash
+or key hash (tests/test_graphql_schema.py checks the SDL), and an encrypted tenant configuration
+value reads as null. Values shown once are fields of the payload that creates them and nowhere
+else: `ApiKeyCreatePayload.key`, `MfaEnrollment` (the TOTP secret while enrolling) and
+`MfaEnrollmentConfirmPayload.recoveryCodes`.
 
 What `viewer` means for each kind of caller:
 - a session or OIDC token: the signed-in user, their unexpired role assignments and active sessions;
@@ -16,33 +19,79 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from enum import Enum
 from typing import Any
 
 import strawberry
+from sqlalchemy import Table
 from strawberry import relay
 from strawberry.types.base import get_object_definition
 
+import models
 from auth.api_keys import MAX_EXPIRY_DAYS, ApiKeyRecord
 from auth.permissions import Permission
 from auth.principal import Principal, PrincipalKind
+from models.enums import EntityType
 from resolvers.identity import mutations, queries
-from models import User as UserModel
 from schema.context import Info
-from schema.node import EntityNode
+from schema.documents import document_list
+from schema.entities import history
 from schema.errors import UserError, payload_or_errors
+from schema.fields import inet_column
+from schema.filters import BooleanFilter, DateTimeFilter, StringFilter, UUIDFilter
+from schema.node import EntityNode
+from schema.pagination import OrderDirection
 from schema.permissions import requires
+from schema.relations import root_list, to_many, to_one
+from schema.scalars import JSON
 
 __all__ = [
     "ApiKey",
     "IdentityMutation",
     "IdentityQuery",
+    "Role",
     "RoleAssignment",
-    "Session",
+    "RoleFilter",
+    "RoleOrder",
+    "RoleOrderField",
     "Tenant",
+    "TenantConfiguration",
     "User",
+    "UserFilter",
+    "UserOrder",
+    "UserOrderField",
+    "UserRole",
+    "UserSession",
     "Viewer",
 ]
 
+
+def _t(model: Any) -> Table:
+    table: Table = model.__table__
+    return table
+
+
+_TENANTS = _t(models.Tenant)
+_CONFIGURATIONS = _t(models.TenantConfiguration)
+_USERS = _t(models.User)
+_ROLES = _t(models.Role)
+_USER_ROLES = _t(models.UserRole)
+_SESSIONS = _t(models.UserSession)
+_PROJECTS = _t(models.OpportunityProject)
+_ORGANIZATIONS = _t(models.Organization)
+_CONTACTS = _t(models.Contact)
+_CATEGORIES = _t(models.DocumentCategory)
+_ACTIVITIES = _t(models.Activity)
+_AUDIT_LOGS = _t(models.AuditLog)
+_CHANGES = _t(models.ChangeHistory)
+_PERMISSION_AUDITS = _t(models.PermissionAudit)
+_EXTERNAL_CHANGES = _t(models.ExternalDataChange)
+_SOURCES = _t(models.ExternalOpportunitySource)
+
+USER = ("User", "schema.identity")
+PROJECT = ("OpportunityProject", "schema.opportunities")
+ACTIVITY = ("Activity", "schema.activities")
+_BY_NAME = (("last_name", False), ("first_name", False))
 
 CredentialKind = strawberry.enum(
     PrincipalKind, name="CredentialKind", description="How the caller authenticated."
@@ -51,7 +100,7 @@ CredentialKind = strawberry.enum(
 
 @strawberry.type(description="A person who signs in to the tenant, or the tenant's system user.")
 class User(EntityNode, relay.Node):
-    _table = UserModel.__table__
+    _table = _USERS
 
     row_id: uuid.UUID
     email: str
@@ -69,70 +118,214 @@ class User(EntityNode, relay.Node):
     locked_until: datetime | None = strawberry.field(description="Set while the account is locked (AC-7).")
     last_login_at: datetime | None
     created_at: datetime
+    updated_at: datetime
+
+    created_by = to_one(USER, _USERS, "created_by", description="Who invited or created the account.")
+    user_roles = to_many(
+        ("UserRole", "schema.identity"), _USER_ROLES, "user_id", order=(("assigned_at", False),),
+        description="The user's role assignments (expired ones too), oldest first.",
+    )
+    user_sessions = to_many(
+        ("UserSession", "schema.identity"), _SESSIONS, "user_id", order=(("created_at", True),),
+        description="The user's sessions (ended ones too), newest first.",
+    )
+    opportunity_projects_as_capture = to_many(
+        PROJECT, _PROJECTS, "assigned_capture_manager", order=(("created_at", True),),
+        description="Projects this user is the capture manager of, newest first.",
+    )
+    opportunity_projects_as_proposal = to_many(
+        PROJECT, _PROJECTS, "assigned_proposal_manager", order=(("created_at", True),),
+        description="Projects this user is the proposal manager of, newest first.",
+    )
+    documents_uploaded = document_list(
+        "uploaded_by", description="Documents this user uploaded (deleted ones left out), newest first."
+    )
+    assigned_activities = to_many(
+        ACTIVITY, _ACTIVITIES, "assigned_to", order=(("due_date", False),),
+        description="Activities assigned to this user, soonest due first (undated last).",
+    )
+    created_activities = to_many(
+        ACTIVITY, _ACTIVITIES, "created_by", order=(("created_at", True),),
+        description="Activities this user created, newest first.",
+    )
+    audit_logs = to_many(
+        ("AuditLog", "schema.audit"), _AUDIT_LOGS, "user_id", order=(("timestamp_utc", True),),
+        description="Audited actions of this user, newest first.",
+    )
+    changes_created = to_many(
+        ("ChangeHistory", "schema.audit"), _CHANGES, "changed_by_user_id",
+        order=(("change_timestamp", True),),
+        description="Field changes this user made, newest first.",
+    )
+    permission_audits = to_many(
+        ("PermissionAudit", "schema.audit"), _PERMISSION_AUDITS, "user_id", order=(("timestamp_utc", True),),
+        description="Recorded permission checks of this user, newest first.",
+    )
+    changes_acknowledged = to_many(
+        ("ExternalDataChange", "schema.external_data"), _EXTERNAL_CHANGES, "acknowledged_by",
+        order=(("acknowledged_at", True),),
+        description="External data changes this user acknowledged, most recently acknowledged first.",
+    )
+    history = history(EntityType.USER)
 
 
-@strawberry.type(description="The customer organisation the caller belongs to.")
-class Tenant:
-    id: uuid.UUID
+@strawberry.type(description="The customer organisation: every record of the caller belongs to it.")
+class Tenant(EntityNode, relay.Node):
+    _table = _TENANTS
+
+    row_id: uuid.UUID
     name: str
     subdomain: str
     plan_type: str
+    max_users: int
+    max_opportunity_projects: int
     is_active: bool
     fedramp_compliant: bool
-    max_users: int
+    subscription_status: str | None
+    subscription_expires_at: datetime | None
+    billing_email: str | None
+    created_at: datetime
+    updated_at: datetime
 
-    @classmethod
-    def from_row(cls, row: Any) -> Tenant:
-        return cls(**{name: getattr(row, name) for name in _FIELDS[cls]})
+    users = to_many(USER, _USERS, "tenant_id", order=_BY_NAME, description="Users, by last and first name.")
+    roles = to_many(("Role", "schema.identity"), _ROLES, "tenant_id", order=(("name", False),),
+                    description="Roles (system and custom), by name.")
+    organizations = to_many(
+        ("Organization", "schema.crm"), _ORGANIZATIONS, "tenant_id", order=(("name", False),),
+        description="Organizations, by name.",
+    )
+    contacts = to_many(("Contact", "schema.crm"), _CONTACTS, "tenant_id", order=_BY_NAME,
+                       description="Contacts, by last and first name.")
+    opportunity_projects = to_many(
+        PROJECT, _PROJECTS, "tenant_id", order=(("created_at", True),), description="Projects, newest first."
+    )
+    documents = document_list("tenant_id", description="Documents (deleted ones left out), newest first.")
+    document_categories = to_many(
+        ("DocumentCategory", "schema.documents"), _CATEGORIES, "tenant_id", order=(("name", False),),
+        description="Document categories, by name.",
+    )
+    activities = to_many(ACTIVITY, _ACTIVITIES, "tenant_id", order=(("created_at", True),),
+                         description="Activities, newest first.")
+    audit_logs = to_many(
+        ("AuditLog", "schema.audit"), _AUDIT_LOGS, "tenant_id", order=(("timestamp_utc", True),),
+        description="The audit log, newest first.",
+    )
+    external_opportunity_sources = to_many(
+        ("ExternalOpportunitySource", "schema.external_data"), _SOURCES, "tenant_id",
+        order=(("source_name", False),), description="External opportunity sources, by name.",
+    )
+    tenant_configurations = to_many(
+        ("TenantConfiguration", "schema.identity"), _CONFIGURATIONS, "tenant_id",
+        order=(("config_key", False),),
+        description="Configuration entries, by key.",
+    )
+    history = history(EntityType.TENANT)
+
+
+@strawberry.type(description="One configuration entry of the tenant (key -> JSON value).")
+class TenantConfiguration(EntityNode, relay.Node):
+    _table = _CONFIGURATIONS
+
+    row_id: uuid.UUID
+    config_key: str
+    config_type: str
+    is_encrypted: bool = strawberry.field(description="Stored encrypted: configValue reads null.")
+    created_at: datetime
+    updated_at: datetime
+
+    @strawberry.field(
+        description="The value as stored; null when the entry is encrypted (never decrypted here)."
+    )
+    def config_value(self) -> JSON | None:
+        if self.is_encrypted:
+            return None
+        value: JSON = self._row._mapping["config_value"]  # type: ignore[attr-defined]
+        return value
+
+    history = history(EntityType.TENANT_CONFIGURATION)
 
 
 @strawberry.type(description="A named set of permissions.")
-class Role:
-    id: uuid.UUID
+class Role(EntityNode, relay.Node):
+    _table = _ROLES
+
+    row_id: uuid.UUID
     name: str
     description: str | None
     is_system_role: bool
-    permissions: list[str] = strawberry.field(description="Permission strings (resource:action).")
+    created_at: datetime
+    updated_at: datetime
 
-    @classmethod
-    def from_row(cls, row: Any) -> Role:
-        return cls(
-            id=row.id,
-            name=row.name,
-            description=row.description,
-            is_system_role=row.is_system_role,
-            permissions=sorted(p for p in row.permissions or [] if isinstance(p, str)),
-        )
+    @strawberry.field(description="Permission strings (resource:action), sorted.")
+    def permissions(self) -> list[str]:
+        stored = self._row._mapping["permissions"] or []  # type: ignore[attr-defined]
+        return sorted(p for p in stored if isinstance(p, str))
+
+    user_roles = to_many(
+        ("UserRole", "schema.identity"), _USER_ROLES, "role_id", order=(("assigned_at", False),),
+        description="Who holds this role (expired assignments too), oldest first.",
+    )
+    history = history(EntityType.ROLE)
 
 
-@strawberry.type(description="A role the caller acts with: tenant-wide, or on one opportunity project.")
+@strawberry.type(description="A role granted to a user: tenant-wide, or on one opportunity project.")
+class UserRole(EntityNode, relay.Node):
+    _table = _USER_ROLES
+
+    row_id: uuid.UUID
+    assigned_at: datetime
+    expires_at: datetime | None = strawberry.field(description="Null: the assignment does not expire.")
+
+    user = to_one(USER, _USERS, "user_id")
+    role = to_one(("Role", "schema.identity"), _ROLES, "role_id")
+    opportunity_project = to_one(
+        PROJECT, _PROJECTS, "opportunity_project_id", description="Null: the role applies tenant-wide."
+    )
+    assigned_by = to_one(USER, _USERS, "assigned_by")
+    history = history(EntityType.USER_ROLE)
+
+
+@strawberry.type(
+    description="A signed-in session. Its token is never shown again after sign-in, nor its hash."
+)
+class UserSession(EntityNode, relay.Node):
+    _table = _SESSIONS
+
+    row_id: uuid.UUID
+    created_at: datetime
+    last_activity_at: datetime
+    expires_at: datetime | None
+    ip_address = inet_column(_SESSIONS.c.ip_address)
+    user_agent: str | None
+    is_active: bool
+    terminated_at: datetime | None
+    termination_reason: str | None
+    mfa_verified: bool
+
+    @strawberry.field(description="True for the session this request is made with.")
+    def current(self, info: Info) -> bool:
+        return self.row_id == info.context.principal.session_id
+
+    user = to_one(USER, _USERS, "user_id")
+    history = history(EntityType.USER_SESSION)
+
+
+@strawberry.type(
+    description="A role the caller acts with now: an unexpired assignment, or an API key's role."
+)
 class RoleAssignment:
     role: Role
     opportunity_project_id: uuid.UUID | None = strawberry.field(
         description="Null: the role applies tenant-wide."
     )
     expires_at: datetime | None
+    _user_role_id: strawberry.Private[uuid.UUID | None]
 
-
-@strawberry.type(description="A signed-in session (its token is never shown again after sign-in).")
-class Session:
-    id: uuid.UUID
-    user_id: uuid.UUID
-    created_at: datetime
-    last_activity_at: datetime
-    expires_at: datetime | None
-    ip_address: str | None
-    user_agent: str | None
-    is_active: bool
-    terminated_at: datetime | None
-    termination_reason: str | None
-    mfa_verified: bool
-    current: bool = strawberry.field(description="True for the session this request is made with.")
-
-    @classmethod
-    def from_row(cls, row: Any, principal: Principal) -> Session:
-        values = {name: getattr(row, name) for name in _FIELDS[cls] if name != "current"}
-        return cls(**values, current=row.id == principal.session_id)
+    @strawberry.field(description="The assignment's record; null for an API key's role (it has none).")
+    async def user_role(self, info: Info) -> UserRole | None:
+        if self._user_role_id is None:
+            return None
+        return UserRole.from_row(await info.context.loaders.by_id(_USER_ROLES).load(self._user_role_id))
 
 
 @strawberry.type(description="A key for a service integration; the key itself is shown only when created.")
@@ -168,31 +361,40 @@ class Viewer:
 
     @strawberry.field(description="The signed-in user; for an API key, the tenant's system user.")
     async def user(self, info: Info) -> User:
-        row = await queries.user(info.context.auth, self._principal, self._principal.user_id)
-        if row is None:  # the middleware resolved this principal a moment ago
+        user = User.from_row(await info.context.loaders.by_id(_USERS).load(self._principal.user_id))
+        if user is None:  # the middleware resolved this principal a moment ago
             raise RuntimeError("the caller's user row is not visible")
-        return User.from_row(row)
+        return user
 
-    @strawberry.field
+    @strawberry.field(description="The caller's tenant.")
     async def tenant(self, info: Info) -> Tenant:
-        return Tenant.from_row(await queries.tenant(info.context.auth, self._principal))
+        tenant = Tenant.from_row(await info.context.loaders.by_id(_TENANTS).load(self._principal.tenant_id))
+        if tenant is None:
+            raise RuntimeError("the caller's tenant row is not visible")
+        return tenant
 
-    @strawberry.field(description="Unexpired role assignments; for an API key, its role.")
+    @strawberry.field(
+        description="Unexpired role assignments (by role name, tenant-wide first); for an API key, its role."
+        " Every assignment, expired ones too, is on `user.userRoles`."
+    )
     async def roles(self, info: Info) -> list[RoleAssignment]:
         rows = await queries.role_assignments(info.context.auth, self._principal)
         return [
             RoleAssignment(
-                role=Role.from_row(r),
+                role=Role.from_row(r),  # type: ignore[arg-type]
                 opportunity_project_id=r.opportunity_project_id,
                 expires_at=r.expires_at,
+                _user_role_id=r.user_role_id,
             )
             for r in rows
         ]
 
-    @strawberry.field(description="The caller's sessions that are still usable (none for an API key).")
-    async def sessions(self, info: Info) -> list[Session]:
+    @strawberry.field(
+        description="The caller's sessions that are still usable, newest first (none for an API key)."
+    )
+    async def sessions(self, info: Info) -> list[UserSession]:
         rows = await queries.active_sessions(info.context.auth, self._principal)
-        return [Session.from_row(r, self._principal) for r in rows]
+        return [UserSession.from_row(r) for r in rows]  # type: ignore[misc]
 
     @strawberry.field(description="The API key the request was made with, if any.")
     async def api_key(self, info: Info) -> ApiKey | None:
@@ -201,9 +403,54 @@ class Viewer:
 
 
 _FIELDS: dict[type, tuple[str, ...]] = {
-    cls: tuple(f.python_name for f in get_object_definition(cls, strict=True).fields)
-    for cls in (Tenant, Session, ApiKey)
+    cls: tuple(f.python_name for f in get_object_definition(cls, strict=True).fields) for cls in (ApiKey,)
 }
+
+
+# -- filters and orders of the root lists ------------------------------------------------------
+
+
+@strawberry.input
+class UserFilter:
+    row_id: UUIDFilter | None = None
+    email: StringFilter | None = None
+    last_name: StringFilter | None = None
+    is_active: BooleanFilter | None = None
+    is_system: BooleanFilter | None = None
+    created_at: DateTimeFilter | None = None
+
+
+@strawberry.enum
+class UserOrderField(Enum):
+    LAST_NAME = "last_name"
+    EMAIL = "email"
+    CREATED_AT = "created_at"
+
+
+@strawberry.input
+class UserOrder:
+    field: UserOrderField
+    direction: OrderDirection = OrderDirection.ASC
+
+
+@strawberry.input
+class RoleFilter:
+    row_id: UUIDFilter | None = None
+    name: StringFilter | None = None
+    is_system_role: BooleanFilter | None = None
+
+
+# roles: unique (tenant_id, name), (tenant_id, is_system_role).
+@strawberry.enum
+class RoleOrderField(Enum):
+    NAME = "name"
+    IS_SYSTEM_ROLE = "is_system_role"
+
+
+@strawberry.input
+class RoleOrder:
+    field: RoleOrderField
+    direction: OrderDirection = OrderDirection.ASC
 
 
 # -- inputs and payloads -----------------------------------------------------------------------
@@ -247,7 +494,7 @@ class MfaEnrollmentConfirmPayload:
 
 @strawberry.type
 class SessionRevokePayload:
-    session: Session | None = None
+    session: UserSession | None = None
     errors: list[UserError] = strawberry.field(default_factory=list)
 
 
@@ -303,6 +550,15 @@ class IdentityQuery:
     def viewer(self, info: Info) -> Viewer:
         return Viewer(_principal=info.context.principal)
 
+    users = root_list(
+        USER, _USERS, UserFilter, UserOrder, default_order=_BY_NAME,
+        description="The tenant's users, by last and first name unless ordered otherwise.",
+    )
+    roles = root_list(
+        ("Role", "schema.identity"), _ROLES, RoleFilter, RoleOrder, default_order=(("name", False),),
+        description="The tenant's roles (system and custom), by name unless ordered otherwise.",
+    )
+
     @strawberry.field(
         description="The tenant's API keys, newest first.", extensions=[requires(Permission.API_KEY_ADMIN)]
     )
@@ -350,7 +606,7 @@ class IdentityMutation:
 
         async def work() -> SessionRevokePayload:
             row = await mutations.session_revoke(ctx.auth, ctx.principal, session_id, ctx.meta)
-            return SessionRevokePayload(session=Session.from_row(row, ctx.principal))
+            return SessionRevokePayload(session=UserSession.from_row(row))
 
         return await payload_or_errors(SessionRevokePayload, work())
 

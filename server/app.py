@@ -29,6 +29,7 @@ from auth.service import AuthService
 from models.db import create_engine
 from models.side_effects import SideEffectWriter
 from schema.schema import graphql_app
+from server import graphiql
 from server.middleware import AuthMiddleware
 from server.settings import Settings
 
@@ -110,13 +111,16 @@ def create_app(settings: Settings) -> Starlette:
             Route("/readyz", readyz, methods=["GET"]),
             *auth_routes(),
             Route("/graphql", graphql_app(auth), methods=["GET", "POST"]),
+            *graphiql.graphiql_routes(),
         ],
         middleware=[
+            # Before authentication: a browser opening /graphql gets the (public) GraphiQL page.
+            Middleware(graphiql.BrowserRedirect, paths={"/graphql": graphiql.GRAPHIQL_PATH}),
             Middleware(
                 AuthMiddleware,  # type: ignore[arg-type]
                 service=auth,
-                public_paths=PUBLIC_PATHS,
-                public_prefixes=PUBLIC_PREFIXES,
+                public_paths=(*PUBLIC_PATHS, *graphiql.PUBLIC_PATHS),
+                public_prefixes=(*PUBLIC_PREFIXES, *graphiql.PUBLIC_PREFIXES),
                 mfa_paths=MFA_PATHS,
                 password_change_paths=PASSWORD_CHANGE_PATHS,
                 form_post_pattern=SAML_ACS_PATTERN,

@@ -85,8 +85,8 @@ def _plain(value: Any) -> Any:
         return {"u": str(value)}
     if isinstance(value, Decimal):
         return {"n": str(value)}
-    if isinstance(value, str | int | bool) or value is None:
-        return value
+    if isinstance(value, str | int | bool | float) or value is None:
+        return value  # JSON round-trips a float exactly (e.g. a search rank)
     return {"s": str(value)}
 
 
@@ -103,7 +103,7 @@ def _typed(value: Any) -> Any:
             return Decimal(raw)
         if kind == "s":
             return raw
-    if isinstance(value, str | int | bool) or value is None:
+    if isinstance(value, str | int | bool | float) or value is None:
         return value
     raise ValueError("bad cursor value")
 

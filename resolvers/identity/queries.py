@@ -26,14 +26,14 @@ __all__ = [
     "api_keys",
     "caller_api_key",
     "role_assignments",
-    "tenant",
     "user",
 ]
 
 # Every column: the GraphQL User type exposes only its non-secret ones, and its relation fields
 # read foreign keys from the row.
 USER_COLUMNS = "u.*"
-ROLE_COLUMNS = "r.id, r.name, r.description, r.is_system_role, r.permissions"
+# Every column of roles: the GraphQL Role node reads its relations' keys from the row.
+ROLE_COLUMNS = "r.*"
 SESSION_COLUMNS = (
     "s.id, s.user_id, s.created_at, s.last_activity_at, s.expires_at, host(s.ip_address) AS ip_address,"
     " s.user_agent, s.is_active, s.terminated_at, s.termination_reason, s.mfa_verified"
@@ -52,38 +52,26 @@ async def user(service: AuthService, principal: Principal, user_id: uuid.UUID) -
         ).first()
 
 
-async def tenant(service: AuthService, principal: Principal) -> Any:
-    async with service.engine.begin() as conn:
-        await set_tenant(conn, principal.tenant_id)
-        return (
-            await conn.execute(
-                text(
-                    "SELECT id, name, subdomain, plan_type, is_active, fedramp_compliant, max_users"
-                    " FROM tenants WHERE id = :t"
-                ),
-                {"t": principal.tenant_id},
-            )
-        ).one()
-
-
 async def role_assignments(service: AuthService, principal: Principal) -> list[Any]:
     """The roles the caller acts with now: its unexpired assignments, or an API key's one role.
 
-    Rows carry the role's columns plus `opportunity_project_id` (NULL: tenant-wide) and
-    `expires_at` (of the assignment, or of the key). Expiry is judged like `load_grants` does.
+    Rows carry the role's columns plus `user_role_id` (the assignment's id; NULL for a key),
+    `opportunity_project_id` (NULL: tenant-wide) and `expires_at` (of the assignment, or of the
+    key). Expiry is judged like `load_grants` does.
     """
     async with service.engine.begin() as conn:
         await set_tenant(conn, principal.tenant_id)
         if principal.kind is PrincipalKind.API_KEY:
             query = (
-                f"SELECT {ROLE_COLUMNS}, NULL::uuid AS opportunity_project_id, k.expires_at"  # noqa: S608
+                f"SELECT {ROLE_COLUMNS}, NULL::uuid AS user_role_id,"  # noqa: S608
+                " NULL::uuid AS opportunity_project_id, k.expires_at"
                 " FROM api_keys k JOIN roles r ON r.id = k.role_id"
                 " WHERE k.id = :k AND k.tenant_id = :t"
             )
             params: dict[str, Any] = {"k": principal.api_key_id, "t": principal.tenant_id}
         else:
             query = (
-                f"SELECT {ROLE_COLUMNS}, ur.opportunity_project_id, ur.expires_at"  # noqa: S608
+                f"SELECT {ROLE_COLUMNS}, ur.id AS user_role_id, ur.opportunity_project_id, ur.expires_at"  # noqa: S608
                 " FROM user_roles ur JOIN roles r ON r.id = ur.role_id"
                 " WHERE ur.user_id = :u AND ur.tenant_id = :t"
                 " AND (ur.expires_at IS NULL OR ur.expires_at > now())"

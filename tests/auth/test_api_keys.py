@@ -34,7 +34,7 @@ VIEWER = """
 { viewer {
     credential permissions
     user { rowId isSystem }
-    tenant { id }
+    tenant { rowId }
     roles { role { name permissions } opportunityProjectId expiresAt }
     sessions { id }
     apiKey { id name roleName }
@@ -107,7 +107,7 @@ async def test_key_is_shown_once_stored_hashed_and_acts_with_its_role(
     viewer = (await gql(client, VIEWER, token=key))["data"]["viewer"]
     assert viewer["credential"] == "API_KEY"
     assert viewer["user"] == {"rowId": str(tenant.system_user_id), "isSystem": True}
-    assert viewer["tenant"]["id"] == str(tenant.id)
+    assert viewer["tenant"]["rowId"] == str(tenant.id)
     expected = sorted(p.value for p in SYSTEM_ROLES[SystemRole.BD_ANALYST])
     assert viewer["permissions"] == expected
     (role,) = viewer["roles"]
@@ -286,8 +286,8 @@ async def test_keys_and_roles_of_another_tenant_are_not_found(
     assert payload["apiKey"] is None and [e["code"] for e in payload["errors"]] == ["NOT_FOUND"]
     assert await _listed(client, admin_token, include_revoked=True) == []
     assert (await _key_row(owner_engine, other, theirs["apiKey"]["id"])).revoked_at is None
-    still = await gql(client, "{ viewer { tenant { id } } }", token=theirs["key"])
-    assert still["data"]["viewer"]["tenant"]["id"] == str(other.id)
+    still = await gql(client, "{ viewer { tenant { rowId } } }", token=theirs["key"])
+    assert still["data"]["viewer"]["tenant"]["rowId"] == str(other.id)
 
     role = await _create(client, admin_token, name="x", role="Elsewhere", days=1)
     assert [e["code"] for e in role["errors"]] == ["ROLE_NOT_FOUND"]

@@ -34,9 +34,9 @@ VIEWER = """
 { viewer {
     credential permissions
     user { rowId email firstName isSystem mfaEnabled createdAt lastLoginAt }
-    tenant { id subdomain }
+    tenant { rowId subdomain }
     roles { role { name permissions isSystemRole } opportunityProjectId expiresAt }
-    sessions { id current createdAt lastActivityAt expiresAt mfaVerified ipAddress }
+    sessions { rowId current createdAt lastActivityAt expiresAt mfaVerified ipAddress }
     apiKey { id }
 } }"""
 CREATE_KEY = (
@@ -119,7 +119,7 @@ async def test_viewer_is_the_caller(client: httpx.AsyncClient, admin: LoginUser,
     assert viewer["user"]["rowId"] == str(admin.id) and viewer["user"]["email"] == admin.email
     assert viewer["user"]["firstName"] == "Ada" and viewer["user"]["isSystem"] is False
     assert UTC_FORMAT.match(viewer["user"]["createdAt"]) and UTC_FORMAT.match(viewer["user"]["lastLoginAt"])
-    assert viewer["tenant"] == {"id": str(admin.tenant.id), "subdomain": admin.tenant.subdomain}
+    assert viewer["tenant"] == {"rowId": str(admin.tenant.id), "subdomain": admin.tenant.subdomain}
     everything = sorted(p.value for p in SYSTEM_ROLES[SystemRole.TENANT_ADMIN])
     assert viewer["permissions"] == everything
     assert viewer["roles"] == [
@@ -130,7 +130,7 @@ async def test_viewer_is_the_caller(client: httpx.AsyncClient, admin: LoginUser,
         }
     ]
     (session,) = viewer["sessions"]
-    assert session["current"] is True and session["id"] == await _session_id(client, token)
+    assert session["current"] is True and session["rowId"] == await _session_id(client, token)
     assert session["createdAt"] == clock().strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     assert session["ipAddress"] == "127.0.0.1"
     assert viewer["apiKey"] is None
@@ -142,18 +142,20 @@ async def test_viewer_lists_only_the_callers_usable_sessions(
     first = await sign_in(client, member)
     second = await sign_in(client, member)
     await sign_in(client, victim)
-    sessions = (await gql(client, "{ viewer { sessions { id current } } }", token=second))["data"]["viewer"]
-    assert sorted(s["id"] for s in sessions["sessions"]) == sorted(
+    body = await gql(client, "{ viewer { sessions { rowId current } } }", token=second)
+    sessions = body["data"]["viewer"]
+    assert sorted(s["rowId"] for s in sessions["sessions"]) == sorted(
         [await _session_id(client, first), await _session_id(client, second)]
     )
     second_id = await _session_id(client, second)
-    assert [s["current"] for s in sessions["sessions"] if s["id"] == second_id] == [True]
+    assert [s["current"] for s in sessions["sessions"] if s["rowId"] == second_id] == [True]
     # The first session idles past the 15-minute timeout while the second stays in use.
     for _ in range(4):
         clock.advance(minutes=4)
         await gql(client, "{ viewer { credential } }", token=second)
-    listed = (await gql(client, "{ viewer { sessions { id } } }", token=second))["data"]["viewer"]["sessions"]
-    assert [s["id"] for s in listed] == [await _session_id(client, second)]
+    body = await gql(client, "{ viewer { sessions { rowId } } }", token=second)
+    listed = body["data"]["viewer"]["sessions"]
+    assert [s["rowId"] for s in listed] == [await _session_id(client, second)]
 
 
 async def test_graphql_needs_a_principal_and_takes_queries_by_get_only(
@@ -172,7 +174,7 @@ async def test_graphql_needs_a_principal_and_takes_queries_by_get_only(
         **auth, "content-type": "application/x-www-form-urlencoded"})
     assert form.status_code == 415
     ide = await client.get("/graphql", headers={**auth, "accept": "text/html"})
-    assert ide.status_code == 404  # GraphiQL comes with a later issue
+    assert ide.status_code == 307 and ide.headers["location"] == "/graphiql"  # a browser gets GraphiQL
     other_method = await client.put("/graphql", json={}, headers=auth)
     assert other_method.status_code == 405
 
@@ -381,7 +383,7 @@ async def test_admin_can_invite_a_user(
 
 REVOKE_SESSION = (
     "mutation ($s: UUID!) { sessionRevoke(sessionId: $s) {"
-    " session { id isActive terminatedAt terminationReason current } errors { field code message } } }"
+    " session { rowId isActive terminatedAt terminationReason current } errors { field code message } } }"
 )
 
 
@@ -393,7 +395,7 @@ async def test_anyone_can_revoke_their_own_session(
     drop_id = await _session_id(client, drop)
     payload = (await gql(client, REVOKE_SESSION, {"s": drop_id}, token=keep))["data"]["sessionRevoke"]
     assert payload["errors"] == []
-    assert payload["session"]["id"] == drop_id and payload["session"]["isActive"] is False
+    assert payload["session"]["rowId"] == drop_id and payload["session"]["isActive"] is False
     assert payload["session"]["terminationReason"] == "revoked" and payload["session"]["current"] is False
     refused = await gql_response(client, "{ viewer { credential } }", token=drop)
     assert refused.status_code == 401

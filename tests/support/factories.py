@@ -60,7 +60,8 @@ _DEFAULTS: dict[str, Defaults] = {
     "contacts": lambda t, r, n: {"first_name": "Grace", "last_name": f"Contact{n}", "created_by": t.system_user_id},
     "opportunity_project_contacts": lambda t, r, n: {
         "opportunity_project_id": r["opportunity_projects"], "contact_id": r["contacts"],
-        "created_by": t.system_user_id,
+        # Unique per (project, contact, relationship_type): a distinct type lets one pair be linked twice.
+        "relationship_type": f"relationship_{n}", "created_by": t.system_user_id,
     },
     "document_categories": lambda t, r, n: {"name": f"Category {n}"},
     "documents": lambda t, r, n: {
@@ -69,7 +70,7 @@ _DEFAULTS: dict[str, Defaults] = {
     },
     "document_associations": lambda t, r, n: {
         "document_id": r["documents"], "entity_type": "opportunity_project", "entity_id": r["opportunity_projects"],
-        "created_by": t.system_user_id,
+        "association_type": f"related_{n}", "created_by": t.system_user_id,
     },
     "document_access_logs": lambda t, r, n: {
         "document_id": r["documents"], "user_id": t.system_user_id, "access_type": "view",

@@ -1,0 +1,1 @@
+"""Reads of the audit domain: audit logs, change history, permission audit."""

@@ -1,0 +1,1 @@
+"""Reads of the capture domain: capture plans and proposals."""

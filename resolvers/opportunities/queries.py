@@ -1,0 +1,153 @@
+"""Root reads of the opportunity domain: the project list and the pipeline summary.
+
+Both take the same filter input. Archived projects are evidence (they are kept, never deleted),
+but default lists hide them: `includeArchived: true` (the convention of every archivable list) or
+a filter on `archivedAt` lets them through; `archivedAt: {isNull: false}` lists only them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Integer, String, Table, and_, column, func, literal, select, true, values
+from sqlalchemy.sql.elements import ColumnElement
+
+from models import ExternalOpportunityData, OpportunityProject, OpportunityProjectOverride
+from models.enums import PipelineStage
+from resolvers.common.connections import root_connection
+from resolvers.common.filters import filter_conditions, order_terms
+from resolvers.common.loaders import Loaders, readable
+from resolvers.common.pagination import PageArgs
+from resolvers.opportunities.effective import current_version_order, effective_decimal_sql
+from schema.pagination import Connection
+
+__all__ = ["DEFAULT_ORDER", "StageTotals", "opportunity_projects", "pipeline_summary", "project_conditions"]
+
+_PROJECTS: Table = OpportunityProject.__table__  # type: ignore[assignment]
+_DATA: Table = ExternalOpportunityData.__table__  # type: ignore[assignment]
+_OVERRIDES: Table = OpportunityProjectOverride.__table__  # type: ignore[assignment]
+
+# Newest first, served by the index (tenant_id, created_at DESC, id).
+DEFAULT_ORDER: tuple[tuple[str, bool], ...] = (("created_at", True),)
+
+
+def project_conditions(filter_input: Any) -> list[ColumnElement[bool]]:
+    """The filter's conditions on opportunity_projects; archived projects left out unless asked for.
+
+    They are asked for by `includeArchived: true`, or by filtering on `archivedAt` (a filter on
+    the archive date that could only ever match nothing would be a trap).
+    """
+    if filter_input is None:
+        return [_PROJECTS.c.archived_at.is_(None)]
+    conditions = filter_conditions(_PROJECTS, dataclasses.replace(filter_input, include_archived=None))
+    if not filter_input.include_archived and filter_input.archived_at is None:
+        conditions.append(_PROJECTS.c.archived_at.is_(None))
+    return conditions
+
+
+async def opportunity_projects(
+    loaders: Loaders,
+    page: PageArgs,
+    filter_input: Any,
+    order_by: Sequence[Any] | None,
+    make: Callable[[Any], Any],
+) -> Connection[Any]:
+    terms = order_terms(_PROJECTS, order_by, DEFAULT_ORDER)
+    return await root_connection(
+        loaders, _PROJECTS, page, terms, make, where=project_conditions(filter_input)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StageTotals:
+    stage: PipelineStage
+    project_count: int
+    total_estimated_value_max: Decimal
+    weighted_estimated_value_max: Decimal
+    projects_without_value: int
+    projects_without_win_probability: int
+
+
+async def pipeline_summary(loaders: Loaders, filter_input: Any) -> list[StageTotals]:
+    """Per pipeline stage, in stage order and all of them: counts and sums of effective value max.
+
+    One statement: the projects matching the filter, each with its current external version
+    (LATERAL, newest current first) and its active `estimated_value_max` override (at most one:
+    unique per project and field), grouped over the seven stages (a VALUES list, so a stage with
+    no project still gives a row of zeros).
+    """
+    tenant = loaders.tenant_id
+    projects, data, override = _PROJECTS, _DATA.alias("cur_data"), _OVERRIDES.alias("ov")
+    current = (
+        select(data.c.estimated_value_max)
+        .where(
+            data.c.tenant_id == tenant,
+            data.c.opportunity_project_id == projects.c.id,
+            data.c.is_current_version,
+        )
+        .order_by(*current_version_order(data))
+        .limit(1)
+        .lateral("cur")
+    )
+    value = effective_decimal_sql(
+        override.c.id.is_not(None), override.c.override_value, current.c.estimated_value_max
+    )
+    joined = projects.outerjoin(current, true()).outerjoin(
+        override,
+        and_(
+            override.c.tenant_id == tenant,
+            override.c.opportunity_project_id == projects.c.id,
+            override.c.is_active,
+            override.c.field_name == "estimated_value_max",
+        ),
+    )
+    matching = (
+        readable(
+            select(projects.c.pipeline_stage, projects.c.win_probability_score, value.label("value")),
+            projects,
+            tenant,
+        )
+        .select_from(joined)
+        .where(*project_conditions(filter_input))
+        .subquery("p")
+    )
+    stages = values(column("stage", String), column("position", Integer), name="stages").data(
+        [(stage.value, i) for i, stage in enumerate(PipelineStage)]
+    )
+    counted = matching.c.pipeline_stage  # NULL on a stage's row of zeros (outer join)
+    cents = 2
+    stmt = (
+        select(
+            stages.c.stage,
+            func.count(counted).label("project_count"),
+            func.round(func.coalesce(func.sum(matching.c.value), 0), cents).label("total"),
+            func.round(
+                func.coalesce(func.sum(matching.c.value * matching.c.win_probability_score), 0)
+                * literal(Decimal("0.01")),
+                cents,
+            ).label("weighted"),
+            func.count(counted).filter(matching.c.value.is_(None)).label("without_value"),
+            func.count(counted)
+            .filter(matching.c.win_probability_score.is_(None))
+            .label("without_probability"),
+        )
+        .select_from(stages.outerjoin(matching, matching.c.pipeline_stage == stages.c.stage))
+        .group_by(stages.c.stage, stages.c.position)
+        .order_by(stages.c.position)
+    )
+    rows = (await loaders.db.execute(stmt)).all()
+    return [
+        StageTotals(
+            stage=PipelineStage(row.stage),
+            project_count=int(row.project_count),
+            total_estimated_value_max=Decimal(row.total),
+            weighted_estimated_value_max=Decimal(row.weighted),
+            projects_without_value=int(row.without_value),
+            projects_without_win_probability=int(row.without_probability),
+        )
+        for row in rows
+    ]
