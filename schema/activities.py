@@ -16,15 +16,14 @@ from enum import Enum
 from typing import Any
 
 import strawberry
+
+import schema.enums  # noqa: F401 - registers the value-set enums before any type names them
 from sqlalchemy import Table
 from strawberry import relay
 
 import models.enums as enums
+from models.enums import ActivityStatus, ParticipantType
 
-# `Priority` (shared with opportunity_projects.priority_level) is registered as a GraphQL enum by
-# schema/opportunities.py. A class can be registered once, and a type naming it before that
-# registration would register it a second time (DuplicatedTypeName), so that module comes first.
-import schema.opportunities  # noqa: F401
 from models import Activity as ActivityModel
 from models import ActivityParticipant as ParticipantModel
 from models import ExternalDataChange as ExternalDataChangeModel
@@ -34,7 +33,7 @@ from schema.audit import EntityType
 from schema.entities import history, targets
 from schema.fields import enum_column
 from schema.filters import BooleanFilter, DateTimeFilter, EnumFilter, StringFilter, UUIDFilter
-from schema.node import EntityNode
+from schema.node import EntityNode, TenantOwned
 from schema.pagination import OrderDirection
 from schema.relations import polymorphic, root_list, to_many, to_one
 from schema.scalars import JSON
@@ -65,14 +64,7 @@ CHANGE = ("ExternalDataChange", "schema.external_data")
 # Newest first; PostgreSQL puts NULL first in a descending order, so undated activities lead.
 _BY_DATE = (("activity_date", True),)
 
-ActivityStatus = strawberry.enum(
-    enums.ActivityStatus, name="ActivityStatus", description="Where an activity stands."
-)
 Priority = enums.Priority  # the GraphQL enum registered by schema/opportunities.py (see the imports)
-ParticipantType = strawberry.enum(
-    enums.ParticipantType, name="ParticipantType",
-    description="What an activity participant is: a user or a contact.",
-)
 
 
 def activities_of(entity_type: enums.EntityType, *, description: str | None = None) -> Any:
@@ -96,7 +88,7 @@ def participations_of(kind: enums.ParticipantType, *, description: str | None = 
 
 
 @strawberry.type(description="Something done or to do about a record: a call, a meeting, a deadline, a task.")
-class Activity(EntityNode, relay.Node):
+class Activity(EntityNode, TenantOwned, relay.Node):
     _table = _ACTIVITIES
 
     row_id: uuid.UUID
@@ -136,7 +128,7 @@ class Activity(EntityNode, relay.Node):
 
 
 @strawberry.type(description="A user or a contact taking part in an activity.")
-class ActivityParticipant(EntityNode, relay.Node):
+class ActivityParticipant(EntityNode, TenantOwned, relay.Node):
     _table = _PARTICIPANTS
 
     row_id: uuid.UUID

@@ -14,6 +14,8 @@ import uuid
 from enum import Enum
 
 import strawberry
+
+import schema.enums  # noqa: F401 - registers the value-set enums before any type names them
 from sqlalchemy import Table
 from strawberry import relay
 
@@ -30,7 +32,7 @@ from schema.context import Info
 from schema.entities import ENTITY_TARGETS, history
 from schema.fields import enum_column, inet_column
 from schema.filters import BooleanFilter, DateTimeFilter, EnumFilter, StringFilter, UUIDFilter
-from schema.node import EntityNode
+from schema.node import EntityNode, TenantOwned
 from schema.pagination import Connection, OrderDirection
 from schema.relations import BAD_INPUT, page_args, polymorphic, root_list, to_many, to_one
 from schema.scalars import JSON
@@ -60,16 +62,12 @@ USER = ("User", "schema.identity")
 CHANGE = ("ChangeHistory", "schema.audit")
 
 # The value sets as GraphQL enums (strawberry registers the models' own classes; docs/enums.md).
-strawberry.enum(EntityType, description="The entity kinds a polymorphic reference can name.")
-strawberry.enum(ChangeSource, description="Who or what made a change.")
-strawberry.enum(ImpactLevel, description="How much a change matters.")
-strawberry.enum(RiskLevel, description="The risk of an audited action.")
 
 
 @strawberry.type(
     description="One audited action: who, what, on which record, before and after, from which request."
 )
-class AuditLog(EntityNode, relay.Node):
+class AuditLog(EntityNode, TenantOwned, relay.Node):
     _table = _AUDIT
 
     row_id: uuid.UUID
@@ -106,7 +104,7 @@ class AuditLog(EntityNode, relay.Node):
 
 
 @strawberry.type(description="One changed field of one record; the rows of one change share changeBatchId.")
-class ChangeHistory(EntityNode, relay.Node):
+class ChangeHistory(EntityNode, TenantOwned, relay.Node):
     _table = _CHANGES
 
     row_id: uuid.UUID
@@ -137,7 +135,7 @@ class ChangeHistory(EntityNode, relay.Node):
 
 
 @strawberry.type(description="One recorded permission check: resource, permission, outcome and why.")
-class PermissionAudit(EntityNode, relay.Node):
+class PermissionAudit(EntityNode, TenantOwned, relay.Node):
     _table = _PERMISSIONS
 
     row_id: uuid.UUID

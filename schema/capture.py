@@ -12,6 +12,8 @@ import uuid
 from enum import Enum
 
 import strawberry
+
+import schema.enums  # noqa: F401 - registers the value-set enums before any type names them
 from sqlalchemy import Table
 from strawberry import relay
 
@@ -30,7 +32,7 @@ from schema.documents import document_associations_of
 from schema.entities import history
 from schema.fields import enum_column
 from schema.filters import DateTimeFilter, EnumFilter, UUIDFilter
-from schema.node import EntityNode
+from schema.node import EntityNode, TenantOwned
 from schema.pagination import Connection, OrderDirection
 from schema.relations import BAD_INPUT, page_args, to_one
 from schema.scalars import JSON
@@ -58,13 +60,10 @@ USER = ("User", "schema.identity")
 PROJECT = ("OpportunityProject", "schema.opportunities")
 
 # The value sets as GraphQL enums (strawberry registers the models' own classes; docs/enums.md).
-strawberry.enum(CapturePlanStatus, description="Where a capture plan is in its review.")
-strawberry.enum(GoNoGoDecision, description="The bid decision of a capture plan.")
-strawberry.enum(ProposalStatus, description="A proposal's progress through the colour-team reviews to award.")
 
 
 @strawberry.type(description="The capture strategy for an opportunity project, with its go/no-go decision.")
-class CapturePlan(EntityNode, relay.Node):
+class CapturePlan(EntityNode, TenantOwned, relay.Node):
     _table = _PLANS
 
     row_id: uuid.UUID
@@ -99,7 +98,7 @@ class CapturePlan(EntityNode, relay.Node):
 @strawberry.type(
     description="A proposal being written for an opportunity project, through its reviews to award."
 )
-class Proposal(EntityNode, relay.Node):
+class Proposal(EntityNode, TenantOwned, relay.Node):
     _table = _PROPOSALS
 
     row_id: uuid.UUID

@@ -13,8 +13,12 @@ from models import Contact as ContactModel
 from models import OpportunityProjectContact as ProjectContactModel
 from models import Organization as OrganizationModel
 from models import User as UserModel
+from models.enums import EntityType, ParticipantType
+from schema.activities import activities_of, participations_of
+from schema.documents import document_associations_of
+from schema.entities import history
 from schema.filters import BooleanFilter, DateTimeFilter, StringFilter, UUIDFilter
-from schema.node import EntityNode
+from schema.node import EntityNode, TenantOwned
 from schema.pagination import OrderDirection
 from schema.relations import root_list, to_many, to_one
 from schema.scalars import JSON
@@ -39,7 +43,7 @@ USER = ("User", "schema.identity")
 
 
 @strawberry.type(description="A government agency, office, prime, partner or competitor.")
-class Organization(EntityNode, relay.Node):
+class Organization(EntityNode, TenantOwned, relay.Node):
     _table = _ORGS
 
     row_id: uuid.UUID
@@ -76,10 +80,13 @@ class Organization(EntityNode, relay.Node):
     )
     created_by = to_one(USER, _USERS, "created_by")
     updated_by = to_one(USER, _USERS, "updated_by")
+    activities = activities_of(EntityType.ORGANIZATION)
+    document_associations = document_associations_of(EntityType.ORGANIZATION)
+    history = history(EntityType.ORGANIZATION)
 
 
 @strawberry.type(description="A person the capture team knows.")
-class Contact(EntityNode, relay.Node):
+class Contact(EntityNode, TenantOwned, relay.Node):
     _table = _CONTACTS
 
     row_id: uuid.UUID
@@ -102,6 +109,10 @@ class Contact(EntityNode, relay.Node):
     updated_at: datetime.datetime
 
     organization = to_one(("Organization", "schema.crm"), _ORGS, "organization_id")
+    activities = activities_of(EntityType.CONTACT)
+    document_associations = document_associations_of(EntityType.CONTACT)
+    activity_participations = participations_of(ParticipantType.CONTACT)
+    history = history(EntityType.CONTACT)
     opportunity_project_contacts = to_many(
         ("OpportunityProjectContact", "schema.opportunities"), _PROJECT_CONTACTS, "contact_id",
         order=(("created_at", False),),

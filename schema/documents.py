@@ -20,10 +20,13 @@ from enum import Enum
 from typing import Any
 
 import strawberry
+
+import schema.enums  # noqa: F401 - registers the value-set enums before any type names them
 from sqlalchemy import Table
 from strawberry import relay
 
 import models.enums as enums
+from models.enums import AccessLevel, ProcessingStatus
 from graphql import GraphQLError
 from models import DocumentAccessLog as AccessLogModel
 from models import DocumentAssociation as AssociationModel
@@ -41,7 +44,7 @@ from schema.context import Info
 from schema.entities import history, targets
 from schema.fields import enum_column, inet_column
 from schema.filters import BooleanFilter, DateTimeFilter, EnumFilter, StringFilter, UUIDFilter
-from schema.node import EntityNode
+from schema.node import EntityNode, TenantOwned
 from schema.pagination import Connection, OrderDirection
 from schema.relations import BAD_INPUT, page_args, polymorphic, root_list, to_many, to_one
 from schema.scalars import JSON, BigInt
@@ -76,13 +79,6 @@ CATEGORY = ("DocumentCategory", "schema.documents")
 ASSOCIATION = ("DocumentAssociation", "schema.documents")
 ACCESS_LOG = ("DocumentAccessLog", "schema.documents")
 
-ProcessingStatus = strawberry.enum(
-    enums.ProcessingStatus, name="ProcessingStatus",
-    description="Text extraction and indexing of a document's stored object.",
-)
-AccessLevel = strawberry.enum(
-    enums.AccessLevel, name="AccessLevel", description="Who in the tenant may read a document."
-)
 
 _CHECKSUM = "A checksum of the file's content, to verify a download (not a secret)."
 _NOT_DELETED = "is_deleted IS FALSE"  # where_key: no "=", so it names no column value to generate
@@ -116,7 +112,7 @@ def _search_value(node: Any, key: str) -> Any:
 
 
 @strawberry.type(description="A document category of the tenant; categories form a tree.")
-class DocumentCategory(EntityNode, relay.Node):
+class DocumentCategory(EntityNode, TenantOwned, relay.Node):
     _table = _CATEGORIES
 
     row_id: uuid.UUID
@@ -143,7 +139,7 @@ class DocumentCategory(EntityNode, relay.Node):
     description="A stored file (one version of it): metadata, storage location, extracted text."
     " `searchRank` and `searchSnippet` are set only in the results of `documents(search:)`."
 )
-class Document(EntityNode, relay.Node):
+class Document(EntityNode, TenantOwned, relay.Node):
     _table = DOCUMENT_ROWS
 
     row_id: uuid.UUID
@@ -238,7 +234,7 @@ class Document(EntityNode, relay.Node):
 
 
 @strawberry.type(description="A link from a document to another record (a project, contact, proposal...).")
-class DocumentAssociation(EntityNode, relay.Node):
+class DocumentAssociation(EntityNode, TenantOwned, relay.Node):
     _table = _ASSOCIATIONS
 
     row_id: uuid.UUID
@@ -258,7 +254,7 @@ class DocumentAssociation(EntityNode, relay.Node):
 
 
 @strawberry.type(description="One access to a document (view, download...), successful or not.")
-class DocumentAccessLog(EntityNode, relay.Node):
+class DocumentAccessLog(EntityNode, TenantOwned, relay.Node):
     _table = _ACCESS_LOGS
 
     row_id: uuid.UUID

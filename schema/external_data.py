@@ -17,10 +17,13 @@ from enum import Enum
 from typing import cast
 
 import strawberry
+
+import schema.enums  # noqa: F401 - registers the value-set enums before any type names them
 from sqlalchemy import Table
 from strawberry import relay
 
 from graphql import GraphQLError
+from models import Activity as ActivityModel
 from models import ApiIntegrationLog as ApiIntegrationLogModel
 from models import ExternalDataChange as ExternalDataChangeModel
 from models import ExternalOpportunityData as ExternalOpportunityDataModel
@@ -37,7 +40,7 @@ from schema.context import Info
 from schema.entities import history
 from schema.fields import enum_column
 from schema.filters import BooleanFilter, DateTimeFilter, EnumFilter, StringFilter, UUIDFilter
-from schema.node import EntityNode
+from schema.node import EntityNode, TenantOwned
 from schema.pagination import Connection, OrderDirection
 from schema.relations import BAD_INPUT, page_args, root_list, to_many, to_one
 from schema.scalars import JSON
@@ -73,20 +76,14 @@ LOG = ("ApiIntegrationLog", _MODULE)
 PROJECT = ("OpportunityProject", "schema.opportunities")
 USER = ("User", "schema.identity")
 
-strawberry.enum(
-    ConnectionStatus, name="ConnectionStatus", description="A source's health as the poller sees it."
-)
-strawberry.enum(ChangeType, name="ChangeType", description="What the external source did to the opportunity.")
 # Shared with change_history.change_impact_level (schema/audit.py): the same description, so the
 # import order cannot change the SDL.
-strawberry.enum(ImpactLevel, name="ImpactLevel", description="How much a change matters.")
-strawberry.enum(PollingPriority, name="PollingPriority", description="Which due polls are served first.")
 
 
 @strawberry.type(
     description="An API the tenant pulls opportunities from (SAM.gov...), or its \"Manual entry\" source."
 )
-class ExternalOpportunitySource(EntityNode, relay.Node):
+class ExternalOpportunitySource(EntityNode, TenantOwned, relay.Node):
     _table = _SOURCES
 
     row_id: uuid.UUID
@@ -135,7 +132,7 @@ class ExternalOpportunitySource(EntityNode, relay.Node):
 @strawberry.type(
     description="One version of a project's opportunity as the source returned it (every version is kept)."
 )
-class ExternalOpportunityData(EntityNode, relay.Node):
+class ExternalOpportunityData(EntityNode, TenantOwned, relay.Node):
     _table = _DATA
 
     row_id: uuid.UUID
@@ -170,7 +167,7 @@ class ExternalOpportunityData(EntityNode, relay.Node):
 @strawberry.type(
     description="A change the poller detected in a project's opportunity, classified and acknowledgeable."
 )
-class ExternalDataChange(EntityNode, relay.Node):
+class ExternalDataChange(EntityNode, TenantOwned, relay.Node):
     _table = _CHANGES
 
     row_id: uuid.UUID
@@ -194,11 +191,15 @@ class ExternalDataChange(EntityNode, relay.Node):
     acknowledged_by = to_one(
         USER, _USERS, "acknowledged_by", description="Who acknowledged it (null until then)."
     )
+    activities = to_many(
+        ("Activity", "schema.activities"), ActivityModel.__table__, "external_change_reference",
+        order=(("created_at", True),), description="Activities this change triggered, newest first.",
+    )
     history = history(EntityType.EXTERNAL_DATA_CHANGE)
 
 
 @strawberry.type(description="How often and how urgently one project is refreshed from its source.")
-class PollingConfiguration(EntityNode, relay.Node):
+class PollingConfiguration(EntityNode, TenantOwned, relay.Node):
     _table = _POLLING
 
     row_id: uuid.UUID
@@ -226,7 +227,7 @@ class PollingConfiguration(EntityNode, relay.Node):
     description="One call to an external API. Headers, payloads, URL and error text are shown redacted: "
     "credential headers and keys dropped, credential parameters masked as REDACTED."
 )
-class ApiIntegrationLog(EntityNode, relay.Node):
+class ApiIntegrationLog(EntityNode, TenantOwned, relay.Node):
     _table = _LOGS
 
     row_id: uuid.UUID

@@ -31,15 +31,17 @@ import models
 from auth.api_keys import MAX_EXPIRY_DAYS, ApiKeyRecord
 from auth.permissions import Permission
 from auth.principal import Principal, PrincipalKind
-from models.enums import EntityType
+from models.enums import EntityType, ParticipantType
 from resolvers.identity import mutations, queries
 from schema.context import Info
+from resolvers.documents.loaders import DOCUMENT_ROWS
+from schema.activities import participations_of
 from schema.documents import document_list
 from schema.entities import history
 from schema.errors import UserError, payload_or_errors
 from schema.fields import inet_column
 from schema.filters import BooleanFilter, DateTimeFilter, StringFilter, UUIDFilter
-from schema.node import EntityNode
+from schema.node import EntityNode, TenantOwned
 from schema.pagination import OrderDirection
 from schema.permissions import requires
 from schema.relations import root_list, to_many, to_one
@@ -93,13 +95,28 @@ PROJECT = ("OpportunityProject", "schema.opportunities")
 ACTIVITY = ("Activity", "schema.activities")
 _BY_NAME = (("last_name", False), ("first_name", False))
 
+CAPTURE_PLAN = ("CapturePlan", "schema.capture")
+PROPOSAL = ("Proposal", "schema.capture")
+_CAPTURE_PLANS = _t(models.CapturePlan)
+_PROPOSALS = _t(models.Proposal)
+
+
+def _by_user(target: Any, table: Table, column: str, what: str, order_column: str = "created_at") -> Any:
+    """A user's reverse list over one user-naming column, newest first."""
+    return to_many(target, table, column, order=((order_column, True),), description=f"{what}, newest first.")
+
+
+def _of_tenant(target: Any, table: Table, what: str, order_column: str = "created_at") -> Any:
+    return to_many(target, table, "tenant_id", order=((order_column, True),), description=f"{what}, newest first.")
+
+
 CredentialKind = strawberry.enum(
     PrincipalKind, name="CredentialKind", description="How the caller authenticated."
 )
 
 
 @strawberry.type(description="A person who signs in to the tenant, or the tenant's system user.")
-class User(EntityNode, relay.Node):
+class User(EntityNode, TenantOwned, relay.Node):
     _table = _USERS
 
     row_id: uuid.UUID
@@ -166,6 +183,64 @@ class User(EntityNode, relay.Node):
         order=(("acknowledged_at", True),),
         description="External data changes this user acknowledged, most recently acknowledged first.",
     )
+    # Every other column that names a user, listed from the user's side (newest first).
+    users_created = _by_user(USER, _USERS, "created_by", "Accounts this user invited or created")
+    user_roles_assigned = _by_user(
+        ("UserRole", "schema.identity"), _USER_ROLES, "assigned_by", "Role grants this user made", "assigned_at"
+    )
+    organizations_created = _by_user(("Organization", "schema.crm"), _ORGANIZATIONS, "created_by",
+                                     "Organizations this user created")
+    organizations_updated = _by_user(("Organization", "schema.crm"), _ORGANIZATIONS, "updated_by",
+                                     "Organizations this user last updated", "updated_at")
+    contacts_created = _by_user(("Contact", "schema.crm"), _CONTACTS, "created_by", "Contacts this user created")
+    contacts_updated = _by_user(("Contact", "schema.crm"), _CONTACTS, "updated_by",
+                                "Contacts this user last updated", "updated_at")
+    opportunity_projects_created = _by_user(PROJECT, _PROJECTS, "created_by", "Projects this user created")
+    opportunity_projects_archived = _by_user(PROJECT, _PROJECTS, "archived_by", "Projects this user archived",
+                                             "archived_at")
+    opportunity_project_overrides_created = _by_user(
+        ("OpportunityProjectOverride", "schema.opportunities"), _t(models.OpportunityProjectOverride), "created_by",
+        "Field overrides this user made",
+    )
+    opportunity_project_contacts_created = _by_user(
+        ("OpportunityProjectContact", "schema.opportunities"), _t(models.OpportunityProjectContact), "created_by",
+        "Contact links this user made",
+    )
+    capture_plans_created = _by_user(CAPTURE_PLAN, _CAPTURE_PLANS, "created_by", "Capture plans this user created")
+    capture_plans_updated = _by_user(CAPTURE_PLAN, _CAPTURE_PLANS, "updated_by",
+                                     "Capture plans this user last updated", "updated_at")
+    capture_plans_archived = _by_user(CAPTURE_PLAN, _CAPTURE_PLANS, "archived_by",
+                                      "Capture plans this user archived", "archived_at")
+    proposals_managed = _by_user(PROPOSAL, _PROPOSALS, "proposal_manager", "Proposals this user manages")
+    proposals_created = _by_user(PROPOSAL, _PROPOSALS, "created_by", "Proposals this user created")
+    proposals_updated = _by_user(PROPOSAL, _PROPOSALS, "updated_by", "Proposals this user last updated",
+                                 "updated_at")
+    proposals_archived = _by_user(PROPOSAL, _PROPOSALS, "archived_by", "Proposals this user archived",
+                                  "archived_at")
+    documents_deleted = _by_user(("Document", "schema.documents"), DOCUMENT_ROWS, "deleted_by",
+                                 "Documents this user deleted", "deleted_at")
+    document_associations_created = _by_user(
+        ("DocumentAssociation", "schema.documents"), _t(models.DocumentAssociation), "created_by",
+        "Document links this user made",
+    )
+    document_access_logs = _by_user(
+        ("DocumentAccessLog", "schema.documents"), _t(models.DocumentAccessLog), "user_id",
+        "This user's document accesses", "accessed_at",
+    )
+    activities_updated = _by_user(ACTIVITY, _ACTIVITIES, "updated_by", "Activities this user last updated",
+                                  "updated_at")
+    activity_participants_added = _by_user(
+        ("ActivityParticipant", "schema.activities"), _t(models.ActivityParticipant), "added_by",
+        "Participants this user added", "added_at",
+    )
+    activity_participations = participations_of(ParticipantType.USER)
+    external_opportunity_sources_created = _by_user(
+        ("ExternalOpportunitySource", "schema.external_data"), _SOURCES, "created_by", "External sources this user created"
+    )
+    polling_configurations_created = _by_user(
+        ("PollingConfiguration", "schema.external_data"), _t(models.PollingConfiguration), "created_by",
+        "Polling schedules this user created",
+    )
     history = history(EntityType.USER)
 
 
@@ -219,11 +294,51 @@ class Tenant(EntityNode, relay.Node):
         order=(("config_key", False),),
         description="Configuration entries, by key.",
     )
+    # The tenant's other lists, newest first.
+    user_roles = _of_tenant(("UserRole", "schema.identity"), _USER_ROLES, "Role grants", "assigned_at")
+    user_sessions = _of_tenant(("UserSession", "schema.identity"), _SESSIONS, "Sessions")
+    capture_plans = _of_tenant(CAPTURE_PLAN, _CAPTURE_PLANS, "Capture plans")
+    proposals = _of_tenant(PROPOSAL, _PROPOSALS, "Proposals")
+    opportunity_project_overrides = _of_tenant(
+        ("OpportunityProjectOverride", "schema.opportunities"), _t(models.OpportunityProjectOverride), "Field overrides"
+    )
+    opportunity_project_contacts = _of_tenant(
+        ("OpportunityProjectContact", "schema.opportunities"), _t(models.OpportunityProjectContact), "Contact links"
+    )
+    document_associations = _of_tenant(
+        ("DocumentAssociation", "schema.documents"), _t(models.DocumentAssociation), "Document links"
+    )
+    document_access_logs = _of_tenant(
+        ("DocumentAccessLog", "schema.documents"), _t(models.DocumentAccessLog), "Document accesses", "accessed_at"
+    )
+    activity_participants = _of_tenant(
+        ("ActivityParticipant", "schema.activities"), _t(models.ActivityParticipant), "Activity participants",
+        "added_at",
+    )
+    external_opportunity_data = _of_tenant(
+        ("ExternalOpportunityData", "schema.external_data"), _t(models.ExternalOpportunityData),
+        "External data versions",
+    )
+    external_data_changes = _of_tenant(
+        ("ExternalDataChange", "schema.external_data"), _EXTERNAL_CHANGES, "Detected external data changes",
+        "change_timestamp",
+    )
+    polling_configurations = _of_tenant(
+        ("PollingConfiguration", "schema.external_data"), _t(models.PollingConfiguration), "Polling schedules"
+    )
+    api_integration_logs = _of_tenant(
+        ("ApiIntegrationLog", "schema.external_data"), _t(models.ApiIntegrationLog), "Logged API calls",
+        "api_call_timestamp",
+    )
+    change_history = _of_tenant(("ChangeHistory", "schema.audit"), _CHANGES, "Field changes", "change_timestamp")
+    permission_audits = _of_tenant(
+        ("PermissionAudit", "schema.audit"), _PERMISSION_AUDITS, "Recorded permission checks", "timestamp_utc"
+    )
     history = history(EntityType.TENANT)
 
 
 @strawberry.type(description="One configuration entry of the tenant (key -> JSON value).")
-class TenantConfiguration(EntityNode, relay.Node):
+class TenantConfiguration(EntityNode, TenantOwned, relay.Node):
     _table = _CONFIGURATIONS
 
     row_id: uuid.UUID
@@ -246,7 +361,7 @@ class TenantConfiguration(EntityNode, relay.Node):
 
 
 @strawberry.type(description="A named set of permissions.")
-class Role(EntityNode, relay.Node):
+class Role(EntityNode, TenantOwned, relay.Node):
     _table = _ROLES
 
     row_id: uuid.UUID
@@ -269,7 +384,7 @@ class Role(EntityNode, relay.Node):
 
 
 @strawberry.type(description="A role granted to a user: tenant-wide, or on one opportunity project.")
-class UserRole(EntityNode, relay.Node):
+class UserRole(EntityNode, TenantOwned, relay.Node):
     _table = _USER_ROLES
 
     row_id: uuid.UUID
@@ -288,7 +403,7 @@ class UserRole(EntityNode, relay.Node):
 @strawberry.type(
     description="A signed-in session. Its token is never shown again after sign-in, nor its hash."
 )
-class UserSession(EntityNode, relay.Node):
+class UserSession(EntityNode, TenantOwned, relay.Node):
     _table = _SESSIONS
 
     row_id: uuid.UUID

@@ -14,11 +14,12 @@ import uuid
 from collections.abc import Iterable
 from typing import Any, ClassVar, Self
 
+import strawberry
 from sqlalchemy import Table
 
 from schema.context import Info
 
-__all__ = ["EntityNode"]
+__all__ = ["EntityNode", "TenantOwned"]
 
 
 class EntityNode:
@@ -33,6 +34,10 @@ class EntityNode:
         from schema.relations import collect_relations
 
         collect_relations(cls)
+        if issubclass(cls, TenantOwned):  # strawberry keeps the inherited field off the subclass's vars
+            from schema.relations import RELATIONS, Relation
+
+            RELATIONS[(cls.__name__, "tenant")] = Relation("one", ("Tenant", "schema.identity"), "tenants", "tenant_id")
 
     @classmethod
     def resolve_id(cls, root: Any, *, info: Info) -> str:
@@ -68,3 +73,18 @@ class EntityNode:
         instance = cls(**values)
         instance._row = row  # type: ignore[attr-defined]
         return instance
+
+
+def _tenant_field() -> Any:
+    import models
+    from schema.relations import to_one
+
+    return to_one(("Tenant", "schema.identity"), models.Tenant.__table__, "tenant_id",  # type: ignore[arg-type]
+                  description="The tenant this belongs to (always the caller's).")
+
+
+@strawberry.type
+class TenantOwned:
+    """Base of every entity type but Tenant: the `tenant` relation of its tenant_id."""
+
+    tenant = _tenant_field()

@@ -18,6 +18,8 @@ from enum import Enum
 from typing import TYPE_CHECKING, Annotated, Any, Self
 
 import strawberry
+
+import schema.enums  # noqa: F401 - registers the value-set enums before any type names them
 from sqlalchemy import Table
 from strawberry import relay
 
@@ -47,7 +49,7 @@ from schema.context import Info
 from schema.entities import history
 from schema.fields import enum_column
 from schema.filters import DateTimeFilter, DecimalFilter, EnumFilter, StringFilter, UUIDFilter
-from schema.node import EntityNode
+from schema.node import EntityNode, TenantOwned
 from schema.pagination import Connection, OrderDirection
 from schema.relations import BAD_INPUT, page_args, to_many, to_one
 from schema.scalars import JSON
@@ -86,10 +88,6 @@ USER = ("User", "schema.identity")
 PROJECT = ("OpportunityProject", "schema.opportunities")
 
 # The value sets of the project's columns, as GraphQL enums (docs/enums.md has their meanings).
-strawberry.enum(ProjectStatus, description="Whether and how the pursuit goes on.")
-strawberry.enum(PipelineStage, description="The capture lifecycle phase (Shipley-style 0..6).")
-strawberry.enum(Priority, description="How urgent the work is.")
-strawberry.enum(SyncStatus, description="The state of the project's last refresh from its external source.")
 strawberry.enum(
     ValueSource,
     name="EffectiveSource",
@@ -167,8 +165,20 @@ class OpportunityProjectEffectiveValues:
 # -- entity types -------------------------------------------------------------------------------------
 
 
+def _document_list(fk: str, *, description: str) -> Any:
+    from schema.documents import document_list
+
+    return document_list(fk, description=description)
+
+
+def _document_associations_of(entity_type: EntityType) -> Any:
+    from schema.documents import document_associations_of
+
+    return document_associations_of(entity_type)
+
+
 @strawberry.type(description="An opportunity the tenant has decided to pursue.")
-class OpportunityProject(EntityNode, relay.Node):
+class OpportunityProject(EntityNode, TenantOwned, relay.Node):
     _table = _PROJECTS
 
     row_id: uuid.UUID
@@ -238,13 +248,10 @@ class OpportunityProject(EntityNode, relay.Node):
         order=(("created_at", False),),
         description="Links to the project's contacts, in the order they were made.",
     )
-    documents = to_many(
-        ("Document", "schema.documents"),
-        _t(DocumentModel),
-        "opportunity_project_id",
-        order=(("created_at", True),),
-        description="Documents filed under the project, newest first.",
+    documents = _document_list(
+        "opportunity_project_id", description="Documents filed under the project (deleted ones left out), newest first."
     )
+    document_associations = _document_associations_of(EntityType.OPPORTUNITY_PROJECT)
     activities = to_many(
         ("Activity", "schema.activities"),
         _t(ActivityModel),
@@ -322,7 +329,7 @@ class OpportunityProject(EntityNode, relay.Node):
 
 
 @strawberry.type(description="A local value that wins over the external source's value of one project field.")
-class OpportunityProjectOverride(EntityNode, relay.Node):
+class OpportunityProjectOverride(EntityNode, TenantOwned, relay.Node):
     _table = _OVERRIDES
 
     row_id: uuid.UUID
@@ -344,7 +351,7 @@ class OpportunityProjectOverride(EntityNode, relay.Node):
 @strawberry.type(
     description="A contact's relationship to a project (e.g. contracting officer, teaming partner)."
 )
-class OpportunityProjectContact(EntityNode, relay.Node):
+class OpportunityProjectContact(EntityNode, TenantOwned, relay.Node):
     _table = _PROJECT_CONTACTS
 
     row_id: uuid.UUID

@@ -61,7 +61,7 @@ def _register(field: Any, relation: Relation) -> Any:
 
 
 def collect_relations(cls: type) -> None:
-    """Record the relation fields of an entity type (called by EntityNode.__init_subclass__)."""
+    """Record the relation fields defined on an entity type (called by EntityNode.__init_subclass__)."""
     for name, value in list(vars(cls).items()):
         relation = getattr(value, "_gwm_relation", None)
         if relation is not None:

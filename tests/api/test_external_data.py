@@ -318,6 +318,7 @@ def test_the_sdl_has_no_credential_field_on_external_data_types() -> None:
     assert set(source.fields) == {
         "id",
         "rowId",
+        "tenant",
         "sourceName",
         "apiEndpoint",
         "apiVersion",

@@ -136,7 +136,8 @@ async def test_relation_returns_exactly_the_related_rows(
             expected: Any = sorted(str(c.id) for c in children)
             selection = f"{field_name}(first: 50) {{ nodes {{ rowId }} }}"
         elif relation.kind == "one":
-            target = await make(conn, relation.table, tenant, refs)
+            # `tenant` names the caller's own tenant; everything else gets a fresh target row.
+            target = tenant if relation.table == "tenants" else await make(conn, relation.table, tenant, refs)
             # Two rows that point at the target, so the batch holds more than one key.
             parents = [
                 await make(
@@ -231,3 +232,26 @@ async def test_every_node_type_is_found_by_node(
     query = f"query ($id: ID!) {{ node(id: $id) {{ id ... on {type_name} {{ rowId }} }} }}"
     body = await gql(client, query, {"id": _global_id(type_name, row_id)}, token=token)
     assert body["data"]["node"] == {"id": _global_id(type_name, row_id), "rowId": str(row_id)}
+
+
+def test_every_foreign_key_is_a_field_on_both_sides() -> None:
+    """Each foreign key between two entity tables: a to-one field on the child, a list on the parent."""
+    import models
+
+    one = {(cls, rel.column) for (cls, _), rel in RELATIONS.items() if rel.kind == "one"}
+    many = {(cls, rel.table, rel.column) for (cls, _), rel in RELATIONS.items() if rel.kind == "many"}
+    missing = []
+    for table_name, table in models.Base.metadata.tables.items():
+        child = next((t for t, name in TABLE_OF_TYPE.items() if name == table_name), None)
+        if child is None:
+            continue
+        for fk in table.foreign_key_constraints:
+            columns = [c.name for c in fk.columns if c.name != "tenant_id"] or ["tenant_id"]
+            parent = next((t for t, name in TABLE_OF_TYPE.items() if name == fk.referred_table.name), None)
+            if parent is None:
+                continue
+            if (child, columns[0]) not in one:
+                missing.append(f"{child}: no to-one field over {columns[0]}")
+            if (parent, table_name, columns[0]) not in many:
+                missing.append(f"{parent}: no list of {table_name} over {columns[0]}")
+    assert missing == []
