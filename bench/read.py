@@ -52,18 +52,25 @@ def _gwm(env: dict[str, str], *args: str) -> None:
     subprocess.run([sys.executable, "-m", "server.cli", *args], env=env, cwd=ROOT, check=True)  # noqa: S603
 
 
-async def _prepare(owner_url: str, subdomain: str) -> tuple[str, uuid.UUID]:
+async def _prepare(owner_url: str, app_url: str, subdomain: str) -> tuple[str, uuid.UUID]:
     """A Tenant Admin with a known password in the tenant; returns (email, a project id)."""
     from sqlalchemy import text
 
     from auth.passwords import PasswordHasher
     from models.db import create_engine, set_tenant
 
+    lookup = create_engine(app_url, pool_size=1, max_overflow=0)  # the pre-tenant lookup is the server role's
+    try:
+        async with lookup.connect() as conn:
+            tenant_id = (
+                await conn.execute(text("SELECT tenant_id FROM gwm_tenant_by_subdomain(:s)"), {"s": subdomain})
+            ).scalar_one()
+    finally:
+        await lookup.dispose()
     engine = create_engine(owner_url, pool_size=1, max_overflow=0)
     email = "bench.reader@example.test"
     try:
         async with engine.begin() as conn:
-            tenant_id = (await conn.execute(text("SELECT tenant_id FROM gwm_tenant_by_subdomain(:s)"), {"s": subdomain})).scalar_one()
             await set_tenant(conn, tenant_id)
             password_hash = await PasswordHasher(600_000).hash(PASSWORD)
             user_id = await conn.scalar(
@@ -178,7 +185,7 @@ def main() -> int:
     _gwm(env, "db", "seed", "--scale", str(args.scale), "--tenants", str(args.tenants))
     print(f"schema and data ready in {time.monotonic() - t0:.1f} s", file=sys.stderr)
     subdomain = "scale-42-0"
-    email, project_id = asyncio.run(_prepare(settings.database_url or "", subdomain))
+    email, project_id = asyncio.run(_prepare(settings.database_url or "", settings.app_database_url or "", subdomain))
 
     port = _free_port()
     server = subprocess.Popen(  # noqa: S603

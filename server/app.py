@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 
@@ -97,6 +98,11 @@ def create_app(settings: Settings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # Everything alive now (modules, the schema, its caches) lives as long as the process: move it
+        # out of the cyclic collector's sight, so collections during requests only walk request
+        # objects. Measured on the nested pursuit read: 78 -> 58 ms CPU per request (bench/read.py).
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:

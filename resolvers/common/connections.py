@@ -11,7 +11,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from resolvers.common.loaders import Loaders, readable
 from resolvers.common.pagination import OrderTerm, PageArgs, decode_cursor, encode_cursor, keyset_condition, order_clauses
-from schema.pagination import Connection, Edge, PageInfo
+from schema.pagination import Connection, PageInfo
 
 __all__ = ["child_connection", "root_connection"]
 
@@ -27,21 +27,25 @@ def _connection(
     count: Callable[[], Any],
 ) -> Connection[NodeT]:
     nodes = [make(row) for row in rows]
-    cursors = [encode_cursor([row._mapping[t.name] for t in terms]) for row in rows]
+
+    def cursor_at(i: int) -> str:
+        mapping = rows[i]._mapping
+        return encode_cursor([mapping[t.name] for t in terms])
+
     if page.backwards:
         has_next, has_previous = page.before is not None, has_more
     else:
         has_next, has_previous = has_more, page.after is not None
     return Connection(
-        edges=[Edge(cursor=c, node=n) for c, n in zip(cursors, nodes, strict=True)],
         nodes=nodes,
         page_info=PageInfo(
             has_next_page=has_next,
             has_previous_page=has_previous,
-            start_cursor=cursors[0] if cursors else None,
-            end_cursor=cursors[-1] if cursors else None,
+            _size=len(rows),
+            _cursor_at=cursor_at,
         ),
         _count=count,
+        _cursor_at=cursor_at,
     )
 
 
