@@ -108,7 +108,9 @@ async def _statements(app_url: str, token: str, query: str, variables: dict[str,
     from tests.support.http import app_client
     from tests.support.sqlcount import count_statements
 
-    settings = Settings(app_database_url=app_url, secret_keys="k1:" + base64.b64encode(secrets.token_bytes(32)).decode())
+    settings = Settings(
+        app_database_url=app_url, secret_keys="k1:" + base64.b64encode(secrets.token_bytes(32)).decode()
+    )
     app = create_app(settings)
     async with app_client(app) as client:
         with count_statements(app.state.engine) as statements:
@@ -119,7 +121,9 @@ async def _statements(app_url: str, token: str, query: str, variables: dict[str,
     return len(statements)
 
 
-async def _load(url: str, token: str, query: str, variables: dict[str, Any], concurrency: int, seconds: float) -> dict[str, Any]:
+async def _load(
+    url: str, token: str, query: str, variables: dict[str, Any], concurrency: int, seconds: float
+) -> dict[str, Any]:
     body = json.dumps({"query": query, "variables": variables}).encode()
     headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
     latencies: list[float] = []
@@ -190,7 +194,10 @@ def main() -> int:
     port = _free_port()
     server = subprocess.Popen(  # noqa: S603
         [sys.executable, "-m", "server.cli", "serve", "--no-migrate", "--port", str(port), "--workers", "1"],
-        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -200,7 +207,9 @@ def main() -> int:
                 break
             except httpx.TransportError:
                 time.sleep(0.1)
-        login = httpx.post(f"{base}/auth/login", json={"tenant": subdomain, "email": email, "password": PASSWORD}, timeout=30)
+        login = httpx.post(
+            f"{base}/auth/login", json={"tenant": subdomain, "email": email, "password": PASSWORD}, timeout=30
+        )
         login.raise_for_status()
         token = login.json()["token"]
         cases = [

@@ -10,7 +10,7 @@ import datetime
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import CheckConstraint, Boolean, Integer, String, UniqueConstraint, text
+from sqlalchemy import Boolean, CheckConstraint, Integer, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from models.base import Base, Json, TenantScoped, Timestamps, Timestamptz, Uuid, UUIDPrimaryKey

@@ -16,19 +16,16 @@ from enum import Enum
 from typing import Any
 
 import strawberry
-
-import schema.enums  # noqa: F401 - registers the value-set enums before any type names them
 from sqlalchemy import Table
 from strawberry import relay
 
 import models.enums as enums
-from models.enums import ActivityStatus, ParticipantType
-
+import schema.enums  # noqa: F401 - registers the value-set enums before any type names them
 from models import Activity as ActivityModel
 from models import ActivityParticipant as ParticipantModel
 from models import ExternalDataChange as ExternalDataChangeModel
 from models import User as UserModel
-from models.enums import ACTIVITY_ENTITY_TYPES
+from models.enums import ACTIVITY_ENTITY_TYPES, ActivityStatus, ParticipantType
 from schema.audit import EntityType
 from schema.entities import history, targets
 from schema.fields import enum_column

@@ -14,12 +14,11 @@ import uuid
 from enum import Enum
 
 import strawberry
-
-import schema.enums  # noqa: F401 - registers the value-set enums before any type names them
+from graphql import GraphQLError
 from sqlalchemy import Table
 from strawberry import relay
 
-from graphql import GraphQLError
+import schema.enums  # noqa: F401 - registers the value-set enums before any type names them
 from models import AuditLog as AuditLogModel
 from models import ChangeHistory as ChangeHistoryModel
 from models import PermissionAudit as PermissionAuditModel

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import strawberry
+from graphql import GraphQLError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 from starlette.responses import Response
@@ -23,7 +24,6 @@ from auth.principal import Principal
 from auth.service import AuthService
 from models.db import RequestConnection
 from resolvers.common.loaders import Loaders
-from graphql import GraphQLError
 
 __all__ = ["GraphQLContext", "GraphQLView", "Info"]
 

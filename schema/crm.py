@@ -25,10 +25,10 @@ from schema.scalars import JSON
 
 __all__ = [
     "Contact",
-    "CrmQuery",
     "ContactFilter",
     "ContactOrder",
     "ContactOrderField",
+    "CrmQuery",
     "Organization",
     "OrganizationFilter",
     "OrganizationOrder",

@@ -20,20 +20,18 @@ from enum import Enum
 from typing import Any
 
 import strawberry
-
-import schema.enums  # noqa: F401 - registers the value-set enums before any type names them
+from graphql import GraphQLError
 from sqlalchemy import Table
 from strawberry import relay
 
 import models.enums as enums
-from models.enums import AccessLevel, ProcessingStatus
-from graphql import GraphQLError
+import schema.enums  # noqa: F401 - registers the value-set enums before any type names them
 from models import DocumentAccessLog as AccessLogModel
 from models import DocumentAssociation as AssociationModel
 from models import DocumentCategory as CategoryModel
 from models import OpportunityProject as ProjectModel
 from models import User as UserModel
-from models.enums import ACTIVITY_ENTITY_TYPES
+from models.enums import ACTIVITY_ENTITY_TYPES, AccessLevel, ProcessingStatus
 from resolvers.common.filters import FilterError
 from resolvers.common.pagination import PaginationError
 from resolvers.documents.loaders import DOCUMENT_ROWS, extracted_text_by_document

@@ -20,12 +20,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import strawberry
+from graphql import GraphQLError
 from strawberry.extensions import MaskErrors
 from strawberry.types import ExecutionContext
 from strawberry.utils.str_converters import to_camel_case
 
 from auth.exceptions import AuthRequestError
-from graphql import GraphQLError
 
 __all__ = [
     "MaskUnexpectedErrors",

@@ -17,12 +17,11 @@ from enum import Enum
 from typing import cast
 
 import strawberry
-
-import schema.enums  # noqa: F401 - registers the value-set enums before any type names them
+from graphql import GraphQLError
 from sqlalchemy import Table
 from strawberry import relay
 
-from graphql import GraphQLError
+import schema.enums  # noqa: F401 - registers the value-set enums before any type names them
 from models import Activity as ActivityModel
 from models import ApiIntegrationLog as ApiIntegrationLogModel
 from models import ExternalDataChange as ExternalDataChangeModel

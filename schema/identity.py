@@ -32,10 +32,10 @@ from auth.api_keys import MAX_EXPIRY_DAYS, ApiKeyRecord
 from auth.permissions import Permission
 from auth.principal import Principal, PrincipalKind
 from models.enums import EntityType, ParticipantType
-from resolvers.identity import mutations, queries
-from schema.context import Info
 from resolvers.documents.loaders import DOCUMENT_ROWS
+from resolvers.identity import mutations, queries
 from schema.activities import participations_of
+from schema.context import Info
 from schema.documents import document_list
 from schema.entities import history
 from schema.errors import UserError, payload_or_errors
@@ -110,9 +110,7 @@ def _of_tenant(target: Any, table: Table, what: str, order_column: str = "create
     return to_many(target, table, "tenant_id", order=((order_column, True),), description=f"{what}, newest first.")
 
 
-CredentialKind = strawberry.enum(
-    PrincipalKind, name="CredentialKind", description="How the caller authenticated."
-)
+CredentialKind = strawberry.enum(PrincipalKind, name="CredentialKind", description="How the caller authenticated.")
 
 
 @strawberry.type(description="A person who signs in to the tenant, or the tenant's system user.")
@@ -139,47 +137,75 @@ class User(EntityNode, TenantOwned, relay.Node):
 
     created_by = to_one(USER, _USERS, "created_by", description="Who invited or created the account.")
     user_roles = to_many(
-        ("UserRole", "schema.identity"), _USER_ROLES, "user_id", order=(("assigned_at", False),),
+        ("UserRole", "schema.identity"),
+        _USER_ROLES,
+        "user_id",
+        order=(("assigned_at", False),),
         description="The user's role assignments (expired ones too), oldest first.",
     )
     user_sessions = to_many(
-        ("UserSession", "schema.identity"), _SESSIONS, "user_id", order=(("created_at", True),),
+        ("UserSession", "schema.identity"),
+        _SESSIONS,
+        "user_id",
+        order=(("created_at", True),),
         description="The user's sessions (ended ones too), newest first.",
     )
     opportunity_projects_as_capture = to_many(
-        PROJECT, _PROJECTS, "assigned_capture_manager", order=(("created_at", True),),
+        PROJECT,
+        _PROJECTS,
+        "assigned_capture_manager",
+        order=(("created_at", True),),
         description="Projects this user is the capture manager of, newest first.",
     )
     opportunity_projects_as_proposal = to_many(
-        PROJECT, _PROJECTS, "assigned_proposal_manager", order=(("created_at", True),),
+        PROJECT,
+        _PROJECTS,
+        "assigned_proposal_manager",
+        order=(("created_at", True),),
         description="Projects this user is the proposal manager of, newest first.",
     )
     documents_uploaded = document_list(
         "uploaded_by", description="Documents this user uploaded (deleted ones left out), newest first."
     )
     assigned_activities = to_many(
-        ACTIVITY, _ACTIVITIES, "assigned_to", order=(("due_date", False),),
+        ACTIVITY,
+        _ACTIVITIES,
+        "assigned_to",
+        order=(("due_date", False),),
         description="Activities assigned to this user, soonest due first (undated last).",
     )
     created_activities = to_many(
-        ACTIVITY, _ACTIVITIES, "created_by", order=(("created_at", True),),
+        ACTIVITY,
+        _ACTIVITIES,
+        "created_by",
+        order=(("created_at", True),),
         description="Activities this user created, newest first.",
     )
     audit_logs = to_many(
-        ("AuditLog", "schema.audit"), _AUDIT_LOGS, "user_id", order=(("timestamp_utc", True),),
+        ("AuditLog", "schema.audit"),
+        _AUDIT_LOGS,
+        "user_id",
+        order=(("timestamp_utc", True),),
         description="Audited actions of this user, newest first.",
     )
     changes_created = to_many(
-        ("ChangeHistory", "schema.audit"), _CHANGES, "changed_by_user_id",
+        ("ChangeHistory", "schema.audit"),
+        _CHANGES,
+        "changed_by_user_id",
         order=(("change_timestamp", True),),
         description="Field changes this user made, newest first.",
     )
     permission_audits = to_many(
-        ("PermissionAudit", "schema.audit"), _PERMISSION_AUDITS, "user_id", order=(("timestamp_utc", True),),
+        ("PermissionAudit", "schema.audit"),
+        _PERMISSION_AUDITS,
+        "user_id",
+        order=(("timestamp_utc", True),),
         description="Recorded permission checks of this user, newest first.",
     )
     changes_acknowledged = to_many(
-        ("ExternalDataChange", "schema.external_data"), _EXTERNAL_CHANGES, "acknowledged_by",
+        ("ExternalDataChange", "schema.external_data"),
+        _EXTERNAL_CHANGES,
+        "acknowledged_by",
         order=(("acknowledged_at", True),),
         description="External data changes this user acknowledged, most recently acknowledged first.",
     )
@@ -188,57 +214,84 @@ class User(EntityNode, TenantOwned, relay.Node):
     user_roles_assigned = _by_user(
         ("UserRole", "schema.identity"), _USER_ROLES, "assigned_by", "Role grants this user made", "assigned_at"
     )
-    organizations_created = _by_user(("Organization", "schema.crm"), _ORGANIZATIONS, "created_by",
-                                     "Organizations this user created")
-    organizations_updated = _by_user(("Organization", "schema.crm"), _ORGANIZATIONS, "updated_by",
-                                     "Organizations this user last updated", "updated_at")
+    organizations_created = _by_user(
+        ("Organization", "schema.crm"), _ORGANIZATIONS, "created_by", "Organizations this user created"
+    )
+    organizations_updated = _by_user(
+        ("Organization", "schema.crm"),
+        _ORGANIZATIONS,
+        "updated_by",
+        "Organizations this user last updated",
+        "updated_at",
+    )
     contacts_created = _by_user(("Contact", "schema.crm"), _CONTACTS, "created_by", "Contacts this user created")
-    contacts_updated = _by_user(("Contact", "schema.crm"), _CONTACTS, "updated_by",
-                                "Contacts this user last updated", "updated_at")
+    contacts_updated = _by_user(
+        ("Contact", "schema.crm"), _CONTACTS, "updated_by", "Contacts this user last updated", "updated_at"
+    )
     opportunity_projects_created = _by_user(PROJECT, _PROJECTS, "created_by", "Projects this user created")
-    opportunity_projects_archived = _by_user(PROJECT, _PROJECTS, "archived_by", "Projects this user archived",
-                                             "archived_at")
+    opportunity_projects_archived = _by_user(
+        PROJECT, _PROJECTS, "archived_by", "Projects this user archived", "archived_at"
+    )
     opportunity_project_overrides_created = _by_user(
-        ("OpportunityProjectOverride", "schema.opportunities"), _t(models.OpportunityProjectOverride), "created_by",
+        ("OpportunityProjectOverride", "schema.opportunities"),
+        _t(models.OpportunityProjectOverride),
+        "created_by",
         "Field overrides this user made",
     )
     opportunity_project_contacts_created = _by_user(
-        ("OpportunityProjectContact", "schema.opportunities"), _t(models.OpportunityProjectContact), "created_by",
+        ("OpportunityProjectContact", "schema.opportunities"),
+        _t(models.OpportunityProjectContact),
+        "created_by",
         "Contact links this user made",
     )
     capture_plans_created = _by_user(CAPTURE_PLAN, _CAPTURE_PLANS, "created_by", "Capture plans this user created")
-    capture_plans_updated = _by_user(CAPTURE_PLAN, _CAPTURE_PLANS, "updated_by",
-                                     "Capture plans this user last updated", "updated_at")
-    capture_plans_archived = _by_user(CAPTURE_PLAN, _CAPTURE_PLANS, "archived_by",
-                                      "Capture plans this user archived", "archived_at")
+    capture_plans_updated = _by_user(
+        CAPTURE_PLAN, _CAPTURE_PLANS, "updated_by", "Capture plans this user last updated", "updated_at"
+    )
+    capture_plans_archived = _by_user(
+        CAPTURE_PLAN, _CAPTURE_PLANS, "archived_by", "Capture plans this user archived", "archived_at"
+    )
     proposals_managed = _by_user(PROPOSAL, _PROPOSALS, "proposal_manager", "Proposals this user manages")
     proposals_created = _by_user(PROPOSAL, _PROPOSALS, "created_by", "Proposals this user created")
-    proposals_updated = _by_user(PROPOSAL, _PROPOSALS, "updated_by", "Proposals this user last updated",
-                                 "updated_at")
-    proposals_archived = _by_user(PROPOSAL, _PROPOSALS, "archived_by", "Proposals this user archived",
-                                  "archived_at")
-    documents_deleted = _by_user(("Document", "schema.documents"), DOCUMENT_ROWS, "deleted_by",
-                                 "Documents this user deleted", "deleted_at")
+    proposals_updated = _by_user(PROPOSAL, _PROPOSALS, "updated_by", "Proposals this user last updated", "updated_at")
+    proposals_archived = _by_user(PROPOSAL, _PROPOSALS, "archived_by", "Proposals this user archived", "archived_at")
+    documents_deleted = _by_user(
+        ("Document", "schema.documents"), DOCUMENT_ROWS, "deleted_by", "Documents this user deleted", "deleted_at"
+    )
     document_associations_created = _by_user(
-        ("DocumentAssociation", "schema.documents"), _t(models.DocumentAssociation), "created_by",
+        ("DocumentAssociation", "schema.documents"),
+        _t(models.DocumentAssociation),
+        "created_by",
         "Document links this user made",
     )
     document_access_logs = _by_user(
-        ("DocumentAccessLog", "schema.documents"), _t(models.DocumentAccessLog), "user_id",
-        "This user's document accesses", "accessed_at",
+        ("DocumentAccessLog", "schema.documents"),
+        _t(models.DocumentAccessLog),
+        "user_id",
+        "This user's document accesses",
+        "accessed_at",
     )
-    activities_updated = _by_user(ACTIVITY, _ACTIVITIES, "updated_by", "Activities this user last updated",
-                                  "updated_at")
+    activities_updated = _by_user(
+        ACTIVITY, _ACTIVITIES, "updated_by", "Activities this user last updated", "updated_at"
+    )
     activity_participants_added = _by_user(
-        ("ActivityParticipant", "schema.activities"), _t(models.ActivityParticipant), "added_by",
-        "Participants this user added", "added_at",
+        ("ActivityParticipant", "schema.activities"),
+        _t(models.ActivityParticipant),
+        "added_by",
+        "Participants this user added",
+        "added_at",
     )
     activity_participations = participations_of(ParticipantType.USER)
     external_opportunity_sources_created = _by_user(
-        ("ExternalOpportunitySource", "schema.external_data"), _SOURCES, "created_by", "External sources this user created"
+        ("ExternalOpportunitySource", "schema.external_data"),
+        _SOURCES,
+        "created_by",
+        "External sources this user created",
     )
     polling_configurations_created = _by_user(
-        ("PollingConfiguration", "schema.external_data"), _t(models.PollingConfiguration), "created_by",
+        ("PollingConfiguration", "schema.external_data"),
+        _t(models.PollingConfiguration),
+        "created_by",
         "Polling schedules this user created",
     )
     history = history(EntityType.USER)
@@ -263,34 +316,59 @@ class Tenant(EntityNode, relay.Node):
     updated_at: datetime
 
     users = to_many(USER, _USERS, "tenant_id", order=_BY_NAME, description="Users, by last and first name.")
-    roles = to_many(("Role", "schema.identity"), _ROLES, "tenant_id", order=(("name", False),),
-                    description="Roles (system and custom), by name.")
+    roles = to_many(
+        ("Role", "schema.identity"),
+        _ROLES,
+        "tenant_id",
+        order=(("name", False),),
+        description="Roles (system and custom), by name.",
+    )
     organizations = to_many(
-        ("Organization", "schema.crm"), _ORGANIZATIONS, "tenant_id", order=(("name", False),),
+        ("Organization", "schema.crm"),
+        _ORGANIZATIONS,
+        "tenant_id",
+        order=(("name", False),),
         description="Organizations, by name.",
     )
-    contacts = to_many(("Contact", "schema.crm"), _CONTACTS, "tenant_id", order=_BY_NAME,
-                       description="Contacts, by last and first name.")
+    contacts = to_many(
+        ("Contact", "schema.crm"),
+        _CONTACTS,
+        "tenant_id",
+        order=_BY_NAME,
+        description="Contacts, by last and first name.",
+    )
     opportunity_projects = to_many(
         PROJECT, _PROJECTS, "tenant_id", order=(("created_at", True),), description="Projects, newest first."
     )
     documents = document_list("tenant_id", description="Documents (deleted ones left out), newest first.")
     document_categories = to_many(
-        ("DocumentCategory", "schema.documents"), _CATEGORIES, "tenant_id", order=(("name", False),),
+        ("DocumentCategory", "schema.documents"),
+        _CATEGORIES,
+        "tenant_id",
+        order=(("name", False),),
         description="Document categories, by name.",
     )
-    activities = to_many(ACTIVITY, _ACTIVITIES, "tenant_id", order=(("created_at", True),),
-                         description="Activities, newest first.")
+    activities = to_many(
+        ACTIVITY, _ACTIVITIES, "tenant_id", order=(("created_at", True),), description="Activities, newest first."
+    )
     audit_logs = to_many(
-        ("AuditLog", "schema.audit"), _AUDIT_LOGS, "tenant_id", order=(("timestamp_utc", True),),
+        ("AuditLog", "schema.audit"),
+        _AUDIT_LOGS,
+        "tenant_id",
+        order=(("timestamp_utc", True),),
         description="The audit log, newest first.",
     )
     external_opportunity_sources = to_many(
-        ("ExternalOpportunitySource", "schema.external_data"), _SOURCES, "tenant_id",
-        order=(("source_name", False),), description="External opportunity sources, by name.",
+        ("ExternalOpportunitySource", "schema.external_data"),
+        _SOURCES,
+        "tenant_id",
+        order=(("source_name", False),),
+        description="External opportunity sources, by name.",
     )
     tenant_configurations = to_many(
-        ("TenantConfiguration", "schema.identity"), _CONFIGURATIONS, "tenant_id",
+        ("TenantConfiguration", "schema.identity"),
+        _CONFIGURATIONS,
+        "tenant_id",
         order=(("config_key", False),),
         description="Configuration entries, by key.",
     )
@@ -312,22 +390,29 @@ class Tenant(EntityNode, relay.Node):
         ("DocumentAccessLog", "schema.documents"), _t(models.DocumentAccessLog), "Document accesses", "accessed_at"
     )
     activity_participants = _of_tenant(
-        ("ActivityParticipant", "schema.activities"), _t(models.ActivityParticipant), "Activity participants",
+        ("ActivityParticipant", "schema.activities"),
+        _t(models.ActivityParticipant),
+        "Activity participants",
         "added_at",
     )
     external_opportunity_data = _of_tenant(
-        ("ExternalOpportunityData", "schema.external_data"), _t(models.ExternalOpportunityData),
+        ("ExternalOpportunityData", "schema.external_data"),
+        _t(models.ExternalOpportunityData),
         "External data versions",
     )
     external_data_changes = _of_tenant(
-        ("ExternalDataChange", "schema.external_data"), _EXTERNAL_CHANGES, "Detected external data changes",
+        ("ExternalDataChange", "schema.external_data"),
+        _EXTERNAL_CHANGES,
+        "Detected external data changes",
         "change_timestamp",
     )
     polling_configurations = _of_tenant(
         ("PollingConfiguration", "schema.external_data"), _t(models.PollingConfiguration), "Polling schedules"
     )
     api_integration_logs = _of_tenant(
-        ("ApiIntegrationLog", "schema.external_data"), _t(models.ApiIntegrationLog), "Logged API calls",
+        ("ApiIntegrationLog", "schema.external_data"),
+        _t(models.ApiIntegrationLog),
+        "Logged API calls",
         "api_call_timestamp",
     )
     change_history = _of_tenant(("ChangeHistory", "schema.audit"), _CHANGES, "Field changes", "change_timestamp")
@@ -348,9 +433,7 @@ class TenantConfiguration(EntityNode, TenantOwned, relay.Node):
     created_at: datetime
     updated_at: datetime
 
-    @strawberry.field(
-        description="The value as stored; null when the entry is encrypted (never decrypted here)."
-    )
+    @strawberry.field(description="The value as stored; null when the entry is encrypted (never decrypted here).")
     def config_value(self) -> JSON | None:
         if self.is_encrypted:
             return None
@@ -377,7 +460,10 @@ class Role(EntityNode, TenantOwned, relay.Node):
         return sorted(p for p in stored if isinstance(p, str))
 
     user_roles = to_many(
-        ("UserRole", "schema.identity"), _USER_ROLES, "role_id", order=(("assigned_at", False),),
+        ("UserRole", "schema.identity"),
+        _USER_ROLES,
+        "role_id",
+        order=(("assigned_at", False),),
         description="Who holds this role (expired assignments too), oldest first.",
     )
     history = history(EntityType.ROLE)
@@ -400,9 +486,7 @@ class UserRole(EntityNode, TenantOwned, relay.Node):
     history = history(EntityType.USER_ROLE)
 
 
-@strawberry.type(
-    description="A signed-in session. Its token is never shown again after sign-in, nor its hash."
-)
+@strawberry.type(description="A signed-in session. Its token is never shown again after sign-in, nor its hash.")
 class UserSession(EntityNode, TenantOwned, relay.Node):
     _table = _SESSIONS
 
@@ -425,14 +509,10 @@ class UserSession(EntityNode, TenantOwned, relay.Node):
     history = history(EntityType.USER_SESSION)
 
 
-@strawberry.type(
-    description="A role the caller acts with now: an unexpired assignment, or an API key's role."
-)
+@strawberry.type(description="A role the caller acts with now: an unexpired assignment, or an API key's role.")
 class RoleAssignment:
     role: Role
-    opportunity_project_id: uuid.UUID | None = strawberry.field(
-        description="Null: the role applies tenant-wide."
-    )
+    opportunity_project_id: uuid.UUID | None = strawberry.field(description="Null: the role applies tenant-wide.")
     expires_at: datetime | None
     _user_role_id: strawberry.Private[uuid.UUID | None]
 
@@ -504,9 +584,7 @@ class Viewer:
             for r in rows
         ]
 
-    @strawberry.field(
-        description="The caller's sessions that are still usable, newest first (none for an API key)."
-    )
+    @strawberry.field(description="The caller's sessions that are still usable, newest first (none for an API key).")
     async def sessions(self, info: Info) -> list[UserSession]:
         rows = await queries.active_sessions(info.context.auth, self._principal)
         return [UserSession.from_row(r) for r in rows]  # type: ignore[misc]
@@ -666,11 +744,19 @@ class IdentityQuery:
         return Viewer(_principal=info.context.principal)
 
     users = root_list(
-        USER, _USERS, UserFilter, UserOrder, default_order=_BY_NAME,
+        USER,
+        _USERS,
+        UserFilter,
+        UserOrder,
+        default_order=_BY_NAME,
         description="The tenant's users, by last and first name unless ordered otherwise.",
     )
     roles = root_list(
-        ("Role", "schema.identity"), _ROLES, RoleFilter, RoleOrder, default_order=(("name", False),),
+        ("Role", "schema.identity"),
+        _ROLES,
+        RoleFilter,
+        RoleOrder,
+        default_order=(("name", False),),
         description="The tenant's roles (system and custom), by name unless ordered otherwise.",
     )
 
@@ -692,9 +778,7 @@ class IdentityMutation:
         async def work() -> MfaEnrollmentStartPayload:
             enrollment = await mutations.mfa_enrollment_start(ctx.auth, ctx.principal, ctx.meta)
             return MfaEnrollmentStartPayload(
-                enrollment=MfaEnrollment(
-                    provisioning_uri=enrollment.provisioning_uri, secret=enrollment.secret
-                )
+                enrollment=MfaEnrollment(provisioning_uri=enrollment.provisioning_uri, secret=enrollment.secret)
             )
 
         return await payload_or_errors(MfaEnrollmentStartPayload, work())
@@ -706,9 +790,7 @@ class IdentityMutation:
         async def work() -> MfaEnrollmentConfirmPayload:
             codes = await mutations.mfa_enrollment_confirm(ctx.auth, ctx.principal, code, ctx.meta)
             row = await queries.user(ctx.auth, ctx.principal, ctx.principal.user_id)
-            return MfaEnrollmentConfirmPayload(
-                user=None if row is None else User.from_row(row), recovery_codes=codes
-            )
+            return MfaEnrollmentConfirmPayload(user=None if row is None else User.from_row(row), recovery_codes=codes)
 
         return await payload_or_errors(MfaEnrollmentConfirmPayload, work())
 
@@ -745,9 +827,7 @@ class IdentityMutation:
 
         return await payload_or_errors(ApiKeyCreatePayload, work(), under=("input",))
 
-    @strawberry.mutation(
-        description="Revoke an API key at once.", extensions=[requires(Permission.API_KEY_ADMIN)]
-    )
+    @strawberry.mutation(description="Revoke an API key at once.", extensions=[requires(Permission.API_KEY_ADMIN)])
     async def api_key_revoke(self, info: Info, id: uuid.UUID) -> ApiKeyRevokePayload:
         ctx = info.context
 
@@ -810,10 +890,7 @@ class IdentityMutation:
         ctx = info.context
 
         async def work() -> UserSetTemporaryPasswordPayload:
-            row = await mutations.user_set_temporary_password(
-                ctx.auth, ctx.principal, user_id, password, ctx.meta
-            )
+            row = await mutations.user_set_temporary_password(ctx.auth, ctx.principal, user_id, password, ctx.meta)
             return UserSetTemporaryPasswordPayload(user=User.from_row(row))
 
         return await payload_or_errors(UserSetTemporaryPasswordPayload, work())
-

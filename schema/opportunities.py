@@ -18,17 +18,15 @@ from enum import Enum
 from typing import TYPE_CHECKING, Annotated, Any, Self
 
 import strawberry
-
-import schema.enums  # noqa: F401 - registers the value-set enums before any type names them
+from graphql import GraphQLError
 from sqlalchemy import Table
 from strawberry import relay
 
-from graphql import GraphQLError
+import schema.enums  # noqa: F401 - registers the value-set enums before any type names them
 from models import Activity as ActivityModel
 from models import ApiIntegrationLog as ApiIntegrationLogModel
 from models import CapturePlan as CapturePlanModel
 from models import Contact as ContactModel
-from models import Document as DocumentModel
 from models import ExternalDataChange as ExternalDataChangeModel
 from models import ExternalOpportunityData as ExternalOpportunityDataModel
 from models import ExternalOpportunitySource as ExternalOpportunitySourceModel

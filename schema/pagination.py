@@ -8,8 +8,8 @@ types for `filter:` and `orderBy:` live here too.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from functools import partial
 from enum import Enum
+from functools import partial
 from typing import Generic, TypeVar
 
 import strawberry

@@ -24,13 +24,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import strawberry
+from graphql import OperationType
 from strawberry.permission import BasePermission, PermissionExtension
 from strawberry.schema_directive import Location
 from strawberry.types.unset import UNSET
 
 from auth.audit import AuthEvent, record_event
 from auth.permissions import Permission
-from graphql import OperationType
 from models.enums import RiskLevel
 from schema.context import GraphQLContext, Info
 

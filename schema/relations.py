@@ -14,10 +14,10 @@ from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
 import strawberry
+from graphql import GraphQLError
 from sqlalchemy import Table
 from sqlalchemy.sql.elements import ColumnElement
 
-from graphql import GraphQLError
 from resolvers.common.connections import child_connection
 from resolvers.common.pagination import OrderTerm, PageArgs, PaginationError
 from schema.context import Info
@@ -171,7 +171,7 @@ def root_list(
         after: str | None = None,
         last: int | None = None,
         before: str | None = None,
-        filter: Any = None,  # noqa: A002 - the GraphQL argument's name
+        filter: Any = None,
         order_by: Any = None,
     ) -> Any:
         cls = _class(target)

@@ -10,23 +10,23 @@ from datetime import timedelta
 from typing import Any
 
 import strawberry
+from graphql import GraphQLError
 from strawberry import relay
 from strawberry.extensions import ParserCache, ValidationCache
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from auth.service import AuthService
-from graphql import GraphQLError
-from schema.context import GraphQLView
-from schema.errors import MaskUnexpectedErrors, log_errors
 from schema.activities import ActivitiesQuery
 from schema.audit import AuditQuery
 from schema.capture import CaptureQuery
+from schema.context import GraphQLView
 from schema.crm import CrmQuery
 from schema.documents import DocumentsQuery
+from schema.errors import MaskUnexpectedErrors, log_errors
 from schema.external_data import ExternalDataQuery
-from schema.opportunities import OpportunitiesQuery
 from schema.identity import IdentityMutation, IdentityQuery
+from schema.opportunities import OpportunitiesQuery
 from schema.scalars import SCALAR_MAP
 
 __all__ = ["SDL_PATH", "GwmSchema", "build_schema", "graphql_app", "schema", "sdl"]

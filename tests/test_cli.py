@@ -103,7 +103,7 @@ def test_db_reset_requires_confirmation(database: Database) -> None:
 @pytest.fixture
 def served(database: Database) -> Iterator[str]:
     port = _free_port()
-    proc = subprocess.Popen(  # noqa: S603 - our own entry point
+    proc = subprocess.Popen(
         [*GWM, "serve", "--port", str(port)],
         env=_env(database, GWM_LOG_LEVEL="warning"),
         cwd=ROOT,

@@ -6,8 +6,8 @@ import re
 from pathlib import Path
 
 import pytest
-
 from graphql import GraphQLInputObjectType, GraphQLObjectType, build_schema, get_named_type
+
 from schema.scalars import parse_datetime, serialize_datetime
 from schema.schema import SDL_PATH, schema, sdl
 from server.cli import main as gwm

@@ -54,14 +54,14 @@ async def test_pooled_connection_sees_only_the_tenant_it_is_given(
         await set_tenant(conn, a.id)
         pid_a = await conn.scalar(text("SELECT pg_backend_pid()"))
         for table in TENANT_TABLES:
-            assert await conn.scalar(text(f"SELECT count(*) FROM {table}")) >= 1, table  # noqa: S608
+            assert await conn.scalar(text(f"SELECT count(*) FROM {table}")) >= 1, table
 
     async with one_conn_engine.begin() as conn:
         await set_tenant(conn, b.id)
         assert await conn.scalar(text("SELECT pg_backend_pid()")) == pid_a, "the pool handed out another connection"
         assert (await conn.execute(text("SELECT id FROM tenants"))).scalars().all() == [b.id]
         for table in TENANT_TABLES:
-            tenants_seen = (await conn.execute(text(f"SELECT DISTINCT tenant_id FROM {table}"))).scalars().all()  # noqa: S608
+            tenants_seen = (await conn.execute(text(f"SELECT DISTINCT tenant_id FROM {table}"))).scalars().all()
             assert tenants_seen == [b.id], table
 
 
@@ -74,7 +74,7 @@ async def test_no_tenant_set_reads_nothing(
     async with one_conn_engine.begin() as conn:
         assert await conn.scalar(text("SELECT current_setting('app.tenant_id', true)")) in ("", None)
         for table in ALL_TABLES:
-            assert await conn.scalar(text(f"SELECT count(*) FROM {table}")) == 0, table  # noqa: S608
+            assert await conn.scalar(text(f"SELECT count(*) FROM {table}")) == 0, table
 
 
 @pytest.mark.parametrize("table", ["organizations", "contacts", "audit_logs", "change_history"])

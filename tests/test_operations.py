@@ -15,12 +15,12 @@ from typing import Any
 
 import httpx
 import pytest
+from graphql import OperationDefinitionNode, parse
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from strawberry.relay import to_base64
 
 from auth.passwords import PasswordHasher
-from graphql import OperationDefinitionNode, parse
 from server.app import create_app
 from server.seed.demo import DEMO_PASSWORD, SUBDOMAIN, demo_id, seed_demo
 from tests.conftest import Database

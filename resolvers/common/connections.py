@@ -10,7 +10,14 @@ from sqlalchemy import Select, Table, func, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from resolvers.common.loaders import Loaders, readable
-from resolvers.common.pagination import OrderTerm, PageArgs, decode_cursor, encode_cursor, keyset_condition, order_clauses
+from resolvers.common.pagination import (
+    OrderTerm,
+    PageArgs,
+    decode_cursor,
+    encode_cursor,
+    keyset_condition,
+    order_clauses,
+)
 from schema.pagination import Connection, PageInfo
 
 __all__ = ["child_connection", "root_connection"]

@@ -92,7 +92,7 @@ def _plain(value: Any) -> Any:
 
 def _typed(value: Any) -> Any:
     if isinstance(value, dict) and len(value) == 1:
-        (kind, raw), = value.items()
+        ((kind, raw),) = value.items()
         if kind == "t":
             return dt.datetime.fromisoformat(raw)
         if kind == "d":
@@ -151,5 +151,7 @@ def keyset_condition(terms: Sequence[OrderTerm], values: Sequence[Any], *, forwa
     clauses = []
     for i, term in enumerate(terms):
         prefix = [_equal(t, v) for t, v in zip(terms[:i], values[:i], strict=True)]
-        clauses.append(and_(*prefix, _beyond(term, values[i], forward)) if prefix else _beyond(term, values[i], forward))
+        clauses.append(
+            and_(*prefix, _beyond(term, values[i], forward)) if prefix else _beyond(term, values[i], forward)
+        )
     return or_(*clauses) if clauses else true()

@@ -16,11 +16,11 @@ from typing import Any
 
 import httpx
 import pytest
+from graphql import GraphQLObjectType, build_schema
 from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from starlette.applications import Starlette
 
-from graphql import GraphQLObjectType, build_schema
 from models.db import set_tenant
 from resolvers.external_data.redaction import MASK, redact_headers, redact_json, redact_text
 from schema.schema import sdl

@@ -61,8 +61,11 @@ def _relation_like_fields() -> set[tuple[str, str]]:
     for type_name, t in NODE_TYPES.items():
         for field_name, field in t.fields.items():
             target = get_named_type(field.type)
-            if (target.name in NODE_TYPES or is_interface_type(target) and target.name == "Node"
-                    or _is_connection(target)):
+            if (
+                target.name in NODE_TYPES
+                or (is_interface_type(target) and target.name == "Node")
+                or _is_connection(target)
+            ):
                 out.add((type_name, field_name))
     return out
 
@@ -128,7 +131,10 @@ async def test_relation_returns_exactly_the_related_rows(
             fixed = _where_values(relation)
             children = [
                 await make(
-                    conn, relation.table, tenant, await _own_refs(conn, tenant, relation.table, refs, parent_table),
+                    conn,
+                    relation.table,
+                    tenant,
+                    await _own_refs(conn, tenant, relation.table, refs, parent_table),
                     **{relation.column: parent.id, **fixed},
                 )
                 for _ in range(2)
@@ -141,7 +147,10 @@ async def test_relation_returns_exactly_the_related_rows(
             # Two rows that point at the target, so the batch holds more than one key.
             parents = [
                 await make(
-                    conn, parent_table, tenant, await _own_refs(conn, tenant, parent_table, refs, relation.table),
+                    conn,
+                    parent_table,
+                    tenant,
+                    await _own_refs(conn, tenant, parent_table, refs, relation.table),
                     **{relation.column: target.id},
                 )
                 for _ in range(2)
@@ -153,11 +162,18 @@ async def test_relation_returns_exactly_the_related_rows(
             cases = []
             for kind in relation.table.split(","):
                 target_type, target_table = ENTITY_TARGETS[kind][0][0], ENTITY_TARGETS[kind][1].name
-                target_id = tenant.id if target_table == "tenants" else (
-                    await make(conn, target_table, tenant, await _own_refs(conn, tenant, target_table, refs, ""))
-                ).id
+                target_id = (
+                    tenant.id
+                    if target_table == "tenants"
+                    else (
+                        await make(conn, target_table, tenant, await _own_refs(conn, tenant, target_table, refs, ""))
+                    ).id
+                )
                 row = await make(
-                    conn, parent_table, tenant, await _own_refs(conn, tenant, parent_table, refs, ""),
+                    conn,
+                    parent_table,
+                    tenant,
+                    await _own_refs(conn, tenant, parent_table, refs, ""),
                     **{relation.where: kind, relation.column: target_id},
                 )
                 cases.append((row.id, _global_id(target_type, target_id)))
@@ -205,16 +221,22 @@ async def _tenant_relation(
         refs = await populate_every_table(conn, tenant)
         fixed = _where_values(relation)
         if fixed:  # e.g. history: rows about the tenant itself
-            made = [await make(conn, relation.table, tenant, refs, **{relation.column: tenant.id, **fixed})
-                    for _ in range(2)]
+            made = [
+                await make(conn, relation.table, tenant, refs, **{relation.column: tenant.id, **fixed})
+                for _ in range(2)
+            ]
             expected = sorted(str(r.id) for r in made)
         else:  # the tenant's whole list: every row of the table in this tenant
-            await make(conn, relation.table, tenant, await _own_refs(conn, tenant, relation.table, refs, ""), )
-            expected = sorted(
-                str(r) for r in (await conn.execute(text(f"SELECT id FROM {relation.table}"))).scalars()  # noqa: S608
+            await make(
+                conn,
+                relation.table,
+                tenant,
+                await _own_refs(conn, tenant, relation.table, refs, ""),
             )
+            expected = sorted(str(r) for r in (await conn.execute(text(f"SELECT id FROM {relation.table}"))).scalars())
     assert len(expected) >= 2
-    query = f"query ($id: ID!) {{ node(id: $id) {{ ... on Tenant {{ {field_name}(first: 100) {{ nodes {{ rowId }} }} }} }} }}"
+    selection = f"{field_name}(first: 100) {{ nodes {{ rowId }} }}"
+    query = f"query ($id: ID!) {{ node(id: $id) {{ ... on Tenant {{ {selection} }} }} }}"
     body = await gql(client, query, {"id": _global_id("Tenant", tenant.id)}, token=token)
     assert sorted(n["rowId"] for n in body["data"]["node"][field_name]["nodes"]) == expected
 

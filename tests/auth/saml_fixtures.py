@@ -53,7 +53,7 @@ SP_ENTITY_ID = "https://acme.gwm.test/auth/saml/acme/metadata"
 ACS_URL = "https://acme.gwm.test/auth/saml/acme/acs"
 IDP_ENTITY_ID = "https://idp.example.test/saml/metadata"
 IDP_SSO_URL = "https://idp.example.test/saml/sso"
-PASSWORD_CONTEXT = "urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport"  # noqa: S105 - a URI
+PASSWORD_CONTEXT = "urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport"
 MFA_CONTEXT = "https://refeds.org/profile/mfa"
 EVIL_NAME_ID = "admin@acme.test"
 

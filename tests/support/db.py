@@ -35,7 +35,7 @@ async def create_tenant(owner_engine: AsyncEngine, name: str | None = None, **co
     params = ", ".join(f":{k}" for k in values)
     async with owner_engine.begin() as conn:
         await set_tenant(conn, tenant_id)
-        await conn.execute(text(f"INSERT INTO tenants ({cols}) VALUES ({params})"), values)  # noqa: S608
+        await conn.execute(text(f"INSERT INTO tenants ({cols}) VALUES ({params})"), values)
         system_user = await conn.scalar(
             text("SELECT id FROM users WHERE tenant_id = :t AND is_system"), {"t": tenant_id}
         )

@@ -7,10 +7,10 @@ itself, not the ORM. Each default is a function of a running counter, so rows ne
 from __future__ import annotations
 
 import itertools
-from datetime import UTC, datetime
 import json
 import uuid
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Row, text
@@ -32,71 +32,109 @@ def _j(value: Any) -> str:
 # Default column values per table; `refs` holds ids of rows made earlier (see populate_every_table).
 _DEFAULTS: dict[str, Defaults] = {
     "tenant_configurations": lambda t, r, n: {
-        "config_key": f"key_{n}", "config_value": _j({"n": n}), "config_type": "json",
+        "config_key": f"key_{n}",
+        "config_value": _j({"n": n}),
+        "config_type": "json",
     },
     "users": lambda t, r, n: {"email": f"user{n}@example.test", "first_name": "Ada", "last_name": f"User{n}"},
     "roles": lambda t, r, n: {"name": f"Role {n}"},
     "user_roles": lambda t, r, n: {
-        "user_id": r["users"], "role_id": r["roles"], "assigned_by": t.system_user_id,
+        "user_id": r["users"],
+        "role_id": r["roles"],
+        "assigned_by": t.system_user_id,
     },
     "user_sessions": lambda t, r, n: {"user_id": r["users"], "session_token_hash": uuid.uuid4().hex * 2},
     "external_opportunity_sources": lambda t, r, n: {
-        "source_name": f"Source {n}", "api_endpoint": "https://api.example.test/v2", "api_version": "v2",
-        "authentication_type": "api_key", "api_credentials_encrypted": _j({}), "created_by": t.system_user_id,
+        "source_name": f"Source {n}",
+        "api_endpoint": "https://api.example.test/v2",
+        "api_version": "v2",
+        "authentication_type": "api_key",
+        "api_credentials_encrypted": _j({}),
+        "created_by": t.system_user_id,
     },
     "opportunity_projects": lambda t, r, n: {
-        "project_name": f"Project {n}", "external_source_id": r.get("external_opportunity_sources", t.manual_source_id),
-        "external_opportunity_id": f"EXT-{n}", "created_by": t.system_user_id,
+        "project_name": f"Project {n}",
+        "external_source_id": r.get("external_opportunity_sources", t.manual_source_id),
+        "external_opportunity_id": f"EXT-{n}",
+        "created_by": t.system_user_id,
     },
     "external_opportunity_data": lambda t, r, n: {
-        "opportunity_project_id": r["opportunity_projects"], "data_snapshot_timestamp": datetime(2026, 1, 1, tzinfo=UTC),
-        "version_number": 1, "raw_json_data": _j({"noticeId": f"N{n}"}),
+        "opportunity_project_id": r["opportunity_projects"],
+        "data_snapshot_timestamp": datetime(2026, 1, 1, tzinfo=UTC),
+        "version_number": 1,
+        "raw_json_data": _j({"noticeId": f"N{n}"}),
     },
     "opportunity_project_overrides": lambda t, r, n: {
-        "opportunity_project_id": r["opportunity_projects"], "field_name": f"title_{n}",
-        "override_value": _j("Overridden"), "created_by": t.system_user_id,
+        "opportunity_project_id": r["opportunity_projects"],
+        "field_name": f"title_{n}",
+        "override_value": _j("Overridden"),
+        "created_by": t.system_user_id,
     },
     "organizations": lambda t, r, n: {"name": f"Organization {n}", "created_by": t.system_user_id},
     "contacts": lambda t, r, n: {"first_name": "Grace", "last_name": f"Contact{n}", "created_by": t.system_user_id},
     "opportunity_project_contacts": lambda t, r, n: {
-        "opportunity_project_id": r["opportunity_projects"], "contact_id": r["contacts"],
+        "opportunity_project_id": r["opportunity_projects"],
+        "contact_id": r["contacts"],
         # Unique per (project, contact, relationship_type): a distinct type lets one pair be linked twice.
-        "relationship_type": f"relationship_{n}", "created_by": t.system_user_id,
+        "relationship_type": f"relationship_{n}",
+        "created_by": t.system_user_id,
     },
     "document_categories": lambda t, r, n: {"name": f"Category {n}"},
     "documents": lambda t, r, n: {
-        "name": f"Document {n}", "original_filename": f"doc{n}.pdf", "mime_type": "application/pdf",
-        "file_size_bytes": 1024, "storage_key": f"docs/{n}.pdf", "uploaded_by": t.system_user_id,
+        "name": f"Document {n}",
+        "original_filename": f"doc{n}.pdf",
+        "mime_type": "application/pdf",
+        "file_size_bytes": 1024,
+        "storage_key": f"docs/{n}.pdf",
+        "uploaded_by": t.system_user_id,
     },
     "document_associations": lambda t, r, n: {
-        "document_id": r["documents"], "entity_type": "opportunity_project", "entity_id": r["opportunity_projects"],
-        "association_type": f"related_{n}", "created_by": t.system_user_id,
+        "document_id": r["documents"],
+        "entity_type": "opportunity_project",
+        "entity_id": r["opportunity_projects"],
+        "association_type": f"related_{n}",
+        "created_by": t.system_user_id,
     },
     "document_access_logs": lambda t, r, n: {
-        "document_id": r["documents"], "user_id": t.system_user_id, "access_type": "view",
+        "document_id": r["documents"],
+        "user_id": t.system_user_id,
+        "access_type": "view",
     },
     "activities": lambda t, r, n: {
-        "entity_type": "opportunity_project", "entity_id": r["opportunity_projects"], "activity_type": "meeting",
-        "subject": f"Activity {n}", "created_by": t.system_user_id,
+        "entity_type": "opportunity_project",
+        "entity_id": r["opportunity_projects"],
+        "activity_type": "meeting",
+        "subject": f"Activity {n}",
+        "created_by": t.system_user_id,
     },
     "activity_participants": lambda t, r, n: {
-        "activity_id": r["activities"], "participant_type": "user", "participant_id": t.system_user_id,
+        "activity_id": r["activities"],
+        "participant_type": "user",
+        "participant_id": t.system_user_id,
         "added_by": t.system_user_id,
     },
     "capture_plans": lambda t, r, n: {
-        "opportunity_project_id": r["opportunity_projects"], "plan_name": f"Plan {n}", "created_by": t.system_user_id,
+        "opportunity_project_id": r["opportunity_projects"],
+        "plan_name": f"Plan {n}",
+        "created_by": t.system_user_id,
     },
     "proposals": lambda t, r, n: {
-        "opportunity_project_id": r["opportunity_projects"], "proposal_title": f"Proposal {n}",
-        "proposal_manager": t.system_user_id, "created_by": t.system_user_id,
+        "opportunity_project_id": r["opportunity_projects"],
+        "proposal_title": f"Proposal {n}",
+        "proposal_manager": t.system_user_id,
+        "created_by": t.system_user_id,
     },
     "audit_logs": lambda t, r, n: {"action_type": "test", "entity_type": "opportunity_project"},
     "change_history": lambda t, r, n: {
-        "entity_type": "opportunity_project", "entity_id": r["opportunity_projects"], "field_name": "title",
+        "entity_type": "opportunity_project",
+        "entity_id": r["opportunity_projects"],
+        "field_name": "title",
         "change_source": "user",
     },
     "permission_audit": lambda t, r, n: {
-        "user_id": t.system_user_id, "resource_type": "opportunity_project", "permission_checked": "opportunity:read",
+        "user_id": t.system_user_id,
+        "resource_type": "opportunity_project",
+        "permission_checked": "opportunity:read",
         "permission_granted": False,
     },
     "polling_configurations": lambda t, r, n: {
@@ -106,27 +144,44 @@ _DEFAULTS: dict[str, Defaults] = {
     },
     "api_integration_logs": lambda t, r, n: {
         "external_source_id": r.get("external_opportunity_sources", t.manual_source_id),
-        "endpoint_called": "/opportunities", "http_method": "GET", "success": True,
+        "endpoint_called": "/opportunities",
+        "http_method": "GET",
+        "success": True,
     },
     "external_data_changes": lambda t, r, n: {
-        "opportunity_project_id": r["opportunity_projects"], "changed_fields": _j(["title"]),
-        "change_type": "updated", "external_source_id": r.get("external_opportunity_sources", t.manual_source_id),
+        "opportunity_project_id": r["opportunity_projects"],
+        "changed_fields": _j(["title"]),
+        "change_type": "updated",
+        "external_source_id": r.get("external_opportunity_sources", t.manual_source_id),
     },
     "mfa_recovery_codes": lambda t, r, n: {"user_id": r["users"], "code_hash": f"{n:064x}"},
     "user_identities": lambda t, r, n: {
-        "user_id": r["users"], "provider": "oidc", "issuer": "https://idp.example.test", "subject": f"sub-{n}",
+        "user_id": r["users"],
+        "provider": "oidc",
+        "issuer": "https://idp.example.test",
+        "subject": f"sub-{n}",
     },
     "account_tokens": lambda t, r, n: {
-        "user_id": r["users"], "purpose": "invitation", "token_hash": uuid.uuid4().hex * 2,
+        "user_id": r["users"],
+        "purpose": "invitation",
+        "token_hash": uuid.uuid4().hex * 2,
         "expires_at": datetime(2030, 1, 1, tzinfo=UTC),
     },
     "api_keys": lambda t, r, n: {
-        "name": f"Key {n}", "key_prefix": f"gwm_{n}", "key_hash": uuid.uuid4().hex * 2, "role_id": r["roles"],
-        "expires_at": datetime(2030, 1, 1, tzinfo=UTC), "created_by": t.system_user_id,
+        "name": f"Key {n}",
+        "key_prefix": f"gwm_{n}",
+        "key_hash": uuid.uuid4().hex * 2,
+        "role_id": r["roles"],
+        "expires_at": datetime(2030, 1, 1, tzinfo=UTC),
+        "created_by": t.system_user_id,
     },
-    "saml_authn_requests": lambda t, r, n: {"request_id": f"ONELOGIN_{n}", "expires_at": datetime(2030, 1, 1, tzinfo=UTC)},
+    "saml_authn_requests": lambda t, r, n: {
+        "request_id": f"ONELOGIN_{n}",
+        "expires_at": datetime(2030, 1, 1, tzinfo=UTC),
+    },
     "saml_assertions_seen": lambda t, r, n: {
-        "assertion_id": f"_assertion{n}", "not_on_or_after": datetime(2030, 1, 1, tzinfo=UTC),
+        "assertion_id": f"_assertion{n}",
+        "not_on_or_after": datetime(2030, 1, 1, tzinfo=UTC),
     },
 }
 
@@ -134,7 +189,11 @@ _DEFAULTS: dict[str, Defaults] = {
 TENANT_TABLES: tuple[str, ...] = tuple(_DEFAULTS)
 
 _JSON_COLUMNS = {
-    "config_value", "api_credentials_encrypted", "raw_json_data", "override_value", "changed_fields",
+    "config_value",
+    "api_credentials_encrypted",
+    "raw_json_data",
+    "override_value",
+    "changed_fields",
 }
 
 
@@ -151,7 +210,7 @@ async def make(
     params = ", ".join(
         f"CAST(:{k} AS jsonb)" if k in _JSON_COLUMNS and isinstance(values[k], str) else f":{k}" for k in values
     )
-    result = await conn.execute(text(f"INSERT INTO {table} ({cols}) VALUES ({params}) RETURNING *"), values)  # noqa: S608
+    result = await conn.execute(text(f"INSERT INTO {table} ({cols}) VALUES ({params}) RETURNING *"), values)
     return result.one()
 
 

@@ -81,7 +81,7 @@ async def make_login_user(
         await set_tenant(conn, tenant.id)
         cols = ", ".join(values)
         params = ", ".join(f":{k}" for k in values)
-        user_id = await conn.scalar(text(f"INSERT INTO users ({cols}) VALUES ({params}) RETURNING id"), values)  # noqa: S608
+        user_id = await conn.scalar(text(f"INSERT INTO users ({cols}) VALUES ({params}) RETURNING id"), values)
         for role in roles:
             await conn.execute(
                 text(
