@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-__all__ = ["SECURITY_PREFIX", "TenantSecurityPolicy", "load_policy"]
+__all__ = ["SECURITY_PREFIX", "TenantSecurityPolicy", "load_policy", "policy_from"]
 
 SECURITY_PREFIX = "security."
 _log = logging.getLogger(__name__)
@@ -95,13 +95,6 @@ async def load_policy(conn: AsyncConnection, tenant_id: uuid.UUID) -> TenantSecu
             {"t": tenant_id},
         )
     ).one()
-    policy = TenantSecurityPolicy(
-        tenant_id=tenant_id,
-        tenant_name=tenant.name,
-        fedramp=tenant.fedramp_compliant,
-        max_users=tenant.max_users,
-        tenant_active=tenant.is_active,
-    )
     rows = await conn.execute(
         text(
             "SELECT config_key, config_value FROM tenant_configurations"
@@ -109,8 +102,25 @@ async def load_policy(conn: AsyncConnection, tenant_id: uuid.UUID) -> TenantSecu
         ),
         {"t": tenant_id},
     )
+    return policy_from(
+        tenant_id, tenant.name, tenant.fedramp_compliant, tenant.max_users, tenant.is_active, dict(rows.all())
+    )
+
+
+def policy_from(
+    tenant_id: uuid.UUID,
+    name: str,
+    fedramp: bool,
+    max_users: int,
+    active: bool,
+    security: dict[str, Any],
+) -> TenantSecurityPolicy:
+    """The policy from the tenant's columns and its `security.*` configuration entries."""
+    policy = TenantSecurityPolicy(
+        tenant_id=tenant_id, tenant_name=name, fedramp=fedramp, max_users=max_users, tenant_active=active
+    )
     changes: dict[str, Any] = {}
-    for key, value in rows:
+    for key, value in security.items():
         name = key[len(SECURITY_PREFIX) :]
         if name in _CONFIGURABLE:
             try:

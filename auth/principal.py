@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from auth.permissions import Permission
 
-__all__ = ["Grants", "Principal", "PrincipalKind", "load_grants", "load_role_grants"]
+__all__ = ["Grants", "Principal", "PrincipalKind", "grants_from", "load_grants", "load_role_grants"]
 
 _ADMIN_PERMISSIONS = frozenset({Permission.TENANT_ADMIN.value, Permission.USER_ADMIN.value})
 
@@ -78,6 +78,11 @@ class Principal:
 
     def allows(self, permission: Permission | str, project_id: uuid.UUID | None = None) -> bool:
         return self.grants.allows(str(permission), project_id)
+
+
+def grants_from(rows: list[tuple[list[str] | None, uuid.UUID | None]]) -> Grants:
+    """Grants from (role permissions, project id or None) pairs of unexpired assignments."""
+    return _grants(rows)
 
 
 def _grants(rows: list[tuple[list[str] | None, uuid.UUID | None]]) -> Grants:

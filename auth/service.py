@@ -21,8 +21,8 @@ from auth.exceptions import Unauthenticated
 from auth.mailer import Mailer
 from auth.oidc import JwksCache
 from auth.passwords import PasswordHasher, PasswordPolicy
-from auth.policy import TenantSecurityPolicy, load_policy
-from auth.principal import Grants, Principal, PrincipalKind, load_grants, load_role_grants
+from auth.policy import TenantSecurityPolicy, policy_from
+from auth.principal import Grants, Principal, PrincipalKind, grants_from, load_role_grants
 from auth.sessions import SessionRecord, TerminationReason, find_session, terminate_session, touch_session
 from auth.tokens import API_KEY_PREFIX, digest
 from models.db import set_tenant
@@ -33,6 +33,22 @@ __all__ = ["AuthService", "Clock", "utcnow"]
 
 Clock = Callable[[], datetime]
 API_KEY_USE_RECORD_INTERVAL = timedelta(minutes=1)
+
+# The caller's account flags, the tenant's policy inputs and the unexpired grants, in one round trip.
+_CALLER_STATE = text(
+    """
+    SELECT u.id AS user_id, u.is_active, u.is_system, u.mfa_enabled, u.must_change_password,
+           t.name AS tenant_name, t.fedramp_compliant, t.max_users, t.is_active AS tenant_active,
+           (SELECT coalesce(jsonb_object_agg(c.config_key, c.config_value), '{}'::jsonb)
+              FROM tenant_configurations c
+             WHERE c.tenant_id = t.id AND c.config_key LIKE 'security.%' AND NOT c.is_encrypted) AS security,
+           (SELECT coalesce(jsonb_agg(jsonb_build_array(r.permissions, ur.opportunity_project_id)), '[]'::jsonb)
+              FROM user_roles ur JOIN roles r ON r.id = ur.role_id
+             WHERE ur.user_id = :u AND (ur.expires_at IS NULL OR ur.expires_at > now())) AS grants
+      FROM tenants t LEFT JOIN users u ON u.id = :u AND u.tenant_id = t.id
+     WHERE t.id = :t
+    """
+)
 
 
 def utcnow() -> datetime:
@@ -75,16 +91,14 @@ class AuthService:
         now = self.now()
         async with self.engine.begin() as conn:
             await set_tenant(conn, record.tenant_id)
-            user = (
-                await conn.execute(
-                    text(
-                        "SELECT is_active, is_system, mfa_enabled, must_change_password FROM users WHERE id = :u"
-                    ),
-                    {"u": record.user_id},
-                )
-            ).first()
-            policy = await load_policy(conn, record.tenant_id)
-            grants = await load_grants(conn, record.user_id)
+            # One statement for everything a request needs to know about its caller.
+            state = (await conn.execute(_CALLER_STATE, {"u": record.user_id, "t": record.tenant_id})).one()
+            user = state if state.user_id is not None else None
+            policy = policy_from(
+                record.tenant_id, state.tenant_name, state.fedramp_compliant, state.max_users,
+                state.tenant_active, state.security,
+            )
+            grants = grants_from([(permissions, project) for permissions, project in state.grants])
             ended = self._session_end_reason(record, user, policy, grants, now)
             if ended is not None:
                 await terminate_session(conn, record.session_id, ended, now)

@@ -19,7 +19,10 @@ from pathlib import Path
 _RUNTIME_DIR = tempfile.mkdtemp(prefix="gwm-test-run-")
 os.environ.setdefault("XDG_RUNTIME_DIR", _RUNTIME_DIR)
 
+# Imported before any app starts: the app freezes start-up objects out of the cyclic GC
+# (server/app.py), and hypothesis checks its PRNG registrations through the GC when first imported.
 import asyncpg  # noqa: E402
+import hypothesis  # noqa: E402, F401
 import pytest  # noqa: E402
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine  # noqa: E402
 
