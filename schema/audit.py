@@ -14,7 +14,6 @@ import uuid
 from enum import Enum
 
 import strawberry
-from graphql import GraphQLError
 from sqlalchemy import Table
 from strawberry import relay
 
@@ -33,7 +32,7 @@ from schema.fields import enum_column, inet_column
 from schema.filters import BooleanFilter, DateTimeFilter, EnumFilter, StringFilter, UUIDFilter
 from schema.node import EntityNode, TenantOwned
 from schema.pagination import Connection, OrderDirection
-from schema.relations import BAD_INPUT, page_args, polymorphic, root_list, to_many, to_one
+from schema.relations import bad_input, page_args, polymorphic, root_list, to_many, to_one
 from schema.scalars import JSON
 
 __all__ = [
@@ -236,4 +235,4 @@ class AuditQuery:
                 ChangeHistory.from_row,  # type: ignore[arg-type]
             )
         except (PaginationError, FilterError) as exc:
-            raise GraphQLError(str(exc), extensions={"code": BAD_INPUT}) from None
+            raise bad_input(exc) from None

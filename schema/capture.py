@@ -12,7 +12,6 @@ import uuid
 from enum import Enum
 
 import strawberry
-from graphql import GraphQLError
 from sqlalchemy import Table
 from strawberry import relay
 
@@ -33,7 +32,7 @@ from schema.fields import enum_column
 from schema.filters import DateTimeFilter, EnumFilter, UUIDFilter
 from schema.node import EntityNode, TenantOwned
 from schema.pagination import Connection, OrderDirection
-from schema.relations import BAD_INPUT, page_args, to_one
+from schema.relations import bad_input, page_args, to_one
 from schema.scalars import JSON
 
 __all__ = [
@@ -183,9 +182,6 @@ class ProposalOrder:
     direction: OrderDirection = OrderDirection.ASC
 
 
-def _bad_input(exc: Exception) -> GraphQLError:
-    return GraphQLError(str(exc), extensions={"code": BAD_INPUT})
-
 
 @strawberry.type
 class CaptureQuery:
@@ -209,7 +205,7 @@ class CaptureQuery:
                 CapturePlan.from_row,  # type: ignore[arg-type]
             )
         except (PaginationError, FilterError) as exc:
-            raise _bad_input(exc) from None
+            raise bad_input(exc) from None
 
     @strawberry.field(
         description="Proposals, newest first unless ordered otherwise; archived ones only when"
@@ -231,4 +227,4 @@ class CaptureQuery:
                 Proposal.from_row,  # type: ignore[arg-type]
             )
         except (PaginationError, FilterError) as exc:
-            raise _bad_input(exc) from None
+            raise bad_input(exc) from None

@@ -44,7 +44,7 @@ from schema.fields import enum_column, inet_column
 from schema.filters import BooleanFilter, DateTimeFilter, EnumFilter, StringFilter, UUIDFilter
 from schema.node import EntityNode, TenantOwned
 from schema.pagination import Connection, OrderDirection
-from schema.relations import BAD_INPUT, page_args, polymorphic, root_list, to_many, to_one
+from schema.relations import BAD_INPUT, bad_input, page_args, polymorphic, root_list, to_many, to_one
 from schema.scalars import JSON, BigInt
 
 __all__ = [
@@ -351,7 +351,7 @@ class DocumentsQuery:
                 search=search, filter_input=filter, order_by=order_by,
             )
         except (PaginationError, FilterError) as exc:
-            raise GraphQLError(str(exc), extensions={"code": BAD_INPUT}) from None
+            raise bad_input(exc) from None
 
     document_categories = root_list(
         CATEGORY, _CATEGORIES, DocumentCategoryFilter, DocumentCategoryOrder,

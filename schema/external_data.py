@@ -17,7 +17,6 @@ from enum import Enum
 from typing import cast
 
 import strawberry
-from graphql import GraphQLError
 from sqlalchemy import Table
 from strawberry import relay
 
@@ -41,7 +40,7 @@ from schema.fields import enum_column
 from schema.filters import BooleanFilter, DateTimeFilter, EnumFilter, StringFilter, UUIDFilter
 from schema.node import EntityNode, TenantOwned
 from schema.pagination import Connection, OrderDirection
-from schema.relations import BAD_INPUT, page_args, root_list, to_many, to_one
+from schema.relations import bad_input, page_args, root_list, to_many, to_one
 from schema.scalars import JSON
 
 __all__ = [
@@ -348,4 +347,4 @@ class ExternalDataQuery:
                 ExternalDataChange.from_row,
             )
         except (PaginationError, FilterError) as exc:
-            raise GraphQLError(str(exc), extensions={"code": BAD_INPUT}) from None
+            raise bad_input(exc) from None

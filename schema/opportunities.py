@@ -18,7 +18,6 @@ from enum import Enum
 from typing import TYPE_CHECKING, Annotated, Any, Self
 
 import strawberry
-from graphql import GraphQLError
 from sqlalchemy import Table
 from strawberry import relay
 
@@ -49,7 +48,7 @@ from schema.fields import enum_column
 from schema.filters import DateTimeFilter, DecimalFilter, EnumFilter, StringFilter, UUIDFilter
 from schema.node import EntityNode, TenantOwned
 from schema.pagination import Connection, OrderDirection
-from schema.relations import BAD_INPUT, page_args, to_many, to_one
+from schema.relations import bad_input, page_args, to_many, to_one
 from schema.scalars import JSON
 
 if TYPE_CHECKING:
@@ -421,9 +420,6 @@ class PipelineStageSummary:
     )
 
 
-def _bad_input(exc: Exception) -> GraphQLError:
-    return GraphQLError(str(exc), extensions={"code": BAD_INPUT})
-
 
 @strawberry.type
 class OpportunitiesQuery:
@@ -450,7 +446,7 @@ class OpportunitiesQuery:
                 OpportunityProject.from_row,
             )
         except (PaginationError, FilterError) as exc:
-            raise _bad_input(exc) from None
+            raise bad_input(exc) from None
 
     @strawberry.field(
         description="Per pipeline stage (all seven, in stage order): how many projects, the sum of their "
@@ -465,5 +461,5 @@ class OpportunitiesQuery:
         try:
             totals = await queries.pipeline_summary(info.context.loaders, filter)
         except FilterError as exc:
-            raise _bad_input(exc) from None
+            raise bad_input(exc) from None
         return [PipelineStageSummary(**dataclasses.asdict(t)) for t in totals]

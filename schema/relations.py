@@ -28,6 +28,7 @@ __all__ = [
     "RELATIONS",
     "Relation",
     "Target",
+    "bad_input",
     "collect_relations",
     "page_args",
     "polymorphic",
@@ -78,11 +79,16 @@ def _lazy(target: Target) -> Any:
     return Annotated[name, strawberry.lazy(module)]
 
 
+def bad_input(exc: Exception) -> GraphQLError:
+    """A client's bad pagination, filter or order argument, as a GraphQL error with its message."""
+    return GraphQLError(str(exc), extensions={"code": BAD_INPUT})
+
+
 def page_args(first: int | None, after: str | None, last: int | None, before: str | None) -> PageArgs:
     try:
         return PageArgs(first=first, after=after, last=last, before=before).validate()
     except PaginationError as exc:
-        raise GraphQLError(str(exc), extensions={"code": BAD_INPUT}) from None
+        raise bad_input(exc) from None
 
 
 def to_one(target: Target, table: Table, fk: str, *, description: str | None = None) -> Any:
@@ -134,7 +140,7 @@ def to_many(
                 cls.from_row, where=conditions, where_key=where_key,
             )
         except PaginationError as exc:
-            raise GraphQLError(str(exc), extensions={"code": BAD_INPUT}) from None
+            raise bad_input(exc) from None
 
     resolve.__annotations__ = {
         "root": Any,
@@ -182,7 +188,7 @@ def root_list(
                 info.context.loaders, table, page_args(first, after, last, before), terms, cls.from_row, where=where
             )
         except (PaginationError, FilterError) as exc:
-            raise GraphQLError(str(exc), extensions={"code": BAD_INPUT}) from None
+            raise bad_input(exc) from None
 
     resolve.__annotations__ = {
         "info": Info,
