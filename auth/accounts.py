@@ -35,7 +35,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
@@ -43,7 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from auth.audit import AuthEvent, RequestMeta, record_event
 from auth.exceptions import AuthRequestError
-from auth.login import _count_failure, tenant_by_subdomain
+from auth.login import count_failure, tenant_by_subdomain
 from auth.mailer import Mailer, MailerError, valid_address
 from auth.passwords import normalize_password
 from auth.permissions import Permission
@@ -89,6 +89,23 @@ _ADMIN = Permission.USER_ADMIN.value
 # --- public: token holders -------------------------------------------------------------------------
 
 
+async def _redeem(conn: AsyncConnection, found: Any, password_hash: str, now: datetime) -> None:
+    """Spend the token and set the password it allows (also clearing any lockout), or refuse."""
+    if not await _consume(conn, found.token_id, now):
+        raise _invalid_token()
+    updated = await conn.execute(
+        text(
+            "UPDATE users SET password_hash = :h, email_verified = true, password_changed_at = :now,"
+            " must_change_password = false, failed_login_attempts = 0,"
+            " failed_login_window_started_at = NULL, locked_until = NULL"
+            " WHERE id = :u AND is_active AND NOT is_system"
+        ),
+        {"u": found.user_id, "h": password_hash, "now": now},
+    )
+    if not updated.rowcount:
+        raise _invalid_token()  # deactivated meanwhile: the rollback leaves the token unused
+
+
 async def accept_invitation(service: AuthService, *, token: str, password: str, meta: RequestMeta) -> None:
     """Set the invited user's first password; the invitation is used up."""
     found = await _find_token(service, token, AccountTokenPurpose.INVITATION, meta)
@@ -101,19 +118,7 @@ async def accept_invitation(service: AuthService, *, token: str, password: str, 
     now = service.now()
     async with service.engine.begin() as conn:
         await set_tenant(conn, found.tenant_id)
-        if not await _consume(conn, found.token_id, now):
-            raise _invalid_token()
-        updated = await conn.execute(
-            text(
-                "UPDATE users SET password_hash = :h, email_verified = true, password_changed_at = :now,"
-                " must_change_password = false, failed_login_attempts = 0,"
-                " failed_login_window_started_at = NULL, locked_until = NULL"
-                " WHERE id = :u AND is_active AND NOT is_system"
-            ),
-            {"u": found.user_id, "h": password_hash, "now": now},
-        )
-        if not updated.rowcount:
-            raise _invalid_token()  # deactivated meanwhile: the rollback leaves the token unused
+        await _redeem(conn, found, password_hash, now)
         await _void_tokens(conn, found.user_id, now)
     await record_event(
         service.writer,
@@ -217,19 +222,7 @@ async def reset_password(service: AuthService, *, token: str, password: str, met
     now = service.now()
     async with service.engine.begin() as conn:
         await set_tenant(conn, found.tenant_id)
-        if not await _consume(conn, found.token_id, now):
-            raise _invalid_token()
-        updated = await conn.execute(
-            text(
-                "UPDATE users SET password_hash = :h, email_verified = true, password_changed_at = :now,"
-                " must_change_password = false, failed_login_attempts = 0,"
-                " failed_login_window_started_at = NULL, locked_until = NULL"
-                " WHERE id = :u AND is_active AND NOT is_system"
-            ),
-            {"u": found.user_id, "h": password_hash, "now": now},
-        )
-        if not updated.rowcount:
-            raise _invalid_token()
+        await _redeem(conn, found, password_hash, now)
         ended = await terminate_user_sessions(conn, found.user_id, TerminationReason.PASSWORD_CHANGED, now)
         await _void_tokens(conn, found.user_id, now)
     await record_event(
@@ -264,7 +257,7 @@ async def change_password(
     locked = account.locked_until is not None and account.locked_until > now
     verified = await service.hasher.verify(current_password, account.password_hash)
     if locked or not verified.ok:
-        await _count_failure(service, policy, principal.user_id, now, meta, locked=locked)
+        await count_failure(service, policy, principal.user_id, now, meta, locked=locked)
         await record_event(
             service.writer,
             tenant_id=principal.tenant_id,

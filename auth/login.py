@@ -25,7 +25,7 @@ from auth.sessions import create_session
 from models.db import set_tenant
 from models.enums import RiskLevel
 
-__all__ = ["LoginResult", "password_login", "tenant_by_subdomain"]
+__all__ = ["LoginResult", "count_failure", "password_login", "tenant_by_subdomain"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +92,7 @@ async def password_login(
     locked = user.locked_until is not None and user.locked_until > now
     result = await service.hasher.verify(password, user.password_hash)
     if locked or not result.ok:
-        await _count_failure(service, policy, user.id, now, meta, locked=locked)
+        await count_failure(service, policy, user.id, now, meta, locked=locked)
         raise LoginFailed
 
     # Rehash (a raised iteration count) before the transaction: the KDF must not hold a connection.
@@ -169,7 +169,7 @@ def _ip(ip: str | None) -> str | None:
         return None
 
 
-async def _count_failure(
+async def count_failure(
     service: AuthService,
     policy: TenantSecurityPolicy,
     user_id: uuid.UUID,

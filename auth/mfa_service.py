@@ -285,7 +285,7 @@ async def verify_mfa(service: AuthService, principal: Principal, code: str, meta
             await _session_gone(service, principal, meta)
     if not accepted:
         reason = "wrong code" if step is None else "code already used"
-        await _count_failure(service, principal, meta, state.policy, now, reason)
+        await count_failure(service, principal, meta, state.policy, now, reason)
     await _audit(service, principal, meta, AuthEvent.MFA_VERIFIED, "TOTP code accepted")
 
 
@@ -338,7 +338,7 @@ async def use_recovery_code(service: AuthService, principal: Principal, code: st
         except _SessionGone:
             await _session_gone(service, principal, meta)
     if remaining is None:
-        await _count_failure(service, principal, meta, state.policy, now, "wrong or used recovery code")
+        await count_failure(service, principal, meta, state.policy, now, "wrong or used recovery code")
     await _audit(
         service,
         principal,
@@ -435,7 +435,7 @@ async def _mark_verified(conn: AsyncConnection, principal: Principal, session_id
         raise _SessionGone
 
 
-async def _count_failure(
+async def count_failure(
     service: AuthService,
     principal: Principal,
     meta: RequestMeta,

@@ -54,7 +54,8 @@ class Loaders:
     def tenant_id(self) -> uuid.UUID:
         return self.db.tenant_id
 
-    def _get(self, key: Hashable, batch: Any) -> DataLoader[Any, Any]:
+    def custom(self, key: Hashable, batch: Any) -> DataLoader[Any, Any]:
+        """The request's loader for `key`, made from `batch` the first time (domain-specific loads)."""
         loader = self._loaders.get(key)
         if loader is None:
             loader = DataLoader(batch_load_fn=batch, max_batch_size=1000)
@@ -71,7 +72,7 @@ class Loaders:
             found = {row.id: row for row in (await self.db.execute(stmt)).all()}
             return [found.get(k) for k in keys]
 
-        return self._get(("by_id", table.name), batch)
+        return self.custom(("by_id", table.name), batch)
 
     def children(
         self,
@@ -111,7 +112,7 @@ class Loaders:
                 pages.append(ChildPage(rows, has_more))
             return pages
 
-        return self._get(key, batch)
+        return self.custom(key, batch)
 
     def child_counts(
         self, table: Table, fk: str, *, where: Sequence[ColumnElement[bool]] = (), where_key: Hashable = ()
@@ -126,4 +127,4 @@ class Loaders:
             counts = {row[0]: int(row[1]) for row in (await self.db.execute(stmt)).all()}
             return [counts.get(k, 0) for k in keys]
 
-        return self._get(("child_counts", table.name, fk, where_key), batch)
+        return self.custom(("child_counts", table.name, fk, where_key), batch)

@@ -52,4 +52,4 @@ def extracted_text_by_document(loaders: Loaders, max_length: int | None) -> Data
         return [found.get(k) for k in keys]
 
     # Keyed like the domain loaders of the other modules (see resolvers/opportunities/loaders.py).
-    return loaders._get(("documents", "extracted_text", max_length), batch)
+    return loaders.custom(("documents", "extracted_text", max_length), batch)

@@ -41,7 +41,7 @@ def current_external_data_by_project(loaders: Loaders) -> DataLoader[uuid.UUID, 
         found = {row.opportunity_project_id: row for row in (await loaders.db.execute(stmt)).all()}
         return [found.get(k) for k in keys]
 
-    return loaders._get(("opportunities", "current_external_data_by_project"), batch)
+    return loaders.custom(("opportunities", "current_external_data_by_project"), batch)
 
 
 def active_overrides_by_project(loaders: Loaders) -> DataLoader[uuid.UUID, dict[str, OverrideValue]]:
@@ -64,4 +64,4 @@ def active_overrides_by_project(loaders: Loaders) -> DataLoader[uuid.UUID, dict[
             found[row.opportunity_project_id][row.field_name] = OverrideValue(row.json_type, row.text)
         return [found.get(k, {}) for k in keys]
 
-    return loaders._get(("opportunities", "active_overrides_by_project"), batch)
+    return loaders.custom(("opportunities", "active_overrides_by_project"), batch)
