@@ -85,11 +85,12 @@ class AuthService:
         return await self.authenticate_session(credential, meta)
 
     async def authenticate_session(self, token: str, meta: RequestMeta) -> Principal:
-        record = await find_session(self.engine, token)
-        if record is None or not record.is_active or record.terminated_at is not None:
-            raise Unauthenticated("INVALID_SESSION", "The session is not valid; sign in again.")
         now = self.now()
+        # One transaction: the pre-tenant lookup, then everything about the caller in its tenant.
         async with self.engine.begin() as conn:
+            record = await find_session(conn, token)
+            if record is None or not record.is_active or record.terminated_at is not None:
+                raise Unauthenticated("INVALID_SESSION", "The session is not valid; sign in again.")
             await set_tenant(conn, record.tenant_id)
             # One statement for everything a request needs to know about its caller.
             state = (await conn.execute(_CALLER_STATE, {"u": record.user_id, "t": record.tenant_id})).one()

@@ -102,13 +102,9 @@ def _json(value: object) -> str:
     return json.dumps(value)
 
 
-async def find_session(engine: AsyncEngine, token: str) -> SessionRecord | None:
+async def find_session(conn: AsyncConnection, token: str) -> SessionRecord | None:
     """The session a presented token names, whatever its state (no tenant needed)."""
-    async with engine.connect() as conn:
-        row = (
-            await conn.execute(text("SELECT * FROM gwm_session_by_token_hash(:h)"), {"h": digest(token)})
-        ).first()
-        await conn.rollback()
+    row = (await conn.execute(text("SELECT * FROM gwm_session_by_token_hash(:h)"), {"h": digest(token)})).first()
     if row is None:
         return None
     return SessionRecord(
