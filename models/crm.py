@@ -23,6 +23,7 @@ class Organization(UUIDPrimaryKey, TenantScoped, Timestamps, Base):
 
     __tablename__ = "organizations"
     __table_args__ = (
+        Index(None, "tenant_id", "parent_organization_id"),  # children of an organization (0003)
         UniqueConstraint("tenant_id", "id"),
         Index(None, "tenant_id", "is_active"),
         Index(None, "name"),
@@ -89,6 +90,7 @@ class Contact(UUIDPrimaryKey, TenantScoped, Timestamps, Base):
 
     __tablename__ = "contacts"
     __table_args__ = (
+        Index(None, "tenant_id", "organization_id"),  # an organization's contacts (0003)
         UniqueConstraint("tenant_id", "id"),
         Index(None, "tenant_id", "is_active"),
         Index(None, "email"),

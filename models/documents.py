@@ -99,6 +99,9 @@ class Document(UUIDPrimaryKey, TenantScoped, Timestamps, Base):
 
     __tablename__ = "documents"
     __table_args__ = (
+        Index(None, "tenant_id", "category_id"),  # a category's documents (0003)
+        Index(None, "tenant_id", "parent_document_id"),  # a document's versions (0003)
+        Index(None, "tenant_id", "uploaded_by"),  # a user's uploads (0003)
         # NULLS NOT DISTINCT: storage keys of documents outside any project are unique too.
         UniqueConstraint(
             "tenant_id", "opportunity_project_id", "storage_key", postgresql_nulls_not_distinct=True

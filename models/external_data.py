@@ -206,6 +206,8 @@ class ExternalDataChange(UUIDPrimaryKey, TenantScoped, CreatedAt, Base):
 
 
 Index(None, ExternalDataChange.opportunity_project_id, ExternalDataChange.change_timestamp.desc())
+# The externalDataChanges list: newest first within the tenant, keyset by id (0003).
+Index(None, ExternalDataChange.tenant_id, ExternalDataChange.change_timestamp.desc(), ExternalDataChange.id)
 
 
 class PollingConfiguration(UUIDPrimaryKey, TenantScoped, Timestamps, Base):
@@ -213,6 +215,7 @@ class PollingConfiguration(UUIDPrimaryKey, TenantScoped, Timestamps, Base):
 
     __tablename__ = "polling_configurations"
     __table_args__ = (
+        Index(None, "tenant_id", "external_source_id"),  # a source's schedules (0003)
         Index(None, "is_active", "next_poll_timestamp"),
         Index(None, "opportunity_project_id", "is_active"),
         Index(None, "tenant_id"),

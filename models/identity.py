@@ -168,6 +168,8 @@ class UserRole(UUIDPrimaryKey, TenantScoped, Base):
 
     __tablename__ = "user_roles"
     __table_args__ = (
+        Index(None, "tenant_id", "role_id"),  # a role's grants (0003)
+        Index(None, "tenant_id", "opportunity_project_id"),  # a project's grants (0003)
         # NULLS NOT DISTINCT: one tenant-wide grant of a role per user (NULL project), not many.
         UniqueConstraint("user_id", "role_id", "opportunity_project_id", postgresql_nulls_not_distinct=True),
         Index(None, "user_id", "role_id"),
