@@ -69,9 +69,15 @@ def collect_relations(cls: type) -> None:
             RELATIONS[(cls.__name__, name)] = relation
 
 
+_CLASSES: dict[Target, Any] = {}
+
+
 def _class(target: Target) -> Any:
-    name, module = target
-    return getattr(importlib.import_module(module), name)
+    cls = _CLASSES.get(target)
+    if cls is None:
+        name, module = target
+        cls = _CLASSES[target] = getattr(importlib.import_module(module), name)
+    return cls
 
 
 def _lazy(target: Target) -> Any:
