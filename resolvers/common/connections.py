@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Select, Table, func, select
 from sqlalchemy.sql.elements import ColumnElement
 
-from resolvers.common.loaders import Loaders, readable
+from resolvers.common.loaders import Loaders, columns_of, readable
 from resolvers.common.pagination import (
     OrderTerm,
     PageArgs,
@@ -74,7 +74,7 @@ async def root_connection(
     """A page of a top-level list; `where` filters it; totalCount counts the filtered list."""
     page.validate()
     values = _cursor(page, terms)
-    stmt = readable(base if base is not None else select(table), table, loaders.tenant_id).where(*where)
+    stmt = readable(base if base is not None else select(*columns_of(table)), table, loaders.tenant_id).where(*where)
     paged = stmt
     if values is not None:
         paged = paged.where(keyset_condition(terms, values, forward=not page.backwards))

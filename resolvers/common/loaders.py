@@ -26,7 +26,24 @@ from sqlalchemy.sql.elements import ColumnElement
 from models.db import RequestConnection
 from resolvers.common.pagination import OrderTerm, PageArgs, keyset_condition, order_clauses
 
-__all__ = ["ChildPage", "Loaders", "readable"]
+__all__ = ["SECRET_COLUMNS", "ChildPage", "Loaders", "columns_of", "readable"]
+
+
+# Stored secrets: never a GraphQL field, so never read by the API's loaders either (a row in memory
+# is one more place a secret could leak from, e.g. a logged statement result).
+SECRET_COLUMNS = frozenset(
+    {
+        ("users", "password_hash"),
+        ("users", "mfa_secret_encrypted"),
+        ("user_sessions", "session_token_hash"),
+        ("external_opportunity_sources", "api_credentials_encrypted"),
+    }
+)
+
+
+def columns_of(table: Table) -> list[Any]:
+    """The columns the API reads of `table`: all but its stored secrets."""
+    return [c for c in table.c if (table.name, c.name) not in SECRET_COLUMNS]
 
 
 def readable(stmt: Select[Any], table: Table, tenant_id: uuid.UUID) -> Select[Any]:
@@ -68,7 +85,7 @@ class Loaders:
 
     def by_id(self, table: Table) -> DataLoader[uuid.UUID, Any]:
         async def batch(keys: Sequence[uuid.UUID]) -> list[Any]:
-            stmt = readable(select(table), table, self.tenant_id).where(table.c.id.in_(list(set(keys))))
+            stmt = readable(select(*columns_of(table)), table, self.tenant_id).where(table.c.id.in_(list(set(keys))))
             found = {row.id: row for row in (await self.db.execute(stmt)).all()}
             return [found.get(k) for k in keys]
 
@@ -92,7 +109,7 @@ class Loaders:
         async def batch(keys: Sequence[uuid.UUID]) -> list[ChildPage]:
             parent = table.c[fk]
             rank = func.row_number().over(partition_by=parent, order_by=order_clauses(terms, reverse=page.backwards))
-            inner = readable(select(table, rank.label("_rank")), table, self.tenant_id).where(
+            inner = readable(select(*columns_of(table), rank.label("_rank")), table, self.tenant_id).where(
                 parent.in_(list(set(keys))), *where
             )
             if cursor_values is not None:

@@ -12,11 +12,13 @@ from typing import Any
 
 from sqlalchemy import text
 
+import models
 from auth.api_keys import ApiKeyRecord, get_api_key, list_api_keys
 from auth.policy import load_policy
 from auth.principal import Principal, PrincipalKind
 from auth.service import AuthService
 from models.db import set_tenant
+from resolvers.common.loaders import SECRET_COLUMNS
 
 __all__ = [
     "ROLE_COLUMNS",
@@ -29,9 +31,10 @@ __all__ = [
     "user",
 ]
 
-# Every column: the GraphQL User type exposes only its non-secret ones, and its relation fields
-# read foreign keys from the row.
-USER_COLUMNS = "u.*"
+# Every column but the stored secrets: the User node's relation fields read foreign keys from the row.
+USER_COLUMNS = ", ".join(
+    f"u.{c.name}" for c in models.User.__table__.c if ("users", c.name) not in SECRET_COLUMNS  # type: ignore[attr-defined]
+)
 # Every column of roles: the GraphQL Role node reads its relations' keys from the row.
 ROLE_COLUMNS = "r.*"
 SESSION_COLUMNS = (

@@ -95,3 +95,19 @@ async def test_filters_cannot_reach_another_tenants_rows(
     query = f"query ($id: UUID!) {{ {field}(filter: {{rowId: {{in: [$id]}}}}) {{ totalCount nodes {{ rowId }} }} }}"
     body = await gql(client, query, {"id": str(foreign)}, token=token_a)
     assert body["data"][field] == {"totalCount": 0, "nodes": []}
+
+
+async def test_the_api_never_reads_stored_secrets(
+    client: httpx.AsyncClient, read_app: Any, tenants: dict[str, Any], token_a: str
+) -> None:
+    from tests.support.sqlcount import count_statements
+
+    query = """{ viewer { user { email userSessions(first: 5) { nodes { rowId } } } }
+      users(first: 5) { nodes { email createdBy { email } } }
+      externalOpportunitySources(first: 5) { nodes { sourceName } } }"""
+    with count_statements(read_app.state.engine) as statements:
+        await gql(client, query, token=token_a)
+    operation = statements[max(i for i, s in enumerate(statements) if "set_config" in s) + 1 :]
+    assert len(operation) >= 3
+    for secret in ("password_hash", "mfa_secret_encrypted", "session_token_hash", "api_credentials_encrypted"):
+        assert not [s for s in operation if secret in s], secret
