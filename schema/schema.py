@@ -12,7 +12,13 @@ from typing import Any
 import strawberry
 from graphql import GraphQLError
 from strawberry import relay
-from strawberry.extensions import ParserCache, ValidationCache
+from strawberry.extensions import (
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    ParserCache,
+    QueryDepthLimiter,
+    ValidationCache,
+)
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
@@ -32,6 +38,12 @@ from schema.scalars import SCALAR_MAP
 __all__ = ["SDL_PATH", "GwmSchema", "build_schema", "graphql_app", "schema", "sdl"]
 
 CACHE_SIZE = 256
+# Bounds on one document (OWASP GraphQL: depth, aliases, size). Depth 15 admits GraphiQL's
+# introspection query (about 13 deep) and any sensible read (the nested pursuit read is 7), so
+# introspection needs no exemption (exemptions by field name have been a bypass elsewhere).
+MAX_DEPTH = 15
+MAX_ALIASES = 30
+MAX_TOKENS = 5_000
 # Where `gwm schema export` writes the SDL, relative to the repository root.
 SDL_PATH = "graphql/schema.graphql"
 
@@ -71,7 +83,12 @@ def build_schema() -> GwmSchema:
         mutation=Mutation,
         config=StrawberryConfig(scalar_map=SCALAR_MAP),
         extensions=[
+            # Limits first: a document over them is refused before anything runs. The token limit is
+            # enforced by the parser; depth and aliases by validation (cached like any validation).
+            lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
             lambda: ParserCache(maxsize=CACHE_SIZE),
+            lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
+            lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
             lambda: ValidationCache(maxsize=CACHE_SIZE),
             MaskUnexpectedErrors,
         ],

@@ -1,0 +1,57 @@
+"""Bounds on one GraphQL document: depth, aliases, tokens; introspection still works."""
+
+from __future__ import annotations
+
+import httpx
+from graphql import get_introspection_query
+
+from schema.schema import MAX_ALIASES, MAX_DEPTH, MAX_TOKENS
+from tests.support.graphql import gql, gql_response
+
+
+def _deep(levels: int) -> str:
+    # organizations > nodes > parentOrganization > ... : each parentOrganization adds one level.
+    inner = "name"
+    for _ in range(levels - 2):
+        inner = f"parentOrganization {{ {inner} }}"
+    return f"{{ organizations(first: 1) {{ nodes {{ {inner} }} }} }}"
+
+
+async def test_depth_limit(client: httpx.AsyncClient, admin_token: str) -> None:
+    await gql(client, _deep(MAX_DEPTH), token=admin_token)
+    refused = await gql(client, _deep(MAX_DEPTH + 1), token=admin_token, errors=True)
+    assert "exceeds maximum operation depth" in refused["errors"][0]["message"]
+
+
+async def test_depth_limit_cannot_be_dodged_with_fragments_named_like_introspection(
+    client: httpx.AsyncClient, admin_token: str
+) -> None:
+    inner = "name"
+    for _ in range(MAX_DEPTH):
+        inner = f"parentOrganization {{ {inner} }}"
+    query = f"query __schema {{ ...__schema }} fragment __schema on Query {{ organizations {{ nodes {{ {inner} }} }} }}"
+    refused = await gql(client, query, token=admin_token, errors=True)
+    assert "exceeds maximum operation depth" in refused["errors"][0]["message"]
+
+
+async def test_alias_limit(client: httpx.AsyncClient, admin_token: str) -> None:
+    ok = " ".join(f"a{i}: __typename" for i in range(MAX_ALIASES))
+    await gql(client, f"{{ {ok} }}", token=admin_token)
+    too_many = " ".join(f"a{i}: __typename" for i in range(MAX_ALIASES + 1))
+    refused = await gql(client, f"{{ {too_many} }}", token=admin_token, errors=True)
+    assert "aliases" in refused["errors"][0]["message"]
+
+
+async def test_token_limit(client: httpx.AsyncClient, admin_token: str) -> None:
+    huge = "{ " + " ".join("__typename" for _ in range(MAX_TOKENS)) + " }"
+    response = await gql_response(client, huge, token=admin_token)
+    body = response.json()
+    assert body.get("errors") and "token" in body["errors"][0]["message"].lower()
+    assert body.get("data") is None
+
+
+async def test_the_standard_introspection_query_is_within_the_limits(
+    client: httpx.AsyncClient, admin_token: str
+) -> None:
+    body = await gql(client, get_introspection_query(descriptions=True), token=admin_token)
+    assert body["data"]["__schema"]["queryType"]["name"] == "Query"
