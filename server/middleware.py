@@ -27,11 +27,33 @@ from auth.audit import RequestMeta
 from auth.exceptions import Unauthenticated
 from auth.service import AuthService
 
-__all__ = ["AuthMiddleware"]
+__all__ = ["MAX_BODY_BYTES", "AuthMiddleware"]
 
 _log = logging.getLogger(__name__)
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,100}$")
 _UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
+# The largest request body accepted (a GraphQL document with its variables, a SAML response).
+MAX_BODY_BYTES = 1024 * 1024
+
+
+class BodyTooLarge(Exception):
+    """A body without Content-Length grew past MAX_BODY_BYTES while being read."""
+
+
+def _bounded(receive: Receive) -> Receive:
+    """`receive` that refuses to deliver more than MAX_BODY_BYTES of body (chunked uploads too)."""
+    seen = 0
+
+    async def wrapped() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > MAX_BODY_BYTES:
+                raise BodyTooLarge
+        return message
+
+    return wrapped
 
 
 class AuthMiddleware:
@@ -88,11 +110,16 @@ class AuthMiddleware:
         if method in _UNSAFE and not self._json_content(headers, path):
             await _reject(send_with_id, 415, "UNSUPPORTED_MEDIA_TYPE", "Send the request body as application/json.")
             return
+        declared = headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
+            await _reject(send_with_id, 413, "TOO_LARGE", f"Request bodies are limited to {MAX_BODY_BYTES} bytes.")
+            return
+        receive = _bounded(receive)
         public = path in self.public_paths or path.startswith(self.public_prefixes)
         credential = _credential(headers, self.service.session_cookie)
         if credential is None:
             if public:
-                await self.app(scope, receive, send_with_id)
+                await _call(self.app, scope, receive, send_with_id)
                 return
             await _reject(send_with_id, 401, "UNAUTHENTICATED", "Authentication required.", bearer=True)
             return
@@ -100,7 +127,7 @@ class AuthMiddleware:
             principal = await self.service.authenticate(credential, meta)
         except Unauthenticated as exc:
             if public:  # a stale cookie must not stop anyone from signing in again
-                await self.app(scope, receive, send_with_id)
+                await _call(self.app, scope, receive, send_with_id)
                 return
             await _reject(send_with_id, 401, exc.code, exc.message, bearer=True)
             return
@@ -114,7 +141,7 @@ class AuthMiddleware:
                 send_with_id, 403, "PASSWORD_CHANGE_REQUIRED", "Change your temporary password before continuing."
             )
             return
-        await self.app(scope, receive, send_with_id)
+        await _call(self.app, scope, receive, send_with_id)
 
     def _json_content(self, headers: Headers, path: str) -> bool:
         content_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
@@ -130,6 +157,23 @@ _MFA_MESSAGES = {
     "MFA_ENROLLMENT_REQUIRED": "Your organization requires multi-factor authentication: enroll first "
     "(POST /auth/mfa/enroll).",
 }
+
+
+async def _call(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+    """Run the app; a body that turns out too large becomes 413 if nothing was answered yet."""
+    started = False
+
+    async def tracking_send(message: Message) -> None:
+        nonlocal started
+        started = started or message["type"] == "http.response.start"
+        await send(message)
+
+    try:
+        await app(scope, receive, tracking_send)
+    except BodyTooLarge:
+        if started:
+            raise
+        await _reject(send, 413, "TOO_LARGE", f"Request bodies are limited to {MAX_BODY_BYTES} bytes.")
 
 
 def _credential(headers: Headers, cookie_name: str) -> str | None:

@@ -298,3 +298,20 @@ async def test_deactivating_the_tenant_ends_its_sessions_and_stops_sign_in(
     assert row.termination_reason == "tenant_deactivated"
     again = await _login(client, **user.credentials())
     assert again.status_code == 401 and again.json()["error"]["code"] == "INVALID_CREDENTIALS"
+
+
+async def test_oversized_bodies_are_refused(client: httpx.AsyncClient, user: LoginUser) -> None:
+    from server.middleware import MAX_BODY_BYTES
+
+    big = b'{"email": "' + b"a" * MAX_BODY_BYTES + b'"}'
+    declared = await client.post("/auth/login", content=big, headers={"content-type": "application/json"})
+    assert declared.status_code == 413 and declared.json()["error"]["code"] == "TOO_LARGE"
+
+    async def chunks():  # no Content-Length: the limit applies while the body is read
+        for _ in range(3):
+            yield b" " * (MAX_BODY_BYTES // 2)
+        yield b"{}"
+
+    streamed = await client.post("/auth/login", content=chunks(), headers={"content-type": "application/json"})
+    assert streamed.status_code == 413 and streamed.json()["error"]["code"] == "TOO_LARGE"
+    assert (await _login(client, **user.credentials())).status_code == 200  # the next request is fine

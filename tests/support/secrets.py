@@ -61,7 +61,7 @@ async def request_hook(request: httpx.Request) -> None:
     if request.headers.get("content-type", "").startswith("application/json"):
         try:
             _scan(json.loads(request.content or b"null"))
-        except ValueError:
+        except (ValueError, httpx.RequestNotRead):  # not JSON, or a streamed body (nothing to learn)
             pass
 
 
