@@ -275,7 +275,7 @@ class SamlIdentity:
 
 
 class SamlStateStore(Protocol):
-    """Request ids and seen assertion ids, shared by every process (the lead's DB table implements it).
+    """Request ids and seen assertion ids, shared by every process (auth/saml_store.py keeps them in PostgreSQL).
 
     Both methods must be atomic on their own (one `DELETE ... RETURNING` / one
     `INSERT ... ON CONFLICT DO NOTHING RETURNING`), so two processes racing on the same value

@@ -35,7 +35,7 @@ class GraphQLContext:
     meta: RequestMeta
     auth: AuthService
     engine: AsyncEngine
-    # None only on a WebSocket before connection_init authenticates it (subscriptions: a later issue).
+    # None only on a WebSocket before connection_init authenticates it (subscriptions do not exist yet).
     caller: Principal | None
     # The operation's one database connection and its loaders, opened on first use and closed by
     # the view when the operation ends (models/db.py explains the sharing).

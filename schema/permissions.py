@@ -14,7 +14,7 @@ resolver layer provides) returns the caller's own user id. The SDL shows it as
 A refusal is a GraphQL error with `extensions.code = "FORBIDDEN"` and the permission. A refused
 mutation also writes one audit row (ACCESS_DENIED, access_granted false, permission_used, risk
 medium) through `record_event`, in its own transaction; refused query fields will go to
-permission_audit with field-level RBAC (a later issue).
+permission_audit once field-level RBAC is enforced.
 """
 
 from __future__ import annotations

@@ -107,7 +107,7 @@ def graphql_app(auth: AuthService, **options: Any) -> GraphQLView:
     """The /graphql endpoint: POST for everything, GET for queries only, no IDE yet.
 
     No WebSocket subprotocol is accepted yet: subscriptions (graphql-transport-ws only, never the
-    legacy graphql-ws) come with authentication on connection_init in a later issue.
+    legacy graphql-ws) will authenticate on connection_init.
     """
     settings: dict[str, Any] = {
         "graphql_ide": None,

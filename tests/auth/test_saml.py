@@ -2,7 +2,7 @@
 
 Responses are built and signed in tests/auth/saml_fixtures.py with signxml, independently of
 python3-saml. No database: `MemoryStateStore` below is a dict-backed stand-in for these tests only
-(the shared, DB-backed `SamlStateStore` is the lead's).
+(the shared, DB-backed `SamlStateStore` is auth/saml_store.py, tested in test_sso_saml.py).
 """
 
 from __future__ import annotations
