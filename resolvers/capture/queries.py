@@ -7,7 +7,6 @@ them: `includeArchived: true` (the convention of every archivable list) or a fil
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -15,7 +14,7 @@ from sqlalchemy import Table
 from sqlalchemy.sql.elements import ColumnElement
 
 from resolvers.common.connections import root_connection
-from resolvers.common.filters import filter_conditions, order_terms
+from resolvers.common.filters import conditions_showing_hidden_on_request, order_terms
 from resolvers.common.loaders import Loaders
 from resolvers.common.pagination import PageArgs
 from schema.pagination import Connection
@@ -29,17 +28,10 @@ DEFAULT_ORDER = (("created_at", True),)
 
 
 def archivable_conditions(table: Table, filter_input: Any) -> list[ColumnElement[bool]]:
-    """The filter's conditions on `table`; archived rows left out unless asked for.
-
-    They are asked for by `includeArchived: true`, or by filtering on `archivedAt` (a filter on
-    the archive date that could only ever match nothing would be a trap).
-    """
-    if filter_input is None:
-        return [table.c.archived_at.is_(None)]
-    conditions = filter_conditions(table, dataclasses.replace(filter_input, include_archived=None))
-    if not filter_input.include_archived and filter_input.archived_at is None:
-        conditions.append(table.c.archived_at.is_(None))
-    return conditions
+    """The filter's conditions on `table`; archived rows left out unless asked for."""
+    return conditions_showing_hidden_on_request(
+        table, filter_input, flag="include_archived", column="archived_at", visible=table.c.archived_at.is_(None)
+    )
 
 
 async def archivable_list(

@@ -17,7 +17,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from resolvers.common.pagination import OrderTerm
 
-__all__ = ["filter_conditions", "filter_key", "order_terms"]
+__all__ = ["conditions_showing_hidden_on_request", "filter_conditions", "filter_key", "order_terms"]
 
 _MAX_IN = 500
 
@@ -73,6 +73,23 @@ def filter_conditions(
             else:  # pragma: no cover - the inputs above define every operator
                 raise AssertionError(f"unknown filter operator {name}")
     return out
+
+
+def conditions_showing_hidden_on_request(
+    table: Table, filter_input: Any, *, flag: str, column: str, visible: ColumnElement[bool]
+) -> list[ColumnElement[bool]]:
+    """A filter's conditions on a list whose default view leaves some rows out (archived, deleted).
+
+    Only rows matching `visible` are listed unless the filter sets `flag` (e.g. includeArchived)
+    or filters on `column` (e.g. archivedAt): asking about the hidden rows' date must not match
+    nothing. `flag` is not a column, so it is taken out before the conditions are built.
+    """
+    if filter_input is None:
+        return [visible]
+    conditions = filter_conditions(table, dataclasses.replace(filter_input, **{flag: None}))
+    if not getattr(filter_input, flag) and getattr(filter_input, column) is None:
+        conditions.append(visible)
+    return conditions
 
 
 def filter_key(filter_input: Any) -> Any:

@@ -30,7 +30,6 @@ Documents marked `is_searchable = false` never match a search; a search of stop 
 
 from __future__ import annotations
 
-import dataclasses
 import html
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -42,7 +41,7 @@ from sqlalchemy.types import REAL
 
 from models.documents import DOCUMENT_SEARCH_VECTOR
 from resolvers.common.connections import root_connection
-from resolvers.common.filters import FilterError, filter_conditions, order_terms
+from resolvers.common.filters import FilterError, conditions_showing_hidden_on_request, order_terms
 from resolvers.common.loaders import Loaders
 from resolvers.common.pagination import OrderTerm, PageArgs, PaginationError, decode_cursor
 from resolvers.documents.loaders import DOCUMENT_ROWS, DOCUMENTS
@@ -135,16 +134,9 @@ async def list_documents(
 
     Raises FilterError or PaginationError (messages for the client) for bad input.
     """
-    # Filtering on deletedAt asks about deleted documents, so it includes them (as archivedAt does
-    # for opportunity projects).
-    include_deleted = filter_input is not None and bool(
-        filter_input.include_deleted or filter_input.deleted_at is not None
+    where = conditions_showing_hidden_on_request(
+        DOCUMENTS, filter_input, flag="include_deleted", column="deleted_at", visible=DOCUMENTS.c.is_deleted.is_(False)
     )
-    if filter_input is not None:
-        filter_input = dataclasses.replace(filter_input, include_deleted=None)
-    where = filter_conditions(DOCUMENTS, filter_input)
-    if not include_deleted:
-        where.append(DOCUMENTS.c.is_deleted.is_(False))
     if search is None:
         base = select(*_READ_COLUMNS)
         terms = order_terms(DOCUMENTS, order_by, DEFAULT_ORDER)

@@ -7,7 +7,6 @@ a filter on `archivedAt` lets them through; `archivedAt: {isNull: false}` lists 
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -19,7 +18,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from models import ExternalOpportunityData, OpportunityProject, OpportunityProjectOverride
 from models.enums import PipelineStage
 from resolvers.common.connections import root_connection
-from resolvers.common.filters import filter_conditions, order_terms
+from resolvers.common.filters import conditions_showing_hidden_on_request, order_terms
 from resolvers.common.loaders import Loaders, readable
 from resolvers.common.pagination import PageArgs
 from resolvers.opportunities.effective import current_version_order, effective_decimal_sql
@@ -36,17 +35,11 @@ DEFAULT_ORDER: tuple[tuple[str, bool], ...] = (("created_at", True),)
 
 
 def project_conditions(filter_input: Any) -> list[ColumnElement[bool]]:
-    """The filter's conditions on opportunity_projects; archived projects left out unless asked for.
-
-    They are asked for by `includeArchived: true`, or by filtering on `archivedAt` (a filter on
-    the archive date that could only ever match nothing would be a trap).
-    """
-    if filter_input is None:
-        return [_PROJECTS.c.archived_at.is_(None)]
-    conditions = filter_conditions(_PROJECTS, dataclasses.replace(filter_input, include_archived=None))
-    if not filter_input.include_archived and filter_input.archived_at is None:
-        conditions.append(_PROJECTS.c.archived_at.is_(None))
-    return conditions
+    """The filter's conditions on opportunity_projects; archived projects left out unless asked for."""
+    return conditions_showing_hidden_on_request(
+        _PROJECTS, filter_input, flag="include_archived", column="archived_at",
+        visible=_PROJECTS.c.archived_at.is_(None),
+    )
 
 
 async def opportunity_projects(
