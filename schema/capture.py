@@ -22,17 +22,14 @@ from models import Proposal as ProposalModel
 from models import User as UserModel
 from models.enums import CapturePlanStatus, EntityType, GoNoGoDecision, ProposalStatus
 from resolvers.capture import queries
-from resolvers.common.filters import FilterError
-from resolvers.common.pagination import PaginationError
 from schema.activities import activities_of
-from schema.context import Info
 from schema.documents import document_associations_of
 from schema.entities import history
 from schema.fields import enum_column
 from schema.filters import DateTimeFilter, EnumFilter, UUIDFilter
 from schema.node import EntityNode, TenantOwned
-from schema.pagination import Connection, OrderDirection
-from schema.relations import bad_input, page_args, to_one
+from schema.pagination import OrderDirection
+from schema.relations import root_list, to_one
 from schema.scalars import JSON
 
 __all__ = [
@@ -185,46 +182,15 @@ class ProposalOrder:
 
 @strawberry.type
 class CaptureQuery:
-    @strawberry.field(
+    capture_plans = root_list(
+        ("CapturePlan", "schema.capture"), _PLANS, CapturePlanFilter, CapturePlanOrder,
+        default_order=queries.DEFAULT_ORDER, conditions=queries.archivable_conditions,
         description="Capture plans, newest first unless ordered otherwise; archived ones only when"
-        " the filter asks for them."
+        " the filter asks for them.",
     )
-    async def capture_plans(
-        self,
-        info: Info,
-        first: int | None = None,
-        after: str | None = None,
-        last: int | None = None,
-        before: str | None = None,
-        filter: CapturePlanFilter | None = None,  # the GraphQL argument's name
-        order_by: list[CapturePlanOrder] | None = None,
-    ) -> Connection[CapturePlan]:
-        try:
-            return await queries.archivable_list(
-                info.context.loaders, _PLANS, page_args(first, after, last, before), filter, order_by,
-                CapturePlan.from_row,  # type: ignore[arg-type]
-            )
-        except (PaginationError, FilterError) as exc:
-            raise bad_input(exc) from None
-
-    @strawberry.field(
+    proposals = root_list(
+        ("Proposal", "schema.capture"), _PROPOSALS, ProposalFilter, ProposalOrder,
+        default_order=queries.DEFAULT_ORDER, conditions=queries.archivable_conditions,
         description="Proposals, newest first unless ordered otherwise; archived ones only when"
-        " the filter asks for them."
+        " the filter asks for them.",
     )
-    async def proposals(
-        self,
-        info: Info,
-        first: int | None = None,
-        after: str | None = None,
-        last: int | None = None,
-        before: str | None = None,
-        filter: ProposalFilter | None = None,  # the GraphQL argument's name
-        order_by: list[ProposalOrder] | None = None,
-    ) -> Connection[Proposal]:
-        try:
-            return await queries.archivable_list(
-                info.context.loaders, _PROPOSALS, page_args(first, after, last, before), filter, order_by,
-                Proposal.from_row,  # type: ignore[arg-type]
-            )
-        except (PaginationError, FilterError) as exc:
-            raise bad_input(exc) from None

@@ -38,7 +38,6 @@ from models import User as UserModel
 from models import UserRole as UserRoleModel
 from models.enums import EntityType, PipelineStage, Priority, ProjectStatus, SyncStatus
 from resolvers.common.filters import FilterError
-from resolvers.common.pagination import PaginationError
 from resolvers.opportunities import queries
 from resolvers.opportunities.effective import Effective, ValueSource, effective_values
 from resolvers.opportunities.loaders import active_overrides_by_project, current_external_data_by_project
@@ -47,8 +46,8 @@ from schema.entities import history
 from schema.fields import enum_column
 from schema.filters import DateTimeFilter, DecimalFilter, EnumFilter, StringFilter, UUIDFilter
 from schema.node import EntityNode, TenantOwned
-from schema.pagination import Connection, OrderDirection
-from schema.relations import bad_input, page_args, to_many, to_one
+from schema.pagination import OrderDirection
+from schema.relations import bad_input, root_list, to_many, to_one
 from schema.scalars import JSON
 
 if TYPE_CHECKING:
@@ -423,30 +422,13 @@ class PipelineStageSummary:
 
 @strawberry.type
 class OpportunitiesQuery:
-    @strawberry.field(
+    opportunity_projects = root_list(
+        ("OpportunityProject", "schema.opportunities"), _PROJECTS, OpportunityProjectFilter,
+        OpportunityProjectOrder, default_order=queries.DEFAULT_ORDER,
+        conditions=lambda _table, filter_input: queries.project_conditions(filter_input),
         description="Opportunity projects, newest first (createdAt descending) unless ordered otherwise; "
-        "archived projects only when the filter asks for them."
+        "archived projects only when the filter asks for them.",
     )
-    async def opportunity_projects(
-        self,
-        info: Info,
-        first: int | None = None,
-        after: str | None = None,
-        last: int | None = None,
-        before: str | None = None,
-        filter: OpportunityProjectFilter | None = None,  # the GraphQL argument's name
-        order_by: list[OpportunityProjectOrder] | None = None,
-    ) -> Connection[OpportunityProject]:
-        try:
-            return await queries.opportunity_projects(
-                info.context.loaders,
-                page_args(first, after, last, before),
-                filter,
-                order_by,
-                OpportunityProject.from_row,
-            )
-        except (PaginationError, FilterError) as exc:
-            raise bad_input(exc) from None
 
     @strawberry.field(
         description="Per pipeline stage (all seven, in stage order): how many projects, the sum of their "

@@ -171,9 +171,13 @@ def root_list(
     *,
     default_order: Sequence[tuple[str, bool]],
     description: str | None = None,
-    base_where: Callable[[Table], list[ColumnElement[bool]]] | None = None,
+    conditions: Callable[[Table, Any], list[ColumnElement[bool]]] | None = None,
 ) -> Any:
-    """A top-level connection over `table` with `filter:` and `orderBy:`."""
+    """A top-level connection over `table` with `filter:` and `orderBy:`.
+
+    `conditions(table, filter)` turns the filter into SQL (default: filter_conditions); a list with
+    a default view (archived rows hidden...) passes its own.
+    """
     from resolvers.common.connections import root_connection
     from resolvers.common.filters import FilterError, filter_conditions, order_terms
 
@@ -189,7 +193,7 @@ def root_list(
         cls = _class(target)
         try:
             terms = order_terms(table, order_by, default_order)
-            where = [*(base_where(table) if base_where else []), *filter_conditions(table, filter)]
+            where = (conditions or filter_conditions)(table, filter)
             return await root_connection(
                 info.context.loaders, table, page_args(first, after, last, before), terms, cls.from_row, where=where
             )

@@ -7,19 +7,14 @@ them: `includeArchived: true` (the convention of every archivable list) or a fil
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import Table
 from sqlalchemy.sql.elements import ColumnElement
 
-from resolvers.common.connections import root_connection
-from resolvers.common.filters import conditions_showing_hidden_on_request, order_terms
-from resolvers.common.loaders import Loaders
-from resolvers.common.pagination import PageArgs
-from schema.pagination import Connection
+from resolvers.common.filters import conditions_showing_hidden_on_request
 
-__all__ = ["DEFAULT_ORDER", "archivable_conditions", "archivable_list"]
+__all__ = ["DEFAULT_ORDER", "archivable_conditions"]
 
 NodeT = TypeVar("NodeT")
 
@@ -32,16 +27,3 @@ def archivable_conditions(table: Table, filter_input: Any) -> list[ColumnElement
     return conditions_showing_hidden_on_request(
         table, filter_input, flag="include_archived", column="archived_at", visible=table.c.archived_at.is_(None)
     )
-
-
-async def archivable_list(
-    loaders: Loaders,
-    table: Table,
-    page: PageArgs,
-    filter_input: Any,
-    order_by: Sequence[Any] | None,
-    make: Callable[[Any], NodeT],
-) -> Connection[NodeT]:
-    terms = order_terms(table, order_by, DEFAULT_ORDER)
-    where = archivable_conditions(table, filter_input)
-    return await root_connection(loaders, table, page, terms, make, where=where)

@@ -7,7 +7,6 @@ a filter on `archivedAt` lets them through; `archivedAt: {isNull: false}` lists 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -17,14 +16,11 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from models import ExternalOpportunityData, OpportunityProject, OpportunityProjectOverride
 from models.enums import PipelineStage
-from resolvers.common.connections import root_connection
-from resolvers.common.filters import conditions_showing_hidden_on_request, order_terms
+from resolvers.common.filters import conditions_showing_hidden_on_request
 from resolvers.common.loaders import Loaders, readable
-from resolvers.common.pagination import PageArgs
 from resolvers.opportunities.effective import current_version_order, effective_decimal_sql
-from schema.pagination import Connection
 
-__all__ = ["DEFAULT_ORDER", "StageTotals", "opportunity_projects", "pipeline_summary", "project_conditions"]
+__all__ = ["DEFAULT_ORDER", "StageTotals", "pipeline_summary", "project_conditions"]
 
 _PROJECTS: Table = OpportunityProject.__table__  # type: ignore[assignment]
 _DATA: Table = ExternalOpportunityData.__table__  # type: ignore[assignment]
@@ -39,19 +35,6 @@ def project_conditions(filter_input: Any) -> list[ColumnElement[bool]]:
     return conditions_showing_hidden_on_request(
         _PROJECTS, filter_input, flag="include_archived", column="archived_at",
         visible=_PROJECTS.c.archived_at.is_(None),
-    )
-
-
-async def opportunity_projects(
-    loaders: Loaders,
-    page: PageArgs,
-    filter_input: Any,
-    order_by: Sequence[Any] | None,
-    make: Callable[[Any], Any],
-) -> Connection[Any]:
-    terms = order_terms(_PROJECTS, order_by, DEFAULT_ORDER)
-    return await root_connection(
-        loaders, _PROJECTS, page, terms, make, where=project_conditions(filter_input)
     )
 
 
