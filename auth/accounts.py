@@ -322,6 +322,33 @@ async def change_password(
 # --- administrators (permission checked by the caller) ---------------------------------------------
 
 
+async def _audit_admin(
+    service: AuthService,
+    principal: Principal,
+    event: AuthEvent,
+    meta: RequestMeta,
+    user_id: uuid.UUID,
+    *,
+    description: str,
+    risk: RiskLevel = RiskLevel.LOW,
+    details: dict[str, object] | None = None,
+) -> None:
+    """The audit row of an administrator's action on a user (who acted, on whom, under user:admin)."""
+    await record_event(
+        service.writer,
+        tenant_id=principal.tenant_id,
+        event=event,
+        meta=meta,
+        user_id=principal.user_id,
+        session_id=principal.audit_session,
+        entity_id=user_id,
+        permission=_ADMIN,
+        risk=risk,
+        description=description,
+        details=details,
+    )
+
+
 async def invite_user(
     service: AuthService,
     principal: Principal,
@@ -412,15 +439,8 @@ async def invite_user(
         if "uq_users_tenant_id_lower_email" in str(exc.orig) or "uq_users_tenant_id_email" in str(exc.orig):
             raise _email_taken() from None
         raise
-    await record_event(
-        service.writer,
-        tenant_id=principal.tenant_id,
-        event=AuthEvent.INVITATION_SENT,
-        meta=meta,
-        user_id=principal.user_id,
-        session_id=principal.audit_session,
-        entity_id=user_id,
-        permission=_ADMIN,
+    await _audit_admin(
+        service, principal, AuthEvent.INVITATION_SENT, meta, user_id,
         description=f"invited {email}",
         details={"email": email, "roles": sorted(roles)},
     )
@@ -464,15 +484,8 @@ async def resend_invitation(
         await _send(
             mailer, account.email, *_invitation_email(service, account.first_name, account.tenant_name, token)
         )
-    await record_event(
-        service.writer,
-        tenant_id=principal.tenant_id,
-        event=AuthEvent.INVITATION_SENT,
-        meta=meta,
-        user_id=principal.user_id,
-        session_id=principal.audit_session,
-        entity_id=user_id,
-        permission=_ADMIN,
+    await _audit_admin(
+        service, principal, AuthEvent.INVITATION_SENT, meta, user_id,
         description=f"invitation sent again to {account.email}",
     )
 
@@ -510,15 +523,8 @@ async def set_temporary_password(
         )
         ended = await terminate_user_sessions(conn, user_id, TerminationReason.PASSWORD_CHANGED, now)
         await _void_tokens(conn, user_id, now)
-    await record_event(
-        service.writer,
-        tenant_id=principal.tenant_id,
-        event=AuthEvent.TEMPORARY_PASSWORD_SET,
-        meta=meta,
-        user_id=principal.user_id,
-        session_id=principal.audit_session,
-        entity_id=user_id,
-        permission=_ADMIN,
+    await _audit_admin(
+        service, principal, AuthEvent.TEMPORARY_PASSWORD_SET, meta, user_id,
         risk=RiskLevel.MEDIUM,
         description="temporary password set; change required at next sign-in; lockout cleared",
         details={"sessions_ended": ended},
@@ -545,15 +551,8 @@ async def unlock_user(
             {"u": user_id},
         )
     was_locked = account.locked_until is not None and account.locked_until > now
-    await record_event(
-        service.writer,
-        tenant_id=principal.tenant_id,
-        event=AuthEvent.ACCOUNT_UNLOCKED,
-        meta=meta,
-        user_id=principal.user_id,
-        session_id=principal.audit_session,
-        entity_id=user_id,
-        permission=_ADMIN,
+    await _audit_admin(
+        service, principal, AuthEvent.ACCOUNT_UNLOCKED, meta, user_id,
         description="unlocked by an administrator"
         if was_locked
         else "failure count cleared (was not locked)",
@@ -579,15 +578,8 @@ async def deactivate_user(
         await conn.execute(text("UPDATE users SET is_active = false WHERE id = :u"), {"u": user_id})
         ended = await terminate_user_sessions(conn, user_id, TerminationReason.USER_DEACTIVATED, now)
         await _void_tokens(conn, user_id, now)
-    await record_event(
-        service.writer,
-        tenant_id=principal.tenant_id,
-        event=AuthEvent.USER_DEACTIVATED,
-        meta=meta,
-        user_id=principal.user_id,
-        session_id=principal.audit_session,
-        entity_id=user_id,
-        permission=_ADMIN,
+    await _audit_admin(
+        service, principal, AuthEvent.USER_DEACTIVATED, meta, user_id,
         risk=RiskLevel.MEDIUM,
         description="deactivated by an administrator"
         + ("" if account.is_active else " (was already inactive)"),
