@@ -20,7 +20,7 @@ from models import AuditLog
 from models.enums import RiskLevel
 from models.side_effects import SideEffectWriter
 
-__all__ = ["AuthEvent", "RequestMeta", "record_event", "redact"]
+__all__ = ["AuthEvent", "RequestMeta", "inet", "record_event", "redact"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +92,8 @@ def redact(values: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return out
 
 
-def _inet(ip: str | None) -> str | None:
+def inet(ip: str | None) -> str | None:
+    """`ip` as PostgreSQL's inet takes it, or None for a peer that is not an IP address."""
     if ip is None:
         return None
     try:
@@ -123,7 +124,7 @@ async def record_event(
         "tenant_id": tenant_id,
         "user_id": user_id,
         "session_id": None if session_id is None else str(session_id),
-        "ip_address": _inet(meta.ip) if meta else None,
+        "ip_address": inet(meta.ip) if meta else None,
         "user_agent": meta.user_agent if meta else None,
         "action_type": event.value,
         "entity_type": entity_type,

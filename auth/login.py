@@ -16,7 +16,7 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from auth.audit import AuthEvent, RequestMeta, record_event
+from auth.audit import AuthEvent, RequestMeta, inet, record_event
 from auth.exceptions import LoginFailed
 from auth.policy import TenantSecurityPolicy, load_policy
 from auth.principal import load_grants
@@ -153,20 +153,12 @@ async def _open_session(
         now=now,
         absolute_timeout=policy.absolute_timeout,
         mfa_verified=False,
-        ip=_ip(meta.ip),
+        ip=inet(meta.ip),
         user_agent=meta.user_agent,
         permissions_snapshot=grants.snapshot(),
     )
     return token, session_id, now + policy.absolute_timeout
 
-
-def _ip(ip: str | None) -> str | None:
-    import ipaddress
-
-    try:
-        return str(ipaddress.ip_address(ip)) if ip else None
-    except ValueError:
-        return None
 
 
 async def count_failure(

@@ -41,7 +41,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from auth.audit import AuthEvent, RequestMeta, record_event
+from auth.audit import AuthEvent, RequestMeta, inet, record_event
 from auth.exceptions import SamlConfigError, SamlRejected
 from auth.http import error_response, request_meta
 from auth.login import tenant_by_subdomain
@@ -341,7 +341,7 @@ async def acs(request: Request) -> Response:
                 now=now,
                 absolute_timeout=tenant.policy.absolute_timeout,
                 mfa_verified=mfa_asserted,
-                ip=_ip(meta.ip),
+                ip=inet(meta.ip),
                 user_agent=meta.user_agent,
                 permissions_snapshot=grants.snapshot(),
             )
@@ -420,14 +420,6 @@ def _external_identity(identity: SamlIdentity) -> ExternalIdentity:
         last_name=_attribute(identity.attributes, _LAST_NAME_ATTRIBUTES),
     )
 
-
-def _ip(ip: str | None) -> str | None:
-    import ipaddress
-
-    try:
-        return str(ipaddress.ip_address(ip)) if ip else None
-    except ValueError:
-        return None
 
 
 def _clear_binding(response: Response, subdomain: str) -> None:
