@@ -47,7 +47,7 @@ from auth.login import count_failure, tenant_by_subdomain
 from auth.mailer import Mailer, MailerError, valid_address
 from auth.passwords import normalize_password
 from auth.permissions import Permission
-from auth.policy import load_policy
+from auth.policy import active_seats, load_policy
 from auth.principal import Principal, PrincipalKind, load_grants
 from auth.service import AuthService
 from auth.sessions import TerminationReason, terminate_user_sessions
@@ -385,11 +385,7 @@ async def invite_user(
             )
             if taken:
                 raise _email_taken()
-            seats = await conn.scalar(
-                text("SELECT count(*) FROM users WHERE tenant_id = :t AND is_active AND NOT is_system"),
-                {"t": principal.tenant_id},
-            )
-            if int(seats or 0) >= tenant.max_users:
+            if await active_seats(conn, principal.tenant_id) >= tenant.max_users:
                 raise AuthRequestError(
                     409,
                     "USER_LIMIT",

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-__all__ = ["SECURITY_PREFIX", "TenantSecurityPolicy", "load_policy", "policy_from"]
+__all__ = ["SECURITY_PREFIX", "TenantSecurityPolicy", "active_seats", "load_policy", "policy_from"]
 
 SECURITY_PREFIX = "security."
 _log = logging.getLogger(__name__)
@@ -129,3 +129,11 @@ def policy_from(
                 # The default is FedRAMP Moderate's value: keeping it is the safe reading of a typo.
                 _log.warning("tenant %s: ignoring %s (%s)", tenant_id, key, exc)
     return replace(policy, **changes) if changes else policy
+
+
+async def active_seats(conn: AsyncConnection, tenant_id: uuid.UUID) -> int:
+    """Users counted against `tenants.max_users`: active people (the system user is not one)."""
+    seats = await conn.scalar(
+        text("SELECT count(*) FROM users WHERE tenant_id = :t AND is_active AND NOT is_system"), {"t": tenant_id}
+    )
+    return int(seats or 0)

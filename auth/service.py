@@ -7,13 +7,12 @@ lockouts are decided by one source (and tests can move it).
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from auth.audit import AuthEvent, RequestMeta, record_event
 from auth.crypto import SecretBox
@@ -28,6 +27,7 @@ from auth.tokens import API_KEY_PREFIX, digest
 from models.db import set_tenant
 from models.enums import RiskLevel
 from models.side_effects import SideEffectWriter
+from models.tenancy import system_user_id
 
 __all__ = ["AuthService", "Clock", "utcnow"]
 
@@ -172,7 +172,6 @@ class AuthService:
             if not await conn.scalar(text("SELECT is_active FROM tenants WHERE id = :t"), {"t": row.tenant_id}):
                 raise Unauthenticated("INVALID_API_KEY", "The API key is not valid.")
             grants = await load_role_grants(conn, row.role_id)
-            system_user = await _system_user(conn, row.tenant_id)
             used = await conn.scalar(
                 text(
                     "UPDATE api_keys SET last_used_at = :now WHERE id = :k"
@@ -193,13 +192,7 @@ class AuthService:
         return Principal(
             kind=PrincipalKind.API_KEY,
             tenant_id=row.tenant_id,
-            user_id=system_user,
+            user_id=system_user_id(row.tenant_id),
             grants=grants,
             api_key_id=row.api_key_id,
         )
-
-
-async def _system_user(conn: AsyncConnection, tenant_id: uuid.UUID) -> uuid.UUID:
-    user_id = await conn.scalar(text("SELECT id FROM users WHERE tenant_id = :t AND is_system"), {"t": tenant_id})
-    assert user_id is not None, "every tenant has a system user (tenant bootstrap trigger)"
-    return user_id

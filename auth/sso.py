@@ -37,10 +37,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from auth.audit import AuthEvent, RequestMeta, record_event
 from auth.exceptions import AuthError
-from auth.policy import TenantSecurityPolicy
+from auth.policy import TenantSecurityPolicy, active_seats
 from models.credentials import IdentityProvider
 from models.enums import RiskLevel
 from models.side_effects import SideEffectWriter
+from models.tenancy import system_user_id
 
 __all__ = [
     "ExternalIdentity",
@@ -253,11 +254,7 @@ async def _provision(
     )
     if taken is not None:
         raise SsoRefused(SsoReason.EMAIL_IN_USE, taken)
-    active = await conn.scalar(
-        text("SELECT count(*) FROM users WHERE tenant_id = :t AND is_active AND NOT is_system"),
-        {"t": tenant_id},
-    )
-    if max_users is None or int(active or 0) >= int(max_users):
+    if max_users is None or await active_seats(conn, tenant_id) >= int(max_users):
         raise SsoRefused(SsoReason.MAX_USERS)
     role = (
         await conn.execute(
@@ -267,9 +264,7 @@ async def _provision(
     ).first()
     if role is None or _grants_administration(role.permissions):
         raise SsoRefused(SsoReason.JIT_ROLE)
-    system_user = await conn.scalar(
-        text("SELECT id FROM users WHERE tenant_id = :t AND is_system"), {"t": tenant_id}
-    )
+    system_user = system_user_id(tenant_id)
     first, last = _names(identity, email)
     is_saml = identity.provider is IdentityProvider.SAML
     try:

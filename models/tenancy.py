@@ -7,6 +7,7 @@ tenant its system user and its "Manual entry" external source in the same statem
 from __future__ import annotations
 
 import datetime
+import hashlib
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +25,11 @@ if TYPE_CHECKING:
     from models.identity import Role, User
     from models.opportunities import OpportunityProject
 
-__all__ = ["Tenant", "TenantConfiguration"]
+__all__ = [
+    "Tenant",
+    "TenantConfiguration",
+    "system_user_id",
+]
 
 # Children are removed by the database (ON DELETE CASCADE from tenants), never by the ORM: with
 # lazy="raise" collections the ORM could not load them to delete them anyway.
@@ -84,3 +89,9 @@ class TenantConfiguration(UUIDPrimaryKey, TenantScoped, Timestamps, Base):
     is_encrypted: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
 
     tenant: Mapped[Tenant] = relationship(back_populates="tenant_configurations", lazy="raise")
+
+
+def system_user_id(tenant_id: uuid.UUID) -> uuid.UUID:
+    """The id of the tenant's system user, as the bootstrap trigger derives it (migration 0001:
+    `md5(tenant_id || '/system-user')::uuid`), so no query is needed to know it."""
+    return uuid.UUID(hashlib.md5(f"{tenant_id}/system-user".encode(), usedforsecurity=False).hexdigest())

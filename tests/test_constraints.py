@@ -134,3 +134,11 @@ async def test_statement_against_a_missing_parent_is_refused(app_conn: AsyncConn
 
     with pytest.raises((IntegrityError, DBAPIError), match="foreign key"):
         await make(app_conn, "capture_plans", tenant_a, {"opportunity_projects": uuid.uuid4()})
+
+
+async def test_the_system_user_id_is_derived_from_the_tenant_id(tenant_a: TenantRef, tenant_b: TenantRef) -> None:
+    from models.tenancy import system_user_id
+
+    # The bootstrap trigger and models.tenancy.system_user_id must agree: code relies on it.
+    assert system_user_id(tenant_a.id) == tenant_a.system_user_id
+    assert system_user_id(tenant_b.id) == tenant_b.system_user_id
