@@ -154,13 +154,18 @@ Index(None, ChangeHistory.changed_by_user_id, ChangeHistory.change_timestamp.des
 
 
 class PermissionAudit(UUIDPrimaryKey, TenantScoped, Base):
-    """One recorded permission check (resource, permission, outcome, why)."""
+    """One recorded permission check (resource, permission, outcome, why).
+
+    The gateway writes one row per (request, permission, field path) it denied, with the number of
+    denials: a list of 100 projects whose scores the caller may not read is one row, count 100.
+    """
 
     __tablename__ = "permission_audit"
     __table_args__ = (
         Index(None, "resource_type", "permission_granted"),
         Index(None, "tenant_id"),
         tenant_fk("user_id", "users", ondelete=None),
+        Index("uq_permission_audit_request_permission_path", "tenant_id", "request_id", "permission_checked", "field_path", unique=True),
     )
 
     user_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
@@ -179,6 +184,10 @@ class PermissionAudit(UUIDPrimaryKey, TenantScoped, Base):
     # Context
     ip_address: Mapped[IPAddress | None] = mapped_column(INET)
     timestamp_utc: Mapped[datetime.datetime] = mapped_column(Timestamptz, nullable=False, server_default=NOW)
+    # R1: which request, which GraphQL field (list indices removed), how many times.
+    request_id: Mapped[str | None] = mapped_column(String(100))
+    field_path: Mapped[str | None] = mapped_column(Text)
+    denied_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("1"))
 
 
 Index(None, PermissionAudit.user_id, PermissionAudit.timestamp_utc.desc())

@@ -23,6 +23,7 @@ Kinds (every entry also has `reason`, pointing to its decision):
 - drop_fulltext {table, columns}: removes a seed @@fulltext (PostgreSQL has none).
 - add_table {table, defined_by}: a table the seed lacks; it must exist, and its definition is the
   models' in `defined_by` (held to the migrations by `alembic check`), not compared here.
+- add_unique {table, columns, name}: a unique key (a unique index on plain columns reads back as one).
 - add_check {table, name, check}: any other CHECK, `check` as pg_get_constraintdef prints it.
 Index columns may be expressions ("lower(email::text)"), written as PostgreSQL prints them.
 """
@@ -296,6 +297,17 @@ def _add_table(catalog: Catalog, change: Change) -> None:
     catalog[name] = Table(name, defined_by=change["defined_by"])
 
 
+def _add_unique(catalog: Catalog, change: Change) -> None:
+    table = _table(catalog, change["table"])
+    for column in change["columns"]:
+        if column not in table.columns:
+            raise _NotApplicable(f"{table.name} has no column {column}")
+    key = Key(tuple(change["columns"]), name=change["name"])
+    if key in table.unique_keys:
+        raise _NotApplicable(f"{table.name} already has unique key {change['name']}")
+    table.unique_keys.append(key)
+
+
 def _add_check(catalog: Catalog, change: Change) -> None:
     table = _table(catalog, change["table"])
     if change["name"] in table.checks:
@@ -316,5 +328,6 @@ KINDS: dict[str, Callable[[Catalog, Change], None]] = {
     "value_check": _value_check,
     "drop_fulltext": _drop_fulltext,
     "add_table": _add_table,
+    "add_unique": _add_unique,
     "add_check": _add_check,
 }
