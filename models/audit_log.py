@@ -165,7 +165,14 @@ class PermissionAudit(UUIDPrimaryKey, TenantScoped, Base):
         Index(None, "resource_type", "permission_granted"),
         Index(None, "tenant_id"),
         tenant_fk("user_id", "users", ondelete=None),
-        Index("uq_permission_audit_request_permission_path", "tenant_id", "request_id", "permission_checked", "field_path", unique=True),
+        Index(
+            "uq_permission_audit_request_permission_path",
+            "tenant_id",
+            "request_id",
+            "permission_checked",
+            "field_path",
+            unique=True,
+        ),
     )
 
     user_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
