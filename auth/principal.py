@@ -80,20 +80,20 @@ class Principal:
         return self.grants.allows(str(permission), project_id)
 
 
-def grants_from(rows: list[tuple[list[str] | None, uuid.UUID | None]]) -> Grants:
+def grants_from(rows: list[tuple[list[str] | None, uuid.UUID | str | None]]) -> Grants:
     """Grants from (role permissions, project id or None) pairs of unexpired assignments."""
     return _grants(rows)
 
 
-def _grants(rows: list[tuple[list[str] | None, uuid.UUID | None]]) -> Grants:
+def _grants(rows: list[tuple[list[str] | None, uuid.UUID | str | None]]) -> Grants:
     tenant_wide: set[str] = set()
     per_project: dict[uuid.UUID, set[str]] = {}
     for permissions, project_id in rows:
         values = {p for p in (permissions or []) if isinstance(p, str)}
         if project_id is None:
             tenant_wide |= values
-        else:
-            per_project.setdefault(project_id, set()).update(values)
+        else:  # a JSON-aggregated caller state gives the id as text
+            per_project.setdefault(uuid.UUID(str(project_id)), set()).update(values)
     return Grants(
         frozenset(tenant_wide),
         MappingProxyType({k: frozenset(v) for k, v in per_project.items()}),

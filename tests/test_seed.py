@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from auth.permissions import SYSTEM_ROLES as SYSTEM_ROLE_PERMISSIONS
 from models.db import set_tenant
 from server.seed import SeedError, seed_demo, seed_synthetic
 from server.seed._db import INSERT_ORDER, check_rows, dump_tenant, metadata_tables
@@ -111,7 +112,10 @@ def test_demo_rows_are_consistent_and_cover_the_pipeline() -> None:
     assert {a["entity_type"] for a in tables["activities"]} == {"opportunity_project"}
     assert tables["opportunity_project_overrides"] and tables["opportunity_project_contacts"]
     assert tables["capture_plans"] and tables["proposals"]
-    assert all(r["is_system_role"] and r["permissions"] == [] for r in tables["roles"])
+    assert {r["name"]: r["permissions"] for r in tables["roles"]} == {
+        role.value: sorted(perms) for role, perms in SYSTEM_ROLE_PERMISSIONS.items()
+    }
+    assert all(r["is_system_role"] for r in tables["roles"])
 
 
 def test_synthetic_rows_are_deterministic_and_proportional() -> None:

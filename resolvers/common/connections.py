@@ -74,7 +74,7 @@ async def root_connection(
     """A page of a top-level list; `where` filters it; totalCount counts the filtered list."""
     page.validate()
     values = _cursor(page, terms)
-    stmt = readable(base if base is not None else select(*columns_of(table)), table, loaders.tenant_id).where(*where)
+    stmt = readable(base if base is not None else select(*columns_of(table)), table, loaders.scope).where(*where)
     paged = stmt
     if values is not None:
         paged = paged.where(keyset_condition(terms, values, forward=not page.backwards))

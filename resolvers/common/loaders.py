@@ -2,8 +2,9 @@
 
 `Loaders` hands out DataLoaders keyed by what they load, so every field that needs "users by id"
 in one request shares one loader and one batch. Every statement starts from `readable()`, which
-scopes it to the request's tenant (row-level security in PostgreSQL is the second wall), and runs
-on the request's one connection.
+scopes it to the request's tenant (row-level security in PostgreSQL is the second wall) and to the
+rows the caller's grants reach (resolvers/common/scope.py), and runs on the request's one
+connection.
 
 - `by_id(table)`: rows by primary key; a missing (or other tenant's) id gives None.
 - `children(table, fk, ...)`: the rows whose `fk` is the key, ordered and paginated per parent in
@@ -25,6 +26,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from models.db import RequestConnection
 from resolvers.common.pagination import OrderTerm, PageArgs, keyset_condition, order_clauses
+from resolvers.common.scope import ReadScope
 
 __all__ = ["SECRET_COLUMNS", "ChildPage", "Loaders", "columns_of", "readable"]
 
@@ -46,10 +48,13 @@ def columns_of(table: Table) -> list[Any]:
     return [c for c in table.c if (table.name, c.name) not in SECRET_COLUMNS]
 
 
-def readable(stmt: Select[Any], table: Table, tenant_id: uuid.UUID) -> Select[Any]:
-    """`stmt` limited to the tenant's rows: every read of tenant data starts here."""
+def readable(stmt: Select[Any], table: Table, scope: ReadScope) -> Select[Any]:
+    """`stmt` limited to the rows of the tenant the caller may read: every read starts here."""
     column = table.c.id if table.name == "tenants" else table.c.tenant_id
-    return stmt.where(column == tenant_id)
+    condition = scope.condition(table)
+    if condition is None:
+        return stmt.where(column == scope.tenant_id)
+    return stmt.where(column == scope.tenant_id, condition)
 
 
 class ChildPage:
@@ -63,8 +68,9 @@ class ChildPage:
 
 
 class Loaders:
-    def __init__(self, db: RequestConnection) -> None:
+    def __init__(self, db: RequestConnection, scope: ReadScope) -> None:
         self.db = db
+        self.scope = scope
         self._loaders: dict[Hashable, DataLoader[Any, Any]] = {}
 
     @property
@@ -85,7 +91,7 @@ class Loaders:
 
     def by_id(self, table: Table) -> DataLoader[uuid.UUID, Any]:
         async def batch(keys: Sequence[uuid.UUID]) -> list[Any]:
-            stmt = readable(select(*columns_of(table)), table, self.tenant_id).where(table.c.id.in_(list(set(keys))))
+            stmt = readable(select(*columns_of(table)), table, self.scope).where(table.c.id.in_(list(set(keys))))
             found = {row.id: row for row in (await self.db.execute(stmt)).all()}
             return [found.get(k) for k in keys]
 
@@ -109,7 +115,7 @@ class Loaders:
         async def batch(keys: Sequence[uuid.UUID]) -> list[ChildPage]:
             parent = table.c[fk]
             rank = func.row_number().over(partition_by=parent, order_by=order_clauses(terms, reverse=page.backwards))
-            inner = readable(select(*columns_of(table), rank.label("_rank")), table, self.tenant_id).where(
+            inner = readable(select(*columns_of(table), rank.label("_rank")), table, self.scope).where(
                 parent.in_(list(set(keys))), *where
             )
             if cursor_values is not None:
@@ -137,7 +143,7 @@ class Loaders:
         async def batch(keys: Sequence[uuid.UUID]) -> list[int]:
             parent = table.c[fk]
             stmt = (
-                readable(select(parent, func.count()), table, self.tenant_id)
+                readable(select(parent, func.count()), table, self.scope)
                 .where(parent.in_(list(set(keys))), *where)
                 .group_by(parent)
             )

@@ -45,7 +45,7 @@ def extracted_text_by_document(loaders: Loaders, max_length: int | None) -> Data
     value = text if max_length is None else func.left(text, max_length)
 
     async def batch(keys: Sequence[uuid.UUID]) -> list[Any]:
-        stmt = readable(select(DOCUMENTS.c.id, value.label("text")), DOCUMENTS, loaders.tenant_id).where(
+        stmt = readable(select(DOCUMENTS.c.id, value.label("text")), DOCUMENTS, loaders.scope).where(
             DOCUMENTS.c.id.in_(set(keys))
         )
         found = {row.id: row.text for row in (await loaders.db.execute(stmt)).all()}

@@ -33,7 +33,7 @@ def current_external_data_by_project(loaders: Loaders) -> DataLoader[uuid.UUID, 
 
     async def batch(keys: Sequence[uuid.UUID]) -> list[Any]:
         stmt = (
-            readable(select(_DATA), _DATA, loaders.tenant_id)
+            readable(select(_DATA), _DATA, loaders.scope)
             .where(_DATA.c.opportunity_project_id.in_(set(keys)), _DATA.c.is_current_version)
             .ext(distinct_on(_DATA.c.opportunity_project_id))
             .order_by(_DATA.c.opportunity_project_id, *current_version_order(_DATA))
@@ -57,7 +57,7 @@ def active_overrides_by_project(loaders: Loaders) -> DataLoader[uuid.UUID, dict[
                 json_text(value).label("text"),
             ),
             _OVERRIDES,
-            loaders.tenant_id,
+            loaders.scope,
         ).where(_OVERRIDES.c.opportunity_project_id.in_(set(keys)), _OVERRIDES.c.is_active)
         found: dict[uuid.UUID, dict[str, OverrideValue]] = defaultdict(dict)
         for row in (await loaders.db.execute(stmt)).all():

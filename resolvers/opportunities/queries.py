@@ -85,7 +85,7 @@ async def pipeline_summary(loaders: Loaders, filter_input: Any) -> list[StageTot
         readable(
             select(projects.c.pipeline_stage, projects.c.win_probability_score, value.label("value")),
             projects,
-            tenant,
+            loaders.scope,
         )
         .select_from(joined)
         .where(*project_conditions(filter_input))

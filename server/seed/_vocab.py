@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, NamedTuple
 
+from auth import permissions
+
 __all__ = [
     "NOTICE_TYPE_CODES",
     "PRE_RFP_TYPES",
@@ -22,9 +24,16 @@ class SystemRole(NamedTuple):
     name: str
     description: str
 
+    @property
+    def permissions(self) -> list[str]:
+        """The role's permission set (auth.permissions.SYSTEM_ROLES), sorted as provisioning stores it."""
+        return sorted(PERMISSION_SETS[permissions.SystemRole(self.name)])
 
-#: The built-in roles every seeded tenant gets (is_system_role = true). Permissions arrive with a later
-#: issue, which fills ``roles.permissions`` by role name.
+
+PERMISSION_SETS = permissions.SYSTEM_ROLES
+
+#: The built-in roles every seeded tenant gets (is_system_role = true), with the permission sets
+#: that `gwm db upgrade` keeps current for every tenant.
 SYSTEM_ROLES: tuple[SystemRole, ...] = (
     SystemRole("tenant_admin", "Tenant Admin", "Manages users, roles, sources and tenant settings."),
     SystemRole("capture_manager", "Capture Manager", "Owns pursuits: pipeline, capture plans, contacts."),

@@ -834,7 +834,7 @@ class _Builder:
                     "name": r.name,
                     "description": r.description,
                     "is_system_role": True,
-                    "permissions": [],
+                    "permissions": r.permissions,
                     "created_at": created,
                     "updated_at": created,
                 },

@@ -425,7 +425,7 @@ def build_synthetic_tenant(seed: int, index: int, scale: int) -> tuple[Row, dict
                 "name": system_role.name,
                 "description": system_role.description,
                 "is_system_role": True,
-                "permissions": [],
+                "permissions": system_role.permissions,
                 "created_at": BASE,
                 "updated_at": BASE,
             }

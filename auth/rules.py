@@ -1,0 +1,128 @@
+"""Who may read which rows: one rule per table, from docs/permissions.md ("Row rules").
+
+A rule names the permission a caller needs to see the table's rows and, for data that hangs under
+an opportunity project, how a row finds its project, so that a role assigned on one project grants
+on that project's subtree only:
+
+    Direct(column)            the row's own column names the project (`id` for projects themselves)
+    Via(fk, parent)           the row belongs to a parent row (by `fk`) and is readable with it
+    Targets(type, id, {...})  the row points at an entity by (entity_type, entity_id): readable
+                              when that entity's project is granted
+
+A rule without a project path is tenant-wide: only a tenant-wide assignment grants it. `own` names
+a column that makes a row readable to the user it names whatever the roles say (a user's own
+account, role assignments and sessions). Tables absent here are not readable through the API.
+
+`FIELD_RULES` lists the columns that need more than the row's permission (field denial): the
+entity type showing the column gets `@requiresPermission` on that field (schema/node.py), which
+gives null and a FORBIDDEN error where the permission is missing, and a filter or order on the
+column is refused unless the permission covers every row the caller reads.
+
+The SQL is built in resolvers/common/scope.py; the field extension is schema/permissions.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from auth.permissions import Permission
+
+__all__ = ["FIELD_RULES", "READ_RULES", "Direct", "ProjectPath", "ReadRule", "Targets", "Via"]
+
+P = Permission
+
+
+@dataclass(frozen=True, slots=True)
+class Direct:
+    column: str
+
+
+@dataclass(frozen=True, slots=True)
+class Via:
+    fk: str
+    parent: str
+
+
+@dataclass(frozen=True, slots=True)
+class Targets:
+    type_column: str
+    id_column: str
+    tables: Mapping[str, str] = field(default_factory=dict)  # entity_type value -> table
+
+
+ProjectPath = Direct | Via | Targets
+
+
+@dataclass(frozen=True, slots=True)
+class ReadRule:
+    permission: Permission | None  # None: every caller of the tenant reads it
+    project: ProjectPath | None = None
+    own: str | None = None
+
+
+_UNDER_PROJECT = Direct("opportunity_project_id")
+
+READ_RULES: Mapping[str, ReadRule] = MappingProxyType(
+    {
+        "tenants": ReadRule(None),
+        "users": ReadRule(P.USER_READ, own="id"),
+        "roles": ReadRule(P.USER_READ),
+        "user_roles": ReadRule(P.USER_READ, own="user_id"),
+        "user_sessions": ReadRule(P.USER_ADMIN, own="user_id"),
+        "tenant_configurations": ReadRule(P.TENANT_ADMIN),
+        "organizations": ReadRule(P.ORGANIZATION_READ),
+        "contacts": ReadRule(P.CONTACT_READ),
+        "opportunity_projects": ReadRule(P.OPPORTUNITY_READ, Direct("id")),
+        "opportunity_project_overrides": ReadRule(P.OPPORTUNITY_READ, _UNDER_PROJECT),
+        "opportunity_project_contacts": ReadRule(P.OPPORTUNITY_READ, _UNDER_PROJECT),
+        "external_opportunity_sources": ReadRule(P.SOURCE_READ),
+        "external_opportunity_data": ReadRule(P.EXTERNAL_DATA_READ, _UNDER_PROJECT),
+        "external_data_changes": ReadRule(P.EXTERNAL_DATA_READ, _UNDER_PROJECT),
+        "polling_configurations": ReadRule(P.SOURCE_READ, _UNDER_PROJECT),
+        "api_integration_logs": ReadRule(P.SOURCE_ADMIN),
+        "documents": ReadRule(P.DOCUMENT_READ, _UNDER_PROJECT),
+        "document_categories": ReadRule(P.DOCUMENT_READ),
+        "document_associations": ReadRule(P.DOCUMENT_READ, Via("document_id", "documents")),
+        "document_access_logs": ReadRule(P.AUDIT_READ),
+        "activities": ReadRule(
+            P.ACTIVITY_READ,
+            Targets(
+                "entity_type",
+                "entity_id",
+                {
+                    "opportunity_project": "opportunity_projects",
+                    "capture_plan": "capture_plans",
+                    "proposal": "proposals",
+                    "document": "documents",
+                },
+            ),
+        ),
+        "activity_participants": ReadRule(P.ACTIVITY_READ, Via("activity_id", "activities")),
+        "capture_plans": ReadRule(P.CAPTURE_PLAN_READ, _UNDER_PROJECT),
+        "proposals": ReadRule(P.PROPOSAL_READ, _UNDER_PROJECT),
+        "audit_logs": ReadRule(P.AUDIT_READ),
+        "change_history": ReadRule(P.HISTORY_READ),
+        "permission_audit": ReadRule(P.AUDIT_READ),
+    }
+)
+
+FIELD_RULES: Mapping[tuple[str, str], Permission] = MappingProxyType(
+    {
+        ("opportunity_projects", "win_probability_score"): P.OPPORTUNITY_SCORE_READ,
+        ("opportunity_projects", "strategic_value_score"): P.OPPORTUNITY_SCORE_READ,
+        ("opportunity_projects", "pursuit_health_score"): P.OPPORTUNITY_SCORE_READ,
+        ("capture_plans", "win_strategy"): P.CAPTURE_PLAN_STRATEGY_READ,
+        ("capture_plans", "competitive_analysis"): P.CAPTURE_PLAN_STRATEGY_READ,
+        ("capture_plans", "resource_requirements"): P.CAPTURE_PLAN_STRATEGY_READ,
+        ("external_opportunity_sources", "api_endpoint"): P.SOURCE_ADMIN,
+        ("external_opportunity_sources", "last_error_message"): P.SOURCE_ADMIN,
+        ("tenants", "billing_email"): P.TENANT_ADMIN,
+        ("tenants", "subscription_status"): P.TENANT_ADMIN,
+        ("tenants", "subscription_expires_at"): P.TENANT_ADMIN,
+        ("users", "locked_until"): P.USER_ADMIN,
+        ("users", "last_login_at"): P.USER_ADMIN,
+        ("users", "must_change_password"): P.USER_ADMIN,
+    }
+)

@@ -1,0 +1,159 @@
+"""The caller's read scope as SQL: which rows of a table its grants let it see.
+
+Every read starts from `readable()` (resolvers/common/loaders.py), which ANDs the tenant and
+`ReadScope.condition(table)`: nothing (a tenant-wide grant), the rows of the granted projects, the
+caller's own rows, or nothing at all (`false`). A row a caller may not read is therefore absent in
+every way it could be reached (root lists, `node`, nested lists and to-one fields, filters,
+counts), exactly as a missing row is. The rules are data, in auth/rules.py; this module only
+translates them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import Table, and_, false, or_, select
+from sqlalchemy.sql.elements import ColumnElement
+
+from auth.permissions import Permission
+from auth.principal import Principal
+from auth.rules import FIELD_RULES, READ_RULES, Direct, ProjectPath, Targets, Via
+from models import Base
+
+__all__ = ["FieldDenied", "ReadScope"]
+
+_UNSET: Any = object()
+
+
+class FieldDenied(Exception):
+    """A filter or order names a column the caller may not read."""
+
+    def __init__(self, column: str, permission: Permission) -> None:
+        super().__init__(column, permission)
+        self.column = column
+        self.permission = permission
+
+
+def _table(name: str) -> Table:
+    table: Table = Base.metadata.tables[name]
+    return table
+
+
+class ReadScope:
+    """What one principal may read; conditions are built once per table and request."""
+
+    __slots__ = ("_conditions", "grants", "tenant_id", "user_id")
+
+    def __init__(self, principal: Principal) -> None:
+        self.tenant_id = principal.tenant_id
+        self.user_id = principal.user_id
+        self.grants = principal.grants
+        self._conditions: dict[str, ColumnElement[bool] | None] = {}
+
+    # -- rows -----------------------------------------------------------------------------------
+
+    def condition(self, table: Table) -> ColumnElement[bool] | None:
+        """The condition on `table`'s rows beyond the tenant's; None when every row is readable."""
+        cached = self._conditions.get(table.name, _UNSET)
+        if cached is _UNSET:
+            cached = self._conditions[table.name] = self._build(table)
+        return cached
+
+    def reads_any(self, table: Table) -> bool:
+        """False when no grant of the caller reaches any row of `table` (own rows aside)."""
+        rule = READ_RULES.get(table.name)
+        if rule is None:
+            return False
+        if rule.permission is None or str(rule.permission) in self.grants.tenant_wide:
+            return True
+        return rule.project is not None and bool(self.projects_with(rule.permission))
+
+    def projects_with(self, permission: Permission) -> frozenset[uuid.UUID]:
+        """The projects on which `permission` is granted by a project-scoped assignment."""
+        return frozenset(p for p, perms in self.grants.per_project.items() if str(permission) in perms)
+
+    def _build(self, table: Table) -> ColumnElement[bool] | None:
+        rule = READ_RULES.get(table.name)
+        if rule is None:
+            return false()
+        if rule.permission is None or str(rule.permission) in self.grants.tenant_wide:
+            return None
+        parts: list[ColumnElement[bool]] = []
+        if rule.project is not None:
+            projects = self.projects_with(rule.permission)
+            if projects:
+                parts.append(_under(table, rule.project, projects))
+        if rule.own is not None:
+            parts.append(table.c[rule.own] == self.user_id)
+        if not parts:
+            return false()
+        return parts[0] if len(parts) == 1 else or_(*parts)
+
+    # -- fields ---------------------------------------------------------------------------------
+
+    def project_of(self, table: Table, row: Any) -> uuid.UUID | None:
+        """The project a row of `table` belongs to, when its own columns say (Direct rules)."""
+        rule = READ_RULES.get(table.name)
+        if rule is None or not isinstance(rule.project, Direct):
+            return None
+        value: uuid.UUID | None = row._mapping.get(rule.project.column)
+        return value
+
+    def allows_field(self, permission: Permission, table: Table | None, row: Any) -> bool:
+        """May the caller read a field guarded by `permission` on this row (of `table`)?"""
+        if str(permission) in self.grants.tenant_wide:
+            return True
+        if table is None or row is None:
+            return False
+        project = self.project_of(table, row)
+        return project is not None and str(permission) in self.grants.per_project.get(project, frozenset())
+
+    def covers(self, table: Table, permission: Permission) -> bool:
+        """True when `permission` holds on every row of `table` the caller can read.
+
+        A filter, an order or an aggregate over a guarded column reaches every readable row at
+        once, so it needs the field's permission wherever the rows come from: tenant-wide, or on
+        each project the caller reads the table on (and no own-row exception widening the set).
+        """
+        if str(permission) in self.grants.tenant_wide:
+            return True
+        rule = READ_RULES.get(table.name)
+        if rule is None or rule.permission is None or str(rule.permission) in self.grants.tenant_wide:
+            return False
+        if not isinstance(rule.project, Direct) or rule.own is not None:
+            return False
+        return self.projects_with(rule.permission) <= self.projects_with(permission)
+
+    def check_columns(self, table: Table, columns: Iterable[str]) -> None:
+        """Refuse (FieldDenied) a filter or order on a column whose field the caller may not read."""
+        for column in columns:
+            permission = FIELD_RULES.get((table.name, column))
+            if permission is not None and not self.covers(table, permission):
+                raise FieldDenied(column, permission)
+
+
+def _under(table: Table, path: ProjectPath, projects: frozenset[uuid.UUID]) -> ColumnElement[bool]:
+    """Rows of `table` that hang under one of `projects` along `path`."""
+    ids = sorted(projects)
+    if isinstance(path, Direct):
+        return table.c[path.column].in_(ids)
+    if isinstance(path, Via):
+        parent = _table(path.parent)
+        parent_rule = READ_RULES[path.parent]
+        assert parent_rule.project is not None, f"{path.parent} has no project path"
+        inner = select(parent.c.id).where(_under(parent, parent_rule.project, projects))
+        return table.c[path.fk].in_(inner.scalar_subquery())
+    assert isinstance(path, Targets)
+    branches: list[ColumnElement[bool]] = []
+    for entity_type, target_name in path.tables.items():
+        target = _table(target_name)
+        target_rule = READ_RULES[target_name]
+        assert target_rule.project is not None, f"{target_name} has no project path"
+        if isinstance(target_rule.project, Direct) and target_rule.project.column == "id":
+            target_ids: Any = ids
+        else:
+            target_ids = select(target.c.id).where(_under(target, target_rule.project, projects)).scalar_subquery()
+        branches.append(and_(table.c[path.type_column] == entity_type, table.c[path.id_column].in_(target_ids)))
+    return or_(*branches)
