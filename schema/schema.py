@@ -33,6 +33,7 @@ from schema.errors import MaskUnexpectedErrors, log_errors
 from schema.external_data import ExternalDataQuery
 from schema.identity import IdentityMutation, IdentityQuery
 from schema.opportunities import OpportunitiesQuery
+from schema.roles import RolesMutation
 from schema.scalars import SCALAR_MAP
 
 __all__ = ["SDL_PATH", "GwmSchema", "build_schema", "graphql_app", "schema", "sdl"]
@@ -64,7 +65,7 @@ class Query(
 
 
 @strawberry.type
-class Mutation(IdentityMutation):
+class Mutation(IdentityMutation, RolesMutation):
     pass
 
 

@@ -1,0 +1,169 @@
+"""Mutations on custom roles and role assignments (auth/roles.py holds the rules)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+import strawberry
+
+from auth import roles
+from auth.permissions import Permission
+from schema.context import Info
+from schema.errors import UserError, payload_or_errors
+from schema.identity import Role, UserRole
+from schema.permissions import requires
+
+__all__ = ["RolesMutation"]
+
+
+@strawberry.input
+class RoleCreateInput:
+    name: str = strawberry.field(description="Unique within the tenant, 1 to 100 characters.")
+    description: str | None = None
+    permissions: list[str] = strawberry.field(
+        description="Any subset of the permission catalog (docs/permissions.md) that the caller holds tenant-wide."
+    )
+
+
+@strawberry.input
+class RoleUpdateInput:
+    id: uuid.UUID = strawberry.field(description="The role's rowId; system roles cannot be changed.")
+    updated_at: datetime = strawberry.field(description="The role's updatedAt as last read (CONFLICT if stale).")
+    name: str | None = None
+    description: str | None = None
+    permissions: list[str] | None = strawberry.field(
+        default=None, description="The new set, replacing the old; added permissions must be held by the caller."
+    )
+
+
+@strawberry.input
+class RoleDeleteInput:
+    id: uuid.UUID = strawberry.field(description="A custom role with no assignment and no live API key.")
+
+
+@strawberry.input
+class UserRoleGrantInput:
+    user_id: uuid.UUID
+    role_id: uuid.UUID
+    opportunity_project_id: uuid.UUID | None = strawberry.field(
+        default=None,
+        description="Grant on this project only (and what hangs under it); null: tenant-wide.",
+    )
+    expires_at: datetime | None = strawberry.field(
+        default=None, description="From this instant the assignment grants nothing; null: no expiry."
+    )
+
+
+@strawberry.input
+class UserRoleRevokeInput:
+    id: uuid.UUID = strawberry.field(description="The assignment's rowId (UserRole).")
+
+
+@strawberry.type
+class RoleCreatePayload:
+    role: Role | None = None
+    errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class RoleUpdatePayload:
+    role: Role | None = None
+    errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class RoleDeletePayload:
+    deleted_id: uuid.UUID | None = None
+    errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class UserRoleGrantPayload:
+    user_role: UserRole | None = None
+    errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class UserRoleRevokePayload:
+    deleted_id: uuid.UUID | None = None
+    errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+_UNDER = ("input",)
+
+
+@strawberry.type
+class RolesMutation:
+    @strawberry.mutation(
+        description="Create a custom role from permissions of the catalog.",
+        extensions=[requires(Permission.ROLE_ADMIN)],
+    )
+    async def role_create(self, info: Info, input: RoleCreateInput) -> RoleCreatePayload | None:
+        ctx = info.context
+
+        async def work() -> RoleCreatePayload:
+            row = await roles.create_role(
+                ctx.auth, ctx.principal, name=input.name, description=input.description,
+                permissions=input.permissions, meta=ctx.meta,
+            )
+            return RoleCreatePayload(role=Role.from_row(row))
+
+        return await payload_or_errors(RoleCreatePayload, work(), under=_UNDER)
+
+    @strawberry.mutation(
+        description="Rename a custom role or change its permissions (effective at the holders' next request).",
+        extensions=[requires(Permission.ROLE_ADMIN)],
+    )
+    async def role_update(self, info: Info, input: RoleUpdateInput) -> RoleUpdatePayload | None:
+        ctx = info.context
+
+        async def work() -> RoleUpdatePayload:
+            row = await roles.update_role(
+                ctx.auth, ctx.principal, role_id=input.id, updated_at=input.updated_at, name=input.name,
+                description=input.description, permissions=input.permissions, meta=ctx.meta,
+            )
+            return RoleUpdatePayload(role=Role.from_row(row))
+
+        return await payload_or_errors(RoleUpdatePayload, work(), under=_UNDER)
+
+    @strawberry.mutation(
+        description="Delete a custom role that nobody holds.", extensions=[requires(Permission.ROLE_ADMIN)]
+    )
+    async def role_delete(self, info: Info, input: RoleDeleteInput) -> RoleDeletePayload | None:
+        ctx = info.context
+
+        async def work() -> RoleDeletePayload:
+            await roles.delete_role(ctx.auth, ctx.principal, role_id=input.id, meta=ctx.meta)
+            return RoleDeletePayload(deleted_id=input.id)
+
+        return await payload_or_errors(RoleDeletePayload, work(), under=_UNDER)
+
+    @strawberry.mutation(
+        description="Give a user a role, tenant-wide or on one opportunity project, optionally until a time.",
+        extensions=[requires(Permission.USER_ADMIN)],
+    )
+    async def user_role_grant(self, info: Info, input: UserRoleGrantInput) -> UserRoleGrantPayload | None:
+        ctx = info.context
+
+        async def work() -> UserRoleGrantPayload:
+            row = await roles.grant_role(
+                ctx.auth, ctx.principal, user_id=input.user_id, role_id=input.role_id,
+                project_id=input.opportunity_project_id, expires_at=input.expires_at, meta=ctx.meta,
+            )
+            return UserRoleGrantPayload(user_role=UserRole.from_row(row))
+
+        return await payload_or_errors(UserRoleGrantPayload, work(), under=_UNDER)
+
+    @strawberry.mutation(
+        description="Take a role assignment away (the user's next request no longer has it).",
+        extensions=[requires(Permission.USER_ADMIN)],
+    )
+    async def user_role_revoke(self, info: Info, input: UserRoleRevokeInput) -> UserRoleRevokePayload | None:
+        ctx = info.context
+
+        async def work() -> UserRoleRevokePayload:
+            await roles.revoke_role(ctx.auth, ctx.principal, user_role_id=input.id, meta=ctx.meta)
+            return UserRoleRevokePayload(deleted_id=input.id)
+
+        return await payload_or_errors(UserRoleRevokePayload, work(), under=_UNDER)
