@@ -8,7 +8,8 @@ hasher...) and the engine.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 import strawberry
@@ -19,13 +20,62 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 
-from auth.audit import RequestMeta
+from auth.audit import RequestMeta, inet
 from auth.principal import Principal
 from auth.service import AuthService
+from models import PermissionAudit
 from models.db import RequestConnection
 from resolvers.common.loaders import Loaders
+from resolvers.common.scope import ReadScope
 
-__all__ = ["GraphQLContext", "GraphQLView", "Info"]
+__all__ = ["Denials", "GraphQLContext", "GraphQLView", "Info"]
+
+
+class Denials:
+    """The permission refusals of one operation, counted per (permission, field path).
+
+    The path drops list indices (`opportunityProjects.nodes.winProbabilityScore`), so a list of
+    100 refused rows is one entry counted 100 times; `flush` writes one permission_audit row per
+    entry through the side-effect writer, outside the operation's (read-only) transaction.
+    """
+
+    __slots__ = ("_counts", "_types")
+
+    def __init__(self) -> None:
+        self._counts: Counter[tuple[str, str]] = Counter()
+        self._types: dict[tuple[str, str], str] = {}
+
+    def add(self, permission: str, info: Any, *, suffix: str = "") -> None:
+        path = ".".join(str(p) for p in info.path.as_list() if not isinstance(p, int)) + suffix
+        key = (str(permission), path)
+        self._counts[key] += 1
+        self._types.setdefault(key, info._raw_info.parent_type.name)
+
+    def __len__(self) -> int:
+        return len(self._counts)
+
+    async def flush(self, context: GraphQLContext) -> None:
+        counts, self._counts = self._counts, Counter()
+        if not counts or context.caller is None:
+            return
+        principal, meta = context.caller, context.meta
+        rows = [
+            {
+                "tenant_id": principal.tenant_id,
+                "user_id": principal.user_id,
+                "resource_type": self._types[key],
+                "permission_checked": permission,
+                "permission_granted": False,
+                "denial_reason": f"{permission} is required",
+                "ip_address": inet(meta.ip),
+                "request_id": meta.request_id,
+                "field_path": path,
+                "denied_count": count,
+            }
+            for key, count in counts.items()
+            for permission, path in [key]
+        ]
+        await context.auth.writer.insert(principal.tenant_id, PermissionAudit.__table__, rows)  # type: ignore[arg-type]
 
 
 @dataclass(slots=True)
@@ -41,18 +91,31 @@ class GraphQLContext:
     # the view when the operation ends (models/db.py explains the sharing).
     _db: RequestConnection | None = None
     _loaders: Loaders | None = None
+    _scope: ReadScope | None = None
+    denials: Denials = field(default_factory=Denials)
+
+    @property
+    def scope(self) -> ReadScope:
+        """What the caller may read (resolvers/common/scope.py)."""
+        if self._scope is None:
+            self._scope = ReadScope(self.principal)
+        return self._scope
 
     @property
     def loaders(self) -> Loaders:
         if self._loaders is None:
             self._db = RequestConnection(self.engine, self.principal.tenant_id, read_only=True)
-            self._loaders = Loaders(self._db)
+            self._loaders = Loaders(self._db, self.scope)
         return self._loaders
 
     async def close(self) -> None:
+        """Return the connection to the pool, then record the operation's denials."""
         db, self._db, self._loaders = self._db, None, None
-        if db is not None:
-            await db.close()
+        try:
+            if db is not None:
+                await db.close()
+        finally:
+            await self.denials.flush(self)
 
     @property
     def principal(self) -> Principal:

@@ -100,8 +100,8 @@ class ExternalOpportunitySource(EntityNode, TenantOwned, relay.Node):
     connection_status = enum_column(ConnectionStatus, _SOURCES.c.connection_status)
 
     @strawberry.field(description="The endpoint URL, with any credential parameter masked.")
-    def api_endpoint(self) -> str:
-        return redact_text(self._row.api_endpoint) or ""  # type: ignore[attr-defined]
+    def api_endpoint(self) -> str | None:
+        return redact_text(self._row.api_endpoint)  # type: ignore[attr-defined]
 
     @strawberry.field(description="The last call's error, with any credential in it masked.")
     def last_error_message(self) -> str | None:

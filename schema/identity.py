@@ -20,7 +20,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import Enum
-from typing import Any
+from typing import Annotated, Any
 
 import strawberry
 from sqlalchemy import Table
@@ -93,6 +93,7 @@ _SOURCES = _t(models.ExternalOpportunitySource)
 USER = ("User", "schema.identity")
 PROJECT = ("OpportunityProject", "schema.opportunities")
 ACTIVITY = ("Activity", "schema.activities")
+_ProjectType = Annotated["OpportunityProject", strawberry.lazy("schema.opportunities")]  # noqa: F821
 _BY_NAME = (("last_name", False), ("first_name", False))
 
 CAPTURE_PLAN = ("CapturePlan", "schema.capture")
@@ -129,7 +130,7 @@ class User(EntityNode, TenantOwned, relay.Node):
     is_saml_user: bool
     email_verified: bool
     mfa_enabled: bool
-    must_change_password: bool
+    must_change_password: bool | None
     locked_until: datetime | None = strawberry.field(description="Set while the account is locked (AC-7).")
     last_login_at: datetime | None
     created_at: datetime
@@ -542,6 +543,19 @@ class ApiKey:
         return cls(**{name: getattr(record, name) for name in _FIELDS[cls]})
 
 
+@strawberry.type(description="What a project-scoped role assignment grants on its project.")
+class ProjectPermissions:
+    opportunity_project_id: uuid.UUID
+    permissions: list[str] = strawberry.field(description="Sorted; the tenant-wide ones left out.")
+
+    @strawberry.field(description="The project (null if the caller cannot read it, e.g. without opportunity:read).")
+    async def opportunity_project(self, info: Info) -> _ProjectType | None:
+        from schema.opportunities import OpportunityProject
+
+        row = await info.context.loaders.by_id(_PROJECTS).load(self.opportunity_project_id)
+        return OpportunityProject.from_row(row)
+
+
 @strawberry.type(description="The caller: who, in which tenant, with which roles and permissions.")
 class Viewer:
     _principal: strawberry.Private[Principal]
@@ -553,6 +567,18 @@ class Viewer:
     @strawberry.field(description="Effective tenant-wide permissions of this request, sorted.")
     def permissions(self) -> list[str]:
         return sorted(self._principal.grants.tenant_wide)
+
+    @strawberry.field(
+        description="Permissions granted on single opportunity projects by project-scoped role assignments "
+        "(beyond the tenant-wide ones, which hold on every project too), by project id."
+    )
+    def project_permissions(self) -> list[ProjectPermissions]:
+        grants = self._principal.grants
+        return [
+            ProjectPermissions(opportunity_project_id=project, permissions=sorted(perms - grants.tenant_wide))
+            for project, perms in sorted(grants.per_project.items(), key=lambda item: str(item[0]))
+            if perms - grants.tenant_wide
+        ]
 
     @strawberry.field(description="The signed-in user; for an API key, the tenant's system user.")
     async def user(self, info: Info) -> User:
@@ -763,7 +789,7 @@ class IdentityQuery:
     @strawberry.field(
         description="The tenant's API keys, newest first.", extensions=[requires(Permission.API_KEY_ADMIN)]
     )
-    async def api_keys(self, info: Info, include_revoked: bool = False) -> list[ApiKey]:
+    async def api_keys(self, info: Info, include_revoked: bool = False) -> list[ApiKey] | None:
         ctx = info.context
         records = await queries.api_keys(ctx.auth, ctx.principal, include_revoked=include_revoked)
         return [ApiKey.from_record(r) for r in records]
@@ -798,7 +824,7 @@ class IdentityMutation:
         description="End a session now: your own, or any of the tenant's with user:admin.",
         extensions=[requires(Permission.USER_ADMIN, unless_owner=("session_id", _session_owner))],
     )
-    async def session_revoke(self, info: Info, session_id: uuid.UUID) -> SessionRevokePayload:
+    async def session_revoke(self, info: Info, session_id: uuid.UUID) -> SessionRevokePayload | None:
         ctx = info.context
 
         async def work() -> SessionRevokePayload:
@@ -811,7 +837,7 @@ class IdentityMutation:
         description="Create an API key scoped to one role; the key is in the payload, this once.",
         extensions=[requires(Permission.API_KEY_ADMIN)],
     )
-    async def api_key_create(self, info: Info, input: ApiKeyCreateInput) -> ApiKeyCreatePayload:
+    async def api_key_create(self, info: Info, input: ApiKeyCreateInput) -> ApiKeyCreatePayload | None:
         ctx = info.context
 
         async def work() -> ApiKeyCreatePayload:
@@ -828,7 +854,7 @@ class IdentityMutation:
         return await payload_or_errors(ApiKeyCreatePayload, work(), under=("input",))
 
     @strawberry.mutation(description="Revoke an API key at once.", extensions=[requires(Permission.API_KEY_ADMIN)])
-    async def api_key_revoke(self, info: Info, id: uuid.UUID) -> ApiKeyRevokePayload:
+    async def api_key_revoke(self, info: Info, id: uuid.UUID) -> ApiKeyRevokePayload | None:
         ctx = info.context
 
         async def work() -> ApiKeyRevokePayload:
@@ -841,7 +867,7 @@ class IdentityMutation:
         description="Invite a person by email (a single-use link valid 24 hours).",
         extensions=[requires(Permission.USER_ADMIN)],
     )
-    async def user_invite(self, info: Info, input: UserInviteInput) -> UserInvitePayload:
+    async def user_invite(self, info: Info, input: UserInviteInput) -> UserInvitePayload | None:
         ctx = info.context
 
         async def work() -> UserInvitePayload:
@@ -859,7 +885,7 @@ class IdentityMutation:
         return await payload_or_errors(UserInvitePayload, work(), under=("input",))
 
     @strawberry.mutation(description="Lift a lockout.", extensions=[requires(Permission.USER_ADMIN)])
-    async def user_unlock(self, info: Info, user_id: uuid.UUID) -> UserUnlockPayload:
+    async def user_unlock(self, info: Info, user_id: uuid.UUID) -> UserUnlockPayload | None:
         ctx = info.context
 
         async def work() -> UserUnlockPayload:
@@ -871,7 +897,7 @@ class IdentityMutation:
     @strawberry.mutation(
         description="Disable an account and end its sessions.", extensions=[requires(Permission.USER_ADMIN)]
     )
-    async def user_deactivate(self, info: Info, user_id: uuid.UUID) -> UserDeactivatePayload:
+    async def user_deactivate(self, info: Info, user_id: uuid.UUID) -> UserDeactivatePayload | None:
         ctx = info.context
 
         async def work() -> UserDeactivatePayload:
@@ -886,7 +912,7 @@ class IdentityMutation:
     )
     async def user_set_temporary_password(
         self, info: Info, user_id: uuid.UUID, password: str
-    ) -> UserSetTemporaryPasswordPayload:
+    ) -> UserSetTemporaryPasswordPayload | None:
         ctx = info.context
 
         async def work() -> UserSetTemporaryPasswordPayload:

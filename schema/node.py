@@ -34,6 +34,7 @@ class EntityNode:
         from schema.relations import collect_relations
 
         collect_relations(cls)
+        _guard_fields(cls)
         if issubclass(cls, TenantOwned):  # strawberry keeps the inherited field off the subclass's vars
             from schema.relations import RELATIONS, Relation
 
@@ -76,6 +77,30 @@ class EntityNode:
 
 
 _PLANS: dict[tuple[type, tuple[str, ...]], list[tuple[str, int | None, Any]]] = {}
+
+
+def _guard_fields(cls: type[EntityNode]) -> None:
+    """Put `@requiresPermission` on the fields of the columns auth.rules.FIELD_RULES guards."""
+    table = vars(cls).get("_table")
+    if table is None:
+        return
+    from strawberry.types.field import StrawberryField
+
+    from auth.rules import FIELD_RULES
+    from schema.permissions import requires
+
+    fields = {column: name for name, column in cls._renames.items()}
+    for (table_name, column), permission in FIELD_RULES.items():
+        if table_name != table.name:
+            continue
+        name = fields.get(column, column)
+        value = vars(cls).get(name)
+        if isinstance(value, StrawberryField):
+            value.extensions.append(requires(permission))
+        elif name in vars(cls).get("__annotations__", {}):
+            setattr(cls, name, strawberry.field(extensions=[requires(permission)]))
+        else:
+            raise TypeError(f"{cls.__name__} has no field {name!r} for the guarded column {table_name}.{column}")
 
 
 def _plan(cls: type[EntityNode], fields: tuple[str, ...]) -> list[tuple[str, int | None, Any]]:

@@ -22,6 +22,7 @@ from sqlalchemy import Table
 from strawberry import relay
 
 import schema.enums  # noqa: F401 - registers the value-set enums before any type names them
+from auth.permissions import Permission
 from models import Activity as ActivityModel
 from models import ApiIntegrationLog as ApiIntegrationLogModel
 from models import CapturePlan as CapturePlanModel
@@ -47,7 +48,8 @@ from schema.fields import enum_column
 from schema.filters import DateTimeFilter, DecimalFilter, EnumFilter, StringFilter, UUIDFilter
 from schema.node import EntityNode, TenantOwned
 from schema.pagination import OrderDirection
-from schema.relations import bad_input, root_list, to_many, to_one
+from schema.permissions import requires
+from schema.relations import bad_input, refuse_unreadable_columns, root_list, to_many, to_one
 from schema.scalars import JSON
 
 if TYPE_CHECKING:
@@ -407,15 +409,17 @@ class PipelineStageSummary:
         description="Sum of the projects' effective estimatedValueMax, rounded to cents (0.00 when none "
         "has one)."
     )
-    weighted_estimated_value_max: Decimal = strawberry.field(
+    weighted_estimated_value_max: Decimal | None = strawberry.field(
         description="Sum of effective estimatedValueMax x winProbabilityScore / 100, rounded to cents; a "
-        "project without a win probability adds nothing."
+        "project without a win probability adds nothing.",
+        extensions=[requires(Permission.OPPORTUNITY_SCORE_READ, covering=_PROJECTS)],
     )
     projects_without_value: int = strawberry.field(
         description="Projects with no effective estimatedValueMax (they add nothing to the sums)."
     )
-    projects_without_win_probability: int = strawberry.field(
-        description="Projects with no winProbabilityScore (they add nothing to the weighted sum)."
+    projects_without_win_probability: int | None = strawberry.field(
+        description="Projects with no winProbabilityScore (they add nothing to the weighted sum).",
+        extensions=[requires(Permission.OPPORTUNITY_SCORE_READ, covering=_PROJECTS)],
     )
 
 
@@ -440,6 +444,7 @@ class OpportunitiesQuery:
         info: Info,
         filter: OpportunityProjectFilter | None = None,  # the GraphQL argument's name
     ) -> list[PipelineStageSummary]:
+        refuse_unreadable_columns(info, _PROJECTS, filter, None)
         try:
             totals = await queries.pipeline_summary(info.context.loaders, filter)
         except FilterError as exc:

@@ -11,10 +11,21 @@ lets a caller without the permission through when `owner_of(info, value of arg)`
 resolver layer provides) returns the caller's own user id. The SDL shows it as
 `@requiresPermission(permission: "user:admin", unlessOwnerOf: "sessionId")`.
 
-A refusal is a GraphQL error with `extensions.code = "FORBIDDEN"` and the permission. A refused
-mutation also writes one audit row (ACCESS_DENIED, access_granted false, permission_used, risk
-medium) through `record_event`, in its own transaction; refused query fields will go to
-permission_audit once field-level RBAC is enforced.
+A project-scoped grant counts where the target belongs to that project: on an entity's field, the
+row's project (auth/rules.py says how a row finds it); on a mutation, `project=(arg, lookup)`
+names the argument and the lookup that finds its project.
+
+The fields of the columns in auth.rules.FIELD_RULES get this extension automatically
+(schema/node.py); every such field is nullable, since a refusal there is field denial: the field is
+null, the response carries a GraphQL error with `extensions.code = "FORBIDDEN"`, the permission and
+the field's path, and the rest of the object is served. Rows the caller may not read at all are
+never reached: that is row denial, in the SQL (resolvers/common/scope.py).
+
+Every refusal is audited, outside the request's own transaction (a read stays read-only): a refused
+query field counts in `context.denials`, which writes one permission_audit row per (permission,
+field path without list indices) with the count when the operation ends; a refused mutation writes
+one audit_logs row (ACCESS_DENIED, access_granted false, permission_used, risk medium) through
+`record_event`.
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ from typing import Any
 
 import strawberry
 from graphql import OperationType
+from sqlalchemy import Table
 from strawberry.permission import BasePermission, PermissionExtension
 from strawberry.schema_directive import Location
 from strawberry.types.unset import UNSET
@@ -33,12 +45,16 @@ from auth.audit import AuthEvent, record_event
 from auth.permissions import Permission
 from models.enums import RiskLevel
 from schema.context import GraphQLContext, Info
+from schema.node import EntityNode
 
-__all__ = ["OwnerLookup", "Requires", "RequiresPermission", "requires"]
+__all__ = ["OwnerLookup", "ProjectLookup", "Requires", "RequiresPermission", "requires"]
 
 # (argument's Python name, lookup): the lookup returns the user id that owns the argument's target,
 # or None when the target does not exist (for this tenant).
 OwnerLookup = tuple[str, Callable[[GraphQLContext, Any], Awaitable[uuid.UUID | None]]]
+# (argument's Python name, lookup): the lookup returns the opportunity project the argument's
+# target belongs to (or will belong to), or None when there is none (for this tenant).
+ProjectLookup = tuple[str, Callable[[GraphQLContext, Any], Awaitable[uuid.UUID | None]]]
 
 
 @strawberry.schema_directive(
@@ -52,11 +68,26 @@ class RequiresPermission:
 
 
 class Requires(BasePermission):
-    """The caller holds `permission` tenant-wide (or owns the target, with `unless_owner`)."""
+    """The caller holds `permission` where it applies, or owns the target (with `unless_owner`).
 
-    def __init__(self, permission: Permission, *, unless_owner: OwnerLookup | None = None) -> None:
+    Where it applies: tenant-wide always counts; on an entity's field, a grant on the row's project
+    counts too; on a mutation, a grant on the project that `project`'s lookup finds for the
+    argument; with `covering`, a grant on every project whose rows of that table the caller reads
+    (an aggregate over them).
+    """
+
+    def __init__(
+        self,
+        permission: Permission,
+        *,
+        unless_owner: OwnerLookup | None = None,
+        project: ProjectLookup | None = None,
+        covering: Table | None = None,
+    ) -> None:
         self.permission = permission
         self.unless_owner = unless_owner
+        self.project = project
+        self.covering = covering
         self.message = f"You do not have permission to do this ({permission.value} is required)."
         self.error_extensions = {"code": "FORBIDDEN", "permission": permission.value}
         owner_arg = strawberry.UNSET if unless_owner is None else _camel(unless_owner[0])
@@ -70,7 +101,7 @@ class Requires(BasePermission):
     async def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
         context = info.context
         principal = context.principal  # UNAUTHENTICATED without one
-        if principal.allows(self.permission):
+        if principal.allows(self.permission) or await self._allowed_here(context, source, kwargs):
             return True
         if self.unless_owner is not None:
             argument, owner_of = self.unless_owner
@@ -91,12 +122,38 @@ class Requires(BasePermission):
                 description=f"mutation {info.field_name} refused: {self.permission.value} required",
                 status=403,
             )
+        else:
+            context.denials.add(self.permission, info)
+        return False
+
+    async def _allowed_here(self, context: GraphQLContext, source: Any, kwargs: dict[str, Any]) -> bool:
+        grants = context.principal.grants
+        if not grants.per_project:
+            return False
+        scope = context.scope
+        if self.covering is not None:
+            return scope.covers(self.covering, self.permission)
+        if isinstance(source, EntityNode):
+            return scope.allows_field(self.permission, source._table, getattr(source, "_row", None))
+        if self.project is not None:
+            argument, project_of = self.project
+            if argument in kwargs:
+                project_id = await project_of(context, kwargs[argument])
+                return project_id is not None and context.principal.allows(self.permission, project_id)
         return False
 
 
-def requires(permission: Permission, *, unless_owner: OwnerLookup | None = None) -> PermissionExtension:
-    """The field extension that declares `Requires(permission)` on a field."""
-    return PermissionExtension([Requires(permission, unless_owner=unless_owner)])
+def requires(
+    permission: Permission,
+    *,
+    unless_owner: OwnerLookup | None = None,
+    project: ProjectLookup | None = None,
+    covering: Table | None = None,
+) -> PermissionExtension:
+    """The field extension that declares `Requires(permission, ...)` on a field."""
+    return PermissionExtension(
+        [Requires(permission, unless_owner=unless_owner, project=project, covering=covering)]
+    )
 
 
 def _camel(name: str) -> str:

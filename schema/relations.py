@@ -18,8 +18,10 @@ from graphql import GraphQLError
 from sqlalchemy import Table
 from sqlalchemy.sql.elements import ColumnElement
 
+from auth.rules import READ_RULES
 from resolvers.common.connections import child_connection
 from resolvers.common.pagination import OrderTerm, PageArgs, PaginationError
+from resolvers.common.scope import FieldDenied
 from schema.context import Info
 from schema.pagination import Connection
 
@@ -32,6 +34,7 @@ __all__ = [
     "collect_relations",
     "page_args",
     "polymorphic",
+    "refuse_unreadable_columns",
     "root_list",
     "to_many",
     "to_one",
@@ -191,6 +194,9 @@ def root_list(
         order_by: Any = None,
     ) -> Any:
         cls = _class(target)
+        refuse_unreadable_columns(info, table, filter, order_by)
+        if not info.context.scope.reads_any(table):
+            _note_row_denial(info, table)
         try:
             terms = order_terms(table, order_by, default_order)
             where = (conditions or filter_conditions)(table, filter)
@@ -211,6 +217,44 @@ def root_list(
         "return": Connection[_lazy(target)],  # type: ignore[valid-type]
     }
     return strawberry.field(resolver=resolve, description=description)
+
+
+def refuse_unreadable_columns(info: Info, table: Table, filter_input: Any, order_by: Any) -> None:
+    """A FORBIDDEN error when `filter:` or `orderBy:` names a column the caller may not read.
+
+    Filtering on a field one may not read would reveal it row by row ("which projects have a win
+    probability above 80?"), and sorting would too; so both need the field's permission on every
+    row the list can show (ReadScope.covers).
+    """
+    filtered = []
+    if filter_input is not None:
+        filtered = [
+            "id" if f.name == "row_id" else f.name
+            for f in dataclasses.fields(filter_input)
+            if getattr(filter_input, f.name) is not None
+        ]
+    for argument, columns in (("filter", filtered), ("orderBy", [item.field.value for item in order_by or ()])):
+        try:
+            info.context.scope.check_columns(table, columns)
+        except FieldDenied as exc:
+            name = _camel(exc.column)
+            info.context.denials.add(exc.permission, info, suffix=f".{argument}.{name}")
+            raise GraphQLError(
+                f"You may not filter or sort on {name} ({exc.permission.value} is required).",
+                extensions={"code": "FORBIDDEN", "permission": exc.permission.value},
+            ) from None
+
+
+def _note_row_denial(info: Info, table: Table) -> None:
+    """A root list the caller can see no row of: empty, as the rules say, and audited once."""
+    rule = READ_RULES.get(table.name)
+    if rule is not None and rule.permission is not None:
+        info.context.denials.add(rule.permission, info)
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
 
 
 def polymorphic(

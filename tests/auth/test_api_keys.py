@@ -229,7 +229,7 @@ async def test_a_key_without_the_permission_is_forbidden_and_audited(
         client, CREATE, {"input": {"name": "child", "roleName": "Viewer", "expiresInDays": 1}},
         token=weak["key"], errors=True,
     )
-    assert body["data"] is None
+    assert body["data"] == {"apiKeyCreate": None}
     (error,) = body["errors"]
     assert error["extensions"] == {"code": "FORBIDDEN", "permission": "api_key:admin"}
     (denied,) = await audit_rows(owner_engine, admin.tenant.id, "auth.access.denied")
