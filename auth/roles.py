@@ -65,11 +65,11 @@ def _name(value: str) -> str:
     return name
 
 
-async def _role(conn: AsyncConnection, role_id: uuid.UUID, *, lock: bool = False) -> Any:
+async def _role(conn: AsyncConnection, role_id: uuid.UUID, *, lock: bool = False, field: str = "id") -> Any:
     suffix = " FOR UPDATE" if lock else ""
     row = (await conn.execute(text(f"SELECT {_ROLE_COLUMNS} FROM roles WHERE id = :r{suffix}"), {"r": role_id})).first()  # noqa: S608
     if row is None:
-        raise AuthRequestError(404, "NOT_FOUND", "There is no role with that id.", field="id")
+        raise AuthRequestError(404, "NOT_FOUND", "There is no role with that id.", field=field)
     return row
 
 
@@ -238,7 +238,7 @@ async def grant_role(
     try:
         async with service.engine.begin() as conn:
             await set_tenant(conn, principal.tenant_id)
-            role = await _role(conn, role_id)
+            role = await _role(conn, role_id, field="roleId")
             if not set(role.permissions) <= principal.grants.tenant_wide:
                 raise AuthRequestError(
                     403, "ROLE_NOT_GRANTABLE", f"You cannot grant {role.name!r}: it carries permissions you do not "
