@@ -109,7 +109,9 @@ async def _statements(app_url: str, token: str, query: str, variables: dict[str,
     from tests.support.sqlcount import count_statements
 
     settings = Settings(
-        app_database_url=app_url, secret_keys="k1:" + base64.b64encode(secrets.token_bytes(32)).decode()
+        app_database_url=app_url,
+        secret_keys="k1:" + base64.b64encode(secrets.token_bytes(32)).decode(),
+        audit_keys="a1:" + base64.b64encode(secrets.token_bytes(32)).decode(),
     )
     app = create_app(settings)
     async with app_client(app) as client:
@@ -183,6 +185,7 @@ def main() -> int:
         DATABASE_URL=settings.database_url or "",
         GWM_APP_DATABASE_URL=settings.app_database_url or "",
         GWM_SECRET_KEYS=settings.secret_keys or "",
+        GWM_AUDIT_KEYS=settings.audit_keys or "",
     )
     t0 = time.monotonic()
     _gwm(env, "db", "upgrade")

@@ -11,7 +11,18 @@ import datetime
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Boolean, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.dialects.postgresql import INET
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -34,10 +45,37 @@ if TYPE_CHECKING:
     from models.identity import User
     from models.tenancy import Tenant
 
-__all__ = ["AuditLog", "ChangeHistory", "PermissionAudit"]
+__all__ = ["AuditChained", "AuditLog", "ChangeHistory", "PermissionAudit"]
 
 
-class AuditLog(UUIDPrimaryKey, TenantScoped, Base):
+class AuditChained:
+    """The hash chain's columns (W1): models/audit_chain.py fills them, `gwm audit verify` checks them.
+
+    seq counts a tenant's rows per table from 1; prev_hash is the previous row's row_hash (NULL
+    for seq 1); row_hash is the HMAC-SHA256 of the row under the key named by hash_key_id. Rows
+    written before migration 0005 have a seq and no hash (both hash columns NULL).
+    """
+
+    seq: Mapped[int] = mapped_column(BigInteger, nullable=False, sort_order=95)
+    prev_hash: Mapped[bytes | None] = mapped_column(LargeBinary, sort_order=95)
+    row_hash: Mapped[bytes | None] = mapped_column(LargeBinary, sort_order=95)
+    hash_key_id: Mapped[str | None] = mapped_column(String(32), sort_order=95)
+
+
+def _chain_constraints() -> tuple[UniqueConstraint | CheckConstraint, ...]:
+    """UNIQUE (tenant_id, seq) and the shape of the chain columns (W1)."""
+    return (
+        UniqueConstraint("tenant_id", "seq"),
+        CheckConstraint(
+            "seq > 0 AND (row_hash IS NULL) = (hash_key_id IS NULL)"
+            " AND (row_hash IS NULL OR octet_length(row_hash) = 32)"
+            " AND (prev_hash IS NULL OR (row_hash IS NOT NULL AND octet_length(prev_hash) = 32))",
+            name="audit_chain",
+        ),
+    )
+
+
+class AuditLog(UUIDPrimaryKey, TenantScoped, AuditChained, Base):
     """One audited action: who, what, on which record, before and after, from which request.
 
     entity_type is free text here (not checked): authentication events use values such as
@@ -46,8 +84,10 @@ class AuditLog(UUIDPrimaryKey, TenantScoped, Base):
 
     __tablename__ = "audit_logs"
     __table_args__ = (
-        tenant_fk("user_id", "users", ondelete="SET NULL"),
+        # W2: NO ACTION, not the seed's SET NULL: a user with audit rows is deactivated, never deleted.
+        tenant_fk("user_id", "users", ondelete=None),
         values_check("risk_level", RiskLevel),
+        *_chain_constraints(),
     )
 
     # Actor
@@ -92,7 +132,7 @@ Index(None, AuditLog.tenant_id, AuditLog.entity_type, AuditLog.entity_id, AuditL
 Index(None, AuditLog.action_type, AuditLog.timestamp_utc.desc())
 
 
-class ChangeHistory(UUIDPrimaryKey, TenantScoped, CreatedAt, Base):
+class ChangeHistory(UUIDPrimaryKey, TenantScoped, CreatedAt, AuditChained, Base):
     """One changed field of one record; the rows of one change share change_batch_id."""
 
     __tablename__ = "change_history"
@@ -100,11 +140,13 @@ class ChangeHistory(UUIDPrimaryKey, TenantScoped, CreatedAt, Base):
         # Target of the parent_change_id composite FK; it also leads with tenant_id, so
         # change_history needs no separate tenant_id index.
         UniqueConstraint("tenant_id", "id"),
-        tenant_fk("changed_by_user_id", "users", ondelete="SET NULL"),
-        tenant_fk("parent_change_id", "change_history", ondelete="SET NULL"),
+        # W2: NO ACTION, not SET NULL: nulling a reference would rewrite a signed row.
+        tenant_fk("changed_by_user_id", "users", ondelete=None),
+        tenant_fk("parent_change_id", "change_history", ondelete=None),
         values_check("entity_type", EntityType),
         values_check("change_source", ChangeSource),
         values_check("change_impact_level", ImpactLevel),
+        *_chain_constraints(),
     )
 
     entity_type: Mapped[str] = mapped_column(String(100), nullable=False)
@@ -153,7 +195,7 @@ Index(None, ChangeHistory.entity_type, ChangeHistory.entity_id, ChangeHistory.ch
 Index(None, ChangeHistory.changed_by_user_id, ChangeHistory.change_timestamp.desc())
 
 
-class PermissionAudit(UUIDPrimaryKey, TenantScoped, Base):
+class PermissionAudit(UUIDPrimaryKey, TenantScoped, AuditChained, Base):
     """One recorded permission check (resource, permission, outcome, why).
 
     The gateway writes one row per (request, permission, field path) it denied, with the number of
@@ -173,6 +215,7 @@ class PermissionAudit(UUIDPrimaryKey, TenantScoped, Base):
             "field_path",
             unique=True,
         ),
+        *_chain_constraints(),
     )
 
     user_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)

@@ -27,6 +27,7 @@ from auth.routes import (
     auth_routes,
 )
 from auth.service import AuthService
+from models.audit_chain import AuditChain
 from models.db import create_engine
 from models.side_effects import SideEffectWriter
 from schema.schema import graphql_app
@@ -75,6 +76,8 @@ def create_app(settings: Settings) -> Starlette:
         raise ValueError("create_app needs settings.app_database_url (resolve the database first)")
     if settings.secret_keys is None:
         raise ValueError("create_app needs settings.secret_keys (GWM_SECRET_KEYS)")
+    if settings.audit_keys is None:
+        raise ValueError("create_app needs settings.audit_keys (GWM_AUDIT_KEYS)")
     engine = create_engine(
         settings.app_database_url,
         pool_size=settings.db_pool_size,
@@ -82,7 +85,7 @@ def create_app(settings: Settings) -> Starlette:
         statement_timeout_ms=settings.db_statement_timeout_ms,
         application_name="gwm-server",
     )
-    writer = SideEffectWriter(engine)
+    writer = SideEffectWriter(engine, AuditChain.from_setting(settings.audit_keys))
     jwks = JwksCache(allow_insecure_loopback=settings.oidc_allow_insecure_loopback)
     auth = AuthService(
         engine=engine,

@@ -4,6 +4,7 @@
     gwm db upgrade [REV] | downgrade REV | status | reset --yes | revision -m MSG | check
     gwm db seed [--scale N [--tenants T] [--seed S]]
     gwm jobs run     the nightly account sweep (inactive accounts, expired role assignments, purges)
+    gwm audit verify [--tenant SUBDOMAIN_OR_ID] | purge --tenant T --before TIME --yes
     gwm schema export [--output PATH]
 
 Without DATABASE_URL every command works on the embedded PostgreSQL under GWM_DATA_DIR
@@ -18,8 +19,10 @@ import logging
 import os
 import sys
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
@@ -28,28 +31,53 @@ from server import migrate
 from server.embedded import bootstrap_database, start_embedded
 from server.settings import Settings, SettingsError
 
-__all__ = ["bind_host", "main", "resolve_database", "resolve_secrets"]
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from models.audit_chain import AuditChain
+
+__all__ = ["bind_host", "main", "resolve_audit_keys", "resolve_database", "resolve_secrets"]
 
 _log = logging.getLogger("gwm")
 
 
 def resolve_secrets(settings: Settings) -> Settings:
-    """Embedded mode without GWM_SECRET_KEYS: a key generated once and kept under GWM_DATA_DIR."""
-    if settings.secret_keys is not None:
-        return settings
-    if not settings.embedded:
-        raise SettingsError("GWM_SECRET_KEYS is required with DATABASE_URL (\"kid:base64-of-32-bytes\")")
+    """Embedded mode without GWM_SECRET_KEYS or GWM_AUDIT_KEYS: keys generated once and kept under GWM_DATA_DIR."""
+    if settings.secret_keys is None:
+        if not settings.embedded:
+            raise SettingsError("GWM_SECRET_KEYS is required with DATABASE_URL (\"kid:base64-of-32-bytes\")")
+        settings = replace(settings, secret_keys=_generated_key(settings, "secret-keys", "k1"))
+    return resolve_audit_keys(settings)
+
+
+def resolve_audit_keys(settings: Settings) -> Settings:
+    """GWM_AUDIT_KEYS, checked; in embedded mode without it, a key generated once under GWM_DATA_DIR."""
+    from models.audit_chain import AuditChain, AuditChainError
+
+    if settings.audit_keys is None:
+        if not settings.embedded:
+            raise SettingsError("GWM_AUDIT_KEYS is required with DATABASE_URL (\"kid:base64-of-32-bytes\")")
+        settings = replace(settings, audit_keys=_generated_key(settings, "audit-keys", "a1"))
+    try:
+        AuditChain.from_setting(settings.audit_keys)  # type: ignore[arg-type]
+    except AuditChainError as exc:
+        raise SettingsError(str(exc)) from None
+    return settings
+
+
+def _generated_key(settings: Settings, file_name: str, key_id: str) -> str:
+    """The key setting kept in GWM_DATA_DIR/file_name (mode 0600), generated on first use."""
     import base64
     import secrets
 
-    path = settings.data_dir / "secret-keys"
+    path = settings.data_dir / file_name
     if not path.exists():
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         key = base64.b64encode(secrets.token_bytes(32)).decode()
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
-            fh.write(f"k1:{key}\n")
-    return replace(settings, secret_keys=path.read_text().strip())
+            fh.write(f"{key_id}:{key}\n")
+    return path.read_text().strip()
 
 
 def resolve_database(settings: Settings) -> Settings:
@@ -92,6 +120,7 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     os.environ["DATABASE_URL"] = _owner_url(settings)
     os.environ["GWM_APP_DATABASE_URL"] = settings.app_database_url or ""
     os.environ["GWM_SECRET_KEYS"] = settings.secret_keys or ""
+    os.environ["GWM_AUDIT_KEYS"] = settings.audit_keys or ""
     uvicorn.run(
         "server.app:app_from_env",
         factory=True,
@@ -171,21 +200,110 @@ def _seed(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_jobs(settings: Settings, args: argparse.Namespace) -> int:
+    from models.audit_chain import AuditChain
     from models.db import create_engine
     from server.jobs import run_nightly
 
-    settings = resolve_database(settings)
+    settings = resolve_database(resolve_audit_keys(settings))
+    chain = AuditChain.from_setting(settings.audit_keys or "")
 
     async def run() -> int:
         engine = create_engine(_owner_url(settings), pool_size=2, max_overflow=0, application_name="gwm-jobs")
         try:
-            report = await run_nightly(engine)
+            report = await run_nightly(engine, chain)
         finally:
             await engine.dispose()
         print(report)
         return 1 if report.failed else 0
 
     return asyncio.run(run())
+
+
+def _cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
+    """`gwm audit verify` and `gwm audit purge` (see the module docstring of models/audit_chain.py)."""
+    from models.audit_chain import AuditChain
+    from models.db import create_engine
+
+    if args.audit_command == "purge" and not args.yes:
+        print("gwm audit purge deletes audit rows for good; run again with --yes", file=sys.stderr)
+        return 2
+    settings = resolve_database(resolve_audit_keys(settings))
+    chain = AuditChain.from_setting(settings.audit_keys or "")
+
+    async def run() -> int:
+        engine = create_engine(_owner_url(settings), pool_size=1, max_overflow=0, application_name="gwm-audit")
+        try:
+            tenants = await _audit_tenants(engine, args.tenant)
+            if tenants is None:
+                print(f"gwm: no tenant {args.tenant!r}", file=sys.stderr)
+                return 2
+            if args.audit_command == "purge":
+                return await _audit_purge(engine, chain, tenants, args.before)
+            return await _audit_verify(engine, chain, tenants)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+async def _audit_tenants(engine: AsyncEngine, wanted: str | None) -> list[tuple[uuid.UUID, str]] | None:
+    """(id, subdomain) of every tenant, or of the one `wanted` names (None if it names none)."""
+    from sqlalchemy import text
+
+    from models.db import set_tenant
+
+    found: list[tuple[uuid.UUID, str]] = []
+    async with engine.connect() as conn:
+        ids = list((await conn.execute(text("SELECT tenant_id FROM gwm_tenant_ids()"))).scalars())
+        await conn.rollback()
+        for tenant_id in ids:
+            await set_tenant(conn, tenant_id)
+            subdomain = await conn.scalar(text("SELECT subdomain FROM tenants WHERE id = :t"), {"t": tenant_id})
+            await conn.rollback()
+            if wanted is None or wanted.lower() in {str(tenant_id), str(subdomain).lower()}:
+                found.append((tenant_id, str(subdomain)))
+    return None if wanted is not None and not found else found
+
+
+async def _audit_verify(engine: AsyncEngine, chain: AuditChain, tenants: list[tuple[uuid.UUID, str]]) -> int:
+    from models.audit_chain import AUDIT_TABLE_NAMES, audit_table
+    from models.db import set_tenant
+
+    failed = rows = 0
+    for tenant_id, subdomain in tenants:
+        async with engine.connect() as conn:
+            # One snapshot per tenant: rows appended while verify runs are not half-seen.
+            await conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+            async with conn.begin():
+                await set_tenant(conn, tenant_id)
+                for name in AUDIT_TABLE_NAMES:
+                    report = await chain.verify(conn, audit_table(name))
+                    rows += report.rows
+                    failed += not report.ok
+                    print(f"{subdomain}: {report}", flush=True)
+    verdict = "ok" if not failed else f"FAILED in {failed} table(s)"
+    print(f"verified {len(tenants)} tenant(s), {rows} audit rows: {verdict}")
+    return 1 if failed else 0
+
+
+async def _audit_purge(
+    engine: AsyncEngine, chain: AuditChain, tenants: list[tuple[uuid.UUID, str]], before: str
+) -> int:
+    from datetime import UTC, datetime
+
+    try:
+        cutoff = datetime.fromisoformat(before)
+    except ValueError:
+        print(f"gwm: --before {before!r} is not an ISO date or time", file=sys.stderr)
+        return 2
+    if cutoff.tzinfo is None:
+        cutoff = cutoff.replace(tzinfo=UTC)
+    for tenant_id, subdomain in tenants:
+        async with engine.begin() as conn:
+            report = await chain.purge_before(conn, tenant_id, cutoff, requested_by="gwm audit purge")
+        counts = ", ".join(f"{table} {n}" for table, n in report.deleted.items())
+        print(f"{subdomain}: purged rows recorded before {cutoff.isoformat()}: {counts}")
+    return 0
 
 
 def _where(settings: Settings) -> str:
@@ -233,6 +351,14 @@ def _parser() -> argparse.ArgumentParser:
     jobsub = jobs.add_subparsers(dest="jobs_command", required=True)
     jobsub.add_parser("run", help="the nightly sweep: disable inactive accounts (AC-2(3)), end expired role "
                       "assignments and their sessions, purge expired tokens and SAML caches")
+    audit = sub.add_parser("audit", help="the audit trail's hash chain")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_sub.add_parser("verify", help="check every chained audit row (exit 1 naming the first bad row)")
+    verify.add_argument("--tenant", default=None, help="only this tenant (subdomain or id)")
+    purge = audit_sub.add_parser("purge", help="retention: delete audit rows recorded before a time, and record that")
+    purge.add_argument("--tenant", required=True, help="the tenant (subdomain or id)")
+    purge.add_argument("--before", required=True, help="ISO date or time (UTC unless it says otherwise)")
+    purge.add_argument("--yes", action="store_true", help="confirm: the rows are gone for good")
     schema_cmd = sub.add_parser("schema", help="the GraphQL schema")
     schema_sub = schema_cmd.add_subparsers(dest="schema_command", required=True)
     export = schema_sub.add_parser("export", help="write the SDL (default graphql/schema.graphql)")
@@ -277,6 +403,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print("gwm: --scale must be at least 1", file=sys.stderr)
                 return 2
             return _cmd_db(settings, args)
+        if args.command == "audit":
+            return _cmd_audit(settings, args)
     except SettingsError as exc:
         print(f"gwm: {exc}", file=sys.stderr)
         return 2

@@ -11,7 +11,8 @@ its own transaction with the tenant set):
   lost a role that way (`role_assignment_expired`): permissions are loaded per request, so the
   grant is gone already; ending the sessions makes the user sign in again under the new set;
 - purges expired invitation and reset tokens, SAML request ids past their expiry and replay-cache
-  entries past their `not_on_or_after` (which already includes the allowed clock skew).
+  entries past their `not_on_or_after` (which already includes the allowed clock skew), and
+  idempotency keys past their 24 hours (models/idempotency.py).
 
 Each disabled account and each expired assignment leaves an audit row, with the tenant's system
 user as the actor. Every statement is an UPDATE or DELETE ... RETURNING, so two runs at once act on
@@ -32,8 +33,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from auth.audit import AuthEvent, RequestMeta, record_event
 from auth.policy import load_policy
 from auth.sessions import TerminationReason, terminate_user_sessions
+from models.audit_chain import AuditChain
 from models.db import set_tenant
 from models.enums import RiskLevel
+from models.idempotency import purge_expired as purge_expired_idempotency_keys
 from models.side_effects import SideEffectWriter
 
 __all__ = ["NightlyReport", "TenantSweep", "run_nightly", "sweep_tenant"]
@@ -51,6 +54,7 @@ class TenantSweep:
     account_links_purged: int = 0
     saml_requests_purged: int = 0
     saml_assertions_purged: int = 0
+    idempotency_keys_purged: int = 0
 
 
 @dataclass
@@ -73,10 +77,10 @@ class NightlyReport:
         return f"nightly sweep over {self.tenants} tenant(s): {parts}{failed}"
 
 
-async def run_nightly(owner_engine: AsyncEngine, *, now: datetime | None = None) -> NightlyReport:
+async def run_nightly(owner_engine: AsyncEngine, chain: AuditChain, *, now: datetime | None = None) -> NightlyReport:
     """Sweep every tenant (see the module docstring); `now` is the job's clock (tests move it)."""
     now = now or datetime.now(UTC)
-    writer = SideEffectWriter(owner_engine)
+    writer = SideEffectWriter(owner_engine, chain)
     meta = RequestMeta(request_id=f"job-nightly-{uuid.uuid4()}", endpoint="gwm jobs run", method="JOB")
     async with owner_engine.connect() as conn:
         tenant_ids = list((await conn.execute(text("SELECT tenant_id FROM gwm_tenant_ids()"))).scalars())
@@ -137,6 +141,7 @@ async def sweep_tenant(
         sweep.saml_assertions_purged = await _delete(
             conn, "DELETE FROM saml_assertions_seen WHERE not_on_or_after <= :now", now
         )
+        sweep.idempotency_keys_purged = await purge_expired_idempotency_keys(conn, now)
     sweep.users_deactivated = len(disabled)
     sweep.role_assignments_expired = len(expired)
     sweep.sessions_ended = sum(d.sessions_ended for d in disabled) + role_sessions

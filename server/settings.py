@@ -75,6 +75,10 @@ class Settings:
     # GWM_SECRET_KEYS: "kid:base64-32-bytes[,kid:...]", the first encrypts; AES-256-GCM for MFA
     # secrets and other secrets at rest. Embedded mode generates one under GWM_DATA_DIR if unset.
     secret_keys: str | None = field(default=None, repr=False)
+    # GWM_AUDIT_KEYS: "kid:base64-32-bytes[,kid:...]", the first signs; HMAC-SHA256 keys of the audit
+    # chain (models/audit_chain.py), never stored in the database. Embedded mode generates one under
+    # GWM_DATA_DIR if unset.
+    audit_keys: str | None = field(default=None, repr=False)
     # GWM_SESSION_COOKIE: the session cookie's name (HttpOnly, Secure, SameSite=Lax).
     session_cookie: str = "gwm_session"
     # GWM_SMTP_HOST/PORT/FROM/USERNAME/PASSWORD/STARTTLS: the invitation and reset email sender.
@@ -125,6 +129,7 @@ class Settings:
             password_iterations=_at_least(env, "GWM_PASSWORD_ITERATIONS", 600_000, 600_000),
             kdf_concurrency=_at_least(env, "GWM_KDF_CONCURRENCY", 4, 1),
             secret_keys=env.get("GWM_SECRET_KEYS") or None,
+            audit_keys=env.get("GWM_AUDIT_KEYS") or None,
             session_cookie=env.get("GWM_SESSION_COOKIE") or "gwm_session",
             smtp_host=env.get("GWM_SMTP_HOST") or None,
             smtp_port=_int(env, "GWM_SMTP_PORT", 25),

@@ -46,8 +46,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # The leak check reads what every other test left behind: it runs last.
-    items.sort(key=lambda item: item.nodeid.startswith("tests/test_zz_secrets.py"))
+    # The leak check and the audit chain check read what every other test left behind: they run last.
+    items.sort(key=lambda item: item.nodeid.startswith("tests/test_zz_"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ import pytest
 from server.cli import bind_host
 from server.settings import Settings, SettingsError
 from tests.conftest import Database
+from tests.support.db import TEST_AUDIT_KEYS
 
 ROOT = Path(__file__).resolve().parent.parent
 GWM = [sys.executable, "-m", "server.cli"]
@@ -27,6 +28,7 @@ def _env(database: Database, **extra: str) -> dict[str, str]:
         DATABASE_URL=database.owner_url,
         GWM_APP_DATABASE_URL=database.app_url,
         GWM_SECRET_KEYS="k1:" + "A" * 43 + "=",
+        GWM_AUDIT_KEYS=TEST_AUDIT_KEYS,
         **extra,
     )
     return env
@@ -142,7 +144,11 @@ async def test_readyz_answers_503_when_the_database_is_unreachable() -> None:
 
     # Port 1 on loopback: nothing listens there, the connection is refused at once.
     app = create_app(
-        Settings(app_database_url="postgresql+asyncpg://gwm_app@127.0.0.1:1/gwm", secret_keys="k1:" + "A" * 43 + "=")
+        Settings(
+            app_database_url="postgresql+asyncpg://gwm_app@127.0.0.1:1/gwm",
+            secret_keys="k1:" + "A" * 43 + "=",
+            audit_keys="a1:" + "A" * 43 + "=",
+        )
     )
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
@@ -185,6 +191,7 @@ def test_unreachable_database_is_a_clear_error_without_the_password() -> None:
         DATABASE_URL="postgresql://owner:s3cret-pw@127.0.0.1:1/gwm",
         GWM_APP_DATABASE_URL="postgresql://gwm_app@127.0.0.1:1/gwm",
         GWM_SECRET_KEYS="k1:" + "A" * 43 + "=",
+        GWM_AUDIT_KEYS=TEST_AUDIT_KEYS,
     )
     result = subprocess.run([*GWM, "db", "status"], env=env, capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert result.returncode == 1

@@ -28,7 +28,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import Database
-from tests.support.db import TenantRef
+from tests.support.db import TEST_AUDIT_KEYS, TenantRef
 from tests.support.http import LoginUser, make_login_user
 from tests.support.secrets import remember
 
@@ -80,6 +80,7 @@ def served(database: Database) -> Iterator[str]:
         DATABASE_URL=database.owner_url,
         GWM_APP_DATABASE_URL=database.app_url,
         GWM_SECRET_KEYS="k1:" + "A" * 43 + "=",
+        GWM_AUDIT_KEYS=TEST_AUDIT_KEYS,
         GWM_LOG_LEVEL="warning",
     )
     proc = subprocess.Popen(

@@ -26,7 +26,7 @@ from models.db import set_tenant
 from models.side_effects import SideEffectWriter
 from server.jobs import TenantSweep, run_nightly, sweep_tenant
 from tests.conftest import Database
-from tests.support.db import TenantRef
+from tests.support.db import TEST_AUDIT_CHAIN, TEST_AUDIT_KEYS, TenantRef
 from tests.support.http import make_login_user
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,7 +39,8 @@ def now() -> datetime:
 
 
 async def _sweep(owner_engine: AsyncEngine, tenant: TenantRef, now: datetime) -> TenantSweep:
-    return await sweep_tenant(owner_engine, SideEffectWriter(owner_engine), tenant.id, now=now, meta=META)
+    writer = SideEffectWriter(owner_engine, TEST_AUDIT_CHAIN)
+    return await sweep_tenant(owner_engine, writer, tenant.id, now=now, meta=META)
 
 
 async def _user(
@@ -278,7 +279,7 @@ async def test_run_nightly_visits_every_tenant(
     owner_engine: AsyncEngine, fresh_tenant: TenantRef, tenant_a: TenantRef, now: datetime
 ) -> None:
     stale = await _user(owner_engine, fresh_tenant, created=now - timedelta(days=200), last_login=None)
-    report = await run_nightly(owner_engine, now=now)
+    report = await run_nightly(owner_engine, TEST_AUDIT_CHAIN, now=now)
     assert report.tenants >= 2 and report.failed == []
     assert report.totals.users_deactivated >= 1
     assert (await _active(owner_engine, fresh_tenant))[stale] is False
@@ -291,6 +292,7 @@ def test_gwm_jobs_run_from_the_command_line(database: Database) -> None:
         DATABASE_URL=database.owner_url,
         GWM_APP_DATABASE_URL=database.app_url,
         GWM_SECRET_KEYS="k1:" + "A" * 43 + "=",
+        GWM_AUDIT_KEYS=TEST_AUDIT_KEYS,
     )
     result = subprocess.run(
         [sys.executable, "-m", "server.cli", "jobs", "run"],

@@ -294,7 +294,7 @@ def test_every_deviation_is_known_reasoned_and_applies() -> None:
     assert changes
     for number, change in enumerate(changes, start=1):
         assert change["kind"] in KINDS, f"change #{number}"
-        assert re.match(r"[DAR]\d+ \(", change["reason"]), f"change #{number}: reason must name its decision"
+        assert re.match(r"[DARW]\d+ \(", change["reason"]), f"change #{number}: reason must name its decision"
     _catalog_after, errors = apply_changes(_seed_catalog(), changes)
     assert errors == [], "\n".join(errors)
 

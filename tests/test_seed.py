@@ -17,6 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from auth.permissions import SYSTEM_ROLES as SYSTEM_ROLE_PERMISSIONS
+from models.audit_chain import delete_tenant
 from models.db import set_tenant
 from server.seed import SeedError, seed_demo, seed_synthetic
 from server.seed._db import INSERT_ORDER, check_rows, dump_tenant, metadata_tables
@@ -229,9 +230,9 @@ def _without_trigger_rows(dump: dict[str, list[dict[str, Any]]]) -> dict[str, li
 
 
 async def _delete_tenant(engine: AsyncEngine, tenant_id: uuid.UUID) -> None:
+    # Through the owner-only function: a plain DELETE is refused once the tenant has audit rows.
     async with engine.begin() as conn:
-        await set_tenant(conn, tenant_id)
-        await conn.execute(text("DELETE FROM tenants WHERE id = :id"), {"id": tenant_id})
+        await delete_tenant(conn, tenant_id)
 
 
 async def test_seed_synthetic_is_reproducible(owner_engine: AsyncEngine) -> None:

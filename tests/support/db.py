@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import os
+import secrets
 import uuid
 from dataclasses import dataclass
 
@@ -10,9 +12,15 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from auth.provisioning import sync_system_roles
+from models.audit_chain import AuditChain
 from models.db import set_tenant
 
-__all__ = ["TenantRef", "create_tenant"]
+__all__ = ["TEST_AUDIT_CHAIN", "TEST_AUDIT_KEYS", "TenantRef", "create_tenant"]
+
+# One audit key for the whole session: every app, job and factory signs with it, so the chains of
+# every tenant verify at the end of the run (tests/test_zz_audit_chain.py).
+TEST_AUDIT_KEYS = "test1:" + base64.b64encode(secrets.token_bytes(32)).decode()
+TEST_AUDIT_CHAIN = AuditChain.from_setting(TEST_AUDIT_KEYS)
 
 
 @dataclass(frozen=True, slots=True)

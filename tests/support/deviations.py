@@ -25,6 +25,8 @@ Kinds (every entry also has `reason`, pointing to its decision):
   models' in `defined_by` (held to the migrations by `alembic check`), not compared here.
 - add_unique {table, columns, name}: a unique key (a unique index on plain columns reads back as one).
 - add_check {table, name, check}: any other CHECK, `check` as pg_get_constraintdef prints it.
+- set_on_delete {columns, on_delete}: the foreign key holding each "table.column" (after the D2
+  rule: the composite one) gets that ON DELETE action instead (SET NULL (cols) is dropped).
 Index columns may be expressions ("lower(email::text)"), written as PostgreSQL prints them.
 """
 
@@ -315,6 +317,21 @@ def _add_check(catalog: Catalog, change: Change) -> None:
     table.checks[change["name"]] = normalize_check(change["check"])
 
 
+def _set_on_delete(catalog: Catalog, change: Change) -> None:
+    action = change["on_delete"]
+    if action not in {"CASCADE", "RESTRICT", "NO ACTION", "SET NULL", "SET DEFAULT"}:
+        raise ValueError(f"unknown ON DELETE action {action!r}")
+    for table_name, column_name in _column_targets(catalog, change["columns"], []):
+        table = catalog[table_name]
+        matches = [i for i, fk in enumerate(table.foreign_keys) if column_name in fk.columns]
+        if len(matches) != 1:
+            raise _NotApplicable(f"{table_name}.{column_name} is in {len(matches)} foreign keys, not one")
+        fk = table.foreign_keys[matches[0]]
+        if fk.on_delete == action and not fk.set_null_columns:
+            raise _NotApplicable(f"{table_name}.{column_name} already has ON DELETE {action}")
+        table.foreign_keys[matches[0]] = replace(fk, on_delete=action, set_null_columns=())
+
+
 KINDS: dict[str, Callable[[Catalog, Change], None]] = {
     "add_tenant_id": _add_tenant_id,
     "add_column": _add_column,
@@ -330,4 +347,5 @@ KINDS: dict[str, Callable[[Catalog, Change], None]] = {
     "add_table": _add_table,
     "add_unique": _add_unique,
     "add_check": _add_check,
+    "set_on_delete": _set_on_delete,
 }

@@ -14,9 +14,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Row, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tests.support.db import TenantRef
+from models.audit_chain import AUDIT_TABLE_NAMES, audit_table
+from tests.support.db import TEST_AUDIT_CHAIN, TenantRef
 
 __all__ = ["TENANT_TABLES", "make", "populate_every_table"]
 
@@ -183,6 +185,15 @@ _DEFAULTS: dict[str, Defaults] = {
         "assertion_id": f"_assertion{n}",
         "not_on_or_after": datetime(2030, 1, 1, tzinfo=UTC),
     },
+    "idempotency_keys": lambda t, r, n: {
+        "user_id": r["users"],
+        "key": f"key-{n}",
+        "mutation": "opportunityProjectCreate",
+        "request_hash": f"{n:064x}",
+        "result_type": "opportunity_project",
+        "result_id": r["opportunity_projects"],
+        "expires_at": datetime(2030, 1, 1, tzinfo=UTC),
+    },
 }
 
 # Every table that carries tenant_id, in an order where parents come first.
@@ -206,11 +217,24 @@ async def make(
 ) -> Row[Any]:
     """Insert one row into `table` for `tenant` and return it (RETURNING *)."""
     values = {"tenant_id": tenant.id, **_DEFAULTS[table](tenant, dict(refs or {}), next(_counter)), **overrides}
+    if table in AUDIT_TABLE_NAMES:
+        return await _append(conn, table, values)
     cols = ", ".join(values)
     params = ", ".join(
         f"CAST(:{k} AS jsonb)" if k in _JSON_COLUMNS and isinstance(values[k], str) else f":{k}" for k in values
     )
     result = await conn.execute(text(f"INSERT INTO {table} ({cols}) VALUES ({params}) RETURNING *"), values)
+    return result.one()
+
+
+async def _append(conn: AsyncConnection, table: str, values: dict[str, Any]) -> Row[Any]:
+    """Audit rows enter only through the audit chain (the database refuses any other insert)."""
+    columns = audit_table(table).c
+    # JSON given as text, as the SQL path above takes it.
+    row = {k: json.loads(v) if isinstance(v, str) and isinstance(columns[k].type, JSONB) else v
+           for k, v in values.items()}
+    (written,) = await TEST_AUDIT_CHAIN.append(conn, audit_table(table), [row])
+    result = await conn.execute(text(f"SELECT * FROM {table} WHERE id = :id"), {"id": written["id"]})
     return result.one()
 
 

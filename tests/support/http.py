@@ -19,7 +19,7 @@ from starlette.applications import Starlette
 from auth.passwords import PasswordHasher
 from models.db import set_tenant
 from server.settings import Settings
-from tests.support.db import TenantRef
+from tests.support.db import TEST_AUDIT_KEYS, TenantRef
 from tests.support.secrets import remember, request_hook, response_hook
 
 __all__ = ["TEST_ITERATIONS", "LoginUser", "app_client", "make_login_user", "test_settings"]
@@ -34,6 +34,7 @@ def test_settings(app_url: str, **overrides: Any) -> Settings:
         "app_database_url": app_url,
         "password_iterations": TEST_ITERATIONS,
         "secret_keys": f"t1:{key}",
+        "audit_keys": TEST_AUDIT_KEYS,
         "public_url": "http://127.0.0.1:8000",
     }
     values.update(overrides)
