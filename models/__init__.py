@@ -25,6 +25,7 @@ from models.external_data import (
     ExternalOpportunitySource,
     PollingConfiguration,
 )
+from models.idempotency import IdempotencyKey
 from models.identity import Role, User, UserRole, UserSession
 from models.opportunities import OpportunityProject, OpportunityProjectContact, OpportunityProjectOverride
 from models.tenancy import Tenant, TenantConfiguration
@@ -47,6 +48,7 @@ __all__ = [
     "ExternalDataChange",
     "ExternalOpportunityData",
     "ExternalOpportunitySource",
+    "IdempotencyKey",
     "MfaRecoveryCode",
     "OpportunityProject",
     "OpportunityProjectContact",
