@@ -108,6 +108,16 @@ class GraphQLContext:
             self._loaders = Loaders(self._db, self.scope)
         return self._loaders
 
+    async def refresh_reads(self) -> None:
+        """End the read snapshot and forget loaded rows, keeping `denials` for `close`.
+
+        A mutation calls this around its unit of work: the next read (its payload, or the next
+        mutation of the document) opens a new snapshot that sees what was committed.
+        """
+        db, self._db, self._loaders = self._db, None, None
+        if db is not None:
+            await db.close()
+
     async def close(self) -> None:
         """Return the connection to the pool, then record the operation's denials."""
         db, self._db, self._loaders = self._db, None, None

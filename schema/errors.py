@@ -1,6 +1,9 @@
 """Errors: `UserError` for what the caller can fix, masking (with the request id) for the rest.
 
-    expected, user-fixable   auth.exceptions.AuthRequestError raised below a mutation resolver
+    expected, user-fixable   raised below a mutation resolver: auth.exceptions.AuthRequestError,
+                             models.errors.DomainError (NotFound, Conflict, Invalid; also what a
+                             unit of work makes of a database refusal the caller caused, and
+                             the idempotency refusals of models/idempotency.py)
                              -> `UserError{field, code, message}` in the payload's `errors`
                              (`payload_or_errors`, the one place that mapping happens)
     refused                  a GraphQL error with extensions.code FORBIDDEN / UNAUTHENTICATED
@@ -26,8 +29,10 @@ from strawberry.types import ExecutionContext
 from strawberry.utils.str_converters import to_camel_case
 
 from auth.exceptions import AuthRequestError
+from models.errors import DomainError
 
 __all__ = [
+    "USER_FIXABLE",
     "MaskUnexpectedErrors",
     "UserError",
     "is_unexpected",
@@ -50,7 +55,12 @@ class UserError:
     message: str = strawberry.field(description="Human-readable explanation.")
 
 
-def user_error(exc: AuthRequestError, *, under: Sequence[str] = ()) -> UserError:
+# What payload_or_errors turns into UserErrors: each carries `code`, `message` and `field` (a
+# dotted snake_case path relative to `under`, or None).
+USER_FIXABLE: tuple[type[Exception], ...] = (AuthRequestError, DomainError)
+
+
+def user_error(exc: AuthRequestError | DomainError, *, under: Sequence[str] = ()) -> UserError:
     """`exc` as a UserError; `under` is where the service's field names live (e.g. ("input",))."""
     field: list[str] | None = None
     if exc.field:
@@ -61,11 +71,11 @@ def user_error(exc: AuthRequestError, *, under: Sequence[str] = ()) -> UserError
 async def payload_or_errors(
     payload: Callable[..., P], work: Awaitable[P], *, under: Sequence[str] = ()
 ) -> P:
-    """Await `work`; if it refuses with AuthRequestError, the payload carries the UserError instead."""
+    """Await `work`; if it refuses with a USER_FIXABLE error, the payload carries the UserError instead."""
     try:
         return await work
-    except AuthRequestError as exc:
-        return payload(errors=[user_error(exc, under=under)])
+    except USER_FIXABLE as exc:
+        return payload(errors=[user_error(exc, under=under)])  # type: ignore[arg-type]
 
 
 def is_unexpected(error: GraphQLError) -> bool:

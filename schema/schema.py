@@ -26,6 +26,7 @@ from auth.service import AuthService
 from schema.activities import ActivitiesQuery
 from schema.audit import AuditQuery
 from schema.capture import CaptureQuery
+from schema.capture_mutations import CaptureMutation
 from schema.context import GraphQLView
 from schema.crm import CrmQuery
 from schema.documents import DocumentsQuery
@@ -33,6 +34,7 @@ from schema.errors import MaskUnexpectedErrors, log_errors
 from schema.external_data import ExternalDataQuery
 from schema.identity import IdentityMutation, IdentityQuery
 from schema.opportunities import OpportunitiesQuery
+from schema.opportunity_mutations import OpportunitiesMutation
 from schema.roles import RolesMutation
 from schema.scalars import SCALAR_MAP
 
@@ -65,7 +67,7 @@ class Query(
 
 
 @strawberry.type
-class Mutation(IdentityMutation, RolesMutation):
+class Mutation(IdentityMutation, RolesMutation, OpportunitiesMutation, CaptureMutation):
     pass
 
 

@@ -70,6 +70,21 @@ def _document_search(data: Data) -> None:
     assert all("<mark>" in (d["searchSnippet"] or "") for d in documents)
 
 
+# The project's updatedAt as the demo seeds it (server/seed/demo.py, relative to its AS_OF).
+PROJECT_UPDATED_AT = "2026-09-24T16:42:00.000000Z"
+
+
+def _project_update(data: Data) -> None:
+    payload = data["opportunityProjectUpdate"]
+    assert payload["errors"] == []
+    project = payload["opportunityProject"]
+    assert project["rowId"] == str(PROJECT)
+    assert (project["priorityLevel"], project["pipelineStage"]) == ("HIGH", "PHASE_4")
+    assert project["updatedAt"] > PROJECT_UPDATED_AT
+    changes = {(h["fieldName"], h["oldValue"], h["newValue"]) for h in project["history"]["nodes"]}
+    assert {("priority_level", "critical", "high"), ("pipeline_stage", "phase_3", "phase_4")} <= changes
+
+
 def _viewer(data: Data) -> None:
     assert data["viewer"]["user"]["email"] == ADMIN_EMAIL
     assert data["viewer"]["tenant"]["subdomain"] == SUBDOMAIN
@@ -95,6 +110,10 @@ CASES: dict[str, Case] = {
     "project_by_id": Case({"id": to_base64("OpportunityProject", PROJECT)}, _project_by_id),
     "pipeline_summary": Case({}, _pipeline_summary),
     "document_search": Case({"search": "capture plan"}, _document_search),
+    "project_update": Case(
+        {"id": str(PROJECT), "updatedAt": PROJECT_UPDATED_AT, "priority": "HIGH", "stage": "PHASE_4"},
+        _project_update,
+    ),
     "viewer": Case({}, _viewer),
     "organizations_with_children": Case({}, _organizations_with_children),
 }

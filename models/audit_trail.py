@@ -1,0 +1,602 @@
+"""The audit trail of writes: one flush hook turns every change of an audited entity into evidence.
+
+Every write of business data goes through a unit of work (models/unit_of_work.py), whose ORM
+session is an `AuditedSession`. Its flush hook, not the code that made the change, writes:
+
+- one `audit_logs` row per inserted, updated or deleted row of an audited model: who (user,
+  session, IP, user agent), from which request (request id, endpoint, HTTP method, GraphQL
+  operation and field), with which permission, what (entity type and id, action, changed fields)
+  and the values before and after;
+- one `change_history` row per changed field (old and new value as JSON, source, impact level),
+  every row of one unit of work sharing its `change_batch_id`;
+
+inside the same transaction as the change, appended through the audit chain
+(models/audit_chain.py), so the change and its evidence commit together or not at all.
+
+The values recorded are the database's, not the Python objects': before the flush the hook reads
+the rows about to be updated or deleted (`SELECT ... FOR UPDATE`, which also pins them until the
+commit); after it, the rows inserted or updated. So numeric scale, trigger-set `updated_at`,
+server defaults and jsonb normalisation are recorded as stored, and an object loaded before a
+concurrent change cannot make the "before" values lie. Values are encoded as the API writes them
+(schema/scalars.py): UUIDs as text, instants as `YYYY-MM-DDTHH:MM:SS.ffffffZ`, dates as
+`YYYY-MM-DD`, decimals and 64-bit integers as strings, jsonb as stored. Secret columns never
+appear with their value (`Redaction`): the field name is kept with the value "[redacted]", and
+secret-looking keys inside JSON values are redacted too.
+
+Nothing can write an audited table around the hook through a unit of work: `do_orm_execute`
+refuses ORM bulk INSERT/UPDATE/DELETE statements on audited models (they skip the flush), and a
+listener on the unit of work's connection refuses Core and textual INSERT/UPDATE/DELETE on their
+tables outside a flush.
+
+Which models are audited is `AUDITED`; `NOT_AUDITED` lists the rest with the reason (a test keeps
+every mapped model in one of the two). Operational columns of audited models (login counters,
+polling state) are `OPERATIONAL_COLUMNS`: a change to them alone is not recorded. docs/decisions.md
+(W10-W15) has the reasoning.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import enum
+import ipaddress
+import re
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import BigInteger, Table, event, select
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session, UOWTransaction, object_mapper
+from sqlalchemy.orm.session import ORMExecuteState
+from sqlalchemy.sql.dml import UpdateBase
+from sqlalchemy.sql.elements import TextClause
+
+from models.activities import Activity, ActivityParticipant
+from models.audit_chain import AuditChain
+from models.audit_log import AuditLog, ChangeHistory, PermissionAudit
+from models.capture import CapturePlan, Proposal
+from models.credentials import (
+    AccountToken,
+    ApiKey,
+    MfaRecoveryCode,
+    SamlAssertionSeen,
+    SamlAuthnRequest,
+    UserIdentity,
+)
+from models.crm import Contact, Organization
+from models.documents import Document, DocumentAccessLog, DocumentAssociation, DocumentCategory
+from models.enums import ChangeSource, EntityType, ImpactLevel, RiskLevel
+from models.external_data import (
+    ApiIntegrationLog,
+    ExternalDataChange,
+    ExternalOpportunityData,
+    ExternalOpportunitySource,
+    PollingConfiguration,
+)
+from models.idempotency import IdempotencyKey
+from models.identity import Role, User, UserRole, UserSession
+from models.opportunities import OpportunityProject, OpportunityProjectContact, OpportunityProjectOverride
+from models.tenancy import Tenant, TenantConfiguration
+
+__all__ = [
+    "AUDITED",
+    "NOT_AUDITED",
+    "OPERATIONAL_COLUMNS",
+    "REDACTED",
+    "Action",
+    "AuditContext",
+    "AuditTrail",
+    "AuditedSession",
+    "BypassRefused",
+    "Redaction",
+    "TrailError",
+    "wire_value",
+]
+
+REDACTED = "[redacted]"
+
+#: Models whose every insert, update and delete the hook records, with their entity type.
+AUDITED: Mapping[type, EntityType] = {
+    Tenant: EntityType.TENANT,
+    TenantConfiguration: EntityType.TENANT_CONFIGURATION,
+    User: EntityType.USER,
+    Role: EntityType.ROLE,
+    UserRole: EntityType.USER_ROLE,
+    ExternalOpportunitySource: EntityType.EXTERNAL_OPPORTUNITY_SOURCE,
+    PollingConfiguration: EntityType.POLLING_CONFIGURATION,
+    ExternalDataChange: EntityType.EXTERNAL_DATA_CHANGE,
+    OpportunityProject: EntityType.OPPORTUNITY_PROJECT,
+    OpportunityProjectOverride: EntityType.OPPORTUNITY_PROJECT_OVERRIDE,
+    OpportunityProjectContact: EntityType.OPPORTUNITY_PROJECT_CONTACT,
+    Organization: EntityType.ORGANIZATION,
+    Contact: EntityType.CONTACT,
+    DocumentCategory: EntityType.DOCUMENT_CATEGORY,
+    Document: EntityType.DOCUMENT,
+    DocumentAssociation: EntityType.DOCUMENT_ASSOCIATION,
+    Activity: EntityType.ACTIVITY,
+    ActivityParticipant: EntityType.ACTIVITY_PARTICIPANT,
+    CapturePlan: EntityType.CAPTURE_PLAN,
+    Proposal: EntityType.PROPOSAL,
+}
+
+#: Models the hook does not record, and why (docs/decisions.md W11).
+NOT_AUDITED: Mapping[type, str] = {
+    AuditLog: "the audit trail itself (append-only, chained)",
+    ChangeHistory: "the audit trail itself (append-only, chained)",
+    PermissionAudit: "the audit trail itself (append-only, chained)",
+    UserSession: "operational: session activity; sign-in and sign-out are auth events",
+    MfaRecoveryCode: "secret material; enrolment and use are auth events",
+    UserIdentity: "linking an identity is an auth event",
+    AccountToken: "secret material; invitations and resets are auth events",
+    ApiKey: "secret material; creation and revocation are auth events",
+    SamlAuthnRequest: "operational: SAML replay protection",
+    SamlAssertionSeen: "operational: SAML replay protection",
+    ApiIntegrationLog: "operational: itself a log of external calls",
+    DocumentAccessLog: "itself an access log",
+    ExternalOpportunityData: "append-only versions of the source's data; changes are external_data_changes",
+    IdempotencyKey: "operational: retry bookkeeping",
+}
+
+#: Columns of audited models that change as a side effect of operation (counters, polling and
+#: sync state): a flush that changes only these writes no audit row, and they get no
+#: change_history rows; changed together with other columns, they show in before/after values.
+OPERATIONAL_COLUMNS: Mapping[str, frozenset[str]] = {
+    "users": frozenset(
+        {"last_login_at", "failed_login_attempts", "failed_login_window_started_at", "locked_until", "totp_last_step"}
+    ),
+    "external_opportunity_sources": frozenset(
+        {"connection_status", "last_successful_call", "last_error_message", "consecutive_errors"}
+    ),
+    "polling_configurations": frozenset(
+        {
+            "last_poll_timestamp",
+            "next_poll_timestamp",
+            "consecutive_errors",
+            "average_response_time_ms",
+            "success_rate_percentage",
+        }
+    ),
+}
+
+# Bookkeeping columns: part of before/after values, never a change_history row of their own.
+_BOOKKEEPING = frozenset({"id", "tenant_id", "created_at", "updated_at"})
+
+# How much a change of a field matters (change_history.change_impact_level); others are LOW.
+_FIELD_IMPACT: Mapping[tuple[str, str], ImpactLevel] = {
+    ("opportunity_projects", "project_status"): ImpactLevel.HIGH,
+    ("opportunity_projects", "pipeline_stage"): ImpactLevel.MEDIUM,
+    ("opportunity_projects", "priority_level"): ImpactLevel.MEDIUM,
+    ("opportunity_projects", "win_probability_score"): ImpactLevel.MEDIUM,
+    ("opportunity_projects", "strategic_value_score"): ImpactLevel.MEDIUM,
+    ("opportunity_projects", "pursuit_health_score"): ImpactLevel.MEDIUM,
+    ("opportunity_projects", "assigned_capture_manager"): ImpactLevel.MEDIUM,
+    ("opportunity_projects", "assigned_proposal_manager"): ImpactLevel.MEDIUM,
+    ("opportunity_projects", "archived_at"): ImpactLevel.MEDIUM,
+    ("opportunity_project_overrides", "override_value"): ImpactLevel.MEDIUM,
+    ("opportunity_project_overrides", "is_active"): ImpactLevel.MEDIUM,
+    ("capture_plans", "go_no_go_decision"): ImpactLevel.HIGH,
+    ("capture_plans", "status"): ImpactLevel.MEDIUM,
+    ("capture_plans", "decision_date"): ImpactLevel.MEDIUM,
+    ("capture_plans", "archived_at"): ImpactLevel.MEDIUM,
+    ("proposals", "status"): ImpactLevel.MEDIUM,
+    ("proposals", "archived_at"): ImpactLevel.MEDIUM,
+}
+
+# Security-relevant entities: their changes are reviewed first (audit_logs.risk_level).
+_HIGH_RISK = frozenset(
+    {
+        EntityType.TENANT,
+        EntityType.TENANT_CONFIGURATION,
+        EntityType.USER,
+        EntityType.ROLE,
+        EntityType.USER_ROLE,
+        EntityType.EXTERNAL_OPPORTUNITY_SOURCE,
+    }
+)
+
+_AUDITED_TABLES: Mapping[str, type] = {model.__tablename__: model for model in AUDITED}  # type: ignore[attr-defined]
+_DML_TEXT = re.compile(
+    r"\b(?:insert\s+into|update|delete\s+from)\s+(?:only\s+)?(?:public\.)?\"?("
+    + "|".join(sorted(_AUDITED_TABLES, key=len, reverse=True))
+    + r")\b",
+    re.IGNORECASE,
+)
+_DESCRIPTION_LENGTH = 500
+_STATE_KEY = "gwm.audit_trail"
+
+
+class Action(enum.StrEnum):
+    """audit_logs.action_type of the hook's rows (change_history.change_category in lower case)."""
+
+    CREATE = "CREATE"
+    UPDATE = "UPDATE"
+    DELETE = "DELETE"
+    ARCHIVE = "ARCHIVE"
+    RESTORE = "RESTORE"
+    DEACTIVATE = "DEACTIVATE"
+    REACTIVATE = "REACTIVATE"
+
+
+class TrailError(RuntimeError):
+    """The hook cannot record a change as required (a bug: the write is refused, never unaudited)."""
+
+
+class BypassRefused(TrailError):
+    """A statement would write an audited table without going through the flush hook."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuditContext:
+    """Who writes, from where, under which permission: copied onto every row the hook writes.
+
+    `change_batch_id` groups the change_history rows of one unit of work (one transaction).
+    """
+
+    tenant_id: uuid.UUID
+    user_id: uuid.UUID | None
+    change_batch_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    session_id: str | None = None
+    ip_address: str | None = None
+    user_agent: str | None = None
+    request_id: str | None = None
+    endpoint: str | None = None
+    http_method: str | None = None
+    operation_name: str | None = None
+    field_name: str | None = None
+    permission: str | None = None
+    change_source: ChangeSource = ChangeSource.USER
+    system_process: str | None = None
+    change_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Redaction:
+    """What never reaches an audit row: whole secret columns, and secret keys inside JSON values.
+
+    `secret_columns` holds (table, column) pairs; `redact_json` returns a copy of a mapping with
+    secret-looking keys' values replaced (the caller's policy, e.g. auth.audit.redact).
+    """
+
+    secret_columns: frozenset[tuple[str, str]]
+    redact_json: Callable[[Mapping[str, Any]], Mapping[str, Any] | None]
+
+    def value(self, table: str, column: str, value: Any) -> Any:
+        if (table, column) in self.secret_columns:
+            return None if value is None else REDACTED
+        return self._json(value)
+
+    def _json(self, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            redacted = self.redact_json(value) or {}
+            return {k: self._json(v) for k, v in redacted.items()}
+        if isinstance(value, list):
+            return [self._json(v) for v in value]
+        return value
+
+
+def wire_value(value: Any, column_type: Any = None) -> Any:
+    """A column value as JSON, in the API's wire formats (schema/scalars.py)."""
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, enum.Enum):
+        return wire_value(value.value)
+    if isinstance(value, int):
+        return str(value) if isinstance(column_type, BigInteger) else value
+    if isinstance(value, float):
+        return value
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise TrailError("a naive datetime cannot be recorded")
+        return value.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if isinstance(value, datetime.date):
+        return value.isoformat()
+    if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address):
+        return str(value)
+    if isinstance(value, ipaddress.IPv4Interface | ipaddress.IPv6Interface):
+        return str(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).hex()
+    if isinstance(value, Mapping):
+        return {str(k): wire_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [wire_value(v) for v in value]
+    raise TrailError(f"no JSON form for a {type(value).__name__} value")
+
+
+@dataclass(slots=True)
+class _Change:
+    """One audited row changed by one flush: its stored values before and after (None: absent)."""
+
+    model: type
+    table: Table
+    entity_id: uuid.UUID
+    deleted: bool = False
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class AuditTrail:
+    """The hook's state for one session (one unit of work): its context and what it has recorded."""
+
+    context: AuditContext
+    chain: AuditChain
+    redaction: Redaction
+    # (entity type, id) of every audited row changed so far, in order, without repeats.
+    entities: list[tuple[str, uuid.UUID]] = field(default_factory=list)
+    audit_rows: int = 0
+    history_rows: int = 0
+    _seen: set[tuple[str, uuid.UUID]] = field(default_factory=set)
+    _pending: dict[tuple[str, uuid.UUID], _Change] = field(default_factory=dict)
+    _flushing: bool = False
+
+    def install(self, session: Session) -> None:
+        """Attach to `session` (an AuditedSession): its flushes are recorded from now on."""
+        if not isinstance(session, AuditedSession):
+            raise TrailError("the audit trail needs an AuditedSession")
+        session.info[_STATE_KEY] = self
+
+    def guard(self, connection: Connection) -> Callable[[], None]:
+        """Refuse DML on audited tables on `connection` outside a flush; returns the remover."""
+
+        def before_execute(conn: Connection, clause: Any, multiparams: Any, params: Any, options: Any) -> None:
+            if self._flushing:
+                return
+            table = _dml_table(clause)
+            if table is not None:
+                raise BypassRefused(
+                    f"{table} is audited: write it through the unit of work's session (the flush hook), "
+                    "not with a statement"
+                )
+
+        event.listen(connection, "before_execute", before_execute)
+        return lambda: event.remove(connection, "before_execute", before_execute)
+
+    def set_reason(self, reason: str | None) -> None:
+        """Record `reason` as audit_logs.change_reason of the rows written from now on."""
+        self.context = dataclasses.replace(self.context, change_reason=reason)
+
+    # -- the flush -------------------------------------------------------------------------------
+
+    def before_flush(self, session: Session) -> None:
+        self._flushing = True
+        pending: dict[tuple[str, uuid.UUID], _Change] = {}
+        by_table: dict[str, list[uuid.UUID]] = {}
+        deleted = set(session.deleted)
+        for obj in [*session.dirty, *deleted]:
+            model = type(obj)
+            if model not in AUDITED:
+                continue
+            if obj not in deleted and not session.is_modified(obj, include_collections=False):
+                continue
+            table: Table = object_mapper(obj).local_table  # type: ignore[assignment]
+            entity_id = obj.id
+            if entity_id is None:
+                raise TrailError(f"a changed {table.name} row without an id")
+            pending[(table.name, entity_id)] = _Change(model, table, entity_id, deleted=obj in deleted)
+            by_table.setdefault(table.name, []).append(entity_id)
+        connection = session.connection()
+        for table_name, ids in by_table.items():
+            table = _AUDITED_TABLES[table_name].__table__  # type: ignore[attr-defined]
+            rows = connection.execute(select(table).where(table.c.id.in_(ids)).with_for_update()).mappings()
+            for row in rows:
+                pending[(table_name, row["id"])].before = dict(row)
+        missing = [key for key, change in pending.items() if change.before is None]
+        if missing:
+            # The row is gone (deleted by another transaction): the write would change nothing.
+            raise TrailError(f"{missing[0][0]} row {missing[0][1]} no longer exists")
+        self._pending = pending
+
+    def after_flush(self, session: Session) -> None:
+        changes = dict(self._pending)
+        self._pending = {}
+        for obj in session.new:
+            model = type(obj)
+            if model not in AUDITED:
+                continue
+            table: Table = object_mapper(obj).local_table  # type: ignore[assignment]
+            if obj.id is None:
+                raise TrailError(f"an inserted {table.name} row without an id")
+            changes[(table.name, obj.id)] = _Change(model, table, obj.id)
+        if not changes:
+            return
+        connection = session.connection()
+        written: dict[str, list[uuid.UUID]] = {}
+        for (table_name, entity_id), change in changes.items():
+            if not change.deleted:
+                written.setdefault(table_name, []).append(entity_id)
+        for table_name, ids in written.items():
+            table = _AUDITED_TABLES[table_name].__table__  # type: ignore[attr-defined]
+            for row in connection.execute(select(table).where(table.c.id.in_(ids))).mappings():
+                changes[(table_name, row["id"])].after = dict(row)
+        self._record(connection, list(changes.values()))
+
+    def after_flush_postexec(self) -> None:
+        self._flushing = False
+
+    # -- rows --------------------------------------------------------------------------------------
+
+    def _record(self, connection: Connection, changes: list[_Change]) -> None:
+        context = self.context
+        log_rows: list[dict[str, Any]] = []
+        history_rows: list[dict[str, Any]] = []
+        for change in changes:
+            entity_type = AUDITED[change.model]
+            table = change.table
+            if change.after is None and not change.deleted:
+                raise TrailError(f"{table.name} row {change.entity_id} was written but cannot be read back")
+            # Compared unredacted (a changed secret is a change), recorded redacted.
+            raw_before = None if change.before is None else _wire_row(table, change.before)
+            raw_after = None if change.after is None else _wire_row(table, change.after)
+            if raw_before is not None and raw_after is not None:
+                changed = [name for name in raw_after if raw_before[name] != raw_after[name]]
+                operational = OPERATIONAL_COLUMNS.get(table.name, frozenset()) | {"updated_at"}
+                if all(name in operational for name in changed):
+                    continue  # nothing but bookkeeping or operational state moved
+            else:
+                shown = raw_after if raw_after is not None else raw_before
+                assert shown is not None
+                changed = [name for name, value in shown.items() if value is not None and name not in _BOOKKEEPING]
+            before = None if raw_before is None else self._redact(table, raw_before)
+            after = None if raw_after is None else self._redact(table, raw_after)
+            values_before: dict[str, Any] | None = before
+            values_after: dict[str, Any] | None = after
+            if before is not None and after is not None:
+                values_before = {name: before[name] for name in changed}
+                values_after = {name: after[name] for name in changed}
+            action = _action(change, before, after)
+            key = (entity_type.value, change.entity_id)
+            if key not in self._seen:
+                self._seen.add(key)
+                self.entities.append(key)
+            log_rows.append(
+                {
+                    "user_id": context.user_id,
+                    "session_id": context.session_id,
+                    "ip_address": context.ip_address,
+                    "user_agent": context.user_agent,
+                    "action_type": action.value,
+                    "entity_type": entity_type.value,
+                    "entity_id": change.entity_id,
+                    "operation_description": _description(context, action, entity_type),
+                    "before_values": values_before,
+                    "after_values": values_after,
+                    "changed_fields": changed,
+                    "change_reason": None if context.change_reason is None else context.change_reason[:255],
+                    "access_granted": True,
+                    "permission_used": context.permission,
+                    "risk_level": _risk(entity_type, action).value,
+                    "request_id": context.request_id,
+                    "api_endpoint": context.endpoint,
+                    "http_method": context.http_method,
+                }
+            )
+            operational = OPERATIONAL_COLUMNS.get(table.name, frozenset())
+            for name in changed:
+                if name in _BOOKKEEPING or name in operational:
+                    continue
+                history_rows.append(
+                    {
+                        "entity_type": entity_type.value,
+                        "entity_id": change.entity_id,
+                        "field_name": name,
+                        "old_value": None if before is None else before.get(name),
+                        "new_value": None if after is None else after.get(name),
+                        "changed_by_user_id": context.user_id,
+                        "changed_by_system_process": context.system_process,
+                        "change_source": context.change_source.value,
+                        "change_category": action.value.lower(),
+                        "change_impact_level": _FIELD_IMPACT.get((table.name, name), ImpactLevel.LOW).value,
+                        "change_batch_id": context.change_batch_id,
+                    }
+                )
+        if log_rows:
+            self.chain.append_sync(connection, AuditLog.__table__, log_rows)  # type: ignore[arg-type]
+            self.audit_rows += len(log_rows)
+        if history_rows:
+            self.chain.append_sync(connection, ChangeHistory.__table__, history_rows)  # type: ignore[arg-type]
+            self.history_rows += len(history_rows)
+
+    def _redact(self, table: Table, row: Mapping[str, Any]) -> dict[str, Any]:
+        return {name: self.redaction.value(table.name, name, value) for name, value in row.items()}
+
+
+def _wire_row(table: Table, row: Mapping[str, Any]) -> dict[str, Any]:
+    """Every column of a stored row, in the API's wire formats."""
+    return {column.name: wire_value(row[column.name], column.type) for column in table.columns}
+
+
+class AuditedSession(Session):
+    """The ORM session class of units of work: its flushes are recorded by the audit trail."""
+
+
+def _trail(session: Session) -> AuditTrail:
+    trail = session.info.get(_STATE_KEY)
+    if not isinstance(trail, AuditTrail):
+        raise TrailError("this session has no audit trail installed: open it through a unit of work")
+    return trail
+
+
+@event.listens_for(AuditedSession, "before_flush")
+def _before_flush(session: Session, flush_context: UOWTransaction, instances: Iterable[Any] | None) -> None:
+    _trail(session).before_flush(session)
+
+
+@event.listens_for(AuditedSession, "after_flush")
+def _after_flush(session: Session, flush_context: UOWTransaction) -> None:
+    _trail(session).after_flush(session)
+
+
+@event.listens_for(AuditedSession, "after_flush_postexec")
+def _after_flush_postexec(session: Session, flush_context: UOWTransaction) -> None:
+    _trail(session).after_flush_postexec()
+
+
+@event.listens_for(AuditedSession, "after_soft_rollback")
+def _after_soft_rollback(session: Session, previous_transaction: Any) -> None:
+    trail = session.info.get(_STATE_KEY)
+    if isinstance(trail, AuditTrail):
+        trail.after_flush_postexec()
+
+
+@event.listens_for(AuditedSession, "do_orm_execute")
+def _refuse_bulk_writes(state: ORMExecuteState) -> None:
+    """ORM bulk INSERT/UPDATE/DELETE never reach the flush, so they would go unaudited."""
+    if not (state.is_insert or state.is_update or state.is_delete):
+        return
+    for mapper in state.all_mappers:
+        if mapper.class_ in AUDITED:
+            verb = "INSERT" if state.is_insert else "UPDATE" if state.is_update else "DELETE"
+            raise BypassRefused(
+                f"bulk {verb} of {mapper.class_.__name__} would bypass the audit trail: "
+                "load the rows and change them through the session"
+            )
+    table = _dml_table(state.statement)
+    if table is not None:
+        raise BypassRefused(f"{table} is audited: a statement would bypass the audit trail")
+
+
+def _dml_table(clause: Any) -> str | None:
+    """The audited table an INSERT/UPDATE/DELETE statement writes, if any."""
+    if isinstance(clause, UpdateBase):
+        table = getattr(clause, "table", None)
+        name = getattr(table, "name", None)
+        return name if name in _AUDITED_TABLES else None
+    if isinstance(clause, TextClause):
+        match = _DML_TEXT.search(clause.text)
+        return match.group(1).lower() if match else None
+    return None
+
+
+def _action(change: _Change, before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> Action:
+    if before is None:
+        return Action.CREATE
+    if after is None:
+        return Action.DELETE
+    if "archived_at" in after and before.get("archived_at") != after.get("archived_at"):
+        return Action.ARCHIVE if after["archived_at"] is not None else Action.RESTORE
+    if change.model in (User, Tenant) and before.get("is_active") != after.get("is_active"):
+        return Action.REACTIVATE if after["is_active"] else Action.DEACTIVATE
+    return Action.UPDATE
+
+
+def _risk(entity_type: EntityType, action: Action) -> RiskLevel:
+    if entity_type in _HIGH_RISK:
+        return RiskLevel.HIGH
+    if action in (Action.DELETE, Action.ARCHIVE, Action.RESTORE):
+        return RiskLevel.MEDIUM
+    return RiskLevel.LOW
+
+
+def _description(context: AuditContext, action: Action, entity_type: EntityType) -> str:
+    via = context.field_name or context.system_process or "write"
+    operation = f" (operation {context.operation_name})" if context.operation_name else ""
+    text = f"{via}{operation}: {action.value} {entity_type.value}"
+    return text[:_DESCRIPTION_LENGTH]

@@ -1,0 +1,498 @@
+"""The unit of work: one audited transaction for one write (a GraphQL mutation field, a job step).
+
+    async with UnitOfWork(engine, chain=chain, context=AuditContext(...), redaction=redaction) as uow:
+        project = await uow.lock(OpportunityProject, project_id, updated_at=seen)
+        uow.assign(project, {"priority_level": "high"})
+    # committed here; an exception inside the block rolls everything back
+
+What it guarantees:
+
+- One connection of the server's role, one READ COMMITTED transaction, the tenant set
+  (`set_tenant`) before anything else. `uow.session` is an `AsyncSession` bound to that
+  connection whose class is `AuditedSession`: every flush of an audited entity writes its
+  audit_logs and change_history rows in the same transaction (models/audit_trail.py), and no
+  statement can write an audited table around the flush. `uow.connection` is the same
+  connection, for plain statements that must share the transaction (e.g. an idempotency key).
+- Optimistic concurrency: `lock()` reads the row `FOR UPDATE` (so concurrent writers queue) and
+  refuses with `Conflict` unless its `updated_at` is exactly the value the caller read, and this
+  transaction's timestamp is later than it (docs/decisions.md W12: the row's `updated_at` then
+  always moves forward, so a value a client saw is never produced again by another write).
+- On leaving the block: a final flush, then `pg_notify('gwm_changes', ...)` once if audited rows
+  changed (inside the transaction, so only a commit announces anything), then COMMIT, then the
+  `on_commit` callbacks. Any failure up to and including the COMMIT rolls back the change, its
+  audit rows and its notification together.
+- Database errors the caller can cause (a unique value taken, a reference to a missing row, a
+  value outside a CHECK, a lost concurrency race) become `models.errors` exceptions naming the
+  column where PostgreSQL says which; anything else propagates unchanged (a bug or an outage).
+
+The surface: `lock(model, id, updated_at=)` (FOR UPDATE, optimistic check), `find(model, id)`
+(FOR KEY SHARE: exists and stays), `assign(obj, {column: value})` (checked against the column
+types; returns what changed), `add(obj)`, `await delete(obj)`, `archive(obj)`, `await flush()`,
+`on_commit(callback)`, `set_reason(text)` (audit_logs.change_reason), `set_permission(text)`;
+`connection`, `session`, `context`, `change_batch_id`, `actor_id`, `tenant_id`, `entities`,
+`audit_rows`. Errors: `models.errors.NotFound` / `Conflict` / `Invalid` (field = column name).
+
+The notification payload is `{"tenant": id, "batch": change_batch_id, "entities": [{"type":
+entity type, "id": id}, ...]}`, kept under PostgreSQL's 8000-byte limit: when the list would not
+fit it is cut and `"truncated": true` is added (the batch id finds every row in change_history).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import functools
+import json
+import logging
+import re
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from decimal import Decimal
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+from sqlalchemy import ForeignKeyConstraint, Numeric, String, UniqueConstraint, func, select, text
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.orm import object_mapper
+
+from models.audit_chain import AuditChain
+from models.audit_trail import AuditContext, AuditedSession, AuditTrail, Redaction
+from models.base import Base
+from models.db import set_tenant
+from models.errors import Conflict, DomainError, Invalid, NotFound
+
+__all__ = ["CHANNEL", "NOTIFY_LIMIT", "UnitOfWork", "notification_payload", "translate_error"]
+
+_log = logging.getLogger(__name__)
+
+#: The LISTEN channel of committed change batches.
+CHANNEL = "gwm_changes"
+#: Bytes a notification payload may take (PostgreSQL refuses 8000 or more; room left for safety).
+NOTIFY_LIMIT = 7900
+
+M = TypeVar("M")
+
+
+class UnitOfWork:
+    """One transaction, tenant-scoped and audited; see the module docstring."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        chain: AuditChain,
+        context: AuditContext,
+        redaction: Redaction,
+        notify: bool = True,
+    ) -> None:
+        self._engine = engine
+        self._trail = AuditTrail(context=context, chain=chain, redaction=redaction)
+        self._notify = notify
+        self._conn: AsyncConnection | None = None
+        self._session: AsyncSession | None = None
+        self._remove_guard: Callable[[], None] | None = None
+        self._on_commit: list[Callable[[], Awaitable[None]]] = []
+        self._finished = False
+        self.committed = False
+
+    # -- the transaction -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        conn = await self._engine.connect()
+        try:
+            # The audit chain appends under READ COMMITTED (models/audit_chain.py); so do the
+            # optimistic checks, which must see the latest committed row once its lock is granted.
+            await conn.execution_options(isolation_level="READ COMMITTED")
+            await conn.begin()
+            await set_tenant(conn, self._trail.context.tenant_id)
+            self._remove_guard = self._trail.guard(conn.sync_connection)  # type: ignore[arg-type]
+            session = AsyncSession(
+                bind=conn,
+                sync_session_class=AuditedSession,
+                expire_on_commit=False,
+                autoflush=False,
+                join_transaction_mode="rollback_only",
+            )
+            self._trail.install(session.sync_session)
+        except BaseException:
+            await _discard(conn)
+            raise
+        self._conn, self._session = conn, session
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc is None:
+            await self.commit()
+            return
+        await self.rollback()
+        if isinstance(exc, DBAPIError):
+            domain = translate_error(exc)
+            if domain is not None:
+                raise domain from exc
+
+    async def commit(self) -> None:
+        """Flush, announce the batch, COMMIT, then run the on_commit callbacks."""
+        if self._finished:
+            return
+        try:
+            await self.flush()
+            if self._notify and self._trail.entities:
+                payload = notification_payload(
+                    self._trail.context.tenant_id, self._trail.context.change_batch_id, self._trail.entities
+                )
+                await self.connection.execute(
+                    text("SELECT pg_notify(:channel, :payload)"), {"channel": CHANNEL, "payload": payload}
+                )
+            await self.connection.commit()
+        except DBAPIError as exc:
+            await self.rollback()
+            domain = translate_error(exc)
+            if domain is not None:
+                raise domain from exc
+            raise
+        except BaseException:
+            await self.rollback()
+            raise
+        self.committed = True
+        await self._close()
+        for callback in self._on_commit:
+            try:
+                await callback()
+            except Exception:  # committed already: a failing callback must not report the write as failed
+                _log.exception("on_commit callback failed after batch %s", self.change_batch_id)
+
+    async def rollback(self) -> None:
+        """Roll back everything (safe to call twice, and on a broken connection)."""
+        if self._finished:
+            return
+        conn = self._conn
+        try:
+            if self._session is not None:
+                await self._session.close()
+            if conn is not None and not conn.closed:
+                await conn.rollback()
+        except Exception:
+            # The connection is gone (terminated backend, network): PostgreSQL rolls back by itself.
+            if conn is not None:
+                await conn.invalidate()
+        finally:
+            await self._close()
+
+    async def _close(self) -> None:
+        self._finished = True
+        conn, self._conn = self._conn, None
+        session, self._session = self._session, None
+        remove_guard, self._remove_guard = self._remove_guard, None
+        if remove_guard is not None:
+            remove_guard()
+        if session is not None:
+            await session.close()
+        if conn is not None:
+            await _discard(conn)
+
+    def on_commit(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Run `callback` after a successful COMMIT (not after a rollback); its errors are logged."""
+        self._on_commit.append(callback)
+
+    # -- access ----------------------------------------------------------------------------------
+
+    @property
+    def connection(self) -> AsyncConnection:
+        if self._conn is None:
+            raise RuntimeError("the unit of work is not open")
+        return self._conn
+
+    @property
+    def session(self) -> AsyncSession:
+        if self._session is None:
+            raise RuntimeError("the unit of work is not open")
+        return self._session
+
+    @property
+    def context(self) -> AuditContext:
+        return self._trail.context
+
+    @property
+    def change_batch_id(self) -> uuid.UUID:
+        return self._trail.context.change_batch_id
+
+    @property
+    def actor_id(self) -> uuid.UUID | None:
+        return self._trail.context.user_id
+
+    @property
+    def tenant_id(self) -> uuid.UUID:
+        return self._trail.context.tenant_id
+
+    @property
+    def entities(self) -> list[tuple[str, uuid.UUID]]:
+        """(entity type, id) of every audited row changed so far."""
+        return list(self._trail.entities)
+
+    @property
+    def audit_rows(self) -> tuple[int, int]:
+        """How many (audit_logs, change_history) rows this unit of work has appended."""
+        return self._trail.audit_rows, self._trail.history_rows
+
+    def set_reason(self, reason: str | None) -> None:
+        """Record `reason` as the change_reason of the audit rows of the next flushes."""
+        self._trail.set_reason(reason)
+
+    def set_permission(self, permission: str | None) -> None:
+        """The permission(s) recorded as having granted the writes of the next flushes."""
+        self._trail.context = dataclasses.replace(self._trail.context, permission=permission)
+
+    # -- reading and writing ---------------------------------------------------------------------
+
+    async def flush(self) -> None:
+        """Write pending changes (and their audit rows); database refusals become domain errors."""
+        try:
+            await self.session.flush()
+        except DBAPIError as exc:
+            domain = translate_error(exc)
+            if domain is not None:
+                raise domain from exc
+            raise
+
+    async def lock(
+        self, model: type[M], entity_id: uuid.UUID, *, updated_at: Any = None, what: str = "", field: str = "id"
+    ) -> M:
+        """The row `entity_id` of `model`, locked (FOR UPDATE) until the end of the transaction.
+
+        NotFound (on `field`) when it does not exist for this tenant. With `updated_at` (the
+        value the caller read), Conflict unless the row still has exactly that value and this
+        transaction began after it was written (so the write about to be made moves updated_at
+        forward).
+        """
+        label = what or _label(model)
+        obj, tx_now = await self._row(model, entity_id, label, field, key_share=False)
+        if updated_at is not None:
+            current = obj.updated_at
+            if current != updated_at:
+                raise Conflict(
+                    f"The {label} was changed since you read it: read it again and retry with its "
+                    "current updatedAt.",
+                    field="updated_at",
+                )
+            if not tx_now > current:
+                raise Conflict(f"The {label} is being changed by another request: retry.", field="updated_at")
+        return obj  # type: ignore[no-any-return]
+
+    async def find(self, model: type[M], entity_id: uuid.UUID, *, what: str = "", field: str = "id") -> M:
+        """The row `entity_id` of `model`, kept from being deleted (FOR KEY SHARE) until the end of
+        the transaction, without blocking its other writers; NotFound (on `field`) when absent."""
+        obj, _ = await self._row(model, entity_id, what or _label(model), field, key_share=True)
+        return obj  # type: ignore[no-any-return]
+
+    async def _row(self, model: Any, entity_id: uuid.UUID, label: str, field: str, *, key_share: bool) -> Any:
+        stmt = (
+            select(model, func.now().label("tx_now"))
+            .where(model.id == entity_id, *_tenant_condition(model, self.tenant_id))
+            .with_for_update(read=key_share, key_share=key_share)
+            .execution_options(populate_existing=True)
+        )
+        try:
+            row = (await self.session.execute(stmt)).first()
+        except DBAPIError as exc:
+            domain = translate_error(exc)
+            if domain is not None:
+                raise domain from exc
+            raise
+        if row is None:
+            raise NotFound(f"There is no {label} with this id.", field=field)
+        return row
+
+    def add(self, obj: Any) -> None:
+        self.session.add(obj)
+
+    async def delete(self, obj: Any) -> None:
+        await self.session.delete(obj)
+
+    def archive(self, obj: Any) -> None:
+        """Mark `obj` archived now (the transaction's instant, as updated_at) by the actor."""
+        obj.archived_at = func.now()
+        obj.archived_by = self.actor_id
+
+    def assign(self, obj: Any, values: Mapping[str, Any]) -> list[str]:
+        """Set columns of `obj` from `values` (column name -> value), checked against the column
+        types (required, length, decimal places and range): Invalid names the field. Returns the
+        names whose value differs from the current one."""
+        table = object_mapper(obj).local_table
+        changed: list[str] = []
+        for name, raw in values.items():
+            column = table.c[name]
+            value = check_value(column, raw.value if isinstance(raw, enum.Enum) else raw)
+            if _differs(getattr(obj, name, None), value):
+                setattr(obj, name, value)
+                changed.append(name)
+        return changed
+
+
+def check_value(column: Any, value: Any) -> Any:
+    """`value` for `column` if it fits the column's type; Invalid (with the column as field) if not."""
+    name = column.name
+    if value is None:
+        if not column.nullable:
+            raise Invalid(f"{_words(name)} is required.", field=name)
+        return None
+    kind = column.type
+    if isinstance(kind, String) and kind.length is not None and isinstance(value, str) and len(value) > kind.length:
+        raise Invalid(f"{_words(name)} must be at most {kind.length} characters long.", field=name)
+    if isinstance(kind, Numeric) and isinstance(value, Decimal) and kind.precision is not None:
+        scale = kind.scale or 0
+        exponent = value.as_tuple().exponent
+        if not isinstance(exponent, int):
+            raise Invalid(f"{_words(name)} must be a finite number.", field=name)
+        if abs(value) >= Decimal(10) ** (kind.precision - scale):
+            raise Invalid(f"{_words(name)} is out of range.", field=name)
+        if exponent < -scale and value != value.quantize(Decimal(1).scaleb(-scale)):
+            raise Invalid(f"{_words(name)} takes at most {scale} decimal places.", field=name)
+    return value
+
+
+def notification_payload(tenant_id: uuid.UUID, batch_id: uuid.UUID, entities: list[tuple[str, uuid.UUID]]) -> str:
+    """The JSON announced on CHANNEL for one committed batch, under NOTIFY_LIMIT bytes."""
+    head = {"tenant": str(tenant_id), "batch": str(batch_id)}
+    items = [{"type": kind, "id": str(entity_id)} for kind, entity_id in entities]
+    payload = json.dumps({**head, "entities": items}, separators=(",", ":"))
+    if len(payload.encode()) <= NOTIFY_LIMIT:
+        return payload
+    room = NOTIFY_LIMIT - len(json.dumps({**head, "entities": [], "truncated": True}, separators=(",", ":")))
+    kept: list[dict[str, str]] = []
+    for item in items:
+        size = len(json.dumps(item, separators=(",", ":"))) + 1  # and its comma
+        if size > room:
+            break
+        kept.append(item)
+        room -= size
+    return json.dumps({**head, "entities": kept, "truncated": True}, separators=(",", ":"))
+
+
+# -- database errors the caller can cause ---------------------------------------------------------
+
+_KEY = re.compile(r"Key \(([^)]*)\)")
+_STILL_REFERENCED = re.compile(
+    r'update or delete on table "([a-z_]+)" violates (?:RESTRICT setting of )?foreign key constraint "[^"]*"'
+    r' on table "([a-z_]+)"'
+)
+_CONCURRENCY_STATES = frozenset({"40001", "40P01", "55P03"})
+
+
+def translate_error(exc: DBAPIError) -> DomainError | None:
+    """The domain error a database refusal stands for, or None when it is not the caller's doing.
+
+    Only column and table names from the error's fields reach the message: never the values in
+    PostgreSQL's detail text.
+    """
+    orig = getattr(exc, "orig", None)
+    cause = getattr(orig, "__cause__", None)
+    state = getattr(cause, "sqlstate", None) or getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    detail = str(getattr(cause, "detail", "") or "")
+    table = getattr(cause, "table_name", None)
+    constraint = getattr(cause, "constraint_name", None)
+    if state == "23505":  # unique_violation
+        column = _constraint_column(constraint) or _last_key_column(detail)
+        return Conflict(
+            f"Another {_singular(table)} already has this {_words(column) if column else 'value'}.", field=column
+        )
+    if state in ("23503", "23001"):  # foreign_key_violation, restrict_violation
+        # PostgreSQL leaves the key out of the detail on tables with row-level security: the
+        # constraint's name says which columns it covers.
+        column = _constraint_column(constraint) or _last_key_column(detail)
+        still = _STILL_REFERENCED.match(str(cause or ""))
+        if still is not None:  # a delete (or key change) of a row that others reference
+            referenced, referencing = still.group(1), still.group(2).replace("_", " ")
+            return Conflict(f"The {_singular(referenced)} is still referenced by {referencing}.")
+        return Invalid(f"{_words(column) if column else 'A reference'} names a row that does not exist.", field=column)
+    if state == "23514":  # check_violation
+        column = _check_column(constraint, table)
+        return Invalid(f"{_words(column) if column else 'A value'} is not an allowed value.", field=column)
+    if state == "23502":  # not_null_violation
+        column = getattr(cause, "column_name", None)
+        return Invalid(f"{_words(column) if column else 'A value'} is required.", field=column)
+    if state in ("22001", "22003", "22P02", "22007", "22008"):  # too long, out of range, bad text/date
+        return Invalid("A value does not fit its field.")
+    if state in _CONCURRENCY_STATES:
+        return Conflict("The change collided with a concurrent one: retry.")
+    return None
+
+
+@functools.cache
+def _constraint_columns() -> dict[str, tuple[str, ...]]:
+    """Database constraint name -> its columns, for every unique and foreign key of the models."""
+    preparer = postgresql.dialect().identifier_preparer  # type: ignore[no-untyped-call]
+    found: dict[str, tuple[str, ...]] = {}
+    for table in Base.metadata.tables.values():
+        for constraint in table.constraints:
+            if isinstance(constraint, UniqueConstraint | ForeignKeyConstraint) and constraint.name is not None:
+                name = preparer.format_constraint(constraint)
+                if name is not None:
+                    found[name] = tuple(c.name for c in constraint.columns)
+        for index in table.indexes:
+            if index.unique and index.name is not None:
+                name = preparer.format_constraint(index)
+                if name is not None:
+                    found[name] = tuple(str(c.name) for c in index.columns)
+    return found
+
+
+def _constraint_column(constraint: str | None) -> str | None:
+    """The column a caller controls in a unique or foreign key: the last one besides tenant_id."""
+    columns = [c for c in _constraint_columns().get(constraint or "", ()) if c != "tenant_id"]
+    return columns[-1] if columns else None
+
+
+def _last_key_column(detail: str) -> str | None:
+    match = _KEY.search(detail)
+    if not match:
+        return None
+    columns = [c.strip().strip('"') for c in match.group(1).split(",") if c.strip() != "tenant_id"]
+    return columns[-1] if columns else None
+
+
+def _check_column(constraint: str | None, table: str | None) -> str | None:
+    # values_check names: ck_<table>_<column>_values (models/base.py).
+    if not constraint or not table:
+        return None
+    prefix, suffix = f"ck_{table}_", "_values"
+    if constraint.startswith(prefix) and constraint.endswith(suffix):
+        return constraint[len(prefix) : -len(suffix)]
+    return None
+
+
+def _singular(table: str | None) -> str:
+    if not table:
+        return "row"
+    words = table.replace("_", " ")
+    return words[:-1] if words.endswith("s") else words
+
+
+def _words(name: str) -> str:
+    return name.replace("_", " ")
+
+
+def _label(model: type) -> str:
+    return _singular(getattr(model, "__tablename__", None))
+
+
+def _tenant_condition(model: Any, tenant_id: uuid.UUID) -> list[Any]:
+    if getattr(model, "__tablename__", None) == "tenants":
+        return [model.id == tenant_id]
+    return [model.tenant_id == tenant_id] if hasattr(model, "tenant_id") else []
+
+
+def _differs(current: Any, value: Any) -> bool:
+    # Decimals compare by value: 75 and 75.00 are stored alike in a numeric(5,2) column, so
+    # writing one over the other would change nothing but updated_at.
+    return bool(current != value)
+
+
+async def _discard(conn: AsyncConnection) -> None:
+    try:
+        await conn.close()
+    except Exception:  # a connection that died is dropped from the pool by close()'s own handling
+        _log.debug("closing a unit of work's connection failed", exc_info=True)

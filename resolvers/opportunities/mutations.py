@@ -1,0 +1,248 @@
+"""Writes of the opportunity domain: projects (create, update, archive) and their field overrides
+(create, update, delete).
+
+Each function runs inside a unit of work (models/unit_of_work.py) and changes rows only through
+it, so the flush hook audits every change; none writes audit rows, checks a permission (the
+GraphQL fields declare them) or commits. Values arrive by column name; refusals are
+models.errors exceptions naming the field. Projects are evidence: they are archived, never
+deleted here. Overrides carry an updated_at and are deleted with a checked one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import JSON, Table, select
+
+from models import ExternalOpportunityData, OpportunityProject, OpportunityProjectOverride, User
+from models.audit_trail import wire_value
+from models.db import RequestConnection
+from models.enums import SyncStatus
+from models.errors import Invalid
+from models.unit_of_work import UnitOfWork
+from resolvers.opportunities.effective import OVERRIDABLE, OverrideValue, current_version_order, read_override
+
+__all__ = [
+    "SCORE_FIELDS",
+    "archive_project",
+    "create_override",
+    "create_project",
+    "delete_override",
+    "manual_source_id",
+    "project_id_of",
+    "update_override",
+    "update_project",
+]
+
+#: Project columns whose writing also needs opportunity.score:write.
+SCORE_FIELDS = ("win_probability_score", "strategic_value_score", "pursuit_health_score")
+
+_PROJECTS: Table = OpportunityProject.__table__  # type: ignore[assignment]
+_DATA: Table = ExternalOpportunityData.__table__  # type: ignore[assignment]
+_USERS: Table = User.__table__  # type: ignore[assignment]
+_OVERRIDABLE = {f.name: f for f in OVERRIDABLE}
+_SCORE_MAX = Decimal(100)
+
+
+# -- who a target belongs to (permission lookups, on the request's read connection) ---------------
+
+
+async def project_id_of(db: RequestConnection, table: Table, entity_id: uuid.UUID) -> uuid.UUID | None:
+    """The opportunity project a row of `table` belongs to (itself for a project); None if absent."""
+    column = table.c.id if table is _PROJECTS else table.c.opportunity_project_id
+    stmt = select(column).where(table.c.id == entity_id, table.c.tenant_id == db.tenant_id)
+    found: uuid.UUID | None = (await db.execute(stmt)).scalar()
+    return found
+
+
+def manual_source_id(tenant_id: uuid.UUID) -> uuid.UUID:
+    """The tenant's "Manual entry" source, as the bootstrap trigger derives its id (migration 0001:
+    `md5(tenant_id || '/manual-source')::uuid`)."""
+    return uuid.UUID(hashlib.md5(f"{tenant_id}/manual-source".encode(), usedforsecurity=False).hexdigest())
+
+
+# -- projects -----------------------------------------------------------------------------------
+
+
+async def create_project(uow: UnitOfWork, values: Mapping[str, Any]) -> uuid.UUID:
+    """A new project; without `external_source_id` it is a manual entry (the Manual entry source,
+    an `external_opportunity_id` of MANUAL-<uuid> unless given, sync status manual)."""
+    values = {k: v for k, v in values.items() if v is not None}
+    source = values.pop("external_source_id", None)
+    external_id = values.pop("external_opportunity_id", None)
+    if source is None:
+        source = manual_source_id(uow.tenant_id)
+        external_id = external_id or f"MANUAL-{uuid.uuid4()}"
+        values.setdefault("sync_status", SyncStatus.MANUAL.value)
+    elif external_id is None:
+        raise Invalid("externalOpportunityId is required with externalSourceId.", field="external_opportunity_id")
+    await _check_project_values(uow, values)
+    project = OpportunityProject(tenant_id=uow.tenant_id, created_by=uow.actor_id)
+    uow.assign(project, {"external_source_id": source, "external_opportunity_id": external_id, **values})
+    uow.add(project)
+    await uow.flush()
+    return project.id
+
+
+async def update_project(
+    uow: UnitOfWork, project_id: uuid.UUID, seen: Any, changes: Mapping[str, Any]
+) -> uuid.UUID:
+    """Change the given fields of a project read at `seen` (its updatedAt)."""
+    project = await uow.lock(OpportunityProject, project_id, updated_at=seen, what="opportunity project")
+    if project.archived_at is not None:
+        raise Invalid("The opportunity project is archived: it can no longer be changed.", field="id")
+    values = dict(changes)
+    await _check_project_values(uow, values)
+    if uow.assign(project, values):
+        await uow.flush()
+    return project.id
+
+
+async def archive_project(uow: UnitOfWork, project_id: uuid.UUID, seen: Any) -> uuid.UUID:
+    """Archive a project read at `seen`: it is kept, and hidden from default lists."""
+    project = await uow.lock(OpportunityProject, project_id, updated_at=seen, what="opportunity project")
+    if project.archived_at is not None:
+        raise Invalid("The opportunity project is already archived.", field="id")
+    uow.archive(project)
+    await uow.flush()
+    return project.id
+
+
+async def _check_project_values(uow: UnitOfWork, values: dict[str, Any]) -> None:
+    if "project_name" in values and (values["project_name"] is None or not values["project_name"].strip()):
+        raise Invalid("project name must not be empty.", field="project_name")
+    for name in SCORE_FIELDS:
+        score = values.get(name)
+        if score is not None and not Decimal(0) <= score <= _SCORE_MAX:
+            raise Invalid(f"{name.replace('_', ' ')} must be between 0 and 100.", field=name)
+    if "assigned_team_members" in values:
+        members = values["assigned_team_members"]
+        if members is None:
+            values["assigned_team_members"] = []
+            return
+        if len(set(members)) != len(members):
+            raise Invalid("assigned team members lists someone twice.", field="assigned_team_members")
+        if members:
+            found = set(
+                (
+                    await uow.connection.execute(
+                        select(_USERS.c.id).where(_USERS.c.tenant_id == uow.tenant_id, _USERS.c.id.in_(members))
+                    )
+                ).scalars()
+            )
+            if found != set(members):
+                raise Invalid("assigned team members names a user that does not exist.", field="assigned_team_members")
+        values["assigned_team_members"] = [str(m) for m in members]
+
+
+# -- overrides ----------------------------------------------------------------------------------
+
+
+async def create_override(uow: UnitOfWork, values: Mapping[str, Any]) -> uuid.UUID:
+    """Override one field of a project; the source's current value is kept beside it."""
+    values = dict(values)
+    project_id = values.pop("opportunity_project_id")
+    field_name = values.pop("field_name")
+    field = _OVERRIDABLE.get(field_name)
+    if field is None:
+        allowed = ", ".join(sorted(_OVERRIDABLE))
+        raise Invalid(f"field name must be one of: {allowed}.", field="field_name")
+    project = await uow.find(OpportunityProject, project_id, what="opportunity project", field="opportunity_project_id")
+    if project.archived_at is not None:
+        raise Invalid(
+            "The opportunity project is archived: it can no longer be changed.", field="opportunity_project_id"
+        )
+    value = values.pop("override_value", None)
+    _check_override_value(field_name, value)
+    current = (
+        await uow.connection.execute(
+            select(_DATA.c[field_name])
+            .where(
+                _DATA.c.tenant_id == uow.tenant_id,
+                _DATA.c.opportunity_project_id == project_id,
+                _DATA.c.is_current_version,
+            )
+            .order_by(*current_version_order(_DATA))
+            .limit(1)
+        )
+    ).first()
+    original = None if current is None else wire_value(current[0], _DATA.c[field_name].type)
+    override = OpportunityProjectOverride(
+        tenant_id=uow.tenant_id,
+        opportunity_project_id=project_id,
+        field_name=field_name,
+        created_by=uow.actor_id,
+        override_value=JSON.NULL if value is None else value,
+        original_external_value=original,
+    )
+    uow.assign(override, {k: v for k, v in values.items() if v is not None})
+    uow.add(override)
+    await uow.flush()
+    return override.id
+
+
+async def update_override(
+    uow: UnitOfWork, override_id: uuid.UUID, seen: Any, changes: Mapping[str, Any]
+) -> uuid.UUID:
+    """Change an override read at `seen`: its value, its reason, whether it is active."""
+    override = await uow.lock(OpportunityProjectOverride, override_id, updated_at=seen, what="override")
+    await _check_project_open(uow, override.opportunity_project_id)
+    values = dict(changes)
+    if "is_active" in values and values["is_active"] is None:
+        raise Invalid("is active must be true or false.", field="is_active")
+    changed = False
+    if "override_value" in values:
+        value = values.pop("override_value")
+        _check_override_value(override.field_name, value)
+        if _json_differs(override.override_value, value):
+            override.override_value = JSON.NULL if value is None else value
+            changed = True
+    changed = bool(uow.assign(override, values)) or changed
+    if changed:
+        await uow.flush()
+    return override.id
+
+
+async def delete_override(uow: UnitOfWork, override_id: uuid.UUID, seen: Any) -> uuid.UUID:
+    """Delete an override read at `seen` (the effective value falls back to the source's)."""
+    override = await uow.lock(OpportunityProjectOverride, override_id, updated_at=seen, what="override")
+    await _check_project_open(uow, override.opportunity_project_id)
+    await uow.delete(override)
+    await uow.flush()
+    return override_id
+
+
+async def _check_project_open(uow: UnitOfWork, project_id: uuid.UUID) -> None:
+    project = await uow.find(OpportunityProject, project_id, what="opportunity project")
+    if project.archived_at is not None:
+        raise Invalid("The opportunity project is archived: its overrides can no longer be changed.", field="id")
+
+
+def _check_override_value(field_name: str, value: Any) -> None:
+    """A JSON value the effective-value rule can read as the field's type (or null: no value)."""
+    if value is None:
+        return
+    if isinstance(value, bool):
+        candidate = OverrideValue("boolean", "true" if value else "false")
+    elif isinstance(value, int | float):
+        candidate = OverrideValue("number", json.dumps(value))
+    elif isinstance(value, str):
+        candidate = OverrideValue("string", value)
+    else:
+        candidate = OverrideValue("array" if isinstance(value, list) else "object", json.dumps(value))
+    kind = _OVERRIDABLE[field_name].kind
+    if read_override(kind, candidate) is None:
+        raise Invalid(
+            f"override value cannot be read as a {kind.value} (send a JSON string or number of that type, "
+            "or null for no value).",
+            field="override_value",
+        )
+
+
+def _json_differs(current: Any, value: Any) -> bool:
+    return json.dumps(current, sort_keys=True) != json.dumps(value, sort_keys=True)

@@ -1,0 +1,209 @@
+"""What every audited mutation field shares: its unit of work, its payload, its input-field permissions.
+
+A mutation resolver does three things, in this order:
+
+    async def work() -> XPayload:
+        entity_id = await write(info, lambda uow: mutations.x(uow, ...), permissions=(...))
+        return XPayload(x=await load(info, X, entity_id))
+
+    return await payload_or_errors(XPayload, work(), under=("input",))
+
+`write` opens a `UnitOfWork` (models/unit_of_work.py) for the caller's tenant with the request's
+audit context, runs the change, and commits when it returns. Each mutation field is its own
+transaction with its own change batch (docs/decisions.md W13): in a document with two mutations the
+first commits before the second starts, and a refusal of the second leaves the first in place.
+Around the unit of work the request's read snapshot is refreshed (`GraphQLContext.refresh_reads`),
+so the payload, and the next mutation of the document, read what was committed.
+
+`requires_for_input` declares a permission needed only when the input sets some fields (the
+scores of a project): `@requiresPermissionForInput(permission: ..., inputFields: [...])` in the
+SDL, FORBIDDEN and audited like any refusal (schema/permissions.py), checked before anything is
+written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+import strawberry
+from strawberry.permission import PermissionExtension
+from strawberry.schema_directive import Location
+from strawberry.types.unset import UNSET
+
+from auth.audit import inet, redact
+from auth.permissions import Permission
+from models.audit_trail import AuditContext, Redaction
+from models.unit_of_work import UnitOfWork
+from resolvers.common.loaders import SECRET_COLUMNS
+from schema.context import GraphQLContext, Info
+from schema.node import EntityNode
+from schema.permissions import ProjectLookup, Requires
+
+__all__ = [
+    "REDACTION",
+    "RequiresForInput",
+    "RequiresPermissionForInput",
+    "audit_context",
+    "changes_of",
+    "load",
+    "requires_for_input",
+    "set_fields",
+    "unit_of_work",
+    "write",
+]
+
+N = TypeVar("N", bound=EntityNode)
+
+#: What the audit trail never records in the clear (resolvers/common/loaders.py, auth/audit.py).
+REDACTION = Redaction(secret_columns=SECRET_COLUMNS, redact_json=redact)
+
+
+def audit_context(info: Info, permissions: Iterable[Permission]) -> AuditContext:
+    """Who is writing, from where, through which operation and field, under which permissions."""
+    context = info.context
+    principal, meta = context.principal, context.meta
+    operation = info.operation.name.value if info.operation.name is not None else None
+    return AuditContext(
+        tenant_id=principal.tenant_id,
+        user_id=principal.user_id,
+        session_id=principal.audit_session,
+        ip_address=inet(meta.ip),
+        user_agent=meta.user_agent,
+        request_id=meta.request_id,
+        endpoint=meta.endpoint,
+        http_method=meta.method,
+        operation_name=operation,
+        field_name=info.field_name,
+        permission=",".join(p.value for p in permissions),
+    )
+
+
+def unit_of_work(info: Info, permissions: Iterable[Permission]) -> UnitOfWork:
+    """A unit of work for this mutation field (enter it with `async with`)."""
+    context: GraphQLContext = info.context
+    return UnitOfWork(
+        context.engine,
+        chain=context.auth.writer.chain,
+        context=audit_context(info, permissions),
+        redaction=REDACTION,
+    )
+
+
+async def write(
+    info: Info,
+    change: Callable[[UnitOfWork], Awaitable[uuid.UUID]],
+    *,
+    permissions: Sequence[Permission],
+    reason: str | None = None,
+) -> uuid.UUID:
+    """Run `change` in a unit of work and commit; the id it returns is the payload's entity."""
+    context = info.context
+    await context.refresh_reads()  # no read transaction stays open while this one writes
+    try:
+        async with unit_of_work(info, permissions) as uow:
+            if reason is not None:
+                uow.set_reason(reason)
+            return await change(uow)
+    finally:
+        await context.refresh_reads()
+
+
+async def load(info: Info, node: type[N], entity_id: uuid.UUID) -> N | None:
+    """The entity as the caller may read it now (null when it may not)."""
+    row = await info.context.loaders.by_id(node._table).load(entity_id)
+    return node.from_row(row)
+
+
+def set_fields(value: Any, *, skip: Iterable[str] = ()) -> dict[str, Any]:
+    """The fields an input object sets (UNSET left out), by Python name."""
+    skipped = set(skip)
+    return {
+        f.name: getattr(value, f.name)
+        for f in dataclasses.fields(value)
+        if f.name not in skipped and getattr(value, f.name) is not UNSET
+    }
+
+
+def changes_of(value: Any, *, skip: Iterable[str] = ("id", "updated_at")) -> dict[str, Any]:
+    """An update input's changes: the fields it sets besides the target and its updatedAt."""
+    return set_fields(value, skip=skip)
+
+
+# -- permissions that depend on the input ---------------------------------------------------------
+
+
+@strawberry.schema_directive(
+    locations=[Location.FIELD_DEFINITION],
+    name="requiresPermissionForInput",
+    description="Setting any of these input fields also needs this permission.",
+)
+class RequiresPermissionForInput:
+    permission: str
+    input_fields: list[str]
+
+
+class RequiresForInput(Requires):
+    """`Requires(permission)`, asked only when the `argument` input sets one of `fields`.
+
+    `nulls` says whether an explicit null counts as setting a field (it does on an update, where
+    null clears the value; on a create, null is the same as leaving the field out).
+    """
+
+    def __init__(
+        self,
+        permission: Permission,
+        fields: Sequence[str],
+        *,
+        argument: str = "input",
+        project: ProjectLookup | None = None,
+        nulls: bool = True,
+    ) -> None:
+        super().__init__(permission, project=project)
+        self.fields = tuple(fields)
+        self.argument = argument
+        self.nulls = nulls
+        self.message = (
+            f"You do not have permission to set {', '.join(_camel(f) for f in self.fields)} "
+            f"({permission.value} is required)."
+        )
+        self._input_directive = RequiresPermissionForInput(
+            permission=permission.value, input_fields=[_camel(f) for f in self.fields]
+        )
+
+    @property
+    def schema_directive(self) -> object:
+        return self._input_directive
+
+    def applies(self, value: Any) -> bool:
+        """Does this input set one of the guarded fields?"""
+        for name in self.fields:
+            given = getattr(value, name, UNSET)
+            if given is UNSET or (given is None and not self.nulls):
+                continue
+            return True
+        return False
+
+    async def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
+        value = kwargs.get(self.argument)
+        if value is None or not self.applies(value):
+            return True
+        return await super().has_permission(source, info, **kwargs)
+
+
+def requires_for_input(
+    permission: Permission,
+    fields: Sequence[str],
+    *,
+    project: ProjectLookup | None = None,
+    nulls: bool = True,
+) -> PermissionExtension:
+    """The field extension declaring `RequiresForInput(...)` on a mutation field."""
+    return PermissionExtension([RequiresForInput(permission, fields, project=project, nulls=nulls)])
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)

@@ -1,0 +1,125 @@
+"""capturePlanCreate / Update / Archive: audited, archived never deleted, scoped to the plan's project."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from tests.writes.conftest import Rows, SignIn, codes, mutate, refused
+from tests.writes.test_projects import _wire
+
+FIELDS = "rowId planName status goNoGoDecision decisionDate updatedAt archivedAt updatedBy { rowId }"
+CREATE = f"""
+mutation($input: CapturePlanCreateInput!) {{
+  capturePlanCreate(input: $input) {{ capturePlan {{ {FIELDS} }} errors {{ field code message }} }}
+}}
+"""
+UPDATE = f"""
+mutation($input: CapturePlanUpdateInput!) {{
+  capturePlanUpdate(input: $input) {{ capturePlan {{ {FIELDS} }} errors {{ field code message }} }}
+}}
+"""
+ARCHIVE = f"""
+mutation($input: CapturePlanArchiveInput!) {{
+  capturePlanArchive(input: $input) {{ capturePlan {{ {FIELDS} }} errors {{ field code message }} }}
+}}
+"""
+
+ARCHIVED_AT = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _errors(payload: dict[str, Any]) -> list[tuple[str, list[str] | None]]:
+    return [(e["code"], e["field"]) for e in payload["errors"]]
+
+
+async def test_a_plan_through_its_life(client: httpx.AsyncClient, sign_in_as: SignIn, rows: Rows) -> None:
+    manager = await sign_in_as("Capture Manager")
+    project = await rows.project()
+    data = await mutate(client, manager, CREATE, {"input": {
+        "opportunityProjectId": str(project.id), "planName": "Capture plan v1", "winStrategy": "Price to win"}})
+    plan = data["capturePlanCreate"]["capturePlan"]
+    assert plan["status"] == "DRAFT" and plan["updatedBy"] is None
+    plan_id = uuid.UUID(plan["rowId"])
+    (created,) = await rows.audit(plan_id)
+    assert created.action_type == "CREATE" and created.permission_used == "capture_plan:write"
+    assert created.after_values["win_strategy"] == "Price to win"
+
+    data = await mutate(client, manager, UPDATE, {"input": {
+        "id": str(plan_id), "updatedAt": plan["updatedAt"], "goNoGoDecision": "GO", "decisionDate": "2026-11-20",
+        "status": "APPROVED"}})
+    plan = data["capturePlanUpdate"]["capturePlan"]
+    assert (plan["goNoGoDecision"], plan["status"], plan["decisionDate"]) == ("GO", "APPROVED", "2026-11-20")
+    assert plan["updatedBy"]["rowId"] == str(manager.id)
+    _, updated = await rows.audit(plan_id)
+    assert updated.before_values["go_no_go_decision"] is None and updated.after_values["go_no_go_decision"] == "go"
+    history = {h.field_name: h for h in await rows.history(plan_id) if h.change_category == "update"}
+    assert set(history) == {"go_no_go_decision", "decision_date", "status", "updated_by"}
+    assert history["go_no_go_decision"].change_impact_level == "high"
+    assert history["decision_date"].new_value == "2026-11-20"
+
+    data = await mutate(client, manager, ARCHIVE, {"input": {"id": str(plan_id), "updatedAt": plan["updatedAt"]}})
+    plan = data["capturePlanArchive"]["capturePlan"]
+    assert plan["archivedAt"] == plan["updatedAt"]
+    assert [log.action_type for log in await rows.audit(plan_id)] == ["CREATE", "UPDATE", "ARCHIVE"]
+    assert (await rows.one("SELECT archived_by FROM capture_plans WHERE id = :p", p=plan_id)).archived_by == manager.id
+
+
+async def test_capture_plan_errors(client: httpx.AsyncClient, sign_in_as: SignIn, rows: Rows) -> None:
+    manager = await sign_in_as("Capture Manager")
+    project = await rows.project()
+    archived_project = await rows.project(archived_at=ARCHIVED_AT)
+    for values, expected in (
+        ({"opportunityProjectId": str(uuid.uuid4()), "planName": "x"},
+         ("NOT_FOUND", ["input", "opportunityProjectId"])),
+        ({"opportunityProjectId": str(archived_project.id), "planName": "x"},
+         ("VALIDATION", ["input", "opportunityProjectId"])),
+        ({"opportunityProjectId": str(project.id), "planName": ""}, ("VALIDATION", ["input", "planName"])),
+        ({"opportunityProjectId": str(project.id), "planName": "p" * 300}, ("VALIDATION", ["input", "planName"])),
+    ):
+        data = await mutate(client, manager, CREATE, {"input": values})
+        assert _errors(data["capturePlanCreate"]) == [expected], values
+    plan = await rows.make("capture_plans", {"opportunity_projects": project.id})
+    stale = "2020-01-01T00:00:00.000000Z"
+    for document, extra in ((UPDATE, {"planName": "x"}), (ARCHIVE, {})):
+        data = await mutate(client, manager, document, {"input": {"id": str(plan.id), "updatedAt": stale, **extra}})
+        (payload,) = data.values()
+        assert _errors(payload) == [("CONFLICT", ["input", "updatedAt"])]
+        missing = {"id": str(uuid.uuid4()), "updatedAt": stale, **extra}
+        data = await mutate(client, manager, document, {"input": missing})
+        (payload,) = data.values()
+        assert _errors(payload) == [("NOT_FOUND", ["input", "id"])]
+    data = await mutate(client, manager, UPDATE, {"input": {
+        "id": str(plan.id), "updatedAt": _wire(plan.updated_at), "planName": None}})
+    assert _errors(data["capturePlanUpdate"]) == [("VALIDATION", ["input", "planName"])]
+    archived = await rows.make("capture_plans", {"opportunity_projects": project.id},
+                               archived_at=ARCHIVED_AT)
+    for document, extra in ((UPDATE, {"planName": "x"}), (ARCHIVE, {})):
+        data = await mutate(client, manager, document, {"input": {
+            "id": str(archived.id), "updatedAt": _wire(archived.updated_at), **extra}})
+        (payload,) = data.values()
+        assert _errors(payload) == [("VALIDATION", ["input", "id"])]
+    assert await rows.audit() == []
+
+
+async def test_capture_plan_permission_follows_the_project(
+    client: httpx.AsyncClient, sign_in_as: SignIn, rows: Rows
+) -> None:
+    mine, other = await rows.project(), await rows.project()
+    theirs = await rows.make("capture_plans", {"opportunity_projects": other.id})
+    manager = await sign_in_as("Capture Manager", on_project=mine.id)
+    data = await mutate(client, manager, CREATE, {"input": {"opportunityProjectId": str(mine.id), "planName": "Ok"}})
+    assert data["capturePlanCreate"]["errors"] == []
+    errors = await refused(client, manager, CREATE, {"input": {"opportunityProjectId": str(other.id), "planName": "x"}})
+    assert codes(errors) == ["FORBIDDEN"]
+    for document, extra in ((UPDATE, {"planName": "x"}), (ARCHIVE, {})):
+        errors = await refused(client, manager, document, {"input": {
+            "id": str(theirs.id), "updatedAt": _wire(theirs.updated_at), **extra}})
+        assert codes(errors) == ["FORBIDDEN"]
+    # A BD analyst holds no capture_plan:write anywhere.
+    analyst = await sign_in_as("BD Analyst")
+    errors = await refused(client, analyst, CREATE, {"input": {"opportunityProjectId": str(mine.id), "planName": "x"}})
+    assert errors[0]["extensions"]["permission"] == "capture_plan:write"
+    assert await rows.audit(theirs.id) == []
