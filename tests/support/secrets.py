@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import uuid
 from typing import Any
 
@@ -43,10 +44,15 @@ def remember(value: Any) -> None:
             remember(item)
 
 
+def _is_error_code(key: str, value: Any) -> bool:
+    """An error's `code` (UserError, GraphQL extensions): UPPER_SNAKE_CASE, never a secret."""
+    return key == "code" and isinstance(value, str) and re.fullmatch(r"[A-Z][A-Z0-9_]*", value) is not None
+
+
 def _scan(value: Any) -> None:
     if isinstance(value, dict):
         for key, item in value.items():
-            if key.lower().replace("_", "") in _SECRET_KEYS:
+            if key.lower().replace("_", "") in _SECRET_KEYS and not _is_error_code(key, item):
                 remember(item)
             _scan(item)
     elif isinstance(value, list):

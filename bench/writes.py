@@ -1,0 +1,272 @@
+#!/usr/bin/env python3
+"""Write benchmark: concurrent audited updates of shared projects through HTTP, then the audit check.
+
+    .venv/bin/python bench/writes.py [--clients 8] [--updates 500] [--projects 4] [--scale 1000]
+
+`--clients` closed-loop clients each make `--updates` successful `opportunityProjectUpdate`s, spread
+over the same `--projects` projects of the first synthetic tenant, against one `gwm serve` worker on
+127.0.0.1. Each update sends the `updatedAt` the client last saw; a CONFLICT (someone else updated
+the project meanwhile) is expected under contention: the client reads the project again and
+retries. Any other error fails the run. Afterwards the audit trail must match exactly: one
+audit_logs row and one change_history row per committed update (found by this run's marker in the
+new description), and `gwm audit verify` must pass for the tenant. Prints mutations/s, latency
+percentiles, conflicts and retries. Uses the embedded PostgreSQL under GWM_DATA_DIR (default
+.gwm-bench/), or DATABASE_URL. Traffic goes to 127.0.0.1 only and stops by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from read import PASSWORD, _free_port, _gwm, _prepare  # noqa: E402
+
+SUBDOMAIN = "scale-42-0"
+READ = """query ($id: ID!) { node(id: $id) { ... on OpportunityProject { rowId updatedAt } } }"""
+UPDATE = """mutation ($input: OpportunityProjectUpdateInput!) {
+  opportunityProjectUpdate(input: $input) { opportunityProject { rowId updatedAt } errors { field code message } }
+}"""
+
+
+def _gid(project_id: str) -> str:
+    return base64.b64encode(f"OpportunityProject:{project_id}".encode()).decode()
+
+
+async def _projects(owner_url: str, app_url: str, subdomain: str, count: int) -> tuple[uuid.UUID, list[str]]:
+    from sqlalchemy import text
+
+    from models.db import create_engine, set_tenant
+
+    lookup = create_engine(app_url, pool_size=1, max_overflow=0)  # the pre-tenant lookup is the server role's
+    try:
+        async with lookup.connect() as conn:
+            tenant_id = (
+                await conn.execute(text("SELECT tenant_id FROM gwm_tenant_by_subdomain(:s)"), {"s": subdomain})
+            ).scalar_one()
+    finally:
+        await lookup.dispose()
+    engine = create_engine(owner_url, pool_size=1, max_overflow=0)
+    try:
+        async with engine.begin() as conn:
+            await set_tenant(conn, tenant_id)
+            rows = await conn.execute(
+                text(
+                    "SELECT id FROM opportunity_projects WHERE archived_at IS NULL"
+                    " ORDER BY created_at DESC, id LIMIT :n"
+                ),
+                {"n": count},
+            )
+            return tenant_id, [str(r.id) for r in rows]
+    finally:
+        await engine.dispose()
+
+
+async def _clients(
+    url: str, token: str, projects: list[str], clients: int, updates: int, marker: str
+) -> dict[str, Any]:
+    headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
+    latencies: list[float] = []
+    conflicts = 0
+    failures: list[str] = []
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(limits=limits, timeout=60) as http:
+
+        async def post(query: str, variables: dict[str, Any]) -> dict[str, Any]:
+            response = await http.post(url, json={"query": query, "variables": variables}, headers=headers)
+            if response.status_code != 200:
+                raise RuntimeError(f"HTTP {response.status_code}: {response.text[:300]}")
+            body: dict[str, Any] = response.json()
+            if body.get("errors"):
+                raise RuntimeError(json.dumps(body["errors"])[:500])
+            return body["data"]
+
+        async def read(project: str) -> str:
+            data = await post(READ, {"id": _gid(project)})
+            seen: str = data["node"]["updatedAt"]
+            return seen
+
+        async def client(number: int) -> None:
+            nonlocal conflicts
+            seen: dict[str, str] = {}
+            for i in range(updates):
+                project = projects[(number + i) % len(projects)]
+                if project not in seen:
+                    seen[project] = await read(project)
+                while True:
+                    started = time.perf_counter()
+                    data = await post(
+                        UPDATE,
+                        {"input": {"id": project, "updatedAt": seen[project],
+                                   "description": f"{marker} client {number} update {i}"}},
+                    )
+                    latencies.append(time.perf_counter() - started)
+                    payload = data["opportunityProjectUpdate"]
+                    if not payload["errors"]:
+                        seen[project] = payload["opportunityProject"]["updatedAt"]
+                        break
+                    codes = [e["code"] for e in payload["errors"]]
+                    if codes != ["CONFLICT"]:
+                        failures.append(json.dumps(payload["errors"]))
+                        return
+                    conflicts += 1
+                    seen[project] = await read(project)
+
+        started = time.monotonic()
+        await asyncio.gather(*(client(n) for n in range(clients)))
+        wall = time.monotonic() - started
+    latencies.sort()
+
+    def pct(p: float) -> float:
+        return latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000 if latencies else 0.0
+
+    committed = clients * updates if not failures else None
+    return {
+        "committed": committed,
+        "attempts": len(latencies),
+        "conflicts": conflicts,
+        "failures": failures,
+        "wall_s": wall,
+        "mutations_per_s": (clients * updates) / wall,
+        "attempts_per_s": len(latencies) / wall,
+        "p50_ms": pct(0.50),
+        "p95_ms": pct(0.95),
+        "p99_ms": pct(0.99),
+    }
+
+
+async def _audit_counts(owner_url: str, tenant_id: uuid.UUID, marker: str) -> tuple[int, int, int]:
+    """(projects whose description carries the marker, audit_logs rows, change_history rows) of this run."""
+    from sqlalchemy import text
+
+    from models.db import create_engine, set_tenant
+
+    engine = create_engine(owner_url, pool_size=1, max_overflow=0)
+    like = f"{marker} %"
+    try:
+        async with engine.connect() as conn:
+            await set_tenant(conn, tenant_id)
+            audits = await conn.scalar(
+                text(
+                    "SELECT count(*) FROM audit_logs WHERE entity_type = 'opportunity_project'"
+                    " AND after_values->>'description' LIKE :m"
+                ),
+                {"m": like},
+            )
+            history = await conn.scalar(
+                text(
+                    "SELECT count(*) FROM change_history WHERE entity_type = 'opportunity_project'"
+                    " AND field_name = 'description' AND new_value #>> '{}' LIKE :m"
+                ),
+                {"m": like},
+            )
+            current = await conn.scalar(
+                text("SELECT count(*) FROM opportunity_projects WHERE description LIKE :m"), {"m": like}
+            )
+    finally:
+        await engine.dispose()
+    return int(current or 0), int(audits or 0), int(history or 0)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--updates", type=int, default=500, help="successful updates per client")
+    parser.add_argument("--projects", type=int, default=4, help="shared projects the clients update")
+    parser.add_argument("--scale", type=int, default=1000)
+    parser.add_argument("--tenants", type=int, default=3)
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = parser.parse_args()
+
+    env = dict(os.environ)
+    env.setdefault("GWM_DATA_DIR", str(ROOT / ".gwm-bench"))
+    env.setdefault("GWM_LOG_LEVEL", "warning")
+    from server.cli import resolve_database, resolve_secrets
+    from server.settings import Settings
+
+    os.environ.update({k: v for k, v in env.items() if k.startswith("GWM_") or k == "DATABASE_URL"})
+    settings = resolve_database(resolve_secrets(Settings.from_env(env)))
+    env.update(
+        DATABASE_URL=settings.database_url or "",
+        GWM_APP_DATABASE_URL=settings.app_database_url or "",
+        GWM_SECRET_KEYS=settings.secret_keys or "",
+        GWM_AUDIT_KEYS=settings.audit_keys or "",
+    )
+    owner_url = settings.database_url or ""
+    _gwm(env, "db", "upgrade")
+    _gwm(env, "db", "seed", "--scale", str(args.scale), "--tenants", str(args.tenants))
+    email, _ = asyncio.run(_prepare(owner_url, settings.app_database_url or "", SUBDOMAIN))
+    tenant_id, projects = asyncio.run(_projects(owner_url, settings.app_database_url or "", SUBDOMAIN, args.projects))
+    marker = f"bench-{uuid.uuid4().hex[:12]}"
+
+    port = _free_port()
+    server = subprocess.Popen(  # noqa: S603
+        [sys.executable, "-m", "server.cli", "serve", "--no-migrate", "--port", str(port), "--workers", "1"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                httpx.get(f"{base}/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        login = httpx.post(
+            f"{base}/auth/login", json={"tenant": SUBDOMAIN, "email": email, "password": PASSWORD}, timeout=30
+        )
+        login.raise_for_status()
+        token = login.json()["token"]
+        figures = asyncio.run(_clients(f"{base}/graphql", token, projects, args.clients, args.updates, marker))
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+    current, audits, history = asyncio.run(_audit_counts(owner_url, tenant_id, marker))
+    verify = subprocess.run(  # noqa: S603
+        [sys.executable, "-m", "server.cli", "audit", "verify", "--tenant", SUBDOMAIN],
+        env=env, cwd=ROOT, capture_output=True, text=True, check=False,
+    )
+    committed = figures["committed"]
+    figures.update(audit_rows=audits, history_rows=history, verify_exit=verify.returncode,
+                   clients=args.clients, updates=args.updates, projects=args.projects)
+    print(
+        f"\n{args.clients} clients x {args.updates} updates on {args.projects} shared projects:"
+        f" {figures['mutations_per_s']:.1f} mutations/s ({figures['attempts_per_s']:.1f} attempts/s),"
+        f" p50 {figures['p50_ms']:.1f} ms, p95 {figures['p95_ms']:.1f} ms, p99 {figures['p99_ms']:.1f} ms"
+    )
+    print(f"committed {committed}, CONFLICTs retried {figures['conflicts']}, other failures {len(figures['failures'])}")
+    print(f"audit_logs rows {audits}, change_history rows {history}, projects left with this run's text {current}")
+    print(f"gwm audit verify: exit {verify.returncode}: {verify.stdout.strip().splitlines()[-1:] or verify.stderr}")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+    ok = (
+        not figures["failures"]
+        and committed == audits == history
+        and current == min(args.projects, len(projects))
+        and verify.returncode == 0
+    )
+    if not ok:
+        print("FAILED: " + "; ".join(figures["failures"][:3]), file=sys.stderr)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
