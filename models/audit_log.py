@@ -84,8 +84,8 @@ class AuditLog(UUIDPrimaryKey, TenantScoped, AuditChained, Base):
 
     __tablename__ = "audit_logs"
     __table_args__ = (
-        # W2: NO ACTION, not the seed's SET NULL: a user with audit rows is deactivated, never deleted.
-        tenant_fk("user_id", "users", ondelete=None),
+        # W2: RESTRICT, not the seed's SET NULL: a user with audit rows is deactivated, never deleted.
+        tenant_fk("user_id", "users", ondelete="RESTRICT"),
         values_check("risk_level", RiskLevel),
         *_chain_constraints(),
     )
@@ -140,8 +140,9 @@ class ChangeHistory(UUIDPrimaryKey, TenantScoped, CreatedAt, AuditChained, Base)
         # Target of the parent_change_id composite FK; it also leads with tenant_id, so
         # change_history needs no separate tenant_id index.
         UniqueConstraint("tenant_id", "id"),
-        # W2: NO ACTION, not SET NULL: nulling a reference would rewrite a signed row.
-        tenant_fk("changed_by_user_id", "users", ondelete=None),
+        # W2: RESTRICT (the user) and NO ACTION (the parent), not SET NULL: nulling a reference
+        # would rewrite a signed row.
+        tenant_fk("changed_by_user_id", "users", ondelete="RESTRICT"),
         tenant_fk("parent_change_id", "change_history", ondelete=None),
         values_check("entity_type", EntityType),
         values_check("change_source", ChangeSource),
@@ -206,7 +207,7 @@ class PermissionAudit(UUIDPrimaryKey, TenantScoped, AuditChained, Base):
     __table_args__ = (
         Index(None, "resource_type", "permission_granted"),
         Index(None, "tenant_id"),
-        tenant_fk("user_id", "users", ondelete=None),
+        tenant_fk("user_id", "users", ondelete="RESTRICT"),  # W2
         Index(
             "uq_permission_audit_request_permission_path",
             "tenant_id",

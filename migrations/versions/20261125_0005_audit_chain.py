@@ -10,8 +10,9 @@ Append-only: gwm_app loses UPDATE and DELETE on the three tables; a trigger refu
 TRUNCATE to everyone and DELETE to everyone but the owner inside gwm_audit_purge() (retention) or
 gwm_delete_tenant() (a whole tenant), both owner-only SECURITY DEFINER functions (W3). A second
 trigger refuses an insert that does not extend the tenant's chain (no row_hash, wrong seq,
-prev_hash not the last row_hash). The user references of the audit rows and change_history's
-parent reference become NO ACTION instead of SET NULL, which would rewrite signed rows (W2).
+prev_hash not the last row_hash). The user references of the audit rows become RESTRICT and
+change_history's parent reference NO ACTION, instead of SET NULL, which would rewrite signed rows
+(W2).
 
 Revision ID: 0005
 Revises: 0004
@@ -34,10 +35,12 @@ AUDIT_TABLES = {"audit_logs": "timestamp_utc", "change_history": "created_at", "
 LOCK_CLASS = {"audit_logs": 0x47574101, "change_history": 0x47574102, "permission_audit": 0x47574103}
 
 # (table, column, referenced table, action before this revision)
+# (table, column, parent, ON DELETE before, ON DELETE after)
 REFERENCES = (
-    ("audit_logs", "user_id", "users", "SET NULL (user_id)"),
-    ("change_history", "changed_by_user_id", "users", "SET NULL (changed_by_user_id)"),
-    ("change_history", "parent_change_id", "change_history", "SET NULL (parent_change_id)"),
+    ("audit_logs", "user_id", "users", "SET NULL (user_id)", "RESTRICT"),
+    ("change_history", "changed_by_user_id", "users", "SET NULL (changed_by_user_id)", "RESTRICT"),
+    ("permission_audit", "user_id", "users", None, "RESTRICT"),
+    ("change_history", "parent_change_id", "change_history", "SET NULL (parent_change_id)", None),
 )
 
 CHAIN_CHECK = (
@@ -50,7 +53,7 @@ CHAIN_CHECK = (
 # which the purge functions turn on around their deletes (transaction-local, turned off again
 # before they return; an error rolls it back with the rest). Any role can set a custom setting, hence
 # the owner check too; gwm_app has no path to a cascade into these tables (it may not delete
-# tenants, and the user and parent references are NO ACTION), and the owner is trusted not to
+# tenants, and the user references are RESTRICT), and the owner is trusted not to
 # set it by hand (it could disable the trigger anyway: the hash chain is what catches the owner).
 APPEND_ONLY_FUNCTION = """
 CREATE FUNCTION public.gwm_audit_append_only()
@@ -195,6 +198,10 @@ BEGIN
         RETURN NEXT;
     END LOOP;
     PERFORM pg_catalog.set_config('gwm.audit_purge', 'on', true);
+    -- The trail first: its references to users are RESTRICT, so the users' cascade must find none.
+    FOR t IN SELECT * FROM (VALUES {_PURGE_VALUES}) AS v (name, recorded_at, lock_class) LOOP
+        EXECUTE format('DELETE FROM public.%I WHERE tenant_id = $1', t.name) USING p_tenant;
+    END LOOP;
     DELETE FROM public.tenants AS x WHERE x.id = p_tenant;
     PERFORM pg_catalog.set_config('gwm.audit_purge', '', true);
     RAISE LOG 'gwm: tenant % (%) deleted by %, with its audit trail:%',
@@ -216,8 +223,8 @@ def upgrade() -> None:
         op.alter_column(table, "seq", nullable=False)
         op.create_unique_constraint(op.f(f"uq_{table}_tenant_id_seq"), table, ["tenant_id", "seq"])
         op.create_check_constraint(op.f(f"ck_{table}_audit_chain"), table, CHAIN_CHECK)
-    for table, column, parent, _ in REFERENCES:
-        _replace_reference(table, column, parent, ondelete=None)
+    for table, column, parent, _, after in REFERENCES:
+        _replace_reference(table, column, parent, ondelete=after)
 
     op.execute(f"REVOKE UPDATE, DELETE, TRUNCATE ON {', '.join(AUDIT_TABLES)} FROM gwm_app")
     op.execute(APPEND_ONLY_FUNCTION)
@@ -250,8 +257,8 @@ def downgrade() -> None:
     op.execute("DROP FUNCTION public.gwm_audit_chain_link()")
     op.execute("DROP FUNCTION public.gwm_audit_append_only()")
     op.execute(f"GRANT UPDATE, DELETE ON {', '.join(AUDIT_TABLES)} TO gwm_app")
-    for table, column, parent, ondelete in REFERENCES:
-        _replace_reference(table, column, parent, ondelete=ondelete)
+    for table, column, parent, before, _ in REFERENCES:
+        _replace_reference(table, column, parent, ondelete=before)
     for table in AUDIT_TABLES:
         op.drop_constraint(op.f(f"ck_{table}_audit_chain"), table, type_="check")
         op.drop_constraint(op.f(f"uq_{table}_tenant_id_seq"), table, type_="unique")

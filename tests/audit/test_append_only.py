@@ -94,6 +94,19 @@ async def test_a_user_with_audit_rows_is_deactivated_not_deleted(
     assert await app_conn.scalar(text("SELECT count(*) FROM audit_logs WHERE user_id = :u"), {"u": user}) == 1
 
 
+async def test_the_audit_rows_user_references_are_restrict(app_conn: AsyncConnection) -> None:
+    rows = await app_conn.execute(
+        text(
+            "SELECT conrelid::regclass::text AS referencing, confdeltype FROM pg_constraint"
+            " WHERE contype = 'f' AND confrelid = 'users'::regclass"
+            " AND conrelid IN ('audit_logs'::regclass, 'change_history'::regclass, 'permission_audit'::regclass)"
+        )
+    )
+    assert sorted((r.referencing, r.confdeltype) for r in rows) == [
+        ("audit_logs", "r"), ("change_history", "r"), ("permission_audit", "r"),
+    ]
+
+
 # -- inserts outside the chain --------------------------------------------------------------------
 
 
