@@ -97,7 +97,7 @@ async def test_a_user_with_audit_rows_is_deactivated_not_deleted(
 async def test_the_audit_rows_user_references_are_restrict(app_conn: AsyncConnection) -> None:
     rows = await app_conn.execute(
         text(
-            "SELECT conrelid::regclass::text AS referencing, confdeltype FROM pg_constraint"
+            "SELECT conrelid::regclass::text AS referencing, confdeltype::text FROM pg_constraint"
             " WHERE contype = 'f' AND confrelid = 'users'::regclass"
             " AND conrelid IN ('audit_logs'::regclass, 'change_history'::regclass, 'permission_audit'::regclass)"
         )
