@@ -17,10 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import socket
 import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -29,73 +26,17 @@ from typing import Any
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import ROOT, Bench
 
 QUERIES = ROOT / "bench" / "queries"
-PASSWORD = "bench reader password 2026"  # noqa: S105 - a throwaway account of the synthetic tenant
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _global_id(project_id: uuid.UUID) -> str:
     import base64
 
     return base64.b64encode(f"OpportunityProject:{project_id}".encode()).decode()
-
-
-def _gwm(env: dict[str, str], *args: str) -> None:
-    subprocess.run([sys.executable, "-m", "server.cli", *args], env=env, cwd=ROOT, check=True)  # noqa: S603
-
-
-async def _prepare(owner_url: str, app_url: str, subdomain: str) -> tuple[str, uuid.UUID]:
-    """A Tenant Admin with a known password in the tenant; returns (email, a project id)."""
-    from sqlalchemy import text
-
-    from auth.passwords import PasswordHasher
-    from models.db import create_engine, set_tenant
-
-    lookup = create_engine(app_url, pool_size=1, max_overflow=0)  # the pre-tenant lookup is the server role's
-    try:
-        async with lookup.connect() as conn:
-            tenant_id = (
-                await conn.execute(text("SELECT tenant_id FROM gwm_tenant_by_subdomain(:s)"), {"s": subdomain})
-            ).scalar_one()
-    finally:
-        await lookup.dispose()
-    engine = create_engine(owner_url, pool_size=1, max_overflow=0)
-    email = "bench.reader@example.test"
-    try:
-        async with engine.begin() as conn:
-            await set_tenant(conn, tenant_id)
-            password_hash = await PasswordHasher(600_000).hash(PASSWORD)
-            user_id = await conn.scalar(
-                text(
-                    "INSERT INTO users (tenant_id, email, first_name, last_name, password_hash)"
-                    " VALUES (:t, :e, 'Bench', 'Reader', :h)"
-                    " ON CONFLICT (tenant_id, email) DO UPDATE SET password_hash = EXCLUDED.password_hash RETURNING id"
-                ),
-                {"t": tenant_id, "e": email, "h": password_hash},
-            )
-            await conn.execute(
-                text(
-                    "INSERT INTO user_roles (tenant_id, user_id, role_id, assigned_by)"
-                    " SELECT :t, :u, id, :u FROM roles WHERE tenant_id = :t AND name = 'Tenant Admin'"
-                    " ON CONFLICT DO NOTHING"
-                ),
-                {"t": tenant_id, "u": user_id},
-            )
-            project = await conn.scalar(
-                text("SELECT id FROM opportunity_projects WHERE tenant_id = :t ORDER BY created_at DESC, id LIMIT 1"),
-                {"t": tenant_id},
-            )
-    finally:
-        await engine.dispose()
-    return email, project
 
 
 async def _statements(app_url: str, token: str, query: str, variables: dict[str, Any]) -> int:
@@ -173,62 +114,21 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
 
-    env = dict(os.environ)
-    env.setdefault("GWM_DATA_DIR", str(ROOT / ".gwm-bench"))
-    env.setdefault("GWM_LOG_LEVEL", "warning")
-    from server.cli import resolve_database, resolve_secrets
-    from server.settings import Settings
-
-    os.environ.update({k: v for k, v in env.items() if k.startswith("GWM_") or k == "DATABASE_URL"})
-    settings = resolve_database(resolve_secrets(Settings.from_env(env)))
-    env.update(
-        DATABASE_URL=settings.database_url or "",
-        GWM_APP_DATABASE_URL=settings.app_database_url or "",
-        GWM_SECRET_KEYS=settings.secret_keys or "",
-        GWM_AUDIT_KEYS=settings.audit_keys or "",
-    )
-    t0 = time.monotonic()
-    _gwm(env, "db", "upgrade")
-    _gwm(env, "db", "seed", "--scale", str(args.scale), "--tenants", str(args.tenants))
-    print(f"schema and data ready in {time.monotonic() - t0:.1f} s", file=sys.stderr)
-    subdomain = "scale-42-0"
-    email, project_id = asyncio.run(_prepare(settings.database_url or "", settings.app_database_url or "", subdomain))
-
-    port = _free_port()
-    server = subprocess.Popen(  # noqa: S603
-        [sys.executable, "-m", "server.cli", "serve", "--no-migrate", "--port", str(port), "--workers", "1"],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(200):
-            try:
-                httpx.get(f"{base}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        login = httpx.post(
-            f"{base}/auth/login", json={"tenant": subdomain, "email": email, "password": PASSWORD}, timeout=30
-        )
-        login.raise_for_status()
-        token = login.json()["token"]
+    bench = Bench.prepare(scale=args.scale, tenants=args.tenants)
+    email, project_id = bench.admin()
+    with bench.serve() as base:
+        token = bench.sign_in(base, email)
         cases = [
             ("nested pursuit (50 projects)", (QUERIES / "nested_pursuit.graphql").read_text(), {}),
             ("one project by id", (QUERIES / "project_by_id.graphql").read_text(), {"id": _global_id(project_id)}),
         ]
         results = []
         for name, query, variables in cases:
-            statements = asyncio.run(_statements(settings.app_database_url or "", token, query, variables))
+            statements = asyncio.run(_statements(bench.app_url, token, query, variables))
             asyncio.run(_load(f"{base}/graphql", token, query, variables, args.concurrency, args.warmup))
             figures = asyncio.run(_load(f"{base}/graphql", token, query, variables, args.concurrency, args.duration))
             figures.update(name=name, statements_per_request=statements, concurrency=args.concurrency)
             results.append(figures)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
     print(f"\n{'query':32} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'SQL/req':>8} {'errors':>7}")
     for r in results:

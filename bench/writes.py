@@ -20,8 +20,6 @@ import argparse
 import asyncio
 import base64
 import json
-import os
-import subprocess
 import sys
 import time
 import uuid
@@ -30,13 +28,10 @@ from typing import Any
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from read import PASSWORD, _free_port, _gwm, _prepare  # noqa: E402
+from harness import SUBDOMAIN, Bench
 
-SUBDOMAIN = "scale-42-0"
 READ = """query ($id: ID!) { node(id: $id) { ... on OpportunityProject { rowId updatedAt } } }"""
 UPDATE = """mutation ($input: OpportunityProjectUpdateInput!) {
   opportunityProjectUpdate(input: $input) { opportunityProject { rowId updatedAt } errors { field code message } }
@@ -47,20 +42,12 @@ def _gid(project_id: str) -> str:
     return base64.b64encode(f"OpportunityProject:{project_id}".encode()).decode()
 
 
-async def _projects(owner_url: str, app_url: str, subdomain: str, count: int) -> tuple[uuid.UUID, list[str]]:
+async def _projects(bench: Bench, tenant_id: uuid.UUID, count: int) -> list[str]:
     from sqlalchemy import text
 
     from models.db import create_engine, set_tenant
 
-    lookup = create_engine(app_url, pool_size=1, max_overflow=0)  # the pre-tenant lookup is the server role's
-    try:
-        async with lookup.connect() as conn:
-            tenant_id = (
-                await conn.execute(text("SELECT tenant_id FROM gwm_tenant_by_subdomain(:s)"), {"s": subdomain})
-            ).scalar_one()
-    finally:
-        await lookup.dispose()
-    engine = create_engine(owner_url, pool_size=1, max_overflow=0)
+    engine = create_engine(bench.owner_url, pool_size=1, max_overflow=0)
     try:
         async with engine.begin() as conn:
             await set_tenant(conn, tenant_id)
@@ -71,7 +58,7 @@ async def _projects(owner_url: str, app_url: str, subdomain: str, count: int) ->
                 ),
                 {"n": count},
             )
-            return tenant_id, [str(r.id) for r in rows]
+            return [str(r.id) for r in rows]
     finally:
         await engine.dispose()
 
@@ -192,58 +179,17 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
 
-    env = dict(os.environ)
-    env.setdefault("GWM_DATA_DIR", str(ROOT / ".gwm-bench"))
-    env.setdefault("GWM_LOG_LEVEL", "warning")
-    from server.cli import resolve_database, resolve_secrets
-    from server.settings import Settings
-
-    os.environ.update({k: v for k, v in env.items() if k.startswith("GWM_") or k == "DATABASE_URL"})
-    settings = resolve_database(resolve_secrets(Settings.from_env(env)))
-    env.update(
-        DATABASE_URL=settings.database_url or "",
-        GWM_APP_DATABASE_URL=settings.app_database_url or "",
-        GWM_SECRET_KEYS=settings.secret_keys or "",
-        GWM_AUDIT_KEYS=settings.audit_keys or "",
-    )
-    owner_url = settings.database_url or ""
-    _gwm(env, "db", "upgrade")
-    _gwm(env, "db", "seed", "--scale", str(args.scale), "--tenants", str(args.tenants))
-    email, _ = asyncio.run(_prepare(owner_url, settings.app_database_url or "", SUBDOMAIN))
-    tenant_id, projects = asyncio.run(_projects(owner_url, settings.app_database_url or "", SUBDOMAIN, args.projects))
+    bench = Bench.prepare(scale=args.scale, tenants=args.tenants)
+    email, _ = bench.admin()
+    tenant_id = bench.tenant_id()
+    projects = asyncio.run(_projects(bench, tenant_id, args.projects))
     marker = f"bench-{uuid.uuid4().hex[:12]}"
-
-    port = _free_port()
-    server = subprocess.Popen(  # noqa: S603
-        [sys.executable, "-m", "server.cli", "serve", "--no-migrate", "--port", str(port), "--workers", "1"],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(200):
-            try:
-                httpx.get(f"{base}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        login = httpx.post(
-            f"{base}/auth/login", json={"tenant": SUBDOMAIN, "email": email, "password": PASSWORD}, timeout=30
-        )
-        login.raise_for_status()
-        token = login.json()["token"]
+    with bench.serve() as base:
+        token = bench.sign_in(base, email)
         figures = asyncio.run(_clients(f"{base}/graphql", token, projects, args.clients, args.updates, marker))
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
-    current, audits, history = asyncio.run(_audit_counts(owner_url, tenant_id, marker))
-    verify = subprocess.run(  # noqa: S603
-        [sys.executable, "-m", "server.cli", "audit", "verify", "--tenant", SUBDOMAIN],
-        env=env, cwd=ROOT, capture_output=True, text=True, check=False,
-    )
+    current, audits, history = asyncio.run(_audit_counts(bench.owner_url, tenant_id, marker))
+    verify = bench.gwm("audit", "verify", "--tenant", SUBDOMAIN, check=False)
     committed = figures["committed"]
     figures.update(audit_rows=audits, history_rows=history, verify_exit=verify.returncode,
                    clients=args.clients, updates=args.updates, projects=args.projects)

@@ -1,4 +1,4 @@
-"""GWM CRM's SQLAlchemy models: `Base` (whose metadata Alembic compares) and all 27 mapped tables.
+"""GWM CRM's SQLAlchemy models: `Base` (whose metadata Alembic compares) and every mapped table: the seed's 27 and those added to it (docs/decisions.md).
 
 Importing this package registers every model, so string references between modules resolve.
 Engines and sessions are in `models.db`; the value sets in `models.enums`.
