@@ -1,4 +1,6 @@
-"""GWM CRM's SQLAlchemy models: `Base` (whose metadata Alembic compares) and every mapped table: the seed's 27 and those added to it (docs/decisions.md).
+"""GWM CRM's SQLAlchemy models: `Base` (whose metadata Alembic compares) and every mapped table.
+
+The seed's 27 tables, and those added to it (credentials, idempotency keys: docs/decisions.md).
 
 Importing this package registers every model, so string references between modules resolve.
 Engines and sessions are in `models.db`; the value sets in `models.enums`.
