@@ -564,9 +564,15 @@ class Viewer:
     def credential(self) -> PrincipalKind:
         return self._principal.kind
 
-    @strawberry.field(description="Effective tenant-wide permissions of this request, sorted.")
-    def permissions(self) -> list[str]:
-        return sorted(self._principal.grants.tenant_wide)
+    @strawberry.field(
+        description="Effective permissions of this request, sorted: tenant-wide ones, or with "
+        "`opportunityProjectId` those that hold on that project (tenant-wide and project-scoped together)."
+    )
+    def permissions(self, opportunity_project_id: uuid.UUID | None = None) -> list[str]:
+        grants = self._principal.grants
+        if opportunity_project_id is None:
+            return sorted(grants.tenant_wide)
+        return sorted(grants.tenant_wide | grants.per_project.get(opportunity_project_id, frozenset()))
 
     @strawberry.field(
         description="Permissions granted on single opportunity projects by project-scoped role assignments "

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from auth.permissions import SYSTEM_ROLES, SystemRole
 from models.db import set_tenant
 from tests.support.db import TenantRef
 from tests.support.graphql import audit_rows, gql, sign_in
@@ -190,9 +191,18 @@ async def test_assignments_on_a_project_with_expiry_and_their_refusals(
     assert assignment["opportunityProject"] == {"rowId": project}
     assert assignment["expiresAt"] == expires and assignment["role"] == {"name": "Capture Manager"}
     token = await sign_in(client, user)
-    viewer = await gql(client, "{ viewer { permissions projectPermissions { opportunityProjectId permissions } } }",
-                       token=token)
-    assert viewer["data"]["viewer"]["permissions"] == []
+    viewer = await gql(
+        client,
+        "query ($p: UUID!, $other: UUID!) { viewer { permissions onProject: permissions(opportunityProjectId: $p)"
+        " elsewhere: permissions(opportunityProjectId: $other)"
+        " projectPermissions { opportunityProjectId permissions } } }",
+        {"p": project, "other": str(uuid.uuid4())},
+        token=token,
+    )
+    assert viewer["data"]["viewer"]["permissions"] == [] and viewer["data"]["viewer"]["elsewhere"] == []
+    assert viewer["data"]["viewer"]["onProject"] == sorted(
+        p.value for p in SYSTEM_ROLES[SystemRole.CAPTURE_MANAGER]
+    )
     (scoped,) = viewer["data"]["viewer"]["projectPermissions"]
     assert scoped["opportunityProjectId"] == project and "opportunity:write" in scoped["permissions"]
 
