@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -295,6 +296,10 @@ def test_every_deviation_is_known_reasoned_and_applies() -> None:
     for number, change in enumerate(changes, start=1):
         assert change["kind"] in KINDS, f"change #{number}"
         assert re.match(r"[DARW]\d+ \(", change["reason"]), f"change #{number}: reason must name its decision"
+    decisions = (Path(__file__).resolve().parents[1] / "docs" / "decisions.md").read_text()
+    recorded = set(re.findall(r"^### ([DARW]\d+)\.", decisions, re.M))
+    named = {change["reason"].split(" ", 1)[0] for change in changes}
+    assert named - recorded == set(), "reasons name decisions that docs/decisions.md does not record"
     _catalog_after, errors = apply_changes(_seed_catalog(), changes)
     assert errors == [], "\n".join(errors)
 
