@@ -55,3 +55,24 @@ async def test_the_standard_introspection_query_is_within_the_limits(
 ) -> None:
     body = await gql(client, get_introspection_query(descriptions=True), token=admin_token)
     assert body["data"]["__schema"]["queryType"]["name"] == "Query"
+
+
+async def test_a_document_is_validated_once_then_served_from_the_cache(
+    client: httpx.AsyncClient, admin_token: str
+) -> None:
+    """The limits must not defeat the validation cache (it is keyed by the rules: they are made once)."""
+    from strawberry.extensions.validation_cache import _get_validate_cache
+
+    from schema.schema import CACHE_SIZE
+
+    cache = _get_validate_cache(CACHE_SIZE)
+    query = "query ValidatedOnce { viewer { credential } }"
+    await gql(client, query, token=admin_token)
+    before = cache.cache_info()
+    for _ in range(3):
+        await gql(client, query, token=admin_token)
+    after = cache.cache_info()
+    assert (after.hits - before.hits, after.misses - before.misses) == (3, 0)
+    refused = await gql(client, _deep(MAX_DEPTH + 1), token=admin_token, errors=True)
+    again = await gql(client, _deep(MAX_DEPTH + 1), token=admin_token, errors=True)
+    assert refused["errors"] == again["errors"]  # a cached refusal is still a refusal
