@@ -388,11 +388,15 @@ class OpportunityProjectFilter:
     )
 
 
-@strawberry.enum(description="Orders of the project list (indexed columns); the id always breaks ties.")
+@strawberry.enum(
+    description="Orders of the project list; the id always breaks ties. WIN_PROBABILITY_SCORE needs "
+    "opportunity.score:read on every project listed (projects without one sort last ascending)."
+)
 class OpportunityProjectOrderField(Enum):
     CREATED_AT = "created_at"
     PROJECT_STATUS = "project_status"
     PIPELINE_STAGE = "pipeline_stage"
+    WIN_PROBABILITY_SCORE = "win_probability_score"
 
 
 @strawberry.input

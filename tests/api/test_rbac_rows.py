@@ -201,6 +201,11 @@ async def test_filtering_or_ordering_on_a_field_the_caller_may_not_read_is_refus
         assert error["path"] == [field]
         assert "winProbabilityScore" in error["message"]
         assert body["data"] is None or body["data"].get(field) is None
+    ordered = await gql(client, "{ opportunityProjects(orderBy: [{field: WIN_PROBABILITY_SCORE}]) { totalCount } }",
+                        token=token, errors=True)
+    (error,) = ordered["errors"]
+    assert error["extensions"] == {"code": "FORBIDDEN", "permission": "opportunity.score:read"}
+    assert "winProbabilityScore" in error["message"]
     # Filtering on a field it may read is fine.
     ok = await gql(client, "{ opportunityProjects(filter: {projectName: {contains: \"x\"}}) { totalCount } }",
                    token=token)
@@ -248,6 +253,31 @@ async def test_a_score_filter_needs_the_permission_on_every_project_the_list_sho
     allowed = await gql(client, "{ opportunityProjects(filter: {winProbabilityScore: {gte: \"1\"}}) { totalCount } }",
                         token=scoped)
     assert allowed["data"]["opportunityProjects"]["totalCount"] == 1
+
+
+async def test_a_caller_who_reads_the_scores_sorts_by_them_page_by_page(
+    client: httpx.AsyncClient, owner_engine: AsyncEngine, world: dict[str, Any]
+) -> None:
+    token = await sign_in(client, await make_login_user(owner_engine, world["tenant"], roles=["Capture Manager"]))
+    query = """query ($after: String) {
+      opportunityProjects(first: 1, after: $after, orderBy: [{field: WIN_PROBABILITY_SCORE, direction: DESC}]) {
+        nodes { rowId winProbabilityScore } pageInfo { hasNextPage endCursor } } }"""
+    seen, after = [], None
+    while True:
+        page = (await gql(client, query, {"after": after}, token=token))["data"]["opportunityProjects"]
+        seen += page["nodes"]
+        if not page["pageInfo"]["hasNextPage"]:
+            break
+        after = page["pageInfo"]["endCursor"]
+    async with owner_engine.connect() as conn:
+        await set_tenant(conn, world["tenant"].id)
+        expected = [
+            str(r.id) for r in await conn.execute(text(
+                "SELECT id FROM opportunity_projects WHERE archived_at IS NULL"
+                " ORDER BY win_probability_score DESC NULLS FIRST, id"
+            ))
+        ]
+    assert [n["rowId"] for n in seen] == expected
 
 
 # -- the permission audit -----------------------------------------------------------------------------
