@@ -247,12 +247,18 @@ async def test_a_score_filter_needs_the_permission_on_every_project_the_list_sho
     refused = await gql(client, "{ opportunityProjects(orderBy: [], filter: {winProbabilityScore: {gte: \"1\"}})"
                                 " { totalCount } }", token=token, errors=True)
     assert refused["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+    # An aggregate of the scores over every project is refused the same way.
+    summary = await gql(client, "{ pipelineSummary { stage weightedEstimatedValueMax } }", token=token, errors=True)
+    assert {e["extensions"]["code"] for e in summary["errors"]} == {"FORBIDDEN"}
+    assert all(row["weightedEstimatedValueMax"] is None for row in summary["data"]["pipelineSummary"])
 
     # A capture manager on that one project only reads one project: there the filter is fine.
     scoped = await sign_in(client, await _scoped_user(owner_engine, world))
     allowed = await gql(client, "{ opportunityProjects(filter: {winProbabilityScore: {gte: \"1\"}}) { totalCount } }",
                         token=scoped)
     assert allowed["data"]["opportunityProjects"]["totalCount"] == 1
+    summary = await gql(client, "{ pipelineSummary { projectCount weightedEstimatedValueMax } }", token=scoped)
+    assert sum(row["projectCount"] for row in summary["data"]["pipelineSummary"]) == 1
 
 
 async def test_a_caller_who_reads_the_scores_sorts_by_them_page_by_page(
