@@ -41,7 +41,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from auth.audit import AuthEvent, RequestMeta, record_event
+from auth.audit import AuthEvent, RequestMeta, record_caller_event, record_event
 from auth.exceptions import AuthRequestError
 from auth.login import count_failure, tenant_by_subdomain
 from auth.mailer import Mailer, MailerError, valid_address
@@ -258,13 +258,11 @@ async def change_password(
     verified = await service.hasher.verify(current_password, account.password_hash)
     if locked or not verified.ok:
         await count_failure(service, policy, principal.user_id, now, meta, locked=locked)
-        await record_event(
+        await record_caller_event(
             service.writer,
-            tenant_id=principal.tenant_id,
-            event=AuthEvent.PASSWORD_CHANGE_REFUSED,
-            meta=meta,
-            user_id=principal.user_id,
-            session_id=principal.audit_session,
+            principal,
+            AuthEvent.PASSWORD_CHANGE_REFUSED,
+            meta,
             granted=False,
             risk=RiskLevel.MEDIUM,
             description="account locked" if locked else "wrong current password",
@@ -306,13 +304,11 @@ async def change_password(
             except_session=principal.session_id,
         )
         await _void_tokens(conn, principal.user_id, now)
-    await record_event(
+    await record_caller_event(
         service.writer,
-        tenant_id=principal.tenant_id,
-        event=AuthEvent.PASSWORD_CHANGED,
-        meta=meta,
-        user_id=principal.user_id,
-        session_id=principal.audit_session,
+        principal,
+        AuthEvent.PASSWORD_CHANGED,
+        meta,
         description="forced change of a temporary password" if account.must_change_password else None,
         details={"other_sessions_ended": ended},
         status=204,
@@ -334,13 +330,11 @@ async def _audit_admin(
     details: dict[str, object] | None = None,
 ) -> None:
     """The audit row of an administrator's action on a user (who acted, on whom, under user:admin)."""
-    await record_event(
+    await record_caller_event(
         service.writer,
-        tenant_id=principal.tenant_id,
-        event=event,
-        meta=meta,
-        user_id=principal.user_id,
-        session_id=principal.audit_session,
+        principal,
+        event,
+        meta,
         entity_id=user_id,
         permission=_ADMIN,
         risk=risk,

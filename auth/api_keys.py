@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
-from auth.audit import AuthEvent, RequestMeta, record_event
+from auth.audit import AuthEvent, RequestMeta, record_caller_event
 from auth.exceptions import AuthRequestError
 from auth.principal import Principal, PrincipalKind
 from auth.service import AuthService
@@ -150,13 +150,11 @@ async def create_api_key(
         except IntegrityError:  # the same name created concurrently
             raise _name_taken() from None
     record = ApiKeyRecord.from_row(row)
-    await record_event(
+    await record_caller_event(
         service.writer,
-        tenant_id=principal.tenant_id,
-        event=AuthEvent.API_KEY_CREATED,
-        meta=meta,
-        user_id=principal.user_id,
-        session_id=principal.audit_session,
+        principal,
+        AuthEvent.API_KEY_CREATED,
+        meta,
         entity_type="api_key",
         entity_id=record.id,
         risk=RiskLevel.MEDIUM,
@@ -192,13 +190,11 @@ async def revoke_api_key(
     if revoked is None:
         raise AuthRequestError(409, "ALREADY_REVOKED", "The key was already revoked.", field="id")
     record = ApiKeyRecord.from_row(row)
-    await record_event(
+    await record_caller_event(
         service.writer,
-        tenant_id=principal.tenant_id,
-        event=AuthEvent.API_KEY_REVOKED,
-        meta=meta,
-        user_id=principal.user_id,
-        session_id=principal.audit_session,
+        principal,
+        AuthEvent.API_KEY_REVOKED,
+        meta,
         entity_type="api_key",
         entity_id=record.id,
         risk=RiskLevel.MEDIUM,

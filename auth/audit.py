@@ -14,13 +14,16 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from models import AuditLog
 from models.enums import RiskLevel
 from models.side_effects import SideEffectWriter
 
-__all__ = ["AuthEvent", "RequestMeta", "inet", "record_event", "redact"]
+if TYPE_CHECKING:
+    from auth.principal import Principal
+
+__all__ = ["AuthEvent", "RequestMeta", "inet", "record_caller_event", "record_event", "redact"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,3 +148,18 @@ async def record_event(
         "response_status": status,
     }
     await writer.insert(tenant_id, AuditLog.__table__, [row])  # type: ignore[arg-type]
+
+
+async def record_caller_event(
+    writer: SideEffectWriter, principal: Principal, event: AuthEvent, meta: RequestMeta | None, **fields: Any
+) -> None:
+    """`record_event` for what the authenticated caller did: its tenant, user and session (or key)."""
+    await record_event(
+        writer,
+        tenant_id=principal.tenant_id,
+        event=event,
+        meta=meta,
+        user_id=principal.user_id,
+        session_id=principal.audit_session,
+        **fields,
+    )

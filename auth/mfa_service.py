@@ -42,7 +42,7 @@ from typing import Any, NoReturn
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from auth.audit import AuthEvent, RequestMeta, record_event
+from auth.audit import AuthEvent, RequestMeta, record_caller_event
 from auth.exceptions import AuthRequestError, DecryptionError
 from auth.mfa import (
     generate_recovery_codes,
@@ -605,13 +605,11 @@ async def _audit(
     details: Mapping[str, Any] | None = None,
     status: int | None = None,
 ) -> None:
-    await record_event(
+    await record_caller_event(
         service.writer,
-        tenant_id=principal.tenant_id,
-        event=event,
-        meta=meta,
-        user_id=principal.user_id,
-        session_id=principal.audit_session,
+        principal,
+        event,
+        meta,
         granted=granted,
         risk=risk,
         description=description,

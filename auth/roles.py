@@ -24,7 +24,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from auth.audit import AuthEvent, RequestMeta, record_event
+from auth.audit import AuthEvent, RequestMeta, record_caller_event
 from auth.exceptions import AuthRequestError
 from auth.permissions import Permission
 from auth.principal import Principal
@@ -96,13 +96,11 @@ async def _audit(
     description: str,
     details: dict[str, Any],
 ) -> None:
-    await record_event(
+    await record_caller_event(
         service.writer,
-        tenant_id=principal.tenant_id,
-        event=event,
-        meta=meta,
-        user_id=principal.user_id,
-        session_id=principal.audit_session,
+        principal,
+        event,
+        meta,
         entity_type=entity_type,
         entity_id=entity_id,
         permission=permission.value,

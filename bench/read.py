@@ -20,23 +20,17 @@ import json
 import statistics
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
+from strawberry.relay import to_base64
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import ROOT, Bench
 
 QUERIES = ROOT / "bench" / "queries"
-
-
-def _global_id(project_id: uuid.UUID) -> str:
-    import base64
-
-    return base64.b64encode(f"OpportunityProject:{project_id}".encode()).decode()
 
 
 async def _statements(app_url: str, token: str, query: str, variables: dict[str, Any]) -> int:
@@ -120,7 +114,11 @@ def main() -> int:
         token = bench.sign_in(base, email)
         cases = [
             ("nested pursuit (50 projects)", (QUERIES / "nested_pursuit.graphql").read_text(), {}),
-            ("one project by id", (QUERIES / "project_by_id.graphql").read_text(), {"id": _global_id(project_id)}),
+            (
+                "one project by id",
+                (QUERIES / "project_by_id.graphql").read_text(),
+                {"id": to_base64("OpportunityProject", project_id)},
+            ),
         ]
         results = []
         for name, query, variables in cases:

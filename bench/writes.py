@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import sys
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from strawberry.relay import to_base64
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -36,10 +36,6 @@ READ = """query ($id: ID!) { node(id: $id) { ... on OpportunityProject { rowId u
 UPDATE = """mutation ($input: OpportunityProjectUpdateInput!) {
   opportunityProjectUpdate(input: $input) { opportunityProject { rowId updatedAt } errors { field code message } }
 }"""
-
-
-def _gid(project_id: str) -> str:
-    return base64.b64encode(f"OpportunityProject:{project_id}".encode()).decode()
 
 
 async def _projects(bench: Bench, tenant_id: uuid.UUID, count: int) -> list[str]:
@@ -83,7 +79,7 @@ async def _clients(
             return body["data"]
 
         async def read(project: str) -> str:
-            data = await post(READ, {"id": _gid(project)})
+            data = await post(READ, {"id": to_base64("OpportunityProject", project)})
             seen: str = data["node"]["updatedAt"]
             return seen
 

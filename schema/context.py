@@ -51,9 +51,6 @@ class Denials:
         self._counts[key] += 1
         self._types.setdefault(key, info._raw_info.parent_type.name)
 
-    def __len__(self) -> int:
-        return len(self._counts)
-
     async def flush(self, context: GraphQLContext) -> None:
         counts, self._counts = self._counts, Counter()
         if not counts or context.caller is None:
@@ -120,10 +117,8 @@ class GraphQLContext:
 
     async def close(self) -> None:
         """Return the connection to the pool, then record the operation's denials."""
-        db, self._db, self._loaders = self._db, None, None
         try:
-            if db is not None:
-                await db.close()
+            await self.refresh_reads()
         finally:
             await self.denials.flush(self)
 

@@ -40,8 +40,9 @@ from sqlalchemy import Table
 from strawberry.permission import BasePermission, PermissionExtension
 from strawberry.schema_directive import Location
 from strawberry.types.unset import UNSET
+from strawberry.utils.str_converters import to_camel_case
 
-from auth.audit import AuthEvent, record_event
+from auth.audit import AuthEvent, record_caller_event
 from auth.permissions import Permission
 from models.enums import RiskLevel
 from schema.context import GraphQLContext, Info
@@ -90,7 +91,7 @@ class Requires(BasePermission):
         self.covering = covering
         self.message = f"You do not have permission to do this ({permission.value} is required)."
         self.error_extensions = {"code": "FORBIDDEN", "permission": permission.value}
-        owner_arg = strawberry.UNSET if unless_owner is None else _camel(unless_owner[0])
+        owner_arg = strawberry.UNSET if unless_owner is None else to_camel_case(unless_owner[0])
         self._directive = RequiresPermission(permission=permission.value, unless_owner_of=owner_arg)
 
     @property
@@ -108,13 +109,11 @@ class Requires(BasePermission):
             if argument in kwargs and await owner_of(context, kwargs[argument]) == principal.user_id:
                 return True
         if info.operation.operation == OperationType.MUTATION:
-            await record_event(
+            await record_caller_event(
                 context.auth.writer,
-                tenant_id=principal.tenant_id,
-                event=AuthEvent.ACCESS_DENIED,
-                meta=context.meta,
-                user_id=principal.user_id,
-                session_id=principal.audit_session,
+                principal,
+                AuthEvent.ACCESS_DENIED,
+                context.meta,
                 entity_type="graphql_mutation",
                 granted=False,
                 risk=RiskLevel.MEDIUM,
@@ -155,7 +154,3 @@ def requires(
         [Requires(permission, unless_owner=unless_owner, project=project, covering=covering)]
     )
 
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.title() for part in rest)

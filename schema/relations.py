@@ -17,6 +17,7 @@ import strawberry
 from graphql import GraphQLError
 from sqlalchemy import Table
 from sqlalchemy.sql.elements import ColumnElement
+from strawberry.utils.str_converters import to_camel_case
 
 from auth.rules import READ_RULES
 from resolvers.common.connections import child_connection
@@ -237,7 +238,7 @@ def refuse_unreadable_columns(info: Info, table: Table, filter_input: Any, order
         try:
             info.context.scope.check_columns(table, columns)
         except FieldDenied as exc:
-            name = _camel(exc.column)
+            name = to_camel_case(exc.column)
             info.context.denials.add(exc.permission, info, suffix=f".{argument}.{name}")
             raise GraphQLError(
                 f"You may not filter or sort on {name} ({exc.permission.value} is required).",
@@ -251,10 +252,6 @@ def _note_row_denial(info: Info, table: Table) -> None:
     if rule is not None and rule.permission is not None:
         info.context.denials.add(rule.permission, info)
 
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.title() for part in rest)
 
 
 def polymorphic(

@@ -32,6 +32,7 @@ import strawberry
 from strawberry.permission import PermissionExtension
 from strawberry.schema_directive import Location
 from strawberry.types.unset import UNSET
+from strawberry.utils.str_converters import to_camel_case
 
 from auth.audit import inet, redact
 from auth.permissions import Permission
@@ -166,11 +167,11 @@ class RequiresForInput(Requires):
         self.argument = argument
         self.nulls = nulls
         self.message = (
-            f"You do not have permission to set {', '.join(_camel(f) for f in self.fields)} "
+            f"You do not have permission to set {', '.join(to_camel_case(f) for f in self.fields)} "
             f"({permission.value} is required)."
         )
         self._input_directive = RequiresPermissionForInput(
-            permission=permission.value, input_fields=[_camel(f) for f in self.fields]
+            permission=permission.value, input_fields=[to_camel_case(f) for f in self.fields]
         )
 
     @property
@@ -203,7 +204,3 @@ def requires_for_input(
     """The field extension declaring `RequiresForInput(...)` on a mutation field."""
     return PermissionExtension([RequiresForInput(permission, fields, project=project, nulls=nulls)])
 
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.title() for part in rest)

@@ -85,10 +85,6 @@ class Loaders:
             self._loaders[key] = loader
         return loader
 
-    def clear(self) -> None:
-        """Forget everything loaded (after a write, so later reads see the new state)."""
-        self._loaders.clear()
-
     def by_id(self, table: Table) -> DataLoader[uuid.UUID, Any]:
         async def batch(keys: Sequence[uuid.UUID]) -> list[Any]:
             stmt = readable(select(*columns_of(table)), table, self.scope).where(table.c.id.in_(list(set(keys))))

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import text
 
 from auth.api_keys import ApiKeyRecord, create_api_key, revoke_api_key
-from auth.audit import AuthEvent, RequestMeta, record_event
+from auth.audit import AuthEvent, RequestMeta, record_caller_event
 from auth.exceptions import AuthRequestError
 from auth.principal import Principal
 from auth.service import AuthService
@@ -84,13 +84,11 @@ async def session_revoke(
             409, "SESSION_ALREADY_ENDED", "The session had already ended.", field="sessionId"
         )
     own = owner == principal.user_id
-    await record_event(
+    await record_caller_event(
         service.writer,
-        tenant_id=principal.tenant_id,
-        event=AuthEvent.SESSION_REVOKED,
-        meta=meta,
-        user_id=principal.user_id,
-        session_id=principal.audit_session,
+        principal,
+        AuthEvent.SESSION_REVOKED,
+        meta,
         entity_type="session",
         entity_id=session_id,
         risk=RiskLevel.LOW if own else RiskLevel.MEDIUM,

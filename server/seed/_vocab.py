@@ -27,10 +27,8 @@ class SystemRole(NamedTuple):
     @property
     def permissions(self) -> list[str]:
         """The role's permission set (auth.permissions.SYSTEM_ROLES), sorted as provisioning stores it."""
-        return sorted(PERMISSION_SETS[permissions.SystemRole(self.name)])
+        return sorted(permissions.SYSTEM_ROLES[permissions.SystemRole(self.name)])
 
-
-PERMISSION_SETS = permissions.SYSTEM_ROLES
 
 #: The built-in roles every seeded tenant gets (is_system_role = true), with the permission sets
 #: that `gwm db upgrade` keeps current for every tenant.
