@@ -147,7 +147,7 @@ async def record_event(
         "http_method": meta.method if meta else None,
         "response_status": status,
     }
-    await writer.insert(tenant_id, AuditLog.__table__, [row])  # type: ignore[arg-type]
+    await writer.insert(tenant_id, AuditLog.__table__, [row])
 
 
 async def record_caller_event(

@@ -498,10 +498,10 @@ class AuditTrail:
                     }
                 )
         if log_rows:
-            self.chain.append_sync(connection, AuditLog.__table__, log_rows)  # type: ignore[arg-type]
+            self.chain.append_sync(connection, AuditLog.__table__, log_rows)
             self.audit_rows += len(log_rows)
         if history_rows:
-            self.chain.append_sync(connection, ChangeHistory.__table__, history_rows)  # type: ignore[arg-type]
+            self.chain.append_sync(connection, ChangeHistory.__table__, history_rows)
             self.history_rows += len(history_rows)
 
     def _redact(self, table: Table, row: Mapping[str, Any]) -> dict[str, Any]:

@@ -12,9 +12,9 @@ import ipaddress
 import uuid
 from collections.abc import Iterable
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from sqlalchemy import CheckConstraint, FetchedValue, ForeignKey, ForeignKeyConstraint, MetaData, text
+from sqlalchemy import CheckConstraint, FetchedValue, ForeignKey, ForeignKeyConstraint, MetaData, Table, text
 from sqlalchemy.dialects.postgresql import JSONB, TIMESTAMP, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -73,6 +73,11 @@ class Base(DeclarativeBase):
     # come back in the INSERT/UPDATE ... RETURNING of the flush, so an object is never stale after
     # a flush and reading one of them never needs another round trip (lazy loads are forbidden).
     __mapper_args__: Any = {"eager_defaults": True}
+
+    if TYPE_CHECKING:
+        # DeclarativeBase types it as any FromClause (a class may be mapped to a subquery); every
+        # model here is mapped to a Table by its __tablename__.
+        __table__: ClassVar[Table]
 
 
 class UUIDPrimaryKey:

@@ -49,10 +49,10 @@ __all__ = [
     "participations_of",
 ]
 
-_ACTIVITIES: Table = ActivityModel.__table__  # type: ignore[assignment]
-_PARTICIPANTS: Table = ParticipantModel.__table__  # type: ignore[assignment]
-_CHANGES: Table = ExternalDataChangeModel.__table__  # type: ignore[assignment]
-_USERS: Table = UserModel.__table__  # type: ignore[assignment]
+_ACTIVITIES: Table = ActivityModel.__table__
+_PARTICIPANTS: Table = ParticipantModel.__table__
+_CHANGES: Table = ExternalDataChangeModel.__table__
+_USERS: Table = UserModel.__table__
 USER = ("User", "schema.identity")
 ACTIVITY = ("Activity", "schema.activities")
 PARTICIPANT = ("ActivityParticipant", "schema.activities")

@@ -52,10 +52,10 @@ __all__ = [
     "RiskLevel",
 ]
 
-_AUDIT: Table = AuditLogModel.__table__  # type: ignore[assignment]
-_CHANGES: Table = ChangeHistoryModel.__table__  # type: ignore[assignment]
-_PERMISSIONS: Table = PermissionAuditModel.__table__  # type: ignore[assignment]
-_USERS: Table = UserModel.__table__  # type: ignore[assignment]
+_AUDIT: Table = AuditLogModel.__table__
+_CHANGES: Table = ChangeHistoryModel.__table__
+_PERMISSIONS: Table = PermissionAuditModel.__table__
+_USERS: Table = UserModel.__table__
 USER = ("User", "schema.identity")
 CHANGE = ("ChangeHistory", "schema.audit")
 

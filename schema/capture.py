@@ -47,10 +47,10 @@ __all__ = [
     "ProposalStatus",
 ]
 
-_PLANS: Table = CapturePlanModel.__table__  # type: ignore[assignment]
-_PROPOSALS: Table = ProposalModel.__table__  # type: ignore[assignment]
-_USERS: Table = UserModel.__table__  # type: ignore[assignment]
-_PROJECTS: Table = OpportunityProjectModel.__table__  # type: ignore[assignment]
+_PLANS: Table = CapturePlanModel.__table__
+_PROPOSALS: Table = ProposalModel.__table__
+_USERS: Table = UserModel.__table__
+_PROJECTS: Table = OpportunityProjectModel.__table__
 USER = ("User", "schema.identity")
 PROJECT = ("OpportunityProject", "schema.opportunities")
 

@@ -39,8 +39,8 @@ __all__ = [
     "CapturePlanUpdatePayload",
 ]
 
-_PLANS: Table = CapturePlanModel.__table__  # type: ignore[assignment]
-_PROJECTS: Table = ProjectModel.__table__  # type: ignore[assignment]
+_PLANS: Table = CapturePlanModel.__table__
+_PROJECTS: Table = ProjectModel.__table__
 _UNDER = ("input",)
 _UPDATED_AT = "The updatedAt you read (exact to the microsecond); CONFLICT if the plan changed since."
 _PERMISSIONS = (Permission.CAPTURE_PLAN_WRITE,)

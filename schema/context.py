@@ -72,7 +72,7 @@ class Denials:
             for key, count in counts.items()
             for permission, path in [key]
         ]
-        await context.auth.writer.insert(principal.tenant_id, PermissionAudit.__table__, rows)  # type: ignore[arg-type]
+        await context.auth.writer.insert(principal.tenant_id, PermissionAudit.__table__, rows)
 
 
 @dataclass(slots=True)

@@ -65,11 +65,11 @@ __all__ = [
     "document_list",
 ]
 
-_CATEGORIES: Table = CategoryModel.__table__  # type: ignore[assignment]
-_ASSOCIATIONS: Table = AssociationModel.__table__  # type: ignore[assignment]
-_ACCESS_LOGS: Table = AccessLogModel.__table__  # type: ignore[assignment]
-_PROJECTS: Table = ProjectModel.__table__  # type: ignore[assignment]
-_USERS: Table = UserModel.__table__  # type: ignore[assignment]
+_CATEGORIES: Table = CategoryModel.__table__
+_ASSOCIATIONS: Table = AssociationModel.__table__
+_ACCESS_LOGS: Table = AccessLogModel.__table__
+_PROJECTS: Table = ProjectModel.__table__
+_USERS: Table = UserModel.__table__
 USER = ("User", "schema.identity")
 PROJECT = ("OpportunityProject", "schema.opportunities")
 DOCUMENT = ("Document", "schema.documents")

@@ -76,7 +76,7 @@ def targets(kinds: Any) -> dict[str, tuple[Target, Table]]:
 
 def history(entity_type: EntityType) -> Any:
     """`history`: the entity's change_history rows, newest first."""
-    table: Table = models.ChangeHistory.__table__  # type: ignore[assignment]
+    table: Table = models.ChangeHistory.__table__
     return to_many(
         ("ChangeHistory", "schema.audit"),
         table,

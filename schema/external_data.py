@@ -58,13 +58,13 @@ __all__ = [
     "PollingConfiguration",
 ]
 
-_SOURCES: Table = ExternalOpportunitySourceModel.__table__  # type: ignore[assignment]
-_DATA: Table = ExternalOpportunityDataModel.__table__  # type: ignore[assignment]
-_CHANGES: Table = ExternalDataChangeModel.__table__  # type: ignore[assignment]
-_POLLING: Table = PollingConfigurationModel.__table__  # type: ignore[assignment]
-_LOGS: Table = ApiIntegrationLogModel.__table__  # type: ignore[assignment]
-_PROJECTS: Table = OpportunityProjectModel.__table__  # type: ignore[assignment]
-_USERS: Table = UserModel.__table__  # type: ignore[assignment]
+_SOURCES: Table = ExternalOpportunitySourceModel.__table__
+_DATA: Table = ExternalOpportunityDataModel.__table__
+_CHANGES: Table = ExternalDataChangeModel.__table__
+_POLLING: Table = PollingConfigurationModel.__table__
+_LOGS: Table = ApiIntegrationLogModel.__table__
+_PROJECTS: Table = OpportunityProjectModel.__table__
+_USERS: Table = UserModel.__table__
 
 _MODULE = "schema.external_data"
 SOURCE = ("ExternalOpportunitySource", _MODULE)

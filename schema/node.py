@@ -126,7 +126,7 @@ def _tenant_field() -> Any:
     import models
     from schema.relations import to_one
 
-    return to_one(("Tenant", "schema.identity"), models.Tenant.__table__, "tenant_id",  # type: ignore[arg-type]
+    return to_one(("Tenant", "schema.identity"), models.Tenant.__table__, "tenant_id",
                   description="The tenant this belongs to (always the caller's).")
 
 

@@ -54,8 +54,8 @@ __all__ = [
     "OpportunityProjectUpdatePayload",
 ]
 
-_PROJECTS: Table = ProjectModel.__table__  # type: ignore[assignment]
-_OVERRIDES: Table = OverrideModel.__table__  # type: ignore[assignment]
+_PROJECTS: Table = ProjectModel.__table__
+_OVERRIDES: Table = OverrideModel.__table__
 _UNDER = ("input",)
 _UPDATED_AT = "The updatedAt you read (exact to the microsecond); CONFLICT if the row changed since."
 _SCORE = "0 to 100, two decimal places; needs opportunity.score:write."

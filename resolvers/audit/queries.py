@@ -18,7 +18,7 @@ from schema.pagination import Connection
 __all__ = ["HISTORY_ORDER", "change_history"]
 
 NodeT = TypeVar("NodeT")
-_CHANGES: Table = models.ChangeHistory.__table__  # type: ignore[assignment]
+_CHANGES: Table = models.ChangeHistory.__table__
 
 # Newest first, like every entity's `history` field (index: entity_type, entity_id, change_timestamp DESC).
 HISTORY_ORDER = (("change_timestamp", True),)

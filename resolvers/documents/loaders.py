@@ -25,7 +25,7 @@ from resolvers.common.loaders import Loaders, readable
 
 __all__ = ["DOCUMENTS", "DOCUMENT_ROWS", "extracted_text_by_document"]
 
-DOCUMENTS: Table = Document.__table__  # type: ignore[assignment]
+DOCUMENTS: Table = Document.__table__
 _LEFT_OUT = frozenset({"extracted_text", "search_vector"})
 
 DOCUMENT_ROWS = Table(

@@ -21,7 +21,7 @@ from schema.pagination import Connection
 
 __all__ = ["CHANGES_DEFAULT_ORDER", "external_data_changes"]
 
-_CHANGES: Table = ExternalDataChange.__table__  # type: ignore[assignment]
+_CHANGES: Table = ExternalDataChange.__table__
 CHANGES_DEFAULT_ORDER: tuple[tuple[str, bool], ...] = (("change_timestamp", True),)
 
 

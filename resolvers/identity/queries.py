@@ -33,7 +33,7 @@ __all__ = [
 
 # Every column but the stored secrets: the User node's relation fields read foreign keys from the row.
 USER_COLUMNS = ", ".join(
-    f"u.{c.name}" for c in models.User.__table__.c if ("users", c.name) not in SECRET_COLUMNS  # type: ignore[attr-defined]
+    f"u.{c.name}" for c in models.User.__table__.c if ("users", c.name) not in SECRET_COLUMNS
 )
 # Every column of roles: the GraphQL Role node reads its relations' keys from the row.
 ROLE_COLUMNS = "r.*"

@@ -24,8 +24,8 @@ from resolvers.opportunities.effective import OverrideValue, current_version_ord
 
 __all__ = ["active_overrides_by_project", "current_external_data_by_project"]
 
-_DATA: Table = ExternalOpportunityData.__table__  # type: ignore[assignment]
-_OVERRIDES: Table = OpportunityProjectOverride.__table__  # type: ignore[assignment]
+_DATA: Table = ExternalOpportunityData.__table__
+_OVERRIDES: Table = OpportunityProjectOverride.__table__
 
 
 def current_external_data_by_project(loaders: Loaders) -> DataLoader[uuid.UUID, Any]:

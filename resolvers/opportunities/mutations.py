@@ -42,9 +42,9 @@ __all__ = [
 #: Project columns whose writing also needs opportunity.score:write.
 SCORE_FIELDS = ("win_probability_score", "strategic_value_score", "pursuit_health_score")
 
-_PROJECTS: Table = OpportunityProject.__table__  # type: ignore[assignment]
-_DATA: Table = ExternalOpportunityData.__table__  # type: ignore[assignment]
-_USERS: Table = User.__table__  # type: ignore[assignment]
+_PROJECTS: Table = OpportunityProject.__table__
+_DATA: Table = ExternalOpportunityData.__table__
+_USERS: Table = User.__table__
 _OVERRIDABLE = {f.name: f for f in OVERRIDABLE}
 _SCORE_MAX = Decimal(100)
 

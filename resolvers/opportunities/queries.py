@@ -22,9 +22,9 @@ from resolvers.opportunities.effective import current_version_order, effective_d
 
 __all__ = ["DEFAULT_ORDER", "StageTotals", "pipeline_summary", "project_conditions"]
 
-_PROJECTS: Table = OpportunityProject.__table__  # type: ignore[assignment]
-_DATA: Table = ExternalOpportunityData.__table__  # type: ignore[assignment]
-_OVERRIDES: Table = OpportunityProjectOverride.__table__  # type: ignore[assignment]
+_PROJECTS: Table = OpportunityProject.__table__
+_DATA: Table = ExternalOpportunityData.__table__
+_OVERRIDES: Table = OpportunityProjectOverride.__table__
 
 # Newest first, served by the index (tenant_id, created_at DESC, id).
 DEFAULT_ORDER: tuple[tuple[str, bool], ...] = (("created_at", True),)
