@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import uuid
 from enum import Enum
+from typing import Annotated
 
 import strawberry
 from sqlalchemy import Table
@@ -31,7 +32,17 @@ from schema.entities import ENTITY_TARGETS, history
 from schema.fields import enum_column, inet_column
 from schema.filters import BooleanFilter, DateTimeFilter, EnumFilter, StringFilter, UUIDFilter
 from schema.node import EntityNode, TenantOwned
-from schema.pagination import Connection, OrderDirection
+from schema.pagination import (
+    FILTER_DESCRIPTION,
+    ORDER_BY_DESCRIPTION,
+    After,
+    Before,
+    Connection,
+    First,
+    Last,
+    OrderDirection,
+    paged,
+)
 from schema.relations import bad_input, page_args, polymorphic, root_list, to_many, to_one
 from schema.scalars import JSON
 
@@ -215,19 +226,22 @@ class AuditQuery:
     )
 
     @strawberry.field(
-        description="The change history of one record (any entity type), newest first unless ordered"
-        " otherwise."
+        description=paged(
+            "The change history of one record (any entity type), newest first unless ordered otherwise."
+        )
     )
     async def change_history(
         self,
         info: Info,
-        entity_id: uuid.UUID,
-        first: int | None = None,
-        after: str | None = None,
-        last: int | None = None,
-        before: str | None = None,
-        filter: ChangeHistoryFilter | None = None,  # the GraphQL argument's name
-        order_by: list[ChangeHistoryOrder] | None = None,
+        entity_id: Annotated[uuid.UUID, strawberry.argument(description="The record's row id (its `rowId`).")],
+        first: First = None,
+        after: After = None,
+        last: Last = None,
+        before: Before = None,
+        filter: Annotated[ChangeHistoryFilter | None, strawberry.argument(description=FILTER_DESCRIPTION)] = None,
+        order_by: Annotated[
+            list[ChangeHistoryOrder] | None, strawberry.argument(description=ORDER_BY_DESCRIPTION)
+        ] = None,
     ) -> Connection[ChangeHistory]:
         try:
             return await queries.change_history(

@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime
 import uuid
 from enum import Enum
-from typing import Any
+from typing import Annotated, Any
 
 import strawberry
 from graphql import GraphQLError
@@ -43,7 +43,17 @@ from schema.entities import history, targets
 from schema.fields import enum_column, inet_column
 from schema.filters import BooleanFilter, DateTimeFilter, EnumFilter, StringFilter, UUIDFilter
 from schema.node import EntityNode, TenantOwned
-from schema.pagination import Connection, OrderDirection
+from schema.pagination import (
+    FILTER_DESCRIPTION,
+    ORDER_BY_DESCRIPTION,
+    PAGE_SIZES,
+    After,
+    Before,
+    Connection,
+    First,
+    Last,
+    OrderDirection,
+)
 from schema.relations import BAD_INPUT, bad_input, page_args, polymorphic, root_list, to_many, to_one
 from schema.scalars import JSON, BigInt
 
@@ -332,18 +342,24 @@ class DocumentsQuery:
         " (web-search syntax: words, \"phrases\", or, -word): only matching documents, most relevant"
         " first (unless `orderBy` is given), each with `searchRank` and `searchSnippet`; cursors carry"
         " the rank, so `after` continues the same search. Deleted documents only with"
-        " `filter: {includeDeleted: true}` (or a `deletedAt` filter)."
+        " `filter: {includeDeleted: true}` (or a `deletedAt` filter). " + PAGE_SIZES
     )
     async def documents(
         self,
         info: Info,
-        search: str | None = None,
-        first: int | None = None,
-        after: str | None = None,
-        last: int | None = None,
-        before: str | None = None,
-        filter: DocumentFilter | None = None,
-        order_by: list[DocumentOrder] | None = None,
+        search: Annotated[
+            str | None,
+            strawberry.argument(
+                description="Full-text search in web-search syntax: words (all must match), \"quoted"
+                " phrases\", `or` between alternatives, -word to exclude."
+            ),
+        ] = None,
+        first: First = None,
+        after: After = None,
+        last: Last = None,
+        before: Before = None,
+        filter: Annotated[DocumentFilter | None, strawberry.argument(description=FILTER_DESCRIPTION)] = None,
+        order_by: Annotated[list[DocumentOrder] | None, strawberry.argument(description=ORDER_BY_DESCRIPTION)] = None,
     ) -> Connection[Document]:
         try:
             return await list_documents(  # type: ignore[no-any-return]

@@ -14,7 +14,7 @@ import datetime
 import uuid
 from decimal import Decimal
 from enum import Enum
-from typing import cast
+from typing import Annotated, cast
 
 import strawberry
 from sqlalchemy import Table
@@ -39,7 +39,17 @@ from schema.entities import history
 from schema.fields import enum_column
 from schema.filters import BooleanFilter, DateTimeFilter, EnumFilter, StringFilter, UUIDFilter
 from schema.node import EntityNode, TenantOwned
-from schema.pagination import Connection, OrderDirection
+from schema.pagination import (
+    FILTER_DESCRIPTION,
+    ORDER_BY_DESCRIPTION,
+    After,
+    Before,
+    Connection,
+    First,
+    Last,
+    OrderDirection,
+    paged,
+)
 from schema.relations import bad_input, page_args, root_list, to_many, to_one
 from schema.scalars import JSON
 
@@ -329,17 +339,19 @@ class ExternalDataQuery:
     )
 
     @strawberry.field(
-        description="Detected changes, newest first (changeTimestamp descending) unless ordered otherwise."
+        description=paged("Detected changes, newest first (changeTimestamp descending) unless ordered otherwise.")
     )
     async def external_data_changes(
         self,
         info: Info,
-        first: int | None = None,
-        after: str | None = None,
-        last: int | None = None,
-        before: str | None = None,
-        filter: ExternalDataChangeFilter | None = None,
-        order_by: list[ExternalDataChangeOrder] | None = None,
+        first: First = None,
+        after: After = None,
+        last: Last = None,
+        before: Before = None,
+        filter: Annotated[ExternalDataChangeFilter | None, strawberry.argument(description=FILTER_DESCRIPTION)] = None,
+        order_by: Annotated[
+            list[ExternalDataChangeOrder] | None, strawberry.argument(description=ORDER_BY_DESCRIPTION)
+        ] = None,
     ) -> Connection[ExternalDataChange]:
         try:
             return await queries.external_data_changes(

@@ -10,34 +10,85 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from enum import Enum
 from functools import partial
-from typing import Generic, TypeVar
+from typing import Annotated, Generic, TypeVar
 
 import strawberry
 
-__all__ = ["Connection", "Edge", "OrderDirection", "PageInfo"]
+from resolvers.common.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+
+__all__ = [
+    "PAGE_SIZES",
+    "FILTER_DESCRIPTION",
+    "ORDER_BY_DESCRIPTION",
+    "After",
+    "Before",
+    "Connection",
+    "Edge",
+    "First",
+    "Last",
+    "OrderDirection",
+    "PageInfo",
+    "paged",
+]
 
 NodeT = TypeVar("NodeT")
+
+#: Appended to the description of every connection field (`paged`), from the limits the resolvers apply.
+PAGE_SIZES = (
+    f"Paged: {DEFAULT_PAGE_SIZE} items by default, at most {MAX_PAGE_SIZE} per page (`first` or `last`)."
+)
+
+# The four Relay paging arguments, described once for every connection field.
+First = Annotated[
+    int | None,
+    strawberry.argument(
+        description=f"Page forwards: this many items from the start or from `after` "
+        f"(0 to {MAX_PAGE_SIZE}; {DEFAULT_PAGE_SIZE} when neither `first` nor `last` is given)."
+    ),
+]
+After = Annotated[
+    str | None, strawberry.argument(description="Start after this cursor (an edge's `cursor` or `pageInfo.endCursor`).")
+]
+Last = Annotated[
+    int | None,
+    strawberry.argument(
+        description=f"Page backwards: this many items before `before` (0 to {MAX_PAGE_SIZE}; not with `first`)."
+    ),
+]
+Before = Annotated[
+    str | None,
+    strawberry.argument(description="End before this cursor (an edge's `cursor` or `pageInfo.startCursor`)."),
+]
+
+#: The `filter:` and `orderBy:` arguments of a list.
+FILTER_DESCRIPTION = "Only items matching every condition given (all of them, AND)."
+ORDER_BY_DESCRIPTION = "Sort keys, most significant first; ties end in row id order. Omitted: the list's default order."
+
+
+def paged(description: str | None) -> str:
+    """A connection field's description followed by its page sizes."""
+    return f"{description} {PAGE_SIZES}" if description else PAGE_SIZES
 
 
 @strawberry.type(description="Where a page sits in its list.")
 class PageInfo:
-    has_next_page: bool
-    has_previous_page: bool
+    has_next_page: bool = strawberry.field(description="More items follow this page (paging forwards).")
+    has_previous_page: bool = strawberry.field(description="Items precede this page (paging backwards).")
     _size: strawberry.Private[int]
     _cursor_at: strawberry.Private[Callable[[int], str]]
 
-    @strawberry.field
+    @strawberry.field(description="The cursor of the page's first item; null on an empty page.")
     def start_cursor(self) -> str | None:
         return self._cursor_at(0) if self._size else None
 
-    @strawberry.field
+    @strawberry.field(description="The cursor of the page's last item (pass it as `after`); null on an empty page.")
     def end_cursor(self) -> str | None:
         return self._cursor_at(self._size - 1) if self._size else None
 
 
 @strawberry.type(description="A node and the cursor that points at it.")
 class Edge(Generic[NodeT]):
-    node: NodeT
+    node: NodeT = strawberry.field(description="The item.")
     _cursor: strawberry.Private[Callable[[], str]]
 
     @strawberry.field(description="Pass it as `after` (or `before`) to continue from this node.")
@@ -47,13 +98,13 @@ class Edge(Generic[NodeT]):
 
 @strawberry.type(description="A page of a list, with cursors to move from it.")
 class Connection(Generic[NodeT]):
-    nodes: list[NodeT]
-    page_info: PageInfo
+    nodes: list[NodeT] = strawberry.field(description="The items of this page, in the list's order.")
+    page_info: PageInfo = strawberry.field(description="Whether more pages exist, and the cursors to reach them.")
     _count: strawberry.Private[Callable[[], Awaitable[int]]]
     # Cursors cost a little per row: they are encoded only for the edges a client asks for.
     _cursor_at: strawberry.Private[Callable[[int], str]]
 
-    @strawberry.field
+    @strawberry.field(description="The items of this page with their cursors (use `nodes` when no cursor is needed).")
     def edges(self) -> list[Edge[NodeT]]:
         return [Edge(node=node, _cursor=partial(self._cursor_at, i)) for i, node in enumerate(self.nodes)]
 
@@ -64,5 +115,5 @@ class Connection(Generic[NodeT]):
 
 @strawberry.enum(description="Sort direction.")
 class OrderDirection(Enum):
-    ASC = "asc"
-    DESC = "desc"
+    ASC = strawberry.enum_value("asc", description="Smallest first (A to Z, oldest first); nulls last.")
+    DESC = strawberry.enum_value("desc", description="Largest first (Z to A, newest first); nulls first.")

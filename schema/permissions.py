@@ -39,16 +39,18 @@ from graphql import OperationType
 from sqlalchemy import Table
 from strawberry.permission import BasePermission, PermissionExtension
 from strawberry.schema_directive import Location
+from strawberry.types.field import StrawberryField
 from strawberry.types.unset import UNSET
 from strawberry.utils.str_converters import to_camel_case
 
 from auth.audit import AuthEvent, record_caller_event
 from auth.permissions import Permission
+from auth.rules import READ_RULES
 from models.enums import RiskLevel
 from schema.context import GraphQLContext, Info
 from schema.node import EntityNode
 
-__all__ = ["OwnerLookup", "ProjectLookup", "Requires", "RequiresPermission", "requires"]
+__all__ = ["DescribedPermissions", "OwnerLookup", "ProjectLookup", "Requires", "RequiresPermission", "requires"]
 
 # (argument's Python name, lookup): the lookup returns the user id that owns the argument's target,
 # or None when the target does not exist (for this tenant).
@@ -93,6 +95,22 @@ class Requires(BasePermission):
         self.error_extensions = {"code": "FORBIDDEN", "permission": permission.value}
         owner_arg = strawberry.UNSET if unless_owner is None else to_camel_case(unless_owner[0])
         self._directive = RequiresPermission(permission=permission.value, unless_owner_of=owner_arg)
+
+    def sentence(self, field: StrawberryField) -> str:
+        """What the field's description says about this permission (appended by `requires`)."""
+        text = f"Requires the `{self.permission.value}` permission"
+        if self.unless_owner is not None:
+            text += f", unless the caller owns the target of `{to_camel_case(self.unless_owner[0])}`"
+        if self.project is not None:
+            argument = to_camel_case(self.project[0])
+            text += f"; a grant on the opportunity project of the target named by `{argument}` counts"
+        elif self.covering is not None:
+            text += "; project-scoped grants count when they cover every project whose rows are summed"
+        elif isinstance(field.origin, type) and issubclass(field.origin, EntityNode):
+            rule = READ_RULES.get(field.origin._table.name)
+            if rule is not None and rule.project is not None:
+                text += "; a grant on the row's opportunity project counts"
+        return text + "."
 
     @property
     def schema_directive(self) -> object:
@@ -150,7 +168,25 @@ def requires(
     covering: Table | None = None,
 ) -> PermissionExtension:
     """The field extension that declares `Requires(permission, ...)` on a field."""
-    return PermissionExtension(
+    return DescribedPermissions(
         [Requires(permission, unless_owner=unless_owner, project=project, covering=covering)]
     )
+
+
+class DescribedPermissions(PermissionExtension):
+    """strawberry's PermissionExtension that also says in the field's description what it needs.
+
+    The sentence comes from the same `Requires` objects that print the directive and check the
+    caller, so the description GraphiQL shows cannot drift from the rule.
+    """
+
+    def apply(self, field: StrawberryField) -> None:
+        super().apply(field)
+        description = field.description or ""
+        for permission in self.permissions:
+            if isinstance(permission, Requires):
+                sentence = permission.sentence(field)
+                if sentence not in description:
+                    description = f"{description} {sentence}".strip()
+        field.description = description
 

@@ -24,7 +24,7 @@ from resolvers.common.connections import child_connection
 from resolvers.common.pagination import OrderTerm, PageArgs, PaginationError
 from resolvers.common.scope import FieldDenied
 from schema.context import Info
-from schema.pagination import Connection
+from schema.pagination import FILTER_DESCRIPTION, ORDER_BY_DESCRIPTION, After, Before, Connection, First, Last, paged
 
 __all__ = [
     "BAD_INPUT",
@@ -155,14 +155,14 @@ def to_many(
     resolve.__annotations__ = {
         "root": Any,
         "info": Info,
-        "first": int | None,
-        "after": str | None,
-        "last": int | None,
-        "before": str | None,
+        "first": First,
+        "after": After,
+        "last": Last,
+        "before": Before,
         "return": Connection[_lazy(target)],  # type: ignore[valid-type]
     }
     return _register(
-        strawberry.field(resolver=resolve, description=description),
+        strawberry.field(resolver=resolve, description=paged(description)),
         Relation("many", target, table.name, fk, where_key),
     )
 
@@ -209,15 +209,15 @@ def root_list(
 
     resolve.__annotations__ = {
         "info": Info,
-        "first": int | None,
-        "after": str | None,
-        "last": int | None,
-        "before": str | None,
-        "filter": filter_type | None,
-        "order_by": list[order_type] | None,
+        "first": First,
+        "after": After,
+        "last": Last,
+        "before": Before,
+        "filter": Annotated[filter_type | None, strawberry.argument(description=FILTER_DESCRIPTION)],
+        "order_by": Annotated[list[order_type] | None, strawberry.argument(description=ORDER_BY_DESCRIPTION)],
         "return": Connection[_lazy(target)],  # type: ignore[valid-type]
     }
-    return strawberry.field(resolver=resolve, description=description)
+    return strawberry.field(resolver=resolve, description=paged(description))
 
 
 def refuse_unreadable_columns(info: Info, table: Table, filter_input: Any, order_by: Any) -> None:

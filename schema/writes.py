@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 import strawberry
 from strawberry.permission import PermissionExtension
 from strawberry.schema_directive import Location
+from strawberry.types.field import StrawberryField
 from strawberry.types.unset import UNSET
 from strawberry.utils.str_converters import to_camel_case
 
@@ -41,7 +42,7 @@ from models.unit_of_work import UnitOfWork
 from resolvers.common.loaders import SECRET_COLUMNS
 from schema.context import GraphQLContext, Info
 from schema.node import EntityNode
-from schema.permissions import ProjectLookup, Requires
+from schema.permissions import DescribedPermissions, ProjectLookup, Requires
 
 __all__ = [
     "REDACTION",
@@ -178,6 +179,14 @@ class RequiresForInput(Requires):
     def schema_directive(self) -> object:
         return self._input_directive
 
+    def sentence(self, field: StrawberryField) -> str:
+        fields = ", ".join(f"`{argument}.{to_camel_case(f)}`" for argument in (self.argument,) for f in self.fields)
+        text = f"Setting {fields} also requires the `{self.permission.value}` permission"
+        if self.project is not None:
+            argument = to_camel_case(self.project[0])
+            text += f"; a grant on the opportunity project of the target named by `{argument}` counts"
+        return text + "."
+
     def applies(self, value: Any) -> bool:
         """Does this input set one of the guarded fields?"""
         for name in self.fields:
@@ -202,5 +211,5 @@ def requires_for_input(
     nulls: bool = True,
 ) -> PermissionExtension:
     """The field extension declaring `RequiresForInput(...)` on a mutation field."""
-    return PermissionExtension([RequiresForInput(permission, fields, project=project, nulls=nulls)])
+    return DescribedPermissions([RequiresForInput(permission, fields, project=project, nulls=nulls)])
 
