@@ -86,6 +86,7 @@ __all__ = [
     "NOT_AUDITED",
     "OPERATIONAL_COLUMNS",
     "REDACTED",
+    "STORED_SECRETS",
     "Action",
     "AuditContext",
     "AuditTrail",
@@ -93,10 +94,26 @@ __all__ = [
     "BypassRefused",
     "Redaction",
     "TrailError",
+    "audited_dml_table",
+    "in_flush",
     "wire_value",
 ]
 
 REDACTED = "[redacted]"
+
+#: Every stored secret column (hashes, sealed secrets): an audit row records that it changed,
+#: never its value. The API's loaders never read them either (resolvers.common.loaders).
+STORED_SECRETS: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("users", "password_hash"),
+        ("users", "mfa_secret_encrypted"),
+        ("user_sessions", "session_token_hash"),
+        ("external_opportunity_sources", "api_credentials_encrypted"),
+        ("api_keys", "key_hash"),
+        ("mfa_recovery_codes", "code_hash"),
+        ("account_tokens", "token_hash"),
+    }
+)
 
 #: Models whose every insert, update and delete the hook records, with their entity type.
 AUDITED: Mapping[type, EntityType] = {
@@ -320,6 +337,7 @@ class _Change:
     deleted: bool = False
     before: dict[str, Any] | None = None
     after: dict[str, Any] | None = None
+    obj: Any = None
 
 
 @dataclass(slots=True)
@@ -336,6 +354,10 @@ class AuditTrail:
     _seen: set[tuple[str, uuid.UUID]] = field(default_factory=set)
     _pending: dict[tuple[str, uuid.UUID], _Change] = field(default_factory=dict)
     _flushing: bool = False
+    # id(obj) -> (obj, action name, description): the meaning of a change (`label`).
+    _labels: dict[int, tuple[Any, str, str | None]] = field(default_factory=dict)
+    # Event rows (`event`) waiting for `write_events`.
+    _events: list[dict[str, Any]] = field(default_factory=list)
 
     def install(self, session: Session) -> None:
         """Attach to `session` (an AuditedSession): its flushes are recorded from now on."""
@@ -357,7 +379,65 @@ class AuditTrail:
                 )
 
         event.listen(connection, "before_execute", before_execute)
-        return lambda: event.remove(connection, "before_execute", before_execute)
+        connection.info[_STATE_KEY] = self
+
+        def remove() -> None:
+            event.remove(connection, "before_execute", before_execute)
+            if connection.info.get(_STATE_KEY) is self:
+                del connection.info[_STATE_KEY]
+
+        return remove
+
+    def label(self, obj: Any, action: str, description: str | None = None) -> None:
+        """Record the change of `obj` under `action` (e.g. `auth.role.created`) instead of the plain
+        CREATE/UPDATE/DELETE, with `description` as its operation description."""
+        if len(action) > 100:
+            raise TrailError("an action name has at most 100 characters")
+        self._labels[id(obj)] = (obj, action, description)
+
+    def event(
+        self,
+        action: str,
+        *,
+        entity_type: str,
+        entity_id: uuid.UUID | None,
+        description: str | None = None,
+        details: Mapping[str, Any] | None = None,
+        risk: RiskLevel = RiskLevel.LOW,
+        granted: bool = True,
+    ) -> None:
+        """Queue one audit_logs row for an event that is not the change of an audited row (an API
+        key created, a session revoked); `write_events` appends it in the same transaction."""
+        context = self.context
+        details_json = None if details is None else self.redaction._json(wire_value(dict(details)))
+        text_ = f"{context.field_name or context.system_process or 'write'}: {description or action}"
+        self._events.append(
+            {
+                "user_id": context.user_id,
+                "session_id": context.session_id,
+                "ip_address": context.ip_address,
+                "user_agent": context.user_agent,
+                "action_type": action,
+                "entity_type": entity_type,
+                "entity_id": entity_id,
+                "operation_description": text_[:_DESCRIPTION_LENGTH],
+                "after_values": details_json,
+                "change_reason": None if context.change_reason is None else context.change_reason[:255],
+                "access_granted": granted,
+                "permission_used": context.permission,
+                "risk_level": risk.value,
+                "request_id": context.request_id,
+                "api_endpoint": context.endpoint,
+                "http_method": context.http_method,
+            }
+        )
+
+    def write_events(self, connection: Connection) -> None:
+        """Append the queued event rows (after the last flush, before COMMIT)."""
+        rows, self._events = self._events, []
+        if rows:
+            self.chain.append_sync(connection, AuditLog.__table__, rows)
+            self.audit_rows += len(rows)
 
     def set_reason(self, reason: str | None) -> None:
         """Record `reason` as audit_logs.change_reason of the rows written from now on."""
@@ -380,7 +460,7 @@ class AuditTrail:
             entity_id = obj.id
             if entity_id is None:
                 raise TrailError(f"a changed {table.name} row without an id")
-            pending[(table.name, entity_id)] = _Change(model, table, entity_id, deleted=obj in deleted)
+            pending[(table.name, entity_id)] = _Change(model, table, entity_id, deleted=obj in deleted, obj=obj)
             by_table.setdefault(table.name, []).append(entity_id)
         connection = session.connection()
         for table_name, ids in by_table.items():
@@ -404,7 +484,7 @@ class AuditTrail:
             table: Table = object_mapper(obj).local_table  # type: ignore[assignment]
             if obj.id is None:
                 raise TrailError(f"an inserted {table.name} row without an id")
-            changes[(table.name, obj.id)] = _Change(model, table, obj.id)
+            changes[(table.name, obj.id)] = _Change(model, table, obj.id, obj=obj)
         if not changes:
             return
         connection = session.connection()
@@ -452,6 +532,12 @@ class AuditTrail:
                 values_before = {name: before[name] for name in changed}
                 values_after = {name: after[name] for name in changed}
             action = _action(change, before, after)
+            label = None if change.obj is None else self._labels.get(id(change.obj))
+            action_name = action.value if label is None else label[1]
+            description = _description(context, action, entity_type)
+            if label is not None and label[2]:
+                via = context.field_name or context.system_process or "write"
+                description = f"{via}: {label[2]}"[:_DESCRIPTION_LENGTH]
             key = (entity_type.value, change.entity_id)
             if key not in self._seen:
                 self._seen.add(key)
@@ -462,10 +548,10 @@ class AuditTrail:
                     "session_id": context.session_id,
                     "ip_address": context.ip_address,
                     "user_agent": context.user_agent,
-                    "action_type": action.value,
+                    "action_type": action_name,
                     "entity_type": entity_type.value,
                     "entity_id": change.entity_id,
-                    "operation_description": _description(context, action, entity_type),
+                    "operation_description": description,
                     "before_values": values_before,
                     "after_values": values_after,
                     "changed_fields": changed,
@@ -561,6 +647,18 @@ def _refuse_bulk_writes(state: ORMExecuteState) -> None:
     table = _dml_table(state.statement)
     if table is not None:
         raise BypassRefused(f"{table} is audited: a statement would bypass the audit trail")
+
+
+def in_flush(connection: Connection) -> bool:
+    """Is `connection` a unit of work's, inside its audit trail's flush (where audited DML belongs)?"""
+    trail = connection.info.get(_STATE_KEY)
+    return isinstance(trail, AuditTrail) and trail._flushing
+
+
+def audited_dml_table(statement: str) -> str | None:
+    """The audited table an INSERT/UPDATE/DELETE statement's SQL text writes, if any."""
+    match = _DML_TEXT.search(statement)
+    return match.group(1).lower() if match else None
 
 
 def _dml_table(clause: Any) -> str | None:

@@ -28,7 +28,11 @@ What it guarantees:
 The surface: `lock(model, id, updated_at=)` (FOR UPDATE, optimistic check), `find(model, id)`
 (FOR KEY SHARE: exists and stays), `assign(obj, {column: value})` (checked against the column
 types; returns what changed), `add(obj)`, `await delete(obj)`, `archive(obj)`, `await flush()`,
-`on_commit(callback)`, `set_reason(text)` (audit_logs.change_reason), `set_permission(text)`;
+`on_commit(callback)`, `set_reason(text)` (audit_logs.change_reason), `set_permission(text)`,
+`set_actor(user_id)`, `label(obj, action, description)` (the audit row of `obj`'s change carries
+`action`, e.g. `auth.role.created`, instead of CREATE/UPDATE/DELETE), `record_event(action, ...)`
+(one audit_logs row for a change of a table the hook does not audit, e.g. an API key created or a
+session revoked: written after the last flush, before COMMIT, in the same transaction);
 `connection`, `session`, `context`, `change_batch_id`, `actor_id`, `tenant_id`, `entities`,
 `audit_rows`. Errors: `models.errors.NotFound` / `Conflict` / `Invalid` (field = column name).
 
@@ -61,6 +65,7 @@ from models.audit_chain import AuditChain
 from models.audit_trail import AuditContext, AuditedSession, AuditTrail, Redaction
 from models.base import Base
 from models.db import set_tenant
+from models.enums import RiskLevel
 from models.errors import Conflict, DomainError, Invalid, NotFound
 
 __all__ = ["CHANNEL", "NOTIFY_LIMIT", "UnitOfWork", "notification_payload", "translate_error"]
@@ -140,6 +145,7 @@ class UnitOfWork:
             return
         try:
             await self.flush()
+            await self.connection.run_sync(self._trail.write_events)
             if self._notify and self._trail.entities:
                 payload = notification_payload(
                     self._trail.context.tenant_id, self._trail.context.change_batch_id, self._trail.entities
@@ -241,6 +247,38 @@ class UnitOfWork:
     def set_reason(self, reason: str | None) -> None:
         """Record `reason` as the change_reason of the audit rows of the next flushes."""
         self._trail.set_reason(reason)
+
+    def set_actor(self, user_id: uuid.UUID | None) -> None:
+        """Record `user_id` as the actor of the writes of the next flushes (and of queued events)."""
+        self._trail.context = dataclasses.replace(self._trail.context, user_id=user_id)
+
+    def label(self, obj: Any, action: str, description: str | None = None) -> None:
+        """The audit row of `obj`'s change (in any later flush) carries `action` as its action_type
+        and `description` as its operation description; change_history keeps the plain category."""
+        self._trail.label(obj, action, description)
+
+    def record_event(
+        self,
+        action: str,
+        *,
+        entity_type: str,
+        entity_id: uuid.UUID | None,
+        description: str | None = None,
+        details: Mapping[str, Any] | None = None,
+        risk: RiskLevel = RiskLevel.LOW,
+        granted: bool = True,
+    ) -> None:
+        """One audit_logs row, in this transaction, for a change of a table the hook does not audit
+        (docs/decisions.md W11): `details` go to after_values, secret-looking keys redacted."""
+        self._trail.event(
+            action,
+            entity_type=entity_type,
+            entity_id=entity_id,
+            description=description,
+            details=details,
+            risk=risk,
+            granted=granted,
+        )
 
     def set_permission(self, permission: str | None) -> None:
         """The permission(s) recorded as having granted the writes of the next flushes."""
