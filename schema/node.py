@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from collections.abc import Iterable
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Literal, Self, overload
 
 import strawberry
 from sqlalchemy import Table
@@ -44,10 +44,28 @@ class EntityNode:
     def resolve_id(cls, root: Any, *, info: Info) -> str:
         return str(root.row_id)
 
+    # The overloads of relay.Node.resolve_nodes: `required=True` promises a node for every id. The
+    # schema's node(id:) and nodes(ids:) are nullable, so strawberry always asks with required=False.
+    @overload
+    @classmethod
+    async def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: Literal[True]) -> list[Self]: ...
+
+    @overload
+    @classmethod
+    async def resolve_nodes(
+        cls, *, info: Info, node_ids: Iterable[str], required: Literal[False] = ...
+    ) -> list[Self | None]: ...
+
+    @overload
+    @classmethod
+    async def resolve_nodes(
+        cls, *, info: Info, node_ids: Iterable[str], required: bool
+    ) -> list[Self] | list[Self | None]: ...
+
     @classmethod
     async def resolve_nodes(
         cls, *, info: Info, node_ids: Iterable[str], required: bool = False
-    ) -> list[Self | None]:
+    ) -> list[Self] | list[Self | None]:
         ids: list[uuid.UUID | None] = []
         for node_id in node_ids:
             try:
@@ -57,7 +75,13 @@ class EntityNode:
         loader = info.context.loaders.by_id(cls._table)
         rows = await loader.load_many([i for i in ids if i is not None])
         found = iter(rows)
-        return [cls.from_row(next(found)) if i is not None else None for i in ids]
+        nodes = [cls.from_row(next(found)) if i is not None else None for i in ids]
+        if not required:
+            return nodes
+        present = [node for node in nodes if node is not None]
+        if len(present) != len(nodes):
+            raise ValueError(f"{cls.__name__}: no node for some of the ids")
+        return present
 
     @classmethod
     def from_row(cls, row: Any) -> Self | None:
