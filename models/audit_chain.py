@@ -595,7 +595,7 @@ def audit_table(name: str) -> Table:
     from models.audit_log import AuditLog, ChangeHistory, PermissionAudit
 
     tables = {m.__tablename__: m.__table__ for m in (AuditLog, ChangeHistory, PermissionAudit)}
-    return tables[name]  # type: ignore[return-value]
+    return tables[name]
 
 
 def _complete(
