@@ -76,7 +76,8 @@ async def _clients(
             body: dict[str, Any] = response.json()
             if body.get("errors"):
                 raise RuntimeError(json.dumps(body["errors"])[:500])
-            return body["data"]
+            data: dict[str, Any] = body["data"]
+            return data
 
         async def read(project: str) -> str:
             data = await post(READ, {"id": to_base64("OpportunityProject", project)})
