@@ -9,28 +9,30 @@ An assignment is tenant-wide or on one opportunity project, and may expire: `exp
 compared with the database clock on every request (auth/principal.py), so an expired assignment
 grants nothing from that instant; `gwm jobs run` also ends the sessions it leaves without a role.
 
-Each change writes its audit row (`record_event`) after the transaction committed.
+Each change runs in one unit of work (auth/audited.py): the roles or user_roles row, its
+audit_logs row (action `auth.role.created`, `auth.role_assignment.granted`, ...; docs/api/audit.md)
+and its change_history rows commit together or not at all.
 """
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from auth.audit import AuthEvent, RequestMeta, record_caller_event
+from auth.audit import AuthEvent, RequestMeta
+from auth.audited import caller_unit
 from auth.exceptions import AuthRequestError
 from auth.permissions import Permission
 from auth.principal import Principal
 from auth.service import AuthService
-from models.db import set_tenant
-from models.enums import RiskLevel
+from models.errors import Conflict, NotFound
+from models.identity import Role, UserRole
+from models.unit_of_work import UnitOfWork
 
 __all__ = ["create_role", "delete_role", "grant_role", "revoke_role", "update_role"]
 
@@ -84,30 +86,10 @@ def _name_taken(name: str) -> AuthRequestError:
     return AuthRequestError(409, "NAME_TAKEN", f"A role named {name!r} exists already.", field="name")
 
 
-async def _audit(
-    service: AuthService,
-    principal: Principal,
-    meta: RequestMeta,
-    event: AuthEvent,
-    *,
-    entity_type: str,
-    entity_id: uuid.UUID,
-    permission: Permission,
-    description: str,
-    details: dict[str, Any],
-) -> None:
-    await record_caller_event(
-        service.writer,
-        principal,
-        event,
-        meta,
-        entity_type=entity_type,
-        entity_id=entity_id,
-        permission=permission.value,
-        risk=RiskLevel.MEDIUM,
-        description=description,
-        details=details,
-    )
+def _unit(
+    service: AuthService, principal: Principal, meta: RequestMeta, field: str, permission: Permission
+) -> UnitOfWork:
+    return caller_unit(service, principal, meta, field=field, permission=permission.value)
 
 
 async def create_role(
@@ -121,27 +103,16 @@ async def create_role(
 ) -> Any:
     name = _name(name)
     granted = _permissions(permissions, principal)
-    try:
-        async with service.engine.begin() as conn:
-            await set_tenant(conn, principal.tenant_id)
-            row = (
-                await conn.execute(
-                    text(
-                        "INSERT INTO roles (tenant_id, name, description, is_system_role, permissions)"  # noqa: S608
-                        " VALUES (:t, :n, :d, false, CAST(:p AS jsonb))"
-                        f" RETURNING {_ROLE_COLUMNS}"
-                    ),
-                    {"t": principal.tenant_id, "n": name, "d": description, "p": json.dumps(granted)},
-                )
-            ).one()
-    except IntegrityError:
-        raise _name_taken(name) from None
-    await _audit(
-        service, principal, meta, AuthEvent.ROLE_CREATED, entity_type="role", entity_id=row.id,
-        permission=Permission.ROLE_ADMIN, description=f"custom role {name!r} created",
-        details={"name": name, "permissions": granted},
-    )
-    return row
+    async with _unit(service, principal, meta, "roleCreate", Permission.ROLE_ADMIN) as uow:
+        role = Role(tenant_id=principal.tenant_id, is_system_role=False, permissions=granted)
+        uow.assign(role, {"name": name, "description": description})
+        uow.add(role)
+        uow.label(role, AuthEvent.ROLE_CREATED, f"custom role {name!r} created")
+        try:
+            await uow.flush()
+        except Conflict:
+            raise _name_taken(name) from None
+        return await _role(uow.connection, role.id)
 
 
 async def update_role(
@@ -155,54 +126,33 @@ async def update_role(
     permissions: Sequence[str] | None,
     meta: RequestMeta,
 ) -> Any:
-    try:
-        async with service.engine.begin() as conn:
-            await set_tenant(conn, principal.tenant_id)
-            before = await _role(conn, role_id, lock=True)
-            _editable(before)
-            if before.updated_at != updated_at:
-                raise AuthRequestError(
-                    409, "CONFLICT", "The role was changed since you read it; read it again.", field="updatedAt"
-                )
-            new_name = _name(name) if name is not None else before.name
+    async with _unit(service, principal, meta, "roleUpdate", Permission.ROLE_ADMIN) as uow:
+        role = await uow.lock(Role, role_id, field="id")
+        _editable(role)
+        await uow.lock(Role, role_id, updated_at=updated_at, field="id")
+        values: dict[str, Any] = {}
+        if name is not None:
+            values["name"] = _name(name)
+        if description is not None:
+            values["description"] = description
+        if permissions is not None:
             # Keeping permissions one does not hold is fine; adding them is not.
-            new_permissions = list(before.permissions)
-            if permissions is not None:
-                added = sorted(set(permissions) - set(before.permissions))
-                new_permissions = _permissions(permissions, principal, added=added)
-            row = (
-                await conn.execute(
-                    text(
-                        "UPDATE roles SET name = :n, description = :d, permissions = CAST(:p AS jsonb)"  # noqa: S608
-                        f" WHERE id = :r RETURNING {_ROLE_COLUMNS}"
-                    ),
-                    {
-                        "r": role_id,
-                        "n": new_name,
-                        "d": before.description if description is None else description,
-                        "p": json.dumps(new_permissions),
-                    },
-                )
-            ).one()
-    except IntegrityError:
-        raise _name_taken(name or "") from None
-    await _audit(
-        service, principal, meta, AuthEvent.ROLE_UPDATED, entity_type="role", entity_id=role_id,
-        permission=Permission.ROLE_ADMIN, description=f"custom role {row.name!r} changed",
-        details={
-            "before": {"name": before.name, "permissions": list(before.permissions)},
-            "after": {"name": row.name, "permissions": list(row.permissions)},
-        },
-    )
-    return row
+            added = sorted(set(permissions) - set(role.permissions))
+            values["permissions"] = _permissions(permissions, principal, added=added)
+        uow.assign(role, values)
+        uow.label(role, AuthEvent.ROLE_UPDATED, f"custom role {role.name!r} changed")
+        try:
+            await uow.flush()
+        except Conflict:
+            raise _name_taken(name or "") from None
+        return await _role(uow.connection, role_id)
 
 
 async def delete_role(service: AuthService, principal: Principal, *, role_id: uuid.UUID, meta: RequestMeta) -> None:
-    async with service.engine.begin() as conn:
-        await set_tenant(conn, principal.tenant_id)
-        row = await _role(conn, role_id, lock=True)
-        _editable(row)
-        in_use = await conn.scalar(
+    async with _unit(service, principal, meta, "roleDelete", Permission.ROLE_ADMIN) as uow:
+        role = await uow.lock(Role, role_id, field="id")
+        _editable(role)
+        in_use = await uow.connection.scalar(
             text(
                 "SELECT (SELECT count(*) FROM user_roles WHERE role_id = :r)"
                 " + (SELECT count(*) FROM api_keys WHERE role_id = :r AND revoked_at IS NULL)"
@@ -211,14 +161,10 @@ async def delete_role(service: AuthService, principal: Principal, *, role_id: uu
         )
         if in_use:
             raise AuthRequestError(
-                409, "ROLE_IN_USE", f"{row.name!r} is still assigned ({in_use} assignments or API keys).", field="id"
+                409, "ROLE_IN_USE", f"{role.name!r} is still assigned ({in_use} assignments or API keys).", field="id"
             )
-        await conn.execute(text("DELETE FROM roles WHERE id = :r"), {"r": role_id})
-    await _audit(
-        service, principal, meta, AuthEvent.ROLE_DELETED, entity_type="role", entity_id=role_id,
-        permission=Permission.ROLE_ADMIN, description=f"custom role {row.name!r} deleted",
-        details={"name": row.name, "permissions": list(row.permissions)},
-    )
+        await uow.delete(role)
+        uow.label(role, AuthEvent.ROLE_DELETED, f"custom role {role.name!r} deleted")
 
 
 async def grant_role(
@@ -233,91 +179,65 @@ async def grant_role(
 ) -> Any:
     if expires_at is not None and expires_at <= service.now():
         raise AuthRequestError(400, "INVALID_EXPIRY", "expiresAt must lie in the future.", field="expiresAt")
-    try:
-        async with service.engine.begin() as conn:
-            await set_tenant(conn, principal.tenant_id)
-            role = await _role(conn, role_id, field="roleId")
-            if not set(role.permissions) <= principal.grants.tenant_wide:
-                raise AuthRequestError(
-                    403, "ROLE_NOT_GRANTABLE", f"You cannot grant {role.name!r}: it carries permissions you do not "
-                    "hold.", field="roleId",
-                )
-            user = (
-                await conn.execute(text("SELECT is_active, is_system FROM users WHERE id = :u"), {"u": user_id})
-            ).first()
-            if user is None or user.is_system:
-                raise AuthRequestError(404, "NOT_FOUND", "There is no user with that id.", field="userId")
-            if not user.is_active:
-                raise AuthRequestError(400, "USER_INACTIVE", "The user is deactivated.", field="userId")
-            if project_id is not None and not await conn.scalar(
-                text("SELECT true FROM opportunity_projects WHERE id = :p"), {"p": project_id}
-            ):
-                raise AuthRequestError(
-                    404, "NOT_FOUND", "There is no opportunity project with that id.", field="opportunityProjectId"
-                )
-            row = (
-                await conn.execute(
-                    text(
-                        "INSERT INTO user_roles (tenant_id, user_id, role_id, opportunity_project_id, assigned_by,"  # noqa: S608
-                        " expires_at) VALUES (:t, :u, :r, :p, :by, :e)"
-                        f" RETURNING {_USER_ROLE_COLUMNS}"
-                    ),
-                    {
-                        "t": principal.tenant_id,
-                        "u": user_id,
-                        "r": role_id,
-                        "p": project_id,
-                        "by": principal.user_id,
-                        "e": expires_at,
-                    },
-                )
-            ).one()
-    except IntegrityError:
-        raise AuthRequestError(
-            409, "ALREADY_ASSIGNED", "The user already has this role there; revoke it first to change it.",
-            field="roleId",
-        ) from None
-    await _audit(
-        service, principal, meta, AuthEvent.ROLE_GRANTED, entity_type="user_role", entity_id=row.id,
-        permission=Permission.USER_ADMIN, description=f"role {role.name!r} granted",
-        details={
-            "user_id": str(user_id),
-            "role": role.name,
-            "opportunity_project_id": None if project_id is None else str(project_id),
-            "expires_at": None if expires_at is None else expires_at.isoformat(),
-        },
-    )
-    return row
+    async with _unit(service, principal, meta, "userRoleGrant", Permission.USER_ADMIN) as uow:
+        conn = uow.connection
+        role = await _role(conn, role_id, field="roleId")
+        if not set(role.permissions) <= principal.grants.tenant_wide:
+            raise AuthRequestError(
+                403, "ROLE_NOT_GRANTABLE", f"You cannot grant {role.name!r}: it carries permissions you do not "
+                "hold.", field="roleId",
+            )
+        user = (
+            await conn.execute(text("SELECT is_active, is_system FROM users WHERE id = :u"), {"u": user_id})
+        ).first()
+        if user is None or user.is_system:
+            raise AuthRequestError(404, "NOT_FOUND", "There is no user with that id.", field="userId")
+        if not user.is_active:
+            raise AuthRequestError(400, "USER_INACTIVE", "The user is deactivated.", field="userId")
+        if project_id is not None and not await conn.scalar(
+            text("SELECT true FROM opportunity_projects WHERE id = :p"), {"p": project_id}
+        ):
+            raise AuthRequestError(
+                404, "NOT_FOUND", "There is no opportunity project with that id.", field="opportunityProjectId"
+            )
+        assignment = UserRole(
+            tenant_id=principal.tenant_id,
+            user_id=user_id,
+            role_id=role_id,
+            opportunity_project_id=project_id,
+            assigned_by=principal.user_id,
+            expires_at=expires_at,
+        )
+        uow.add(assignment)
+        uow.label(assignment, AuthEvent.ROLE_GRANTED, f"role {role.name!r} granted")
+        try:
+            await uow.flush()
+        except Conflict:
+            raise AuthRequestError(
+                409, "ALREADY_ASSIGNED", "The user already has this role there; revoke it first to change it.",
+                field="roleId",
+            ) from None
+        return (
+            await conn.execute(
+                text(f"SELECT {_USER_ROLE_COLUMNS} FROM user_roles WHERE id = :i"),  # noqa: S608
+                {"i": assignment.id},
+            )
+        ).one()
 
 
 async def revoke_role(
     service: AuthService, principal: Principal, *, user_role_id: uuid.UUID, meta: RequestMeta
 ) -> None:
-    async with service.engine.begin() as conn:
-        await set_tenant(conn, principal.tenant_id)
-        row = (
-            await conn.execute(
-                text(
-                    "SELECT ur.user_id, ur.opportunity_project_id, r.name, r.permissions FROM user_roles ur"
-                    " JOIN roles r ON r.id = ur.role_id WHERE ur.id = :i FOR UPDATE OF ur"
-                ),
-                {"i": user_role_id},
-            )
-        ).first()
-        if row is None:
-            raise AuthRequestError(404, "NOT_FOUND", "There is no role assignment with that id.", field="id")
-        if not set(row.permissions) <= principal.grants.tenant_wide:
+    async with _unit(service, principal, meta, "userRoleRevoke", Permission.USER_ADMIN) as uow:
+        try:
+            assignment = await uow.lock(UserRole, user_role_id, field="id")
+        except NotFound:
+            raise AuthRequestError(404, "NOT_FOUND", "There is no role assignment with that id.", field="id") from None
+        role = await _role(uow.connection, assignment.role_id)
+        if not set(role.permissions) <= principal.grants.tenant_wide:
             raise AuthRequestError(
-                403, "ROLE_NOT_GRANTABLE", f"You cannot revoke {row.name!r}: it carries permissions you do not hold.",
+                403, "ROLE_NOT_GRANTABLE", f"You cannot revoke {role.name!r}: it carries permissions you do not hold.",
                 field="id",
             )
-        await conn.execute(text("DELETE FROM user_roles WHERE id = :i"), {"i": user_role_id})
-    await _audit(
-        service, principal, meta, AuthEvent.ROLE_REVOKED, entity_type="user_role", entity_id=user_role_id,
-        permission=Permission.USER_ADMIN, description=f"role {row.name!r} revoked",
-        details={
-            "user_id": str(row.user_id),
-            "role": row.name,
-            "opportunity_project_id": None if row.opportunity_project_id is None else str(row.opportunity_project_id),
-        },
-    )
+        await uow.delete(assignment)
+        uow.label(assignment, AuthEvent.ROLE_REVOKED, f"role {role.name!r} revoked")

@@ -93,7 +93,8 @@ async def test_a_custom_role_is_created_changed_and_deleted_with_audit_rows(
         (row,) = rows
         assert row.user_id == admin.id and row.permission_used == "role:admin", action
         assert str(row.entity_id) == role["rowId"]
-    assert events["auth.role.updated"][0].after_values["before"]["name"] == "Pricing desk"
+    assert events["auth.role.updated"][0].before_values["name"] == "Pricing desk"
+    assert events["auth.role.updated"][0].after_values["name"] == "Pricing"
 
 
 async def test_role_refusals(
