@@ -125,7 +125,7 @@ def decode_cursor(cursor: str, terms: Sequence[OrderTerm]) -> list[Any]:
 
 
 def order_clauses(terms: Sequence[OrderTerm], *, reverse: bool = False) -> list[ColumnElement[Any]]:
-    out = []
+    out: list[ColumnElement[Any]] = []
     for term in terms:
         descending = term.descending != reverse
         # PostgreSQL's defaults: NULLS LAST ascending, NULLS FIRST descending (NULL is the largest).
