@@ -126,7 +126,7 @@ def create_app(settings: Settings) -> Starlette:
             # Before authentication: a browser opening /graphql gets the (public) GraphiQL page.
             Middleware(graphiql.BrowserRedirect, paths={"/graphql": graphiql.GRAPHIQL_PATH}),
             Middleware(
-                AuthMiddleware,  # type: ignore[arg-type]
+                AuthMiddleware,
                 service=auth,
                 public_paths=(*PUBLIC_PATHS, *graphiql.PUBLIC_PATHS),
                 public_prefixes=(*PUBLIC_PREFIXES, *graphiql.PUBLIC_PREFIXES),
