@@ -38,6 +38,7 @@ from schema.activities import participations_of
 from schema.context import Info
 from schema.documents import document_list
 from schema.entities import history
+from schema.enums import describe_values
 from schema.errors import UserError, payload_or_errors
 from schema.fields import inet_column
 from schema.filters import BooleanFilter, DateTimeFilter, StringFilter, UUIDFilter
@@ -112,6 +113,14 @@ def _of_tenant(target: Any, table: Table, what: str, order_column: str = "create
 
 
 CredentialKind = strawberry.enum(PrincipalKind, name="CredentialKind", description="How the caller authenticated.")
+describe_values(
+    PrincipalKind,
+    {
+        "SESSION": "A signed-in session (the session cookie of a sign-in).",
+        "OIDC": "An OIDC bearer access token of the tenant's identity provider.",
+        "API_KEY": "An API key of a service integration (it acts with the key's role).",
+    },
+)
 
 
 @strawberry.type(description="A person who signs in to the tenant, or the tenant's system user.")

@@ -44,6 +44,7 @@ from resolvers.opportunities.effective import Effective, ValueSource, effective_
 from resolvers.opportunities.loaders import active_overrides_by_project, current_external_data_by_project
 from schema.context import Info
 from schema.entities import history
+from schema.enums import describe_values
 from schema.fields import enum_column
 from schema.filters import DateTimeFilter, DecimalFilter, EnumFilter, StringFilter, UUIDFilter
 from schema.node import EntityNode, TenantOwned
@@ -91,6 +92,14 @@ strawberry.enum(
     name="EffectiveSource",
     description="Where an effective value comes from: an active override, the current external version, "
     "or the project's own column.",
+)
+describe_values(
+    ValueSource,
+    {
+        "OVERRIDE": "An active override of the project (`OpportunityProjectOverride`) sets it.",
+        "EXTERNAL": "The current version of the project's external data (as the source published it).",
+        "LOCAL": "The project's own column (no active override and no external value).",
+    },
 )
 
 ExternalOpportunityDataType = Annotated["ExternalOpportunityData", strawberry.lazy("schema.external_data")]
