@@ -163,7 +163,7 @@ class GraphQLView(GraphQL[GraphQLContext, None]):
         )
 
 
-    async def execute_operation(  # type: ignore[override]
+    async def execute_operation(
         self,
         request: Any,
         request_adapter: Any,

@@ -159,7 +159,7 @@ def to_many(
         "after": After,
         "last": Last,
         "before": Before,
-        "return": Connection[_lazy(target)],  # type: ignore[valid-type]
+        "return": Connection[_lazy(target)],  # type: ignore[misc]  # the node type is looked up at run time
     }
     return _register(
         strawberry.field(resolver=resolve, description=paged(description)),
@@ -215,7 +215,7 @@ def root_list(
         "before": Before,
         "filter": Annotated[filter_type | None, strawberry.argument(description=FILTER_DESCRIPTION)],
         "order_by": Annotated[list[order_type] | None, strawberry.argument(description=ORDER_BY_DESCRIPTION)],
-        "return": Connection[_lazy(target)],  # type: ignore[valid-type]
+        "return": Connection[_lazy(target)],  # type: ignore[misc]  # the node type is looked up at run time
     }
     return strawberry.field(resolver=resolve, description=paged(description))
 

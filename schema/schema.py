@@ -11,6 +11,7 @@ from typing import Any
 
 import strawberry
 from graphql import GraphQLError
+from graphql.validation import ASTValidationRule
 from strawberry import relay
 from strawberry.extensions import AddValidationRules, MaxTokensLimiter, ParserCache, ValidationCache
 from strawberry.extensions.max_aliases import create_validator as aliases_rule
@@ -46,7 +47,7 @@ MAX_TOKENS = 5_000
 # The depth and alias limits as validation rules, made once: strawberry's QueryDepthLimiter and
 # MaxAliasesLimiter build a new rule class per instance, hence per request, and the validation cache
 # is keyed by the rules, so with them every request was validated again (a third of a small read).
-LIMIT_RULES = [depth_rule(MAX_DEPTH, None, None), aliases_rule(MAX_ALIASES)]
+LIMIT_RULES: list[type[ASTValidationRule]] = [depth_rule(MAX_DEPTH, None, None), aliases_rule(MAX_ALIASES)]
 # Where `gwm schema export` writes the SDL, relative to the repository root.
 SDL_PATH = "graphql/schema.graphql"
 
