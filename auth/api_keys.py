@@ -4,7 +4,9 @@ A key is shown once (`gwm_` + 256 random bits) and stored as its SHA-256 (auth.t
 with the permissions of one role of its tenant, tenant-wide, and always expires (1 to 365 days).
 Presenting it (`Authorization: Bearer gwm_...`) is handled by `AuthService._authenticate_api_key`,
 which refuses revoked and expired keys and tracks `last_used_at` (written, and audited, at most once
-a minute). Audit rows name the key by id; the key itself never reaches a row or a log.
+a minute). Audit rows name the key by id; the key itself never reaches a row or a log. Creating and
+revoking a key run in one unit of work (auth/audited.py): the api_keys row and its event row
+(`auth.api_key.created` / `auth.api_key.revoked`) commit together.
 
 Rules beyond the permission to manage keys (API_KEY_ADMIN, declared on the GraphQL fields):
 - only a person manages keys: a key cannot create or revoke keys, so revoking a leaked key cannot
@@ -23,8 +25,10 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
-from auth.audit import AuthEvent, RequestMeta, record_caller_event
+from auth.audit import AuthEvent, RequestMeta
+from auth.audited import caller_unit
 from auth.exceptions import AuthRequestError
+from auth.permissions import Permission
 from auth.principal import Principal, PrincipalKind
 from auth.service import AuthService
 from auth.tokens import new_api_key
@@ -101,8 +105,9 @@ async def create_api_key(
         )
     now = service.now()
     key, key_hash, prefix = new_api_key()
-    async with service.engine.begin() as conn:
-        await set_tenant(conn, principal.tenant_id)
+    unit = caller_unit(service, principal, meta, field="apiKeyCreate", permission=Permission.API_KEY_ADMIN.value)
+    async with unit as uow:
+        conn = uow.connection
         role = (
             await conn.execute(
                 text("SELECT id, name, permissions FROM roles WHERE tenant_id = :t AND name = :n"),
@@ -126,41 +131,42 @@ async def create_api_key(
         if taken:
             raise _name_taken()
         try:
-            async with conn.begin_nested():
-                row = (
-                    await conn.execute(
-                        text(
-                            "WITH k AS (INSERT INTO api_keys (tenant_id, name, key_prefix, key_hash, role_id,"  # noqa: S608
-                            " expires_at, created_by, created_at)"
-                            " VALUES (:t, :n, :prefix, :h, :role, :exp, :by, :now) RETURNING *)"
-                            f" SELECT {_COLUMNS} FROM k JOIN roles r ON r.id = k.role_id"
-                        ),
-                        {
-                            "t": principal.tenant_id,
-                            "n": name,
-                            "prefix": prefix,
-                            "h": key_hash,
-                            "role": role.id,
-                            "exp": now + timedelta(days=expires_in_days),
-                            "by": principal.user_id,
-                            "now": now,
-                        },
-                    )
-                ).one()
-        except IntegrityError:  # the same name created concurrently
+            row = (
+                await conn.execute(
+                    text(
+                        "WITH k AS (INSERT INTO api_keys (tenant_id, name, key_prefix, key_hash, role_id,"  # noqa: S608
+                        " expires_at, created_by, created_at)"
+                        " VALUES (:t, :n, :prefix, :h, :role, :exp, :by, :now) RETURNING *)"
+                        f" SELECT {_COLUMNS} FROM k JOIN roles r ON r.id = k.role_id"
+                    ),
+                    {
+                        "t": principal.tenant_id,
+                        "n": name,
+                        "prefix": prefix,
+                        "h": key_hash,
+                        "role": role.id,
+                        "exp": now + timedelta(days=expires_in_days),
+                        "by": principal.user_id,
+                        "now": now,
+                    },
+                )
+            ).one()
+        except IntegrityError:  # the same name created concurrently (the transaction rolls back)
             raise _name_taken() from None
-    record = ApiKeyRecord.from_row(row)
-    await record_caller_event(
-        service.writer,
-        principal,
-        AuthEvent.API_KEY_CREATED,
-        meta,
-        entity_type="api_key",
-        entity_id=record.id,
-        risk=RiskLevel.MEDIUM,
-        description=f"API key {record.name!r} created with role {record.role_name!r}",
-        details={"name": record.name, "role": record.role_name, "expires_at": record.expires_at.isoformat()},
-    )
+        record = ApiKeyRecord.from_row(row)
+        uow.record_event(
+            AuthEvent.API_KEY_CREATED,
+            entity_type="api_key",
+            entity_id=record.id,
+            risk=RiskLevel.MEDIUM,
+            description=f"API key {record.name!r} created with role {record.role_name!r}",
+            details={
+                "name": record.name,
+                "role": record.role_name,
+                "key_prefix": record.key_prefix,
+                "expires_at": record.expires_at,
+            },
+        )
     return record, key
 
 
@@ -170,8 +176,9 @@ async def revoke_api_key(
     """Revoke one of the tenant's keys at once; the next request with it gets 401."""
     _require_person(principal)
     now = service.now()
-    async with service.engine.begin() as conn:
-        await set_tenant(conn, principal.tenant_id)
+    unit = caller_unit(service, principal, meta, field="apiKeyRevoke", permission=Permission.API_KEY_ADMIN.value)
+    async with unit as uow:
+        conn = uow.connection
         revoked = await conn.scalar(
             text(
                 "UPDATE api_keys SET revoked_at = :now, revoked_by = :by"
@@ -185,21 +192,19 @@ async def revoke_api_key(
                 {"k": key_id, "t": principal.tenant_id},
             )
         ).first()
-    if row is None:  # another tenant's key is simply not there
-        raise AuthRequestError(404, "NOT_FOUND", "There is no API key with that id.", field="id")
-    if revoked is None:
-        raise AuthRequestError(409, "ALREADY_REVOKED", "The key was already revoked.", field="id")
-    record = ApiKeyRecord.from_row(row)
-    await record_caller_event(
-        service.writer,
-        principal,
-        AuthEvent.API_KEY_REVOKED,
-        meta,
-        entity_type="api_key",
-        entity_id=record.id,
-        risk=RiskLevel.MEDIUM,
-        description=f"API key {record.name!r} revoked",
-    )
+        if row is None:  # another tenant's key is simply not there
+            raise AuthRequestError(404, "NOT_FOUND", "There is no API key with that id.", field="id")
+        if revoked is None:
+            raise AuthRequestError(409, "ALREADY_REVOKED", "The key was already revoked.", field="id")
+        record = ApiKeyRecord.from_row(row)
+        uow.record_event(
+            AuthEvent.API_KEY_REVOKED,
+            entity_type="api_key",
+            entity_id=record.id,
+            risk=RiskLevel.MEDIUM,
+            description=f"API key {record.name!r} revoked",
+            details={"name": record.name, "revoked_at": record.revoked_at},
+        )
     return record
 
 
