@@ -6,7 +6,7 @@ import base64
 import json
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -45,7 +45,7 @@ def test_settings(app_url: str, **overrides: Any) -> Settings:
 async def app_client(app: Starlette, **kwargs: Any) -> AsyncIterator[httpx.AsyncClient]:
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
-        hooks = {"request": [request_hook], "response": [response_hook]}
+        hooks: dict[str, list[Callable[..., Any]]] = {"request": [request_hook], "response": [response_hook]}
         async with httpx.AsyncClient(
             transport=transport, base_url="https://testserver", event_hooks=hooks, **kwargs
         ) as client:

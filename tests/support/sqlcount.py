@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -56,7 +56,9 @@ def capture_statements(engine: AsyncEngine) -> Iterator[list[str]]:
     def rollback(conn: Any) -> None:
         log.append("ROLLBACK")
 
-    hooks = [("before_cursor_execute", before), ("begin", begin), ("commit", commit), ("rollback", rollback)]
+    hooks: list[tuple[str, Callable[..., None]]] = [
+        ("before_cursor_execute", before), ("begin", begin), ("commit", commit), ("rollback", rollback),
+    ]
     for name, hook in hooks:
         event.listen(engine.sync_engine, name, hook)
     try:
