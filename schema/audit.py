@@ -15,6 +15,7 @@ from enum import Enum
 from typing import Annotated
 
 import strawberry
+from graphql import GraphQLError
 from sqlalchemy import Table
 from strawberry import relay
 
@@ -27,6 +28,7 @@ from models.enums import ChangeSource, EntityType, ImpactLevel, RiskLevel
 from resolvers.audit import queries
 from resolvers.common.filters import FilterError
 from resolvers.common.pagination import PaginationError
+from resolvers.common.trail_guard import withheld_columns, withhold
 from schema.context import Info
 from schema.entities import ENTITY_TARGETS, history
 from schema.fields import enum_column, inet_column
@@ -41,9 +43,18 @@ from schema.pagination import (
     First,
     Last,
     OrderDirection,
+    describe_list_inputs,
     paged,
 )
-from schema.relations import bad_input, page_args, polymorphic, root_list, to_many, to_one
+from schema.relations import (
+    bad_input,
+    page_args,
+    polymorphic,
+    refuse_unreadable_columns,
+    root_list,
+    to_many,
+    to_one,
+)
 from schema.scalars import JSON
 
 __all__ = [
@@ -91,9 +102,27 @@ class AuditLog(EntityNode, TenantOwned, relay.Node):
     )
     entity_id: uuid.UUID | None
     operation_description: str | None
-    before_values: JSON | None = strawberry.field(description="Values before the action (secrets redacted).")
-    after_values: JSON | None = strawberry.field(description="Values after the action (secrets redacted).")
-    changed_fields: JSON | None
+    @strawberry.field(
+        description="Values before the action (secrets redacted at write time). A guarded column's value"
+        ' the caller may not read on this record is "[withheld]" (docs/permissions.md).'
+    )
+    async def before_values(self, info: Info) -> JSON | None:
+        return await _document(self, info, "before_values")
+
+    @strawberry.field(
+        description="Values after the action (secrets redacted at write time). A guarded column's value"
+        ' the caller may not read on this record is "[withheld]" (docs/permissions.md).'
+    )
+    async def after_values(self, info: Info) -> JSON | None:
+        return await _document(self, info, "after_values")
+
+    @strawberry.field(
+        description="The names of the changed columns (as an object of values, guarded values the caller"
+        ' may not read are "[withheld]").'
+    )
+    async def changed_fields(self, info: Info) -> JSON | None:
+        return await _document(self, info, "changed_fields")
+
     change_reason: str | None
     access_granted: bool
     permission_used: str | None
@@ -121,8 +150,21 @@ class ChangeHistory(EntityNode, TenantOwned, relay.Node):
     entity_id: uuid.UUID
     change_timestamp: datetime.datetime
     field_name: str
-    old_value: JSON | None = strawberry.field(description="As stored (secrets redacted at write time).")
-    new_value: JSON | None = strawberry.field(description="As stored (secrets redacted at write time).")
+    @strawberry.field(
+        description="The value before the change, as stored (secrets redacted at write time). A guarded"
+        " column's value needs its permission on this record (null and FORBIDDEN without it;"
+        " docs/permissions.md)."
+    )
+    async def old_value(self, info: Info) -> JSON | None:
+        return await _column_value(self, info, "old_value")
+
+    @strawberry.field(
+        description="The value after the change, as stored (secrets redacted at write time). A guarded"
+        " column's value needs its permission on this record (null and FORBIDDEN without it;"
+        " docs/permissions.md)."
+    )
+    async def new_value(self, info: Info) -> JSON | None:
+        return await _column_value(self, info, "new_value")
     changed_by_system_process: str | None
     change_source = enum_column(ChangeSource, _CHANGES.c.change_source)
     change_category: str | None
@@ -160,6 +202,37 @@ class PermissionAudit(EntityNode, TenantOwned, relay.Node):
 
     user = to_one(USER, _USERS, "user_id")
     history = history(EntityType.PERMISSION_AUDIT)
+
+
+# -- guarded values (resolvers/common/trail_guard.py decides) -------------------------------------
+
+
+async def _column_value(root: ChangeHistory, info: Info, column: str) -> JSON | None:
+    """A change's old or new value; null and FORBIDDEN where its column is guarded on this record."""
+    row = root._row._mapping  # type: ignore[attr-defined]
+    field_name = row["field_name"]
+    withheld = await withheld_columns(info.context.loaders, row["entity_type"], row["entity_id"], [field_name])
+    permission = withheld.get(field_name)
+    if permission is not None:
+        info.context.denials.add(permission, info)
+        raise GraphQLError(
+            f"You do not have permission to do this ({permission.value} is required).",
+            extensions={"code": "FORBIDDEN", "permission": permission.value},
+        )
+    value: JSON | None = row[column]
+    return value
+
+
+async def _document(root: AuditLog, info: Info, column: str) -> JSON | None:
+    """Before or after values with the guarded values the caller may not read withheld."""
+    row = root._row._mapping  # type: ignore[attr-defined]
+    document = row[column]
+    if not isinstance(document, dict) or not document:
+        return JSON(document) if document is not None else None
+    withheld = await withheld_columns(info.context.loaders, row["entity_type"], row["entity_id"], list(document))
+    for permission in withheld.values():
+        info.context.denials.add(permission, info)
+    return JSON(withhold(document, withheld))
 
 
 # -- filters and orders ------------------------------------------------------------------------
@@ -216,6 +289,9 @@ class ChangeHistoryOrder:
     direction: OrderDirection = OrderDirection.ASC
 
 
+describe_list_inputs("ChangeHistory", ChangeHistoryFilter, ChangeHistoryOrder)
+
+
 @strawberry.type
 class AuditQuery:
     audit_logs = root_list(
@@ -243,6 +319,7 @@ class AuditQuery:
             list[ChangeHistoryOrder] | None, strawberry.argument(description=ORDER_BY_DESCRIPTION)
         ] = None,
     ) -> Connection[ChangeHistory]:
+        refuse_unreadable_columns(info, _CHANGES, filter, order_by)
         try:
             return await queries.change_history(
                 info.context.loaders, entity_id, page_args(first, after, last, before), filter, order_by,

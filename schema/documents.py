@@ -53,6 +53,7 @@ from schema.pagination import (
     First,
     Last,
     OrderDirection,
+    describe_list_inputs,
 )
 from schema.relations import BAD_INPUT, bad_input, page_args, polymorphic, root_list, to_many, to_one
 from schema.scalars import JSON, BigInt
@@ -313,6 +314,9 @@ class DocumentOrderField(Enum):
 class DocumentOrder:
     field: DocumentOrderField
     direction: OrderDirection = OrderDirection.ASC
+
+
+describe_list_inputs("Document", DocumentFilter, DocumentOrder)
 
 
 @strawberry.input(description="Conditions on document categories, ANDed.")

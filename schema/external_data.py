@@ -48,6 +48,7 @@ from schema.pagination import (
     First,
     Last,
     OrderDirection,
+    describe_list_inputs,
     paged,
 )
 from schema.relations import bad_input, page_args, root_list, to_many, to_one
@@ -328,6 +329,9 @@ class ExternalDataChangeOrderField(Enum):
 class ExternalDataChangeOrder:
     field: ExternalDataChangeOrderField
     direction: OrderDirection = OrderDirection.ASC
+
+
+describe_list_inputs("ExternalDataChange", ExternalDataChangeFilter, ExternalDataChangeOrder)
 
 
 @strawberry.type

@@ -10,16 +10,18 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from enum import Enum
 from functools import partial
-from typing import Annotated, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 import strawberry
+from strawberry.utils.str_converters import to_camel_case
 
 from resolvers.common.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from schema.filters import UUIDFilter
 
 __all__ = [
-    "PAGE_SIZES",
     "FILTER_DESCRIPTION",
     "ORDER_BY_DESCRIPTION",
+    "PAGE_SIZES",
     "After",
     "Before",
     "Connection",
@@ -28,6 +30,7 @@ __all__ = [
     "Last",
     "OrderDirection",
     "PageInfo",
+    "describe_list_inputs",
     "paged",
 ]
 
@@ -63,6 +66,41 @@ Before = Annotated[
 #: The `filter:` and `orderBy:` arguments of a list.
 FILTER_DESCRIPTION = "Only items matching every condition given (all of them, AND)."
 ORDER_BY_DESCRIPTION = "Sort keys, most significant first; ties end in row id order. Omitted: the list's default order."
+
+
+def describe_list_inputs(item: str, filter_type: Any, order_type: Any) -> None:
+    """Describe a list's `filter:` and `orderBy:` input types where they say nothing themselves.
+
+    Every filter field is named like the field of `item` it tests (or the foreign key behind a
+    relation), and every order field value like the column it sorts by, so one sentence each, pointing
+    at that field, tells what they do; a description written on the type itself wins.
+    """
+    definition = filter_type.__strawberry_definition__
+    definition.description = definition.description or (
+        f"Conditions on {item} items; every condition given must hold (AND)."
+    )
+    for field in definition.fields:
+        name = to_camel_case(field.python_name)
+        if getattr(field.type, "of_type", None) is UUIDFilter and name != "rowId":
+            relation = name.removesuffix("Id")
+            text = f"Condition on the row id of the {item}'s `{relation}`."
+        else:
+            text = f"Condition on the {item} field `{name}`."
+        field.description = field.description or text
+    definition = order_type.__strawberry_definition__
+    definition.description = definition.description or f"One sort key of a {item} list: a field and a direction."
+    for field in definition.fields:
+        if field.python_name == "field":
+            field.description = field.description or f"The {item} field to sort by."
+        elif field.python_name == "direction":
+            field.description = field.description or "ASC (the default) or DESC."
+        if field.python_name == "field":
+            enum_definition = getattr(field.type, "__strawberry_definition__", field.type)
+            enum_definition.description = enum_definition.description or f"The fields a {item} list can be sorted by."
+            for value in enum_definition.values:
+                value.description = value.description or (
+                    f"By the {item} field `{to_camel_case(value.value)}`; rows with equal values by row id."
+                )
 
 
 def paged(description: str | None) -> str:

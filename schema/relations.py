@@ -24,7 +24,17 @@ from resolvers.common.connections import child_connection
 from resolvers.common.pagination import OrderTerm, PageArgs, PaginationError
 from resolvers.common.scope import FieldDenied
 from schema.context import Info
-from schema.pagination import FILTER_DESCRIPTION, ORDER_BY_DESCRIPTION, After, Before, Connection, First, Last, paged
+from schema.pagination import (
+    FILTER_DESCRIPTION,
+    ORDER_BY_DESCRIPTION,
+    After,
+    Before,
+    Connection,
+    First,
+    Last,
+    describe_list_inputs,
+    paged,
+)
 
 __all__ = [
     "BAD_INPUT",
@@ -184,6 +194,8 @@ def root_list(
     """
     from resolvers.common.connections import root_connection
     from resolvers.common.filters import FilterError, filter_conditions, order_terms
+
+    describe_list_inputs(target[0], filter_type, order_type)
 
     async def resolve(
         info: Info,
