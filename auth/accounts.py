@@ -15,8 +15,9 @@ job disables invitations never accepted after the tenant's inactivity period, li
 
 The invitation email goes out before the transaction that creates the user commits: a mail
 server that refuses it leaves no user behind (502 EMAIL_FAILED), so the administrator can simply
-try again. A reset email is sent after the answer (`Mailer.send_later`), so the answer to a reset
-request is the same, and takes about as long, whether or not the account exists.
+try again. A reset email is sent after the answer (`Mailer.send_later`), and a reset request does
+the same work on every path (`request_password_reset`), so the answer is the same, and costs the
+same lookups, KDF run and queued email, whether or not the account exists.
 
 Administrative functions (`invite_user`, `resend_invitation`, `set_temporary_password`,
 `unlock_user`, `deactivate_user`) do not check the caller's permission: the GraphQL layer's
@@ -25,12 +26,21 @@ an invitation cannot grant a role carrying permissions the inviter lacks, and a 
 or a deactivation cannot target a user who holds permissions the caller lacks (otherwise
 `user:admin` alone would reach every other permission by taking over an administrator's account).
 They act only inside the principal's tenant (row-level security and the tenant set from the
-principal), and each writes an audit row. Passwords and tokens never reach an audit row or a log.
+principal). Passwords and tokens never reach an audit row or a log.
+
+Every write goes through a unit of work (auth/audited.py, models/unit_of_work.py): the users and
+user_roles rows through its session, so the flush hook writes their audit_logs row (carrying the
+event's name, e.g. `auth.user.deactivated`) and change_history rows in the same transaction; links
+and sessions (outside the hook, decision W11) on its connection, with an event row in the same
+transaction when nothing audited changed (a link sent again, a lockout cleared). A password hash is
+recorded only as "[redacted]". Refusals (a wrong current password, a rejected link) are
+side-effect rows that persist whatever the request does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,10 +48,10 @@ from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
 from sqlalchemy import text
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from auth.audit import AuthEvent, RequestMeta, record_caller_event, record_event
+from auth.audited import caller_unit, route_unit
 from auth.exceptions import AuthRequestError
 from auth.login import count_failure, tenant_by_subdomain
 from auth.mailer import Mailer, MailerError, valid_address
@@ -55,6 +65,9 @@ from auth.tokens import digest, new_token
 from models.credentials import AccountTokenPurpose
 from models.db import set_tenant
 from models.enums import RiskLevel
+from models.errors import Conflict, NotFound
+from models.identity import User, UserRole
+from models.unit_of_work import UnitOfWork
 
 __all__ = [
     "ACCOUNT_TOKEN_TTL",
@@ -79,9 +92,19 @@ ACCOUNT_TOKEN_TTL = timedelta(hours=24)
 RESET_RESEND_INTERVAL = timedelta(minutes=10)
 INVITATION_PATH = "/auth/invitations/accept"
 RESET_PATH = "/auth/password/reset"
+RESET_REQUEST_PATH = "/auth/password/reset/request"
 MAX_TOKEN_LENGTH = 200
 MAX_NAME_LENGTH = 100
 
+_log = logging.getLogger(__name__)
+# The tenant set for a reset request naming an unknown tenant: row-level security finds nothing in it.
+_NO_TENANT = uuid.UUID(int=0)
+# What clears a lockout (AC-7): the failure count, its window and the lock itself.
+_UNLOCKED: dict[str, Any] = {
+    "failed_login_attempts": 0,
+    "failed_login_window_started_at": None,
+    "locked_until": None,
+}
 _TOKEN_INVALID = "This link is invalid, has expired or has already been used. Ask for a new one."  # noqa: S105
 _ADMIN = Permission.USER_ADMIN.value
 
@@ -89,21 +112,24 @@ _ADMIN = Permission.USER_ADMIN.value
 # --- public: token holders -------------------------------------------------------------------------
 
 
-async def _redeem(conn: AsyncConnection, found: Any, password_hash: str, now: datetime) -> None:
+async def _redeem(uow: UnitOfWork, found: Any, password_hash: str, now: datetime) -> User:
     """Spend the token and set the password it allows (also clearing any lockout), or refuse."""
-    if not await _consume(conn, found.token_id, now):
+    if not await _consume(uow.connection, found.token_id, now):
         raise _invalid_token()
-    updated = await conn.execute(
-        text(
-            "UPDATE users SET password_hash = :h, email_verified = true, password_changed_at = :now,"
-            " must_change_password = false, failed_login_attempts = 0,"
-            " failed_login_window_started_at = NULL, locked_until = NULL"
-            " WHERE id = :u AND is_active AND NOT is_system"
-        ),
-        {"u": found.user_id, "h": password_hash, "now": now},
-    )
-    if not updated.rowcount:
+    user = await _locked_user(uow, found.user_id)
+    if user is None or not user.is_active or user.is_system:
         raise _invalid_token()  # deactivated meanwhile: the rollback leaves the token unused
+    uow.assign(
+        user,
+        {
+            "password_hash": password_hash,
+            "email_verified": True,
+            "password_changed_at": now,
+            "must_change_password": False,
+            **_UNLOCKED,
+        },
+    )
+    return user
 
 
 async def accept_invitation(service: AuthService, *, token: str, password: str, meta: RequestMeta) -> None:
@@ -116,93 +142,90 @@ async def accept_invitation(service: AuthService, *, token: str, password: str, 
     await _check_policy(service, password, mfa_enabled=False, account=account, field="password")
     password_hash = await service.hasher.hash(password)
     now = service.now()
-    async with service.engine.begin() as conn:
-        await set_tenant(conn, found.tenant_id)
-        await _redeem(conn, found, password_hash, now)
-        await _void_tokens(conn, found.user_id, now)
-    await record_event(
-        service.writer,
-        tenant_id=found.tenant_id,
-        event=AuthEvent.INVITATION_ACCEPTED,
-        meta=meta,
-        user_id=found.user_id,
-        entity_type="account_token",
-        entity_id=found.token_id,
-        status=204,
-    )
+    async with route_unit(service, found.tenant_id, meta, field=meta.endpoint or "/auth", actor=found.user_id) as uow:
+        user = await _redeem(uow, found, password_hash, now)
+        uow.label(user, AuthEvent.INVITATION_ACCEPTED, "invitation accepted: first password set")
+        await _void_tokens(uow.connection, found.user_id, now)
 
 
 async def request_password_reset(
     service: AuthService, *, subdomain: str, email: str, meta: RequestMeta
 ) -> None:
-    """Email a reset link if the account exists and may use a password; the caller learns nothing."""
+    """Email a reset link if the account exists and may use a password; the caller learns nothing.
+
+    Every path does the same work before answering: one KDF run, the tenant lookup, the same two
+    lookups in one transaction (the account, its latest link: in no tenant when the tenant is
+    unknown), and one queued email (to the account, or built and dropped). Only writes differ:
+    a link issued, and the audit row, which needs a known tenant.
+    """
     mailer = _mailer(service)
-    tenant_id = await tenant_by_subdomain(service, subdomain)
     email = email.strip()
-    if tenant_id is None or not email or len(email) > 255:
-        return
+    # The KDF is the floor of the answer's cost on every path, as at sign-in (and slows floods).
+    await service.hasher.verify_dummy(email)
+    tenant_id = await tenant_by_subdomain(service, subdomain)
+    wanted = email if email and len(email) <= 255 else ""
     now = service.now()
-    token: str | None = None
-    async with service.engine.begin() as conn:
-        await set_tenant(conn, tenant_id)
+    token, token_hash = new_token()
+    outcome = "no such account"
+    recipient: tuple[str, str, str] | None = None  # (address, first name, tenant name)
+    uow = route_unit(service, tenant_id or _NO_TENANT, meta, field=meta.endpoint or RESET_REQUEST_PATH)
+    async with uow:
         # FOR UPDATE: two requests for one user take turns, so only one token can be issued.
         user = (
-            await conn.execute(
+            await uow.connection.execute(
                 text(
                     "SELECT u.id, u.email, u.first_name, u.is_active, u.is_system, u.is_saml_user,"
                     " u.password_hash IS NOT NULL AS has_password, t.name AS tenant_name"
                     " FROM users u JOIN tenants t ON t.id = u.tenant_id"
                     " WHERE u.tenant_id = :t AND lower(u.email) = lower(:e) FOR UPDATE OF u"
                 ),
-                {"t": tenant_id, "e": email},
+                {"t": tenant_id or _NO_TENANT, "e": wanted},
             )
         ).first()
+        latest = await uow.connection.scalar(
+            text(
+                "SELECT max(created_at) FROM account_tokens WHERE user_id = :u AND purpose = :p"
+                " AND used_at IS NULL AND expires_at > :now"
+            ),
+            {"u": user.id if user is not None else _NO_TENANT, "p": AccountTokenPurpose.PASSWORD_RESET.value,
+             "now": now},
+        )
         if user is None:
-            outcome = "no such account"
+            pass
         elif not user.is_active or user.is_system or user.is_saml_user or not user.has_password:
             outcome = "account cannot use a password"
+        elif latest is not None and now - latest < RESET_RESEND_INTERVAL:
+            outcome = "a reset link was sent moments ago; nothing sent"
         else:
-            latest = await conn.scalar(
-                text(
-                    "SELECT max(created_at) FROM account_tokens WHERE user_id = :u AND purpose = :p"
-                    " AND used_at IS NULL AND expires_at > :now"
-                ),
-                {"u": user.id, "p": AccountTokenPurpose.PASSWORD_RESET.value, "now": now},
+            # Replace: the new link is the only one that works.
+            await uow.connection.execute(
+                text("DELETE FROM account_tokens WHERE user_id = :u AND purpose = :p AND used_at IS NULL"),
+                {"u": user.id, "p": AccountTokenPurpose.PASSWORD_RESET.value},
             )
-            if latest is not None and now - latest < RESET_RESEND_INTERVAL:
-                outcome = "a reset link was sent moments ago; nothing sent"
-            else:
-                # Replace: the new link is the only one that works.
-                await conn.execute(
-                    text(
-                        "DELETE FROM account_tokens WHERE user_id = :u AND purpose = :p AND used_at IS NULL"
-                    ),
-                    {"u": user.id, "p": AccountTokenPurpose.PASSWORD_RESET.value},
-                )
-                token = await _issue_token(
-                    conn, tenant_id, user.id, AccountTokenPurpose.PASSWORD_RESET, now, created_by=None
-                )
-                outcome = "reset link sent"
-    if token is not None:
-        assert user is not None
-        # Delivered after the answer; a failure is logged, never shown (it would reveal the account).
-        subject, body = _reset_email(service, user.first_name, user.tenant_name, token)
-        try:
-            if not mailer.send_later(user.email, subject, body):
-                outcome = "reset link issued but not sent: too many emails pending"
-        except MailerError:
-            outcome = "reset link issued but not sent: the stored address cannot receive email"
-    await record_event(
-        service.writer,
-        tenant_id=tenant_id,
-        event=AuthEvent.PASSWORD_RESET_REQUESTED,
-        meta=meta,
-        user_id=user.id if user is not None else None,
-        granted=token is not None,
-        risk=RiskLevel.LOW if user is not None else RiskLevel.MEDIUM,
-        description=outcome,
-        status=202,
-    )
+            await _store_token(
+                uow.connection, uow.tenant_id, user.id, AccountTokenPurpose.PASSWORD_RESET, token_hash, now,
+                created_by=None,
+            )
+            recipient = (user.email, user.first_name, user.tenant_name)
+            outcome = "reset link sent"
+        if tenant_id is not None:  # an unknown tenant has no audit trail to write to
+            # The account concerned, when there is one: a reset request is anonymous.
+            uow.set_actor(user.id if user is not None else None)
+            uow.record_event(
+                AuthEvent.PASSWORD_RESET_REQUESTED,
+                entity_type="user",
+                entity_id=user.id if user is not None else None,
+                granted=recipient is not None,
+                risk=RiskLevel.LOW if user is not None else RiskLevel.MEDIUM,
+                description=outcome,
+            )
+    # Delivered after the answer; a failure is logged, never shown (it would reveal the account).
+    subject, body = _reset_email(service, *(recipient[1:] if recipient else ("", "")), token)
+    try:
+        if not _queue_email(service, mailer, recipient[0] if recipient else None, subject, body):
+            _log.warning("password reset email dropped: too many emails pending")
+    except MailerError:
+        _log.warning("password reset email not sent: the stored address cannot receive email")
 
 
 async def reset_password(service: AuthService, *, token: str, password: str, meta: RequestMeta) -> None:
@@ -220,22 +243,15 @@ async def reset_password(service: AuthService, *, token: str, password: str, met
     await _check_policy(service, password, mfa_enabled=account.mfa_enabled, account=account, field="password")
     password_hash = await service.hasher.hash(password)
     now = service.now()
-    async with service.engine.begin() as conn:
-        await set_tenant(conn, found.tenant_id)
-        await _redeem(conn, found, password_hash, now)
-        ended = await terminate_user_sessions(conn, found.user_id, TerminationReason.PASSWORD_CHANGED, now)
-        await _void_tokens(conn, found.user_id, now)
-    await record_event(
-        service.writer,
-        tenant_id=found.tenant_id,
-        event=AuthEvent.PASSWORD_RESET,
-        meta=meta,
-        user_id=found.user_id,
-        risk=RiskLevel.MEDIUM,
-        description="password reset by emailed link; lockout cleared",
-        details={"sessions_ended": ended},
-        status=204,
-    )
+    async with route_unit(service, found.tenant_id, meta, field=meta.endpoint or "/auth", actor=found.user_id) as uow:
+        user = await _redeem(uow, found, password_hash, now)
+        ended = await terminate_user_sessions(
+            uow.connection, found.user_id, TerminationReason.PASSWORD_CHANGED, now
+        )
+        await _void_tokens(uow.connection, found.user_id, now)
+        uow.label(user, AuthEvent.PASSWORD_RESET,
+            f"password reset by emailed link; lockout cleared; {ended} session(s) ended",
+        )
 
 
 # --- the signed-in user ------------------------------------------------------------------------
@@ -283,64 +299,34 @@ async def change_password(
         service, new_password, mfa_enabled=account.mfa_enabled, account=account, field="newPassword"
     )
     new_hash = await service.hasher.hash(new_password)
-    async with service.engine.begin() as conn:
-        await set_tenant(conn, principal.tenant_id)
-        updated = await conn.execute(
-            text(
-                "UPDATE users SET password_hash = :h, must_change_password = false,"
-                " password_changed_at = :now,"
-                " failed_login_attempts = 0, failed_login_window_started_at = NULL, locked_until = NULL"
-                " WHERE id = :u AND password_hash = :old"
-            ),
-            {"u": principal.user_id, "h": new_hash, "now": now, "old": account.password_hash},
-        )
-        if not updated.rowcount:  # changed by another request since it was verified
+    async with caller_unit(service, principal, meta, field=meta.endpoint or "/auth/password/change") as uow:
+        user = await _locked_user(uow, principal.user_id)
+        if user is None or user.password_hash != account.password_hash:
+            # Changed by another request since it was verified.
             raise AuthRequestError(409, "CONFLICT", "The password was changed meanwhile; sign in again.")
+        uow.assign(
+            user,
+            {"password_hash": new_hash, "must_change_password": False, "password_changed_at": now, **_UNLOCKED},
+        )
         ended = await terminate_user_sessions(
-            conn,
+            uow.connection,
             principal.user_id,
             TerminationReason.PASSWORD_CHANGED,
             now,
             except_session=principal.session_id,
         )
-        await _void_tokens(conn, principal.user_id, now)
-    await record_caller_event(
-        service.writer,
-        principal,
-        AuthEvent.PASSWORD_CHANGED,
-        meta,
-        description="forced change of a temporary password" if account.must_change_password else None,
-        details={"other_sessions_ended": ended},
-        status=204,
-    )
+        await _void_tokens(uow.connection, principal.user_id, now)
+        forced = "forced change of a temporary password" if account.must_change_password else "password changed"
+        uow.label(user, AuthEvent.PASSWORD_CHANGED, f"{forced}; {ended} other session(s) ended")
 
 
 # --- administrators (permission checked by the caller) ---------------------------------------------
 
 
-async def _audit_admin(
-    service: AuthService,
-    principal: Principal,
-    event: AuthEvent,
-    meta: RequestMeta,
-    user_id: uuid.UUID,
-    *,
-    description: str,
-    risk: RiskLevel = RiskLevel.LOW,
-    details: dict[str, object] | None = None,
-) -> None:
-    """The audit row of an administrator's action on a user (who acted, on whom, under user:admin)."""
-    await record_caller_event(
-        service.writer,
-        principal,
-        event,
-        meta,
-        entity_id=user_id,
-        permission=_ADMIN,
-        risk=risk,
-        description=description,
-        details=details,
-    )
+def _admin_uow(service: AuthService, principal: Principal, meta: RequestMeta, field: str) -> UnitOfWork:
+    """The unit of work of an administrator's action on a user (who acted, under user:admin);
+    `field` is the GraphQL mutation field that calls it."""
+    return caller_unit(service, principal, meta, field=field, permission=_ADMIN)
 
 
 async def invite_user(
@@ -363,8 +349,8 @@ async def invite_user(
     wanted = list(dict.fromkeys(role_names))
     now = service.now()
     try:
-        async with service.engine.begin() as conn:
-            await set_tenant(conn, principal.tenant_id)
+        async with _admin_uow(service, principal, meta, "userInvite") as uow:
+            conn = uow.connection
             # The tenant row lock serializes invitations, so two cannot both take the last seat.
             tenant = (
                 await conn.execute(
@@ -385,36 +371,32 @@ async def invite_user(
                     "USER_LIMIT",
                     f"The organization has reached its limit of {tenant.max_users} active users.",
                 )
-            user_id: uuid.UUID | None = await conn.scalar(
-                text(
-                    "INSERT INTO users (tenant_id, email, first_name, last_name, is_active, email_verified,"
-                    " created_by, created_at, updated_at, password_changed_at)"
-                    " VALUES (:t, :e, :f, :l, true, false, :by, :now, :now, :now) RETURNING id"
-                ),
-                {
-                    "t": principal.tenant_id,
-                    "e": email,
-                    "f": first_name,
-                    "l": last_name,
-                    "by": principal.user_id,
-                    "now": now,
-                },
+            user = User(
+                tenant_id=principal.tenant_id,
+                email=email,
+                first_name=first_name,
+                last_name=last_name,
+                is_active=True,
+                email_verified=False,
+                created_by=principal.user_id,
+                created_at=now,
+                updated_at=now,
+                password_changed_at=now,
             )
-            assert user_id is not None
-            for role_id in roles.values():
-                await conn.execute(
-                    text(
-                        "INSERT INTO user_roles (tenant_id, user_id, role_id, assigned_by, assigned_at)"
-                        " VALUES (:t, :u, :r, :by, :now)"
-                    ),
-                    {
-                        "t": principal.tenant_id,
-                        "u": user_id,
-                        "r": role_id,
-                        "by": principal.user_id,
-                        "now": now,
-                    },
+            uow.add(user)
+            uow.label(user, AuthEvent.INVITATION_SENT, f"invited {email} with {', '.join(sorted(roles))}")
+            await uow.flush()
+            user_id = user.id
+            for name, role_id in roles.items():
+                assignment = UserRole(
+                    tenant_id=principal.tenant_id,
+                    user_id=user_id,
+                    role_id=role_id,
+                    assigned_by=principal.user_id,
+                    assigned_at=now,
                 )
+                uow.add(assignment)
+                uow.label(assignment, AuthEvent.ROLE_GRANTED, f"role {name!r} granted by invitation")
             token = await _issue_token(
                 conn,
                 principal.tenant_id,
@@ -423,17 +405,11 @@ async def invite_user(
                 now,
                 created_by=principal.user_id,
             )
+            await uow.flush()
             # Sent before the commit: a refused email rolls everything back (see the module docstring).
             await _send(mailer, email, *_invitation_email(service, first_name, tenant.name, token))
-    except IntegrityError as exc:  # a concurrent invitation or sign-up took the address first
-        if "uq_users_tenant_id_lower_email" in str(exc.orig) or "uq_users_tenant_id_email" in str(exc.orig):
-            raise _email_taken() from None
-        raise
-    await _audit_admin(
-        service, principal, AuthEvent.INVITATION_SENT, meta, user_id,
-        description=f"invited {email}",
-        details={"email": email, "roles": sorted(roles)},
-    )
+    except Conflict:  # a concurrent invitation or sign-up took the address first
+        raise _email_taken() from None
     return user_id
 
 
@@ -443,8 +419,8 @@ async def resend_invitation(
     """Send a pending invitee a fresh link (the earlier ones stop working): invitations expire in 24 h."""
     mailer = _mailer(service)
     now = service.now()
-    async with service.engine.begin() as conn:
-        await set_tenant(conn, principal.tenant_id)
+    async with _admin_uow(service, principal, meta, "userResendInvitation") as uow:
+        conn = uow.connection
         account = await _account_in(conn, user_id, lock=True)
         if account is None:
             raise _user_not_found()
@@ -471,13 +447,16 @@ async def resend_invitation(
             now,
             created_by=principal.user_id,
         )
+        # Only a link (outside the hook, decision W11) changes: its event row commits with it.
+        uow.record_event(
+            AuthEvent.INVITATION_SENT,
+            entity_type="user",
+            entity_id=user_id,
+            description=f"invitation sent again to {account.email}",
+        )
         await _send(
             mailer, account.email, *_invitation_email(service, account.first_name, account.tenant_name, token)
         )
-    await _audit_admin(
-        service, principal, AuthEvent.INVITATION_SENT, meta, user_id,
-        description=f"invitation sent again to {account.email}",
-    )
 
 
 async def set_temporary_password(
@@ -500,54 +479,53 @@ async def set_temporary_password(
     await _check_policy(service, password, mfa_enabled=account.mfa_enabled, account=account, field="password")
     password_hash = await service.hasher.hash(password)
     now = service.now()
-    async with service.engine.begin() as conn:
-        await set_tenant(conn, principal.tenant_id)
-        await conn.execute(
-            text(
-                "UPDATE users SET password_hash = :h, must_change_password = true,"
-                " password_changed_at = :now,"
-                " failed_login_attempts = 0, failed_login_window_started_at = NULL, locked_until = NULL"
-                " WHERE id = :u AND NOT is_system"
-            ),
-            {"u": user_id, "h": password_hash, "now": now},
+    async with _admin_uow(service, principal, meta, "userSetTemporaryPassword") as uow:
+        user = await _locked_user(uow, user_id)
+        if user is None:
+            raise _user_not_found()
+        if user.is_system:
+            raise _system_user()
+        uow.assign(
+            user,
+            {"password_hash": password_hash, "must_change_password": True, "password_changed_at": now, **_UNLOCKED},
         )
-        ended = await terminate_user_sessions(conn, user_id, TerminationReason.PASSWORD_CHANGED, now)
-        await _void_tokens(conn, user_id, now)
-    await _audit_admin(
-        service, principal, AuthEvent.TEMPORARY_PASSWORD_SET, meta, user_id,
-        risk=RiskLevel.MEDIUM,
-        description="temporary password set; change required at next sign-in; lockout cleared",
-        details={"sessions_ended": ended},
-    )
+        ended = await terminate_user_sessions(uow.connection, user_id, TerminationReason.PASSWORD_CHANGED, now)
+        await _void_tokens(uow.connection, user_id, now)
+        uow.label(user, AuthEvent.TEMPORARY_PASSWORD_SET,
+            "temporary password set; change required at next sign-in; lockout cleared;"
+            f" {ended} session(s) ended",
+        )
 
 
 async def unlock_user(
     service: AuthService, principal: Principal, *, user_id: uuid.UUID, meta: RequestMeta
 ) -> None:
     """Clear a lockout (AC-7) and the failure count."""
-    now = service.now()
-    async with service.engine.begin() as conn:
-        await set_tenant(conn, principal.tenant_id)
-        account = await _account_in(conn, user_id, lock=True)
-        if account is None:
-            raise _user_not_found()
-        if account.is_system:
-            raise _system_user()
-        await conn.execute(
-            text(
-                "UPDATE users SET locked_until = NULL, failed_login_attempts = 0,"
-                " failed_login_window_started_at = NULL WHERE id = :u"
-            ),
-            {"u": user_id},
-        )
-    was_locked = account.locked_until is not None and account.locked_until > now
-    await _audit_admin(
-        service, principal, AuthEvent.ACCOUNT_UNLOCKED, meta, user_id,
-        description="unlocked by an administrator"
-        if was_locked
-        else "failure count cleared (was not locked)",
+    async with _admin_uow(service, principal, meta, "userUnlock") as uow:
+        await unlock_in(uow, user_id, service.now(), by="an administrator")
+
+
+async def unlock_in(uow: UnitOfWork, user_id: uuid.UUID, now: datetime, *, by: str) -> bool:
+    """Clear `user_id`'s lockout and failure count in `uow`, with its event row; True if it was locked.
+
+    The columns are operational (the hook records no row for them alone), so the event row, in the
+    same transaction, is the evidence. Also `gwm user unlock`'s work (server/cli.py).
+    """
+    user = await _locked_user(uow, user_id)
+    if user is None:
+        raise _user_not_found()
+    if user.is_system:
+        raise _system_user()
+    was_locked = user.locked_until is not None and user.locked_until > now
+    uow.assign(user, _UNLOCKED)
+    uow.record_event(
+        AuthEvent.ACCOUNT_UNLOCKED,
+        entity_type="user",
+        entity_id=user_id,
+        description=f"unlocked by {by}" if was_locked else f"failure count cleared by {by} (was not locked)",
         details={"was_locked": was_locked},
     )
+    return was_locked
 
 
 async def deactivate_user(
@@ -557,24 +535,24 @@ async def deactivate_user(
     if user_id == principal.user_id:
         raise AuthRequestError(400, "CANNOT_DEACTIVATE_SELF", "You cannot deactivate your own account.")
     now = service.now()
-    async with service.engine.begin() as conn:
-        await set_tenant(conn, principal.tenant_id)
-        account = await _account_in(conn, user_id, lock=True)
-        if account is None:
+    async with _admin_uow(service, principal, meta, "userDeactivate") as uow:
+        user = await _locked_user(uow, user_id)
+        if user is None:
             raise _user_not_found()
-        if account.is_system:
+        if user.is_system:
             raise _system_user()
-        await _require_outranks(conn, principal, user_id, "deactivate")
-        await conn.execute(text("UPDATE users SET is_active = false WHERE id = :u"), {"u": user_id})
-        ended = await terminate_user_sessions(conn, user_id, TerminationReason.USER_DEACTIVATED, now)
-        await _void_tokens(conn, user_id, now)
-    await _audit_admin(
-        service, principal, AuthEvent.USER_DEACTIVATED, meta, user_id,
-        risk=RiskLevel.MEDIUM,
-        description="deactivated by an administrator"
-        + ("" if account.is_active else " (was already inactive)"),
-        details={"sessions_ended": ended},
-    )
+        await _require_outranks(uow.connection, principal, user_id, "deactivate")
+        changed = uow.assign(user, {"is_active": False})
+        ended = await terminate_user_sessions(uow.connection, user_id, TerminationReason.USER_DEACTIVATED, now)
+        await _void_tokens(uow.connection, user_id, now)
+        description = f"deactivated by an administrator; {ended} session(s) ended"
+        if changed:
+            uow.label(user, AuthEvent.USER_DEACTIVATED, description)
+        else:  # already inactive: only sessions and links (outside the hook) changed
+            uow.record_event(
+                AuthEvent.USER_DEACTIVATED, entity_type="user", entity_id=user_id, risk=RiskLevel.MEDIUM,
+                description=description + " (was already inactive)", details={"sessions_ended": ended},
+            )
 
 
 # --- helpers ---------------------------------------------------------------------------------------
@@ -602,6 +580,23 @@ class _Account:
     last_login_at: datetime | None
     tenant_name: str
     tenant_active: bool
+
+
+async def _locked_user(uow: UnitOfWork, user_id: uuid.UUID) -> User | None:
+    """The user row, locked until the end of the unit of work, or None when it does not exist."""
+    try:
+        return await uow.lock(User, user_id, what="user", field="userId")
+    except NotFound:
+        return None
+
+
+def _queue_email(service: AuthService, mailer: Mailer, to: str | None, subject: str, body: str) -> bool:
+    """Schedule one delivery after the answer; with no recipient the built message is dropped the
+    same way (nothing reveals whether an account exists). Counted in `service.emails_queued`."""
+    service.emails_queued += 1
+    if to is None:
+        return True
+    return mailer.send_later(to, subject, body)
 
 
 def _invalid_token() -> AuthRequestError:
@@ -705,6 +700,20 @@ async def _issue_token(
     created_by: uuid.UUID | None,
 ) -> str:
     token, token_hash = new_token()
+    await _store_token(conn, tenant_id, user_id, purpose, token_hash, now, created_by=created_by)
+    return token
+
+
+async def _store_token(
+    conn: AsyncConnection,
+    tenant_id: uuid.UUID,
+    user_id: uuid.UUID,
+    purpose: AccountTokenPurpose,
+    token_hash: str,
+    now: datetime,
+    *,
+    created_by: uuid.UUID | None,
+) -> None:
     await conn.execute(
         text(
             "INSERT INTO account_tokens"
@@ -721,7 +730,6 @@ async def _issue_token(
             "now": now,
         },
     )
-    return token
 
 
 async def _find_token(

@@ -68,6 +68,9 @@ class AuthService:
     # Set by the composition root when configured: the email sender and the OIDC key cache.
     mailer: Mailer | None = None
     jwks: JwksCache | None = None
+    # Instrumentation, like the hasher's kdf_calls: emails the account lifecycle queued (a reset
+    # request queues one on every path, whether or not the account exists).
+    emails_queued: int = 0
 
     def now(self) -> datetime:
         return self.clock()

@@ -181,6 +181,15 @@ async def _exec(owner_engine: AsyncEngine, tenant: TenantRef, sql: str, **params
         await conn.execute(text(sql), params)
 
 
+async def _history(owner_engine: AsyncEngine, tenant: TenantRef, entity_id: uuid.UUID) -> list[Any]:
+    return await _rows(
+        owner_engine,
+        tenant,
+        "SELECT * FROM change_history WHERE entity_id = :e ORDER BY seq",
+        e=entity_id,
+    )
+
+
 async def _audit(owner_engine: AsyncEngine, tenant: TenantRef, action: str) -> list[Any]:
     return await _rows(
         owner_engine,
@@ -292,9 +301,24 @@ async def test_invitation_end_to_end(
     (sent,) = await _audit(owner_engine, fresh_tenant, "auth.invitation.sent")
     assert sent.user_id == admin.id and sent.entity_id == user_id and sent.permission_used == "user:admin"
     assert sent.session_id == str(admin_principal.session_id)
-    assert sent.after_values == {"email": address, "roles": ["Auditor", "Viewer"]}
+    # One audit row per change, written by the unit of work's flush hook in the invitation's
+    # transaction: the user row created, each role assignment, with history sharing one batch.
+    assert sent.entity_type == "user" and sent.before_values is None
+    assert sent.after_values["email"] == address and sent.after_values["password_hash"] is None
+    assert "Auditor, Viewer" in sent.operation_description
+    granted = await _audit(owner_engine, fresh_tenant, "auth.role_assignment.granted")
+    assert len(granted) == 2 and {g.entity_type for g in granted} == {"user_role"}
+    assert {g.after_values["user_id"] for g in granted} == {str(user_id)}
+    history = [h for h in await _history(owner_engine, fresh_tenant, user_id) if h.change_category == "create"]
+    assert {h.field_name for h in history} >= {"email", "first_name", "last_name", "is_active"}
+    assert len({h.change_batch_id for h in history}) == 1 and history[0].changed_by_user_id == admin.id
     (acc,) = await _audit(owner_engine, fresh_tenant, "auth.invitation.accepted")
-    assert acc.user_id == user_id and acc.ip_address is not None
+    assert acc.user_id == user_id and acc.ip_address is not None and acc.entity_id == user_id
+    # The password is recorded only as the fact that it changed.
+    assert acc.after_values["password_hash"] == "[redacted]" and acc.before_values["password_hash"] is None
+    assert acc.after_values["email_verified"] is True
+    accepted_history = [h for h in await _history(owner_engine, fresh_tenant, user_id) if h.change_category == "update"]
+    assert {h.field_name: h.new_value for h in accepted_history}["password_hash"] == "[redacted]"
 
 
 async def test_an_invitation_works_once(
@@ -567,7 +591,9 @@ async def test_reset_end_to_end_clears_lockout_and_ends_every_session(
     )
     assert [r.termination_reason for r in ended] == ["password_changed"] * 2
     (reset,) = await _audit(owner_engine, fresh_tenant, "auth.password.reset")
-    assert reset.user_id == user.id and reset.after_values == {"sessions_ended": 2}
+    assert reset.user_id == user.id and reset.entity_id == user.id
+    assert reset.after_values["password_hash"] == "[redacted]" and reset.after_values["locked_until"] is None
+    assert reset.operation_description.endswith("lockout cleared; 2 session(s) ended")
 
 
 async def test_at_most_one_reset_link_per_user_at_a_time(
@@ -609,7 +635,7 @@ async def test_at_most_one_reset_link_per_user_at_a_time(
         r.operation_description
         for r in await _audit(owner_engine, fresh_tenant, "auth.password.reset_requested")
     ]
-    assert outcomes.count("reset link sent") == 2 and len(outcomes) == 4
+    assert [o.rsplit(": ", 1)[-1] for o in outcomes].count("reset link sent") == 2 and len(outcomes) == 4
 
 
 # --- temporary passwords and changes ----------------------------------------------------------------
@@ -671,10 +697,13 @@ async def test_a_temporary_password_forces_a_change_before_anything_else(
 
     (temp,) = await _audit(owner_engine, fresh_tenant, "auth.password.temporary_set")
     assert (temp.user_id, temp.entity_id, temp.permission_used) == (admin.id, user.id, "user:admin")
-    assert temp.after_values == {"sessions_ended": 1}
+    assert temp.after_values["must_change_password"] is True and temp.after_values["password_hash"] == "[redacted]"
+    assert temp.operation_description.endswith("1 session(s) ended")
     (change,) = await _audit(owner_engine, fresh_tenant, "auth.password.changed")
     assert (
-        change.user_id == user.id and change.operation_description == "forced change of a temporary password"
+        change.user_id == user.id
+        and change.operation_description
+        == "/auth/password/change: forced change of a temporary password; 0 other session(s) ended"
     )
 
 
@@ -706,7 +735,8 @@ async def test_changing_a_password_ends_the_other_sessions(
     assert (await _login(client, **{**user.credentials(), "password": GOOD})).status_code == 200
 
     (change,) = await _audit(owner_engine, fresh_tenant, "auth.password.changed")
-    assert change.after_values == {"other_sessions_ended": 1} and change.session_id is not None
+    assert change.after_values["password_hash"] == "[redacted]" and change.session_id is not None
+    assert change.operation_description.endswith("1 other session(s) ended")
     (refused,) = await _audit(owner_engine, fresh_tenant, "auth.password.change_refused")
     assert refused.operation_description == "wrong current password" and not refused.access_granted
     anonymous = await client.post(
@@ -823,8 +853,16 @@ async def test_deactivation_ends_sessions_and_sign_in(
     assert (await client.get("/auth/session", headers=_bearer(session))).status_code == 401
     assert (await _login(client, **user.credentials())).status_code == 401
     (row,) = await _audit(owner_engine, fresh_tenant, "auth.user.deactivated")
-    assert (row.user_id, row.entity_id, row.risk_level) == (admin.id, user.id, "medium")
-    assert row.after_values == {"sessions_ended": 1}
+    assert (row.user_id, row.entity_id, row.risk_level) == (admin.id, user.id, "high")
+    assert row.before_values["is_active"] is True and row.after_values["is_active"] is False
+    assert row.operation_description == "userDeactivate: deactivated by an administrator; 1 session(s) ended"
+    (history,) = await _history(owner_engine, fresh_tenant, user.id)
+    assert (history.field_name, history.old_value, history.new_value) == ("is_active", True, False)
+    assert history.change_category == "deactivate" and history.changed_by_user_id == admin.id
+    # Deactivating again changes no audited row: the sessions and links it ends are its event row.
+    await accounts.deactivate_user(service, admin_principal, user_id=user.id, meta=META)
+    _, again = await _audit(owner_engine, fresh_tenant, "auth.user.deactivated")
+    assert again.after_values == {"sessions_ended": 0} and "(was already inactive)" in again.operation_description
 
     yourself = await _refused(accounts.deactivate_user(service, admin_principal, user_id=admin.id, meta=META))
     assert (yourself.status, yourself.code) == (400, "CANNOT_DEACTIVATE_SELF")
