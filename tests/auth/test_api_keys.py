@@ -5,10 +5,11 @@ from __future__ import annotations
 import hashlib
 import uuid
 from datetime import timedelta
+from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from auth.permissions import SYSTEM_ROLES, Permission, SystemRole
@@ -59,15 +60,17 @@ async def _create(
     name: str | None = None,
     role: str = "BD Analyst",
     days: int = 30,
-) -> dict:
+) -> dict[str, Any]:
     """The apiKeyCreate payload (a random name unless given)."""
     values = {"name": name or f"key {uuid.uuid4().hex[:8]}", "roleName": role, "expiresInDays": days}
     body = await gql(client, CREATE, {"input": values}, token=token)
-    return body["data"]["apiKeyCreate"]
+    payload: dict[str, Any] = body["data"]["apiKeyCreate"]
+    return payload
 
 
 async def _viewer_kind(client: httpx.AsyncClient, token: str) -> str:
-    return (await gql(client, "{ viewer { credential } }", token=token))["data"]["viewer"]["credential"]
+    kind: str = (await gql(client, "{ viewer { credential } }", token=token))["data"]["viewer"]["credential"]
+    return kind
 
 
 async def _listed(client: httpx.AsyncClient, token: str, *, include_revoked: bool) -> list[str]:
@@ -75,7 +78,7 @@ async def _listed(client: httpx.AsyncClient, token: str, *, include_revoked: boo
     return [k["id"] for k in body["data"]["apiKeys"]]
 
 
-async def _key_row(owner_engine: AsyncEngine, tenant: TenantRef, key_id: str) -> object:
+async def _key_row(owner_engine: AsyncEngine, tenant: TenantRef, key_id: str) -> Row[Any]:
     async with owner_engine.connect() as conn:
         await set_tenant(conn, tenant.id)
         row = (await conn.execute(text("SELECT * FROM api_keys WHERE id = :k"), {"k": key_id})).one()
@@ -188,7 +191,7 @@ async def test_invalid_input_is_a_user_error_and_creates_nothing(
     admin: LoginUser,
     admin_token: str,
     owner_engine: AsyncEngine,
-    values: dict,
+    values: dict[str, Any],
     field: str,
     code: str,
 ) -> None:
