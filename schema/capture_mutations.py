@@ -25,7 +25,7 @@ from resolvers.capture import mutations
 from resolvers.opportunities.mutations import project_id_of
 from schema.capture import CapturePlan
 from schema.context import GraphQLContext, Info
-from schema.errors import UserError, payload_or_errors
+from schema.errors import PAYLOAD_ERRORS, UserError, payload_or_errors
 from schema.permissions import requires
 from schema.writes import changes_of, load, set_fields, write
 
@@ -101,22 +101,31 @@ class CapturePlanArchiveInput:
     reason: str | None = strawberry.field(default=None, description="Recorded in the audit log (255 characters).")
 
 
-@strawberry.type
+@strawberry.type(description="What `capturePlanCreate` returns: its result, or the errors that prevented it.")
 class CapturePlanCreatePayload:
-    capture_plan: CapturePlan | None = None
-    errors: list[UserError] = strawberry.field(default_factory=list)
+    capture_plan: CapturePlan | None = strawberry.field(
+        default=None, description="The capture plan created, as the caller may read it now;"
+        " null when `errors` is not empty."
+    )
+    errors: list[UserError] = strawberry.field(default_factory=list, description=PAYLOAD_ERRORS)
 
 
-@strawberry.type
+@strawberry.type(description="What `capturePlanUpdate` returns: its result, or the errors that prevented it.")
 class CapturePlanUpdatePayload:
-    capture_plan: CapturePlan | None = None
-    errors: list[UserError] = strawberry.field(default_factory=list)
+    capture_plan: CapturePlan | None = strawberry.field(
+        default=None, description="The capture plan as changed, as the caller may read it now;"
+        " null when `errors` is not empty."
+    )
+    errors: list[UserError] = strawberry.field(default_factory=list, description=PAYLOAD_ERRORS)
 
 
-@strawberry.type
+@strawberry.type(description="What `capturePlanArchive` returns: its result, or the errors that prevented it.")
 class CapturePlanArchivePayload:
-    capture_plan: CapturePlan | None = None
-    errors: list[UserError] = strawberry.field(default_factory=list)
+    capture_plan: CapturePlan | None = strawberry.field(
+        default=None, description="The capture plan, now archived, as the caller may read it now;"
+        " null when `errors` is not empty."
+    )
+    errors: list[UserError] = strawberry.field(default_factory=list, description=PAYLOAD_ERRORS)
 
 
 @strawberry.type

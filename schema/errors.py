@@ -13,17 +13,27 @@
                              requestId} (`MaskUnexpectedErrors`), so no internals reach the client
 
 Validation and coercion errors of the document itself (unknown field, bad UUID literal) carry no
-original exception and are not masked: they only describe the caller's own request.
+original exception and are not masked: they only describe the caller's own request. Every error
+leaves with an `extensions.code` (docs/api.md, "Error codes"): GRAPHQL_PARSE_FAILED for syntax
+errors and documents over the token limit, GRAPHQL_VALIDATION_FAILED for validation errors,
+BAD_USER_INPUT for any other error raised without a code (a variable that does not coerce, a
+malformed global id).
+
+Database errors are logged without their values: the engines hide bound parameters
+(models/db.py), and the log line carries the traceback's frames, the exception types and the
+SQLSTATE, never a driver message (which quotes the offending value).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+import traceback
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import strawberry
 from graphql import GraphQLError
+from sqlalchemy.exc import DBAPIError
 from strawberry.extensions import MaskErrors
 from strawberry.types import ExecutionContext
 from strawberry.utils.str_converters import to_camel_case
@@ -32,9 +42,13 @@ from auth.exceptions import AuthRequestError
 from models.errors import DomainError
 
 __all__ = [
+    "BAD_USER_INPUT",
+    "GRAPHQL_PARSE_FAILED",
+    "GRAPHQL_VALIDATION_FAILED",
     "USER_FIXABLE",
     "MaskUnexpectedErrors",
     "UserError",
+    "describe_exception",
     "is_unexpected",
     "log_errors",
     "payload_or_errors",
@@ -43,6 +57,10 @@ __all__ = [
 
 _log = logging.getLogger("gwm.graphql")
 P = TypeVar("P")
+
+GRAPHQL_PARSE_FAILED = "GRAPHQL_PARSE_FAILED"
+GRAPHQL_VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
+BAD_USER_INPUT = "BAD_USER_INPUT"
 
 
 @strawberry.type(description="A problem the caller can fix: which input, a stable code, and a message.")
@@ -53,6 +71,10 @@ class UserError:
     )
     code: str = strawberry.field(description="Stable machine-readable code, e.g. ROLE_NOT_FOUND.")
     message: str = strawberry.field(description="Human-readable explanation.")
+
+
+#: The `errors` field of every mutation payload.
+PAYLOAD_ERRORS = "What prevented the change, each naming the input at fault; empty when it succeeded."
 
 
 # What payload_or_errors turns into UserErrors: each carries `code`, `message` and `field` (a
@@ -84,11 +106,33 @@ def is_unexpected(error: GraphQLError) -> bool:
     return original is not None and not isinstance(original, GraphQLError)
 
 
+def _with_code(error: GraphQLError, code: str) -> None:
+    if not (error.extensions or {}).get("code"):
+        error.extensions = {**(error.extensions or {}), "code": code}
+
+
 class MaskUnexpectedErrors(MaskErrors):
-    """strawberry's MaskErrors, masking only unexpected errors and naming the request id."""
+    """strawberry's MaskErrors, masking only unexpected errors and naming the request id; it also
+    gives every error that has none its `extensions.code`, by the phase that raised it."""
 
     def __init__(self) -> None:
         super().__init__(should_mask_error=is_unexpected, error_message="Unexpected error.")
+
+    def on_parse(self) -> Iterator[None]:
+        yield
+        for error in self.execution_context.pre_execution_errors or ():
+            _with_code(error, GRAPHQL_PARSE_FAILED)
+
+    def on_validate(self) -> Iterator[None]:
+        yield
+        for error in self.execution_context.pre_execution_errors or ():
+            _with_code(error, GRAPHQL_VALIDATION_FAILED)
+
+    def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
+        processed = super()._process_errors(errors)
+        for error in processed:
+            _with_code(error, BAD_USER_INPUT)
+        return processed
 
     def anonymise_error(self, error: GraphQLError) -> GraphQLError:
         request_id = _request_id(self.execution_context)
@@ -107,7 +151,14 @@ def log_errors(errors: list[GraphQLError], execution_context: ExecutionContext |
     """Bugs at ERROR with traceback and request id; the caller's own mistakes at DEBUG."""
     request_id = _request_id(execution_context)
     for error in errors:
-        if is_unexpected(error):
+        if is_unexpected(error) and isinstance(error.original_error, DBAPIError):
+            _log.error(
+                "unexpected database error in GraphQL request %s at %s: %s",
+                request_id,
+                error.path,
+                describe_exception(error.original_error),
+            )
+        elif is_unexpected(error):
             _log.error(
                 "unexpected error in GraphQL request %s at %s: %s",
                 request_id,
@@ -122,3 +173,20 @@ def log_errors(errors: list[GraphQLError], execution_context: ExecutionContext |
 def _request_id(execution_context: ExecutionContext | None) -> str:
     context: Any = getattr(execution_context, "context", None)
     return str(getattr(context, "request_id", None) or "unknown")
+
+
+def describe_exception(exc: BaseException) -> str:
+    """A database error for the log: exception types, SQLSTATE and the frames, never a message.
+
+    Driver messages quote the values they refused (`invalid input for query argument $2: '...'`),
+    and those can be emails or search text; the frames and the state say where and what.
+    """
+    chain: list[str] = []
+    current: BaseException | None = exc
+    state = None
+    while current is not None and len(chain) < 5:
+        chain.append(type(current).__name__)
+        state = state or getattr(current, "sqlstate", None) or getattr(getattr(current, "orig", None), "sqlstate", None)
+        current = current.__cause__ or current.__context__
+    frames = "".join(traceback.format_tb(exc.__traceback__))
+    return f"{' <- '.join(chain)} (SQLSTATE {state or 'unknown'})\n{frames}"

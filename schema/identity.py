@@ -39,7 +39,7 @@ from schema.context import Info
 from schema.documents import document_list
 from schema.entities import history
 from schema.enums import describe_values
-from schema.errors import UserError, payload_or_errors
+from schema.errors import PAYLOAD_ERRORS, UserError, payload_or_errors
 from schema.fields import inet_column
 from schema.filters import BooleanFilter, DateTimeFilter, StringFilter, UUIDFilter
 from schema.node import EntityNode, TenantOwned
@@ -711,64 +711,93 @@ class MfaEnrollment:
     secret: str = strawberry.field(description="The base32 secret, for manual entry.")
 
 
-@strawberry.type
+@strawberry.type(description="What `mfaEnrollmentStart` returns: its result, or the errors that prevented it.")
 class MfaEnrollmentStartPayload:
-    enrollment: MfaEnrollment | None = None
-    errors: list[UserError] = strawberry.field(default_factory=list)
+    enrollment: MfaEnrollment | None = strawberry.field(
+        default=None, description="The new authenticator secret to confirm with a code, as the caller may read it now;"
+        " null when `errors` is not empty."
+    )
+    errors: list[UserError] = strawberry.field(default_factory=list, description=PAYLOAD_ERRORS)
 
 
-@strawberry.type
+@strawberry.type(description="What `mfaEnrollmentConfirm` returns: its result, or the errors that prevented it.")
 class MfaEnrollmentConfirmPayload:
-    user: User | None = None
+    user: User | None = strawberry.field(
+        default=None, description="The caller, now with MFA enabled, as the caller may read it now;"
+        " null when `errors` is not empty."
+    )
     recovery_codes: list[str] | None = strawberry.field(
         default=None, description="Single-use recovery codes, shown this once."
     )
-    errors: list[UserError] = strawberry.field(default_factory=list)
+    errors: list[UserError] = strawberry.field(default_factory=list, description=PAYLOAD_ERRORS)
 
 
-@strawberry.type
+@strawberry.type(description="What `sessionRevoke` returns: its result, or the errors that prevented it.")
 class SessionRevokePayload:
-    session: UserSession | None = None
-    errors: list[UserError] = strawberry.field(default_factory=list)
+    session: UserSession | None = strawberry.field(
+        default=None, description="The session, now ended, as the caller may read it now;"
+        " null when `errors` is not empty."
+    )
+    errors: list[UserError] = strawberry.field(default_factory=list, description=PAYLOAD_ERRORS)
 
 
-@strawberry.type
+@strawberry.type(description="What `apiKeyCreate` returns: its result, or the errors that prevented it.")
 class ApiKeyCreatePayload:
-    api_key: ApiKey | None = None
+    api_key: ApiKey | None = strawberry.field(
+        default=None, description="The API key created (its secret is in `key`), as the caller may read it now;"
+        " null when `errors` is not empty."
+    )
     key: str | None = strawberry.field(
         default=None, description="The key, shown this once: send it as `Authorization: Bearer <key>`."
     )
-    errors: list[UserError] = strawberry.field(default_factory=list)
+    errors: list[UserError] = strawberry.field(default_factory=list, description=PAYLOAD_ERRORS)
 
 
-@strawberry.type
+@strawberry.type(description="What `apiKeyRevoke` returns: its result, or the errors that prevented it.")
 class ApiKeyRevokePayload:
-    api_key: ApiKey | None = None
-    errors: list[UserError] = strawberry.field(default_factory=list)
+    api_key: ApiKey | None = strawberry.field(
+        default=None, description="The API key, now revoked, as the caller may read it now;"
+        " null when `errors` is not empty."
+    )
+    errors: list[UserError] = strawberry.field(default_factory=list, description=PAYLOAD_ERRORS)
 
 
-@strawberry.type
+@strawberry.type(description="What `userInvite` returns: its result, or the errors that prevented it.")
 class UserInvitePayload:
-    user: User | None = None
-    errors: list[UserError] = strawberry.field(default_factory=list)
+    user: User | None = strawberry.field(
+        default=None,
+        description="The invited user (inactive until the invitation is accepted), as the caller may read it now;"
+        " null when `errors` is not empty."
+    )
+    errors: list[UserError] = strawberry.field(default_factory=list, description=PAYLOAD_ERRORS)
 
 
-@strawberry.type
+@strawberry.type(description="What `userUnlock` returns: its result, or the errors that prevented it.")
 class UserUnlockPayload:
-    user: User | None = None
-    errors: list[UserError] = strawberry.field(default_factory=list)
+    user: User | None = strawberry.field(
+        default=None, description="The user, no longer locked, as the caller may read it now;"
+        " null when `errors` is not empty."
+    )
+    errors: list[UserError] = strawberry.field(default_factory=list, description=PAYLOAD_ERRORS)
 
 
-@strawberry.type
+@strawberry.type(description="What `userDeactivate` returns: its result, or the errors that prevented it.")
 class UserDeactivatePayload:
-    user: User | None = None
-    errors: list[UserError] = strawberry.field(default_factory=list)
+    user: User | None = strawberry.field(
+        default=None, description="The user, now deactivated, as the caller may read it now;"
+        " null when `errors` is not empty."
+    )
+    errors: list[UserError] = strawberry.field(default_factory=list, description=PAYLOAD_ERRORS)
 
 
-@strawberry.type
+@strawberry.type(description="What `userSetTemporaryPassword` returns: its result, or the errors that prevented it.")
 class UserSetTemporaryPasswordPayload:
-    user: User | None = None
-    errors: list[UserError] = strawberry.field(default_factory=list)
+    user: User | None = strawberry.field(
+        default=None,
+        description="The user, who must change the password at the next sign-in, as the caller may read it now;"
+        " null when `errors` is not empty."
+    )
+    errors: list[UserError] = strawberry.field(default_factory=list, description=PAYLOAD_ERRORS)
 
 
 # -- root fields -------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from models.enums import PipelineStage, Priority, ProjectStatus
 from models.idempotency import idempotent
 from resolvers.opportunities import mutations
 from schema.context import GraphQLContext, Info
-from schema.errors import UserError, payload_or_errors
+from schema.errors import PAYLOAD_ERRORS, UserError, payload_or_errors
 from schema.opportunities import OpportunityProject, OpportunityProjectOverride
 from schema.permissions import requires
 from schema.scalars import JSON
@@ -145,22 +145,31 @@ class OpportunityProjectArchiveInput:
     reason: str | None = strawberry.field(default=None, description="Recorded in the audit log (255 characters).")
 
 
-@strawberry.type
+@strawberry.type(description="What `opportunityProjectCreate` returns: its result, or the errors that prevented it.")
 class OpportunityProjectCreatePayload:
-    opportunity_project: OpportunityProject | None = None
-    errors: list[UserError] = strawberry.field(default_factory=list)
+    opportunity_project: OpportunityProject | None = strawberry.field(
+        default=None, description="The opportunity project created, as the caller may read it now;"
+        " null when `errors` is not empty."
+    )
+    errors: list[UserError] = strawberry.field(default_factory=list, description=PAYLOAD_ERRORS)
 
 
-@strawberry.type
+@strawberry.type(description="What `opportunityProjectUpdate` returns: its result, or the errors that prevented it.")
 class OpportunityProjectUpdatePayload:
-    opportunity_project: OpportunityProject | None = None
-    errors: list[UserError] = strawberry.field(default_factory=list)
+    opportunity_project: OpportunityProject | None = strawberry.field(
+        default=None, description="The opportunity project as changed, as the caller may read it now;"
+        " null when `errors` is not empty."
+    )
+    errors: list[UserError] = strawberry.field(default_factory=list, description=PAYLOAD_ERRORS)
 
 
-@strawberry.type
+@strawberry.type(description="What `opportunityProjectArchive` returns: its result, or the errors that prevented it.")
 class OpportunityProjectArchivePayload:
-    opportunity_project: OpportunityProject | None = None
-    errors: list[UserError] = strawberry.field(default_factory=list)
+    opportunity_project: OpportunityProject | None = strawberry.field(
+        default=None, description="The opportunity project, now archived, as the caller may read it now;"
+        " null when `errors` is not empty."
+    )
+    errors: list[UserError] = strawberry.field(default_factory=list, description=PAYLOAD_ERRORS)
 
 
 # -- overrides ------------------------------------------------------------------------------------
@@ -199,22 +208,34 @@ class OpportunityProjectOverrideDeleteInput:
     updated_at: datetime.datetime = strawberry.field(description=_UPDATED_AT)
 
 
-@strawberry.type
+@strawberry.type(
+    description="What `opportunityProjectOverrideCreate` returns: its result, or the errors that prevented it."
+)
 class OpportunityProjectOverrideCreatePayload:
-    opportunity_project_override: OpportunityProjectOverride | None = None
-    errors: list[UserError] = strawberry.field(default_factory=list)
+    opportunity_project_override: OpportunityProjectOverride | None = strawberry.field(
+        default=None, description="The override created, as the caller may read it now;"
+        " null when `errors` is not empty."
+    )
+    errors: list[UserError] = strawberry.field(default_factory=list, description=PAYLOAD_ERRORS)
 
 
-@strawberry.type
+@strawberry.type(
+    description="What `opportunityProjectOverrideUpdate` returns: its result, or the errors that prevented it."
+)
 class OpportunityProjectOverrideUpdatePayload:
-    opportunity_project_override: OpportunityProjectOverride | None = None
-    errors: list[UserError] = strawberry.field(default_factory=list)
+    opportunity_project_override: OpportunityProjectOverride | None = strawberry.field(
+        default=None, description="The override as changed, as the caller may read it now;"
+        " null when `errors` is not empty."
+    )
+    errors: list[UserError] = strawberry.field(default_factory=list, description=PAYLOAD_ERRORS)
 
 
-@strawberry.type
+@strawberry.type(
+    description="What `opportunityProjectOverrideDelete` returns: its result, or the errors that prevented it."
+)
 class OpportunityProjectOverrideDeletePayload:
     deleted_id: uuid.UUID | None = strawberry.field(default=None, description="The deleted override's rowId.")
-    errors: list[UserError] = strawberry.field(default_factory=list)
+    errors: list[UserError] = strawberry.field(default_factory=list, description=PAYLOAD_ERRORS)
 
 
 def _score_permissions(value: Any, *, nulls: bool) -> tuple[Permission, ...]:

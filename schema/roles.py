@@ -10,7 +10,7 @@ import strawberry
 from auth import roles
 from auth.permissions import Permission
 from schema.context import Info
-from schema.errors import UserError, payload_or_errors
+from schema.errors import PAYLOAD_ERRORS, UserError, payload_or_errors
 from schema.identity import Role, UserRole
 from schema.permissions import requires
 
@@ -60,34 +60,45 @@ class UserRoleRevokeInput:
     id: uuid.UUID = strawberry.field(description="The assignment's rowId (UserRole).")
 
 
-@strawberry.type
+@strawberry.type(description="What `roleCreate` returns: its result, or the errors that prevented it.")
 class RoleCreatePayload:
-    role: Role | None = None
-    errors: list[UserError] = strawberry.field(default_factory=list)
+    role: Role | None = strawberry.field(
+        default=None, description="The role created, as the caller may read it now; null when `errors` is not empty."
+    )
+    errors: list[UserError] = strawberry.field(default_factory=list, description=PAYLOAD_ERRORS)
 
 
-@strawberry.type
+@strawberry.type(description="What `roleUpdate` returns: its result, or the errors that prevented it.")
 class RoleUpdatePayload:
-    role: Role | None = None
-    errors: list[UserError] = strawberry.field(default_factory=list)
+    role: Role | None = strawberry.field(
+        default=None, description="The role as changed, as the caller may read it now; null when `errors` is not empty."
+    )
+    errors: list[UserError] = strawberry.field(default_factory=list, description=PAYLOAD_ERRORS)
 
 
-@strawberry.type
+@strawberry.type(description="What `roleDelete` returns: its result, or the errors that prevented it.")
 class RoleDeletePayload:
-    deleted_id: uuid.UUID | None = None
-    errors: list[UserError] = strawberry.field(default_factory=list)
+    deleted_id: uuid.UUID | None = strawberry.field(
+        default=None, description="The deleted role's rowId; null when `errors` is not empty."
+    )
+    errors: list[UserError] = strawberry.field(default_factory=list, description=PAYLOAD_ERRORS)
 
 
-@strawberry.type
+@strawberry.type(description="What `userRoleGrant` returns: its result, or the errors that prevented it.")
 class UserRoleGrantPayload:
-    user_role: UserRole | None = None
-    errors: list[UserError] = strawberry.field(default_factory=list)
+    user_role: UserRole | None = strawberry.field(
+        default=None, description="The role assignment created, as the caller may read it now;"
+        " null when `errors` is not empty."
+    )
+    errors: list[UserError] = strawberry.field(default_factory=list, description=PAYLOAD_ERRORS)
 
 
-@strawberry.type
+@strawberry.type(description="What `userRoleRevoke` returns: its result, or the errors that prevented it.")
 class UserRoleRevokePayload:
-    deleted_id: uuid.UUID | None = None
-    errors: list[UserError] = strawberry.field(default_factory=list)
+    deleted_id: uuid.UUID | None = strawberry.field(
+        default=None, description="The revoked role assignment's rowId; null when `errors` is not empty."
+    )
+    errors: list[UserError] = strawberry.field(default_factory=list, description=PAYLOAD_ERRORS)
 
 
 _UNDER = ("input",)
