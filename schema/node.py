@@ -28,12 +28,16 @@ class EntityNode:
     _table: ClassVar[Table]
     # Column -> field renames beyond snake_case identity (the primary key is `rowId`).
     _renames: ClassVar[dict[str, str]] = {}
+    # Field (Python name) -> its description in the schema, for fields declared without one
+    # (plain column annotations, relation helpers); `_describe_fields` applies them.
+    _descriptions: ClassVar[dict[str, str]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         from schema.relations import collect_relations
 
         collect_relations(cls)
+        _describe_fields(cls)
         _guard_fields(cls)
         if issubclass(cls, TenantOwned):  # strawberry keeps the inherited field off the subclass's vars
             from schema.relations import RELATIONS, Relation
@@ -101,6 +105,33 @@ class EntityNode:
 
 
 _PLANS: dict[tuple[type, tuple[str, ...]], list[tuple[str, int | None, Any]]] = {}
+
+# Fields that mean the same on every entity that has them (a type's own `_descriptions` win).
+COMMON_DESCRIPTIONS = {
+    "row_id": "The row's UUID primary key: what `...Id` arguments and filters take, and the `entityId` its"
+    " history and audit entries name.",
+    "created_at": "When it was created (UTC).",
+    "updated_at": "When it was last changed (UTC).",
+    "created_by": "The user who created it (null for rows created by the system or an import).",
+    "updated_by": "The user who last changed it.",
+    "archived_by": "The user who archived it; null while it is not archived.",
+}
+
+
+def _describe_fields(cls: type[EntityNode]) -> None:
+    """Give the type's fields without a description the one `_descriptions` (or the common list) has."""
+    from strawberry.types.field import StrawberryField
+
+    own = vars(cls).get("_descriptions", {})
+    annotations = vars(cls).get("__annotations__", {})
+    for name, description in {**COMMON_DESCRIPTIONS, **own}.items():
+        value = vars(cls).get(name)
+        if isinstance(value, StrawberryField):
+            value.description = value.description or description
+        elif name in annotations and value is None:
+            setattr(cls, name, strawberry.field(description=description))
+        elif name in own:
+            raise TypeError(f"{cls.__name__}._descriptions names {name!r}, which is not a field of it")
 
 
 def _guard_fields(cls: type[EntityNode]) -> None:
