@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
+from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 
@@ -29,7 +32,7 @@ query ($first: Int, $after: String) {
 """
 
 
-async def _orgs(owner_engine: AsyncEngine, tenant: TenantRef, count: int) -> list:
+async def _orgs(owner_engine: AsyncEngine, tenant: TenantRef, count: int) -> list[Row[Any]]:
     async with owner_engine.begin() as conn:
         await set_tenant(conn, tenant.id)
         parent = await make(conn, "organizations", tenant, name="Agency 000")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import httpx
 import pytest
@@ -10,8 +11,11 @@ import pytest
 from tests.support.graphql import gql
 
 
-async def _error(client: httpx.AsyncClient, token: str, query: str, variables: dict | None = None) -> dict:
+async def _error(
+    client: httpx.AsyncClient, token: str, query: str, variables: dict[str, Any] | None = None
+) -> dict[str, Any]:
     body = await gql(client, query, variables, token=token, errors=True)
+    error: dict[str, Any]
     (error,) = body["errors"]
     assert error["extensions"]["code"] == "BAD_USER_INPUT", error
     return error

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 
@@ -22,7 +24,7 @@ async def _login(client: httpx.AsyncClient, **body: str) -> httpx.Response:
     return await client.post("/auth/login", json=body)
 
 
-async def _rows(owner_engine: AsyncEngine, tenant: TenantRef, sql: str, **params: object) -> list:
+async def _rows(owner_engine: AsyncEngine, tenant: TenantRef, sql: str, **params: object) -> Sequence[Row[Any]]:
     async with owner_engine.connect() as conn:
         await set_tenant(conn, tenant.id)
         rows = (await conn.execute(text(sql), params)).all()
@@ -307,7 +309,7 @@ async def test_oversized_bodies_are_refused(client: httpx.AsyncClient, user: Log
     declared = await client.post("/auth/login", content=big, headers={"content-type": "application/json"})
     assert declared.status_code == 413 and declared.json()["error"]["code"] == "TOO_LARGE"
 
-    async def chunks():  # no Content-Length: the limit applies while the body is read
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: the limit applies while the body is read
         for _ in range(3):
             yield b" " * (MAX_BODY_BYTES // 2)
         yield b"{}"
