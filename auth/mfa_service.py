@@ -2,8 +2,12 @@
 
 The service behind `/auth/mfa/*` (auth/routes_mfa.py) and the GraphQL MFA mutations. Every
 function takes the caller's `Principal` (a password session; anything else is refused with
-NOT_A_SESSION) and writes one audit row per outcome through `record_event`, never with a code
-or a secret in it.
+NOT_A_SESSION) and writes one audit row per outcome, never with a code or a secret in it. Every
+write runs in a unit of work (auth/audited.py): a change of the user row is recorded by the flush
+hook (`auth.mfa.enrollment_started`, `auth.mfa.enabled`, with change_history; the sealed secret
+as "[redacted]"), and the events of session and recovery-code changes (`auth.mfa.verified`,
+`auth.mfa.recovery_code_used`, `auth.mfa.failed`, `auth.account.locked`) are written in the same
+transaction as the change. Refusals that change nothing stay side-effect rows (`record_event`).
 
 Enrolment: `start_enrollment` stores a new secret sealed with `SecretBox` (bound to the user id)
 while `mfa_enabled` stays false; `confirm_enrollment` checks a code against it, turns MFA on,
@@ -43,6 +47,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from auth.audit import AuthEvent, RequestMeta, record_caller_event
+from auth.audited import caller_unit
 from auth.exceptions import AuthRequestError, DecryptionError
 from auth.mfa import (
     generate_recovery_codes,
@@ -57,6 +62,7 @@ from auth.service import AuthService
 from auth.sessions import TerminationReason
 from models.db import set_tenant
 from models.enums import RiskLevel
+from models.identity import User
 
 __all__ = [
     "ISSUER",
@@ -112,24 +118,17 @@ async def start_enrollment(service: AuthService, principal: Principal, meta: Req
     await _require_session(service, principal, meta, "enrolment")
     secret = new_totp_secret()
     sealed = service.secret_box.encrypt(secret.encode("ascii"), totp_aad(principal.user_id))
-    async with service.engine.begin() as conn:
-        await set_tenant(conn, principal.tenant_id)
-        user = (
-            await conn.execute(
-                text("SELECT email, mfa_enabled FROM users WHERE id = :u FOR UPDATE"),
-                {"u": principal.user_id},
-            )
-        ).one()
-        tenant_name = await conn.scalar(
+    async with caller_unit(service, principal, meta, field="mfaEnrollmentStart") as uow:
+        user = await uow.lock(User, principal.user_id)
+        tenant_name = await uow.connection.scalar(
             text("SELECT name FROM tenants WHERE id = :t"), {"t": principal.tenant_id}
         )
-        if not user.mfa_enabled:
+        email, enabled = user.email, user.mfa_enabled
+        if not enabled:
             # A pending secret is simply replaced; steps accepted under an old secret mean nothing now.
-            await conn.execute(
-                text("UPDATE users SET mfa_secret_encrypted = :s, totp_last_step = NULL WHERE id = :u"),
-                {"s": sealed, "u": principal.user_id},
-            )
-    if user.mfa_enabled:
+            uow.assign(user, {"mfa_secret_encrypted": sealed, "totp_last_step": None})
+            uow.label(user, AuthEvent.MFA_ENROLLMENT_STARTED, "TOTP secret issued (pending)")
+    if enabled:
         await _refuse(
             service,
             principal,
@@ -142,8 +141,7 @@ async def start_enrollment(service: AuthService, principal: Principal, meta: Req
             ),
             "enrolment refused: MFA already enabled",
         )
-    uri = provisioning_uri(secret, account_name=user.email, issuer=f"{ISSUER} ({tenant_name})")
-    await _audit(service, principal, meta, AuthEvent.MFA_ENROLLMENT_STARTED, "TOTP secret issued (pending)")
+    uri = provisioning_uri(secret, account_name=email, issuer=f"{ISSUER} ({tenant_name})")
     return Enrollment(secret=secret, provisioning_uri=uri)
 
 
@@ -183,26 +181,19 @@ async def confirm_enrollment(
             "enrolment confirmation: wrong code",
         )
     codes = generate_recovery_codes()
-
-    async def enable(conn: AsyncConnection) -> bool:
-        enabled = await conn.scalar(
-            text(
-                "UPDATE users SET mfa_enabled = true, totp_last_step = :step"
-                " WHERE id = :u AND NOT mfa_enabled AND mfa_secret_encrypted = :sealed RETURNING id"
-            ),
-            {"u": principal.user_id, "step": step, "sealed": state.sealed_secret},
-        )
-        if enabled is None:  # enabled, or re-enrolled with another secret, by a concurrent request
-            return False
-        await _replace_recovery_codes(conn, principal, codes, now)
-        await _mark_verified(conn, principal, session_id)
-        return True
-
     done = False
     try:
-        async with service.engine.begin() as conn:
-            await set_tenant(conn, principal.tenant_id)
-            done = await enable(conn)
+        # The user row (audited: `auth.mfa.enabled`), the new recovery codes and the session's
+        # verified mark commit together.
+        async with caller_unit(service, principal, meta, field="mfaEnrollmentConfirm") as uow:
+            user = await uow.lock(User, principal.user_id)
+            # Enabled, or re-enrolled with another secret, by a concurrent request: nothing to do.
+            if not user.mfa_enabled and user.mfa_secret_encrypted == state.sealed_secret:
+                uow.assign(user, {"mfa_enabled": True, "totp_last_step": step})
+                uow.label(user, AuthEvent.MFA_ENABLED, f"TOTP enabled; {len(codes)} recovery codes issued")
+                await _replace_recovery_codes(uow.connection, principal, codes, now)
+                await _mark_verified(uow.connection, principal, session_id)
+                done = True
     except _SessionGone:
         await _session_gone(service, principal, meta)
     if not done:
@@ -215,14 +206,6 @@ async def confirm_enrollment(
             ),
             "confirmation refused: enrolment changed concurrently",
         )
-    await _audit(
-        service,
-        principal,
-        meta,
-        AuthEvent.MFA_ENABLED,
-        "TOTP enabled; recovery codes issued",
-        details={"issued": len(codes)},
-    )
     return codes
 
 
@@ -259,34 +242,28 @@ async def verify_mfa(service: AuthService, principal: Principal, code: str, meta
     step = verify_totp(secret, code, last_accepted_step=state.totp_last_step, now=now)
     accepted = False
     if step is not None:
-
-        async def accept(conn: AsyncConnection) -> bool:
-            # The step is compared and written in one statement: of two requests with the same
-            # code, the second finds totp_last_step already at that step and matches no row.
-            won = await conn.scalar(
-                text(
-                    "UPDATE users SET totp_last_step = :step, failed_login_attempts = 0,"
-                    " failed_login_window_started_at = NULL"
-                    " WHERE id = :u AND mfa_enabled AND (totp_last_step IS NULL OR totp_last_step < :step)"
-                    " AND (locked_until IS NULL OR locked_until <= :now) RETURNING id"
-                ),
-                {"u": principal.user_id, "step": step, "now": now},
-            )
-            if won is None:
-                return False
-            await _mark_verified(conn, principal, session_id)
-            return True
-
         try:
-            async with service.engine.begin() as conn:
-                await set_tenant(conn, principal.tenant_id)
-                accepted = await accept(conn)
+            async with caller_unit(service, principal, meta, field="/auth/mfa/verify") as uow:
+                # The user row is locked, then the step compared: of two requests with the same
+                # code, the second waits, then finds totp_last_step already at that step.
+                user = await uow.lock(User, principal.user_id)
+                last = user.totp_last_step
+                if user.mfa_enabled and (last is None or last < step) and not _locked(user.locked_until, now):
+                    uow.assign(
+                        user,
+                        {"totp_last_step": step, "failed_login_attempts": 0, "failed_login_window_started_at": None},
+                    )
+                    await _mark_verified(uow.connection, principal, session_id)
+                    uow.record_event(
+                        AuthEvent.MFA_VERIFIED, entity_type="session", entity_id=session_id,
+                        description="TOTP code accepted",
+                    )
+                    accepted = True
         except _SessionGone:
             await _session_gone(service, principal, meta)
     if not accepted:
         reason = "wrong code" if step is None else "code already used"
         await count_failure(service, principal, meta, state.policy, now, reason)
-    await _audit(service, principal, meta, AuthEvent.MFA_VERIFIED, "TOTP code accepted")
 
 
 async def use_recovery_code(service: AuthService, principal: Principal, code: str, meta: RequestMeta) -> int:
@@ -304,50 +281,37 @@ async def use_recovery_code(service: AuthService, principal: Principal, code: st
         code_hash = None
     remaining: int | None = None
     if code_hash is not None:
-
-        async def spend(conn: AsyncConnection) -> int | None:
-            # An 80-bit random code needs no constant-time comparison: the lookup is by its
-            # SHA-256, and learning how a guess's digest compares says nothing about a valid code.
-            used = await conn.scalar(
-                text(
-                    "UPDATE mfa_recovery_codes SET used_at = :now"
-                    " WHERE user_id = :u AND code_hash = :h AND used_at IS NULL RETURNING id"
-                ),
-                {"u": principal.user_id, "h": code_hash, "now": now},
-            )
-            if used is None:
-                return None
-            await conn.execute(
-                text(
-                    "UPDATE users SET failed_login_attempts = 0, failed_login_window_started_at = NULL"
-                    " WHERE id = :u"
-                ),
-                {"u": principal.user_id},
-            )
-            await _mark_verified(conn, principal, session_id)
-            left = await conn.scalar(
-                text("SELECT count(*) FROM mfa_recovery_codes WHERE user_id = :u AND used_at IS NULL"),
-                {"u": principal.user_id},
-            )
-            return int(left or 0)
-
         try:
-            async with service.engine.begin() as conn:
-                await set_tenant(conn, principal.tenant_id)
-                remaining = await spend(conn)
+            # The spent code, the reset counters, the session's verified mark and the
+            # `auth.mfa.recovery_code_used` row commit together.
+            async with caller_unit(service, principal, meta, field="/auth/mfa/recovery") as uow:
+                conn = uow.connection
+                # An 80-bit random code needs no constant-time comparison: the lookup is by its
+                # SHA-256, and learning how a guess's digest compares says nothing about a valid code.
+                used = await conn.scalar(
+                    text(
+                        "UPDATE mfa_recovery_codes SET used_at = :now"
+                        " WHERE user_id = :u AND code_hash = :h AND used_at IS NULL RETURNING id"
+                    ),
+                    {"u": principal.user_id, "h": code_hash, "now": now},
+                )
+                if used is not None:
+                    user = await uow.lock(User, principal.user_id)
+                    uow.assign(user, {"failed_login_attempts": 0, "failed_login_window_started_at": None})
+                    await _mark_verified(conn, principal, session_id)
+                    left = await conn.scalar(
+                        text("SELECT count(*) FROM mfa_recovery_codes WHERE user_id = :u AND used_at IS NULL"),
+                        {"u": principal.user_id},
+                    )
+                    remaining = int(left or 0)
+                    uow.record_event(
+                        AuthEvent.MFA_RECOVERY_CODE_USED, entity_type="mfa_recovery_code", entity_id=used,
+                        description="recovery code spent", risk=RiskLevel.MEDIUM, details={"remaining": remaining},
+                    )
         except _SessionGone:
             await _session_gone(service, principal, meta)
     if remaining is None:
         await count_failure(service, principal, meta, state.policy, now, "wrong or used recovery code")
-    await _audit(
-        service,
-        principal,
-        meta,
-        AuthEvent.MFA_RECOVERY_CODE_USED,
-        "recovery code spent",
-        risk=RiskLevel.MEDIUM,
-        details={"remaining": remaining},
-    )
     assert remaining is not None
     return remaining
 
@@ -423,6 +387,10 @@ async def _open(service: AuthService, principal: Principal, meta: RequestMeta, s
         )
 
 
+def _locked(locked_until: datetime | None, now: datetime) -> bool:
+    return locked_until is not None and locked_until > now
+
+
 async def _mark_verified(conn: AsyncConnection, principal: Principal, session_id: uuid.UUID) -> None:
     marked = await conn.scalar(
         text(
@@ -443,69 +411,51 @@ async def count_failure(
     now: datetime,
     reason: str,
 ) -> NoReturn:
-    """Count a failed second factor in the AC-7 window; the threshold-th failure locks the account."""
+    """Count a failed second factor in the AC-7 window; the threshold-th failure locks the account.
 
-    async def work(conn: AsyncConnection) -> tuple[int | None, datetime | None, int]:
-        row = (
-            await conn.execute(
-                text(
-                    """
-                    UPDATE users SET
-                      failed_login_window_started_at = CASE
-                        WHEN coalesce(failed_login_window_started_at <= :stale, true)
-                        THEN CAST(:now AS timestamptz) ELSE failed_login_window_started_at END,
-                      failed_login_attempts = CASE
-                        WHEN coalesce(failed_login_window_started_at <= :stale, true)
-                        THEN 1 ELSE failed_login_attempts + 1 END
-                    WHERE id = :u AND (locked_until IS NULL OR locked_until <= :now)
-                    RETURNING failed_login_attempts
-                    """
-                ),
-                # A window that started at or before `stale` is over: this failure starts a new one.
-                {"u": principal.user_id, "now": now, "stale": now - policy.lockout_window},
+    Its own unit of work, committed although the request fails: the counters (operational columns
+    of users: no change_history), the sessions ended and the `auth.mfa.failed` (and
+    `auth.account.locked`) rows commit together.
+    """
+    async with caller_unit(service, principal, meta, field="/auth/mfa/failure") as uow:
+        user = await uow.lock(User, principal.user_id)
+        attempts: int | None = None
+        locked_until: datetime | None = None
+        ended = 0
+        if _locked(user.locked_until, now):  # locked meanwhile (e.g. by a concurrent failure): this session ends too
+            ended = await _end_pending_sessions(uow.connection, principal, now)
+        else:
+            # A window that started at or before `stale` is over: this failure starts a new one.
+            window = user.failed_login_window_started_at
+            if window is None or window <= now - policy.lockout_window:
+                window, attempts = now, 1
+            else:
+                attempts = user.failed_login_attempts + 1
+            if attempts < policy.lockout_threshold:
+                uow.assign(user, {"failed_login_window_started_at": window, "failed_login_attempts": attempts})
+            else:
+                locked_until = now + policy.lockout_duration
+                uow.assign(
+                    user,
+                    {"locked_until": locked_until, "failed_login_attempts": 0, "failed_login_window_started_at": None},
+                )
+                ended = await _end_pending_sessions(uow.connection, principal, now)
+        described = f"{reason} ({attempts} in window)" if attempts is not None else f"{reason}; account locked"
+        uow.record_event(
+            AuthEvent.MFA_FAILED, entity_type="user", entity_id=principal.user_id, description=described,
+            granted=False, risk=RiskLevel.MEDIUM,
+        )
+        if locked_until is not None:
+            uow.record_event(
+                AuthEvent.ACCOUNT_LOCKED,
+                entity_type="user",
+                entity_id=principal.user_id,
+                description=f"{policy.lockout_threshold} failed sign-in attempts (password or second factor)"
+                f" within {policy.lockout_window_minutes} minutes",
+                granted=False,
+                risk=RiskLevel.HIGH,
+                details={"locked_until": locked_until, "sessions_ended": ended},
             )
-        ).first()
-        if row is None:  # locked meanwhile (e.g. by a concurrent failure): this session ends too
-            ended = await _end_pending_sessions(conn, principal, now)
-            return None, None, ended
-        attempts = int(row.failed_login_attempts)
-        if attempts < policy.lockout_threshold:
-            return attempts, None, 0
-        locked_until = now + policy.lockout_duration
-        await conn.execute(
-            text(
-                "UPDATE users SET locked_until = :until, failed_login_attempts = 0,"
-                " failed_login_window_started_at = NULL WHERE id = :u"
-            ),
-            {"u": principal.user_id, "until": locked_until},
-        )
-        ended = await _end_pending_sessions(conn, principal, now)
-        return attempts, locked_until, ended
-
-    attempts, locked_until, ended = await service.writer.run(principal.tenant_id, work)
-    described = f"{reason} ({attempts} in window)" if attempts is not None else f"{reason}; account locked"
-    await _audit(
-        service,
-        principal,
-        meta,
-        AuthEvent.MFA_FAILED,
-        described,
-        granted=False,
-        risk=RiskLevel.MEDIUM,
-        status=401,
-    )
-    if locked_until is not None:
-        await _audit(
-            service,
-            principal,
-            meta,
-            AuthEvent.ACCOUNT_LOCKED,
-            f"{policy.lockout_threshold} failed sign-in attempts (password or second factor)"
-            f" within {policy.lockout_window_minutes} minutes",
-            granted=False,
-            risk=RiskLevel.HIGH,
-            details={"locked_until": locked_until.isoformat(), "sessions_ended": ended},
-        )
     # The same answer whether or not this failure locked the account; the session, if ended, says
     # so on its next request.
     raise AuthRequestError(401, "MFA_CODE_INVALID", _CODE_INVALID, field="code")
@@ -532,18 +482,13 @@ async def _refuse_locked(
     service: AuthService, principal: Principal, meta: RequestMeta, now: datetime
 ) -> NoReturn:
     """A locked account's code is refused, right or wrong, and the session presenting it ends."""
-
-    async def work(conn: AsyncConnection) -> int:
-        return await _end_pending_sessions(conn, principal, now)
-
-    await service.writer.run(principal.tenant_id, work)
-    await _refuse(
-        service,
-        principal,
-        meta,
-        AuthRequestError(401, "MFA_CODE_INVALID", _CODE_INVALID, field="code"),
-        "code refused: account locked; session ended",
-    )
+    async with caller_unit(service, principal, meta, field="/auth/mfa/failure") as uow:
+        await _end_pending_sessions(uow.connection, principal, now)
+        uow.record_event(
+            AuthEvent.MFA_FAILED, entity_type="user", entity_id=principal.user_id,
+            description="code refused: account locked; session ended", granted=False, risk=RiskLevel.MEDIUM,
+        )
+    raise AuthRequestError(401, "MFA_CODE_INVALID", _CODE_INVALID, field="code")
 
 
 async def _not_enabled(service: AuthService, principal: Principal, meta: RequestMeta) -> NoReturn:

@@ -18,8 +18,10 @@ from typing import Any
 from sqlalchemy import text
 
 from auth.api_keys import ApiKeyRecord, create_api_key, revoke_api_key
-from auth.audit import AuthEvent, RequestMeta, record_caller_event
+from auth.audit import AuthEvent, RequestMeta
+from auth.audited import caller_unit
 from auth.exceptions import AuthRequestError
+from auth.permissions import Permission
 from auth.principal import Principal
 from auth.service import AuthService
 from auth.sessions import TerminationReason, terminate_session
@@ -60,41 +62,39 @@ async def session_owner(
 async def session_revoke(
     service: AuthService, principal: Principal, session_id: uuid.UUID, meta: RequestMeta
 ) -> Any:
-    """End a session of the caller's tenant now (reason `revoked`); returns its row."""
+    """End a session of the caller's tenant now (reason `revoked`); returns its row.
+
+    The session's end and its `auth.session.revoked` row commit together (one unit of work).
+    """
     now = service.now()
-    async with service.engine.begin() as conn:
-        await set_tenant(conn, principal.tenant_id)
+    async with caller_unit(service, principal, meta, field="sessionRevoke") as uow:
+        conn = uow.connection
         owner = await conn.scalar(
             text("SELECT user_id FROM user_sessions WHERE id = :s AND tenant_id = :t FOR UPDATE"),
             {"s": session_id, "t": principal.tenant_id},
         )
-        ended = owner is not None and await terminate_session(
-            conn, session_id, TerminationReason.REVOKED, now
-        )
+        if owner is None:
+            raise AuthRequestError(404, "NOT_FOUND", "There is no session with that id.", field="sessionId")
+        if not await terminate_session(conn, session_id, TerminationReason.REVOKED, now):
+            raise AuthRequestError(
+                409, "SESSION_ALREADY_ENDED", "The session had already ended.", field="sessionId"
+            )
         row = (
             await conn.execute(
                 text(f"SELECT {SESSION_COLUMNS} FROM user_sessions s WHERE s.id = :s"),  # noqa: S608
                 {"s": session_id},
             )
-        ).first()
-    if owner is None or row is None:
-        raise AuthRequestError(404, "NOT_FOUND", "There is no session with that id.", field="sessionId")
-    if not ended:
-        raise AuthRequestError(
-            409, "SESSION_ALREADY_ENDED", "The session had already ended.", field="sessionId"
+        ).one()
+        own = owner == principal.user_id
+        uow.set_permission(None if own else Permission.USER_ADMIN.value)
+        uow.record_event(
+            AuthEvent.SESSION_REVOKED,
+            entity_type="session",
+            entity_id=session_id,
+            risk=RiskLevel.LOW if own else RiskLevel.MEDIUM,
+            description="own session revoked" if own else "session of another user revoked",
+            details={"session_user_id": owner, "termination_reason": TerminationReason.REVOKED.value},
         )
-    own = owner == principal.user_id
-    await record_caller_event(
-        service.writer,
-        principal,
-        AuthEvent.SESSION_REVOKED,
-        meta,
-        entity_type="session",
-        entity_id=session_id,
-        risk=RiskLevel.LOW if own else RiskLevel.MEDIUM,
-        description="own session revoked" if own else "session of another user revoked",
-        details={"session_user_id": str(owner)},
-    )
     return row
 
 
