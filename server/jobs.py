@@ -14,34 +14,40 @@ its own transaction with the tenant set):
   entries past their `not_on_or_after` (which already includes the allowed clock skew), and
   idempotency keys past their 24 hours (models/idempotency.py).
 
-Each disabled account and each expired assignment leaves an audit row, with the tenant's system
-user as the actor. Every statement is an UPDATE or DELETE ... RETURNING, so two runs at once act on
-(and audit) each row once. A tenant that fails is logged and skipped; the others still run.
+A tenant's sweep is one unit of work acting as the tenant's system user (auth/audited.py): each
+disabled account and each expired assignment is changed through its session, so the flush hook
+writes its audit row (`auth.user.deactivated`, `auth.role_assignment.expired`) and change_history
+rows in the same transaction; nothing is audited after COMMIT. Each row is locked and checked again
+before it is changed, so two runs at once act on (and audit) each row once. A tenant that fails is
+logged and skipped (its changes roll back with their evidence); the others still run.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from auth.audit import AuthEvent, RequestMeta, record_event
+from auth.audit import AuthEvent, RequestMeta
+from auth.audited import system_unit
 from auth.policy import load_policy
 from auth.sessions import TerminationReason, terminate_user_sessions
 from models.audit_chain import AuditChain
-from models.db import set_tenant
-from models.enums import RiskLevel
+from models.errors import NotFound
 from models.idempotency import purge_expired as purge_expired_idempotency_keys
+from models.identity import User, UserRole
 from models.side_effects import SideEffectWriter
+from models.unit_of_work import UnitOfWork
 
 __all__ = ["NightlyReport", "TenantSweep", "run_nightly", "sweep_tenant"]
 
 _log = logging.getLogger(__name__)
+#: The system process recorded on the sweep's audit and history rows.
+PROCESS = "gwm jobs run"
 
 
 @dataclass
@@ -119,16 +125,14 @@ async def sweep_tenant(
     now: datetime,
     meta: RequestMeta,
 ) -> TenantSweep:
-    """One tenant's sweep in one transaction, then its audit rows."""
+    """One tenant's sweep in one unit of work: every change commits with its audit rows, or none does."""
     sweep = TenantSweep()
-    async with owner_engine.begin() as conn:
-        await set_tenant(conn, tenant_id)
+    async with system_unit(owner_engine, writer.chain, tenant_id, process=PROCESS, meta=meta) as uow:
+        conn = uow.connection
         policy = await load_policy(conn, tenant_id)
-        actor = await conn.scalar(
-            text("SELECT id FROM users WHERE tenant_id = :t AND is_system"), {"t": tenant_id}
-        )
-        disabled = await _disable_inactive(conn, now - timedelta(days=policy.inactive_disable_days), now)
-        expired = await _expire_assignments(conn, now)
+        days = policy.inactive_disable_days
+        disabled = await _disable_inactive(uow, now - timedelta(days=days), now, days)
+        expired = await _expire_assignments(uow, now)
         role_sessions = 0
         for user_id in dict.fromkeys(e.user_id for e in expired):
             role_sessions += await terminate_user_sessions(conn, user_id, TerminationReason.ROLE_EXPIRED, now)
@@ -145,99 +149,78 @@ async def sweep_tenant(
     sweep.users_deactivated = len(disabled)
     sweep.role_assignments_expired = len(expired)
     sweep.sessions_ended = sum(d.sessions_ended for d in disabled) + role_sessions
-    await _audit(writer, tenant_id, actor, meta, policy.inactive_disable_days, disabled, expired)
     return sweep
 
 
-async def _disable_inactive(conn: AsyncConnection, cutoff: datetime, now: datetime) -> list[_Disabled]:
+async def _disable_inactive(uow: UnitOfWork, cutoff: datetime, now: datetime, days: int) -> list[_Disabled]:
     rows = (
-        await conn.execute(
+        await uow.connection.execute(
             text(
                 """
-                WITH seen AS (
-                  SELECT u.id,
-                         coalesce(greatest(u.last_login_at,
-                                           (SELECT max(i.last_used_at) FROM user_identities i
-                                             WHERE i.user_id = u.id)),
-                                  u.created_at) AS last_seen
-                    FROM users u
-                   WHERE u.is_active AND NOT u.is_system
-                )
-                UPDATE users AS u SET is_active = false
-                  FROM seen
-                 WHERE u.id = seen.id AND seen.last_seen <= :cutoff AND u.is_active
-                RETURNING u.id, seen.last_seen
+                SELECT u.id,
+                       coalesce(greatest(u.last_login_at,
+                                         (SELECT max(i.last_used_at) FROM user_identities i
+                                           WHERE i.user_id = u.id)),
+                                u.created_at) AS last_seen
+                  FROM users u
+                 WHERE u.is_active AND NOT u.is_system
                 """
-            ),
-            {"cutoff": cutoff},
+            )
         )
     ).all()
     disabled = []
     for row in rows:
-        ended = await terminate_user_sessions(conn, row.id, TerminationReason.USER_DEACTIVATED, now)
+        if row.last_seen > cutoff:
+            continue
+        user = await uow.lock(User, row.id)  # a concurrent run waits here, then finds it inactive
+        if not user.is_active or user.is_system:
+            continue
+        uow.assign(user, {"is_active": False})
+        ended = await terminate_user_sessions(uow.connection, row.id, TerminationReason.USER_DEACTIVATED, now)
+        uow.label(
+            user,
+            AuthEvent.USER_DEACTIVATED,
+            f"inactive for {days} days or more (AC-2(3)), last seen {row.last_seen.isoformat()};"
+            f" disabled by the nightly job; {ended} session(s) ended",
+        )
         disabled.append(_Disabled(user_id=row.id, last_seen=row.last_seen, sessions_ended=ended))
     return disabled
 
 
-async def _expire_assignments(conn: AsyncConnection, now: datetime) -> list[_Expired]:
-    rows = await conn.execute(
+async def _expire_assignments(uow: UnitOfWork, now: datetime) -> list[_Expired]:
+    rows = await uow.connection.execute(
         text(
-            "DELETE FROM user_roles AS ur USING roles AS r WHERE r.id = ur.role_id AND ur.expires_at <= :now"
-            " RETURNING ur.id, ur.user_id, r.name, ur.opportunity_project_id, ur.expires_at"
+            "SELECT ur.id, ur.user_id, r.name, ur.opportunity_project_id, ur.expires_at"
+            " FROM user_roles ur JOIN roles r ON r.id = ur.role_id WHERE ur.expires_at <= :now"
         ),
         {"now": now},
     )
-    return [
-        _Expired(
-            assignment_id=r.id,
-            user_id=r.user_id,
-            role=r.name,
-            project_id=r.opportunity_project_id,
-            expires_at=r.expires_at,
+    expired = []
+    for r in rows.all():
+        try:
+            assignment = await uow.lock(UserRole, r.id)
+        except NotFound:  # removed meanwhile (a concurrent run, an administrator)
+            continue
+        uow.label(
+            assignment,
+            AuthEvent.ROLE_ASSIGNMENT_EXPIRED,
+            f"role {r.name!r} expired"
+            + (f" on project {r.opportunity_project_id}" if r.opportunity_project_id else ""),
         )
-        for r in rows
-    ]
+        await uow.delete(assignment)
+        expired.append(
+            _Expired(
+                assignment_id=r.id,
+                user_id=r.user_id,
+                role=r.name,
+                project_id=r.opportunity_project_id,
+                expires_at=r.expires_at,
+            )
+        )
+    await uow.flush()
+    return expired
 
 
 async def _delete(conn: AsyncConnection, sql: str, now: datetime) -> int:
     result = await conn.execute(text(sql), {"now": now})
     return int(result.rowcount)
-
-
-async def _audit(
-    writer: SideEffectWriter,
-    tenant_id: uuid.UUID,
-    actor: uuid.UUID | None,
-    meta: RequestMeta,
-    days: int,
-    disabled: Iterable[_Disabled],
-    expired: Iterable[_Expired],
-) -> None:
-    for d in disabled:
-        await record_event(
-            writer,
-            tenant_id=tenant_id,
-            event=AuthEvent.USER_DEACTIVATED,
-            meta=meta,
-            user_id=actor,
-            entity_id=d.user_id,
-            risk=RiskLevel.MEDIUM,
-            description=f"inactive for {days} days or more (AC-2(3)); disabled by the nightly job",
-            details={"last_seen": d.last_seen.isoformat(), "sessions_ended": d.sessions_ended},
-        )
-    for e in expired:
-        await record_event(
-            writer,
-            tenant_id=tenant_id,
-            event=AuthEvent.ROLE_ASSIGNMENT_EXPIRED,
-            meta=meta,
-            user_id=actor,
-            entity_id=e.user_id,
-            description=f"role {e.role!r} expired" + (f" on project {e.project_id}" if e.project_id else ""),
-            details={
-                "assignment_id": str(e.assignment_id),
-                "role": e.role,
-                "opportunity_project_id": str(e.project_id) if e.project_id else None,
-                "expires_at": e.expires_at.isoformat(),
-            },
-        )

@@ -145,10 +145,24 @@ async def test_inactive_accounts_are_disabled_and_their_sessions_end(
     )
     assert {r.entity_id for r in audit} == {stale, never_old}
     assert {r.user_id for r in audit} == {fresh_tenant.system_user_id}  # the system acted
-    assert all("AC-2(3)" in r.operation_description and r.risk_level == "medium" for r in audit)
-    by_user = {r.entity_id: r.after_values for r in audit}
-    assert by_user[stale]["sessions_ended"] == 1
-    assert by_user[never_old]["last_seen"] == (now - 91 * days).isoformat()
+    assert all("AC-2(3)" in r.operation_description and r.risk_level == "high" for r in audit)
+    assert all(r.after_values["is_active"] is False for r in audit)
+    by_user = {r.entity_id: r.operation_description for r in audit}
+    assert by_user[stale].endswith("1 session(s) ended")
+    assert f"last seen {(now - 91 * days).isoformat()}" in by_user[never_old]
+    # The history of each change, in the same transaction, by the system process.
+    history = await _rows(
+        owner_engine,
+        fresh_tenant,
+        "SELECT entity_id, field_name, old_value, new_value, changed_by_user_id, changed_by_system_process,"
+        " change_source FROM change_history WHERE entity_type = 'user'",
+    )
+    assert sorted((h.entity_id, h.field_name, h.old_value, h.new_value) for h in history) == sorted(
+        [(stale, "is_active", True, False), (never_old, "is_active", True, False)]
+    )
+    assert {(h.changed_by_user_id, h.changed_by_system_process, h.change_source) for h in history} == {
+        (fresh_tenant.system_user_id, "gwm jobs run", "system")
+    }
 
     again = await _sweep(owner_engine, fresh_tenant, now)  # nothing left to do, nothing audited twice
     assert again == TenantSweep()
@@ -222,12 +236,21 @@ async def test_expired_role_assignments_are_removed_and_their_sessions_end(
     (audit,) = await _rows(
         owner_engine,
         fresh_tenant,
-        "SELECT user_id, entity_id, after_values FROM audit_logs"
-        " WHERE action_type = 'auth.role_assignment.expired'",
+        "SELECT user_id, entity_type, entity_id, before_values, after_values, operation_description"
+        " FROM audit_logs WHERE action_type = 'auth.role_assignment.expired'",
     )
-    assert audit.entity_id == user.id and audit.user_id == fresh_tenant.system_user_id
-    assert audit.after_values["role"] == "Capture Manager"
-    assert audit.after_values["expires_at"] == (now - timedelta(minutes=1)).isoformat()
+    assert audit.entity_type == "user_role" and audit.user_id == fresh_tenant.system_user_id
+    assert audit.before_values["user_id"] == str(user.id) and audit.after_values is None
+    assert audit.operation_description == "gwm jobs run: role 'Capture Manager' expired"
+    assert audit.before_values["expires_at"] == (now - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    deleted = await _rows(
+        owner_engine,
+        fresh_tenant,
+        "SELECT field_name, change_category FROM change_history WHERE entity_id = :a",
+        a=audit.entity_id,
+    )
+    assert {h.field_name for h in deleted} >= {"user_id", "role_id"}
+    assert {h.change_category for h in deleted} == {"delete"}
 
 
 async def test_expired_tokens_and_saml_state_are_purged(
