@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
 import strawberry
 from sqlalchemy import Table
@@ -135,7 +135,12 @@ class CaptureMutation:
         extensions=[requires(Permission.CAPTURE_PLAN_WRITE, project=("input", _project_named))],
     )
     async def capture_plan_create(
-        self, info: Info, input: CapturePlanCreateInput
+        self,
+        info: Info,
+        input: Annotated[
+            CapturePlanCreateInput,
+            strawberry.argument(description="The project the plan is for and the plan's fields."),
+        ],
     ) -> CapturePlanCreatePayload | None:
         async def work() -> CapturePlanCreatePayload:
             values = set_fields(input, skip=("idempotency_key",))
@@ -156,7 +161,12 @@ class CaptureMutation:
         extensions=[requires(Permission.CAPTURE_PLAN_WRITE, project=("input", _project_of_plan))],
     )
     async def capture_plan_update(
-        self, info: Info, input: CapturePlanUpdateInput
+        self,
+        info: Info,
+        input: Annotated[
+            CapturePlanUpdateInput,
+            strawberry.argument(description="The plan, the updatedAt read, and the fields to change."),
+        ],
     ) -> CapturePlanUpdatePayload | None:
         async def work() -> CapturePlanUpdatePayload:
             changes = changes_of(input)
@@ -174,7 +184,9 @@ class CaptureMutation:
         extensions=[requires(Permission.CAPTURE_PLAN_WRITE, project=("input", _project_of_plan))],
     )
     async def capture_plan_archive(
-        self, info: Info, input: CapturePlanArchiveInput
+        self,
+        info: Info,
+        input: Annotated[CapturePlanArchiveInput, strawberry.argument(description="The plan and the updatedAt read.")],
     ) -> CapturePlanArchivePayload | None:
         async def work() -> CapturePlanArchivePayload:
             plan_id = await write(

@@ -126,6 +126,20 @@ describe_values(
 @strawberry.type(description="A person who signs in to the tenant, or the tenant's system user.")
 class User(EntityNode, TenantOwned, relay.Node):
     _table = _USERS
+    _descriptions = {
+        "email": "The sign-in address, unique in the tenant (compared without case).",
+        "first_name": "Given name, as shown to colleagues.",
+        "last_name": "Family name; user lists sort by it.",
+        "title": "Job title, e.g. Capture Manager.",
+        "phone": "Work phone number, free text.",
+        "avatar_url": "URL of the user's picture.",
+        "is_active": "Whether the account can sign in; false once deactivated (its history stays).",
+        "is_saml_user": "The account signs in through the tenant's single sign-on, not with a password.",
+        "email_verified": "The user proved control of the email address (an accepted invitation or a reset link).",
+        "mfa_enabled": "A second factor (authenticator code) is required at sign-in.",
+        "must_change_password": "The password is temporary (set by an administrator): the next sign-in must change it.",
+        "last_login_at": "When the user last signed in successfully.",
+    }
 
     row_id: uuid.UUID
     email: str
@@ -310,6 +324,18 @@ class User(EntityNode, TenantOwned, relay.Node):
 @strawberry.type(description="The customer organisation: every record of the caller belongs to it.")
 class Tenant(EntityNode, relay.Node):
     _table = _TENANTS
+    _descriptions = {
+        "name": "The customer organisation's name.",
+        "subdomain": "The tenant's unique subdomain; sign-in and password reset name the tenant by it.",
+        "plan_type": "The subscription plan, e.g. enterprise (free text).",
+        "max_users": "Most active user accounts the tenant may have; invitations beyond it are refused.",
+        "max_opportunity_projects": "Most opportunity projects the tenant's plan allows (archived ones do not count).",
+        "is_active": "Whether the tenant is in service; a deactivated tenant's sessions end.",
+        "fedramp_compliant": "The tenant must run under FedRAMP-compliant settings.",
+        "subscription_status": "The state of the subscription, e.g. active (free text).",
+        "subscription_expires_at": "When the current subscription ends.",
+        "billing_email": "Where invoices go.",
+    }
 
     row_id: uuid.UUID
     name: str
@@ -435,6 +461,10 @@ class Tenant(EntityNode, relay.Node):
 @strawberry.type(description="One configuration entry of the tenant (key -> JSON value).")
 class TenantConfiguration(EntityNode, TenantOwned, relay.Node):
     _table = _CONFIGURATIONS
+    _descriptions = {
+        "config_key": "The setting's name, unique in the tenant.",
+        "config_type": "The type of the JSON value (free text), e.g. integer, string, json.",
+    }
 
     row_id: uuid.UUID
     config_key: str
@@ -456,6 +486,11 @@ class TenantConfiguration(EntityNode, TenantOwned, relay.Node):
 @strawberry.type(description="A named set of permissions.")
 class Role(EntityNode, TenantOwned, relay.Node):
     _table = _ROLES
+    _descriptions = {
+        "name": "The role's name, unique in the tenant, e.g. Capture Manager.",
+        "description": "What the role is for, in the tenant's words.",
+        "is_system_role": "A built-in role: it cannot be changed or deleted.",
+    }
 
     row_id: uuid.UUID
     name: str
@@ -482,6 +517,12 @@ class Role(EntityNode, TenantOwned, relay.Node):
 @strawberry.type(description="A role granted to a user: tenant-wide, or on one opportunity project.")
 class UserRole(EntityNode, TenantOwned, relay.Node):
     _table = _USER_ROLES
+    _descriptions = {
+        "assigned_at": "When the role was granted.",
+        "user": "The user holding the role.",
+        "role": "The role granted.",
+        "assigned_by": "The administrator who granted it.",
+    }
 
     row_id: uuid.UUID
     assigned_at: datetime
@@ -499,6 +540,20 @@ class UserRole(EntityNode, TenantOwned, relay.Node):
 @strawberry.type(description="A signed-in session. Its token is never shown again after sign-in, nor its hash.")
 class UserSession(EntityNode, TenantOwned, relay.Node):
     _table = _SESSIONS
+    _descriptions = {
+        "created_at": "When the user signed in (the session began).",
+        "last_activity_at": "The last request on the session (written at most once a minute); the idle timeout"
+        " counts from it.",
+        "expires_at": "The absolute end of the session, whatever the activity.",
+        "ip_address": "The client address at sign-in.",
+        "user_agent": "The browser or client that signed in (its User-Agent header).",
+        "is_active": "The session can still be used (not ended, not expired).",
+        "terminated_at": "When the session was ended; null while it runs.",
+        "termination_reason": "Why it ended: logout, idle_timeout, absolute_timeout, revoked, password_changed,"
+        " user_deactivated, tenant_deactivated, role_assignment_expired or account_locked.",
+        "mfa_verified": "The second factor was verified for this session.",
+        "user": "Whose session it is.",
+    }
 
     row_id: uuid.UUID
     created_at: datetime
@@ -521,9 +576,9 @@ class UserSession(EntityNode, TenantOwned, relay.Node):
 
 @strawberry.type(description="A role the caller acts with now: an unexpired assignment, or an API key's role.")
 class RoleAssignment:
-    role: Role
+    role: Role = strawberry.field(description="The role and its permissions.")
     opportunity_project_id: uuid.UUID | None = strawberry.field(description="Null: the role applies tenant-wide.")
-    expires_at: datetime | None
+    expires_at: datetime | None = strawberry.field(description="When the assignment ends; null: it does not expire.")
     _user_role_id: strawberry.Private[uuid.UUID | None]
 
     @strawberry.field(description="The assignment's record; null for an API key's role (it has none).")
@@ -535,17 +590,17 @@ class RoleAssignment:
 
 @strawberry.type(description="A key for a service integration; the key itself is shown only when created.")
 class ApiKey:
-    id: uuid.UUID
-    name: str
+    id: uuid.UUID = strawberry.field(description="The key's id: what `apiKeyRevoke` takes.")
+    name: str = strawberry.field(description="What the key is for, as its creator named it.")
     key_prefix: str = strawberry.field(description="The key's first characters, to tell keys apart.")
-    role_id: uuid.UUID
-    role_name: str
-    expires_at: datetime
-    revoked_at: datetime | None
-    revoked_by: uuid.UUID | None
+    role_id: uuid.UUID = strawberry.field(description="The rowId of the role the key acts with.")
+    role_name: str = strawberry.field(description="The name of the role the key acts with.")
+    expires_at: datetime = strawberry.field(description="After this the key is refused.")
+    revoked_at: datetime | None = strawberry.field(description="When the key was revoked; null while it is usable.")
+    revoked_by: uuid.UUID | None = strawberry.field(description="The rowId of the user who revoked it.")
     last_used_at: datetime | None = strawberry.field(description="Updated at most once a minute.")
-    created_at: datetime
-    created_by: uuid.UUID
+    created_at: datetime = strawberry.field(description="When the key was created.")
+    created_by: uuid.UUID = strawberry.field(description="The rowId of the user who created it.")
 
     @classmethod
     def from_record(cls, record: ApiKeyRecord) -> ApiKey:
@@ -554,7 +609,7 @@ class ApiKey:
 
 @strawberry.type(description="What a project-scoped role assignment grants on its project.")
 class ProjectPermissions:
-    opportunity_project_id: uuid.UUID
+    opportunity_project_id: uuid.UUID = strawberry.field(description="The rowId of the opportunity project.")
     permissions: list[str] = strawberry.field(description="Sorted; the tenant-wide ones left out.")
 
     @strawberry.field(description="The project (null if the caller cannot read it, e.g. without opportunity:read).")
@@ -577,7 +632,12 @@ class Viewer:
         description="Effective permissions of this request, sorted: tenant-wide ones, or with "
         "`opportunityProjectId` those that hold on that project (tenant-wide and project-scoped together)."
     )
-    def permissions(self, opportunity_project_id: uuid.UUID | None = None) -> list[str]:
+    def permissions(
+        self,
+        opportunity_project_id: Annotated[
+            uuid.UUID | None, strawberry.argument(description="An opportunity project's rowId.")
+        ] = None,
+    ) -> list[str]:
         grants = self._principal.grants
         if opportunity_project_id is None:
             return sorted(grants.tenant_wide)
@@ -690,18 +750,18 @@ class RoleOrder:
 # -- inputs and payloads -----------------------------------------------------------------------
 
 
-@strawberry.input
+@strawberry.input(description="A new API key: its name, the role it acts with and how long it lives.")
 class ApiKeyCreateInput:
     name: str = strawberry.field(description="Unique within the tenant, at most 100 characters.")
     role_name: str = strawberry.field(description="The role of the tenant whose permissions the key gets.")
     expires_in_days: int = strawberry.field(description=f"1 to {MAX_EXPIRY_DAYS}: every key expires.")
 
 
-@strawberry.input
+@strawberry.input(description="A person to invite by email, with the roles the account starts with.")
 class UserInviteInput:
-    email: str
-    first_name: str
-    last_name: str
+    email: str = strawberry.field(description="Where the invitation goes; the new user's sign-in address.")
+    first_name: str = strawberry.field(description="The new user's given name.")
+    last_name: str = strawberry.field(description="The new user's family name.")
     roles: list[str] = strawberry.field(description="Names of roles of the tenant (system or custom).")
 
 
@@ -833,7 +893,11 @@ class IdentityQuery:
     @strawberry.field(
         description="The tenant's API keys, newest first.", extensions=[requires(Permission.API_KEY_ADMIN)]
     )
-    async def api_keys(self, info: Info, include_revoked: bool = False) -> list[ApiKey] | None:
+    async def api_keys(
+        self,
+        info: Info,
+        include_revoked: Annotated[bool, strawberry.argument(description="Also list revoked keys.")] = False,
+    ) -> list[ApiKey] | None:
         ctx = info.context
         records = await queries.api_keys(ctx.auth, ctx.principal, include_revoked=include_revoked)
         return [ApiKey.from_record(r) for r in records]
@@ -854,7 +918,11 @@ class IdentityMutation:
         return await payload_or_errors(MfaEnrollmentStartPayload, work())
 
     @strawberry.mutation(description="Turn MFA on with a code from the authenticator; returns recovery codes")
-    async def mfa_enrollment_confirm(self, info: Info, code: str) -> MfaEnrollmentConfirmPayload:
+    async def mfa_enrollment_confirm(
+        self,
+        info: Info,
+        code: Annotated[str, strawberry.argument(description="The 6-digit code the authenticator shows now.")],
+    ) -> MfaEnrollmentConfirmPayload:
         ctx = info.context
 
         async def work() -> MfaEnrollmentConfirmPayload:
@@ -868,7 +936,9 @@ class IdentityMutation:
         description="End a session now: your own, or any of the tenant's with user:admin.",
         extensions=[requires(Permission.USER_ADMIN, unless_owner=("session_id", _session_owner))],
     )
-    async def session_revoke(self, info: Info, session_id: uuid.UUID) -> SessionRevokePayload | None:
+    async def session_revoke(
+        self, info: Info, session_id: Annotated[uuid.UUID, strawberry.argument(description="The session's rowId.")]
+    ) -> SessionRevokePayload | None:
         ctx = info.context
 
         async def work() -> SessionRevokePayload:
@@ -881,7 +951,11 @@ class IdentityMutation:
         description="Create an API key scoped to one role; the key is in the payload, this once.",
         extensions=[requires(Permission.API_KEY_ADMIN)],
     )
-    async def api_key_create(self, info: Info, input: ApiKeyCreateInput) -> ApiKeyCreatePayload | None:
+    async def api_key_create(
+        self,
+        info: Info,
+        input: Annotated[ApiKeyCreateInput, strawberry.argument(description="The new key: name, role and lifetime.")],
+    ) -> ApiKeyCreatePayload | None:
         ctx = info.context
 
         async def work() -> ApiKeyCreatePayload:
@@ -898,7 +972,9 @@ class IdentityMutation:
         return await payload_or_errors(ApiKeyCreatePayload, work(), under=("input",))
 
     @strawberry.mutation(description="Revoke an API key at once.", extensions=[requires(Permission.API_KEY_ADMIN)])
-    async def api_key_revoke(self, info: Info, id: uuid.UUID) -> ApiKeyRevokePayload | None:
+    async def api_key_revoke(
+        self, info: Info, id: Annotated[uuid.UUID, strawberry.argument(description="The key's id (`ApiKey.id`).")]
+    ) -> ApiKeyRevokePayload | None:
         ctx = info.context
 
         async def work() -> ApiKeyRevokePayload:
@@ -911,7 +987,11 @@ class IdentityMutation:
         description="Invite a person by email (a single-use link valid 24 hours).",
         extensions=[requires(Permission.USER_ADMIN)],
     )
-    async def user_invite(self, info: Info, input: UserInviteInput) -> UserInvitePayload | None:
+    async def user_invite(
+        self,
+        info: Info,
+        input: Annotated[UserInviteInput, strawberry.argument(description="Who to invite and with which roles.")],
+    ) -> UserInvitePayload | None:
         ctx = info.context
 
         async def work() -> UserInvitePayload:
@@ -929,7 +1009,9 @@ class IdentityMutation:
         return await payload_or_errors(UserInvitePayload, work(), under=("input",))
 
     @strawberry.mutation(description="Lift a lockout.", extensions=[requires(Permission.USER_ADMIN)])
-    async def user_unlock(self, info: Info, user_id: uuid.UUID) -> UserUnlockPayload | None:
+    async def user_unlock(
+        self, info: Info, user_id: Annotated[uuid.UUID, strawberry.argument(description="The locked user's rowId.")]
+    ) -> UserUnlockPayload | None:
         ctx = info.context
 
         async def work() -> UserUnlockPayload:
@@ -941,7 +1023,9 @@ class IdentityMutation:
     @strawberry.mutation(
         description="Disable an account and end its sessions.", extensions=[requires(Permission.USER_ADMIN)]
     )
-    async def user_deactivate(self, info: Info, user_id: uuid.UUID) -> UserDeactivatePayload | None:
+    async def user_deactivate(
+        self, info: Info, user_id: Annotated[uuid.UUID, strawberry.argument(description="The user's rowId.")]
+    ) -> UserDeactivatePayload | None:
         ctx = info.context
 
         async def work() -> UserDeactivatePayload:
@@ -955,7 +1039,12 @@ class IdentityMutation:
         extensions=[requires(Permission.USER_ADMIN)],
     )
     async def user_set_temporary_password(
-        self, info: Info, user_id: uuid.UUID, password: str
+        self,
+        info: Info,
+        user_id: Annotated[uuid.UUID, strawberry.argument(description="The user's rowId.")],
+        password: Annotated[
+            str, strawberry.argument(description="The temporary password; the tenant's password policy applies.")
+        ],
     ) -> UserSetTemporaryPasswordPayload | None:
         ctx = info.context
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime
 import uuid
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
 
 import strawberry
 from sqlalchemy import Table
@@ -260,7 +260,9 @@ class OpportunitiesMutation:
         ],
     )
     async def opportunity_project_create(
-        self, info: Info, input: OpportunityProjectCreateInput
+        self,
+        info: Info,
+        input: Annotated[OpportunityProjectCreateInput, strawberry.argument(description="The new project's fields.")],
     ) -> OpportunityProjectCreatePayload | None:
         async def work() -> OpportunityProjectCreatePayload:
             values = set_fields(input, skip=("idempotency_key",))
@@ -284,7 +286,12 @@ class OpportunitiesMutation:
         ],
     )
     async def opportunity_project_update(
-        self, info: Info, input: OpportunityProjectUpdateInput
+        self,
+        info: Info,
+        input: Annotated[
+            OpportunityProjectUpdateInput,
+            strawberry.argument(description="The project, the updatedAt read, and the fields to change."),
+        ],
     ) -> OpportunityProjectUpdatePayload | None:
         async def work() -> OpportunityProjectUpdatePayload:
             changes = changes_of(input)
@@ -302,7 +309,11 @@ class OpportunitiesMutation:
         extensions=[requires(Permission.OPPORTUNITY_ARCHIVE, project=_PROJECT_INPUT)],
     )
     async def opportunity_project_archive(
-        self, info: Info, input: OpportunityProjectArchiveInput
+        self,
+        info: Info,
+        input: Annotated[
+            OpportunityProjectArchiveInput, strawberry.argument(description="The project and the updatedAt read.")
+        ],
     ) -> OpportunityProjectArchivePayload | None:
         async def work() -> OpportunityProjectArchivePayload:
             project_id = await write(
@@ -322,7 +333,12 @@ class OpportunitiesMutation:
         extensions=[requires(Permission.OPPORTUNITY_WRITE, project=("input", _project_named))],
     )
     async def opportunity_project_override_create(
-        self, info: Info, input: OpportunityProjectOverrideCreateInput
+        self,
+        info: Info,
+        input: Annotated[
+            OpportunityProjectOverrideCreateInput,
+            strawberry.argument(description="The project, the field to override, its value and the reason."),
+        ],
     ) -> OpportunityProjectOverrideCreatePayload | None:
         async def work() -> OpportunityProjectOverrideCreatePayload:
             values = set_fields(input, skip=("idempotency_key",))
@@ -345,7 +361,12 @@ class OpportunitiesMutation:
         extensions=[requires(Permission.OPPORTUNITY_WRITE, project=_OVERRIDE_INPUT)],
     )
     async def opportunity_project_override_update(
-        self, info: Info, input: OpportunityProjectOverrideUpdateInput
+        self,
+        info: Info,
+        input: Annotated[
+            OpportunityProjectOverrideUpdateInput,
+            strawberry.argument(description="The override, the updatedAt read, and the fields to change."),
+        ],
     ) -> OpportunityProjectOverrideUpdatePayload | None:
         async def work() -> OpportunityProjectOverrideUpdatePayload:
             changes = changes_of(input)
@@ -365,7 +386,12 @@ class OpportunitiesMutation:
         extensions=[requires(Permission.OPPORTUNITY_WRITE, project=_OVERRIDE_INPUT)],
     )
     async def opportunity_project_override_delete(
-        self, info: Info, input: OpportunityProjectOverrideDeleteInput
+        self,
+        info: Info,
+        input: Annotated[
+            OpportunityProjectOverrideDeleteInput,
+            strawberry.argument(description="The override and the updatedAt read."),
+        ],
     ) -> OpportunityProjectOverrideDeletePayload | None:
         async def work() -> OpportunityProjectOverrideDeletePayload:
             deleted = await write(

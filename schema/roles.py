@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Annotated
 
 import strawberry
 
@@ -17,35 +18,35 @@ from schema.permissions import requires
 __all__ = ["RolesMutation"]
 
 
-@strawberry.input
+@strawberry.input(description="A new custom role.")
 class RoleCreateInput:
     name: str = strawberry.field(description="Unique within the tenant, 1 to 100 characters.")
-    description: str | None = None
+    description: str | None = strawberry.field(default=None, description="What the role is for.")
     permissions: list[str] = strawberry.field(
         description="Any subset of the permission catalog (docs/permissions.md) that the caller holds tenant-wide."
     )
 
 
-@strawberry.input
+@strawberry.input(description="Changes to a custom role; fields left out stay as they are.")
 class RoleUpdateInput:
     id: uuid.UUID = strawberry.field(description="The role's rowId; system roles cannot be changed.")
     updated_at: datetime = strawberry.field(description="The role's updatedAt as last read (CONFLICT if stale).")
-    name: str | None = None
-    description: str | None = None
+    name: str | None = strawberry.field(default=None, description="The new name, unique within the tenant.")
+    description: str | None = strawberry.field(default=None, description="The new description; null clears it.")
     permissions: list[str] | None = strawberry.field(
         default=None, description="The new set, replacing the old; added permissions must be held by the caller."
     )
 
 
-@strawberry.input
+@strawberry.input(description="The custom role to delete.")
 class RoleDeleteInput:
     id: uuid.UUID = strawberry.field(description="A custom role with no assignment and no live API key.")
 
 
-@strawberry.input
+@strawberry.input(description="A role to grant to a user: tenant-wide or on one project, optionally until a time.")
 class UserRoleGrantInput:
-    user_id: uuid.UUID
-    role_id: uuid.UUID
+    user_id: uuid.UUID = strawberry.field(description="The rowId of the user who gets the role.")
+    role_id: uuid.UUID = strawberry.field(description="The rowId of the role to grant.")
     opportunity_project_id: uuid.UUID | None = strawberry.field(
         default=None,
         description="Grant on this project only (and what hangs under it); null: tenant-wide.",
@@ -55,7 +56,7 @@ class UserRoleGrantInput:
     )
 
 
-@strawberry.input
+@strawberry.input(description="The role assignment to take away.")
 class UserRoleRevokeInput:
     id: uuid.UUID = strawberry.field(description="The assignment's rowId (UserRole).")
 
@@ -110,7 +111,12 @@ class RolesMutation:
         description="Create a custom role from permissions of the catalog.",
         extensions=[requires(Permission.ROLE_ADMIN)],
     )
-    async def role_create(self, info: Info, input: RoleCreateInput) -> RoleCreatePayload | None:
+    async def role_create(self,
+        info: Info,
+        input: Annotated[
+            RoleCreateInput, strawberry.argument(description="The new role: its name, description and permissions.")
+        ],
+    ) -> RoleCreatePayload | None:
         ctx = info.context
 
         async def work() -> RoleCreatePayload:
@@ -126,7 +132,12 @@ class RolesMutation:
         description="Rename a custom role or change its permissions (effective at the holders' next request).",
         extensions=[requires(Permission.ROLE_ADMIN)],
     )
-    async def role_update(self, info: Info, input: RoleUpdateInput) -> RoleUpdatePayload | None:
+    async def role_update(self,
+        info: Info,
+        input: Annotated[
+            RoleUpdateInput, strawberry.argument(description="The role, the updatedAt read, and the fields to change.")
+        ],
+    ) -> RoleUpdatePayload | None:
         ctx = info.context
 
         async def work() -> RoleUpdatePayload:
@@ -141,7 +152,10 @@ class RolesMutation:
     @strawberry.mutation(
         description="Delete a custom role that nobody holds.", extensions=[requires(Permission.ROLE_ADMIN)]
     )
-    async def role_delete(self, info: Info, input: RoleDeleteInput) -> RoleDeletePayload | None:
+    async def role_delete(self,
+        info: Info,
+        input: Annotated[RoleDeleteInput, strawberry.argument(description="The role to delete.")],
+    ) -> RoleDeletePayload | None:
         ctx = info.context
 
         async def work() -> RoleDeletePayload:
@@ -154,7 +168,12 @@ class RolesMutation:
         description="Give a user a role, tenant-wide or on one opportunity project, optionally until a time.",
         extensions=[requires(Permission.USER_ADMIN)],
     )
-    async def user_role_grant(self, info: Info, input: UserRoleGrantInput) -> UserRoleGrantPayload | None:
+    async def user_role_grant(self,
+        info: Info,
+        input: Annotated[
+            UserRoleGrantInput, strawberry.argument(description="Who gets which role, where and until when.")
+        ],
+    ) -> UserRoleGrantPayload | None:
         ctx = info.context
 
         async def work() -> UserRoleGrantPayload:
@@ -170,7 +189,10 @@ class RolesMutation:
         description="Take a role assignment away (the user's next request no longer has it).",
         extensions=[requires(Permission.USER_ADMIN)],
     )
-    async def user_role_revoke(self, info: Info, input: UserRoleRevokeInput) -> UserRoleRevokePayload | None:
+    async def user_role_revoke(self,
+        info: Info,
+        input: Annotated[UserRoleRevokeInput, strawberry.argument(description="The assignment to take away.")],
+    ) -> UserRoleRevokePayload | None:
         ctx = info.context
 
         async def work() -> UserRoleRevokePayload:
