@@ -27,7 +27,7 @@ from schema.capture import CapturePlan
 from schema.context import GraphQLContext, Info
 from schema.errors import PAYLOAD_ERRORS, UserError, payload_or_errors
 from schema.permissions import requires
-from schema.writes import changes_of, load, set_fields, write
+from schema.writes import changes_of, describe_like, load, set_fields, write
 
 __all__ = [
     "CaptureMutation",
@@ -92,6 +92,10 @@ class CapturePlanUpdateInput:
     timeline: str | None = UNSET
     external_deadlines: str | None = UNSET
     external_data_impact_notes: str | None = UNSET
+
+
+describe_like(CapturePlanCreateInput, CapturePlan)
+describe_like(CapturePlanUpdateInput, CapturePlan)
 
 
 @strawberry.input(description="Archive a capture plan: it is kept (evidence) and hidden from default lists.")

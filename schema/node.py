@@ -115,6 +115,7 @@ COMMON_DESCRIPTIONS = {
     "created_by": "The user who created it (null for rows created by the system or an import).",
     "updated_by": "The user who last changed it.",
     "archived_by": "The user who archived it; null while it is not archived.",
+    "opportunity_project": "The opportunity project it belongs to.",
 }
 
 

@@ -108,16 +108,19 @@ ExternalOpportunityDataType = Annotated["ExternalOpportunityData", strawberry.la
 # -- effective values ---------------------------------------------------------------------------------
 
 
+_SOURCE = "Where the value comes from: an active override, the current external version, or the project's column."
+
+
 @strawberry.type(description="A text field's effective value and its source.")
 class EffectiveString:
     value: str | None = strawberry.field(description="Null only when an override sets no readable value.")
-    source: ValueSource
+    source: ValueSource = strawberry.field(description=_SOURCE)
 
 
 @strawberry.type(description="A decimal field's effective value and its source.")
 class EffectiveDecimal:
     value: Decimal | None = strawberry.field(description="Null only when an override sets no readable value.")
-    source: ValueSource
+    source: ValueSource = strawberry.field(description=_SOURCE)
 
 
 @strawberry.type(description="A date field's effective value and its source.")
@@ -125,7 +128,7 @@ class EffectiveDate:
     value: datetime.date | None = strawberry.field(
         description="Null only when an override sets no readable value."
     )
-    source: ValueSource
+    source: ValueSource = strawberry.field(description=_SOURCE)
 
 
 @strawberry.type(description="A date-time field's effective value and its source.")
@@ -133,7 +136,7 @@ class EffectiveDateTime:
     value: datetime.datetime | None = strawberry.field(
         description="Null only when an override sets no readable value."
     )
-    source: ValueSource
+    source: ValueSource = strawberry.field(description=_SOURCE)
 
 
 def _wrap(cls: Any, effective: Effective | None) -> Any:
@@ -147,16 +150,30 @@ def _wrap(cls: Any, effective: Effective | None) -> Any:
     "value null with source OVERRIDE."
 )
 class OpportunityProjectEffectiveValues:
-    title: EffectiveString | None
-    description: EffectiveString | None
-    solicitation_status: EffectiveString | None
-    set_aside_type: EffectiveString | None
-    naics_codes: EffectiveString | None
-    estimated_value_min: EffectiveDecimal | None
-    estimated_value_max: EffectiveDecimal | None
-    posting_date: EffectiveDate | None
-    response_due_date: EffectiveDateTime | None
-    place_of_performance: EffectiveString | None
+    title: EffectiveString | None = strawberry.field(description="The opportunity's title.")
+    description: EffectiveString | None = strawberry.field(description="The opportunity's description (plain text).")
+    solicitation_status: EffectiveString | None = strawberry.field(
+        description="The notice's status at the source, e.g. active, archived (free text)."
+    )
+    set_aside_type: EffectiveString | None = strawberry.field(
+        description="The small-business set-aside as the source codes it, e.g. SBA, WOSB, or NONE for full and open."
+    )
+    naics_codes: EffectiveString | None = strawberry.field(
+        description="The NAICS industry code(s) of the requirement, as the source lists them."
+    )
+    estimated_value_min: EffectiveDecimal | None = strawberry.field(
+        description="Low end of the estimated contract value, in US dollars."
+    )
+    estimated_value_max: EffectiveDecimal | None = strawberry.field(
+        description="High end of the estimated contract value, in US dollars (what the pipeline summary adds up)."
+    )
+    posting_date: EffectiveDate | None = strawberry.field(description="When the notice was posted at the source.")
+    response_due_date: EffectiveDateTime | None = strawberry.field(
+        description="When proposals or responses are due (the deadline that drives the schedule)."
+    )
+    place_of_performance: EffectiveString | None = strawberry.field(
+        description="Where the work is done, as the source states it."
+    )
 
     @classmethod
     def build(cls, values: dict[str, Effective | None]) -> Self:
@@ -187,6 +204,29 @@ def _document_associations_of(entity_type: EntityType) -> Any:
 @strawberry.type(description="An opportunity the tenant has decided to pursue.")
 class OpportunityProject(EntityNode, TenantOwned, relay.Node):
     _table = _PROJECTS
+    _descriptions = {
+        "project_name": "The tenant's working name for the pursuit.",
+        "internal_reference_number": "The tenant's own reference for the pursuit (e.g. a bid number in its finance "
+        "system).",
+        "external_opportunity_url": "Link to the opportunity at its source (e.g. the SAM.gov notice).",
+        "solicitation_number": "The government's solicitation number (e.g. W912DY-25-R-0042), as synced from the "
+        "source.",
+        "agency_name": "The buying agency, as synced from the source.",
+        "contracting_office": "The contracting office within the agency, as synced from the source.",
+        "project_status": "Whether and how the pursuit goes on (active, won, lost, no bid...).",
+        "pipeline_stage": "Where the pursuit is in the capture lifecycle (PHASE_0 identified to PHASE_6 "
+        "post-submittal).",
+        "priority_level": "How urgent the pursuit is for the tenant.",
+        "strategic_value_score": "The capture team's rating of how much a win matters beyond its value, 0 to 100.",
+        "pursuit_health_score": "The capture team's rating of how well the pursuit is going, 0 to 100.",
+        "assigned_team_members": "The capture team beyond the two managers: a JSON array of user rowIds.",
+        "last_synced_at": "When the project was last refreshed from its external source.",
+        "sync_status": "The state of the last refresh from the external source.",
+        "sync_error_message": "Why the last refresh failed (with syncStatus ERROR).",
+        "version_hash": "SHA-256 of the current external version's raw data: a new hash means the source changed it.",
+        "capture_manager": "The capture manager who owns the pursuit.",
+        "proposal_manager": "The proposal manager who runs the proposal.",
+    }
 
     row_id: uuid.UUID
     project_name: str
@@ -338,6 +378,11 @@ class OpportunityProject(EntityNode, TenantOwned, relay.Node):
 @strawberry.type(description="A local value that wins over the external source's value of one project field.")
 class OpportunityProjectOverride(EntityNode, TenantOwned, relay.Node):
     _table = _OVERRIDES
+    _descriptions = {
+        "override_reason": "Why the tenant overrides the source's value (e.g. the agency's figure was confirmed by "
+        "phone).",
+        "opportunity_project": "The project whose field is overridden.",
+    }
 
     row_id: uuid.UUID
     field_name: str = strawberry.field(description="The overridden column, e.g. estimated_value_max.")
@@ -360,6 +405,14 @@ class OpportunityProjectOverride(EntityNode, TenantOwned, relay.Node):
 )
 class OpportunityProjectContact(EntityNode, TenantOwned, relay.Node):
     _table = _PROJECT_CONTACTS
+    _descriptions = {
+        "relationship_type": "The contact's role on this pursuit (free text), e.g. contracting officer, technical "
+        "POC, teaming partner.",
+        "influence_level": "How much the contact sways the decision on this pursuit (integer; higher is more).",
+        "notes": "What the capture team knows about this contact on this pursuit.",
+        "opportunity_project": "The project.",
+        "contact": "The contact.",
+    }
 
     row_id: uuid.UUID
     relationship_type: str | None
@@ -416,8 +469,8 @@ class OpportunityProjectOrder:
 
 @strawberry.type(description="One pipeline stage: its projects and their effective estimated value.")
 class PipelineStageSummary:
-    stage: PipelineStage
-    project_count: int
+    stage: PipelineStage = strawberry.field(description="The pipeline stage these figures are for.")
+    project_count: int = strawberry.field(description="How many of the listed projects are in this stage.")
     total_estimated_value_max: Decimal = strawberry.field(
         description="Sum of the projects' effective estimatedValueMax, rounded to cents (0.00 when none "
         "has one)."
@@ -455,7 +508,10 @@ class OpportunitiesQuery:
     async def pipeline_summary(
         self,
         info: Info,
-        filter: OpportunityProjectFilter | None = None,  # the GraphQL argument's name
+        filter: Annotated[
+            OpportunityProjectFilter | None,
+            strawberry.argument(description="Which projects to count, as on `opportunityProjects`."),
+        ] = None,
     ) -> list[PipelineStageSummary]:
         refuse_unreadable_columns(info, _PROJECTS, filter, None)
         try:

@@ -36,7 +36,7 @@ from schema.errors import PAYLOAD_ERRORS, UserError, payload_or_errors
 from schema.opportunities import OpportunityProject, OpportunityProjectOverride
 from schema.permissions import requires
 from schema.scalars import JSON
-from schema.writes import changes_of, load, requires_for_input, set_fields, write
+from schema.writes import changes_of, describe_like, load, requires_for_input, set_fields, write
 
 __all__ = [
     "OpportunitiesMutation",
@@ -138,6 +138,10 @@ class OpportunityProjectUpdateInput:
     assigned_team_members: list[uuid.UUID] | None = UNSET
 
 
+describe_like(OpportunityProjectCreateInput, OpportunityProject)
+describe_like(OpportunityProjectUpdateInput, OpportunityProject)
+
+
 @strawberry.input(description="Archive a project: it is kept (evidence) and hidden from default lists.")
 class OpportunityProjectArchiveInput:
     id: uuid.UUID = strawberry.field(description="The project's rowId.")
@@ -200,6 +204,10 @@ class OpportunityProjectOverrideUpdateInput:
     override_value: JSON | None = UNSET
     override_reason: str | None = UNSET
     is_active: bool | None = UNSET
+
+
+describe_like(OpportunityProjectOverrideCreateInput, OpportunityProjectOverride)
+describe_like(OpportunityProjectOverrideUpdateInput, OpportunityProjectOverride)
 
 
 @strawberry.input(description="Delete an override: the field's effective value falls back to the source's.")

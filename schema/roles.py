@@ -32,7 +32,7 @@ class RoleUpdateInput:
     id: uuid.UUID = strawberry.field(description="The role's rowId; system roles cannot be changed.")
     updated_at: datetime = strawberry.field(description="The role's updatedAt as last read (CONFLICT if stale).")
     name: str | None = strawberry.field(default=None, description="The new name, unique within the tenant.")
-    description: str | None = strawberry.field(default=None, description="The new description; null clears it.")
+    description: str | None = strawberry.field(default=None, description="The new description (null: unchanged).")
     permissions: list[str] | None = strawberry.field(
         default=None, description="The new set, replacing the old; added permissions must be held by the caller."
     )

@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 import strawberry
 from strawberry.permission import PermissionExtension
 from strawberry.schema_directive import Location
+from strawberry.types.base import get_object_definition
 from strawberry.types.field import StrawberryField
 from strawberry.types.unset import UNSET
 from strawberry.utils.str_converters import to_camel_case
@@ -50,6 +51,7 @@ __all__ = [
     "RequiresPermissionForInput",
     "audit_context",
     "changes_of",
+    "describe_like",
     "load",
     "requires_for_input",
     "set_fields",
@@ -132,6 +134,17 @@ def set_fields(value: Any, *, skip: Iterable[str] = ()) -> dict[str, Any]:
 def changes_of(value: Any, *, skip: Iterable[str] = ("id", "updated_at")) -> dict[str, Any]:
     """An update input's changes: the fields it sets besides the target and its updatedAt."""
     return set_fields(value, skip=skip)
+
+
+def describe_like(input_type: type, entity: type) -> None:
+    """The input's fields without a description take the one of the entity's field of the same name.
+
+    A create or update input sets the entity's columns: saying what a column means once, on the
+    entity, keeps the two from drifting apart (a description written on the input field wins).
+    """
+    meanings = {f.python_name: f.description for f in get_object_definition(entity, strict=True).fields}
+    for field in get_object_definition(input_type, strict=True).fields:
+        field.description = field.description or meanings.get(field.python_name)
 
 
 # -- permissions that depend on the input ---------------------------------------------------------
