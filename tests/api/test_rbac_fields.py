@@ -137,7 +137,9 @@ def test_every_guarded_field_is_nullable() -> None:
     non_null = []
     for name in GUARDED:
         type_name, field_name = name.split(".")
-        field_type = GRAPHQL.type_map[type_name].fields[field_name].type  # type: ignore[union-attr]
+        owner = GRAPHQL.type_map[type_name]
+        assert isinstance(owner, GraphQLObjectType), name
+        field_type = owner.fields[field_name].type
         if isinstance(field_type, GraphQLNonNull):
             non_null.append(name)
     assert non_null == []
@@ -209,7 +211,9 @@ def _selection(graphql_type: Any) -> str:
 def _document(name: str, refs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """A document asking for the guarded field `name` (Type.field), and its variables."""
     type_name, field_name = name.split(".")
-    field = GRAPHQL.type_map[type_name].fields[field_name]  # type: ignore[union-attr]
+    owner = GRAPHQL.type_map[type_name]
+    assert isinstance(owner, GraphQLObjectType), name
+    field = owner.fields[field_name]
     if type_name == "Mutation":
         declarations = ", ".join(f"${arg}: {arg_def.type}" for arg, arg_def in field.args.items())
         arguments = ", ".join(f"{arg}: ${arg}" for arg in field.args)

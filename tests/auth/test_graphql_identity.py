@@ -18,6 +18,7 @@ from aiosmtpd.controller import Controller
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
+from starlette.types import Message
 
 from auth.permissions import SYSTEM_ROLES, SystemRole
 from models.db import set_tenant
@@ -181,13 +182,13 @@ async def test_graphql_needs_a_principal_and_takes_queries_by_get_only(
 
 async def test_graphql_refuses_websocket_upgrades_for_now(app: Starlette) -> None:
     # No WebSocket route or subprotocol yet: subscriptions (graphql-transport-ws only) come later.
-    messages: list[dict[str, Any]] = []
+    messages: list[Message] = []
     received = iter([{"type": "websocket.connect"}])
 
-    async def receive() -> dict[str, Any]:
+    async def receive() -> Message:
         return next(received, {"type": "websocket.disconnect", "code": 1000})
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: Message) -> None:
         messages.append(message)
 
     scope = {

@@ -40,8 +40,8 @@ class Listener:
     def __init__(self) -> None:
         self.received: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
 
-    def __call__(self, connection: Any, pid: int, channel: str, payload: str) -> None:
-        self.received.put_nowait(json.loads(payload))
+    def __call__(self, connection: Any, pid: int, channel: str, payload: object) -> None:
+        self.received.put_nowait(json.loads(str(payload)))  # asyncpg gives the payload as str
 
     async def next(self) -> dict[str, Any]:
         return await asyncio.wait_for(self.received.get(), timeout=10)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -43,7 +44,7 @@ mutation Archive($input: OpportunityProjectArchiveInput!) {{
 """
 
 
-def _wire(value: Any) -> str:
+def _wire(value: datetime) -> str:
     return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
