@@ -133,8 +133,12 @@ class OpportunityProjectUpdateInput:
     win_probability_score: Decimal | None = strawberry.field(default=UNSET, description=_SCORE)
     strategic_value_score: Decimal | None = strawberry.field(default=UNSET, description=_SCORE)
     pursuit_health_score: Decimal | None = strawberry.field(default=UNSET, description=_SCORE)
-    assigned_capture_manager: uuid.UUID | None = UNSET
-    assigned_proposal_manager: uuid.UUID | None = UNSET
+    assigned_capture_manager: uuid.UUID | None = strawberry.field(
+        default=UNSET, description="The capture manager's user rowId; null: nobody."
+    )
+    assigned_proposal_manager: uuid.UUID | None = strawberry.field(
+        default=UNSET, description="The proposal manager's user rowId; null: nobody."
+    )
     assigned_team_members: list[uuid.UUID] | None = UNSET
 
 

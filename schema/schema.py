@@ -1,6 +1,8 @@
 """The assembled schema: root types, scalars, extensions; and the ASGI app serving it.
 
-Extensions: parsing and validation results are cached (bounded LRU, shared across requests);
+Extensions: parsing and validation results are cached (bounded LRU, shared across requests;
+validation keyed by the printed document); a document over the selection bound or the cost limit
+is refused before validation, and a query past its deadline is stopped (schema/limits.py);
 unexpected errors are masked with the request id (schema/errors.py). Introspection stays on.
 """
 
@@ -13,7 +15,7 @@ import strawberry
 from graphql import GraphQLError
 from graphql.validation import ASTValidationRule
 from strawberry import relay
-from strawberry.extensions import AddValidationRules, MaxTokensLimiter, ParserCache, ValidationCache
+from strawberry.extensions import AddValidationRules, MaxTokensLimiter, ParserCache
 from strawberry.extensions.max_aliases import create_validator as aliases_rule
 from strawberry.extensions.query_depth_limiter import create_validator as depth_rule
 from strawberry.schema.config import StrawberryConfig
@@ -30,6 +32,8 @@ from schema.documents import DocumentsQuery
 from schema.errors import MaskUnexpectedErrors, log_errors
 from schema.external_data import ExternalDataQuery
 from schema.identity import IdentityMutation, IdentityQuery
+from schema.input_guard import InputGuard
+from schema.limits import DEFAULT_MAX_COST, DEFAULT_MAX_SELECTIONS, NormalisedValidationCache, OperationLimits
 from schema.opportunities import OpportunitiesQuery
 from schema.opportunity_mutations import OpportunitiesMutation
 from schema.roles import RolesMutation
@@ -44,6 +48,11 @@ CACHE_SIZE = 256
 MAX_DEPTH = 15
 MAX_ALIASES = 30
 MAX_TOKENS = 5_000
+# Field selections after fragment expansion and the estimated cost (schema/limits.py, docs/api.md).
+MAX_SELECTIONS = DEFAULT_MAX_SELECTIONS
+MAX_COST = DEFAULT_MAX_COST
+# Validation results, keyed by the printed document: shared by every request of the process.
+VALIDATION_CACHE = NormalisedValidationCache(CACHE_SIZE)
 # The depth and alias limits as validation rules, made once: strawberry's QueryDepthLimiter and
 # MaxAliasesLimiter build a new rule class per instance, hence per request, and the validation cache
 # is keyed by the rules, so with them every request was validated again (a third of a small read).
@@ -52,7 +61,7 @@ LIMIT_RULES: list[type[ASTValidationRule]] = [depth_rule(MAX_DEPTH, None, None),
 SDL_PATH = "graphql/schema.graphql"
 
 
-@strawberry.type
+@strawberry.type(description="Reads: every list is scoped to the caller's tenant and to the rows its roles may read.")
 class Query(
     IdentityQuery,
     OpportunitiesQuery,
@@ -67,7 +76,7 @@ class Query(
     nodes: list[relay.Node | None] = relay.node(description="Entities by global id, in order; null where not found.")
 
 
-@strawberry.type
+@strawberry.type(description="Writes: each mutation field is one audited transaction of its own.")
 class Mutation(IdentityMutation, RolesMutation, OpportunitiesMutation, CaptureMutation):
     pass
 
@@ -81,6 +90,11 @@ class GwmSchema(strawberry.Schema):
         log_errors(errors, execution_context)
 
 
+def _operation_timeout_ms(context: Any) -> int | None:
+    timeout: int | None = getattr(context, "operation_timeout_ms", None)
+    return timeout or None
+
+
 def build_schema() -> GwmSchema:
     return GwmSchema(
         query=Query,
@@ -92,7 +106,14 @@ def build_schema() -> GwmSchema:
             lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
             lambda: ParserCache(maxsize=CACHE_SIZE),
             lambda: AddValidationRules(LIMIT_RULES),
-            lambda: ValidationCache(maxsize=CACHE_SIZE),
+            # The selection bound and the cost limit, then validation (cached), then the deadline.
+            lambda: OperationLimits(
+                cache=VALIDATION_CACHE,
+                max_selections=MAX_SELECTIONS,
+                max_cost=MAX_COST,
+                timeout_ms=_operation_timeout_ms,
+            ),
+            InputGuard,  # every argument value storable, before execution (schema/input_guard.py)
             MaskUnexpectedErrors,
         ],
     )
@@ -106,7 +127,7 @@ def sdl() -> str:
     return schema.as_str() + "\n"
 
 
-def graphql_app(auth: AuthService, **options: Any) -> GraphQLView:
+def graphql_app(auth: AuthService, *, operation_timeout_ms: int | None = None, **options: Any) -> GraphQLView:
     """The /graphql endpoint: POST for everything, GET for queries only, no IDE yet.
 
     No WebSocket subprotocol is accepted yet: subscriptions (graphql-transport-ws only, never the
@@ -120,4 +141,4 @@ def graphql_app(auth: AuthService, **options: Any) -> GraphQLView:
         "multipart_uploads_enabled": False,
     }
     settings.update(options)
-    return GraphQLView(schema, auth=auth, **settings)
+    return GraphQLView(schema, auth=auth, operation_timeout_ms=operation_timeout_ms, **settings)
