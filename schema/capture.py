@@ -60,6 +60,23 @@ PROJECT = ("OpportunityProject", "schema.opportunities")
 @strawberry.type(description="The capture strategy for an opportunity project, with its go/no-go decision.")
 class CapturePlan(EntityNode, TenantOwned, relay.Node):
     _table = _PLANS
+    _descriptions = {
+        "plan_name": "The plan's title, e.g. the pursuit name and the plan's version.",
+        "status": "Where the plan is in its review (draft, in review, approved, superseded).",
+        "decision_date": "When the go/no-go decision was made (or is scheduled).",
+        "decision_rationale": "Why the team decided to bid or not: the reasoning behind the go/no-go decision.",
+        "win_strategy": "How the tenant means to win: discriminators, themes, the customer's hot buttons.",
+        "competitive_analysis": "Who else is likely to bid and how the tenant compares (incumbent, strengths, "
+        "weaknesses).",
+        "external_data_considerations": "What in the source's notice data bears on the plan (amendments, set-aside, "
+        "deadlines).",
+        "resource_requirements": "The people, partners and budget the capture and proposal need.",
+        "timeline": "The capture schedule: milestones and reviews up to submission.",
+        "external_deadlines": "The deadlines the source publishes (e.g. questions due, response due), as text.",
+        "last_external_sync": "When the external deadlines and data considerations were last checked against the "
+        "source.",
+        "external_data_impact_notes": "How changes at the source (amendments) affected the plan.",
+    }
 
     row_id: uuid.UUID
     plan_name: str
@@ -95,6 +112,19 @@ class CapturePlan(EntityNode, TenantOwned, relay.Node):
 )
 class Proposal(EntityNode, TenantOwned, relay.Node):
     _table = _PROPOSALS
+    _descriptions = {
+        "proposal_title": "The proposal's title, as on its cover.",
+        "status": "Where the proposal is: planning, a colour-team review, submitted, awarded or not.",
+        "submission_date": "When the proposal was submitted to the government; null until then.",
+        "final_submittal_date": "The deadline for the final submission (the response due date the proposal works "
+        "to).",
+        "compliance_matrix": "The requirements of sections L and M mapped to proposal volumes, with their status "
+        "(JSON).",
+        "review_stages": "The colour-team reviews (pink, red, gold...) with their dates and outcomes (JSON).",
+        "external_deadline_sync": "When the proposal's deadlines were last checked against the source.",
+        "amendment_impact_log": "What each amendment of the solicitation changed for the proposal (JSON array).",
+        "proposal_manager": "The proposal manager who runs the proposal.",
+    }
 
     row_id: uuid.UUID
     proposal_title: str

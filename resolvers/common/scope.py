@@ -56,10 +56,9 @@ class ReadScope:
 
     def condition(self, table: Table) -> ColumnElement[bool] | None:
         """The condition on `table`'s rows beyond the tenant's; None when every row is readable."""
-        cached = self._conditions.get(table.name, _UNSET)
-        if cached is _UNSET:
-            cached = self._conditions[table.name] = self._build(table)
-        return cached
+        if table.name not in self._conditions:
+            self._conditions[table.name] = self._build(table)
+        return self._conditions[table.name]
 
     def reads_any(self, table: Table) -> bool:
         """False when no grant of the caller reaches any row of `table` (own rows aside)."""
