@@ -49,12 +49,17 @@ __all__ = [
 
 # documents.search_vector: the name weighs more than the body. The seed's @@fulltext([name,
 # extractedText]) is MySQL-only; PostgreSQL gets a stored generated tsvector with a GIN index.
-# A tsvector is capped at 1 MB, so only the first 200,000 characters of the text are indexed
-# (an insert of a longer text would otherwise fail). Spelled as PostgreSQL prints it back
-# (pg_get_expr), so `alembic check` finds nothing to report.
+# The name is indexed twice: as written, so a search for "Statement.pdf" finds it, and split
+# on punctuation, because the English parser reads "Statement.pdf", "SOW-final.docx" or
+# "v2.1" as one token (a file or host name) and a search for "statement" would miss it
+# (migration 0007). A tsvector is capped at 1 MB, so only the first 200,000 characters of the
+# text are indexed (an insert of a longer text would otherwise fail). Spelled as PostgreSQL
+# prints it back (pg_get_expr), so `alembic check` finds nothing to report.
 SEARCH_VECTOR_SQL = (
-    "setweight(to_tsvector('english'::regconfig, (COALESCE(name, ''::character varying))::text),"
+    "(setweight(to_tsvector('english'::regconfig, (COALESCE(name, ''::character varying))::text),"
     " 'A'::\"char\")"
+    " || setweight(to_tsvector('english'::regconfig, regexp_replace((COALESCE(name, ''::character varying))::text,"
+    " '[[:punct:]]+'::text, ' '::text, 'g'::text)), 'A'::\"char\"))"
     " || setweight(to_tsvector('english'::regconfig, \"left\"(COALESCE(extracted_text, ''::text), 200000)),"
     " 'B'::\"char\")"
 )
