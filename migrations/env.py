@@ -11,11 +11,10 @@ import asyncio
 import os
 
 from alembic import context
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from models import Base
-from server.settings import to_async_url
 
 config = context.config
 target_metadata = Base.metadata
@@ -25,7 +24,11 @@ def _url() -> str:
     url = config.get_main_option("sqlalchemy.url") or os.environ.get("DATABASE_URL")
     if not url:
         raise RuntimeError("set DATABASE_URL (the schema owner) or run migrations through `gwm db`")
-    return to_async_url(url)
+    # Any libpq spelling (postgres://, postgresql://, postgresql+asyncpg://) with the asyncpg driver.
+    parsed = make_url(url)
+    if parsed.get_backend_name() not in {"postgres", "postgresql"}:
+        raise RuntimeError(f"DATABASE_URL is not a PostgreSQL URL: {parsed.drivername}://...")
+    return parsed.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
 
 
 def _configure(connection: Connection) -> None:
