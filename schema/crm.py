@@ -45,6 +45,27 @@ USER = ("User", "schema.identity")
 @strawberry.type(description="A government agency, office, prime, partner or competitor.")
 class Organization(EntityNode, TenantOwned, relay.Node):
     _table = _ORGS
+    _descriptions = {
+        "name": "The organization's name, e.g. Naval Sea Systems Command.",
+        "duns_number": "Its DUNS number (the retired Dun & Bradstreet identifier), where known.",
+        "sam_unique_id": "Its Unique Entity ID (UEI) in SAM.gov, the identifier that replaced DUNS.",
+        "cage_code": "Its CAGE code (Commercial and Government Entity), five characters.",
+        "address_line1": "Street address.",
+        "address_line2": "Suite, floor or building.",
+        "city": "City of the address.",
+        "state_province": "State or province (e.g. VA).",
+        "postal_code": "ZIP or postal code.",
+        "country": "Country of the address (e.g. USA).",
+        "phone": "Main phone number.",
+        "email": "Main contact email.",
+        "website": "Website URL.",
+        "organization_type": "What kind of organization (free text), e.g. federal_department, federal_agency, "
+        "prime, partner, competitor.",
+        "business_size": "Size standard status (free text), e.g. small, large.",
+        "socioeconomic_certifications": "Its small-business certifications as a JSON array, e.g. [\"8(a)\", "
+        "\"WOSB\", \"SDVOSB\", \"HUBZone\"].",
+        "is_active": "Whether the organization is still in use; inactive ones stay for history.",
+    }
 
     row_id: uuid.UUID
     name: str
@@ -88,6 +109,25 @@ class Organization(EntityNode, TenantOwned, relay.Node):
 @strawberry.type(description="A person the capture team knows.")
 class Contact(EntityNode, TenantOwned, relay.Node):
     _table = _CONTACTS
+    _descriptions = {
+        "first_name": "Given name.",
+        "last_name": "Family name; contact lists sort by it.",
+        "title": "Job title, e.g. Contracting Officer.",
+        "email": "Email address.",
+        "phone": "Phone number.",
+        "linkedin_url": "LinkedIn profile URL.",
+        "contact_type": "What kind of contact (free text), e.g. government, industry, partner.",
+        "decision_maker_level": "How much say the person has in buying decisions: the team's rating, e.g. 1 (low) "
+        "to 5 (decides).",
+        "security_clearance": "The person's clearance, e.g. Secret, Top Secret (free text).",
+        "last_contact_date": "When the team last spoke with the person.",
+        "interaction_frequency": "How often the team is in touch (free text), e.g. weekly, monthly, quarterly.",
+        "relationship_strength": "How strong the team's relationship is: its rating, e.g. 1 (cold) to 5 (trusted).",
+        "notes": "What the team knows about the person.",
+        "tags": "Labels as a JSON array of strings, e.g. [\"decision_maker\"].",
+        "is_active": "Whether the contact is still in use; inactive ones stay for history.",
+        "organization": "The organization the person works for.",
+    }
 
     row_id: uuid.UUID
     first_name: str

@@ -24,7 +24,6 @@ from models import Base
 
 __all__ = ["FieldDenied", "ReadScope"]
 
-_UNSET: Any = object()
 
 
 class FieldDenied(Exception):
