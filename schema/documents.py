@@ -123,6 +123,12 @@ def _search_value(node: Any, key: str) -> Any:
 @strawberry.type(description="A document category of the tenant; categories form a tree.")
 class DocumentCategory(EntityNode, TenantOwned, relay.Node):
     _table = _CATEGORIES
+    _descriptions = {
+        "name": "The category's name, e.g. Solicitation, Proposal Volumes, Past Performance.",
+        "description": "What belongs in the category.",
+        "is_system_category": "A category the system provides (every tenant has it), as opposed to one the tenant "
+        "made.",
+    }
 
     row_id: uuid.UUID
     name: str
@@ -150,6 +156,39 @@ class DocumentCategory(EntityNode, TenantOwned, relay.Node):
 )
 class Document(EntityNode, TenantOwned, relay.Node):
     _table = DOCUMENT_ROWS
+    _descriptions = {
+        "name": "The document's display name (what document search matches besides the text).",
+        "original_filename": "The file name as uploaded, e.g. RFP_Section_L.pdf.",
+        "file_extension": "The file's extension without the dot, e.g. pdf, docx.",
+        "mime_type": "The file's media type, e.g. application/pdf.",
+        "file_size_bytes": "The file's size in bytes.",
+        "storage_provider": "Where the file is stored, e.g. s3 (free text).",
+        "storage_region": "The storage region, e.g. us-gov-west-1.",
+        "storage_bucket": "The bucket holding the object.",
+        "storage_url": "A URL of the stored object, where the provider gives one (access still needs its "
+        "credentials).",
+        "document_type": "What the document is (free text), e.g. rfp, amendment, compliance_matrix, proposal_volume.",
+        "document_source": "Where it came from (free text), e.g. internal (uploaded by the team) or external "
+        "(synced).",
+        "external_document_id": "The attachment's id at the external source, for synced documents.",
+        "external_sync_timestamp": "When a synced document was last fetched from its source.",
+        "is_synced_from_external": "The document came from the external source (a notice attachment), not an upload.",
+        "version_number": "The version of the document, 1 for the first; later versions point at it as "
+        "`parentDocument`.",
+        "is_current_version": "This is the latest version of the document.",
+        "access_level": "Who in the tenant may read it, beyond the permission to read documents at all.",
+        "is_searchable": "Whether document search may find it; false keeps it out of every search.",
+        "content_preview": "The beginning of the extracted text, for lists.",
+        "page_count": "Number of pages, where the format has pages.",
+        "tags": "Labels as a JSON array of strings.",
+        "custom_metadata": "Further attributes of the tenant's choosing (JSON object).",
+        "processing_status": "Where text extraction and indexing stand (content search needs COMPLETED).",
+        "is_deleted": "Deleted (kept as evidence, left out of lists unless asked for).",
+        "deleted_at": "When it was deleted; null while it is not.",
+        "category": "The category it is filed under.",
+        "deleted_by": "The user who deleted it.",
+        "opportunity_project": "The opportunity project it is filed under.",
+    }
 
     row_id: uuid.UUID
     name: str
@@ -191,7 +230,13 @@ class Document(EntityNode, TenantOwned, relay.Node):
         description="The text extracted from the file (null until extracted). It can be megabytes: it is"
         " read only when selected, by one statement per level; `maxLength` cuts it in the database."
     )
-    async def extracted_text(self, info: Info, max_length: int | None = None) -> str | None:
+    async def extracted_text(
+        self,
+        info: Info,
+        max_length: Annotated[
+            int | None, strawberry.argument(description="At most this many characters (from the start); null: all.")
+        ] = None,
+    ) -> str | None:
         if max_length is not None and max_length < 0:
             raise GraphQLError("`maxLength` must not be negative.", extensions={"code": BAD_INPUT})
         loader = extracted_text_by_document(info.context.loaders, max_length)
@@ -245,6 +290,13 @@ class Document(EntityNode, TenantOwned, relay.Node):
 @strawberry.type(description="A link from a document to another record (a project, contact, proposal...).")
 class DocumentAssociation(EntityNode, TenantOwned, relay.Node):
     _table = _ASSOCIATIONS
+    _descriptions = {
+        "entity_type": "The kind of record the document is linked to (see `target`).",
+        "association_type": "What the link means (free text), e.g. reference, attachment, deliverable.",
+        "notes": "Why the document is linked there.",
+        "document": "The linked document.",
+        "created_by": "The user who made the link.",
+    }
 
     row_id: uuid.UUID
     entity_type = enum_column(EntityType, _ASSOCIATIONS.c.entity_type)
@@ -265,6 +317,16 @@ class DocumentAssociation(EntityNode, TenantOwned, relay.Node):
 @strawberry.type(description="One access to a document (view, download...), successful or not.")
 class DocumentAccessLog(EntityNode, TenantOwned, relay.Node):
     _table = _ACCESS_LOGS
+    _descriptions = {
+        "access_type": "What was done (free text), e.g. view, download, preview.",
+        "ip_address": "The client's address.",
+        "user_agent": "The client software (its User-Agent header).",
+        "success": "Whether the access was allowed and served.",
+        "failure_reason": "Why the access failed or was refused.",
+        "accessed_at": "When the access happened.",
+        "document": "The document accessed.",
+        "user": "Who accessed it.",
+    }
 
     row_id: uuid.UUID
     access_type: str
