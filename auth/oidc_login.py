@@ -38,14 +38,14 @@ from typing import Final
 from sqlalchemy import text
 
 from auth.audit import AuthEvent, RequestMeta, record_event
+from auth.audited import route_unit
 from auth.exceptions import ConfigurationError, TokenRejected, Unauthenticated
 from auth.oidc import OidcProvider, RejectReason, VerifiedToken, issuer_of, verify_access_token
 from auth.policy import load_policy
 from auth.principal import Principal, PrincipalKind, load_grants
 from auth.service import AuthService
-from auth.sso import ExternalIdentity, SsoReason, SsoRefused, record_resolution, resolve_user
+from auth.sso import ExternalIdentity, SsoReason, SsoRefused, resolve_user
 from models.credentials import IdentityProvider
-from models.db import set_tenant
 from models.enums import RiskLevel
 
 __all__ = ["MAX_AUDIENCES", "amr_shows_mfa", "authenticate_oidc", "provider_from_config"]
@@ -222,12 +222,13 @@ async def _principal(
     )
     mfa_shown = amr_shows_mfa(verified.amr)
     try:
-        async with service.engine.begin() as conn:
-            await set_tenant(conn, tenant_id)
+        # One unit of work: a link or a provisioning commits with its audit rows (auth/sso.py).
+        async with route_unit(service, tenant_id, meta, field="oidc bearer token") as uow:
+            conn = uow.connection
             policy = await load_policy(conn, tenant_id)
             if policy.requires_mfa and not mfa_shown:
                 raise SsoRefused(SsoReason.MFA_NOT_ASSERTED)
-            user = await resolve_user(conn, policy, identity, service.now())
+            user = await resolve_user(uow, policy, identity, service.now())
             if user.mfa_enabled and not mfa_shown:
                 # Rolls back a link made just now as well: nothing changes for a refused token.
                 raise SsoRefused(SsoReason.MFA_NOT_ASSERTED, user.user_id)
@@ -237,7 +238,6 @@ async def _principal(
         if exc.reason_code == SsoReason.MFA_NOT_ASSERTED:
             raise Unauthenticated(_MFA_CODE, _MFA_MESSAGE) from None
         raise Unauthenticated(_ACCOUNT_CODE, _ACCOUNT_MESSAGE) from None
-    await record_resolution(service.writer, tenant_id=tenant_id, identity=identity, user=user, meta=meta)
     return Principal(
         kind=PrincipalKind.OIDC,
         tenant_id=tenant_id,

@@ -42,6 +42,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from auth.audit import AuthEvent, RequestMeta, inet, record_event
+from auth.audited import route_unit
 from auth.exceptions import SamlConfigError, SamlRejected
 from auth.http import error_response, request_meta
 from auth.login import tenant_by_subdomain
@@ -60,7 +61,7 @@ from auth.saml import (
 from auth.saml_store import REQUEST_TTL, DbSamlStateStore
 from auth.service import AuthService
 from auth.sessions import create_session
-from auth.sso import ExternalIdentity, SsoReason, SsoRefused, normalize_email, record_resolution, resolve_user
+from auth.sso import ExternalIdentity, SsoReason, SsoRefused, normalize_email, resolve_user
 from models.credentials import IdentityProvider
 from models.db import set_tenant
 from models.enums import RiskLevel
@@ -330,9 +331,10 @@ async def acs(request: Request) -> Response:
     external = _external_identity(identity)
     now = service.now()
     try:
-        async with service.engine.begin() as conn:
-            await set_tenant(conn, tenant.tenant_id)
-            user = await resolve_user(conn, tenant.policy, external, now)
+        # One unit of work: a link or a provisioning commits with its audit rows (auth/sso.py).
+        async with route_unit(service, tenant.tenant_id, meta, field="/auth/saml/acs") as uow:
+            conn = uow.connection
+            user = await resolve_user(uow, tenant.policy, external, now)
             grants = await load_grants(conn, user.user_id)
             token, session_id = await create_session(
                 conn,
@@ -348,9 +350,6 @@ async def acs(request: Request) -> Response:
     except SsoRefused as exc:
         return await _refuse(request, service, tenant, meta, exc.reason_code, user_id=exc.user_id)
 
-    await record_resolution(
-        service.writer, tenant_id=tenant.tenant_id, identity=external, user=user, meta=meta
-    )
     await record_event(
         service.writer,
         tenant_id=tenant.tenant_id,

@@ -19,8 +19,12 @@ set) and decides, in this order:
 4. Otherwise: refused.
 
 Every refusal raises `SsoRefused` with a stable `SsoReason` (for audit rows; users see one generic
-answer). `record_resolution` writes the audit row of a link or a provisioning, after the caller's
-transaction committed.
+answer). `resolve_user` runs in the caller's unit of work (auth/audited.py): a provisioned user and
+its role assignment are written through its session, so the flush hook records them
+(`auth.user.provisioned`, `auth.role_assignment.granted`, with the tenant's system user as the
+actor) with their history; a link (user_identities, outside the hook: decision W11) gets its event
+row (`auth.saml.identity_linked` / `auth.oidc.identity_linked`) in the same transaction. A refusal
+raised after a write (MFA not asserted) rolls the write back with its evidence.
 """
 
 from __future__ import annotations
@@ -32,16 +36,17 @@ from enum import StrEnum
 from typing import Any, Final
 
 from sqlalchemy import text
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from auth.audit import AuthEvent, RequestMeta, record_event
+from auth.audit import AuthEvent
 from auth.exceptions import AuthError
 from auth.policy import TenantSecurityPolicy, active_seats
 from models.credentials import IdentityProvider
 from models.enums import RiskLevel
-from models.side_effects import SideEffectWriter
+from models.errors import Conflict
+from models.identity import User, UserRole
 from models.tenancy import system_user_id
+from models.unit_of_work import UnitOfWork
 
 __all__ = [
     "ExternalIdentity",
@@ -50,7 +55,6 @@ __all__ = [
     "SsoRefused",
     "SsoUser",
     "normalize_email",
-    "record_resolution",
     "resolve_user",
 ]
 
@@ -132,14 +136,14 @@ _USER_COLUMNS = "u.id, u.is_active, u.is_system, u.mfa_enabled"
 
 
 async def resolve_user(
-    conn: AsyncConnection,
+    uow: UnitOfWork,
     policy: TenantSecurityPolicy,
     identity: ExternalIdentity,
     now: datetime,
 ) -> SsoUser:
     """The user `identity` signs in as (see the module docstring); raises SsoRefused.
 
-    Runs in the caller's transaction, whose tenant must be `policy.tenant_id`.
+    Runs in the caller's unit of work, whose tenant must be `policy.tenant_id`.
     """
     if (
         not identity.issuer
@@ -148,12 +152,12 @@ async def resolve_user(
         or len(identity.subject) > _MAX_SUBJECT
     ):
         raise SsoRefused(SsoReason.BAD_IDENTITY)
-    matched = await _match(conn, policy.tenant_id, identity, now)
+    matched = await _match(uow, policy.tenant_id, identity, now)
     if matched is not None:
         return matched
     email = normalize_email(identity.email)
     if email is not None and policy.sso_allow_email_linking:
-        linked = await _link_by_email(conn, policy.tenant_id, identity, email, now)
+        linked = await _link_by_email(uow, policy.tenant_id, identity, email, now)
         if linked is not None:
             return linked
     if not policy.sso_jit_provisioning:
@@ -163,12 +167,13 @@ async def resolve_user(
     if not identity.email_verified:
         # The email becomes the user's unique sign-in key: an unverified one could squat an address.
         raise SsoRefused(SsoReason.EMAIL_NOT_VERIFIED)
-    return await _provision(conn, policy, identity, email, now)
+    return await _provision(uow, policy, identity, email, now)
 
 
 async def _match(
-    conn: AsyncConnection, tenant_id: uuid.UUID, identity: ExternalIdentity, now: datetime
+    uow: UnitOfWork, tenant_id: uuid.UUID, identity: ExternalIdentity, now: datetime
 ) -> SsoUser | None:
+    conn = uow.connection
     row = (
         await conn.execute(
             text(
@@ -190,7 +195,7 @@ async def _match(
         {"id": row.identity_id, "now": now, "before": now - _TOUCH_INTERVAL},
     )
     if touched is not None:
-        await _record_sign_in(conn, row.id, now)
+        await _record_sign_in(uow, row.id, now)
     return SsoUser(
         user_id=row.id,
         identity_id=row.identity_id,
@@ -200,8 +205,9 @@ async def _match(
 
 
 async def _link_by_email(
-    conn: AsyncConnection, tenant_id: uuid.UUID, identity: ExternalIdentity, email: str, now: datetime
+    uow: UnitOfWork, tenant_id: uuid.UUID, identity: ExternalIdentity, email: str, now: datetime
 ) -> SsoUser | None:
+    conn = uow.connection
     # Locked so that two identities cannot both pass the "no other identity" check for one user.
     row = (
         await conn.execute(
@@ -228,16 +234,28 @@ async def _link_by_email(
         raise SsoRefused(SsoReason.IDENTITY_CONFLICT, row.id)
     identity_id = await _insert_identity(conn, tenant_id, row.id, identity, now)
     if identity_id is None:  # the same identity was linked concurrently: it is a match now
-        return await _match(conn, tenant_id, identity, now)
-    await _record_sign_in(conn, row.id, now)
+        return await _match(uow, tenant_id, identity, now)
+    await _record_sign_in(uow, row.id, now)
+    uow.set_actor(row.id)
+    uow.record_event(
+        AuthEvent.SAML_IDENTITY_LINKED
+        if identity.provider is IdentityProvider.SAML
+        else AuthEvent.OIDC_IDENTITY_LINKED,
+        entity_type="user",
+        entity_id=row.id,
+        risk=RiskLevel.MEDIUM,
+        description=f"{identity.provider.value} identity linked to an existing user by verified email",
+        details={"provider": identity.provider.value, "issuer": identity.issuer, "subject": identity.subject},
+    )
     return SsoUser(
         user_id=row.id, identity_id=identity_id, resolution=Resolution.LINKED, mfa_enabled=row.mfa_enabled
     )
 
 
 async def _provision(
-    conn: AsyncConnection, policy: TenantSecurityPolicy, identity: ExternalIdentity, email: str, now: datetime
+    uow: UnitOfWork, policy: TenantSecurityPolicy, identity: ExternalIdentity, email: str, now: datetime
 ) -> SsoUser:
+    conn = uow.connection
     tenant_id = policy.tenant_id
     # One provisioning at a time per tenant, so the max_users count below stays true until commit.
     # NO KEY UPDATE does not block the foreign-key checks of ordinary inserts (KEY SHARE).
@@ -245,7 +263,7 @@ async def _provision(
         text("SELECT max_users FROM tenants WHERE id = :t FOR NO KEY UPDATE"), {"t": tenant_id}
     )
     # A concurrent sign-in of the same identity may have provisioned it while we waited for the lock.
-    matched = await _match(conn, tenant_id, identity, now)
+    matched = await _match(uow, tenant_id, identity, now)
     if matched is not None:
         return matched
     taken = await conn.scalar(
@@ -267,45 +285,50 @@ async def _provision(
     system_user = system_user_id(tenant_id)
     first, last = _names(identity, email)
     is_saml = identity.provider is IdentityProvider.SAML
+    uow.set_actor(system_user)  # the system provisions; the person signs in
     try:
-        async with conn.begin_nested():
-            user_id = await conn.scalar(
-                text(
-                    "INSERT INTO users (tenant_id, email, first_name, last_name, password_hash, is_saml_user,"
-                    " saml_id, email_verified, last_login_at, created_by)"
-                    " VALUES (:t, :e, :first, :last, NULL, :saml, :saml_id, true, :now, :by) RETURNING id"
-                ),
-                {
-                    "t": tenant_id,
-                    "e": email,
-                    "first": first,
-                    "last": last,
-                    "saml": is_saml,
-                    "saml_id": identity.subject if is_saml else None,
-                    "now": now,
-                    "by": system_user,
-                },
+        async with uow.session.begin_nested():
+            user = User(
+                tenant_id=tenant_id,
+                email=email,
+                first_name=first,
+                last_name=last,
+                password_hash=None,
+                is_saml_user=is_saml,
+                saml_id=identity.subject if is_saml else None,
+                email_verified=True,
+                last_login_at=now,
+                created_by=system_user,
             )
-            await conn.execute(
-                text(
-                    "INSERT INTO user_roles (tenant_id, user_id, role_id, assigned_at, assigned_by)"
-                    " VALUES (:t, :u, :r, :now, :by)"
-                ),
-                {"t": tenant_id, "u": user_id, "r": role.id, "now": now, "by": system_user},
+            uow.add(user)
+            uow.label(
+                user,
+                AuthEvent.USER_PROVISIONED,
+                f"user provisioned just in time from {identity.provider.value} ({identity.issuer})"
+                f" with role {policy.sso_jit_role}",
             )
-            identity_id = await _insert_identity(conn, tenant_id, user_id, identity, now)
+            await uow.flush()
+            assignment = UserRole(
+                tenant_id=tenant_id, user_id=user.id, role_id=role.id, assigned_at=now, assigned_by=system_user
+            )
+            uow.add(assignment)
+            uow.label(
+                assignment, AuthEvent.ROLE_GRANTED, f"role {policy.sso_jit_role!r} granted by just-in-time provisioning"
+            )
+            await uow.flush()
+            identity_id = await _insert_identity(conn, tenant_id, user.id, identity, now)
             if identity_id is None:
                 raise _ConcurrentIdentity
+            user_id = user.id
     except _ConcurrentIdentity:
         # Provisioned by a concurrent sign-in of the same identity (our insert is rolled back).
-        matched = await _match(conn, tenant_id, identity, now)
+        matched = await _match(uow, tenant_id, identity, now)
         if matched is None:
             raise SsoRefused(SsoReason.NOT_LINKED) from None
         return matched
-    except IntegrityError:
+    except Conflict:
         # The email was taken meanwhile by a path that does not take the tenant lock (an invitation).
         raise SsoRefused(SsoReason.EMAIL_IN_USE) from None
-    assert user_id is not None
     return SsoUser(
         user_id=user_id,
         identity_id=identity_id,
@@ -341,15 +364,12 @@ async def _insert_identity(
     return identity_id
 
 
-async def _record_sign_in(conn: AsyncConnection, user_id: uuid.UUID, now: datetime) -> None:
+async def _record_sign_in(uow: UnitOfWork, user_id: uuid.UUID, now: datetime) -> None:
     # last_login_at is what the AC-2(3) inactivity job reads; OIDC users never "log in" otherwise.
-    await conn.execute(
-        text(
-            "UPDATE users SET last_login_at = :now"
-            " WHERE id = :u AND (last_login_at IS NULL OR last_login_at < :now)"
-        ),
-        {"u": user_id, "now": now},
-    )
+    # An operational column: the hook writes no audit row for it alone.
+    user = await uow.lock(User, user_id)
+    if user.last_login_at is None or user.last_login_at < now:
+        uow.assign(user, {"last_login_at": now})
 
 
 def _require_usable(row: Any) -> None:
@@ -369,42 +389,3 @@ def _names(identity: ExternalIdentity, email: str) -> tuple[str, str]:
     if not first and not last:
         first = email.rpartition("@")[0][:_MAX_NAME]
     return first, last
-
-
-async def record_resolution(
-    writer: SideEffectWriter,
-    *,
-    tenant_id: uuid.UUID,
-    identity: ExternalIdentity,
-    user: SsoUser,
-    meta: RequestMeta,
-) -> None:
-    """Audit a link or a provisioning (nothing for a plain match). Call after the commit."""
-    details = {"provider": identity.provider.value, "issuer": identity.issuer, "subject": identity.subject}
-    if user.resolution is Resolution.LINKED:
-        event = (
-            AuthEvent.SAML_IDENTITY_LINKED
-            if identity.provider is IdentityProvider.SAML
-            else AuthEvent.OIDC_IDENTITY_LINKED
-        )
-        await record_event(
-            writer,
-            tenant_id=tenant_id,
-            event=event,
-            meta=meta,
-            user_id=user.user_id,
-            risk=RiskLevel.MEDIUM,
-            description=f"{identity.provider.value} identity linked to an existing user by verified email",
-            details=details,
-        )
-    elif user.resolution is Resolution.PROVISIONED:
-        await record_event(
-            writer,
-            tenant_id=tenant_id,
-            event=AuthEvent.USER_PROVISIONED,
-            meta=meta,
-            user_id=user.user_id,
-            risk=RiskLevel.MEDIUM,
-            description=f"user provisioned just in time from {identity.provider.value} with role {user.role}",
-            details={**details, "role": user.role},
-        )

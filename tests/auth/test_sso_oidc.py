@@ -155,7 +155,7 @@ async def audit(owner_engine: AsyncEngine, tenant: TenantRef, action: str) -> li
     return await rows(
         owner_engine,
         tenant,
-        "SELECT user_id, after_values, risk_level, access_granted FROM audit_logs"
+        "SELECT user_id, entity_type, entity_id, operation_description, after_values, risk_level, access_granted FROM audit_logs"
         " WHERE tenant_id = :t AND action_type = :a ORDER BY timestamp_utc, id",
         t=tenant.id,
         a=action,
@@ -460,7 +460,11 @@ async def test_just_in_time_provisioning_within_max_users(
     assert (user.email, user.first_name, user.last_name) == ("new-1@example.test", "New", "Person")
     assert user.is_saml_user is False and user.password_hash is None and user.email_verified is True
     (provisioned,) = await audit(owner_engine, tenant.ref, "auth.user.provisioned")
-    assert provisioned.user_id == user.id and provisioned.after_values["role"] == "Viewer"
+    # Written by the sign-in's unit of work: the system provisions, the row is the new user.
+    assert provisioned.user_id == tenant.ref.system_user_id and provisioned.entity_id == user.id
+    assert provisioned.after_values["email"] == user.email and "with role Viewer" in provisioned.operation_description
+    (granted,) = await audit(owner_engine, tenant.ref, "auth.role_assignment.granted")
+    assert granted.entity_type == "user_role" and granted.after_values["user_id"] == str(user.id)
 
     assert (await call(client, token)).json()["userId"] == str(user.id)  # matched now, not provisioned again
     assert len(await audit(owner_engine, tenant.ref, "auth.user.provisioned")) == 1

@@ -179,7 +179,7 @@ async def audit(owner_engine: AsyncEngine, tenant: TenantRef, action: str) -> li
     return await rows(
         owner_engine,
         tenant,
-        "SELECT user_id, session_id, after_values, risk_level, access_granted, response_status"
+        "SELECT user_id, entity_type, entity_id, operation_description, session_id, after_values, risk_level, access_granted, response_status"
         " FROM audit_logs WHERE tenant_id = :t AND action_type = :a ORDER BY timestamp_utc, id",
         t=tenant.id,
         a=action,
@@ -338,7 +338,11 @@ async def test_good_response_provisions_the_user_and_the_next_request_is_signed_
     assert succeeded.after_values["resolution"] == "provisioned"
     assert succeeded.after_values["authn_context"] == PASSWORD_CONTEXT
     (provisioned,) = await audit(owner_engine, tenant.ref, "auth.user.provisioned")
-    assert provisioned.user_id == user.id and provisioned.after_values["role"] == "Viewer"
+    # Written by the sign-in's unit of work: the system provisions, the row is the new user.
+    assert provisioned.user_id == tenant.ref.system_user_id and provisioned.entity_id == user.id
+    assert provisioned.after_values["email"] == user.email and "with role Viewer" in provisioned.operation_description
+    (granted,) = await audit(owner_engine, tenant.ref, "auth.role_assignment.granted")
+    assert granted.entity_type == "user_role" and granted.after_values["user_id"] == str(user.id)
     assert (
         await rows(
             owner_engine,
