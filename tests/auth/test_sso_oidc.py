@@ -155,7 +155,8 @@ async def audit(owner_engine: AsyncEngine, tenant: TenantRef, action: str) -> li
     return await rows(
         owner_engine,
         tenant,
-        "SELECT user_id, entity_type, entity_id, operation_description, after_values, risk_level, access_granted FROM audit_logs"
+        "SELECT user_id, entity_type, entity_id, operation_description,"
+        " after_values, risk_level, access_granted FROM audit_logs"
         " WHERE tenant_id = :t AND action_type = :a ORDER BY timestamp_utc, id",
         t=tenant.id,
         a=action,
