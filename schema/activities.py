@@ -87,6 +87,22 @@ def participations_of(kind: enums.ParticipantType, *, description: str | None = 
 @strawberry.type(description="Something done or to do about a record: a call, a meeting, a deadline, a task.")
 class Activity(EntityNode, TenantOwned, relay.Node):
     _table = _ACTIVITIES
+    _descriptions = {
+        "entity_type": "The kind of record the activity is about (see `target`).",
+        "activity_type": "What kind of activity (free text), e.g. meeting, call, email, task, deadline, review.",
+        "subject": "A one-line summary, e.g. Industry day at NAVSEA.",
+        "description": "Details: agenda, outcome, next steps.",
+        "activity_date": "When it happens or happened (meetings, calls); null for undated tasks.",
+        "due_date": "When it must be done by.",
+        "completed_date": "When it was done (with status COMPLETED).",
+        "status": "Where the activity stands.",
+        "priority": "How urgent it is.",
+        "completion_percentage": "How far along it is, 0 to 100.",
+        "triggered_by_external_change": "It was created because the external source changed the opportunity (see "
+        "`externalChangeReference`).",
+        "tags": "Labels as a JSON array of strings.",
+        "custom_fields": "Further attributes of the tenant's choosing (JSON object).",
+    }
 
     row_id: uuid.UUID
     entity_type = enum_column(EntityType, _ACTIVITIES.c.entity_type)
@@ -127,6 +143,15 @@ class Activity(EntityNode, TenantOwned, relay.Node):
 @strawberry.type(description="A user or a contact taking part in an activity.")
 class ActivityParticipant(EntityNode, TenantOwned, relay.Node):
     _table = _PARTICIPANTS
+    _descriptions = {
+        "participant_type": "Whether the participant is a user or a contact.",
+        "role": "The participant's part in it (free text), e.g. organizer, presenter, attendee.",
+        "response_status": "The participant's answer to the invitation (free text), e.g. accepted, declined, "
+        "tentative.",
+        "added_at": "When the participant was added.",
+        "activity": "The activity.",
+        "added_by": "The user who added the participant.",
+    }
 
     row_id: uuid.UUID
     participant_type = enum_column(ParticipantType, _PARTICIPANTS.c.participant_type)
