@@ -94,6 +94,17 @@ USER = ("User", "schema.identity")
 )
 class ExternalOpportunitySource(EntityNode, TenantOwned, relay.Node):
     _table = _SOURCES
+    _descriptions = {
+        "source_name": "The source's name, unique in the tenant, e.g. SAM.gov Opportunities.",
+        "api_version": "The version of the source's API the poller speaks, e.g. v2.",
+        "rate_limit_per_hour": "Most calls per hour the source allows the tenant; the poller stays under it.",
+        "timeout_seconds": "How long the poller waits for one call before giving up, in seconds.",
+        "retry_attempts": "How often a failed call is retried before it counts as an error.",
+        "is_active": "Whether the source is polled at all.",
+        "last_successful_call": "When a call to the source last succeeded.",
+        "consecutive_errors": "Failed calls in a row since the last success (0 when healthy).",
+        "connection_status": "The source's health as the poller sees it.",
+    }
 
     row_id: uuid.UUID
     source_name: str
@@ -143,6 +154,26 @@ class ExternalOpportunitySource(EntityNode, TenantOwned, relay.Node):
 )
 class ExternalOpportunityData(EntityNode, TenantOwned, relay.Node):
     _table = _DATA
+    _descriptions = {
+        "version_number": "The version's number for its project, 1 for the first received.",
+        "is_current_version": "This is the version in force (what `effective` values fall back to).",
+        "title": "The notice's title at the source.",
+        "description": "The notice's description at the source.",
+        "opportunity_type": "The notice type (free text), e.g. Sources Sought, Presolicitation, Solicitation, Award "
+        "Notice.",
+        "set_aside_type": "The small-business set-aside as the source codes it, e.g. SBA, WOSB, or NONE for full "
+        "and open.",
+        "naics_codes": "The NAICS industry code(s) of the requirement, as the source lists them.",
+        "estimated_value_min": "Low end of the estimated contract value, in US dollars.",
+        "estimated_value_max": "High end of the estimated contract value, in US dollars.",
+        "posting_date": "When the notice was posted at the source.",
+        "response_due_date": "When responses are due, as the source states it.",
+        "place_of_performance": "Where the work is done, as the source states it.",
+        "solicitation_status": "The notice's status at the source (free text), e.g. active, archived, cancelled.",
+        "amendment_number": "How many amendments the notice had when this version was taken (0: the original).",
+        "change_detected_at": "When the poller found this version different from the previous one.",
+        "opportunity_project": "The project this version belongs to.",
+    }
 
     row_id: uuid.UUID
     data_snapshot_timestamp: datetime.datetime = strawberry.field(
@@ -178,6 +209,19 @@ class ExternalOpportunityData(EntityNode, TenantOwned, relay.Node):
 )
 class ExternalDataChange(EntityNode, TenantOwned, relay.Node):
     _table = _CHANGES
+    _descriptions = {
+        "change_timestamp": "When the change was detected.",
+        "changed_fields": "The fields that changed (JSON array of field names).",
+        "previous_values": "The changed fields' values before (JSON object by field name).",
+        "new_values": "The changed fields' values after (JSON object by field name).",
+        "notification_sent": "Whether the project's team was notified of the change.",
+        "acknowledgment_notes": "What the acknowledging user noted, e.g. the follow-up decided.",
+        "external_change_id": "The source's own id of the change (e.g. the amendment's notice id), where it has one.",
+        "change_type": "What the source did to the opportunity.",
+        "impact_level": "How much the change matters to the pursuit; HIGH and CRITICAL need acknowledgement.",
+        "opportunity_project": "The project whose opportunity changed.",
+        "external_source": "The source that reported the change.",
+    }
 
     row_id: uuid.UUID
     change_timestamp: datetime.datetime
@@ -210,6 +254,20 @@ class ExternalDataChange(EntityNode, TenantOwned, relay.Node):
 @strawberry.type(description="How often and how urgently one project is refreshed from its source.")
 class PollingConfiguration(EntityNode, TenantOwned, relay.Node):
     _table = _POLLING
+    _descriptions = {
+        "polling_frequency_minutes": "How often the project is refreshed from its source, in minutes.",
+        "is_active": "Whether the project is polled at all.",
+        "last_poll_timestamp": "When the project was last polled.",
+        "next_poll_timestamp": "When the next poll is due; null: not scheduled.",
+        "consecutive_errors": "Failed polls in a row since the last success.",
+        "max_retries": "How often a failed poll is retried before it waits for the next schedule.",
+        "backoff_multiplier": "Factor by which the wait between retries grows, e.g. 2.0 doubles it.",
+        "average_response_time_ms": "Average time the source took to answer, in milliseconds.",
+        "success_rate_percentage": "Share of polls that succeeded, 0 to 100.",
+        "priority_level": "Which due polls are served first when the source's quota cannot cover all.",
+        "opportunity_project": "The project being polled.",
+        "external_source": "The source it is polled from.",
+    }
 
     row_id: uuid.UUID
     polling_frequency_minutes: int
@@ -238,6 +296,18 @@ class PollingConfiguration(EntityNode, TenantOwned, relay.Node):
 )
 class ApiIntegrationLog(EntityNode, TenantOwned, relay.Node):
     _table = _LOGS
+    _descriptions = {
+        "api_call_timestamp": "When the call was made.",
+        "http_method": "The HTTP method, e.g. GET.",
+        "http_status": "The HTTP status of the answer; null when no answer came (timeout, connection error).",
+        "processing_time_ms": "How long the call took, in milliseconds.",
+        "rate_limit_remaining": "Calls left in the source's rate-limit window, as the answer reported.",
+        "rate_limit_reset_at": "When the source's rate-limit window resets, as the answer reported.",
+        "success": "Whether the call succeeded.",
+        "retry_attempt": "Which attempt this was: 0 for the first, 1 for the first retry...",
+        "created_at": "When the log entry was written.",
+        "external_source": "The source called.",
+    }
 
     row_id: uuid.UUID
     api_call_timestamp: datetime.datetime
