@@ -20,7 +20,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import Enum
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
 from sqlalchemy import Table
@@ -47,6 +47,9 @@ from schema.pagination import OrderDirection
 from schema.permissions import requires
 from schema.relations import root_list, to_many, to_one
 from schema.scalars import JSON
+
+if TYPE_CHECKING:
+    from schema.opportunities import OpportunityProject
 
 __all__ = [
     "ApiKey",
@@ -94,7 +97,7 @@ _SOURCES = _t(models.ExternalOpportunitySource)
 USER = ("User", "schema.identity")
 PROJECT = ("OpportunityProject", "schema.opportunities")
 ACTIVITY = ("Activity", "schema.activities")
-_ProjectType = Annotated["OpportunityProject", strawberry.lazy("schema.opportunities")]  # noqa: F821
+_ProjectType = Annotated["OpportunityProject", strawberry.lazy("schema.opportunities")]
 _BY_NAME = (("last_name", False), ("first_name", False))
 
 CAPTURE_PLAN = ("CapturePlan", "schema.capture")
