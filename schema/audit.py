@@ -89,6 +89,21 @@ CHANGE = ("ChangeHistory", "schema.audit")
 )
 class AuditLog(EntityNode, TenantOwned, relay.Node):
     _table = _AUDIT
+    _descriptions = {
+        "user_agent": "The client software of the request (its User-Agent header).",
+        "ip_address": "The client address of the request.",
+        "entity_id": "The rowId of the record acted on, when there is one (see `entity`).",
+        "operation_description": "A sentence saying what happened, for people reading the log.",
+        "change_reason": "The reason the actor gave, e.g. an archive's reason.",
+        "access_granted": "False for a refused action (a denial); true otherwise.",
+        "permission_used": "The permission(s) the action needed, as resource:action, comma-separated.",
+        "risk_level": "How sensitive the action was, for review and alerting.",
+        "request_id": "The id of the HTTP request the action was part of: the rows of one request share it.",
+        "api_endpoint": "The endpoint called, e.g. /graphql or /auth/login.",
+        "http_method": "The HTTP method of the request.",
+        "response_status": "The HTTP status answered, where the action was a request of its own (e.g. 401).",
+        "timestamp_utc": "When the action happened (UTC).",
+    }
 
     row_id: uuid.UUID
     session_id: str | None = strawberry.field(
@@ -144,6 +159,20 @@ class AuditLog(EntityNode, TenantOwned, relay.Node):
 @strawberry.type(description="One changed field of one record; the rows of one change share changeBatchId.")
 class ChangeHistory(EntityNode, TenantOwned, relay.Node):
     _table = _CHANGES
+    _descriptions = {
+        "entity_type": "The kind of record changed (see `entity`).",
+        "entity_id": "The rowId of the record changed.",
+        "change_timestamp": "When the change was made.",
+        "field_name": "The changed column, by its database name (e.g. pipeline_stage).",
+        "changed_by_system_process": "The process that made the change when no person did, e.g. the sync worker.",
+        "change_source": "Who or what made the change.",
+        "change_category": "A grouping of the change (free text), e.g. create, update, delete, archive.",
+        "change_impact_level": "How much the change matters; HIGH and CRITICAL need acknowledgement.",
+        "notification_triggered": "Whether the change sent a notification.",
+        "change_batch_id": "Shared by the rows of one change: the fields one write changed together.",
+        "changed_by_user": "The person who made the change; null for system and sync changes.",
+        "parent_change": "The change this one was made as part of (e.g. a cascade).",
+    }
 
     row_id: uuid.UUID
     entity_type = enum_column(EntityType, _CHANGES.c.entity_type)
@@ -188,6 +217,20 @@ class ChangeHistory(EntityNode, TenantOwned, relay.Node):
 @strawberry.type(description="One recorded permission check: resource, permission, outcome and why.")
 class PermissionAudit(EntityNode, TenantOwned, relay.Node):
     _table = _PERMISSIONS
+    _descriptions = {
+        "resource_type": "What was accessed: the GraphQL path or kind of resource, e.g. "
+        "OpportunityProject.winProbabilityScore.",
+        "resource_id": "The rowId of the record accessed, where one is known.",
+        "permission_checked": "The permission that was needed, as resource:action.",
+        "permission_granted": "Whether the caller held it.",
+        "role_used": "The role that granted it, where one did.",
+        "explicit_permission": "Whether a role named the permission explicitly (rather than a wildcard or "
+        "ownership).",
+        "denial_reason": "Why access was refused, including how many times in the request.",
+        "ip_address": "The client address of the request.",
+        "timestamp_utc": "When the check happened (UTC).",
+        "user": "Who was checked.",
+    }
 
     row_id: uuid.UUID
     resource_type: str
