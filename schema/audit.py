@@ -218,15 +218,14 @@ class ChangeHistory(EntityNode, TenantOwned, relay.Node):
 class PermissionAudit(EntityNode, TenantOwned, relay.Node):
     _table = _PERMISSIONS
     _descriptions = {
-        "resource_type": "What was accessed: the GraphQL path or kind of resource, e.g. "
-        "OpportunityProject.winProbabilityScore.",
+        "resource_type": "The kind of resource checked: for a refused GraphQL field, the type it is on (e.g."
+        " CapturePlan).",
         "resource_id": "The rowId of the record accessed, where one is known.",
         "permission_checked": "The permission that was needed, as resource:action.",
         "permission_granted": "Whether the caller held it.",
         "role_used": "The role that granted it, where one did.",
-        "explicit_permission": "Whether a role named the permission explicitly (rather than a wildcard or "
-        "ownership).",
-        "denial_reason": "Why access was refused, including how many times in the request.",
+        "explicit_permission": "Whether the permission was named explicitly by a role the caller holds.",
+        "denial_reason": "Why access was refused, e.g. capture_plan.strategy:read is required.",
         "ip_address": "The client address of the request.",
         "timestamp_utc": "When the check happened (UTC).",
         "user": "Who was checked.",
