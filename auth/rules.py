@@ -29,7 +29,17 @@ from types import MappingProxyType
 
 from auth.permissions import Permission
 
-__all__ = ["FIELD_RULES", "READ_RULES", "Direct", "ProjectPath", "ReadRule", "Targets", "Via"]
+__all__ = [
+    "ENTITY_TABLES",
+    "FIELD_RULES",
+    "READ_RULES",
+    "Direct",
+    "ProjectPath",
+    "ReadRule",
+    "Targets",
+    "Via",
+    "guarded_columns",
+]
 
 P = Permission
 
@@ -126,3 +136,48 @@ FIELD_RULES: Mapping[tuple[str, str], Permission] = MappingProxyType(
         ("users", "must_change_password"): P.USER_ADMIN,
     }
 )
+
+# The table each `entity_type` value of the audit trail (change_history, audit_logs) names
+# (models.enums.EntityType, docs/enums.md): a trail row about an entity is read under that table's
+# rules (resolvers/common/trail_guard.py). audit_logs rows whose entity_type is not listed here are
+# events (a sign-in, a refused mutation), not rows about an entity.
+ENTITY_TABLES: Mapping[str, str] = MappingProxyType(
+    {
+        "tenant": "tenants",
+        "tenant_configuration": "tenant_configurations",
+        "user": "users",
+        "role": "roles",
+        "user_role": "user_roles",
+        "user_session": "user_sessions",
+        "external_opportunity_source": "external_opportunity_sources",
+        "opportunity_project": "opportunity_projects",
+        "external_opportunity_data": "external_opportunity_data",
+        "opportunity_project_override": "opportunity_project_overrides",
+        "organization": "organizations",
+        "contact": "contacts",
+        "opportunity_project_contact": "opportunity_project_contacts",
+        "document_category": "document_categories",
+        "document": "documents",
+        "document_association": "document_associations",
+        "document_access_log": "document_access_logs",
+        "activity": "activities",
+        "activity_participant": "activity_participants",
+        "capture_plan": "capture_plans",
+        "proposal": "proposals",
+        "audit_log": "audit_logs",
+        "change_history": "change_history",
+        "permission_audit": "permission_audit",
+        "polling_configuration": "polling_configurations",
+        "api_integration_log": "api_integration_logs",
+        "external_data_change": "external_data_changes",
+    }
+)
+
+_GUARDED_BY_TABLE: dict[str, dict[str, Permission]] = {}
+for (_table_name, _column), _permission in FIELD_RULES.items():
+    _GUARDED_BY_TABLE.setdefault(_table_name, {})[_column] = _permission
+
+
+def guarded_columns(table: str) -> Mapping[str, Permission]:
+    """The guarded columns of `table` (FIELD_RULES) with the permission each needs; {} for none."""
+    return MappingProxyType(_GUARDED_BY_TABLE.get(table, {}))

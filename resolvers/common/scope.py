@@ -22,8 +22,10 @@ from auth.principal import Principal
 from auth.rules import FIELD_RULES, READ_RULES, Direct, ProjectPath, Targets, Via
 from models import Base
 
-__all__ = ["FieldDenied", "ReadScope"]
+__all__ = ["FieldDenied", "ReadScope", "under_projects"]
 
+# The audit trail about entities: its rows also follow their entity's rule (resolvers/common/trail_guard.py).
+_TRAIL_TABLES = frozenset({"change_history", "audit_logs"})
 
 
 class FieldDenied(Exception):
@@ -77,7 +79,7 @@ class ReadScope:
         if rule is None:
             return false()
         if rule.permission is None or str(rule.permission) in self.grants.tenant_wide:
-            return None
+            return self._trail(table) if table.name in _TRAIL_TABLES else None
         parts: list[ColumnElement[bool]] = []
         if rule.project is not None:
             projects = self.projects_with(rule.permission)
@@ -88,6 +90,15 @@ class ReadScope:
         if not parts:
             return false()
         return parts[0] if len(parts) == 1 else or_(*parts)
+
+    def _trail(self, table: Table) -> ColumnElement[bool] | None:
+        """Trail rows (change_history, audit_logs) only about entities the caller may read.
+
+        The rule lives in resolvers/common/trail_guard.py (imported here late: it builds on this module).
+        """
+        from resolvers.common.trail_guard import trail_condition
+
+        return trail_condition(self, table)
 
     # -- fields ---------------------------------------------------------------------------------
 
@@ -126,10 +137,20 @@ class ReadScope:
 
     def check_columns(self, table: Table, columns: Iterable[str]) -> None:
         """Refuse (FieldDenied) a filter or order on a column whose field the caller may not read."""
+        columns = list(columns)
         for column in columns:
             permission = FIELD_RULES.get((table.name, column))
             if permission is not None and not self.covers(table, permission):
                 raise FieldDenied(column, permission)
+        if table.name in _TRAIL_TABLES:  # columns carrying guarded values of any entity
+            from resolvers.common.trail_guard import check_value_columns
+
+            check_value_columns(self, table, columns)
+
+
+def under_projects(table: Table, path: ProjectPath, projects: frozenset[uuid.UUID]) -> ColumnElement[bool]:
+    """Rows of `table` that hang under one of `projects` along `path` (a rule's project path)."""
+    return _under(table, path, projects)
 
 
 def _under(table: Table, path: ProjectPath, projects: frozenset[uuid.UUID]) -> ColumnElement[bool]:
