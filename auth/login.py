@@ -17,6 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from auth.audit import AuthEvent, RequestMeta, inet, record_event
+from auth.audited import route_unit
 from auth.exceptions import LoginFailed
 from auth.policy import TenantSecurityPolicy, load_policy
 from auth.principal import load_grants
@@ -24,8 +25,12 @@ from auth.service import AuthService
 from auth.sessions import create_session
 from models.db import set_tenant
 from models.enums import RiskLevel
+from models.identity import User
 
-__all__ = ["LoginResult", "count_failure", "password_login", "tenant_by_subdomain"]
+__all__ = ["PASSWORD_REHASHED", "LoginResult", "count_failure", "password_login", "tenant_by_subdomain"]
+
+#: audit_logs.action_type of the change of a stored hash raised to the current iteration count.
+PASSWORD_REHASHED = "auth.password.rehashed"  # noqa: S105 (an action name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,22 +102,20 @@ async def password_login(
 
     # Rehash (a raised iteration count) before the transaction: the KDF must not hold a connection.
     new_hash = await service.hasher.hash(password) if result.needs_rehash else None
-    async with service.engine.begin() as conn:
-        await set_tenant(conn, tenant_id)
+    # A unit of work (auth/audited.py): the sign-in state is operational (no audit row of its own),
+    # a rehash is a change of the stored secret, audited as such ("[redacted]").
+    async with route_unit(service, tenant_id, meta, field="/auth/login", actor=user.id) as uow:
+        row = await uow.lock(User, user.id)
+        values: dict[str, object] = {"locked_until": None, "last_login_at": now}
         # An MFA user is not signed in until the second factor passes, so the AC-7 count is kept
         # (auth/mfa_service.py resets it): a right password between wrong codes must not reset it.
-        await conn.execute(
-            text(
-                "UPDATE users SET"
-                " failed_login_attempts = CASE WHEN mfa_enabled THEN failed_login_attempts ELSE 0 END,"
-                " failed_login_window_started_at ="
-                " CASE WHEN mfa_enabled THEN failed_login_window_started_at ELSE NULL END,"
-                " locked_until = NULL, last_login_at = :now,"
-                " password_hash = coalesce(CAST(:h AS varchar), password_hash) WHERE id = :u"
-            ),
-            {"u": user.id, "now": now, "h": new_hash},
-        )
-        token, session_id, expires_at = await _open_session(conn, service, policy, user.id, now, meta)
+        if not row.mfa_enabled:
+            values.update(failed_login_attempts=0, failed_login_window_started_at=None)
+        if new_hash is not None:
+            values["password_hash"] = new_hash
+            uow.label(row, PASSWORD_REHASHED, "password rehashed at sign-in with the current iteration count")
+        uow.assign(row, values)
+        token, session_id, expires_at = await _open_session(uow.connection, service, policy, user.id, now, meta)
     mfa_enrollment_required = policy.requires_mfa and not user.mfa_enabled
     await record_event(
         service.writer,
@@ -172,41 +175,35 @@ async def count_failure(
 ) -> None:
     """Count a failure in the current window; the threshold-th failure locks the account."""
 
-    async def work(conn: AsyncConnection) -> tuple[int, datetime | None]:
-        row = (
-            await conn.execute(
-                text(
-                    """
-                    UPDATE users SET
-                      failed_login_window_started_at = CASE
-                        WHEN failed_login_window_started_at IS NULL
-                          OR failed_login_window_started_at <= CAST(:now AS timestamptz) - CAST(:window AS interval)
-                        THEN CAST(:now AS timestamptz) ELSE failed_login_window_started_at END,
-                      failed_login_attempts = CASE
-                        WHEN failed_login_window_started_at IS NULL
-                          OR failed_login_window_started_at <= CAST(:now AS timestamptz) - CAST(:window AS interval)
-                        THEN 1 ELSE failed_login_attempts + 1 END
-                    WHERE id = :u
-                    RETURNING failed_login_attempts
-                    """
-                ),
-                {"u": user_id, "now": now, "window": policy.lockout_window},
-            )
-        ).one()
-        attempts = int(row.failed_login_attempts)
-        locked_until = None
+    # Its own unit of work, committed whatever the request does next (the count must persist). The
+    # row lock makes concurrent failures take turns, so none is lost. The columns are operational:
+    # the lock's event row is the evidence, in the same transaction.
+    field = meta.endpoint or "/auth/login"
+    async with route_unit(service, policy.tenant_id, meta, field=field, actor=user_id) as uow:
+        row = await uow.lock(User, user_id)
+        started = row.failed_login_window_started_at
+        values: dict[str, object] = {}
+        if started is None or started <= now - policy.lockout_window:
+            attempts = 1
+            values["failed_login_window_started_at"] = now
+        else:
+            attempts = row.failed_login_attempts + 1
+        values["failed_login_attempts"] = attempts
         if not locked and attempts >= policy.lockout_threshold:
             locked_until = now + policy.lockout_duration
-            await conn.execute(
-                text(
-                    "UPDATE users SET locked_until = :until, failed_login_attempts = 0,"
-                    " failed_login_window_started_at = NULL WHERE id = :u"
+            values = {"locked_until": locked_until, "failed_login_attempts": 0, "failed_login_window_started_at": None}
+            uow.record_event(
+                AuthEvent.ACCOUNT_LOCKED,
+                entity_type="user",
+                entity_id=user_id,
+                granted=False,
+                risk=RiskLevel.HIGH,
+                description=(
+                    f"{policy.lockout_threshold} failed sign-ins within {policy.lockout_window_minutes} minutes"
                 ),
-                {"u": user_id, "until": locked_until},
+                details={"locked_until": locked_until.isoformat()},
             )
-        return attempts, locked_until
-
-    attempts, locked_until = await service.writer.run(policy.tenant_id, work)
+        uow.assign(row, values)
     await record_event(
         service.writer,
         tenant_id=policy.tenant_id,
@@ -218,15 +215,4 @@ async def count_failure(
         description="account locked" if locked else f"wrong password ({attempts} in window)",
         status=401,
     )
-    if locked_until is not None:
-        await record_event(
-            service.writer,
-            tenant_id=policy.tenant_id,
-            event=AuthEvent.ACCOUNT_LOCKED,
-            meta=meta,
-            user_id=user_id,
-            granted=False,
-            risk=RiskLevel.HIGH,
-            description=f"{policy.lockout_threshold} failed sign-ins within {policy.lockout_window_minutes} minutes",
-            details={"locked_until": locked_until.isoformat()},
-        )
+
