@@ -149,7 +149,7 @@ class ActivityParticipant(EntityNode, TenantOwned, relay.Node):
         "response_status": "The participant's answer to the invitation (free text), e.g. accepted, declined, "
         "tentative.",
         "added_at": "When the participant was added.",
-        "activity": "The activity.",
+        "activity": "The activity the participant takes part in.",
         "added_by": "The user who added the participant.",
     }
 

@@ -122,7 +122,7 @@ _VALUES: dict[type[Enum], dict[str, str]] = {
     e.ProcessingStatus: {
         "PENDING": "Waiting for a worker.",
         "PROCESSING": "A worker is extracting its text now.",
-        "COMPLETED": "The text is extracted and the document is searchable by content.",
+        "COMPLETED": "`extractedText` is filled: the document is searchable by content.",
         "FAILED": "Extraction failed; the file is stored but not searchable by content.",
         "NO_OBJECT": "The storage object was not found (e.g. an upload that never completed).",
     },

@@ -410,8 +410,8 @@ class OpportunityProjectContact(EntityNode, TenantOwned, relay.Node):
         "POC, teaming partner.",
         "influence_level": "How much the contact sways the decision on this pursuit (integer; higher is more).",
         "notes": "What the capture team knows about this contact on this pursuit.",
-        "opportunity_project": "The project.",
-        "contact": "The contact.",
+        "opportunity_project": "The project the contact is linked to.",
+        "contact": "The person linked to the project.",
     }
 
     row_id: uuid.UUID
