@@ -60,12 +60,18 @@ def test_gwm_schema_export_writes_the_served_sdl(tmp_path: Path, capsys: pytest.
 def test_the_sdl_parses_and_names_every_permission_it_requires() -> None:
     parsed = build_schema(sdl())
     assert parsed.query_type is not None and parsed.mutation_type is not None
-    mutations = sdl().split("type Mutation {", 1)[1].split("\n}", 1)[0]
+    mutations = sdl().split("type Mutation {", 1)[1].split("\n}", 1)[0] + "\n"
+
+    def definition(name: str) -> str:
+        """The field's definition: its arguments (one per line once they are described) and directives."""
+        start = mutations.index(f"\n  {name}(")
+        close = mutations.index("\n  )", start)
+        return mutations[start : mutations.index("\n", close + 1)]
+
     for name in ("apiKeyCreate", "apiKeyRevoke", "userInvite", "userUnlock", "userDeactivate",
                  "userSetTemporaryPassword"):
-        (line,) = [ln for ln in mutations.splitlines() if ln.strip().startswith(f"{name}(")]
-        assert "@requiresPermission(permission: " in line, line
-    (revoke,) = [ln for ln in mutations.splitlines() if ln.strip().startswith("sessionRevoke(")]
+        assert "@requiresPermission(permission: " in definition(name), definition(name)
+    revoke = definition("sessionRevoke")
     assert '@requiresPermission(permission: "user:admin", unlessOwnerOf: "sessionId")' in revoke
 
 
