@@ -34,6 +34,9 @@ from tests.support.db import TenantRef, admin_url_from_env, create_tenant  # noq
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "audits(*mutations): the test shows these mutations' audit rows (test_audit_coverage.py)"
+    )
     # Keep every application log record of the session for the leak check (tests/test_zz_secrets.py).
     import logging
 

@@ -7,7 +7,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import pytest
 
+from tests.support.audit_trail import expect_audit
 from tests.writes.conftest import Rows, SignIn, codes, mutate, refused
 from tests.writes.test_projects import _wire
 
@@ -35,6 +37,7 @@ def _errors(payload: dict[str, Any]) -> list[tuple[str, list[str] | None]]:
     return [(e["code"], e["field"]) for e in payload["errors"]]
 
 
+@pytest.mark.audits("capturePlanCreate", "capturePlanUpdate", "capturePlanArchive")
 async def test_a_plan_through_its_life(client: httpx.AsyncClient, sign_in_as: SignIn, rows: Rows) -> None:
     manager = await sign_in_as("Capture Manager")
     project = await rows.project()
@@ -46,6 +49,8 @@ async def test_a_plan_through_its_life(client: httpx.AsyncClient, sign_in_as: Si
     (created,) = await rows.audit(plan_id)
     assert created.action_type == "CREATE" and created.permission_used == "capture_plan:write"
     assert created.after_values["win_strategy"] == "Price to win"
+    await expect_audit(rows.engine, rows.tenant.id, "capturePlanCreate", action="CREATE", entity_id=plan_id,
+                       history={"plan_name", "win_strategy"}, user_id=manager.id)
 
     data = await mutate(client, manager, UPDATE, {"input": {
         "id": str(plan_id), "updatedAt": plan["updatedAt"], "goNoGoDecision": "GO", "decisionDate": "2026-11-20",
@@ -59,11 +64,15 @@ async def test_a_plan_through_its_life(client: httpx.AsyncClient, sign_in_as: Si
     assert set(history) == {"go_no_go_decision", "decision_date", "status", "updated_by"}
     assert history["go_no_go_decision"].change_impact_level == "high"
     assert history["decision_date"].new_value == "2026-11-20"
+    await expect_audit(rows.engine, rows.tenant.id, "capturePlanUpdate", action="UPDATE", entity_id=plan_id,
+                       history={"go_no_go_decision", "status"}, user_id=manager.id)
 
     data = await mutate(client, manager, ARCHIVE, {"input": {"id": str(plan_id), "updatedAt": plan["updatedAt"]}})
     plan = data["capturePlanArchive"]["capturePlan"]
     assert plan["archivedAt"] == plan["updatedAt"]
     assert [log.action_type for log in await rows.audit(plan_id)] == ["CREATE", "UPDATE", "ARCHIVE"]
+    await expect_audit(rows.engine, rows.tenant.id, "capturePlanArchive", action="ARCHIVE", entity_id=plan_id,
+                       history={"archived_at"}, user_id=manager.id)
     assert (await rows.one("SELECT archived_by FROM capture_plans WHERE id = :p", p=plan_id)).archived_by == manager.id
 
 

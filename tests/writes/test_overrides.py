@@ -7,7 +7,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import pytest
 
+from tests.support.audit_trail import expect_audit
 from tests.writes.conftest import Rows, SignIn, codes, mutate, refused
 from tests.writes.test_projects import _wire
 
@@ -43,6 +45,9 @@ def _errors(payload: dict[str, Any]) -> list[tuple[str, list[str] | None]]:
     return [(e["code"], e["field"]) for e in payload["errors"]]
 
 
+@pytest.mark.audits(
+    "opportunityProjectOverrideCreate", "opportunityProjectOverrideUpdate", "opportunityProjectOverrideDelete"
+)
 async def test_create_update_delete_an_override_with_its_audit_trail(
     client: httpx.AsyncClient, sign_in_as: SignIn, rows: Rows
 ) -> None:
@@ -64,6 +69,8 @@ async def test_create_update_delete_an_override_with_its_audit_trail(
     (created,) = await rows.audit(override_id)
     assert created.action_type == "CREATE" and created.entity_type == "opportunity_project_override"
     assert created.after_values["override_value"] == "3100000.00"
+    await expect_audit(rows.engine, rows.tenant.id, "opportunityProjectOverrideCreate", action="CREATE",
+                       entity_id=override_id, history={"override_value", "field_name"}, user_id=analyst.id)
 
     data = await mutate(client, analyst, UPDATE, {"input": {
         "id": str(override_id), "updatedAt": override["updatedAt"], "isActive": False, "overrideValue": None}})
@@ -72,6 +79,8 @@ async def test_create_update_delete_an_override_with_its_audit_trail(
     _, changed = await rows.audit(override_id)
     assert sorted(changed.changed_fields) == ["is_active", "override_value", "updated_at"]
     assert changed.before_values["override_value"] == "3100000.00" and changed.after_values["override_value"] is None
+    await expect_audit(rows.engine, rows.tenant.id, "opportunityProjectOverrideUpdate", action="UPDATE",
+                       entity_id=override_id, history={"override_value", "is_active"}, user_id=analyst.id)
 
     data = await mutate(client, analyst, DELETE, {"input": {"id": str(override_id), "updatedAt": updated["updatedAt"]}})
     assert data["opportunityProjectOverrideDelete"] == {"deletedId": str(override_id), "errors": []}
@@ -82,6 +91,8 @@ async def test_create_update_delete_an_override_with_its_audit_trail(
     removed = [h for h in await rows.history(override_id) if h.change_category == "delete"]
     assert {h.field_name for h in removed} >= {"field_name", "is_active", "override_reason", "original_external_value"}
     assert all(h.new_value is None for h in removed)
+    await expect_audit(rows.engine, rows.tenant.id, "opportunityProjectOverrideDelete", action="DELETE",
+                       entity_id=override_id, history={"field_name", "is_active"}, user_id=analyst.id)
     assert await rows.all("SELECT id FROM opportunity_project_overrides WHERE id = :o", o=override_id) == []
     batches = [{h.change_batch_id for h in await rows.history(override_id) if h.change_category == c}
                for c in ("create", "update", "delete")]

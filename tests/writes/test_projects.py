@@ -7,7 +7,9 @@ from datetime import datetime
 from typing import Any
 
 import httpx
+import pytest
 
+from tests.support.audit_trail import expect_audit
 from tests.support.db import TenantRef
 from tests.writes.conftest import Rows, SignIn, mutate
 
@@ -48,6 +50,7 @@ def _wire(value: datetime) -> str:
     return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+@pytest.mark.audits("opportunityProjectCreate")
 async def test_create_records_the_project_and_its_evidence(
     client: httpx.AsyncClient, sign_in_as: SignIn, rows: Rows, fresh_tenant: TenantRef
 ) -> None:
@@ -95,8 +98,11 @@ async def test_create_records_the_project_and_its_evidence(
     assert {h.changed_by_user_id for h in history} == {manager.id}
     batches = {h.change_batch_id for h in history}
     assert len(batches) == 1 and None not in batches
+    await expect_audit(rows.engine, rows.tenant.id, "opportunityProjectCreate", action="CREATE", entity_id=project_id,
+                       history={"project_name", "title", "win_probability_score"}, user_id=manager.id)
 
 
+@pytest.mark.audits("opportunityProjectUpdate")
 async def test_update_records_before_and_after_and_one_history_row_per_field(
     client: httpx.AsyncClient, sign_in_as: SignIn, rows: Rows
 ) -> None:
@@ -133,6 +139,8 @@ async def test_update_records_before_and_after_and_one_history_row_per_field(
     impact = {h.field_name: h.change_impact_level for h in await rows.history(row.id)}
     assert impact == {"title": "low", "priority_level": "medium", "win_probability_score": "medium"}
     assert len({h.change_batch_id for h in await rows.history(row.id)}) == 1
+    await expect_audit(rows.engine, rows.tenant.id, "opportunityProjectUpdate", action="UPDATE", entity_id=row.id,
+                       history={"title", "priority_level", "win_probability_score"}, user_id=manager.id)
 
 
 async def test_an_update_that_changes_nothing_writes_nothing(
@@ -147,6 +155,7 @@ async def test_an_update_that_changes_nothing_writes_nothing(
     assert await rows.audit(row.id) == []
 
 
+@pytest.mark.audits("opportunityProjectArchive")
 async def test_archive_sets_archived_at_and_by_and_records_the_reason(
     client: httpx.AsyncClient, sign_in_as: SignIn, rows: Rows
 ) -> None:
@@ -165,6 +174,8 @@ async def test_archive_sets_archived_at_and_by_and_records_the_reason(
     assert log.permission_used == "opportunity:archive"
     assert log.before_values["archived_at"] is None and log.after_values["archived_by"] == str(manager.id)
     assert {h.field_name for h in await rows.history(row.id)} == {"archived_at", "archived_by"}
+    await expect_audit(rows.engine, rows.tenant.id, "opportunityProjectArchive", action="ARCHIVE", entity_id=row.id,
+                       history={"archived_at", "archived_by"}, user_id=manager.id)
     assert (await rows.one("SELECT count(*) AS n FROM opportunity_projects WHERE id = :p", p=row.id)).n == 1
 
     again = await mutate(client, manager, ARCHIVE, {"input": {"id": str(row.id), "updatedAt": project["updatedAt"]}})
