@@ -17,18 +17,19 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, Table, select
+from sqlalchemy import JSON, Table, func, select
 
-from models import ExternalOpportunityData, OpportunityProject, OpportunityProjectOverride, User
+from models import ExternalOpportunityData, OpportunityProject, OpportunityProjectOverride, Tenant, User
 from models.audit_trail import wire_value
 from models.db import RequestConnection
 from models.enums import SyncStatus
-from models.errors import Invalid
+from models.errors import DomainError, Invalid
 from models.unit_of_work import UnitOfWork
 from resolvers.opportunities.effective import OVERRIDABLE, OverrideValue, current_version_order, read_override
 
 __all__ = [
     "SCORE_FIELDS",
+    "ProjectLimitReached",
     "archive_project",
     "create_override",
     "create_project",
@@ -43,6 +44,7 @@ __all__ = [
 SCORE_FIELDS = ("win_probability_score", "strategic_value_score", "pursuit_health_score")
 
 _PROJECTS: Table = OpportunityProject.__table__
+_TENANTS: Table = Tenant.__table__
 _DATA: Table = ExternalOpportunityData.__table__
 _USERS: Table = User.__table__
 _OVERRIDABLE = {f.name: f for f in OVERRIDABLE}
@@ -82,11 +84,49 @@ async def create_project(uow: UnitOfWork, values: Mapping[str, Any]) -> uuid.UUI
     elif external_id is None:
         raise Invalid("externalOpportunityId is required with externalSourceId.", field="external_opportunity_id")
     await _check_project_values(uow, values)
+    await _claim_project_slot(uow)
     project = OpportunityProject(tenant_id=uow.tenant_id, created_by=uow.actor_id)
     uow.assign(project, {"external_source_id": source, "external_opportunity_id": external_id, **values})
     uow.add(project)
     await uow.flush()
     return project.id
+
+
+class ProjectLimitReached(DomainError):
+    """The tenant has `max_opportunity_projects` projects that are not archived already."""
+
+    code = "PROJECT_LIMIT"
+
+
+async def _claim_project_slot(uow: UnitOfWork) -> None:
+    """Refuse a new project when the tenant's unarchived projects reach `tenants.max_opportunity_projects`.
+
+    As `max_users` for invitations (auth/accounts.py): the tenant row is locked first, so
+    concurrent creates of one tenant take turns from here to their commit, and each counts under
+    READ COMMITTED only after the one before it has committed: two cannot both take the last
+    slot. FOR NO KEY UPDATE, not FOR UPDATE: it queues the creates (and invitations) of the
+    tenant, but not the foreign-key checks (FOR KEY SHARE) of every other insert into its tables.
+    Archived projects do not count. Anything that brings a project back into the count (a
+    restore from the archive, when there is one) must claim a slot the same way.
+    """
+    limit = (
+        await uow.connection.execute(
+            select(_TENANTS.c.max_opportunity_projects)
+            .where(_TENANTS.c.id == uow.tenant_id)
+            .with_for_update(key_share=True)  # FOR NO KEY UPDATE
+        )
+    ).scalar_one()
+    counted = (
+        await uow.connection.execute(
+            select(func.count())
+            .select_from(_PROJECTS)
+            .where(_PROJECTS.c.tenant_id == uow.tenant_id, _PROJECTS.c.archived_at.is_(None))
+        )
+    ).scalar_one()
+    if counted >= limit:
+        raise ProjectLimitReached(
+            f"The organization has reached its limit of {limit} opportunity projects; archive one or raise the limit."
+        )
 
 
 async def update_project(
