@@ -115,6 +115,10 @@ def _audit() -> Table:
     return _table("audit_logs")
 
 
+# Every subquery here is `.correlate(None)`: it is embedded in reads of audit_logs itself (and of the
+# entity tables), where SQLAlchemy would otherwise correlate it to the outer row.
+
+
 def _deleted(table_name: str, tenant_id: uuid.UUID, recorded: ColumnElement[bool]) -> Any:
     """Ids of `table_name` rows that are gone and whose deleting audit row satisfies `recorded`.
 
@@ -124,6 +128,7 @@ def _deleted(table_name: str, tenant_id: uuid.UUID, recorded: ColumnElement[bool
     audit, table = _audit(), _table(table_name)
     return (
         select(audit.c.entity_id)
+        .correlate(None)
         .where(
             audit.c.tenant_id == tenant_id,
             audit.c.entity_type == _TABLE_TYPES[table_name],
@@ -131,7 +136,7 @@ def _deleted(table_name: str, tenant_id: uuid.UUID, recorded: ColumnElement[bool
             audit.c.before_values.is_not(None),
             audit.c.after_values.is_(None),
             recorded,
-            audit.c.entity_id.not_in(select(table.c.id).where(table.c.tenant_id == tenant_id)),
+            audit.c.entity_id.not_in(select(table.c.id).correlate(None).where(table.c.tenant_id == tenant_id)),
         )
         .scalar_subquery()
     )
@@ -153,7 +158,9 @@ def _entity_under(
     if isinstance(path, Direct) and path.column == "id":
         return id_column.in_(sorted(projects))  # a project is its own project, even once deleted
     table = _table(table_name)
-    live = select(table.c.id).where(table.c.tenant_id == tenant_id, under_projects(table, path, projects))
+    live = select(table.c.id).correlate(None).where(
+        table.c.tenant_id == tenant_id, under_projects(table, path, projects)
+    )
     return or_(
         id_column.in_(live.scalar_subquery()),
         id_column.in_(_deleted(table_name, tenant_id, _recorded_under(path, projects, tenant_id))),
@@ -188,10 +195,10 @@ def _text_in(
     if isinstance(rule.project, Direct) and rule.project.column == "id":
         return text_id.in_(sorted(str(p) for p in projects))
     table, audit = _table(table_name), _audit()
-    live = select(cast(table.c.id, Text)).where(
+    live = select(cast(table.c.id, Text)).correlate(None).where(
         table.c.tenant_id == tenant_id, under_projects(table, rule.project, projects)
     )
-    gone = select(cast(audit.c.entity_id, Text)).where(
+    gone = select(cast(audit.c.entity_id, Text)).correlate(None).where(
         audit.c.entity_id.in_(_deleted(table_name, tenant_id, _recorded_under(rule.project, projects, tenant_id)))
     )
     return or_(text_id.in_(live.scalar_subquery()), text_id.in_(gone.scalar_subquery()))
@@ -204,7 +211,9 @@ def _entity_owned(
     if own == "id":
         return id_column == scope.user_id
     table = _table(table_name)
-    live = select(table.c.id).where(table.c.tenant_id == scope.tenant_id, table.c[own] == scope.user_id)
+    live = select(table.c.id).correlate(None).where(
+        table.c.tenant_id == scope.tenant_id, table.c[own] == scope.user_id
+    )
     return or_(
         id_column.in_(live.scalar_subquery()),
         id_column.in_(_deleted(table_name, scope.tenant_id, _recorded(own) == str(scope.user_id))),

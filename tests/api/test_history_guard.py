@@ -30,7 +30,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from auth.permissions import Permission
 from auth.principal import Grants, Principal, PrincipalKind
 from auth.rules import ENTITY_TABLES, FIELD_RULES, READ_RULES
-from models import CapturePlan, ExternalOpportunitySource, OpportunityProject, Tenant, User
+from models import (
+    Activity,
+    CapturePlan,
+    DocumentAssociation,
+    ExternalOpportunitySource,
+    OpportunityProject,
+    Tenant,
+    User,
+)
 from models.audit_trail import OPERATIONAL_COLUMNS, AuditContext
 from models.db import set_tenant
 from models.unit_of_work import UnitOfWork
@@ -531,10 +539,15 @@ async def test_a_project_scoped_reader_sees_the_trail_of_its_project_s_rows_only
             for slot in ("one", "two"):
                 entity_id = world.entities[(table, kind, slot)]
                 body = (await gql_response(client, query, {"id": str(entity_id)}, token=token)).json()
+                everything = (await gql_response(client, query, {"id": str(entity_id)},
+                                                 token=world.tokens["tenant"])).json()
                 assert "errors" not in body, body
                 visible = world.project_of[entity_id] == world.one
-                counts = (body["data"]["changeHistory"]["totalCount"], body["data"]["auditLogs"]["totalCount"])
-                assert (counts[0] > 0, counts[1] > 0) == (visible, visible), (table, kind, slot, body)
+                # All of a readable entity's trail (its create, update or delete rows), or none of it.
+                expected = everything["data"] if visible else {"changeHistory": {"totalCount": 0},
+                                                               "auditLogs": {"totalCount": 0}}
+                assert body["data"] == expected, (table, kind, slot, body)
+                assert everything["data"]["auditLogs"]["totalCount"] == 2, everything
     # Not under a project: a project-scoped grant never reaches them.
     source = world.entities[("external_opportunity_sources", "kept", "one")]
     body = (await gql_response(client, query, {"id": str(source)}, token=token)).json()
@@ -562,6 +575,48 @@ async def test_an_activity_s_trail_follows_its_target_s_project(
     for activity, count in ((on_one, 1), (on_two, 0)):
         body = (await gql_response(client, query, {"id": str(activity.id)}, token=token)).json()
         assert body == {"data": {"changeHistory": {"totalCount": count}}}, body
+
+
+async def test_deleted_rows_under_a_project_through_a_parent_or_a_target_keep_their_project(
+    client: httpx.AsyncClient, owner_engine: AsyncEngine, app_engine: AsyncEngine, world: World
+) -> None:
+    """A deleted document association finds its project through its (live) document, a deleted activity
+    through the capture plan it was about, both from the values their deleting audit row recorded."""
+    tenant = world.tenant
+    gone: dict[str, uuid.UUID] = {}
+    async with owner_engine.begin() as conn:
+        await set_tenant(conn, tenant.id)
+        for slot, project in (("one", world.one), ("two", world.two)):
+            refs = {"opportunity_projects": project}
+            document = await make(conn, "documents", tenant, refs, opportunity_project_id=project)
+            gone[f"association-{slot}"] = (await make(
+                conn, "document_associations", tenant, {**refs, "documents": document.id},
+            )).id
+            gone[f"activity-{slot}"] = (await make(
+                conn, "activities", tenant, refs, entity_type="capture_plan",
+                entity_id=world.entities[("capture_plans", "kept", slot)],
+            )).id
+    for name, entity_id in gone.items():
+        model = DocumentAssociation if name.startswith("association") else Activity
+        async with _uow(app_engine, tenant) as uow:
+            await uow.delete(await uow.lock(model, entity_id))
+    trail = await _role(owner_engine, tenant, "Trail of deleted rows", [P.HISTORY_READ.value, P.AUDIT_READ.value])
+    reads = await _role(owner_engine, tenant, "Documents and activities on one",
+                        [P.DOCUMENT_READ.value, P.ACTIVITY_READ.value])
+    _user, token = await _caller(client, owner_engine, tenant, [(trail, None), (reads, world.one)])
+    query = """query ($id: UUID!) {
+      changeHistory(entityId: $id) { totalCount }
+      auditLogs(filter: {entityId: {eq: $id}}) { totalCount nodes { actionType } }
+    }"""
+    for name, entity_id in gone.items():
+        body = (await gql_response(client, query, {"id": str(entity_id)}, token=token)).json()
+        assert "errors" not in body, body
+        if name.endswith("-one"):
+            assert body["data"]["changeHistory"]["totalCount"] > 0, (name, body)
+            assert body["data"]["auditLogs"]["nodes"] == [{"actionType": "DELETE"}], (name, body)
+        else:
+            assert body["data"] == {"changeHistory": {"totalCount": 0},
+                                    "auditLogs": {"totalCount": 0, "nodes": []}}, (name, body)
 
 
 # -- filters on value columns ----------------------------------------------------------------------------
