@@ -41,7 +41,11 @@ def create_engine(
     application_name: str = "gwm",
     **kwargs: Any,
 ) -> AsyncEngine:
-    """An asyncpg engine; `statement_timeout_ms` bounds every statement on its connections."""
+    """An asyncpg engine; `statement_timeout_ms` bounds every statement on its connections.
+
+    Bound parameters never reach an exception's text or the log (`hide_parameters`): they hold
+    emails, search text and whatever a caller sent.
+    """
     server_settings = {"application_name": application_name}
     if statement_timeout_ms is not None:
         server_settings["statement_timeout"] = str(statement_timeout_ms)
@@ -50,6 +54,7 @@ def create_engine(
         pool_size=pool_size,
         max_overflow=max_overflow,
         pool_pre_ping=False,
+        hide_parameters=True,
         connect_args={"server_settings": server_settings},
         **kwargs,
     )

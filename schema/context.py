@@ -13,14 +13,18 @@ from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 import strawberry
+from cross_web import HTTPException
 from graphql import GraphQLError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.schema.exceptions import InvalidOperationTypeError
 
 from auth.audit import RequestMeta, inet
+from auth.exceptions import AuthRequestError
+from auth.http import parse_json_object
 from auth.principal import Principal
 from auth.service import AuthService
 from models import PermissionAudit
@@ -28,7 +32,7 @@ from models.db import RequestConnection
 from resolvers.common.loaders import Loaders
 from resolvers.common.scope import ReadScope
 
-__all__ = ["Denials", "GraphQLContext", "GraphQLView", "Info"]
+__all__ = ["Denials", "GraphQLContext", "GraphQLView", "Info", "request_error"]
 
 
 class Denials:
@@ -90,6 +94,10 @@ class GraphQLContext:
     _loaders: Loaders | None = None
     _scope: ReadScope | None = None
     denials: Denials = field(default_factory=Denials)
+    # How long a query may run (GWM_OPERATION_TIMEOUT_MS; schema/limits.py); None: no deadline.
+    operation_timeout_ms: int | None = None
+    # The cost limit (GWM_QUERY_COST_LIMIT; schema/limits.py); None: the default.
+    query_cost_limit: int | None = None
 
     @property
     def scope(self) -> ReadScope:
@@ -137,12 +145,62 @@ class GraphQLContext:
 Info: TypeAlias = strawberry.Info[GraphQLContext, None]
 
 
-class GraphQLView(GraphQL[GraphQLContext, None]):
-    """strawberry's ASGI view with our context; responses are never cached (they may hold secrets)."""
+# HTTP status of a refused request -> its extensions.code (docs/api.md, "Error codes").
+_HTTP_CODES = {400: "BAD_REQUEST", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "TOO_LARGE"}
 
-    def __init__(self, schema: strawberry.Schema, *, auth: AuthService, **options: Any) -> None:
+
+def request_error(status: int, message: str) -> JSONResponse:
+    """A request refused before any operation ran, as the GraphQL-over-HTTP spec shapes it."""
+    code = _HTTP_CODES.get(status, "BAD_REQUEST")
+    return JSONResponse(
+        {"errors": [{"message": message, "extensions": {"code": code}}]},
+        status_code=status,
+        headers={"cache-control": "no-store"},
+    )
+
+
+class GraphQLView(GraphQL[GraphQLContext, None]):
+    """strawberry's ASGI view with our context; responses are never cached (they may hold secrets).
+
+    Request bodies go through the server's strict JSON parser (auth.http.parse_json_object: UTF-8,
+    an object, bounded depth); every refusal of the request itself (bad JSON, a mutation over GET,
+    no query) is a JSON body with an error code, never plain text.
+    """
+
+    def parse_json(self, data: str | bytes) -> Any:
+        raw = data if isinstance(data, bytes) else data.encode("utf-8", "surrogatepass")
+        try:
+            return parse_json_object(raw)
+        except AuthRequestError as exc:
+            raise HTTPException(400, exc.message) from None
+
+    async def run(self, request: Any, context: Any = strawberry.UNSET, root_value: Any = strawberry.UNSET) -> Any:
+        try:
+            return await super().run(request, context, root_value)
+        except HTTPException as exc:
+            return request_error(exc.status_code, exc.reason)
+
+    async def execute_single(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().execute_single(*args, **kwargs)
+        except HTTPException as exc:
+            if isinstance(exc.__cause__, InvalidOperationTypeError):  # a mutation over GET: 405 per the spec
+                raise HTTPException(405, exc.reason) from exc
+            raise
+
+    def __init__(
+        self,
+        schema: strawberry.Schema,
+        *,
+        auth: AuthService,
+        operation_timeout_ms: int | None = None,
+        query_cost_limit: int | None = None,
+        **options: Any,
+    ) -> None:
         super().__init__(schema, **options)
         self.auth = auth
+        self.operation_timeout_ms = operation_timeout_ms
+        self.query_cost_limit = query_cost_limit
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket
@@ -160,6 +218,8 @@ class GraphQLView(GraphQL[GraphQLContext, None]):
             auth=self.auth,
             engine=self.auth.engine,
             caller=state.get("principal"),
+            operation_timeout_ms=self.operation_timeout_ms,
+            query_cost_limit=self.query_cost_limit,
         )
 
 

@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import strawberry
-from graphql import GraphQLError
+from graphql import GraphQLError, GraphQLSyntaxError
 from sqlalchemy.exc import DBAPIError
 from strawberry.extensions import MaskErrors
 from strawberry.types import ExecutionContext
@@ -40,6 +40,7 @@ from strawberry.utils.str_converters import to_camel_case
 
 from auth.exceptions import AuthRequestError
 from models.errors import DomainError
+from schema.scalars import ScalarError
 
 __all__ = [
     "BAD_USER_INPUT",
@@ -103,7 +104,7 @@ async def payload_or_errors(
 def is_unexpected(error: GraphQLError) -> bool:
     """True for an exception the code did not raise on purpose (a bug, a database outage...)."""
     original = error.original_error
-    return original is not None and not isinstance(original, GraphQLError)
+    return original is not None and not isinstance(original, GraphQLError | ScalarError)
 
 
 def _with_code(error: GraphQLError, code: str) -> None:
@@ -113,26 +114,16 @@ def _with_code(error: GraphQLError, code: str) -> None:
 
 class MaskUnexpectedErrors(MaskErrors):
     """strawberry's MaskErrors, masking only unexpected errors and naming the request id; it also
-    gives every error that has none its `extensions.code`, by the phase that raised it."""
+    marks validation errors GRAPHQL_VALIDATION_FAILED (log_errors codes the rest)."""
 
     def __init__(self) -> None:
         super().__init__(should_mask_error=is_unexpected, error_message="Unexpected error.")
-
-    def on_parse(self) -> Iterator[None]:
-        yield
-        for error in self.execution_context.pre_execution_errors or ():
-            _with_code(error, GRAPHQL_PARSE_FAILED)
 
     def on_validate(self) -> Iterator[None]:
         yield
         for error in self.execution_context.pre_execution_errors or ():
             _with_code(error, GRAPHQL_VALIDATION_FAILED)
 
-    def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
-        processed = super()._process_errors(errors)
-        for error in processed:
-            _with_code(error, BAD_USER_INPUT)
-        return processed
 
     def anonymise_error(self, error: GraphQLError) -> GraphQLError:
         request_id = _request_id(self.execution_context)
@@ -148,9 +139,16 @@ class MaskUnexpectedErrors(MaskErrors):
 
 
 def log_errors(errors: list[GraphQLError], execution_context: ExecutionContext | None) -> None:
-    """Bugs at ERROR with traceback and request id; the caller's own mistakes at DEBUG."""
+    """Bugs at ERROR with traceback and request id; the caller's own mistakes at DEBUG.
+
+    Every error of every phase passes here (GwmSchema.process_errors), so this is also where an
+    error raised without a code gets one: GRAPHQL_PARSE_FAILED for syntax, else BAD_USER_INPUT
+    (a bug keeps none here: masking gives it INTERNAL_SERVER_ERROR).
+    """
     request_id = _request_id(execution_context)
     for error in errors:
+        if not is_unexpected(error):
+            _with_code(error, GRAPHQL_PARSE_FAILED if isinstance(error, GraphQLSyntaxError) else BAD_USER_INPUT)
         if is_unexpected(error) and isinstance(error.original_error, DBAPIError):
             _log.error(
                 "unexpected database error in GraphQL request %s at %s: %s",

@@ -14,9 +14,15 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, NewType
 
 import strawberry
+from graphql import FloatValueNode, IntValueNode, StringValueNode, ValueNode
 from strawberry.types.scalar import ScalarDefinition
 
-__all__ = ["JSON", "SCALAR_MAP", "BigInt", "parse_datetime", "parse_uuid", "serialize_datetime"]
+__all__ = ["JSON", "SCALAR_MAP", "BigInt", "ScalarError", "parse_datetime", "parse_uuid", "serialize_datetime"]
+
+
+class ScalarError(ValueError):
+    """A value a scalar cannot represent: the caller's mistake, answered as BAD_USER_INPUT (never
+    masked as a bug, whether it came in a variable or as a literal in the document)."""
 
 
 def serialize_datetime(value: datetime) -> str:
@@ -29,23 +35,23 @@ def serialize_datetime(value: datetime) -> str:
 def parse_datetime(value: Any) -> datetime:
     """An ISO 8601 date-time with an offset (`Z` or `+hh:mm`), returned in UTC."""
     if not isinstance(value, str):
-        raise ValueError("DateTime must be a string such as 2026-11-25T09:30:00.000000Z")
+        raise ScalarError("DateTime must be a string such as 2026-11-25T09:30:00.000000Z")
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise ValueError(f"DateTime cannot represent {value!r}: use ISO 8601 with an offset") from None
+        raise ScalarError(f"DateTime cannot represent {value!r}: use ISO 8601 with an offset") from None
     if parsed.tzinfo is None or parsed.utcoffset() is None:
-        raise ValueError("DateTime needs an offset (for example Z)")
+        raise ScalarError("DateTime needs an offset (for example Z)")
     return parsed.astimezone(UTC)
 
 
 def parse_uuid(value: Any) -> uuid.UUID:
     if not isinstance(value, str):
-        raise ValueError("UUID must be a string")
+        raise ScalarError("UUID must be a string")
     try:
         return uuid.UUID(value)
     except ValueError:
-        raise ValueError(f"UUID cannot represent {value!r}") from None
+        raise ScalarError(f"UUID cannot represent {value!r}") from None
 
 
 def _serialize_uuid(value: uuid.UUID | str) -> str:
@@ -54,32 +60,39 @@ def _serialize_uuid(value: uuid.UUID | str) -> str:
 
 def _parse_date(value: Any) -> date:
     if not isinstance(value, str):
-        raise ValueError("Date must be a string such as 2026-11-25")
+        raise ScalarError("Date must be a string such as 2026-11-25")
     try:
         return date.fromisoformat(value)
     except ValueError:
-        raise ValueError(f"Date cannot represent {value!r}: use YYYY-MM-DD") from None
+        raise ScalarError(f"Date cannot represent {value!r}: use YYYY-MM-DD") from None
 
 
 def _parse_decimal(value: Any) -> Decimal:
     if not isinstance(value, str | int):
-        raise ValueError("Decimal must be a string such as \"1250000.00\"")
+        raise ScalarError("Decimal must be a string such as \"1250000.00\"")
     try:
         parsed = Decimal(str(value))
     except InvalidOperation:
-        raise ValueError(f"Decimal cannot represent {value!r}") from None
+        raise ScalarError(f"Decimal cannot represent {value!r}") from None
     if not parsed.is_finite():
-        raise ValueError("Decimal must be finite")
+        raise ScalarError("Decimal must be finite")
     return parsed
+
+
+def _parse_decimal_literal(node: ValueNode, variables: dict[str, Any] | None = None) -> Decimal:
+    """A decimal written in the document: `"1.5"`, `1.5` or `2`, read from its exact text."""
+    if isinstance(node, StringValueNode | IntValueNode | FloatValueNode):
+        return _parse_decimal(node.value)
+    raise ScalarError("Decimal must be a string such as \"1250000.00\"")
 
 
 def _parse_bigint(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, str | int):
-        raise ValueError("BigInt must be a string of digits")
+        raise ScalarError("BigInt must be a string of digits")
     try:
         return int(value)
     except ValueError:
-        raise ValueError(f"BigInt cannot represent {value!r}") from None
+        raise ScalarError(f"BigInt cannot represent {value!r}") from None
 
 
 # Python-side types for two scalars whose Python type (int, any JSON value) is shared with others.
@@ -111,6 +124,7 @@ SCALAR_MAP: dict[object, ScalarDefinition] = {
         description="An exact decimal number, as a string (\"1250000.00\").",
         serialize=str,
         parse_value=_parse_decimal,
+        parse_literal=_parse_decimal_literal,
     ),
     BigInt: strawberry.scalar(
         name="BigInt",

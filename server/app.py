@@ -9,10 +9,12 @@ from collections.abc import AsyncIterator
 
 from sqlalchemy import text
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import Match, Route
+from starlette.types import Scope
 
 from auth.crypto import SecretBox
 from auth.mailer import SmtpMailer
@@ -68,6 +70,26 @@ def _mailer(settings: Settings) -> SmtpMailer | None:
         settings.smtp_username,
         settings.smtp_password,
         settings.smtp_starttls,
+    )
+
+
+def _known_path(scope: Scope) -> bool:
+    """True when some route serves the path (with any method): other paths answer 404 unauthenticated."""
+    app: Starlette = scope["app"]  # Starlette puts itself in the scope before its middleware runs
+    return any(route.matches(scope)[0] is not Match.NONE for route in app.routes)
+
+
+_HTTP_CODES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    """Starlette's own refusals (a method a route does not take...) as JSON with a code."""
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    detail = exc.detail if isinstance(exc, HTTPException) else "Unexpected error."
+    return JSONResponse(
+        {"error": {"code": _HTTP_CODES.get(status, "BAD_REQUEST"), "message": detail}},
+        status_code=status,
+        headers=dict(exc.headers or {}) if isinstance(exc, HTTPException) else None,
     )
 
 
@@ -141,8 +163,11 @@ def create_app(settings: Settings) -> Starlette:
     app.state.auth = auth
     app.state.settings = settings
     return app
+                trusted_proxies=settings.trusted_proxies,
+                known_path=_known_path,
 
 
+        exception_handlers={HTTPException: _http_error},
 def app_from_env() -> Starlette:
     """Factory for `uvicorn --factory server.app:app_from_env` (worker processes)."""
     return create_app(Settings.from_env())

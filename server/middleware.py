@@ -10,15 +10,22 @@ forced password change is done, only that (403 PASSWORD_CHANGE_REQUIRED).
 State-changing requests must be JSON: a cross-site form cannot send that content type without a
 CORS preflight, which this server never grants, so the SameSite=Lax cookie cannot be ridden. The
 SAML ACS (an IdP's form POST) is the one exception.
+
+The request id is the server's own (a UUID) unless the peer is one of GWM_TRUSTED_PROXIES, whose
+X-Request-ID is kept: a client must not choose the id audit rows are correlated by. A path no
+route serves answers 404 before any authentication. Every refusal is JSON with a code, and an
+exception no route handled becomes a 500 with INTERNAL_SERVER_ERROR and the request id, logged
+with the id (a database error without its driver message, which quotes values).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -26,6 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from auth.audit import RequestMeta
 from auth.exceptions import Unauthenticated
 from auth.service import AuthService
+from schema.errors import describe_exception
 
 __all__ = ["MAX_BODY_BYTES", "AuthMiddleware"]
 
@@ -67,8 +75,12 @@ class AuthMiddleware:
         mfa_paths: Iterable[str] = (),
         password_change_paths: Iterable[str] = (),
         form_post_pattern: str | None = None,
+        trusted_proxies: Iterable[str] = (),
+        known_path: Callable[[Scope], bool] | None = None,
     ) -> None:
         self.app = app
+        self.trusted_proxies = tuple(ipaddress.ip_network(p, strict=False) for p in trusted_proxies)
+        self.known_path = known_path
         self.service = service
         self.public_paths = frozenset(public_paths)
         self.public_prefixes = tuple(public_prefixes)
@@ -81,9 +93,10 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        incoming = headers.get("x-request-id", "")
-        request_id = incoming if _REQUEST_ID.match(incoming) else str(uuid.uuid4())
         client = scope.get("client")
+        incoming = headers.get("x-request-id", "")
+        trusted = client is not None and self._trusted(client[0])
+        request_id = incoming if trusted and _REQUEST_ID.match(incoming) else str(uuid.uuid4())
         meta = RequestMeta(
             request_id=request_id,
             ip=client[0] if client else None,
@@ -107,6 +120,9 @@ class AuthMiddleware:
 
         path: str = scope["path"]
         method: str = scope["method"]
+        if self.known_path is not None and not self.known_path(scope):
+            await _reject(send_with_id, 404, "NOT_FOUND", "No such path.")
+            return
         if method in _UNSAFE and not self._json_content(headers, path):
             await _reject(send_with_id, 415, "UNSUPPORTED_MEDIA_TYPE", "Send the request body as application/json.")
             return
@@ -143,6 +159,13 @@ class AuthMiddleware:
             return
         await _call(self.app, scope, receive, send_with_id)
 
+    def _trusted(self, address: str) -> bool:
+        try:
+            peer = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(peer in network for network in self.trusted_proxies)
+
     def _json_content(self, headers: Headers, path: str) -> bool:
         content_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if self.form_post is not None and self.form_post.fullmatch(path):
@@ -174,6 +197,15 @@ async def _call(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> Non
         if started:
             raise
         await _reject(send, 413, "TOO_LARGE", f"Request bodies are limited to {MAX_BODY_BYTES} bytes.")
+    except Exception as exc:  # a bug below: logged here, answered as JSON, never re-raised to the server's log
+        meta: RequestMeta = scope["state"]["meta"]
+        _log.error("unhandled error in request %s to %s: %s", meta.request_id, scope.get("path"),
+                   describe_exception(exc))
+        if not started:
+            await _reject(
+                send, 500, "INTERNAL_SERVER_ERROR", f"Unexpected error (request id {meta.request_id}).",
+                request_id=meta.request_id,
+            )
 
 
 def _credential(headers: Headers, cookie_name: str) -> str | None:
@@ -190,8 +222,13 @@ def _credential(headers: Headers, cookie_name: str) -> str | None:
     return None
 
 
-async def _reject(send: Send, status: int, code: str, message: str, *, bearer: bool = False) -> None:
-    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+async def _reject(
+    send: Send, status: int, code: str, message: str, *, bearer: bool = False, request_id: str | None = None
+) -> None:
+    error: dict[str, str] = {"code": code, "message": message}
+    if request_id is not None:
+        error["requestId"] = request_id
+    body = json.dumps({"error": error}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if bearer:
         headers.append((b"www-authenticate", b'Bearer realm="gwm"'))

@@ -43,6 +43,20 @@ def _at_least(env: Mapping[str, str], name: str, default: int, minimum: int) -> 
     return value
 
 
+def _networks(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """Comma-separated IP addresses or CIDR networks, each checked (a typo must not trust nobody silently)."""
+    import ipaddress
+
+    out: list[str] = []
+    for part in (env.get(name) or "").split(","):
+        if part.strip():
+            try:
+                out.append(str(ipaddress.ip_network(part.strip(), strict=False)))
+            except ValueError:
+                raise SettingsError(f"{name}: {part.strip()!r} is not an IP address or CIDR network") from None
+    return tuple(out)
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything configurable, with its environment variable in the comment."""
@@ -96,6 +110,9 @@ class Settings:
         """True when no DATABASE_URL is given and the embedded PostgreSQL serves."""
         return self.database_url is None
 
+    # GWM_TRUSTED_PROXIES: comma-separated addresses or CIDR networks of the reverse proxies in front
+    # of the server; only a peer among them may set X-Request-ID (else the server makes the id).
+    trusted_proxies: tuple[str, ...] = ()
     @property
     def pgdata(self) -> Path:
         return self.data_dir / "pgdata"
@@ -140,3 +157,4 @@ class Settings:
             oidc_allow_insecure_loopback=(env.get("GWM_OIDC_ALLOW_INSECURE_LOOPBACK") or "").lower()
             in {"1", "true", "yes"},
         )
+            trusted_proxies=_networks(env, "GWM_TRUSTED_PROXIES"),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -108,6 +109,9 @@ def _typed(value: Any) -> Any:
     raise ValueError("bad cursor value")
 
 
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
 def encode_cursor(values: Sequence[Any]) -> str:
     raw = json.dumps([_plain(v) for v in values], separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -117,8 +121,10 @@ def decode_cursor(cursor: str, terms: Sequence[OrderTerm]) -> list[Any]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         values = [_typed(v) for v in json.loads(raw)]
-    except (ValueError, TypeError, json.JSONDecodeError):
+    except (ValueError, TypeError, RecursionError):  # RecursionError: a forged cursor nested thousands deep
         raise PaginationError("The cursor is not valid.") from None
+    if any(isinstance(v, str) and _UNSTORABLE.search(v) for v in values):  # NUL: PostgreSQL text cannot hold it
+        raise PaginationError("The cursor is not valid.")
     if not isinstance(values, list) or len(values) != len(terms):
         raise PaginationError("The cursor does not belong to this list and order.")
     return values
