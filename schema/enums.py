@@ -72,7 +72,7 @@ _VALUES: dict[type[Enum], dict[str, str]] = {
     },
     e.PollingPriority: {
         "LOW": "Served after the others (e.g. a project in post-submittal).",
-        "NORMAL": "The default.",
+        "NORMAL": "Served in due order (the default).",
         "HIGH": "Served first (e.g. a response deadline is near).",
     },
     e.SyncStatus: {

@@ -126,7 +126,7 @@ class PageInfo:
 
 @strawberry.type(description="A node and the cursor that points at it.")
 class Edge(Generic[NodeT]):
-    node: NodeT = strawberry.field(description="The item.")
+    node: NodeT = strawberry.field(description="The item at this position of the list.")
     _cursor: strawberry.Private[Callable[[], str]]
 
     @strawberry.field(description="Pass it as `after` (or `before`) to continue from this node.")
