@@ -5,6 +5,7 @@
     gwm db seed [--scale N [--tenants T] [--seed S]]
     gwm jobs run     the nightly account sweep (inactive accounts, expired role assignments, purges)
     gwm audit verify [--tenant SUBDOMAIN_OR_ID] | purge --tenant T --before TIME --yes
+    gwm user unlock | grant-admin --tenant T --email E   (a tenant locked out of itself)
     gwm schema export [--output PATH]
 
 Without DATABASE_URL every command works on the embedded PostgreSQL under GWM_DATA_DIR
@@ -101,6 +102,13 @@ def bind_host(settings: Settings, cli_host: str | None) -> str:
     return settings.host
 
 
+def _chain(settings: Settings) -> AuditChain:
+    """The audit chain of settings whose audit keys are resolved (resolve_audit_keys)."""
+    from models.audit_chain import AuditChain
+
+    return AuditChain.from_setting(settings.audit_keys or "")
+
+
 def _owner_url(settings: Settings) -> str:
     assert settings.database_url is not None
     return settings.database_url
@@ -118,7 +126,7 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     if embedded:  # SIGTERM (kill, systemd) and SIGINT stop the cluster this server started
         release_embedded_on_signals(settings.pgdata)
     if not args.no_migrate:
-        asyncio.run(migrate.upgrade(_owner_url(settings)))
+        asyncio.run(migrate.upgrade(_owner_url(settings), chain=_chain(settings)))
     # Worker processes read the resolved URLs and keys back from the environment.
     os.environ["DATABASE_URL"] = _owner_url(settings)
     os.environ["GWM_APP_DATABASE_URL"] = settings.app_database_url or ""
@@ -141,7 +149,7 @@ def _cmd_db(settings: Settings, args: argparse.Namespace) -> int:
     owner = _owner_url(settings)
     action = args.db_command
     if action == "upgrade":
-        asyncio.run(migrate.upgrade(owner, args.revision))
+        asyncio.run(migrate.upgrade(owner, args.revision, chain=_chain(resolve_audit_keys(settings))))
     elif action == "downgrade":
         asyncio.run(migrate.downgrade(owner, args.revision))
     elif action == "status":
@@ -154,7 +162,7 @@ def _cmd_db(settings: Settings, args: argparse.Namespace) -> int:
             print("gwm db reset drops every table and its data; run again with --yes", file=sys.stderr)
             return 2
         asyncio.run(migrate.downgrade(owner, "base"))
-        asyncio.run(migrate.upgrade(owner))
+        asyncio.run(migrate.upgrade(owner, chain=_chain(resolve_audit_keys(settings))))
         if not args.skip_seed:
             return _seed(settings, argparse.Namespace(scale=None, tenants=1, seed=42))
     elif action == "revision":
@@ -189,7 +197,7 @@ def _seed(settings: Settings, args: argparse.Namespace) -> int:
         try:
             if args.scale is None:
                 summary = await seed.seed_demo(engine)
-                await sync_all_tenants(engine)
+                await sync_all_tenants(engine, _chain(resolve_audit_keys(settings)))
                 print(summary)
             else:
                 started = time.monotonic()
@@ -218,6 +226,29 @@ def _cmd_jobs(settings: Settings, args: argparse.Namespace) -> int:
             await engine.dispose()
         print(report)
         return 1 if report.failed else 0
+
+    return asyncio.run(run())
+
+
+def _cmd_user(settings: Settings, args: argparse.Namespace) -> int:
+    """`gwm user unlock` and `gwm user grant-admin` (server/user_commands.py)."""
+    from models.db import create_engine
+    from server import user_commands
+
+    settings = resolve_database(resolve_audit_keys(settings))
+    chain = _chain(settings)
+    command = user_commands.unlock if args.user_command == "unlock" else user_commands.grant_admin
+
+    async def run() -> int:
+        engine = create_engine(_owner_url(settings), pool_size=1, max_overflow=0, application_name="gwm-user")
+        try:
+            print(await command(engine, chain, args.tenant, args.email))
+        except user_commands.CommandError as exc:
+            print(f"gwm: {exc}", file=sys.stderr)
+            return 2
+        finally:
+            await engine.dispose()
+        return 0
 
     return asyncio.run(run())
 
@@ -354,6 +385,15 @@ def _parser() -> argparse.ArgumentParser:
     jobsub = jobs.add_subparsers(dest="jobs_command", required=True)
     jobsub.add_parser("run", help="the nightly sweep: disable inactive accounts (AC-2(3)), end expired role "
                       "assignments and their sessions, purge expired tokens and SAML caches")
+    user = sub.add_parser("user", help="recover a tenant's access (audited as the tenant's system user)")
+    user_sub = user.add_subparsers(dest="user_command", required=True)
+    for name, helptext in (
+        ("unlock", "clear a user's lockout and failure count; reactivate the account if it is deactivated"),
+        ("grant-admin", "give a user the Tenant Admin role, tenant-wide"),
+    ):
+        command = user_sub.add_parser(name, help=helptext)
+        command.add_argument("--tenant", required=True, help="the tenant (subdomain or id)")
+        command.add_argument("--email", required=True, help="the user's email (case-insensitive)")
     audit = sub.add_parser("audit", help="the audit trail's hash chain")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
     verify = audit_sub.add_parser("verify", help="check every chained audit row (exit 1 naming the first bad row)")
@@ -408,6 +448,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_db(settings, args)
         if args.command == "audit":
             return _cmd_audit(settings, args)
+        if args.command == "user":
+            return _cmd_user(settings, args)
     except SettingsError as exc:
         print(f"gwm: {exc}", file=sys.stderr)
         return 2

@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alembic import command
 from alembic.config import Config
@@ -18,6 +18,9 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
+
+if TYPE_CHECKING:
+    from models.audit_chain import AuditChain
 
 __all__ = ["MIGRATION_LOCK_KEY", "alembic_config", "check", "downgrade", "revision", "status", "upgrade"]
 
@@ -59,15 +62,16 @@ async def _locked(owner_url: str, work: Callable[[Connection, Config], Any], std
         await engine.dispose()
 
 
-async def upgrade(owner_url: str, target: str = "head") -> None:
-    """Migrate, then bring every tenant's system roles to the current permission catalog."""
+async def upgrade(owner_url: str, target: str = "head", *, chain: AuditChain | None = None) -> None:
+    """Migrate; with the audit `chain` (the CLI always gives it), then bring every tenant's system
+    roles to the current permission catalog, audited (auth/provisioning.py)."""
     await _locked(owner_url, lambda _c, cfg: command.upgrade(cfg, target))
-    if target == "head":
+    if target == "head" and chain is not None:
         from auth.provisioning import sync_all_tenants
 
         engine = create_async_engine(owner_url)
         try:
-            await sync_all_tenants(engine)
+            await sync_all_tenants(engine, chain)
         finally:
             await engine.dispose()
 

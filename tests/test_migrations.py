@@ -74,13 +74,14 @@ async def test_gwm_db_reset_drops_the_data_and_rebuilds_the_schema(scratch_owner
     import sys
     from pathlib import Path
 
-    from tests.support.db import create_tenant
+    from tests.support.db import TEST_AUDIT_KEYS, create_tenant
 
     root = Path(__file__).resolve().parent.parent
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "GWM_APP_DATABASE_URL"}}
     env.update(
         DATABASE_URL=scratch_owner_url,
         GWM_APP_DATABASE_URL=scratch_owner_url.replace("gwm_owner@", "gwm_app@", 1),
+        GWM_AUDIT_KEYS=TEST_AUDIT_KEYS,  # the system role sync after migrating is audited
     )
 
     def gwm(*args: str) -> subprocess.CompletedProcess[str]:

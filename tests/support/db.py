@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 import secrets
 import uuid
 from dataclasses import dataclass
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from auth.provisioning import sync_system_roles
+from auth.permissions import SYSTEM_ROLES
 from models.audit_chain import AuditChain
 from models.db import set_tenant
 
@@ -47,13 +48,31 @@ async def create_tenant(owner_engine: AsyncEngine, name: str | None = None, **co
         system_user = await conn.scalar(
             text("SELECT id FROM users WHERE tenant_id = :t AND is_system"), {"t": tenant_id}
         )
-        await sync_system_roles(conn, tenant_id)
+        await _system_roles(conn, tenant_id)
         source = await conn.scalar(
             text("SELECT id FROM external_opportunity_sources WHERE tenant_id = :t AND source_name = 'Manual entry'"),
             {"t": tenant_id},
         )
     assert system_user is not None and source is not None, "tenant bootstrap trigger did not run"
     return TenantRef(id=tenant_id, subdomain=subdomain, system_user_id=system_user, manual_source_id=source)
+
+
+async def _system_roles(conn: AsyncConnection, tenant_id: uuid.UUID) -> None:
+    """The tenant's system roles as `gwm db upgrade` makes them (auth/provisioning.py), written as
+    fixture data so a new tenant's audit trail starts empty."""
+    for role, permissions in SYSTEM_ROLES.items():
+        await conn.execute(
+            text(
+                "INSERT INTO roles (tenant_id, name, description, is_system_role, permissions)"
+                " VALUES (:t, :n, :d, true, CAST(:p AS jsonb))"
+            ),
+            {
+                "t": tenant_id,
+                "n": role.value,
+                "d": f"System role: {role.value}. Its permissions are managed by GWM CRM.",
+                "p": json.dumps(sorted(p.value for p in permissions)),
+            },
+        )
 
 
 def admin_url_from_env() -> str | None:
