@@ -25,8 +25,10 @@ the type to its table). Two decisions, both from the caller's grants:
 A filter or order on the columns that carry those values (old/new value, before/after values) needs
 every guarded permission tenant-wide (`check_value_columns`), as filters on guarded fields do.
 
-Later readers of the trail (subscription payloads, exports, compiled reads) use the same three
-functions; `Loaders` (resolvers/common/loaders.py) gives them the caller's scope and connection.
+Later readers of the trail (subscription payloads, exports, compiled reads) use the same functions:
+`trail_condition` (or any read through `readable()`) for rows, `guarded` / `withheld_columns` /
+`withhold` for values; `Loaders` (resolvers/common/loaders.py) gives them the caller's scope and
+connection.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ __all__ = [
     "VALUE_COLUMNS",
     "WITHHELD",
     "check_value_columns",
+    "guarded",
     "trail_condition",
     "withheld_columns",
     "withhold",
