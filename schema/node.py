@@ -112,7 +112,7 @@ COMMON_DESCRIPTIONS = {
     " history and audit entries name.",
     "created_at": "When it was created (UTC).",
     "updated_at": "When it was last changed (UTC).",
-    "created_by": "The user who created it (null for rows created by the system or an import).",
+    "created_by": "The user who created it.",
     "updated_by": "The user who last changed it.",
     "archived_by": "The user who archived it; null while it is not archived.",
     "opportunity_project": "The opportunity project it belongs to.",

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Generic, TypeVar
 import strawberry
 from strawberry.utils.str_converters import to_camel_case
 
-from resolvers.common.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from resolvers.common.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page
 from schema.filters import UUIDFilter
 
 __all__ = [
@@ -55,7 +55,8 @@ After = Annotated[
 Last = Annotated[
     int | None,
     strawberry.argument(
-        description=f"Page backwards: this many items before `before` (0 to {MAX_PAGE_SIZE}; not with `first`)."
+        description=f"Page backwards: this many items from the end or before `before` (0 to {MAX_PAGE_SIZE};"
+        " not with `first`)."
     ),
 ]
 Before = Annotated[
@@ -141,6 +142,21 @@ class Connection(Generic[NodeT]):
     _count: strawberry.Private[Callable[[], Awaitable[int]]]
     # Cursors cost a little per row: they are encoded only for the edges a client asks for.
     _cursor_at: strawberry.Private[Callable[[int], str]]
+
+    @classmethod
+    def of(cls, page: Page[NodeT]) -> Connection[NodeT]:
+        """The connection of a page the resolvers built (resolvers/common/pagination.py)."""
+        return cls(
+            nodes=page.nodes,
+            page_info=PageInfo(
+                has_next_page=page.has_next_page,
+                has_previous_page=page.has_previous_page,
+                _size=len(page.nodes),
+                _cursor_at=page.cursor_at,
+            ),
+            _count=page.count,
+            _cursor_at=page.cursor_at,
+        )
 
     @strawberry.field(description="The items of this page with their cursors (use `nodes` when no cursor is needed).")
     def edges(self) -> list[Edge[NodeT]]:
