@@ -894,7 +894,8 @@ class IdentityQuery:
     )
 
     @strawberry.field(
-        description="The tenant's API keys, newest first.", extensions=[requires(Permission.API_KEY_ADMIN)]
+        description="The tenant's API keys, newest first (not paged: all of them).",
+        extensions=[requires(Permission.API_KEY_ADMIN)],
     )
     async def api_keys(
         self,
