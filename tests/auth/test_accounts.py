@@ -42,6 +42,7 @@ from tests.support.clock import FakeClock
 from tests.support.db import TenantRef
 from tests.support.http import LoginUser, app_client, make_login_user
 from tests.support.http import test_settings as settings_for
+from tests.support.sqlcount import capture_statements
 
 META = RequestMeta(request_id="test-accounts", ip="127.0.0.1", user_agent="pytest")
 GOOD = "quiet lantern orbit mosaic"
@@ -540,6 +541,52 @@ async def test_reset_requests_look_the_same_whether_or_not_the_account_exists(
         (fresh_tenant.system_user_id, False),
     ]
     assert all("nobody@example.test" not in repr(tuple(r)) for r in audit)  # not even the typed address
+
+
+async def test_a_reset_request_does_the_same_work_on_every_path(
+    client: httpx.AsyncClient,
+    service: AuthService,
+    owner_engine: AsyncEngine,
+    fresh_tenant: TenantRef,
+    inbox: Inbox,
+) -> None:
+    """Counted, not timed (as the sign-in test counts the KDF): every path runs the same lookups, the
+    KDF once and queues one email; only the known account's email is delivered."""
+    user = await make_login_user(owner_engine, fresh_tenant)
+    sso = await make_login_user(owner_engine, fresh_tenant, is_saml_user=True)
+    cases = {
+        "known account": {"email": user.email, "tenant": fresh_tenant.subdomain},
+        "unknown account": {"email": "nobody@example.test", "tenant": fresh_tenant.subdomain},
+        "unknown tenant": {"email": user.email, "tenant": "no-such-tenant"},
+        "account without a password": {"email": sso.email, "tenant": fresh_tenant.subdomain},
+        "sent moments ago": {"email": user.email, "tenant": fresh_tenant.subdomain},
+    }
+    work: dict[str, tuple[int, int, list[str]]] = {}
+    for name, body in cases.items():
+        kdf, queued = service.hasher.kdf_calls, service.emails_queued
+        with capture_statements(service.engine) as statements:
+            response = await client.post("/auth/password/reset/request", json=body)
+        assert response.status_code == 202, (name, response.text)
+        lookups = [
+            s for s in statements
+            if s.lstrip().upper().startswith("SELECT")
+            and any(t in s for t in ("users", "account_tokens", "gwm_tenant_by_subdomain"))
+        ]
+        work[name] = (service.hasher.kdf_calls - kdf, service.emails_queued - queued, lookups)
+    first = work["known account"]
+    assert first[0] == 1 and first[1] == 1 and len(first[2]) == 3, first  # tenant, account, its latest link
+    for name, done in work.items():
+        assert done == first, name
+    mailer = service.mailer
+    assert isinstance(mailer, SmtpMailer)
+    await mailer.flush()
+    assert [rcpt for rcpt, _ in inbox.received] == [[user.email]]
+    # The link and its audit row commit together: one link, one "sent" row.
+    links = await _rows(owner_engine, fresh_tenant, "SELECT 1 FROM account_tokens WHERE user_id = :u", u=user.id)
+    assert len(links) == 1
+    requested = await _audit(owner_engine, fresh_tenant, "auth.password.reset_requested")
+    assert [r.access_granted for r in requested] == [True, False, False, False]
+    assert requested[0].user_id == user.id and requested[0].entity_id == user.id
 
 
 async def test_reset_end_to_end_clears_lockout_and_ends_every_session(
