@@ -363,9 +363,9 @@ class AuditQuery:
     ) -> Connection[ChangeHistory]:
         refuse_unreadable_columns(info, _CHANGES, filter, order_by)
         try:
-            return await queries.change_history(
+            return Connection.of(await queries.change_history(
                 info.context.loaders, entity_id, page_args(first, after, last, before), filter, order_by,
                 ChangeHistory.from_row,  # type: ignore[arg-type]
-            )
+            ))
         except (PaginationError, FilterError) as exc:
             raise bad_input(exc) from None

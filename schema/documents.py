@@ -428,10 +428,10 @@ class DocumentsQuery:
         order_by: Annotated[list[DocumentOrder] | None, strawberry.argument(description=ORDER_BY_DESCRIPTION)] = None,
     ) -> Connection[Document]:
         try:
-            return await list_documents(  # type: ignore[no-any-return]
-                info.context.loaders, page_args(first, after, last, before), Document.from_row,
+            return Connection.of(await list_documents(
+                info.context.loaders, page_args(first, after, last, before), Document.from_row,  # type: ignore[arg-type]
                 search=search, filter_input=filter, order_by=order_by,
-            )
+            ))
         except (PaginationError, FilterError) as exc:
             raise bad_input(exc) from None
 

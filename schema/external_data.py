@@ -428,9 +428,9 @@ class ExternalDataQuery:
         ] = None,
     ) -> Connection[ExternalDataChange]:
         try:
-            return await queries.external_data_changes(
+            return Connection.of(await queries.external_data_changes(
                 info.context.loaders, page_args(first, after, last, before), filter, order_by,
                 ExternalDataChange.from_row,
-            )
+            ))
         except (PaginationError, FilterError) as exc:
             raise bad_input(exc) from None

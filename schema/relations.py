@@ -155,10 +155,10 @@ def to_many(
         parent: uuid.UUID = root._row._mapping[parent_key]
         cls = _class(target)
         try:
-            return await child_connection(
+            return Connection.of(await child_connection(
                 info.context.loaders, table, fk, parent, page_args(first, after, last, before), terms,
                 cls.from_row, where=conditions, where_key=where_key,
-            )
+            ))
         except PaginationError as exc:
             raise bad_input(exc) from None
 
@@ -213,9 +213,9 @@ def root_list(
         try:
             terms = order_terms(table, order_by, default_order)
             where = (conditions or filter_conditions)(table, filter)
-            return await root_connection(
+            return Connection.of(await root_connection(
                 info.context.loaders, table, page_args(first, after, last, before), terms, cls.from_row, where=where
-            )
+            ))
         except (PaginationError, FilterError) as exc:
             raise bad_input(exc) from None
 

@@ -12,8 +12,7 @@ import models
 from resolvers.common.connections import root_connection
 from resolvers.common.filters import filter_conditions, order_terms
 from resolvers.common.loaders import Loaders
-from resolvers.common.pagination import PageArgs
-from schema.pagination import Connection
+from resolvers.common.pagination import Page, PageArgs
 
 __all__ = ["HISTORY_ORDER", "change_history"]
 
@@ -31,7 +30,7 @@ async def change_history(
     filter_input: Any,
     order_by: Sequence[Any] | None,
     make: Callable[[Any], NodeT],
-) -> Connection[NodeT]:
+) -> Page[NodeT]:
     """The change_history rows of one record (whatever its entity type), filtered and paged."""
     terms = order_terms(_CHANGES, order_by, HISTORY_ORDER)
     where = [_CHANGES.c.entity_id == entity_id, *filter_conditions(_CHANGES, filter_input)]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import Select, Table, func, select
@@ -12,13 +12,13 @@ from sqlalchemy.sql.elements import ColumnElement
 from resolvers.common.loaders import Loaders, columns_of, readable
 from resolvers.common.pagination import (
     OrderTerm,
+    Page,
     PageArgs,
     decode_cursor,
     encode_cursor,
     keyset_condition,
     order_clauses,
 )
-from schema.pagination import Connection, PageInfo
 
 __all__ = ["child_connection", "root_connection"]
 
@@ -31,8 +31,8 @@ def _connection(
     page: PageArgs,
     terms: Sequence[OrderTerm],
     make: Callable[[Any], NodeT],
-    count: Callable[[], Any],
-) -> Connection[NodeT]:
+    count: Callable[[], Awaitable[int]],
+) -> Page[NodeT]:
     nodes = [make(row) for row in rows]
 
     def cursor_at(i: int) -> str:
@@ -43,17 +43,7 @@ def _connection(
         has_next, has_previous = page.before is not None, has_more
     else:
         has_next, has_previous = has_more, page.after is not None
-    return Connection(
-        nodes=nodes,
-        page_info=PageInfo(
-            has_next_page=has_next,
-            has_previous_page=has_previous,
-            _size=len(rows),
-            _cursor_at=cursor_at,
-        ),
-        _count=count,
-        _cursor_at=cursor_at,
-    )
+    return Page(nodes, has_next_page=has_next, has_previous_page=has_previous, cursor_at=cursor_at, count=count)
 
 
 def _cursor(page: PageArgs, terms: Sequence[OrderTerm]) -> list[Any] | None:
@@ -70,7 +60,7 @@ async def root_connection(
     *,
     where: Sequence[ColumnElement[bool]] = (),
     base: Select[Any] | None = None,
-) -> Connection[NodeT]:
+) -> Page[NodeT]:
     """A page of a top-level list; `where` filters it; totalCount counts the filtered list."""
     page.validate()
     values = _cursor(page, terms)
@@ -103,7 +93,7 @@ async def child_connection(
     *,
     where: Sequence[ColumnElement[bool]] = (),
     where_key: Hashable = (),
-) -> Connection[NodeT]:
+) -> Page[NodeT]:
     """A page of the children of one parent, batched with its siblings' pages."""
     page.validate()
     values = _cursor(page, terms)

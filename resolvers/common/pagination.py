@@ -14,10 +14,10 @@ import datetime as dt
 import json
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import and_, false, or_, true
 from sqlalchemy.sql.elements import ColumnElement
@@ -25,6 +25,7 @@ from sqlalchemy.sql.elements import ColumnElement
 __all__ = [
     "MAX_PAGE_SIZE",
     "OrderTerm",
+    "Page",
     "PageArgs",
     "PaginationError",
     "decode_cursor",
@@ -37,8 +38,27 @@ MAX_PAGE_SIZE = 100
 DEFAULT_PAGE_SIZE = 20
 
 
+NodeT = TypeVar("NodeT")
+
+
 class PaginationError(ValueError):
     """Bad pagination arguments; the message is for the client."""
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[NodeT]):
+    """One page of a list, as the resolvers build it; schema/pagination.py presents it as a Relay
+    connection (`Connection.of(page)`), so the resolvers need nothing of the schema layer.
+
+    `cursor_at(i)` encodes the cursor of the i-th node (only for the edges a client asks for);
+    `count()` runs the list's count statement (only when a client selects totalCount).
+    """
+
+    nodes: list[NodeT]
+    has_next_page: bool
+    has_previous_page: bool
+    cursor_at: Callable[[int], str]
+    count: Callable[[], Awaitable[int]]
 
 
 @dataclass(frozen=True, slots=True)

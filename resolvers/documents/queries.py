@@ -43,7 +43,7 @@ from models.documents import DOCUMENT_SEARCH_VECTOR
 from resolvers.common.connections import root_connection
 from resolvers.common.filters import FilterError, conditions_showing_hidden_on_request, order_terms
 from resolvers.common.loaders import Loaders
-from resolvers.common.pagination import OrderTerm, PageArgs, PaginationError, decode_cursor
+from resolvers.common.pagination import OrderTerm, Page, PageArgs, PaginationError, decode_cursor
 from resolvers.documents.loaders import DOCUMENT_ROWS, DOCUMENTS
 
 __all__ = [
@@ -129,8 +129,8 @@ async def list_documents(
     search: str | None,
     filter_input: Any,
     order_by: Sequence[Any] | None,
-) -> Any:
-    """The connection of the `documents` root field.
+) -> Page[NodeT]:
+    """The page of the `documents` root field.
 
     Raises FilterError or PaginationError (messages for the client) for bad input.
     """

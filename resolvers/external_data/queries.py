@@ -16,8 +16,7 @@ from models import ExternalDataChange
 from resolvers.common.connections import root_connection
 from resolvers.common.filters import filter_conditions, order_terms
 from resolvers.common.loaders import Loaders
-from resolvers.common.pagination import PageArgs
-from schema.pagination import Connection
+from resolvers.common.pagination import Page, PageArgs
 
 __all__ = ["CHANGES_DEFAULT_ORDER", "external_data_changes"]
 
@@ -31,7 +30,7 @@ async def external_data_changes(
     filter_input: Any,
     order_by: Sequence[Any] | None,
     make: Callable[[Any], Any],
-) -> Connection[Any]:
+) -> Page[Any]:
     """A page of the tenant's changes; raises FilterError or PaginationError on bad input."""
     terms = order_terms(_CHANGES, order_by, CHANGES_DEFAULT_ORDER)
     where = []
