@@ -8,6 +8,7 @@ hasher...) and the engine.
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
@@ -15,6 +16,7 @@ from typing import Any, TypeAlias
 import strawberry
 from cross_web import HTTPException
 from graphql import GraphQLError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -76,7 +78,15 @@ class Denials:
             for key, count in counts.items()
             for permission, path in [key]
         ]
-        await context.auth.writer.insert(principal.tenant_id, PermissionAudit.__table__, rows)
+        try:
+            await context.auth.writer.insert(principal.tenant_id, PermissionAudit.__table__, rows)
+        except IntegrityError:
+            # A trusted proxy (GWM_TRUSTED_PROXIES) sent a request id again: the denials are recorded
+            # under that id plus a suffix of the server's, never lost (the key is request id and path).
+            suffix = f"+{uuid.uuid4().hex[:8]}"
+            for row in rows:
+                row["request_id"] = str(row["request_id"])[: 100 - len(suffix)] + suffix
+            await context.auth.writer.insert(principal.tenant_id, PermissionAudit.__table__, rows)
 
 
 @dataclass(slots=True)
