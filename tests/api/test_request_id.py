@@ -14,11 +14,12 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from models.db import set_tenant
 from schema.errors import describe_exception
 from server.app import create_app
 from server.settings import Settings, SettingsError
 from tests.conftest import Database
-from tests.support.db import TenantRef, set_tenant
+from tests.support.db import TenantRef
 from tests.support.graphql import gql_response, sign_in
 from tests.support.http import app_client, make_login_user
 from tests.support.http import test_settings as settings_for
