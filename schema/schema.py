@@ -33,7 +33,13 @@ from schema.errors import MaskUnexpectedErrors, log_errors
 from schema.external_data import ExternalDataQuery
 from schema.identity import IdentityMutation, IdentityQuery
 from schema.input_guard import InputGuard
-from schema.limits import DEFAULT_MAX_COST, DEFAULT_MAX_SELECTIONS, NormalisedValidationCache, OperationLimits
+from schema.limits import (
+    DEFAULT_MAX_COST,
+    DEFAULT_MAX_OVERLAPS,
+    DEFAULT_MAX_SELECTIONS,
+    NormalisedValidationCache,
+    OperationLimits,
+)
 from schema.opportunities import OpportunitiesQuery
 from schema.opportunity_mutations import OpportunitiesMutation
 from schema.roles import RolesMutation
@@ -48,8 +54,10 @@ CACHE_SIZE = 256
 MAX_DEPTH = 15
 MAX_ALIASES = 30
 MAX_TOKENS = 5_000
-# Field selections after fragment expansion and the estimated cost (schema/limits.py, docs/api.md).
+# Field selections after fragment expansion, pairs of same-named fields to merge, and the default
+# of the estimated cost's limit (schema/limits.py, docs/api.md).
 MAX_SELECTIONS = DEFAULT_MAX_SELECTIONS
+MAX_OVERLAPS = DEFAULT_MAX_OVERLAPS
 MAX_COST = DEFAULT_MAX_COST
 # Validation results, keyed by the printed document: shared by every request of the process.
 VALIDATION_CACHE = NormalisedValidationCache(CACHE_SIZE)
@@ -95,6 +103,11 @@ def _operation_timeout_ms(context: Any) -> int | None:
     return timeout or None
 
 
+def _query_cost_limit(context: Any) -> int | None:
+    limit: int | None = getattr(context, "query_cost_limit", None)
+    return limit
+
+
 def build_schema() -> GwmSchema:
     return GwmSchema(
         query=Query,
@@ -110,8 +123,10 @@ def build_schema() -> GwmSchema:
             lambda: OperationLimits(
                 cache=VALIDATION_CACHE,
                 max_selections=MAX_SELECTIONS,
+                max_overlaps=MAX_OVERLAPS,
                 max_cost=MAX_COST,
                 timeout_ms=_operation_timeout_ms,
+                cost_limit=_query_cost_limit,
             ),
             InputGuard,  # every argument value storable, before execution (schema/input_guard.py)
             MaskUnexpectedErrors,
@@ -127,7 +142,9 @@ def sdl() -> str:
     return schema.as_str() + "\n"
 
 
-def graphql_app(auth: AuthService, *, operation_timeout_ms: int | None = None, **options: Any) -> GraphQLView:
+def graphql_app(
+    auth: AuthService, *, operation_timeout_ms: int | None = None, query_cost_limit: int | None = None, **options: Any
+) -> GraphQLView:
     """The /graphql endpoint: POST for everything, GET for queries only, no IDE yet.
 
     No WebSocket subprotocol is accepted yet: subscriptions (graphql-transport-ws only, never the
@@ -141,4 +158,6 @@ def graphql_app(auth: AuthService, *, operation_timeout_ms: int | None = None, *
         "multipart_uploads_enabled": False,
     }
     settings.update(options)
-    return GraphQLView(schema, auth=auth, operation_timeout_ms=operation_timeout_ms, **settings)
+    return GraphQLView(
+        schema, auth=auth, operation_timeout_ms=operation_timeout_ms, query_cost_limit=query_cost_limit, **settings
+    )

@@ -141,7 +141,15 @@ def create_app(settings: Settings) -> Starlette:
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             *auth_routes(),
-            Route("/graphql", graphql_app(auth), methods=["GET", "POST"]),
+            Route(
+                "/graphql",
+                graphql_app(
+                    auth,
+                    operation_timeout_ms=settings.operation_timeout_ms,
+                    query_cost_limit=settings.query_cost_limit,
+                ),
+                methods=["GET", "POST"],
+            ),
             *graphiql.graphiql_routes(),
         ],
         middleware=[
@@ -155,19 +163,19 @@ def create_app(settings: Settings) -> Starlette:
                 mfa_paths=MFA_PATHS,
                 password_change_paths=PASSWORD_CHANGE_PATHS,
                 form_post_pattern=SAML_ACS_PATTERN,
+                trusted_proxies=settings.trusted_proxies,
+                known_path=_known_path,
             )
         ],
+        exception_handlers={HTTPException: _http_error},
         lifespan=lifespan,
     )
     app.state.engine = engine
     app.state.auth = auth
     app.state.settings = settings
     return app
-                trusted_proxies=settings.trusted_proxies,
-                known_path=_known_path,
 
 
-        exception_handlers={HTTPException: _http_error},
 def app_from_env() -> Starlette:
     """Factory for `uvicorn --factory server.app:app_from_env` (worker processes)."""
     return create_app(Settings.from_env())

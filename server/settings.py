@@ -77,6 +77,12 @@ class Settings:
     db_max_overflow: int = 10
     # GWM_DB_STATEMENT_TIMEOUT_MS: bound on any single statement of the server's role.
     db_statement_timeout_ms: int = 30_000
+    # GWM_OPERATION_TIMEOUT_MS: how long one GraphQL query may run before it is stopped with
+    # OPERATION_TIMEOUT (checked between field resolutions; mutations are bounded by the statement
+    # timeout instead); 0 turns the deadline off.
+    operation_timeout_ms: int = 10_000
+    # GWM_QUERY_COST_LIMIT: the most a GraphQL operation may cost (docs/api.md, Query cost).
+    query_cost_limit: int = 50_000
     # GWM_LOG_LEVEL
     log_level: str = "info"
     # GWM_PUBLIC_URL: how users reach this server (links in emails, SAML SP URLs).
@@ -104,15 +110,15 @@ class Settings:
     smtp_starttls: bool = False
     # GWM_OIDC_ALLOW_INSECURE_LOOPBACK: also fetch OIDC keys over http from 127.0.0.1/::1 (tests only).
     oidc_allow_insecure_loopback: bool = False
+    # GWM_TRUSTED_PROXIES: comma-separated addresses or CIDR networks of the reverse proxies in front
+    # of the server; only a peer among them may set X-Request-ID (else the server makes the id).
+    trusted_proxies: tuple[str, ...] = ()
 
     @property
     def embedded(self) -> bool:
         """True when no DATABASE_URL is given and the embedded PostgreSQL serves."""
         return self.database_url is None
 
-    # GWM_TRUSTED_PROXIES: comma-separated addresses or CIDR networks of the reverse proxies in front
-    # of the server; only a peer among them may set X-Request-ID (else the server makes the id).
-    trusted_proxies: tuple[str, ...] = ()
     @property
     def pgdata(self) -> Path:
         return self.data_dir / "pgdata"
@@ -141,6 +147,8 @@ class Settings:
             db_pool_size=_int(env, "GWM_DB_POOL_SIZE", 10),
             db_max_overflow=_int(env, "GWM_DB_MAX_OVERFLOW", 10),
             db_statement_timeout_ms=_int(env, "GWM_DB_STATEMENT_TIMEOUT_MS", 30_000),
+            operation_timeout_ms=_at_least(env, "GWM_OPERATION_TIMEOUT_MS", 10_000, 0),
+            query_cost_limit=_at_least(env, "GWM_QUERY_COST_LIMIT", 50_000, 1),
             log_level=env.get("GWM_LOG_LEVEL") or "info",
             public_url=(env.get("GWM_PUBLIC_URL") or "http://127.0.0.1:8000").rstrip("/"),
             password_iterations=_at_least(env, "GWM_PASSWORD_ITERATIONS", 600_000, 600_000),
@@ -156,5 +164,5 @@ class Settings:
             smtp_starttls=(env.get("GWM_SMTP_STARTTLS") or "").lower() in {"1", "true", "yes"},
             oidc_allow_insecure_loopback=(env.get("GWM_OIDC_ALLOW_INSECURE_LOOPBACK") or "").lower()
             in {"1", "true", "yes"},
-        )
             trusted_proxies=_networks(env, "GWM_TRUSTED_PROXIES"),
+        )
