@@ -145,6 +145,8 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_db(settings: Settings, args: argparse.Namespace) -> int:
+    if settings.embedded:  # the generated audit key, read while the settings still say embedded
+        settings = resolve_audit_keys(settings)
     settings = resolve_database(settings)
     owner = _owner_url(settings)
     action = args.db_command
