@@ -379,12 +379,15 @@ class AuditTrail:
                 )
 
         event.listen(connection, "before_execute", before_execute)
-        connection.info[_STATE_KEY] = self
+        # Marks the connection as this unit of work's for `in_flush`; the dict is kept so that
+        # removing the mark never touches a connection that died (which would reconnect it).
+        info = connection.info
+        info[_STATE_KEY] = self
 
         def remove() -> None:
             event.remove(connection, "before_execute", before_execute)
-            if connection.info.get(_STATE_KEY) is self:
-                del connection.info[_STATE_KEY]
+            if info.get(_STATE_KEY) is self:
+                del info[_STATE_KEY]
 
         return remove
 

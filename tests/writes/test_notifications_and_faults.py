@@ -242,3 +242,126 @@ async def test_concurrent_http_updates_with_the_same_updated_at(
     note = await listener.next()
     assert note["entities"] == [{"type": "opportunity_project", "id": str(row.id)}]
     await _marker(client, first, listener, fresh_tenant)
+
+
+# -- identity and role writes (auth/roles.py, auth/mfa_service.py through auth/audited.py) ---------
+
+ROLE_CREATE = """mutation ($input: RoleCreateInput!) {
+  roleCreate(input: $input) { role { rowId } errors { code field } } }"""
+ROLE_UPDATE = """mutation ($input: RoleUpdateInput!) {
+  roleUpdate(input: $input) { role { rowId name } errors { code field } } }"""
+USER_ROLE_GRANT = """mutation ($input: UserRoleGrantInput!) {
+  userRoleGrant(input: $input) { userRole { rowId } errors { code field } } }"""
+MFA_START = "mutation { mfaEnrollmentStart { enrollment { secret } errors { code } } }"
+
+
+async def _role_marker(client: httpx.AsyncClient, caller: Caller, listener: Listener, tenant: TenantRef) -> None:
+    """A committed role: the next notification must be its own (nothing was announced before it)."""
+    data = await mutate(client, caller, ROLE_CREATE, {"input": {"name": f"Marker {uuid.uuid4().hex[:6]}",
+                                                                "permissions": []}})
+    role_id = data["roleCreate"]["role"]["rowId"]
+    note = await listener.next()
+    assert note["tenant"] == str(tenant.id) and note["entities"] == [{"type": "role", "id": role_id}]
+
+
+async def _no_trail(rows: Rows, entity_id: uuid.UUID, *, but: tuple[str, ...] = ()) -> None:
+    """No audit row about `entity_id` (but the events named in `but`), and no history."""
+    found = await rows.all("SELECT action_type FROM audit_logs WHERE tenant_id = :t AND entity_id = :e", e=entity_id)
+    assert [r.action_type for r in found if r.action_type not in but] == []
+    assert await rows.history(entity_id) == []
+
+
+async def test_constraint_violations_of_role_and_assignment_writes_leave_nothing(
+    client: httpx.AsyncClient, sign_in_as: SignIn, rows: Rows, listener: Listener, fresh_tenant: TenantRef
+) -> None:
+    admin = await sign_in_as("Tenant Admin")
+    role = await rows.make("roles", name="Before", permissions='["user:read"]')
+    data = await mutate(client, admin, ROLE_UPDATE, {"input": {
+        "id": str(role.id), "updatedAt": _wire(role.updated_at), "name": "Viewer"}})  # uq (tenant, name)
+    assert data["roleUpdate"]["errors"] == [{"code": "NAME_TAKEN", "field": ["input", "name"]}]
+    assert (await rows.one("SELECT name FROM roles WHERE id = :r", r=role.id)).name == "Before"
+    await _no_trail(rows, role.id)
+
+    user = await rows.make("users")
+    grant = {"input": {"userId": str(user.id), "roleId": str(role.id)}}
+    first = await mutate(client, admin, USER_ROLE_GRANT, grant)
+    assignment = uuid.UUID(first["userRoleGrant"]["userRole"]["rowId"])
+    assert (await listener.next())["entities"] == [{"type": "user_role", "id": str(assignment)}]
+    again = await mutate(client, admin, USER_ROLE_GRANT, grant)  # uq (user, role, project)
+    assert again["userRoleGrant"]["errors"] == [{"code": "ALREADY_ASSIGNED", "field": ["input", "roleId"]}]
+    assert len(await rows.all("SELECT id FROM user_roles WHERE user_id = :u", u=user.id)) == 1
+    granted = await rows.all(
+        "SELECT id FROM audit_logs WHERE tenant_id = :t AND action_type = 'auth.role_assignment.granted'")
+    assert len(granted) == 1
+    await _role_marker(client, admin, listener, fresh_tenant)
+
+
+_FAULTS = {
+    # A deferred constraint trigger: the statement passes, COMMIT fails.
+    "commit": ("CONSTRAINT TRIGGER {name} AFTER UPDATE ON {table} DEFERRABLE INITIALLY DEFERRED",
+               "RAISE EXCEPTION 'refused at commit'", "NULL"),
+    # The backend running the unit of work is terminated in the middle of its flush.
+    "killed": ("TRIGGER {name} BEFORE UPDATE ON {table}", "PERFORM pg_terminate_backend(pg_backend_pid())", "NEW"),
+    # The update outlives the statement timeout of the impatient app.
+    "timeout": ("TRIGGER {name} BEFORE UPDATE ON {table}", "PERFORM pg_sleep(2)", "NEW"),
+}
+
+
+async def _fault(owner_engine: AsyncEngine, fault: str, table: str, row_id: uuid.UUID) -> str:
+    name = f"test_fault_{uuid.uuid4().hex[:8]}"
+    trigger, action, result = _FAULTS[fault]
+    async with owner_engine.begin() as conn:
+        await conn.execute(text(
+            f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+            f" IF NEW.id = '{row_id}' THEN {action}; END IF; RETURN {result}; END $$"))
+        await conn.execute(text(
+            f"CREATE {trigger.format(name=name, table=table)} FOR EACH ROW EXECUTE FUNCTION {name}()"))
+    return name
+
+
+async def _unfault(owner_engine: AsyncEngine, name: str, table: str) -> None:
+    async with owner_engine.begin() as conn:
+        await conn.execute(text(f"DROP TRIGGER {name} ON {table}"))
+        await conn.execute(text(f"DROP FUNCTION {name}()"))
+
+
+@pytest.mark.parametrize("fault", list(_FAULTS))
+@pytest.mark.parametrize("write", ["roleUpdate", "mfaEnrollmentStart"])
+async def test_a_fault_in_a_role_or_identity_write_leaves_nothing(
+    fault: str,
+    write: str,
+    impatient_app: Starlette,
+    client: httpx.AsyncClient,
+    sign_in_as: SignIn,
+    rows: Rows,
+    listener: Listener,
+    fresh_tenant: TenantRef,
+    owner_engine: AsyncEngine,
+) -> None:
+    admin = await sign_in_as("Tenant Admin")
+    if write == "roleUpdate":
+        role = await rows.make("roles", name="Before", permissions='["user:read"]')
+        table, target = "roles", role.id
+        document, variables = ROLE_UPDATE, {"input": {
+            "id": str(role.id), "updatedAt": _wire(role.updated_at), "name": "After"}}
+    else:
+        table, target, document, variables = "users", admin.id, MFA_START, {}
+    name = await _fault(owner_engine, fault, table, target)
+    try:
+        if fault == "timeout":
+            async with app_client(impatient_app) as impatient:
+                response = await gql_response(impatient, document, variables, token=admin.token)
+        else:
+            response = await gql_response(client, document, variables, token=admin.token)
+        _masked(response.json())
+    finally:
+        await _unfault(owner_engine, name, table)
+    if write == "roleUpdate":
+        assert (await rows.one("SELECT name FROM roles WHERE id = :r", r=target)).name == "Before"
+    else:
+        stored = await rows.one("SELECT mfa_secret_encrypted FROM users WHERE id = :u", u=target)
+        assert stored.mfa_secret_encrypted is None
+    await _no_trail(rows, target, but=("auth.login.succeeded",))
+    # Nothing was announced, and the app (its pool included, after a killed backend) goes on.
+    await _role_marker(client, admin, listener, fresh_tenant)
+    assert listener.received.empty()
