@@ -11,7 +11,8 @@ Every check here runs on the parsed document before the expensive validation rul
    summed over every root field and alias. Refused with extensions.code `QUERY_TOO_COSTLY`,
    naming the cost and the limit.
 3. Validation (graphql-core's rules and ours), cached under the document's printed form, so
-   whitespace, comments and commas do not make a document new (`NormalisedValidationCache`).
+   whitespace, comments and commas do not make a document new (`DocumentCache`, which also keeps
+   the parsed form of documents that passed, and only of those).
 
 Then, during execution of a query, a deadline (`GWM_OPERATION_TIMEOUT_MS`) is checked before every
 field resolution (`OperationLimits.resolve`): the stall it bounds is CPU on the event loop, which no
@@ -56,6 +57,7 @@ from graphql import (
     is_enum_type,
     is_input_object_type,
     is_list_type,
+    parse,
     print_ast,
     value_from_ast_untyped,
     visit,
@@ -73,7 +75,7 @@ __all__ = [
     "DEFAULT_MAX_SELECTIONS",
     "DEFAULT_OPERATION_TIMEOUT_MS",
     "FIELD_WEIGHTS",
-    "NormalisedValidationCache",
+    "DocumentCache",
     "OperationLimits",
     "count_overlaps",
     "count_selections",
@@ -432,22 +434,46 @@ def _relocated(errors: list[GraphQLError], source: DocumentNode, target: Documen
     return out
 
 
-class NormalisedValidationCache:
-    """Validation results keyed by the printed document and the rules (LRU, `maxsize` entries).
+class DocumentCache:
+    """Parsed documents by text, and validation results by printed document and rules (LRU each).
 
-    The printed form drops whitespace, comments and commas, so reformatting a document does not
-    make it new. A hit with errors from a differently spaced document points them at the nodes of
-    the document at hand. `runs` counts the validations actually run.
+    A document is kept parsed only once it has passed the limits and validation: a refused
+    document (thousands of AST nodes and tokens, linked in cycles) is garbage at once instead of
+    filling the cache, and the cyclic garbage collector's pauses, with copies an abuser varies at will.
+
+    Validation results are keyed by the printed form, which drops whitespace, comments and commas,
+    so reformatting a document does not make it new. A hit with errors from a differently spaced
+    document points them at the nodes of the document at hand. `runs` counts the validations
+    actually run, `hits` those served from the cache.
     """
 
     def __init__(self, maxsize: int) -> None:
         self.maxsize = maxsize
         self.runs = 0
         self.hits = 0
+        self._parsed: OrderedDict[str, DocumentNode] = OrderedDict()
         self._results: OrderedDict[Hashable, tuple[DocumentNode, list[GraphQLError]]] = OrderedDict()
-        # The printed form of recently seen documents: the parser cache hands out the same
+        # The printed form of recently seen documents: the parse cache hands out the same
         # DocumentNode for the same text, so a repeated request prints nothing.
         self._printed: OrderedDict[int, tuple[DocumentNode, str]] = OrderedDict()
+
+    def parse(self, text: str, options: Mapping[str, Any]) -> DocumentNode:
+        document = self._parsed.get(text)
+        if document is not None:
+            self._parsed.move_to_end(text)
+            return document
+        return parse(text, **options)
+
+    def __contains__(self, text: object) -> bool:
+        """Whether the document `text` is kept parsed."""
+        return text in self._parsed
+
+    def keep(self, text: str, document: DocumentNode) -> None:
+        """Keep `document` parsed for the next request sending `text`."""
+        self._parsed[text] = document
+        self._parsed.move_to_end(text)
+        if len(self._parsed) > self.maxsize:
+            self._parsed.popitem(last=False)
 
     def key(self, document: DocumentNode) -> str:
         seen = self._printed.get(id(document))
@@ -491,7 +517,7 @@ class OperationLimits(SchemaExtension):
     def __init__(
         self,
         *,
-        cache: NormalisedValidationCache,
+        cache: DocumentCache,
         max_selections: int = DEFAULT_MAX_SELECTIONS,
         max_overlaps: int = DEFAULT_MAX_OVERLAPS,
         max_cost: int = DEFAULT_MAX_COST,
@@ -508,11 +534,20 @@ class OperationLimits(SchemaExtension):
         self.deadline: float | None = None
         self.expired = False
 
+    def on_parse(self) -> Iterator[None]:
+        ec = self.execution_context
+        if ec.graphql_document is None and ec.query:
+            ec.graphql_document = self.cache.parse(ec.query, ec.parse_options)
+        yield
+
     def on_validate(self) -> Iterator[None]:
         ec = self.execution_context
         document = ec.graphql_document
         if document is not None and ec.pre_execution_errors is None:
-            ec.pre_execution_errors = self._check(document)
+            errors = self._check(document)
+            ec.pre_execution_errors = errors
+            if not errors and ec.query:
+                self.cache.keep(ec.query, document)
         yield
 
     def _check(self, document: DocumentNode) -> list[GraphQLError]:

@@ -15,7 +15,7 @@ import strawberry
 from graphql import GraphQLError
 from graphql.validation import ASTValidationRule
 from strawberry import relay
-from strawberry.extensions import AddValidationRules, MaxTokensLimiter, ParserCache
+from strawberry.extensions import AddValidationRules, MaxTokensLimiter
 from strawberry.extensions.max_aliases import create_validator as aliases_rule
 from strawberry.extensions.query_depth_limiter import create_validator as depth_rule
 from strawberry.schema.config import StrawberryConfig
@@ -37,7 +37,7 @@ from schema.limits import (
     DEFAULT_MAX_COST,
     DEFAULT_MAX_OVERLAPS,
     DEFAULT_MAX_SELECTIONS,
-    NormalisedValidationCache,
+    DocumentCache,
     OperationLimits,
 )
 from schema.opportunities import OpportunitiesQuery
@@ -59,8 +59,9 @@ MAX_TOKENS = 5_000
 MAX_SELECTIONS = DEFAULT_MAX_SELECTIONS
 MAX_OVERLAPS = DEFAULT_MAX_OVERLAPS
 MAX_COST = DEFAULT_MAX_COST
-# Validation results, keyed by the printed document: shared by every request of the process.
-VALIDATION_CACHE = NormalisedValidationCache(CACHE_SIZE)
+# Parsed documents that passed, and validation results keyed by the printed document: shared by
+# every request of the process.
+DOCUMENT_CACHE = DocumentCache(CACHE_SIZE)
 # The depth and alias limits as validation rules, made once: strawberry's QueryDepthLimiter and
 # MaxAliasesLimiter build a new rule class per instance, hence per request, and the validation cache
 # is keyed by the rules, so with them every request was validated again (a third of a small read).
@@ -117,11 +118,11 @@ def build_schema() -> GwmSchema:
             # Limits first: a document over them is refused before anything runs. The token limit is
             # enforced by the parser; depth and aliases by validation (cached like any validation).
             lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
-            lambda: ParserCache(maxsize=CACHE_SIZE),
             lambda: AddValidationRules(LIMIT_RULES),
-            # The selection bound and the cost limit, then validation (cached), then the deadline.
+            # Parsing (cached once passed), the selection and overlap bounds and the cost limit, then
+            # validation (cached), then the deadline.
             lambda: OperationLimits(
-                cache=VALIDATION_CACHE,
+                cache=DOCUMENT_CACHE,
                 max_selections=MAX_SELECTIONS,
                 max_overlaps=MAX_OVERLAPS,
                 max_cost=MAX_COST,

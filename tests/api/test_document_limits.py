@@ -61,7 +61,7 @@ async def test_a_document_is_validated_once_then_served_from_the_cache(
     client: httpx.AsyncClient, admin_token: str
 ) -> None:
     """The limits must not defeat the validation cache (it is keyed by the rules: they are made once)."""
-    from schema.schema import VALIDATION_CACHE as cache
+    from schema.schema import DOCUMENT_CACHE as cache
 
     query = "query ValidatedOnce { viewer { credential } }"
     await gql(client, query, token=admin_token)

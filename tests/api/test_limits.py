@@ -23,13 +23,13 @@ from starlette.applications import Starlette
 from models.db import set_tenant
 from schema.limits import DEFAULT_OPERATION_TIMEOUT_MS, FIELD_WEIGHTS, count_overlaps, count_selections, estimate_cost
 from schema.schema import (
+    DOCUMENT_CACHE,
     MAX_ALIASES,
     MAX_COST,
     MAX_DEPTH,
     MAX_OVERLAPS,
     MAX_SELECTIONS,
     MAX_TOKENS,
-    VALIDATION_CACHE,
     schema,
 )
 from server.app import create_app
@@ -225,7 +225,7 @@ async def test_the_abusive_shapes_are_refused_before_validation_and_sql(
     # What a request costs in SQL before its operation runs: the principal lookup, nothing else.
     await gql(client, "{ __typename }", token=viewer_token)
     baseline = await _statements_of(client, engine, "{ __typename }", viewer_token)
-    runs = VALIDATION_CACHE.runs
+    runs = DOCUMENT_CACHE.runs
     for variant in (document, document.replace(" ", "  "), "# again\n" + document):
         statements = await _statements_of(client, engine, variant, viewer_token)
         assert statements == baseline, statements
@@ -235,7 +235,8 @@ async def test_the_abusive_shapes_are_refused_before_validation_and_sql(
         assert error["extensions"]["code"] == code
         assert error["extensions"]["limit"] == limit
         assert f"limit is {limit}" in error["message"] or f"limit of {limit}" in error["message"]
-    assert VALIDATION_CACHE.runs == runs  # no validation rule ran for any of them
+        assert variant not in DOCUMENT_CACHE  # a refused document is not kept parsed
+    assert DOCUMENT_CACHE.runs == runs  # no validation rule ran for any of them
 
 
 async def test_the_cost_refusal_states_the_cost(client: httpx.AsyncClient, viewer_token: str) -> None:
@@ -272,9 +273,10 @@ async def test_whitespace_and_comments_do_not_defeat_the_validation_cache(
 ) -> None:
     tag = uuid.uuid4().hex[:8]  # a document this process has not validated yet
     query = f"query Cached{tag} {{ viewer {{ user {{ email }} }} }}"
-    runs = VALIDATION_CACHE.runs
+    runs = DOCUMENT_CACHE.runs
     await gql(client, query, token=viewer_token)
-    assert VALIDATION_CACHE.runs == runs + 1
+    assert DOCUMENT_CACHE.runs == runs + 1
+    assert query in DOCUMENT_CACHE  # kept parsed: it passed
     variants = [
         query.replace(" ", "   "),
         f"# a comment\nquery Cached{tag} {{\n  viewer {{\n    user {{ email, }},\n  }}\n}}\n",
@@ -282,7 +284,7 @@ async def test_whitespace_and_comments_do_not_defeat_the_validation_cache(
     ]
     for variant in variants:
         await gql(client, variant, token=viewer_token)
-    assert VALIDATION_CACHE.runs == runs + 1
+    assert DOCUMENT_CACHE.runs == runs + 1
 
 
 async def test_a_cached_validation_error_points_into_the_document_sent(
@@ -290,11 +292,11 @@ async def test_a_cached_validation_error_points_into_the_document_sent(
 ) -> None:
     tag = uuid.uuid4().hex[:8]
     first = await gql(client, f"query Bad{tag} {{ viewer {{ noSuchField }} }}", token=viewer_token, errors=True)
-    runs = VALIDATION_CACHE.runs
+    runs = DOCUMENT_CACHE.runs
     again = await gql(
         client, f"\n\n   query Bad{tag} {{\n  viewer {{\n      noSuchField\n  }}\n}}", token=viewer_token, errors=True
     )
-    assert VALIDATION_CACHE.runs == runs  # served from the cache
+    assert DOCUMENT_CACHE.runs == runs  # served from the cache
     assert again["errors"][0]["message"] == first["errors"][0]["message"]
     assert first["errors"][0]["locations"] == [{"line": 1, "column": 30}]
     assert again["errors"][0]["locations"] == [{"line": 5, "column": 7}]
