@@ -39,22 +39,28 @@ and redacts secret-looking keys of `details` and of JSON values (auth.audit.reda
 
 Events that change no row (sign-in, sign-out, a refused sign-in, a denial) are not written here:
 they stay side-effect rows (`auth.audit.record_event`), which persist when the request fails.
+
+`append_event(conn, chain, ...)` appends one event row on a plain transaction that changed an
+unaudited table (a session ended by its timeout, an API key's use recorded) without opening a
+unit of work: the hot paths of authentication keep their one short transaction, and the event
+still commits with the change.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from auth.audit import RequestMeta, inet, redact
+from auth.audit import AuthEvent, RequestMeta, inet, redact
 from models.audit_chain import AuditChain
-from models.audit_trail import STORED_SECRETS, AuditContext, Redaction
-from models.enums import ChangeSource
+from models.audit_log import AuditLog
+from models.audit_trail import STORED_SECRETS, AuditContext, Redaction, wire_value
+from models.enums import ChangeSource, RiskLevel
 from models.identity import User
 from models.unit_of_work import UnitOfWork
 
@@ -64,6 +70,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "REDACTION",
+    "append_event",
     "caller_context",
     "caller_unit",
     "route_context",
@@ -191,3 +198,40 @@ async def system_unit(
         )
         uow.set_actor(system_user)
         yield uow
+
+
+async def append_event(
+    conn: AsyncConnection,
+    chain: AuditChain,
+    *,
+    tenant_id: uuid.UUID,
+    event: AuthEvent,
+    meta: RequestMeta | None,
+    entity_type: str,
+    entity_id: uuid.UUID | None,
+    user_id: uuid.UUID | None = None,
+    session_id: uuid.UUID | str | None = None,
+    description: str | None = None,
+    details: Mapping[str, Any] | None = None,
+    risk: RiskLevel = RiskLevel.LOW,
+) -> None:
+    """Append one event row on `conn`'s open transaction (its tenant set, READ COMMITTED), so it
+    commits, or rolls back, with the change it describes."""
+    row = {
+        "tenant_id": tenant_id,
+        "user_id": user_id,
+        "session_id": None if session_id is None else str(session_id),
+        "ip_address": inet(meta.ip) if meta else None,
+        "user_agent": meta.user_agent if meta else None,
+        "action_type": event.value,
+        "entity_type": entity_type,
+        "entity_id": entity_id,
+        "operation_description": description,
+        "after_values": None if details is None else REDACTION.redact_json(wire_value(dict(details))),
+        "access_granted": True,
+        "risk_level": risk.value,
+        "request_id": meta.request_id if meta else None,
+        "api_endpoint": meta.endpoint if meta else None,
+        "http_method": meta.method if meta else None,
+    }
+    await chain.append(conn, AuditLog.__table__, [row])

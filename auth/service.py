@@ -15,6 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from auth.audit import AuthEvent, RequestMeta, record_event
+from auth.audited import append_event
 from auth.crypto import SecretBox
 from auth.exceptions import Unauthenticated
 from auth.mailer import Mailer
@@ -106,16 +107,13 @@ class AuthService:
             ended = self._session_end_reason(record, user, policy, grants, now)
             if ended is not None:
                 await terminate_session(conn, record.session_id, ended, now)
+                # The session's end and its event commit together (docs/decisions.md W11).
+                await append_event(
+                    conn, self.writer.chain, tenant_id=record.tenant_id, event=AuthEvent.SESSION_EXPIRED,
+                    meta=meta, user_id=record.user_id, session_id=record.session_id, entity_type="user",
+                    entity_id=record.user_id, description=f"session ended: {ended.value}",
+                )
         if ended is not None:
-            await record_event(
-                self.writer,
-                tenant_id=record.tenant_id,
-                event=AuthEvent.SESSION_EXPIRED,
-                meta=meta,
-                user_id=record.user_id,
-                session_id=record.session_id,
-                description=f"session ended: {ended.value}",
-            )
             raise Unauthenticated("SESSION_EXPIRED", "The session has expired; sign in again.")
         assert user is not None
         await touch_session(self.engine, record, now)
@@ -182,16 +180,12 @@ class AuthService:
                 ),
                 {"k": row.api_key_id, "now": now, "before": now - API_KEY_USE_RECORD_INTERVAL},
             )
-        if used is not None:  # at most one audit row a minute per key, like session activity
-            await record_event(
-                self.writer,
-                tenant_id=row.tenant_id,
-                event=AuthEvent.API_KEY_USED,
-                meta=meta,
-                session_id=f"api_key:{row.api_key_id}",
-                entity_type="api_key",
-                entity_id=row.api_key_id,
-            )
+            if used is not None:  # at most one audit row a minute per key, like session activity
+                # last_used_at and its event commit together (docs/decisions.md W11).
+                await append_event(
+                    conn, self.writer.chain, tenant_id=row.tenant_id, event=AuthEvent.API_KEY_USED, meta=meta,
+                    session_id=f"api_key:{row.api_key_id}", entity_type="api_key", entity_id=row.api_key_id,
+                )
         return Principal(
             kind=PrincipalKind.API_KEY,
             tenant_id=row.tenant_id,
