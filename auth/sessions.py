@@ -4,6 +4,11 @@ The token is shown once (login response, cookie) and only its SHA-256 is stored.
 resolved before the tenant is known, through `gwm_session_by_token_hash()`; everything after that
 runs under the session's tenant. `last_activity_at` is written at most once a minute per session,
 in its own short transaction, so read-only requests stay read-only.
+
+Sessions are not audited by the flush hook (docs/decisions.md W11): the functions here take the
+caller's connection, and a caller that ends or changes a session writes the event row in that same
+transaction (a unit of work's `connection` with `record_event`, or `auth.audited.append_event`),
+never after COMMIT. Sign-in and sign-out themselves are side-effect events.
 """
 
 from __future__ import annotations
