@@ -265,7 +265,7 @@ class _Walk:
                         self.literal(field.value, definition.type, (*path, field.name.value),
                                      f"{type_.name}.{field.name.value}")
         elif isinstance(type_, GraphQLScalarType):
-            for text in _literal_strings(node):
+            for text in _literal_strings(node, self.variables):
                 self.text(text, type_, path, owner, node)
 
     def value(self, value: Any, type_: GraphQLInputType, path: tuple[str | int, ...], owner: str, node: Any) -> None:
@@ -310,13 +310,15 @@ class _Walk:
         return isinstance(found, GraphQLObjectType) and any(i.name == "Node" for i in found.interfaces)
 
 
-def _literal_strings(node: ValueNode) -> Iterator[str]:
-    """Every string in a literal (a JSON literal's object keys too)."""
+def _literal_strings(node: ValueNode, variables: Mapping[str, Any]) -> Iterator[str]:
+    """Every string in a literal (a JSON literal's object keys, and variables inside it, too)."""
     stack: list[ValueNode] = [node]
     while stack:
         current = stack.pop()
         if isinstance(current, StringValueNode):
             yield current.value
+        elif isinstance(current, VariableNode):
+            yield from _strings(variables.get(current.name.value))
         elif isinstance(current, ListValueNode):
             stack.extend(current.values)
         elif isinstance(current, ObjectValueNode):

@@ -488,3 +488,22 @@ async def test_http_refusals_are_json_with_a_code(raw_client: httpx.AsyncClient,
     assert no_query.status_code == 400 and no_query.json()["errors"][0]["extensions"]["code"] == "BAD_REQUEST"
     unauthenticated = await raw_client.post("/graphql", json={"query": "{ __typename }"})
     assert unauthenticated.status_code == 401 and unauthenticated.json()["error"]["code"] == "UNAUTHENTICATED"
+
+
+async def test_json_values_are_checked_to_the_last_key(client: httpx.AsyncClient, hostile_admin: str) -> None:
+    """An override value is JSON: NUL is refused in nested strings and keys, literal or variable."""
+    project = uuid.uuid4()
+    create = f'opportunityProjectOverrideCreate(input: {{opportunityProjectId: "{project}", fieldName: "title", '
+    documents = [
+        ("mutation { " + create + 'overrideValue: {a: ["ok", "bad\\u0000"]}}) { errors { code } } }', {}),
+        ("mutation($v: JSON) { " + create + "overrideValue: $v}) { errors { code } } }",
+         {"v": {"nested": [{"bad\u0000key": 1}]}}),
+        ("mutation($s: JSON) { " + create + "overrideValue: {a: $s}}) { errors { code } } }", {"s": "x\ud800"}),
+    ]
+    for document, variables in documents:
+        response = await client.post("/graphql", content=json.dumps({"query": document, "variables": variables}),
+                                     headers={"authorization": f"Bearer {hostile_admin}",
+                                              "content-type": "application/json"})
+        body = response.json()
+        assert _codes(body) == ["BAD_USER_INPUT"], body
+        assert body["errors"][0]["extensions"]["field"] == ["input", "overrideValue"]
