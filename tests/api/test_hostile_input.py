@@ -507,3 +507,25 @@ async def test_json_values_are_checked_to_the_last_key(client: httpx.AsyncClient
         body = response.json()
         assert _codes(body) == ["BAD_USER_INPUT"], body
         assert body["errors"][0]["extensions"]["field"] == ["input", "overrideValue"]
+
+
+async def test_hostile_text_written_in_the_document(client: httpx.AsyncClient, hostile_admin: str) -> None:
+    """Literals, not variables: NUL is refused naming the argument; a lone surrogate cannot even be lexed."""
+    nul = await _graphql(client, hostile_admin, {
+        "query": '{ opportunityProjects(filter: {projectName: {contains: "a\\u0000b"}}) { totalCount } }'})
+    assert _codes(nul) == ["BAD_USER_INPUT"] and nul["errors"][0]["extensions"]["field"] == [
+        "filter", "projectName", "contains"]
+    escaped = await _graphql(client, hostile_admin, {"query": '{ documents(search: "a\\uD800b") { totalCount } }'})
+    assert _codes(escaped) == ["GRAPHQL_PARSE_FAILED"], escaped
+    raw = json.dumps({"query": '{ documents(search: "a\ud800b") { totalCount } }'})  # the character itself
+    response = await client.post("/graphql", content=raw, headers={
+        "authorization": f"Bearer {hostile_admin}", "content-type": "application/json"})
+    assert response.status_code == 200 and _codes(response.json()) in (["GRAPHQL_PARSE_FAILED"], ["BAD_USER_INPUT"])
+
+
+async def test_get_requests_parse_their_variables_strictly(raw_client: httpx.AsyncClient, hostile_admin: str) -> None:
+    for variables in ("[1]", "{nope", "[" * 5000 + "]" * 5000):
+        params = {"query": "{ viewer { __typename } }", "variables": variables}
+        response = await raw_client.get("/graphql", params=params, headers={"authorization": f"Bearer {hostile_admin}"})
+        assert response.status_code == 400, response.text
+        assert response.json()["errors"][0]["extensions"]["code"] == "BAD_REQUEST"
