@@ -28,6 +28,15 @@ refuses ORM bulk INSERT/UPDATE/DELETE statements on audited models (they skip th
 listener on the unit of work's connection refuses Core and textual INSERT/UPDATE/DELETE on their
 tables outside a flush.
 
+A change may carry its meaning: `AuditTrail.label(obj, action, description)` makes the audit row
+of that object's change say e.g. `auth.role.created` instead of CREATE (change_history keeps the
+plain category). Changes of tables the hook does not audit (sessions, API keys, recovery codes,
+account tokens, linked identities) queue one event row each with `AuditTrail.event`; the unit of
+work appends them after its last flush, before COMMIT (`write_events`), so they commit with the
+change. `in_flush(connection)` tells whether a connection is a unit of work's inside its flush:
+the test suite's listener (tests/support/dml_guard.py) uses it to find audited writes made
+anywhere else.
+
 Which models are audited is `AUDITED`; `NOT_AUDITED` lists the rest with the reason (a test keeps
 every mapped model in one of the two). Operational columns of audited models (login counters,
 polling state) are `OPERATIONAL_COLUMNS`: a change to them alone is not recorded. docs/decisions.md
