@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from models.audit_trail import REDACTED
+from models.audit_trail import AUDITED, REDACTED
 from models.db import set_tenant
 
 __all__ = ["expect_audit"]
@@ -61,6 +61,11 @@ async def expect_audit(
     assert log.access_granted is True and log.request_id
     if user_id is not None:
         assert log.user_id == user_id
+    hooked = log.entity_type in {entity_type.value for entity_type in AUDITED.values()}
+    assert hooked == (history is not None), (
+        f"{mutation}: {log.entity_type} is {'' if hooked else 'not '}audited by the flush hook: "
+        f"{'name the change_history fields it must have' if hooked else 'pass history=None'}"
+    )
     if history is None:
         assert changes == [], f"{mutation}: {action} is an event of an unaudited table, yet has history"
         return log, []

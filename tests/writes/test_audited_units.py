@@ -9,13 +9,27 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from auth.audited import REDACTION, system_unit
+from auth.audit import RequestMeta
+from auth.audited import REDACTION, route_context, system_context, system_unit
 from models import Role, User
 from models.audit_trail import REDACTED, STORED_SECRETS
 from models.enums import RiskLevel
 from resolvers.common.loaders import SECRET_COLUMNS
 from tests.support.db import TEST_AUDIT_CHAIN, TenantRef
 from tests.writes.conftest import Rows
+
+
+def test_route_and_system_contexts_carry_the_request_and_the_actor() -> None:
+    tenant, user = uuid.uuid4(), uuid.uuid4()
+    meta = RequestMeta(request_id="r-1", ip="::ffff:10.0.0.1", user_agent="ua", endpoint="/auth/x", method="POST")
+    route = route_context(tenant, meta, field="/auth/x", actor=user, session_id=user)
+    assert (route.tenant_id, route.user_id, route.session_id) == (tenant, user, str(user))
+    assert (route.request_id, route.endpoint, route.http_method) == ("r-1", "/auth/x", "POST")
+    assert route.field_name == "/auth/x"
+    assert route.change_source.value == "user" and route.ip_address is not None
+    system = system_context(tenant, process="jobs.nightly", system_user_id=user)
+    assert (system.user_id, system.change_source.value, system.system_process) == (user, "system", "jobs.nightly")
+    assert system.request_id is None and system.ip_address is None
 
 
 def test_every_secret_the_api_hides_is_redacted_in_audit_rows() -> None:
