@@ -4,13 +4,16 @@ the others (API keys, sessions), and never a secret (docs/api/audit.md lists the
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import httpx
 import pyotp
 import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from models.db import set_tenant
 from tests.support.audit_trail import expect_audit
 from tests.support.db import TenantRef
 from tests.support.graphql import sign_in
@@ -150,3 +153,33 @@ async def test_mfa_enrolment_is_audited_on_the_user_without_its_secret(
     trail += str([tuple(r) for r in await rows.all("SELECT * FROM change_history WHERE tenant_id = :t")])
     assert secret not in trail and not any(code in trail for code in codes)
     assert uuid.UUID(str(log.entity_id)) == user.id
+
+
+async def test_an_enrolment_changed_while_it_is_confirmed_is_refused_and_changes_nothing(
+    client: httpx.AsyncClient, sign_in_as: SignIn, owner_engine: AsyncEngine, fresh_tenant: TenantRef, rows: Rows
+) -> None:
+    user = await sign_in_as("Viewer")
+    secret = (await mutate(client, user, MFA_START))["mfaEnrollmentStart"]["enrollment"]["secret"]
+    async with owner_engine.connect() as blocker:
+        await set_tenant(blocker, fresh_tenant.id)
+        await blocker.execute(text("SELECT id FROM users WHERE id = :u FOR UPDATE"), {"u": user.id})
+        confirm = asyncio.create_task(mutate(client, user, MFA_CONFIRM, {"c": pyotp.TOTP(secret).now()}))
+        async with owner_engine.connect() as watcher:  # the confirmation waits for the user row
+            for _ in range(200):
+                waiting = await watcher.scalar(text("SELECT count(*) FROM pg_locks WHERE NOT granted"))
+                if waiting:
+                    break
+                await asyncio.sleep(0.05)
+            assert waiting, (confirm.done() and confirm.result())
+        # Meanwhile, another enrolment replaced the pending secret.
+        await blocker.execute(text("UPDATE users SET mfa_secret_encrypted = 'another' WHERE id = :u"),
+                              {"u": user.id})
+        await blocker.commit()
+    data = await confirm
+    assert data["mfaEnrollmentConfirm"]["errors"] == [{"code": "MFA_ENROLLMENT_CHANGED"}]
+    stored = await rows.one("SELECT mfa_enabled FROM users WHERE id = :u", u=user.id)
+    assert stored.mfa_enabled is False
+    assert await rows.all("SELECT id FROM mfa_recovery_codes WHERE user_id = :u", u=user.id) == []
+    actions = [r.action_type for r in await rows.all(
+        "SELECT action_type FROM audit_logs WHERE tenant_id = :t AND entity_id = :u ORDER BY seq", u=user.id)]
+    assert "auth.mfa.enabled" not in actions and actions[-1] == "auth.mfa.failed"
