@@ -38,6 +38,7 @@ from auth.service import AuthService
 from models.db import set_tenant
 from server.app import create_app
 from tests.conftest import Database
+from tests.support.audit_trail import expect_audit
 from tests.support.clock import FakeClock
 from tests.support.db import TenantRef
 from tests.support.http import LoginUser, app_client, make_login_user
@@ -1004,6 +1005,82 @@ async def test_invitation_through_the_graphql_mutation(
     assert denied.json()["data"] == {"userInvite": None}
     assert [e["extensions"]["code"] for e in denied.json()["errors"]] == ["FORBIDDEN"]
     assert inbox.to(denied_address) == []
+
+
+_ADMIN_MUTATIONS = {
+    "userUnlock": "mutation ($u: UUID!) { userUnlock(userId: $u) { user { rowId } errors { code } } }",
+    "userDeactivate": "mutation ($u: UUID!) { userDeactivate(userId: $u) { user { rowId } errors { code } } }",
+    "userSetTemporaryPassword": "mutation ($u: UUID!, $p: String!) {"
+    " userSetTemporaryPassword(userId: $u, password: $p) { user { rowId } errors { code } } }",
+}
+
+
+async def _admin_mutation(client: httpx.AsyncClient, token: str, name: str, **variables: str) -> None:
+    response = await client.post(
+        "/graphql", headers=_bearer(token), json={"query": _ADMIN_MUTATIONS[name], "variables": variables}
+    )
+    assert response.status_code == 200 and "errors" not in response.json(), response.text
+    assert response.json()["data"][name]["errors"] == [], response.text
+
+
+@pytest.mark.audits("userInvite", "userSetTemporaryPassword", "userUnlock", "userDeactivate")
+async def test_the_user_mutations_commit_their_audit_and_history_rows(
+    client: httpx.AsyncClient,
+    admin: LoginUser,
+    inbox: Inbox,
+    owner_engine: AsyncEngine,
+    fresh_tenant: TenantRef,
+    secrets_used: set[str],
+) -> None:
+    token = await _session_token(client, admin)
+    address = f"audited-{uuid.uuid4().hex[:8]}@example.test"
+    invited = await client.post("/graphql", headers=_bearer(token), json={"query": _INVITE, "variables": {
+        "input": {"email": address, "firstName": "Audre", "lastName": "Lorde", "roles": ["Viewer"]}}})
+    user_id = invited.json()["data"]["userInvite"]["user"]["rowId"]
+    secrets_used.add(_link_token(inbox.to(address)[0], "/auth/invitations/accept"))
+    log, history = await expect_audit(
+        owner_engine, fresh_tenant.id, "userInvite", action="auth.invitation.sent", entity_id=user_id,
+        history={"email", "first_name", "last_name", "is_active"}, user_id=admin.id,
+    )
+    assert log.entity_type == "user" and log.permission_used == "user:admin"
+    assert {h.change_category for h in history} == {"create"}
+
+    target = await make_login_user(owner_engine, fresh_tenant)
+    secrets_used.add(target.password)
+    temporary = "a brand new temporary passphrase"
+    secrets_used.add(temporary)
+    await _admin_mutation(client, token, "userSetTemporaryPassword", u=str(target.id), p=temporary)
+    log, _ = await expect_audit(
+        owner_engine, fresh_tenant.id, "userSetTemporaryPassword", action="auth.password.temporary_set",
+        entity_id=target.id, history={"password_hash", "must_change_password"}, secrets=["password_hash"],
+        user_id=admin.id,
+    )
+    assert log.after_values["must_change_password"] is True
+
+    await _exec(owner_engine, fresh_tenant, "UPDATE users SET locked_until = now() + interval '1 hour',"
+                " failed_login_attempts = 2 WHERE id = :u", u=target.id)
+    await _admin_mutation(client, token, "userUnlock", u=str(target.id))
+    # Only operational columns change: the hook writes nothing (W11), so the unlock's event row is the
+    # evidence, written in its transaction; there is no history (expect_audit requires some for users).
+    (unlocked,) = await _audit(owner_engine, fresh_tenant, "auth.account.unlocked")
+    assert (unlocked.user_id, unlocked.entity_id, unlocked.entity_type) == (admin.id, target.id, "user")
+    assert unlocked.operation_description.startswith("userUnlock: unlocked by an administrator")
+    assert unlocked.after_values == {"was_locked": True} and unlocked.permission_used == "user:admin"
+    assert unlocked.request_id and unlocked.session_id is not None
+    assert [
+        h for h in await _history(owner_engine, fresh_tenant, target.id) if h.field_name != "password_hash"
+        and h.field_name not in {"must_change_password", "password_changed_at"}
+    ] == []
+    (row,) = await _rows(owner_engine, fresh_tenant, "SELECT locked_until, failed_login_attempts FROM users"
+                         " WHERE id = :u", u=target.id)
+    assert (row.locked_until, row.failed_login_attempts) == (None, 0)
+
+    await _admin_mutation(client, token, "userDeactivate", u=str(target.id))
+    log, history = await expect_audit(
+        owner_engine, fresh_tenant.id, "userDeactivate", action="auth.user.deactivated", entity_id=target.id,
+        history={"is_active"}, user_id=admin.id,
+    )
+    assert [(h.field_name, h.old_value, h.new_value) for h in history] == [("is_active", True, False)]
 
 
 # --- no escalation through user:admin -----------------------------------------------------------------
