@@ -30,12 +30,16 @@ async def expect_audit(
     history: Iterable[str] | None = None,
     secrets: Iterable[str] = (),
     user_id: uuid.UUID | None = None,
+    operational: bool = False,
 ) -> tuple[Any, list[Any]]:
     """The one audit_logs row `mutation` wrote about `entity_id` under `action`, and its history.
 
     `history`: the fields whose change_history rows the change must have written (None: the table
     is not audited by the flush hook, so it must have none). `secrets`: fields that must show as
-    changed but only as "[redacted]". `user_id`: the actor the rows must name.
+    changed but only as "[redacted]". `user_id`: the actor the rows must name. `operational`: the
+    change touched only operational columns of an audited row (`OPERATIONAL_COLUMNS`, e.g. an
+    unlock), so the hook writes nothing and the event row written in its transaction is the
+    evidence; it has no history of its own.
     """
     entity = uuid.UUID(str(entity_id))
     async with engine.connect() as conn:
@@ -62,6 +66,9 @@ async def expect_audit(
     if user_id is not None:
         assert log.user_id == user_id
     hooked = log.entity_type in {entity_type.value for entity_type in AUDITED.values()}
+    if operational:
+        assert hooked and history is None and log.changed_fields is None, f"{mutation}: not an operational event"
+        return log, []
     assert hooked == (history is not None), (
         f"{mutation}: {log.entity_type} is {'' if hooked else 'not '}audited by the flush hook: "
         f"{'name the change_history fields it must have' if hooked else 'pass history=None'}"
