@@ -118,7 +118,7 @@ async def start_enrollment(service: AuthService, principal: Principal, meta: Req
     await _require_session(service, principal, meta, "enrolment")
     secret = new_totp_secret()
     sealed = service.secret_box.encrypt(secret.encode("ascii"), totp_aad(principal.user_id))
-    async with caller_unit(service, principal, meta, field="mfaEnrollmentStart") as uow:
+    async with caller_unit(service, principal, meta, field=_field(meta, "mfaEnrollmentStart")) as uow:
         user = await uow.lock(User, principal.user_id)
         tenant_name = await uow.connection.scalar(
             text("SELECT name FROM tenants WHERE id = :t"), {"t": principal.tenant_id}
@@ -185,7 +185,7 @@ async def confirm_enrollment(
     try:
         # The user row (audited: `auth.mfa.enabled`), the new recovery codes and the session's
         # verified mark commit together.
-        async with caller_unit(service, principal, meta, field="mfaEnrollmentConfirm") as uow:
+        async with caller_unit(service, principal, meta, field=_field(meta, "mfaEnrollmentConfirm")) as uow:
             user = await uow.lock(User, principal.user_id)
             # Enabled, or re-enrolled with another secret, by a concurrent request: nothing to do.
             if not user.mfa_enabled and user.mfa_secret_encrypted == state.sealed_secret:
@@ -243,7 +243,7 @@ async def verify_mfa(service: AuthService, principal: Principal, code: str, meta
     accepted = False
     if step is not None:
         try:
-            async with caller_unit(service, principal, meta, field="/auth/mfa/verify") as uow:
+            async with caller_unit(service, principal, meta, field=_field(meta, "/auth/mfa/verify")) as uow:
                 # The user row is locked, then the step compared: of two requests with the same
                 # code, the second waits, then finds totp_last_step already at that step.
                 user = await uow.lock(User, principal.user_id)
@@ -284,7 +284,7 @@ async def use_recovery_code(service: AuthService, principal: Principal, code: st
         try:
             # The spent code, the reset counters, the session's verified mark and the
             # `auth.mfa.recovery_code_used` row commit together.
-            async with caller_unit(service, principal, meta, field="/auth/mfa/recovery") as uow:
+            async with caller_unit(service, principal, meta, field=_field(meta, "/auth/mfa/recovery")) as uow:
                 conn = uow.connection
                 # An 80-bit random code needs no constant-time comparison: the lookup is by its
                 # SHA-256, and learning how a guess's digest compares says nothing about a valid code.
@@ -387,6 +387,12 @@ async def _open(service: AuthService, principal: Principal, meta: RequestMeta, s
         )
 
 
+def _field(meta: RequestMeta, mutation: str) -> str:
+    """What the audit rows name as the operation: the GraphQL mutation, or the /auth/mfa route."""
+    endpoint = meta.endpoint
+    return mutation if not endpoint or endpoint == "/graphql" else endpoint
+
+
 def _locked(locked_until: datetime | None, now: datetime) -> bool:
     return locked_until is not None and locked_until > now
 
@@ -417,7 +423,7 @@ async def count_failure(
     of users: no change_history), the sessions ended and the `auth.mfa.failed` (and
     `auth.account.locked`) rows commit together.
     """
-    async with caller_unit(service, principal, meta, field="/auth/mfa/failure") as uow:
+    async with caller_unit(service, principal, meta, field=_field(meta, "/auth/mfa/verify")) as uow:
         user = await uow.lock(User, principal.user_id)
         attempts: int | None = None
         locked_until: datetime | None = None
@@ -482,7 +488,7 @@ async def _refuse_locked(
     service: AuthService, principal: Principal, meta: RequestMeta, now: datetime
 ) -> NoReturn:
     """A locked account's code is refused, right or wrong, and the session presenting it ends."""
-    async with caller_unit(service, principal, meta, field="/auth/mfa/failure") as uow:
+    async with caller_unit(service, principal, meta, field=_field(meta, "/auth/mfa/verify")) as uow:
         await _end_pending_sessions(uow.connection, principal, now)
         uow.record_event(
             AuthEvent.MFA_FAILED, entity_type="user", entity_id=principal.user_id,

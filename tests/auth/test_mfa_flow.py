@@ -600,6 +600,15 @@ async def test_no_plaintext_secret_or_code_is_stored_and_every_outcome_is_audite
     assert len(failed) == 3  # wrong confirmation code, re-enrolment, wrong verification code
     assert all(r.risk_level == "medium" and r.access_granted is False for r in failed)
     assert all(r.session_id is not None and r.request_id is not None for r in audit)
+    # Each row names the route it came through; the enrolment's changes of the user row have history.
+    via = {r.action_type: r.operation_description.split(":")[0] for r in audit
+           if r.access_granted and r.action_type.startswith("auth.mfa.")}
+    assert via["auth.mfa.enrollment_started"] == "/auth/mfa/enroll" and via["auth.mfa.enabled"] == "/auth/mfa/confirm"
+    assert via["auth.mfa.verified"] == "/auth/mfa/verify" and via["auth.mfa.recovery_code_used"] == "/auth/mfa/recovery"
+    history = await _rows(owner_engine, user.tenant, "SELECT * FROM change_history WHERE entity_id = :u", u=user.id)
+    assert {(h.field_name, str(h.new_value)) for h in history} == {
+        ("mfa_secret_encrypted", "[redacted]"), ("mfa_enabled", "True")
+    }
     trail = json.dumps([[str(v) for v in r] for r in audit]).lower()
     for value in (secret, uri, *codes, *(_normalized(c) for c in codes)):
         assert value.lower() not in trail, value
