@@ -31,6 +31,7 @@ async def expect_audit(
     secrets: Iterable[str] = (),
     user_id: uuid.UUID | None = None,
     operational: bool = False,
+    rows_in_request: int | None = None,
 ) -> tuple[Any, list[Any]]:
     """The one audit_logs row `mutation` wrote about `entity_id` under `action`, and its history.
 
@@ -39,7 +40,8 @@ async def expect_audit(
     changed but only as "[redacted]". `user_id`: the actor the rows must name. `operational`: the
     change touched only operational columns of an audited row (`OPERATIONAL_COLUMNS`, e.g. an
     unlock), so the hook writes nothing and the event row written in its transaction is the
-    evidence; it has no history of its own.
+    evidence; it has no history of its own. `rows_in_request`: how many audit_logs rows the
+    request wrote in all (one per changed row: 1 for a mutation changing one row).
     """
     entity = uuid.UUID(str(entity_id))
     async with engine.connect() as conn:
@@ -53,6 +55,12 @@ async def expect_audit(
                 {"t": tenant_id, "e": entity, "a": action, "via": f"{mutation}:%", "op": f"{mutation} (%"},
             )
         ).all()
+        in_request = await conn.scalar(
+            text("SELECT count(*) FROM audit_logs WHERE tenant_id = :t AND request_id ="
+                 " (SELECT request_id FROM audit_logs WHERE tenant_id = :t AND entity_id = :e AND action_type = :a"
+                 " ORDER BY seq DESC LIMIT 1)"),
+            {"t": tenant_id, "e": entity, "a": action},
+        )
         changes = (
             await conn.execute(
                 text("SELECT * FROM change_history WHERE tenant_id = :t AND entity_id = :e ORDER BY seq"),
@@ -62,6 +70,8 @@ async def expect_audit(
         await conn.rollback()
     assert len(logs) == 1, f"{mutation}: expected one {action} audit row for {entity}, found {len(logs)}"
     (log,) = logs
+    if rows_in_request is not None:
+        assert in_request == rows_in_request, f"{mutation}: {in_request} audit rows in its request"
     assert log.access_granted is True and log.request_id
     if user_id is not None:
         assert log.user_id == user_id

@@ -50,7 +50,8 @@ async def test_a_role_s_life_is_audited_with_its_history(
     admin = await sign_in_as("Tenant Admin")
     role = await _role(client, admin, "Audited role")
     log, _ = await expect_audit(owner_engine, fresh_tenant.id, "roleCreate", action="auth.role.created",
-                                entity_id=role["rowId"], history={"name", "permissions"}, user_id=admin.id)
+                                entity_id=role["rowId"], history={"name", "permissions"}, user_id=admin.id,
+                                rows_in_request=1)
     assert log.entity_type == "role" and log.after_values["name"] == "Audited role"
     assert log.permission_used == "role:admin" and log.risk_level == "high"
 
@@ -58,14 +59,14 @@ async def test_a_role_s_life_is_audited_with_its_history(
         "id": role["rowId"], "updatedAt": role["updatedAt"], "name": "Renamed", "permissions": ["user:read"]}})
     assert data["roleUpdate"]["errors"] == []
     log, history = await expect_audit(owner_engine, fresh_tenant.id, "roleUpdate", action="auth.role.updated",
-                                      entity_id=role["rowId"], history={"name"}, user_id=admin.id)
+                                      entity_id=role["rowId"], history={"name"}, user_id=admin.id, rows_in_request=1)
     assert log.before_values["name"] == "Audited role" and log.after_values["name"] == "Renamed"
     assert [(h.field_name, h.old_value, h.new_value) for h in history] == [("name", "Audited role", "Renamed")]
 
     data = await mutate(client, admin, ROLE_DELETE, {"input": {"id": role["rowId"]}})
     assert data["roleDelete"]["errors"] == []
     log, history = await expect_audit(owner_engine, fresh_tenant.id, "roleDelete", action="auth.role.deleted",
-                                      entity_id=role["rowId"], history={"name", "permissions"})
+                                      entity_id=role["rowId"], history={"name", "permissions"}, rows_in_request=1)
     assert log.after_values is None and log.before_values["name"] == "Renamed"
     assert {h.change_category for h in history} == {"delete"}
 
@@ -81,14 +82,14 @@ async def test_a_role_assignment_s_grant_and_revocation_are_audited_with_their_h
     assignment = data["userRoleGrant"]["userRole"]["rowId"]
     log, _ = await expect_audit(owner_engine, fresh_tenant.id, "userRoleGrant",
                                 action="auth.role_assignment.granted", entity_id=assignment,
-                                history={"user_id", "role_id", "assigned_by"}, user_id=admin.id)
+                                history={"user_id", "role_id", "assigned_by"}, user_id=admin.id, rows_in_request=1)
     assert log.entity_type == "user_role" and log.after_values["user_id"] == str(user.id)
 
     data = await mutate(client, admin, REVOKE, {"input": {"id": assignment}})
     assert data["userRoleRevoke"]["errors"] == []
     log, history = await expect_audit(owner_engine, fresh_tenant.id, "userRoleRevoke",
                                       action="auth.role_assignment.revoked", entity_id=assignment,
-                                      history={"user_id", "role_id"}, user_id=admin.id)
+                                      history={"user_id", "role_id"}, user_id=admin.id, rows_in_request=1)
     assert log.before_values["role_id"] == role["rowId"] and {h.change_category for h in history} == {"delete"}
 
 
@@ -100,14 +101,14 @@ async def test_an_api_key_s_creation_and_revocation_are_events_in_their_own_tran
     data = await mutate(client, admin, KEY_CREATE, {"input": {"name": "ci", "roleName": "Viewer", "expiresInDays": 7}})
     key, key_id = data["apiKeyCreate"]["key"], data["apiKeyCreate"]["apiKey"]["id"]
     log, _ = await expect_audit(owner_engine, fresh_tenant.id, "apiKeyCreate", action="auth.api_key.created",
-                                entity_id=key_id, history=None, user_id=admin.id)
+                                entity_id=key_id, history=None, user_id=admin.id, rows_in_request=1)
     assert log.entity_type == "api_key" and log.after_values["role"] == "Viewer"
     assert key not in str(tuple(log)) and key[4:12] not in str(log.after_values.get("key_hash"))
 
     data = await mutate(client, admin, KEY_REVOKE, {"id": key_id})
     assert data["apiKeyRevoke"]["errors"] == []
     log, _ = await expect_audit(owner_engine, fresh_tenant.id, "apiKeyRevoke", action="auth.api_key.revoked",
-                                entity_id=key_id, history=None, user_id=admin.id)
+                                entity_id=key_id, history=None, user_id=admin.id, rows_in_request=1)
     assert log.permission_used == "api_key:admin"
 
 
@@ -122,7 +123,7 @@ async def test_revoking_another_user_s_session_is_an_event_of_that_session(
     data = await mutate(client, admin, SESSION_REVOKE, {"s": str(session.id)})
     assert data["sessionRevoke"]["errors"] == []
     log, _ = await expect_audit(owner_engine, fresh_tenant.id, "sessionRevoke", action="auth.session.revoked",
-                                entity_id=session.id, history=None, user_id=admin.id)
+                                entity_id=session.id, history=None, user_id=admin.id, rows_in_request=1)
     assert log.entity_type == "session" and log.after_values["session_user_id"] == str(other.id)
     assert log.permission_used == "user:admin" and log.risk_level == "medium"
     ended = await rows.one("SELECT termination_reason FROM user_sessions WHERE id = :s", s=session.id)
@@ -138,7 +139,8 @@ async def test_mfa_enrolment_is_audited_on_the_user_without_its_secret(
     secret = data["mfaEnrollmentStart"]["enrollment"]["secret"]
     log, _ = await expect_audit(owner_engine, fresh_tenant.id, "mfaEnrollmentStart",
                                 action="auth.mfa.enrollment_started", entity_id=user.id,
-                                history={"mfa_secret_encrypted"}, secrets={"mfa_secret_encrypted"}, user_id=user.id)
+                                history={"mfa_secret_encrypted"}, secrets={"mfa_secret_encrypted"}, user_id=user.id,
+                                rows_in_request=1)
     assert log.entity_type == "user"
 
     data = await mutate(client, user, MFA_CONFIRM, {"c": pyotp.TOTP(secret).now()})
@@ -146,7 +148,7 @@ async def test_mfa_enrolment_is_audited_on_the_user_without_its_secret(
     assert data["mfaEnrollmentConfirm"]["errors"] == [] and len(codes) == 10
     log, history = await expect_audit(owner_engine, fresh_tenant.id, "mfaEnrollmentConfirm",
                                       action="auth.mfa.enabled", entity_id=user.id, history={"mfa_enabled"},
-                                      user_id=user.id)
+                                      user_id=user.id, rows_in_request=1)
     assert log.before_values["mfa_enabled"] is False and log.after_values["mfa_enabled"] is True
     assert "totp_last_step" not in {h.field_name for h in history}  # operational: no history row
     trail = str([tuple(r) for r in await rows.all("SELECT * FROM audit_logs WHERE tenant_id = :t")])
