@@ -123,14 +123,16 @@ def test_the_exported_sdl_prints_the_directive_on_every_guarded_field() -> None:
 
 
 def _sdl_directive_fields(sdl: str) -> list[tuple[str, str]]:
-    out, current = [], None
-    for line in sdl.splitlines():
-        match = re.match(r"^type (\w+)", line)
-        if match:
-            current = match.group(1)
-        elif f"@{DIRECTIVE}(" in line and current is not None:
-            out.append((current, re.match(r"\s*(\w+)", line).group(1)))  # type: ignore[union-attr]
-    return out
+    # Parsed, not read line by line: descriptions may mention the directive too.
+    from graphql import ObjectTypeDefinitionNode, parse
+
+    return [
+        (definition.name.value, field.name.value)
+        for definition in parse(sdl).definitions
+        if isinstance(definition, ObjectTypeDefinitionNode)
+        for field in definition.fields or ()
+        if any(directive.name.value == DIRECTIVE for directive in field.directives or ())
+    ]
 
 
 def test_every_guarded_field_is_nullable() -> None:
