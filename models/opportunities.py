@@ -18,7 +18,6 @@ from models.base import (
     JSON_ARRAY,
     Archivable,
     Base,
-    CreatedAt,
     Json,
     TenantScoped,
     Timestamps,
@@ -231,8 +230,9 @@ class OpportunityProjectOverride(UUIDPrimaryKey, TenantScoped, Timestamps, Base)
     )
 
 
-class OpportunityProjectContact(UUIDPrimaryKey, TenantScoped, CreatedAt, Base):
-    """A contact's relationship to a project (e.g. contracting officer, teaming partner)."""
+class OpportunityProjectContact(UUIDPrimaryKey, TenantScoped, Timestamps, Base):
+    """A contact's relationship to a project (e.g. contracting officer, teaming partner); edited, so it
+    has updated_at (migration 0008, docs/decisions.md W14)."""
 
     __tablename__ = "opportunity_project_contacts"
     __table_args__ = (

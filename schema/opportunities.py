@@ -419,6 +419,7 @@ class OpportunityProjectContact(EntityNode, TenantOwned, relay.Node):
     influence_level: int | None
     notes: str | None
     created_at: datetime.datetime
+    updated_at: datetime.datetime
 
     opportunity_project = to_one(PROJECT, _PROJECTS, "opportunity_project_id")
     contact = to_one(("Contact", "schema.crm"), _t(ContactModel), "contact_id")

@@ -60,11 +60,14 @@ async def test_raw_update_moves_updated_at(app_conn: AsyncConnection, tenant_a: 
     assert moved == now
 
 
-@pytest.mark.parametrize("table", ["opportunity_project_overrides", "document_categories"])
+@pytest.mark.parametrize(
+    "table", ["opportunity_project_overrides", "document_categories", "opportunity_project_contacts"]
+)
 async def test_updated_at_added_where_the_seed_lacks_it(
     app_conn: AsyncConnection, tenant_a: TenantRef, table: str
 ) -> None:
-    refs = {"opportunity_projects": (await make(app_conn, "opportunity_projects", tenant_a)).id}
+    refs = {"opportunity_projects": (await make(app_conn, "opportunity_projects", tenant_a)).id,
+            "contacts": (await make(app_conn, "contacts", tenant_a)).id}
     row = await make(app_conn, table, tenant_a, refs, updated_at=datetime(2001, 1, 1, tzinfo=UTC))
     await app_conn.execute(text(f"UPDATE {table} SET created_at = created_at WHERE id = :i"), {"i": row.id})
     assert await app_conn.scalar(text(f"SELECT updated_at FROM {table} WHERE id = :i"), {"i": row.id}) == (
