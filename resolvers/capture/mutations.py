@@ -15,6 +15,7 @@ from typing import Any
 from models import CapturePlan, OpportunityProject
 from models.errors import Invalid
 from models.unit_of_work import UnitOfWork
+from resolvers.common.validation import validate
 
 __all__ = ["archive_plan", "create_plan", "update_plan"]
 
@@ -24,13 +25,13 @@ _WHAT = "capture plan"
 async def create_plan(uow: UnitOfWork, values: Mapping[str, Any]) -> uuid.UUID:
     """A new capture plan for an open (not archived) project."""
     values = {k: v for k, v in values.items() if v is not None}
+    await validate(uow, "capture_plans", values)
     project_id = values.pop("opportunity_project_id")
     project = await uow.find(OpportunityProject, project_id, what="opportunity project", field="opportunity_project_id")
     if project.archived_at is not None:
         raise Invalid(
             "The opportunity project is archived: no capture plan can be added.", field="opportunity_project_id"
         )
-    _check_plan_values(values)
     plan = CapturePlan(tenant_id=uow.tenant_id, opportunity_project_id=project_id, created_by=uow.actor_id)
     uow.assign(plan, values)
     uow.add(plan)
@@ -44,7 +45,7 @@ async def update_plan(uow: UnitOfWork, plan_id: uuid.UUID, seen: Any, changes: M
     if plan.archived_at is not None:
         raise Invalid("The capture plan is archived: it can no longer be changed.", field="id")
     values = dict(changes)
-    _check_plan_values(values)
+    await validate(uow, "capture_plans", values, row=plan)
     if uow.assign(plan, values):
         uow.assign(plan, {"updated_by": uow.actor_id})
         await uow.flush()
@@ -60,7 +61,3 @@ async def archive_plan(uow: UnitOfWork, plan_id: uuid.UUID, seen: Any) -> uuid.U
     await uow.flush()
     return plan.id
 
-
-def _check_plan_values(values: Mapping[str, Any]) -> None:
-    if "plan_name" in values and (values["plan_name"] is None or not values["plan_name"].strip()):
-        raise Invalid("plan name must not be empty.", field="plan_name")

@@ -25,6 +25,7 @@ from models.db import RequestConnection
 from models.enums import SyncStatus
 from models.errors import DomainError, Invalid
 from models.unit_of_work import UnitOfWork
+from resolvers.common.validation import Failure, RuleContext, custom_rule, declare, range_rule, validate
 from resolvers.opportunities.effective import OVERRIDABLE, OverrideValue, current_version_order, read_override
 
 __all__ = [
@@ -49,6 +50,8 @@ _DATA: Table = ExternalOpportunityData.__table__
 _USERS: Table = User.__table__
 _OVERRIDABLE = {f.name: f for f in OVERRIDABLE}
 _SCORE_MAX = Decimal(100)
+_PROJECT = "opportunity_projects"
+_OVERRIDE = "opportunity_project_overrides"
 
 
 # -- who a target belongs to (permission lookups, on the request's read connection) ---------------
@@ -83,10 +86,11 @@ async def create_project(uow: UnitOfWork, values: Mapping[str, Any]) -> uuid.UUI
         values.setdefault("sync_status", SyncStatus.MANUAL.value)
     elif external_id is None:
         raise Invalid("externalOpportunityId is required with externalSourceId.", field="external_opportunity_id")
+    values = {"external_source_id": source, "external_opportunity_id": external_id, **values}
     await _check_project_values(uow, values)
     await _claim_project_slot(uow)
     project = OpportunityProject(tenant_id=uow.tenant_id, created_by=uow.actor_id)
-    uow.assign(project, {"external_source_id": source, "external_opportunity_id": external_id, **values})
+    uow.assign(project, values)
     uow.add(project)
     await uow.flush()
     return project.id
@@ -137,7 +141,7 @@ async def update_project(
     if project.archived_at is not None:
         raise Invalid("The opportunity project is archived: it can no longer be changed.", field="id")
     values = dict(changes)
-    await _check_project_values(uow, values)
+    await _check_project_values(uow, values, row=project)
     if uow.assign(project, values):
         await uow.flush()
     return project.id
@@ -153,31 +157,62 @@ async def archive_project(uow: UnitOfWork, project_id: uuid.UUID, seen: Any) -> 
     return project.id
 
 
-async def _check_project_values(uow: UnitOfWork, values: dict[str, Any]) -> None:
-    if "project_name" in values and (values["project_name"] is None or not values["project_name"].strip()):
-        raise Invalid("project name must not be empty.", field="project_name")
-    for name in SCORE_FIELDS:
-        score = values.get(name)
-        if score is not None and not Decimal(0) <= score <= _SCORE_MAX:
-            raise Invalid(f"{name.replace('_', ' ')} must be between 0 and 100.", field=name)
+async def _check_project_values(uow: UnitOfWork, values: dict[str, Any], row: Any = None) -> None:
+    """The registry's rules (resolvers/common/validation.py); the team list is stored as text ids."""
+    if "assigned_team_members" in values and values["assigned_team_members"] is None:
+        values["assigned_team_members"] = []
+    await validate(uow, _PROJECT, values, row=row)
     if "assigned_team_members" in values:
-        members = values["assigned_team_members"]
-        if members is None:
-            values["assigned_team_members"] = []
-            return
-        if len(set(members)) != len(members):
-            raise Invalid("assigned team members lists someone twice.", field="assigned_team_members")
-        if members:
-            found = set(
-                (
-                    await uow.connection.execute(
-                        select(_USERS.c.id).where(_USERS.c.tenant_id == uow.tenant_id, _USERS.c.id.in_(members))
-                    )
-                ).scalars()
+        values["assigned_team_members"] = [str(m) for m in values["assigned_team_members"]]
+
+
+async def _members_listed_once(ctx: RuleContext) -> Failure | None:
+    members = ctx.values["assigned_team_members"] or []
+    if len(set(members)) != len(members):
+        return Failure("assigned team members lists someone twice.")
+    return None
+
+
+async def _members_exist(ctx: RuleContext) -> Failure | None:
+    members = set(ctx.values["assigned_team_members"] or [])
+    if not members:
+        return None
+    found = set(
+        (
+            await ctx.uow.connection.execute(
+                select(_USERS.c.id).where(_USERS.c.tenant_id == ctx.uow.tenant_id, _USERS.c.id.in_(members))
             )
-            if found != set(members):
-                raise Invalid("assigned team members names a user that does not exist.", field="assigned_team_members")
-        values["assigned_team_members"] = [str(m) for m in members]
+        ).scalars()
+    )
+    if found != members:
+        return Failure("assigned team members names a user that does not exist.")
+    return None
+
+
+_NO_USER = uuid.UUID("00000000-0000-4000-8000-000000000000")
+declare(
+    *(
+        range_rule(_PROJECT, name, low=Decimal(0), high=_SCORE_MAX, sentence=f"{name.replace('_', ' ').capitalize()} "
+                   "is a percentage, from 0 to 100.")
+        for name in SCORE_FIELDS
+    ),
+    custom_rule(
+        _PROJECT,
+        "assigned_team_members",
+        "unique",
+        sentence="Assigned team members names each user at most once.",
+        check=_members_listed_once,
+        sample={"assigned_team_members": [_NO_USER, _NO_USER]},
+    ),
+    custom_rule(
+        _PROJECT,
+        "assigned_team_members",
+        "reference",
+        sentence="Assigned team members names users of the same tenant.",
+        check=_members_exist,
+        sample={"assigned_team_members": [_NO_USER]},
+    ),
+)
 
 
 # -- overrides ----------------------------------------------------------------------------------
@@ -186,19 +221,15 @@ async def _check_project_values(uow: UnitOfWork, values: dict[str, Any]) -> None
 async def create_override(uow: UnitOfWork, values: Mapping[str, Any]) -> uuid.UUID:
     """Override one field of a project; the source's current value is kept beside it."""
     values = dict(values)
+    await validate(uow, _OVERRIDE, values)
     project_id = values.pop("opportunity_project_id")
     field_name = values.pop("field_name")
-    field = _OVERRIDABLE.get(field_name)
-    if field is None:
-        allowed = ", ".join(sorted(_OVERRIDABLE))
-        raise Invalid(f"field name must be one of: {allowed}.", field="field_name")
     project = await uow.find(OpportunityProject, project_id, what="opportunity project", field="opportunity_project_id")
     if project.archived_at is not None:
         raise Invalid(
             "The opportunity project is archived: it can no longer be changed.", field="opportunity_project_id"
         )
     value = values.pop("override_value", None)
-    _check_override_value(field_name, value)
     current = (
         await uow.connection.execute(
             select(_DATA.c[field_name])
@@ -233,12 +264,10 @@ async def update_override(
     override = await uow.lock(OpportunityProjectOverride, override_id, updated_at=seen, what="override")
     await _check_project_open(uow, override.opportunity_project_id)
     values = dict(changes)
-    if "is_active" in values and values["is_active"] is None:
-        raise Invalid("is active must be true or false.", field="is_active")
+    await validate(uow, _OVERRIDE, values, row=override)
     changed = False
     if "override_value" in values:
         value = values.pop("override_value")
-        _check_override_value(override.field_name, value)
         if _json_differs(override.override_value, value):
             override.override_value = JSON.NULL if value is None else value
             changed = True
@@ -263,10 +292,18 @@ async def _check_project_open(uow: UnitOfWork, project_id: uuid.UUID) -> None:
         raise Invalid("The opportunity project is archived: its overrides can no longer be changed.", field="id")
 
 
-def _check_override_value(field_name: str, value: Any) -> None:
+async def _field_overridable(ctx: RuleContext) -> Failure | None:
+    if ctx.values["field_name"] in _OVERRIDABLE:
+        return None
+    return Failure(f"field name must be one of: {', '.join(sorted(_OVERRIDABLE))}.")
+
+
+async def _value_readable(ctx: RuleContext) -> Failure | None:
     """A JSON value the effective-value rule can read as the field's type (or null: no value)."""
-    if value is None:
-        return
+    value = ctx.values["override_value"]
+    field = _OVERRIDABLE.get(ctx.value("field_name") or "")
+    if value is None or field is None:
+        return None
     if isinstance(value, bool):
         candidate = OverrideValue("boolean", "true" if value else "false")
     elif isinstance(value, int | float):
@@ -275,13 +312,34 @@ def _check_override_value(field_name: str, value: Any) -> None:
         candidate = OverrideValue("string", value)
     else:
         candidate = OverrideValue("array" if isinstance(value, list) else "object", json.dumps(value))
-    kind = _OVERRIDABLE[field_name].kind
-    if read_override(kind, candidate) is None:
-        raise Invalid(
-            f"override value cannot be read as a {kind.value} (send a JSON string or number of that type, "
-            "or null for no value).",
-            field="override_value",
+    if read_override(field.kind, candidate) is None:
+        return Failure(
+            f"override value cannot be read as a {field.kind.value} (send a JSON string or number of that type, "
+            "or null for no value)."
         )
+    return None
+
+
+declare(
+    custom_rule(
+        _OVERRIDE,
+        "field_name",
+        "overridable",
+        sentence="Field name is one of the overridable fields: " + ", ".join(f"`{f.name}`" for f in OVERRIDABLE) + ".",
+        check=_field_overridable,
+        sample={"field_name": "project_name"},
+    ),
+    custom_rule(
+        _OVERRIDE,
+        "override_value",
+        "readable",
+        sentence="Override value reads as the field's type (text, decimal, date or instant with its offset), "
+        "or is null.",
+        check=_value_readable,
+        triggers=("override_value",),
+        sample={"field_name": "estimated_value_min", "override_value": "many"},
+    ),
+)
 
 
 def _json_differs(current: Any, value: Any) -> bool:
