@@ -56,7 +56,22 @@ def marked_tests() -> dict[str, list[str]]:
                 for arg in decorator.args:
                     assert isinstance(arg, ast.Constant) and isinstance(arg.value, str), where
                     found[arg.value].append(where)
+    for field, where in _matrix_tests().items():
+        found[field].append(where)
     return dict(found)
+
+
+def _matrix_tests() -> dict[str, str]:
+    """The mutation matrix's success test (tests/writes/test_mutation_matrix.py::test_success),
+    generated per registered factory and marked `audits(<field>)` per case, calls expect_audit for
+    each: it counts for every mutation with a factory (tests/support/mutation_matrix.py)."""
+    from tests.support.mutation_matrix import registry
+
+    path = _TESTS / "writes" / "test_mutation_matrix.py"
+    tree = ast.parse(path.read_text(), filename=str(path))
+    (success,) = [n for n in ast.walk(tree) if isinstance(n, ast.AsyncFunctionDef) and n.name == "test_success"]
+    assert _calls_expect_audit(success), "the matrix's success test must call expect_audit"
+    return {field: f"tests/writes/test_mutation_matrix.py::test_success[{field}]" for field in registry()}
 
 
 def test_every_mutation_has_a_test_showing_its_audit_trail() -> None:
