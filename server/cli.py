@@ -7,6 +7,7 @@
     gwm audit verify [--tenant SUBDOMAIN_OR_ID] | purge --tenant T --before TIME --yes
     gwm user unlock | grant-admin --tenant T --email E   (a tenant locked out of itself)
     gwm schema export [--output PATH]
+    gwm docs validation [--output PATH]   (docs/validation.md, from the validation registry)
 
 Without DATABASE_URL every command works on the embedded PostgreSQL under GWM_DATA_DIR
 (default .gwm/), starting it when needed.
@@ -408,6 +409,10 @@ def _parser() -> argparse.ArgumentParser:
     schema_sub = schema_cmd.add_subparsers(dest="schema_command", required=True)
     export = schema_sub.add_parser("export", help="write the SDL (default graphql/schema.graphql)")
     export.add_argument("--output", default=None, help="file to write; '-' for standard output")
+    docs_cmd = sub.add_parser("docs", help="generated documentation")
+    docs_sub = docs_cmd.add_subparsers(dest="docs_command", required=True)
+    rules_doc = docs_sub.add_parser("validation", help="write the validation rules (default docs/validation.md)")
+    rules_doc.add_argument("--output", default=None, help="file to write; '-' for standard output")
     return parser
 
 
@@ -428,10 +433,29 @@ def _cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_docs(args: argparse.Namespace) -> int:
+    """Write docs/validation.md from the registry; tests/writes/test_validation_docs.py fails when it differs."""
+    from pathlib import Path
+
+    from resolvers.common.validation import DOCS_PATH, render_docs
+
+    text = render_docs()
+    if args.output == "-":
+        sys.stdout.write(text)
+        return 0
+    path = Path(args.output or DOCS_PATH)  # relative to the working directory: run it from the repository
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    print(f"wrote {path}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "schema":  # needs neither settings nor a database
         return _cmd_schema(args)
+    if args.command == "docs":
+        return _cmd_docs(args)
     try:
         settings = Settings.from_env()
     except SettingsError as exc:

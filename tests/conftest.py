@@ -37,6 +37,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "audits(*mutations): the test shows these mutations' audit rows (test_audit_coverage.py)"
     )
+    config.addinivalue_line(
+        "markers", "validates(*rule_ids): the test shows these validation rules refusing (test_validation_meta.py)"
+    )
     # Keep every application log record of the session for the leak check (tests/test_zz_secrets.py).
     import logging
 
