@@ -79,6 +79,11 @@ class AuthEvent(StrEnum):
     SAML_IDENTITY_LINKED = "auth.saml.identity_linked"
     # An invitation or reset link that was used, expired or presented for the other purpose.
     ACCOUNT_TOKEN_REJECTED = "auth.account_token.rejected"
+    # A change of security settings refused because it would weaken a FedRAMP floor (high risk).
+    TENANT_SETTING_REFUSED = "tenant.security_settings.refused"
+    # Exports (GET /export/*, docs/api.md "Exports"): who exported what, how many rows.
+    EXPORT_PIPELINE = "export.pipeline"
+    EXPORT_AUDIT_LOG = "export.audit_log"
 
 
 _SECRET_KEY = re.compile(r"pass|secret|token|hash|credential|api_?key|recovery|otp|code|cookie|authorization", re.I)

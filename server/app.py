@@ -34,6 +34,7 @@ from models.db import create_engine
 from models.side_effects import SideEffectWriter
 from schema.schema import graphql_app
 from server import graphiql
+from server.exports import export_routes
 from server.middleware import AuthMiddleware
 from server.settings import Settings
 
@@ -151,6 +152,7 @@ def create_app(settings: Settings) -> Starlette:
                 methods=["GET", "POST"],
             ),
             *graphiql.graphiql_routes(),
+            *export_routes(),
         ],
         middleware=[
             # Before authentication: a browser opening /graphql gets the (public) GraphiQL page.
