@@ -304,20 +304,38 @@ async def _value_readable(ctx: RuleContext) -> Failure | None:
     field = _OVERRIDABLE.get(ctx.value("field_name") or "")
     if value is None or field is None:
         return None
-    if isinstance(value, bool):
-        candidate = OverrideValue("boolean", "true" if value else "false")
-    elif isinstance(value, int | float):
-        candidate = OverrideValue("number", json.dumps(value))
-    elif isinstance(value, str):
-        candidate = OverrideValue("string", value)
-    else:
-        candidate = OverrideValue("array" if isinstance(value, list) else "object", json.dumps(value))
-    if read_override(field.kind, candidate) is None:
+    if read_override(field.kind, _candidate(value)) is None:
         return Failure(
             f"override value cannot be read as a {field.kind.value} (send a JSON string or number of that type, "
             "or null for no value)."
         )
     return None
+
+
+#: Overridable fields holding money: an override of them is not negative.
+_MONEY_FIELDS = frozenset({"estimated_value_min", "estimated_value_max"})
+
+
+async def _money_not_negative(ctx: RuleContext) -> Failure | None:
+    value = ctx.values["override_value"]
+    name = ctx.value("field_name")
+    if value is None or name not in _MONEY_FIELDS:
+        return None
+    amount = read_override(_OVERRIDABLE[name].kind, _candidate(value))
+    if amount is not None and amount < 0:
+        return Failure(f"override value of {name.replace('_', ' ')} must not be negative.")
+    return None
+
+
+def _candidate(value: Any) -> OverrideValue:
+    """A JSON value as the effective-value rule reads stored ones (jsonb_typeof and its text)."""
+    if isinstance(value, bool):
+        return OverrideValue("boolean", "true" if value else "false")
+    if isinstance(value, int | float):
+        return OverrideValue("number", json.dumps(value))
+    if isinstance(value, str):
+        return OverrideValue("string", value)
+    return OverrideValue("array" if isinstance(value, list) else "object", json.dumps(value))
 
 
 declare(
@@ -338,6 +356,15 @@ declare(
         check=_value_readable,
         triggers=("override_value",),
         sample={"field_name": "estimated_value_min", "override_value": "many"},
+    ),
+    custom_rule(
+        _OVERRIDE,
+        "override_value",
+        "money",
+        sentence="An override of an estimated value (money) is not negative.",
+        check=_money_not_negative,
+        triggers=("override_value",),
+        sample={"field_name": "estimated_value_max", "override_value": "-0.01"},
     ),
 )
 
