@@ -13,7 +13,7 @@ from typing import Any
 
 import pyotp
 
-from tests.support.mutation_matrix import Caller, Case, MatrixContext, input_type, matrix
+from tests.support.mutation_matrix import Caller, Case, MatrixContext, input_type, matrix, served_mutations
 
 
 def _name(prefix: str) -> str:
@@ -192,7 +192,7 @@ async def api_key_revoke(ctx: MatrixContext) -> Case:
     async def revoked(stored: Any, payload: dict[str, Any]) -> None:
         assert stored is not None and stored.revoked_at is not None
 
-    return Case({"id": str(row.id)}, entity_id=row.id, verify=revoked)
+    return Case(ctx.args(row.id), entity_id=row.id, verify=revoked)
 
 
 # -- account administration ----------------------------------------------------------------------------
@@ -218,7 +218,7 @@ async def user_unlock(ctx: MatrixContext) -> Case:
     async def unlocked(stored: Any, payload: dict[str, Any]) -> None:
         assert stored.locked_until is None and stored.failed_login_attempts == 0
 
-    return Case({"userId": str(user.id)}, entity_id=user.id, verify=unlocked)
+    return Case(ctx.args(user.id), entity_id=user.id, verify=unlocked)
 
 
 @matrix("userDeactivate", kind="action", table="users", entity_type="user", action="auth.user.deactivated",
@@ -229,7 +229,7 @@ async def user_deactivate(ctx: MatrixContext) -> Case:
     async def inactive(stored: Any, payload: dict[str, Any]) -> None:
         assert stored.is_active is False
 
-    return Case({"userId": str(user.id)}, entity_id=user.id, verify=inactive)
+    return Case(ctx.args(user.id), entity_id=user.id, verify=inactive)
 
 
 @matrix("userSetTemporaryPassword", kind="action", table="users", entity_type="user",
@@ -241,7 +241,7 @@ async def user_set_temporary_password(ctx: MatrixContext) -> Case:
     async def must_change(stored: Any, payload: dict[str, Any]) -> None:
         assert stored.must_change_password is True
 
-    return Case({"userId": str(user.id), "password": f"temporary passphrase {uuid.uuid4().hex[:8]}"},
+    return Case(ctx.args(user.id, password=f"temporary passphrase {uuid.uuid4().hex[:8]}"),
                 entity_id=user.id, verify=must_change)
 
 
@@ -262,7 +262,7 @@ async def session_revoke(ctx: MatrixContext) -> Case:
     async def ended(stored: Any, payload: dict[str, Any]) -> None:
         assert stored.termination_reason == "revoked"
 
-    return Case({"sessionId": str(session.id)}, entity_id=session.id, verify=ended, owner=ctx.subject)
+    return Case(ctx.args(session.id), entity_id=session.id, verify=ended, owner=ctx.subject)
 
 
 async def _mfa_state(ctx: MatrixContext, user_id: uuid.UUID) -> tuple[Any, ...]:
@@ -272,8 +272,13 @@ async def _mfa_state(ctx: MatrixContext, user_id: uuid.UUID) -> tuple[Any, ...]:
 
 async def _start(ctx: MatrixContext, caller: Caller) -> str:
     """The secret of a new pending enrolment of `caller` (mfaEnrollmentStart over HTTP)."""
+    argument = served_mutations()["mfaEnrollmentStart"].args.get("input")
+    head, call, variables = "mutation", "mfaEnrollmentStart", dict[str, Any]()
+    if argument is not None:  # a mutation with one (empty) input
+        head, call, variables = f"mutation($input: {argument.type})", "mfaEnrollmentStart(input: $input)", {"input": {}}
     response = await ctx.client.post(
-        "/graphql", json={"query": "mutation { mfaEnrollmentStart { enrollment { secret } errors { code } } }"},
+        "/graphql", json={"query": f"{head} {{ {call} {{ enrollment {{ secret }} errors {{ code }} }} }}",
+                          "variables": variables},
         headers={"authorization": f"Bearer {caller.token}"},
     )
     payload = response.json()["data"]["mfaEnrollmentStart"]
@@ -304,7 +309,7 @@ async def _mfa_start_denied(ctx: MatrixContext) -> None:
         cross_tenant="own_tenant", denied=_mfa_start_denied)
 async def mfa_start(ctx: MatrixContext) -> Case:
     assert ctx.subject is not None
-    return Case({}, entity_id=ctx.subject.id, owner=ctx.subject)
+    return Case(ctx.args(), entity_id=ctx.subject.id, owner=ctx.subject)
 
 
 async def _mfa_confirm_denied(ctx: MatrixContext) -> None:
@@ -315,7 +320,7 @@ async def _mfa_confirm_denied(ctx: MatrixContext) -> None:
     secret = await _start(ctx, subject)
     kept = await _mfa_state(ctx, subject.id)
     other = await ctx.sign_in(await ctx.user("Viewer"))
-    body = await ctx.call(other, {"code": pyotp.TOTP(secret).now()})
+    body = await ctx.call(other, ctx.args(code=pyotp.TOTP(secret).now()))
     payload = body["data"]["mfaEnrollmentConfirm"]
     assert payload["errors"] and payload.get("recoveryCodes") is None, payload
     assert await _mfa_state(ctx, subject.id) == kept
@@ -332,4 +337,4 @@ async def _mfa_confirm_denied(ctx: MatrixContext) -> None:
 async def mfa_confirm(ctx: MatrixContext) -> Case:
     assert ctx.subject is not None
     secret = await _start(ctx, ctx.subject)
-    return Case({"code": pyotp.TOTP(secret).now()}, entity_id=ctx.subject.id, owner=ctx.subject)
+    return Case(ctx.args(code=pyotp.TOTP(secret).now()), entity_id=ctx.subject.id, owner=ctx.subject)

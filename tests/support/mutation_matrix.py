@@ -434,6 +434,24 @@ class MatrixContext:
             return {f"{name}Id": to_base64(node, value)}
         return {f"{name}Id": value}
 
+    def args(self, row_id: uuid.UUID | str | None = None, **values: Any) -> dict[str, Any]:
+        """The variables of a call of this mutation: its target `row_id` (if any) and `values` by
+        GraphQL name, inside `input` when the mutation takes one (values its input type lacks stay
+        top-level arguments); for a mutation with plain arguments, the target goes to its UUID one."""
+        arguments = served_mutations()[self.field].args
+        if "input" in arguments:
+            fields = _input_fields(self.field, "input")
+            inner: dict[str, Any] = {} if row_id is None else self.target(row_id)
+            outer: dict[str, Any] = {}
+            for name, value in values.items():
+                (inner if name in fields else outer)[name] = value
+            return {"input": inner, **outer}
+        found = dict(values)
+        if row_id is not None:
+            (name,) = [n for n, a in arguments.items() if str(a.type) in {"UUID!", "ID!"} and n not in values]
+            found[name] = str(row_id)
+        return found
+
     def updated_at(self, row: Any) -> dict[str, str]:
         return {"updatedAt": wire(row.updated_at)}
 
