@@ -215,6 +215,7 @@ class Rule:
 
 _DECLARED: dict[str, Rule] = {}
 _loaded = False
+_loading = False
 
 
 def declare(*new: Rule) -> None:
@@ -706,14 +707,18 @@ def _by_entity() -> dict[str, list[Rule]]:
 
 def _load_declarations() -> None:
     """Import every module under resolvers/, so each one's `declare(...)` has run."""
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    import resolvers
+    global _loaded, _loading
+    if _loaded or _loading:
+        return  # listed already, or a module being imported asks (its own rules are declared by then)
+    _loading = True
+    try:
+        import resolvers
 
-    for module in pkgutil.walk_packages(resolvers.__path__, prefix="resolvers."):
-        importlib.import_module(module.name)
+        for module in pkgutil.walk_packages(resolvers.__path__, prefix="resolvers."):
+            importlib.import_module(module.name)
+        _loaded = True  # not before: a module that fails to import fails every listing, never a partial one
+    finally:
+        _loading = False
 
 
 # -- the generated reference -----------------------------------------------------------------------
