@@ -54,6 +54,14 @@ async def _world(owner_engine: AsyncEngine) -> dict[str, Any]:
                            win_probability_score=70, strategic_value_score=12.5, agency_name="-2+3")
         archived = await make(conn, "opportunity_projects", tenant, project_name="Archived project",
                               archived_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+        # Effective values: the plain project's from its current external version, the formula
+        # project's estimated value from an active override over its external version.
+        for project, value in ((plain, 1_250_000), (formula, 10)):
+            await make(conn, "external_opportunity_data", tenant, {"opportunity_projects": project.id},
+                       is_current_version=True, estimated_value_max=value, set_aside_type="8(a)",
+                       response_due_date=dt.datetime(2027, 1, 15, 17, tzinfo=dt.UTC))
+        await make(conn, "opportunity_project_overrides", tenant, {"opportunity_projects": formula.id},
+                   field_name="estimated_value_max", override_value='"900000.50"')
         await set_tenant(conn, other.id)
         foreign = await make(conn, "opportunity_projects", other, project_name="Other tenant's project")
     return {"tenant": tenant, "other": other, "formula": formula.id, "plain": plain.id, "archived": archived.id,
@@ -142,6 +150,10 @@ async def test_pipeline_csv_holds_the_visible_rows_with_their_columns_and_is_aud
     assert plain["winProbabilityScore"] == "70.00"
     assert plain["strategicValueScore"] == "12.50"
     assert plain["pipelineStage"] == "phase_0"
+    assert plain["effective.estimatedValueMax"] == "1250000.00"
+    assert plain["effective.setAsideType"] == "8(a)"
+    assert plain["effective.responseDueDate"] == "2027-01-15T17:00:00Z"
+    assert by_id[str(world["formula"])]["effective.estimatedValueMax"] == "900000.50"  # the override wins
     # Formula-looking text is escaped with a single quote, so a spreadsheet reads it as text.
     formula = by_id[str(world["formula"])]
     assert formula["projectName"] == "'" + FORMULA
@@ -151,7 +163,10 @@ async def test_pipeline_csv_holds_the_visible_rows_with_their_columns_and_is_aud
     assert list(rows[0]) == [
         "rowId", "projectName", "internalReferenceNumber", "solicitationNumber", "title", "agencyName",
         "contractingOffice", "projectStatus", "pipelineStage", "priorityLevel", "winProbabilityScore",
-        "strategicValueScore", "pursuitHealthScore", "assignedCaptureManagerId", "assignedProposalManagerId",
+        "strategicValueScore", "pursuitHealthScore", "effective.title", "effective.solicitationStatus",
+        "effective.setAsideType", "effective.naicsCodes", "effective.estimatedValueMin", "effective.estimatedValueMax",
+        "effective.postingDate", "effective.responseDueDate", "effective.placeOfPerformance",
+        "assignedCaptureManagerId", "assignedProposalManagerId",
         "externalOpportunityUrl", "syncStatus", "lastSyncedAt", "createdAt", "updatedAt", "archivedAt",
     ]
 
@@ -231,6 +246,16 @@ async def test_pipeline_xlsx_opens_with_openpyxl_and_keeps_formulas_as_text(
     column = header.index("winProbabilityScore")
     scores = {row[column] for row in book["Pipeline"].iter_rows(min_row=2, values_only=True)}
     assert scores == {WITHHELD}
+
+
+async def test_effective_values_draw_on_external_data_only_where_the_caller_reads_it(
+    client: httpx.AsyncClient, owner_engine: AsyncEngine, world: dict[str, Any]
+) -> None:
+    token = await sign_in(client, await _custom_role_user(owner_engine, world["tenant"], ["opportunity:read"]))
+    by_id = {row["rowId"]: row for row in _csv(await _get(client, "/export/pipeline.csv", token))}
+    assert by_id[str(world["plain"])]["effective.estimatedValueMax"] == ""
+    assert by_id[str(world["plain"])]["effective.setAsideType"] == ""
+    assert by_id[str(world["formula"])]["effective.estimatedValueMax"] == "900000.50"
 
 
 async def test_pipeline_refuses_a_caller_who_reads_no_project(
