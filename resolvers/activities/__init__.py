@@ -1,0 +1,1 @@
+"""Writes of activities and their participants (resolvers/activities/mutations.py)."""
