@@ -53,7 +53,19 @@ from tests.support.mutation_matrix import (
 
 SPECS = registry()
 FIELDS = sorted(SPECS)
-STALE_FIELDS = sorted(f for f, s in SPECS.items() if s.kind in STALE_KINDS and s.immutable is None)
+
+
+
+def _carries_updated_at(field: str) -> bool:
+    found = input_type(field)
+    return found is not None and "updatedAt" in found.fields
+
+
+# Updates, archives and deletes must carry updatedAt (W12); any other mutation whose input carries
+# one (a restore, an action on a row) is checked the same way.
+STALE_FIELDS = sorted(
+    f for f, s in SPECS.items() if s.immutable is None and (s.kind in STALE_KINDS or _carries_updated_at(f))
+)
 
 
 def _success_params() -> list[Any]:
@@ -380,5 +392,5 @@ async def test_stale_updated_at_is_a_conflict(
     assert all(v is None for k, v in payload.items() if k != "errors"), payload
     assert await snapshot(owner_engine, home.tenant.id, tables) == kept
     (error,) = payload["errors"]
-    if "currentUpdatedAt" in error:
-        assert _instant(error["currentUpdatedAt"]) == row.updated_at
+    # The row's current updatedAt comes with the CONFLICT: a client can merge without reading again.
+    assert error["currentUpdatedAt"] is not None and _instant(error["currentUpdatedAt"]) == row.updated_at
