@@ -9,7 +9,6 @@ docs/api.md ("Exports") is the contract.
 from __future__ import annotations
 
 import datetime
-import logging
 import re
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -34,8 +33,6 @@ from resolvers.exports.runner import DEFAULT_BATCH_SIZE, ExportRun, ExportSource
 from server.settings import Settings
 
 __all__ = ["MAX_PERIOD_DAYS", "audit_log_export", "export_routes", "pipeline_csv", "pipeline_xlsx"]
-
-_log = logging.getLogger(__name__)
 
 #: The longest period one audit log export may cover.
 MAX_PERIOD_DAYS = 366
@@ -168,13 +165,11 @@ def _csv_body(run: ExportRun, source: ExportSource) -> AsyncIterator[bytes]:
     async def body() -> AsyncIterator[bytes]:
         encoder = CsvEncoder()
         rows = run.rows_of(source)
+        # A failure propagates to the middleware, which logs it without the driver's message.
         try:
             yield encoder.encode([[column.header for column in source.columns]])
             async for batch in rows:
                 yield encoder.encode(batch)
-        except Exception:
-            _log.exception("export %s (%s) stopped in request %s", source.name, run.file_format, run.meta.request_id)
-            raise
         finally:
             with anyio.CancelScope(shield=True):
                 await rows.aclose()
