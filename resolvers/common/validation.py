@@ -15,7 +15,8 @@ Rules come from two sources:
   CHECK value set (`enum`, models.base.values_check), a string longer than its column (`length`), a
   number with too many digits for its numeric(p, s) (`digits`), an integer outside its column's
   type (`integer`), a reference (models.base.tenant_fk) naming no row of the caller's tenant
-  (`reference`), a parent reference whose chain reaches the row itself (`cycle`). Columns the
+  (`reference`), a parent reference whose chain reaches the row itself (`cycle`; it takes the
+  tenant's hierarchy lock of the table first, so concurrent re-parentings take turns). Columns the
   write sets itself (ids, tenant, timestamps, the acting user) have no rules;
 - declared, with `declare(...)` at module level of a resolvers module (every module under
   resolvers/ is imported when the registry is listed): ranges (`range_rule`), dates in order
@@ -55,6 +56,7 @@ from sqlalchemy import (
     SmallInteger,
     String,
     Table,
+    func,
     literal,
     select,
 )
@@ -78,6 +80,7 @@ __all__ = [
     "date_order",
     "declare",
     "enum_rule",
+    "hierarchy_lock_key",
     "length_rule",
     "problems",
     "range_rule",
@@ -639,6 +642,12 @@ def _reference(entity: str, name: str, parent: Table, *, owner: bool) -> Rule:
 MAX_DEPTH = 1000
 
 
+def hierarchy_lock_key(table: str, tenant_id: uuid.UUID) -> str:
+    """The key of the transaction-scoped advisory lock serialising re-parentings of `table` in a tenant
+    (`pg_advisory_xact_lock(hashtextextended(key, 0))`); a write may take it earlier, before it reads."""
+    return f"gwm.{table}.hierarchy/{tenant_id}"
+
+
 def _cycle(table: Table, name: str) -> Rule:
     what = _singular(table.name)
     message = f"{_words(name)} would make the {what} its own ancestor."
@@ -650,6 +659,11 @@ def _cycle(table: Table, name: str) -> Rule:
             return None  # a new row has no descendants: it cannot close a cycle
         if start == row_id:
             return Failure(message)
+        # Two re-parentings that together close a loop (A under B, B under A) would each pass
+        # alone: they take turns on the tenant's hierarchy lock, and the walk below, a fresh
+        # statement under READ COMMITTED, sees the parent the other committed.
+        key = hierarchy_lock_key(table.name, ctx.uow.tenant_id)
+        await ctx.uow.connection.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(key, 0))))
         chain = (
             select(table.c.id, table.c[name].label("up"), literal(1).label("depth"))
             .where(table.c.id == start, table.c.tenant_id == ctx.uow.tenant_id)

@@ -10,6 +10,7 @@ tests/writes/test_validation_meta.py fails when a rule has neither.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from models import DocumentCategory
 from models.audit_trail import AuditContext
 from models.db import set_tenant
 from models.enums import Priority
@@ -262,3 +264,46 @@ async def test_declared_rules_compare_merged_values_and_ids_are_unique(uow: Unit
     assert await check({"ends_on": datetime(2030, 1, 9, 23, tzinfo=UTC)}) == Failure(
         "ends on must not be before starts on.", field="ends_on")
     assert await check({"ends_on": None}) is None
+
+
+@pytest.mark.validates("document_categories.parent_category_id.cycle")
+async def test_two_concurrent_reparentings_cannot_close_a_loop_together(
+    app_engine: AsyncEngine, owner_engine: AsyncEngine
+) -> None:
+    """A under B and B under A, at once: each would pass alone. The cycle rule takes the tenant's
+    hierarchy lock, so the second waits for the first to commit, then sees its parent and refuses."""
+    tenant = await create_tenant(owner_engine, "Validation hierarchy")
+    async with owner_engine.begin() as conn:
+        await set_tenant(conn, tenant.id)
+        a = await make(conn, "document_categories", tenant)
+        b = await make(conn, "document_categories", tenant)
+
+    first = _uow(app_engine, tenant)
+    await first.__aenter__()
+    try:
+        category = await first.lock(DocumentCategory, a.id)
+        await validate(first, "document_categories", {"parent_category_id": b.id}, row=category)
+        first.assign(category, {"parent_category_id": b.id})
+        await first.flush()
+
+        async def second() -> None:
+            async with _uow(app_engine, tenant) as unit:
+                other = await unit.lock(DocumentCategory, b.id)
+                await validate(unit, "document_categories", {"parent_category_id": a.id}, row=other)
+                unit.assign(other, {"parent_category_id": a.id})
+
+        waiting = asyncio.create_task(second())
+        await asyncio.sleep(0.5)
+        assert not waiting.done()  # queued on the hierarchy lock
+        await first.commit()
+    finally:
+        await first.rollback()
+    with pytest.raises(ValidationFailed) as refused:
+        await waiting
+    expect_refusal(refused, "document_categories.parent_category_id.cycle", field="parent_category_id",
+                   code="VALIDATION")
+    async with owner_engine.connect() as conn:
+        await set_tenant(conn, tenant.id)
+        found = await conn.execute(text("SELECT id, parent_category_id FROM document_categories"))
+        parents: dict[uuid.UUID, uuid.UUID | None] = {row.id: row.parent_category_id for row in found}
+    assert parents == {a.id: b.id, b.id: None}
