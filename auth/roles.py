@@ -148,10 +148,20 @@ async def update_role(
         return await _role(uow.connection, role_id)
 
 
-async def delete_role(service: AuthService, principal: Principal, *, role_id: uuid.UUID, meta: RequestMeta) -> None:
+async def delete_role(
+    service: AuthService,
+    principal: Principal,
+    *,
+    role_id: uuid.UUID,
+    meta: RequestMeta,
+    updated_at: datetime | None = None,
+) -> None:
+    """Delete a custom role nobody holds; with `updated_at` (the value read), CONFLICT if it changed since."""
     async with _unit(service, principal, meta, "roleDelete", Permission.ROLE_ADMIN) as uow:
         role = await uow.lock(Role, role_id, field="id")
         _editable(role)
+        if updated_at is not None:
+            await uow.lock(Role, role_id, updated_at=updated_at, field="id")
         in_use = await uow.connection.scalar(
             text(
                 "SELECT (SELECT count(*) FROM user_roles WHERE role_id = :r)"

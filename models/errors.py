@@ -15,6 +15,8 @@ Messages may reach clients and logs: they never carry stored values.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = ["Conflict", "DomainError", "Invalid", "NotFound"]
 
 
@@ -34,7 +36,14 @@ class NotFound(DomainError):
 
 
 class Conflict(DomainError):
+    """`current_updated_at`: on a stale `updatedAt`, the row's value now (the caller merges without
+    reading the row again); None for the other conflicts."""
+
     code = "CONFLICT"
+
+    def __init__(self, message: str, *, field: str | None = None, current_updated_at: Any = None) -> None:
+        super().__init__(message, field=field)
+        self.current_updated_at = current_updated_at
 
 
 class Invalid(DomainError):

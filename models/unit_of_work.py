@@ -315,9 +315,14 @@ class UnitOfWork:
                     f"The {label} was changed since you read it: read it again and retry with its "
                     "current updatedAt.",
                     field="updated_at",
+                    current_updated_at=current,
                 )
             if not tx_now > current:
-                raise Conflict(f"The {label} is being changed by another request: retry.", field="updated_at")
+                raise Conflict(
+                    f"The {label} is being changed by another request: retry.",
+                    field="updated_at",
+                    current_updated_at=current,
+                )
         return obj  # type: ignore[no-any-return]
 
     async def find(self, model: type[M], entity_id: uuid.UUID, *, what: str = "", field: str = "id") -> M:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import datetime
 import uuid
-from typing import Annotated, Any
 
 import strawberry
 from sqlalchemy import Table
+from strawberry import relay
 from strawberry.types.unset import UNSET
 
 import schema.enums  # noqa: F401 - registers the value-set enums before any type names them
@@ -20,47 +20,37 @@ from auth.permissions import Permission
 from models import CapturePlan as CapturePlanModel
 from models import OpportunityProject as ProjectModel
 from models.enums import CapturePlanStatus, GoNoGoDecision
-from models.idempotency import idempotent
+from models.unit_of_work import UnitOfWork
 from resolvers.capture import mutations
-from resolvers.opportunities.mutations import project_id_of
 from schema.capture import CapturePlan
-from schema.context import GraphQLContext, Info
-from schema.errors import PAYLOAD_ERRORS, UserError, payload_or_errors
-from schema.permissions import requires
-from schema.writes import changes_of, describe_like, load, set_fields, write
+from schema.mutation_kit import (
+    IDEMPOTENCY_KEY,
+    UPDATED_AT,
+    Args,
+    Entity,
+    mutation,
+    ref_id,
+    ref_project,
+    ref_row_id,
+    target_project,
+)
+from schema.writes import describe_like
 
 __all__ = [
     "CaptureMutation",
     "CapturePlanArchiveInput",
-    "CapturePlanArchivePayload",
     "CapturePlanCreateInput",
-    "CapturePlanCreatePayload",
     "CapturePlanUpdateInput",
-    "CapturePlanUpdatePayload",
 ]
 
 _PLANS: Table = CapturePlanModel.__table__
 _PROJECTS: Table = ProjectModel.__table__
-_UNDER = ("input",)
-_UPDATED_AT = "The updatedAt you read (exact to the microsecond); CONFLICT if the plan changed since."
-_PERMISSIONS = (Permission.CAPTURE_PLAN_WRITE,)
-_IDEMPOTENCY_KEY = (
-    "1 to 200 characters, yours to choose (a UUID is best): a retry with the same key within 24 hours "
-    "returns what the first request created, without creating again (docs/api.md, Idempotent creates)."
-)
-
-
-async def _project_named(context: GraphQLContext, value: Any) -> uuid.UUID | None:
-    return await project_id_of(context.loaders.db, _PROJECTS, value.opportunity_project_id)
-
-
-async def _project_of_plan(context: GraphQLContext, value: Any) -> uuid.UUID | None:
-    return await project_id_of(context.loaders.db, _PLANS, value.id)
 
 
 @strawberry.input(description="A new capture plan for an opportunity project (not archived).")
 class CapturePlanCreateInput:
-    opportunity_project_id: uuid.UUID = strawberry.field(description="The project's rowId.")
+    opportunity_project_id: relay.GlobalID | None = ref_id("OpportunityProject")
+    opportunity_project_row_id: uuid.UUID | None = ref_row_id("OpportunityProject")
     plan_name: str = strawberry.field(description="1 to 255 characters.")
     status: CapturePlanStatus | None = strawberry.field(default=None, description="Default DRAFT.")
     go_no_go_decision: GoNoGoDecision | None = None
@@ -73,13 +63,14 @@ class CapturePlanCreateInput:
     timeline: str | None = None
     external_deadlines: str | None = None
     external_data_impact_notes: str | None = None
-    idempotency_key: str | None = strawberry.field(default=None, description=_IDEMPOTENCY_KEY)
+    idempotency_key: str | None = strawberry.field(default=None, description=IDEMPOTENCY_KEY)
 
 
 @strawberry.input(description="Changes to a capture plan: only the fields given change; null clears a field.")
 class CapturePlanUpdateInput:
-    id: uuid.UUID = strawberry.field(description="The plan's rowId.")
-    updated_at: datetime.datetime = strawberry.field(description=_UPDATED_AT)
+    id: relay.GlobalID | None = ref_id("CapturePlan")
+    row_id: uuid.UUID | None = ref_row_id("CapturePlan")
+    updated_at: datetime.datetime = strawberry.field(description=UPDATED_AT)
     plan_name: str | None = UNSET
     status: CapturePlanStatus | None = UNSET
     go_no_go_decision: GoNoGoDecision | None = UNSET
@@ -100,105 +91,56 @@ describe_like(CapturePlanUpdateInput, CapturePlan)
 
 @strawberry.input(description="Archive a capture plan: it is kept (evidence) and hidden from default lists.")
 class CapturePlanArchiveInput:
-    id: uuid.UUID = strawberry.field(description="The plan's rowId.")
-    updated_at: datetime.datetime = strawberry.field(description=_UPDATED_AT)
+    id: relay.GlobalID | None = ref_id("CapturePlan")
+    row_id: uuid.UUID | None = ref_row_id("CapturePlan")
+    updated_at: datetime.datetime = strawberry.field(description=UPDATED_AT)
     reason: str | None = strawberry.field(default=None, description="Recorded in the audit log (255 characters).")
 
 
-@strawberry.type(description="What `capturePlanCreate` returns: its result, or the errors that prevented it.")
-class CapturePlanCreatePayload:
-    capture_plan: CapturePlan | None = strawberry.field(
-        default=None, description="The capture plan created, as the caller may read it now;"
-        " null when `errors` is not empty."
-    )
-    errors: list[UserError] = strawberry.field(default_factory=list, description=PAYLOAD_ERRORS)
+async def _create(uow: UnitOfWork, args: Args[CapturePlanCreateInput]) -> uuid.UUID:
+    return await mutations.create_plan(uow, args.values)
 
 
-@strawberry.type(description="What `capturePlanUpdate` returns: its result, or the errors that prevented it.")
-class CapturePlanUpdatePayload:
-    capture_plan: CapturePlan | None = strawberry.field(
-        default=None, description="The capture plan as changed, as the caller may read it now;"
-        " null when `errors` is not empty."
-    )
-    errors: list[UserError] = strawberry.field(default_factory=list, description=PAYLOAD_ERRORS)
+async def _update(uow: UnitOfWork, args: Args[CapturePlanUpdateInput]) -> uuid.UUID:
+    assert args.id is not None
+    return await mutations.update_plan(uow, args.id, args.updated_at, args.values)
 
 
-@strawberry.type(description="What `capturePlanArchive` returns: its result, or the errors that prevented it.")
-class CapturePlanArchivePayload:
-    capture_plan: CapturePlan | None = strawberry.field(
-        default=None, description="The capture plan, now archived, as the caller may read it now;"
-        " null when `errors` is not empty."
-    )
-    errors: list[UserError] = strawberry.field(default_factory=list, description=PAYLOAD_ERRORS)
+async def _archive(uow: UnitOfWork, args: Args[CapturePlanArchiveInput]) -> uuid.UUID:
+    assert args.id is not None
+    return await mutations.archive_plan(uow, args.id, args.updated_at)
 
 
 @strawberry.type
 class CaptureMutation:
-    @strawberry.mutation(
+    capture_plan_create = mutation(
+        "capturePlanCreate",
+        input=CapturePlanCreateInput,
+        input_description="The project the plan is for and the plan's fields.",
+        permission=Permission.CAPTURE_PLAN_WRITE,
+        project=ref_project("opportunity_project", _PROJECTS),
+        run=_create,
+        idempotent=True,
+        returns=Entity(CapturePlan, "capture plan created"),
         description="Create a capture plan for an opportunity project.",
-        extensions=[requires(Permission.CAPTURE_PLAN_WRITE, project=("input", _project_named))],
     )
-    async def capture_plan_create(
-        self,
-        info: Info,
-        input: Annotated[
-            CapturePlanCreateInput,
-            strawberry.argument(description="The project the plan is for and the plan's fields."),
-        ],
-    ) -> CapturePlanCreatePayload | None:
-        async def work() -> CapturePlanCreatePayload:
-            values = set_fields(input, skip=("idempotency_key",))
-            plan_id = await write(
-                info,
-                lambda uow: idempotent(
-                    uow, input.idempotency_key, mutation=info.field_name, values=values,
-                    create=lambda: mutations.create_plan(uow, values),
-                ),
-                permissions=_PERMISSIONS,
-            )
-            return CapturePlanCreatePayload(capture_plan=await load(info, CapturePlan, plan_id))
-
-        return await payload_or_errors(CapturePlanCreatePayload, work(), under=_UNDER)
-
-    @strawberry.mutation(
+    capture_plan_update = mutation(
+        "capturePlanUpdate",
+        input=CapturePlanUpdateInput,
+        input_description="The plan, the updatedAt read, and the fields to change.",
+        permission=Permission.CAPTURE_PLAN_WRITE,
+        project=target_project(_PLANS),
+        run=_update,
+        returns=Entity(CapturePlan, "capture plan as changed"),
         description="Change fields of a capture plan (not archived) read at updatedAt.",
-        extensions=[requires(Permission.CAPTURE_PLAN_WRITE, project=("input", _project_of_plan))],
     )
-    async def capture_plan_update(
-        self,
-        info: Info,
-        input: Annotated[
-            CapturePlanUpdateInput,
-            strawberry.argument(description="The plan, the updatedAt read, and the fields to change."),
-        ],
-    ) -> CapturePlanUpdatePayload | None:
-        async def work() -> CapturePlanUpdatePayload:
-            changes = changes_of(input)
-            plan_id = await write(
-                info,
-                lambda uow: mutations.update_plan(uow, input.id, input.updated_at, changes),
-                permissions=_PERMISSIONS,
-            )
-            return CapturePlanUpdatePayload(capture_plan=await load(info, CapturePlan, plan_id))
-
-        return await payload_or_errors(CapturePlanUpdatePayload, work(), under=_UNDER)
-
-    @strawberry.mutation(
+    capture_plan_archive = mutation(
+        "capturePlanArchive",
+        input=CapturePlanArchiveInput,
+        input_description="The plan and the updatedAt read.",
+        permission=Permission.CAPTURE_PLAN_WRITE,
+        project=target_project(_PLANS),
+        run=_archive,
+        returns=Entity(CapturePlan, "capture plan, now archived"),
         description="Archive a capture plan read at updatedAt (capture plans are never deleted).",
-        extensions=[requires(Permission.CAPTURE_PLAN_WRITE, project=("input", _project_of_plan))],
     )
-    async def capture_plan_archive(
-        self,
-        info: Info,
-        input: Annotated[CapturePlanArchiveInput, strawberry.argument(description="The plan and the updatedAt read.")],
-    ) -> CapturePlanArchivePayload | None:
-        async def work() -> CapturePlanArchivePayload:
-            plan_id = await write(
-                info,
-                lambda uow: mutations.archive_plan(uow, input.id, input.updated_at),
-                permissions=_PERMISSIONS,
-                reason=input.reason,
-            )
-            return CapturePlanArchivePayload(capture_plan=await load(info, CapturePlan, plan_id))
-
-        return await payload_or_errors(CapturePlanArchivePayload, work(), under=_UNDER)

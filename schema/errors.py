@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import traceback
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
 import strawberry
@@ -39,7 +40,7 @@ from strawberry.types import ExecutionContext
 from strawberry.utils.str_converters import to_camel_case
 
 from auth.exceptions import AuthRequestError
-from models.errors import DomainError
+from models.errors import Conflict, DomainError
 from schema.scalars import ScalarError
 
 __all__ = [
@@ -72,6 +73,11 @@ class UserError:
     )
     code: str = strawberry.field(description="Stable machine-readable code, e.g. ROLE_NOT_FOUND.")
     message: str = strawberry.field(description="Human-readable explanation.")
+    current_updated_at: datetime | None = strawberry.field(
+        default=None,
+        description="On a CONFLICT over a stale updatedAt: the row's updatedAt now, to merge and retry with "
+        "without reading the row again; null otherwise.",
+    )
 
 
 #: The `errors` field of every mutation payload.
@@ -88,7 +94,8 @@ def user_error(exc: AuthRequestError | DomainError, *, under: Sequence[str] = ()
     field: list[str] | None = None
     if exc.field:
         field = [*under, *(to_camel_case(part) for part in exc.field.split("."))]
-    return UserError(field=field, code=exc.code, message=exc.message)
+    current = exc.current_updated_at if isinstance(exc, Conflict) else None
+    return UserError(field=field, code=exc.code, message=exc.message, current_updated_at=current)
 
 
 async def payload_or_errors(

@@ -39,9 +39,9 @@ from schema.context import Info
 from schema.documents import document_list
 from schema.entities import history
 from schema.enums import describe_values
-from schema.errors import PAYLOAD_ERRORS, UserError, payload_or_errors
 from schema.fields import inet_column
 from schema.filters import BooleanFilter, DateTimeFilter, StringFilter, UUIDFilter
+from schema.mutation_kit import Args, Done, Entity, Extra, mutation, ref_id, ref_row_id
 from schema.node import EntityNode, TenantOwned
 from schema.pagination import OrderDirection
 from schema.permissions import requires
@@ -774,100 +774,44 @@ class MfaEnrollment:
     secret: str = strawberry.field(description="The base32 secret, for manual entry.")
 
 
-@strawberry.type(description="What `mfaEnrollmentStart` returns: its result, or the errors that prevented it.")
-class MfaEnrollmentStartPayload:
-    enrollment: MfaEnrollment | None = strawberry.field(
-        default=None, description="The new authenticator secret to confirm with a code, as the caller may read it now;"
-        " null when `errors` is not empty."
+@strawberry.input(description="The code that confirms an authenticator being enrolled.")
+class MfaEnrollmentConfirmInput:
+    code: str = strawberry.field(description="The 6-digit code the authenticator shows now.")
+
+
+@strawberry.input(description="The session to end.")
+class SessionRevokeInput:
+    id: relay.GlobalID | None = ref_id(
+        "UserSession", description="The session's global id (`UserSession.id`); or give its rowId instead."
     )
-    errors: list[UserError] = strawberry.field(default_factory=list, description=PAYLOAD_ERRORS)
+    row_id: uuid.UUID | None = ref_row_id("UserSession")
 
 
-@strawberry.type(description="What `mfaEnrollmentConfirm` returns: its result, or the errors that prevented it.")
-class MfaEnrollmentConfirmPayload:
-    user: User | None = strawberry.field(
-        default=None, description="The caller, now with MFA enabled, as the caller may read it now;"
-        " null when `errors` is not empty."
-    )
-    recovery_codes: list[str] | None = strawberry.field(
-        default=None, description="Single-use recovery codes, shown this once."
-    )
-    errors: list[UserError] = strawberry.field(default_factory=list, description=PAYLOAD_ERRORS)
+@strawberry.input(description="The API key to revoke.")
+class ApiKeyRevokeInput:
+    id: uuid.UUID = strawberry.field(description="The key's id (`ApiKey.id`).")
 
 
-@strawberry.type(description="What `sessionRevoke` returns: its result, or the errors that prevented it.")
-class SessionRevokePayload:
-    session: UserSession | None = strawberry.field(
-        default=None, description="The session, now ended, as the caller may read it now;"
-        " null when `errors` is not empty."
-    )
-    errors: list[UserError] = strawberry.field(default_factory=list, description=PAYLOAD_ERRORS)
+@strawberry.input(description="The locked user.")
+class UserUnlockInput:
+    id: relay.GlobalID | None = ref_id("User")
+    row_id: uuid.UUID | None = ref_row_id("User")
 
 
-@strawberry.type(description="What `apiKeyCreate` returns: its result, or the errors that prevented it.")
-class ApiKeyCreatePayload:
-    api_key: ApiKey | None = strawberry.field(
-        default=None, description="The API key created (its secret is in `key`), as the caller may read it now;"
-        " null when `errors` is not empty."
-    )
-    key: str | None = strawberry.field(
-        default=None, description="The key, shown this once: send it as `Authorization: Bearer <key>`."
-    )
-    errors: list[UserError] = strawberry.field(default_factory=list, description=PAYLOAD_ERRORS)
+@strawberry.input(description="The user to deactivate.")
+class UserDeactivateInput:
+    id: relay.GlobalID | None = ref_id("User")
+    row_id: uuid.UUID | None = ref_row_id("User")
 
 
-@strawberry.type(description="What `apiKeyRevoke` returns: its result, or the errors that prevented it.")
-class ApiKeyRevokePayload:
-    api_key: ApiKey | None = strawberry.field(
-        default=None, description="The API key, now revoked, as the caller may read it now;"
-        " null when `errors` is not empty."
-    )
-    errors: list[UserError] = strawberry.field(default_factory=list, description=PAYLOAD_ERRORS)
-
-
-@strawberry.type(description="What `userInvite` returns: its result, or the errors that prevented it.")
-class UserInvitePayload:
-    user: User | None = strawberry.field(
-        default=None,
-        description="The invited user (inactive until the invitation is accepted), as the caller may read it now;"
-        " null when `errors` is not empty."
-    )
-    errors: list[UserError] = strawberry.field(default_factory=list, description=PAYLOAD_ERRORS)
-
-
-@strawberry.type(description="What `userUnlock` returns: its result, or the errors that prevented it.")
-class UserUnlockPayload:
-    user: User | None = strawberry.field(
-        default=None, description="The user, no longer locked, as the caller may read it now;"
-        " null when `errors` is not empty."
-    )
-    errors: list[UserError] = strawberry.field(default_factory=list, description=PAYLOAD_ERRORS)
-
-
-@strawberry.type(description="What `userDeactivate` returns: its result, or the errors that prevented it.")
-class UserDeactivatePayload:
-    user: User | None = strawberry.field(
-        default=None, description="The user, now deactivated, as the caller may read it now;"
-        " null when `errors` is not empty."
-    )
-    errors: list[UserError] = strawberry.field(default_factory=list, description=PAYLOAD_ERRORS)
-
-
-@strawberry.type(description="What `userSetTemporaryPassword` returns: its result, or the errors that prevented it.")
-class UserSetTemporaryPasswordPayload:
-    user: User | None = strawberry.field(
-        default=None,
-        description="The user, who must change the password at the next sign-in, as the caller may read it now;"
-        " null when `errors` is not empty."
-    )
-    errors: list[UserError] = strawberry.field(default_factory=list, description=PAYLOAD_ERRORS)
+@strawberry.input(description="The user and the temporary password to set.")
+class UserSetTemporaryPasswordInput:
+    id: relay.GlobalID | None = ref_id("User")
+    row_id: uuid.UUID | None = ref_row_id("User")
+    password: str = strawberry.field(description="The temporary password; the tenant's password policy applies.")
 
 
 # -- root fields -------------------------------------------------------------------------------
-
-
-async def _session_owner(context: Any, session_id: uuid.UUID) -> uuid.UUID | None:
-    return await mutations.session_owner(context.auth, context.principal, session_id)
 
 
 @strawberry.type
@@ -907,153 +851,158 @@ class IdentityQuery:
         return [ApiKey.from_record(r) for r in records]
 
 
+async def _mfa_start(args: Args[None]) -> Done:
+    ctx = args.context
+    enrollment = await mutations.mfa_enrollment_start(ctx.auth, ctx.principal, ctx.meta)
+    return Done(node=MfaEnrollment(provisioning_uri=enrollment.provisioning_uri, secret=enrollment.secret))
+
+
+async def _mfa_confirm(args: Args[MfaEnrollmentConfirmInput]) -> Done:
+    ctx = args.context
+    codes = await mutations.mfa_enrollment_confirm(ctx.auth, ctx.principal, args.input.code, ctx.meta)
+    row = await queries.user(ctx.auth, ctx.principal, ctx.principal.user_id)
+    return Done(node=User.from_row(row), extra={"recovery_codes": codes})
+
+
+async def _session_revoke(args: Args[SessionRevokeInput]) -> Done:
+    ctx = args.context
+    assert args.id is not None
+    row = await mutations.session_revoke(ctx.auth, ctx.principal, args.id, ctx.meta)
+    return Done(node=UserSession.from_row(row))
+
+
+async def _api_key_create(args: Args[ApiKeyCreateInput]) -> Done:
+    ctx, value = args.context, args.input
+    record, key = await mutations.api_key_create(
+        ctx.auth, ctx.principal, name=value.name, role_name=value.role_name,
+        expires_in_days=value.expires_in_days, meta=ctx.meta,
+    )
+    return Done(node=ApiKey.from_record(record), extra={"key": key})
+
+
+async def _api_key_revoke(args: Args[ApiKeyRevokeInput]) -> Done:
+    ctx = args.context
+    record = await mutations.api_key_revoke(ctx.auth, ctx.principal, args.input.id, ctx.meta)
+    return Done(node=ApiKey.from_record(record))
+
+
+async def _user_invite(args: Args[UserInviteInput]) -> Done:
+    ctx, value = args.context, args.input
+    row = await mutations.user_invite(
+        ctx.auth, ctx.principal, email=value.email, first_name=value.first_name, last_name=value.last_name,
+        role_names=list(value.roles), meta=ctx.meta,
+    )
+    return Done(node=User.from_row(row))
+
+
+async def _user_unlock(args: Args[UserUnlockInput]) -> Done:
+    ctx = args.context
+    assert args.id is not None
+    return Done(node=User.from_row(await mutations.user_unlock(ctx.auth, ctx.principal, args.id, ctx.meta)))
+
+
+async def _user_deactivate(args: Args[UserDeactivateInput]) -> Done:
+    ctx = args.context
+    assert args.id is not None
+    return Done(node=User.from_row(await mutations.user_deactivate(ctx.auth, ctx.principal, args.id, ctx.meta)))
+
+
+async def _user_set_temporary_password(args: Args[UserSetTemporaryPasswordInput]) -> Done:
+    ctx = args.context
+    assert args.id is not None
+    row = await mutations.user_set_temporary_password(ctx.auth, ctx.principal, args.id, args.input.password, ctx.meta)
+    return Done(node=User.from_row(row))
+
+
+_USER_FIELDS = {"userId": "id"}  # what auth/accounts.py names the target user
+
+
 @strawberry.type
 class IdentityMutation:
-    @strawberry.mutation(description="Begin TOTP enrolment for the signed-in user (password sessions only).")
-    async def mfa_enrollment_start(self, info: Info) -> MfaEnrollmentStartPayload:
-        ctx = info.context
-
-        async def work() -> MfaEnrollmentStartPayload:
-            enrollment = await mutations.mfa_enrollment_start(ctx.auth, ctx.principal, ctx.meta)
-            return MfaEnrollmentStartPayload(
-                enrollment=MfaEnrollment(provisioning_uri=enrollment.provisioning_uri, secret=enrollment.secret)
-            )
-
-        return await payload_or_errors(MfaEnrollmentStartPayload, work())
-
-    @strawberry.mutation(description="Turn MFA on with a code from the authenticator; returns recovery codes")
-    async def mfa_enrollment_confirm(
-        self,
-        info: Info,
-        code: Annotated[str, strawberry.argument(description="The 6-digit code the authenticator shows now.")],
-    ) -> MfaEnrollmentConfirmPayload:
-        ctx = info.context
-
-        async def work() -> MfaEnrollmentConfirmPayload:
-            codes = await mutations.mfa_enrollment_confirm(ctx.auth, ctx.principal, code, ctx.meta)
-            row = await queries.user(ctx.auth, ctx.principal, ctx.principal.user_id)
-            return MfaEnrollmentConfirmPayload(user=None if row is None else User.from_row(row), recovery_codes=codes)
-
-        return await payload_or_errors(MfaEnrollmentConfirmPayload, work())
-
-    @strawberry.mutation(
-        description="End a session now: your own, or any of the tenant's with user:admin.",
-        extensions=[requires(Permission.USER_ADMIN, unless_owner=("session_id", _session_owner))],
+    mfa_enrollment_start = mutation(
+        "mfaEnrollmentStart",
+        input=None,
+        permission=None,
+        service=_mfa_start,
+        returns=Entity(MfaEnrollment, "new authenticator secret to confirm with a code", field="enrollment"),
+        description="Begin TOTP enrolment for the signed-in user (password sessions only).",
     )
-    async def session_revoke(
-        self, info: Info, session_id: Annotated[uuid.UUID, strawberry.argument(description="The session's rowId.")]
-    ) -> SessionRevokePayload | None:
-        ctx = info.context
-
-        async def work() -> SessionRevokePayload:
-            row = await mutations.session_revoke(ctx.auth, ctx.principal, session_id, ctx.meta)
-            return SessionRevokePayload(session=UserSession.from_row(row))
-
-        return await payload_or_errors(SessionRevokePayload, work())
-
-    @strawberry.mutation(
+    mfa_enrollment_confirm = mutation(
+        "mfaEnrollmentConfirm",
+        input=MfaEnrollmentConfirmInput,
+        input_description="The code the authenticator shows now.",
+        permission=None,
+        service=_mfa_confirm,
+        returns=Entity(User, "caller, now with MFA enabled", field="user"),
+        extra={"recovery_codes": Extra(list[str] | None, "Single-use recovery codes, shown this once.")},
+        description="Turn MFA on with a code from the authenticator; returns recovery codes.",
+    )
+    session_revoke = mutation(
+        "sessionRevoke",
+        input=SessionRevokeInput,
+        input_description="The session to end.",
+        permission=None,
+        service=_session_revoke,
+        returns=Entity(UserSession, "session, now ended", field="session"),
+        error_fields={"sessionId": "id"},
+        description="End a session now: your own, or any of the tenant's with user:admin (without it, another "
+        "user's session is answered as missing, and the attempt is audited).",
+    )
+    api_key_create = mutation(
+        "apiKeyCreate",
+        input=ApiKeyCreateInput,
+        input_description="The new key: name, role and lifetime.",
+        permission=Permission.API_KEY_ADMIN,
+        service=_api_key_create,
+        returns=Entity(ApiKey, "API key created (its secret is in `key`)", field="api_key"),
+        extra={"key": Extra(str | None, "The key, shown this once: send it as `Authorization: Bearer <key>`.")},
         description="Create an API key scoped to one role; the key is in the payload, this once.",
-        extensions=[requires(Permission.API_KEY_ADMIN)],
     )
-    async def api_key_create(
-        self,
-        info: Info,
-        input: Annotated[ApiKeyCreateInput, strawberry.argument(description="The new key: name, role and lifetime.")],
-    ) -> ApiKeyCreatePayload | None:
-        ctx = info.context
-
-        async def work() -> ApiKeyCreatePayload:
-            record, key = await mutations.api_key_create(
-                ctx.auth,
-                ctx.principal,
-                name=input.name,
-                role_name=input.role_name,
-                expires_in_days=input.expires_in_days,
-                meta=ctx.meta,
-            )
-            return ApiKeyCreatePayload(api_key=ApiKey.from_record(record), key=key)
-
-        return await payload_or_errors(ApiKeyCreatePayload, work(), under=("input",))
-
-    @strawberry.mutation(description="Revoke an API key at once.", extensions=[requires(Permission.API_KEY_ADMIN)])
-    async def api_key_revoke(
-        self, info: Info, id: Annotated[uuid.UUID, strawberry.argument(description="The key's id (`ApiKey.id`).")]
-    ) -> ApiKeyRevokePayload | None:
-        ctx = info.context
-
-        async def work() -> ApiKeyRevokePayload:
-            record = await mutations.api_key_revoke(ctx.auth, ctx.principal, id, ctx.meta)
-            return ApiKeyRevokePayload(api_key=ApiKey.from_record(record))
-
-        return await payload_or_errors(ApiKeyRevokePayload, work())
-
-    @strawberry.mutation(
+    api_key_revoke = mutation(
+        "apiKeyRevoke",
+        input=ApiKeyRevokeInput,
+        input_description="The key to revoke.",
+        permission=Permission.API_KEY_ADMIN,
+        service=_api_key_revoke,
+        returns=Entity(ApiKey, "API key, now revoked", field="api_key"),
+        description="Revoke an API key at once.",
+    )
+    user_invite = mutation(
+        "userInvite",
+        input=UserInviteInput,
+        input_description="Who to invite and with which roles.",
+        permission=Permission.USER_ADMIN,
+        service=_user_invite,
+        returns=Entity(User, "invited user (inactive until the invitation is accepted)", field="user"),
         description="Invite a person by email (a single-use link valid 24 hours).",
-        extensions=[requires(Permission.USER_ADMIN)],
     )
-    async def user_invite(
-        self,
-        info: Info,
-        input: Annotated[UserInviteInput, strawberry.argument(description="Who to invite and with which roles.")],
-    ) -> UserInvitePayload | None:
-        ctx = info.context
-
-        async def work() -> UserInvitePayload:
-            row = await mutations.user_invite(
-                ctx.auth,
-                ctx.principal,
-                email=input.email,
-                first_name=input.first_name,
-                last_name=input.last_name,
-                role_names=list(input.roles),
-                meta=ctx.meta,
-            )
-            return UserInvitePayload(user=User.from_row(row))
-
-        return await payload_or_errors(UserInvitePayload, work(), under=("input",))
-
-    @strawberry.mutation(description="Lift a lockout.", extensions=[requires(Permission.USER_ADMIN)])
-    async def user_unlock(
-        self, info: Info, user_id: Annotated[uuid.UUID, strawberry.argument(description="The locked user's rowId.")]
-    ) -> UserUnlockPayload | None:
-        ctx = info.context
-
-        async def work() -> UserUnlockPayload:
-            row = await mutations.user_unlock(ctx.auth, ctx.principal, user_id, ctx.meta)
-            return UserUnlockPayload(user=User.from_row(row))
-
-        return await payload_or_errors(UserUnlockPayload, work())
-
-    @strawberry.mutation(
-        description="Disable an account and end its sessions.", extensions=[requires(Permission.USER_ADMIN)]
+    user_unlock = mutation(
+        "userUnlock",
+        input=UserUnlockInput,
+        input_description="The locked user.",
+        permission=Permission.USER_ADMIN,
+        service=_user_unlock,
+        returns=Entity(User, "user, no longer locked", field="user"),
+        error_fields=_USER_FIELDS,
+        description="Lift a lockout.",
     )
-    async def user_deactivate(
-        self, info: Info, user_id: Annotated[uuid.UUID, strawberry.argument(description="The user's rowId.")]
-    ) -> UserDeactivatePayload | None:
-        ctx = info.context
-
-        async def work() -> UserDeactivatePayload:
-            row = await mutations.user_deactivate(ctx.auth, ctx.principal, user_id, ctx.meta)
-            return UserDeactivatePayload(user=User.from_row(row))
-
-        return await payload_or_errors(UserDeactivatePayload, work())
-
-    @strawberry.mutation(
+    user_deactivate = mutation(
+        "userDeactivate",
+        input=UserDeactivateInput,
+        input_description="The user to deactivate.",
+        permission=Permission.USER_ADMIN,
+        service=_user_deactivate,
+        returns=Entity(User, "user, now deactivated", field="user"),
+        error_fields=_USER_FIELDS,
+        description="Disable an account and end its sessions.",
+    )
+    user_set_temporary_password = mutation(
+        "userSetTemporaryPassword",
+        input=UserSetTemporaryPasswordInput,
+        input_description="The user and the temporary password.",
+        permission=Permission.USER_ADMIN,
+        service=_user_set_temporary_password,
+        returns=Entity(User, "user, who must change the password at the next sign-in", field="user"),
+        error_fields=_USER_FIELDS,
         description="Set a temporary password the user must change at the next sign-in.",
-        extensions=[requires(Permission.USER_ADMIN)],
     )
-    async def user_set_temporary_password(
-        self,
-        info: Info,
-        user_id: Annotated[uuid.UUID, strawberry.argument(description="The user's rowId.")],
-        password: Annotated[
-            str, strawberry.argument(description="The temporary password; the tenant's password policy applies.")
-        ],
-    ) -> UserSetTemporaryPasswordPayload | None:
-        ctx = info.context
-
-        async def work() -> UserSetTemporaryPasswordPayload:
-            row = await mutations.user_set_temporary_password(ctx.auth, ctx.principal, user_id, password, ctx.meta)
-            return UserSetTemporaryPasswordPayload(user=User.from_row(row))
-
-        return await payload_or_errors(UserSetTemporaryPasswordPayload, work())

@@ -111,7 +111,8 @@ CASES: dict[str, Case] = {
     "pipeline_summary": Case({}, _pipeline_summary),
     "document_search": Case({"search": "capture plan"}, _document_search),
     "project_update": Case(
-        {"id": str(PROJECT), "updatedAt": PROJECT_UPDATED_AT, "priority": "HIGH", "stage": "PHASE_4"},
+        {"id": to_base64("OpportunityProject", PROJECT), "updatedAt": PROJECT_UPDATED_AT, "priority": "HIGH",
+         "stage": "PHASE_4"},
         _project_update,
     ),
     "viewer": Case({}, _viewer),

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import text
 
 from auth.api_keys import ApiKeyRecord, create_api_key, revoke_api_key
-from auth.audit import AuthEvent, RequestMeta
+from auth.audit import AuthEvent, RequestMeta, record_caller_event
 from auth.audited import caller_unit
 from auth.exceptions import AuthRequestError
 from auth.permissions import Permission
@@ -64,9 +64,34 @@ async def session_revoke(
 ) -> Any:
     """End a session of the caller's tenant now (reason `revoked`); returns its row.
 
-    The session's end and its `auth.session.revoked` row commit together (one unit of work).
+    The session's end and its `auth.session.revoked` row commit together (one unit of work). Another
+    user's session needs user:admin: without it, the session is answered as missing (NOT_FOUND, as
+    a session that does not exist), and the refusal is audited (auth.access.denied).
     """
     now = service.now()
+    try:
+        return await _revoke_session(service, principal, session_id, meta, now)
+    except _NotYours:
+        await record_caller_event(
+            service.writer, principal, AuthEvent.ACCESS_DENIED, meta,
+            entity_type="session", entity_id=session_id, granted=False, risk=RiskLevel.MEDIUM,
+            permission=Permission.USER_ADMIN.value, status=403,
+            description="mutation sessionRevoke refused: another user's session needs user:admin",
+        )
+        raise _no_session() from None
+
+
+class _NotYours(Exception):
+    """The session is another user's and the caller lacks user:admin."""
+
+
+def _no_session() -> AuthRequestError:
+    return AuthRequestError(404, "NOT_FOUND", "There is no session with that id.", field="sessionId")
+
+
+async def _revoke_session(
+    service: AuthService, principal: Principal, session_id: uuid.UUID, meta: RequestMeta, now: Any
+) -> Any:
     async with caller_unit(service, principal, meta, field="sessionRevoke") as uow:
         conn = uow.connection
         owner = await conn.scalar(
@@ -74,7 +99,9 @@ async def session_revoke(
             {"s": session_id, "t": principal.tenant_id},
         )
         if owner is None:
-            raise AuthRequestError(404, "NOT_FOUND", "There is no session with that id.", field="sessionId")
+            raise _no_session()
+        if owner != principal.user_id and not principal.allows(Permission.USER_ADMIN):
+            raise _NotYours
         if not await terminate_session(conn, session_id, TerminationReason.REVOKED, now):
             raise AuthRequestError(
                 409, "SESSION_ALREADY_ENDED", "The session had already ended.", field="sessionId"

@@ -493,7 +493,7 @@ async def test_http_refusals_are_json_with_a_code(raw_client: httpx.AsyncClient,
 async def test_json_values_are_checked_to_the_last_key(client: httpx.AsyncClient, hostile_admin: str) -> None:
     """An override value is JSON: NUL is refused in nested strings and keys, literal or variable."""
     project = uuid.uuid4()
-    create = f'opportunityProjectOverrideCreate(input: {{opportunityProjectId: "{project}", fieldName: "title", '
+    create = f'opportunityProjectOverrideCreate(input: {{opportunityProjectRowId: "{project}", fieldName: "title", '
     documents = [
         ("mutation { " + create + 'overrideValue: {a: ["ok", "bad\\u0000"]}}) { errors { code } } }', {}),
         ("mutation($v: JSON) { " + create + "overrideValue: $v}) { errors { code } } }",

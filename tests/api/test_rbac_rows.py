@@ -230,7 +230,8 @@ async def test_a_score_filter_needs_the_permission_on_every_project_the_list_sho
         client,
         "mutation ($input: UserRoleGrantInput!) {"
         " userRoleGrant(input: $input) { userRole { rowId } errors { code } } }",
-        {"input": {"userId": str(user.id), "roleId": role_id, "opportunityProjectId": str(world["one"]["project"])}},
+        {"input": {"userRowId": str(user.id), "roleRowId": role_id,
+                   "opportunityProjectRowId": str(world["one"]["project"])}},
         token=admin,
     )
     assert granted["data"]["userRoleGrant"]["errors"] == []

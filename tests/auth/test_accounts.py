@@ -1008,10 +1008,10 @@ async def test_invitation_through_the_graphql_mutation(
 
 
 _ADMIN_MUTATIONS = {
-    "userUnlock": "mutation ($u: UUID!) { userUnlock(userId: $u) { user { rowId } errors { code } } }",
-    "userDeactivate": "mutation ($u: UUID!) { userDeactivate(userId: $u) { user { rowId } errors { code } } }",
+    "userUnlock": "mutation ($u: UUID!) { userUnlock(input: {rowId: $u}) { user { rowId } errors { code } } }",
+    "userDeactivate": "mutation ($u: UUID!) { userDeactivate(input: {rowId: $u}) { user { rowId } errors { code } } }",
     "userSetTemporaryPassword": "mutation ($u: UUID!, $p: String!) {"
-    " userSetTemporaryPassword(userId: $u, password: $p) { user { rowId } errors { code } } }",
+    " userSetTemporaryPassword(input: {rowId: $u, password: $p}) { user { rowId } errors { code } } }",
 }
 
 

@@ -29,7 +29,7 @@ mutation ($input: ApiKeyCreateInput!) {
 }"""
 REVOKE = """
 mutation ($id: UUID!) {
-  apiKeyRevoke(id: $id) { apiKey { id revokedAt revokedBy } errors { field code message } }
+  apiKeyRevoke(input: {id: $id}) { apiKey { id revokedAt revokedBy } errors { field code message } }
 }"""
 VIEWER = """
 { viewer {
@@ -163,7 +163,7 @@ async def test_revocation_takes_effect_at_once(
 
     again = (await gql(client, REVOKE, {"id": key_id}, token=admin_token))["data"]["apiKeyRevoke"]
     assert again == {"apiKey": None, "errors": [
-        {"field": ["id"], "code": "ALREADY_REVOKED", "message": "The key was already revoked."}
+        {"field": ["input", "id"], "code": "ALREADY_REVOKED", "message": "The key was already revoked."}
     ]}
     assert await _listed(client, admin_token, include_revoked=False) == []
     assert await _listed(client, admin_token, include_revoked=True) == [key_id]

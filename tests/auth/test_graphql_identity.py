@@ -19,6 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from starlette.types import Message
+from strawberry.relay import to_base64
 
 from auth.permissions import SYSTEM_ROLES, SystemRole
 from models.db import set_tenant
@@ -218,21 +219,19 @@ DENIED_CASES = {
         'mutation { apiKeyCreate(input: {name: "n", roleName: "Viewer", expiresInDays: 5}) { key } }',
         "api_key:admin",
     ),
-    "apiKeyRevoke": ("mutation ($key: UUID!) { apiKeyRevoke(id: $key) { apiKey { id } } }", "api_key:admin"),
+    "apiKeyRevoke": ("mutation ($key: UUID!) { apiKeyRevoke(input: {id: $key}) { apiKey { id } } }", "api_key:admin"),
     "userInvite": (
         'mutation { userInvite(input: {email: "new@example.test", firstName: "N", lastName: "U",'
         ' roles: ["Viewer"]}) { user { rowId } } }',
         "user:admin",
     ),
-    "userUnlock": ("mutation ($u: UUID!) { userUnlock(userId: $u) { user { rowId } } }", "user:admin"),
-    "userDeactivate": ("mutation ($u: UUID!) { userDeactivate(userId: $u) { user { rowId } } }", "user:admin"),
-    "userSetTemporaryPassword": (
-        'mutation ($u: UUID!) { userSetTemporaryPassword(userId: $u, password: "a brand new temporary pass")'
-        " { user { rowId } } }",
-        "user:admin",
+    "userUnlock": ("mutation ($u: UUID!) { userUnlock(input: {rowId: $u}) { user { rowId } } }", "user:admin"),
+    "userDeactivate": (
+        "mutation ($u: UUID!) { userDeactivate(input: {rowId: $u}) { user { rowId } } }", "user:admin"
     ),
-    "sessionRevoke": (
-        "mutation ($s: UUID!) { sessionRevoke(sessionId: $s) { session { id } } }",
+    "userSetTemporaryPassword": (
+        "mutation ($u: UUID!) {"
+        ' userSetTemporaryPassword(input: {rowId: $u, password: "a brand new temporary pass"}) { user { rowId } } }',
         "user:admin",
     ),
 }
@@ -321,7 +320,7 @@ async def test_admin_can_unlock_deactivate_and_set_a_temporary_password(
         await conn.execute(text("UPDATE users SET locked_until = :t WHERE id = :u"),
                            {"t": clock().replace(year=clock().year + 1), "u": victim.id})
 
-    unlock = f"mutation ($u: UUID!) {{ userUnlock(userId: $u) {{ {USER_FIELDS} }} }}"
+    unlock = f"mutation ($u: UUID!) {{ userUnlock(input: {{rowId: $u}}) {{ {USER_FIELDS} }} }}"
     unlocked = (await gql(client, unlock, {"u": str(victim.id)}, token=token))["data"]["userUnlock"]
     assert unlocked["errors"] == [] and unlocked["user"]["lockedUntil"] is None
     (audit,) = await audit_rows(owner_engine, tenant.id, "auth.account.unlocked")
@@ -329,11 +328,11 @@ async def test_admin_can_unlock_deactivate_and_set_a_temporary_password(
 
     temporary = (
         "mutation ($u: UUID!, $p: String!) {"
-        f" userSetTemporaryPassword(userId: $u, password: $p) {{ {USER_FIELDS} }} }}"
+        f" userSetTemporaryPassword(input: {{rowId: $u, password: $p}}) {{ {USER_FIELDS} }} }}"
     )
     too_short = await gql(client, temporary, {"u": str(victim.id), "p": "short"}, token=token)
     (error,) = too_short["data"]["userSetTemporaryPassword"]["errors"]
-    assert error["field"] == ["password"] and error["code"]
+    assert error["field"] == ["input", "password"] and error["code"]
     done = await gql(client, temporary, {"u": str(victim.id), "p": "a long enough temporary passphrase 7"},
                      token=token)
     payload = done["data"]["userSetTemporaryPassword"]
@@ -341,7 +340,7 @@ async def test_admin_can_unlock_deactivate_and_set_a_temporary_password(
     assert len(await audit_rows(owner_engine, tenant.id, "auth.password.temporary_set")) == 1
     assert (await gql_response(client, "{ viewer { credential } }", token=victim_token)).status_code == 401
 
-    deactivate = f"mutation ($u: UUID!) {{ userDeactivate(userId: $u) {{ {USER_FIELDS} }} }}"
+    deactivate = f"mutation ($u: UUID!) {{ userDeactivate(input: {{rowId: $u}}) {{ {USER_FIELDS} }} }}"
     body = await gql(client, deactivate, {"u": str(victim.id)}, token=token)
     deactivated = body["data"]["userDeactivate"]
     assert deactivated["errors"] == [] and deactivated["user"]["isActive"] is False
@@ -352,7 +351,11 @@ async def test_admin_can_unlock_deactivate_and_set_a_temporary_password(
     assert codes == ["CANNOT_DEACTIVATE_SELF"]
     unknown = await gql(client, unlock, {"u": str(uuid.uuid4())}, token=token)
     (missing,) = unknown["data"]["userUnlock"]["errors"]
-    assert missing["field"] == ["userId"] and missing["code"] == "USER_NOT_FOUND"
+    assert missing["field"] == ["input", "rowId"] and missing["code"] == "USER_NOT_FOUND"
+    by_global_id = f"mutation ($u: ID!) {{ userUnlock(input: {{id: $u}}) {{ {USER_FIELDS} }} }}"
+    unknown = await gql(client, by_global_id, {"u": to_base64("User", uuid.uuid4())}, token=token)
+    (missing,) = unknown["data"]["userUnlock"]["errors"]
+    assert missing["field"] == ["input", "id"] and missing["code"] == "USER_NOT_FOUND"
 
 
 async def test_admin_can_invite_a_user(
@@ -383,7 +386,7 @@ async def test_admin_can_invite_a_user(
 
 
 REVOKE_SESSION = (
-    "mutation ($s: UUID!) { sessionRevoke(sessionId: $s) {"
+    "mutation ($s: UUID!) { sessionRevoke(input: {rowId: $s}) {"
     " session { rowId isActive terminatedAt terminationReason current } errors { field code message } } }"
 )
 
@@ -419,7 +422,7 @@ async def test_admin_can_revoke_anyones_session_in_the_tenant(
     body = await gql(client, REVOKE_SESSION, {"s": str(uuid.uuid4())}, token=token)
     missing = body["data"]["sessionRevoke"]
     assert missing["errors"] == [
-        {"field": ["sessionId"], "code": "NOT_FOUND", "message": "There is no session with that id."}
+        {"field": ["input", "rowId"], "code": "NOT_FOUND", "message": "There is no session with that id."}
     ]
 
 
@@ -436,17 +439,36 @@ async def test_no_one_can_revoke_another_tenants_session_or_key(
     admin_token = await sign_in(client, admin)
     payload = (await gql(client, REVOKE_SESSION, {"s": outsider_session}, token=admin_token))["data"]
     assert [e["code"] for e in payload["sessionRevoke"]["errors"]] == ["NOT_FOUND"]
-    revoke_key = "mutation ($k: UUID!) { apiKeyRevoke(id: $k) { apiKey { id } errors { code } } }"
+    revoke_key = "mutation ($k: UUID!) { apiKeyRevoke(input: {id: $k}) { apiKey { id } errors { code } } }"
     payload = (await gql(client, revoke_key, {"k": key_id}, token=admin_token))["data"]
     assert payload["apiKeyRevoke"] == {"apiKey": None, "errors": [{"code": "NOT_FOUND"}]}
-    # A non-admin is refused outright: the session is neither theirs nor visible.
+    # A non-admin is answered the same: the session is neither theirs nor visible.
     member_token = await sign_in(client, member)
-    refused = await gql(client, REVOKE_SESSION, {"s": outsider_session}, token=member_token, errors=True)
-    assert refused["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+    payload = (await gql(client, REVOKE_SESSION, {"s": outsider_session}, token=member_token))["data"]
+    assert [e["code"] for e in payload["sessionRevoke"]["errors"]] == ["NOT_FOUND"]
 
     assert (await gql(client, "{ viewer { credential } }", token=outsider_token))["data"]
     row = await _one(owner_engine, other.id, "SELECT revoked_at FROM api_keys WHERE id = :k", k=key_id)
     assert row.revoked_at is None
+
+
+async def test_another_users_session_is_missing_to_a_non_admin_and_the_attempt_audited(
+    client: httpx.AsyncClient, owner_engine: AsyncEngine, member: LoginUser, victim: LoginUser
+) -> None:
+    victim_token = await sign_in(client, victim)
+    victim_session = await _session_id(client, victim_token)
+    token = await sign_in(client, member)
+    body = await gql(client, REVOKE_SESSION, {"s": victim_session}, token=token)
+    assert body["data"]["sessionRevoke"] == {"session": None, "errors": [
+        {"field": ["input", "rowId"], "code": "NOT_FOUND", "message": "There is no session with that id."}
+    ]}
+    still = await gql(client, "{ viewer { user { rowId } } }", token=victim_token)
+    assert still["data"]["viewer"]["user"]["rowId"] == str(victim.id)
+    (denied,) = await audit_rows(owner_engine, member.tenant.id, "auth.access.denied")
+    assert denied.user_id == member.id and denied.permission_used == "user:admin"
+    assert denied.access_granted is False and str(denied.entity_id) == victim_session
+    assert "sessionRevoke" in denied.operation_description
+    assert await audit_rows(owner_engine, member.tenant.id, "auth.session.revoked") == []
 
 
 # -- MFA enrolment -----------------------------------------------------------------------------
@@ -457,7 +479,7 @@ START = (
     " enrollment { provisioningUri secret } errors { field code message } } }"
 )
 CONFIRM = (
-    "mutation ($c: String!) { mfaEnrollmentConfirm(code: $c) {"
+    "mutation ($c: String!) { mfaEnrollmentConfirm(input: {code: $c}) {"
     " user { rowId mfaEnabled } recoveryCodes errors { field code message } } }"
 )
 
@@ -473,7 +495,7 @@ async def test_mfa_enrollment_through_graphql(
         started["enrollment"]["provisioningUri"]
     )
     wrong = (await gql(client, CONFIRM, {"c": "000000"}, token=token))["data"]["mfaEnrollmentConfirm"]
-    assert wrong["recoveryCodes"] is None and wrong["errors"][0]["field"] == ["code"]
+    assert wrong["recoveryCodes"] is None and wrong["errors"][0]["field"] == ["input", "code"]
     code = pyotp.TOTP(secret).at(clock())
     confirmed = (await gql(client, CONFIRM, {"c": code}, token=token))["data"]["mfaEnrollmentConfirm"]
     assert confirmed["errors"] == [] and confirmed["user"] == {"rowId": str(member.id), "mfaEnabled": True}

@@ -10,6 +10,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from strawberry.relay import to_base64
 
 from auth.permissions import SYSTEM_ROLES, SystemRole
 from models.db import set_tenant
@@ -21,10 +22,12 @@ CREATE = """mutation ($input: RoleCreateInput!) {
   roleCreate(input: $input) { role { rowId name permissions isSystemRole updatedAt } errors { field code message } }
 }"""
 UPDATE = """mutation ($input: RoleUpdateInput!) {
-  roleUpdate(input: $input) { role { rowId name permissions updatedAt } errors { field code message } }
+  roleUpdate(input: $input) {
+    role { rowId name permissions updatedAt } errors { field code message currentUpdatedAt }
+  }
 }"""
 DELETE = """mutation ($input: RoleDeleteInput!) {
-  roleDelete(input: $input) { deletedId errors { field code message } }
+  roleDelete(input: $input) { deletedId deletedRowId errors { field code message } }
 }"""
 GRANT = """mutation ($input: UserRoleGrantInput!) {
   userRoleGrant(input: $input) {
@@ -32,8 +35,11 @@ GRANT = """mutation ($input: UserRoleGrantInput!) {
   }
 }"""
 REVOKE = """mutation ($input: UserRoleRevokeInput!) {
-  userRoleRevoke(input: $input) { deletedId errors { field code message } }
+  userRoleRevoke(input: $input) { deletedId deletedRowId errors { field code message } }
 }"""
+
+
+LONG_AGO = "2020-01-01T00:00:00.000000Z"
 
 
 async def _role_id(owner_engine: AsyncEngine, tenant: TenantRef, name: str) -> str:
@@ -79,14 +85,22 @@ async def test_a_custom_role_is_created_changed_and_deleted_with_audit_rows(
     assert role["name"] == "Pricing desk" and role["isSystemRole"] is False
     assert role["permissions"] == ["opportunity.score:read", "opportunity:read"]
 
-    changed = await gql(client, UPDATE, {"input": {"id": role["rowId"], "updatedAt": role["updatedAt"],
+    changed = await gql(client, UPDATE, {"input": {"id": to_base64("Role", role["rowId"]),
+                                                   "updatedAt": role["updatedAt"],
                                                    "name": "Pricing", "permissions": ["opportunity:read"]}},
                         token=admin_token)
     updated = changed["data"]["roleUpdate"]["role"]
+    stale = await gql(client, DELETE, {"input": {"rowId": role["rowId"], "updatedAt": role["updatedAt"]}},
+                      token=admin_token)
+    (conflict,) = _errors(stale, "roleDelete")
+    assert (conflict["field"], conflict["code"]) == (["input", "updatedAt"], "CONFLICT")
     assert updated["name"] == "Pricing" and updated["permissions"] == ["opportunity:read"]
 
-    deleted = await gql(client, DELETE, {"input": {"id": role["rowId"]}}, token=admin_token)
-    assert deleted["data"]["roleDelete"] == {"deletedId": role["rowId"], "errors": []}
+    deleted = await gql(client, DELETE, {"input": {"rowId": role["rowId"], "updatedAt": updated["updatedAt"]}},
+                        token=admin_token)
+    assert deleted["data"]["roleDelete"] == {
+        "deletedId": to_base64("Role", role["rowId"]), "deletedRowId": role["rowId"], "errors": []
+    }
     events = {a: await audit_rows(owner_engine, admin.tenant.id, a)
               for a in ("auth.role.created", "auth.role.updated", "auth.role.deleted")}
     for action, rows in events.items():
@@ -108,12 +122,18 @@ async def test_role_refusals(
         (CREATE, {"name": "   ", "permissions": []}, "roleCreate", ["input", "name"], "INVALID_NAME"),
         (CREATE, {"name": "x" * 101, "permissions": []}, "roleCreate", ["input", "name"], "INVALID_NAME"),
         (CREATE, {"name": "Viewer", "permissions": []}, "roleCreate", ["input", "name"], "NAME_TAKEN"),
-        (UPDATE, {"id": viewer_role, "updatedAt": "2030-01-01T00:00:00.000000Z", "name": "Mine"}, "roleUpdate",
-         ["input", "id"], "SYSTEM_ROLE"),
-        (UPDATE, {"id": str(uuid.uuid4()), "updatedAt": "2030-01-01T00:00:00.000000Z"}, "roleUpdate",
-         ["input", "id"], "NOT_FOUND"),
-        (DELETE, {"id": viewer_role}, "roleDelete", ["input", "id"], "SYSTEM_ROLE"),
-        (DELETE, {"id": str(uuid.uuid4())}, "roleDelete", ["input", "id"], "NOT_FOUND"),
+        (UPDATE, {"rowId": viewer_role, "updatedAt": "2030-01-01T00:00:00.000000Z", "name": "Mine"}, "roleUpdate",
+         ["input", "rowId"], "SYSTEM_ROLE"),
+        (UPDATE, {"rowId": str(uuid.uuid4()), "updatedAt": "2030-01-01T00:00:00.000000Z"}, "roleUpdate",
+         ["input", "rowId"], "NOT_FOUND"),
+        (DELETE, {"rowId": viewer_role, "updatedAt": LONG_AGO}, "roleDelete", ["input", "rowId"], "SYSTEM_ROLE"),
+        (DELETE, {"id": to_base64("Role", uuid.uuid4()), "updatedAt": LONG_AGO}, "roleDelete", ["input", "id"],
+         "NOT_FOUND"),
+        (DELETE, {"id": to_base64("User", viewer_role), "updatedAt": LONG_AGO}, "roleDelete", ["input", "id"],
+         "NOT_FOUND"),
+        (DELETE, {"updatedAt": LONG_AGO}, "roleDelete", ["input", "id"], "VALIDATION"),
+        (DELETE, {"id": to_base64("Role", viewer_role), "rowId": viewer_role, "updatedAt": LONG_AGO}, "roleDelete",
+         ["input", "id"], "VALIDATION"),
     ]
     for query, variables, field, path, code in cases:
         body = await gql(client, query, {"input": variables}, token=admin_token)
@@ -123,23 +143,26 @@ async def test_role_refusals(
 
     created = await gql(client, CREATE, {"input": {"name": "Stale", "permissions": []}}, token=admin_token)
     role = created["data"]["roleCreate"]["role"]
-    first = await gql(client, UPDATE, {"input": {"id": role["rowId"], "updatedAt": role["updatedAt"],
+    first = await gql(client, UPDATE, {"input": {"rowId": role["rowId"], "updatedAt": role["updatedAt"],
                                                  "description": "one"}}, token=admin_token)
     assert first["data"]["roleUpdate"]["errors"] == []
-    stale = await gql(client, UPDATE, {"input": {"id": role["rowId"], "updatedAt": role["updatedAt"],
+    stale = await gql(client, UPDATE, {"input": {"rowId": role["rowId"], "updatedAt": role["updatedAt"],
                                                  "description": "two"}}, token=admin_token)
     (error,) = _errors(stale, "roleUpdate")
     assert (error["field"], error["code"]) == (["input", "updatedAt"], "CONFLICT")
     fresh = first["data"]["roleUpdate"]["role"]
-    taken = await gql(client, UPDATE, {"input": {"id": role["rowId"], "updatedAt": fresh["updatedAt"],
+    assert error["currentUpdatedAt"] == fresh["updatedAt"]  # merge and retry without reading the role again
+    taken = await gql(client, UPDATE, {"input": {"rowId": role["rowId"], "updatedAt": fresh["updatedAt"],
                                                  "name": "Viewer"}}, token=admin_token)
     assert [e["code"] for e in _errors(taken, "roleUpdate")] == ["NAME_TAKEN"]
 
     # A role in use cannot be deleted.
     user = await make_login_user(owner_engine, tenant, roles=[])
-    grant = await gql(client, GRANT, {"input": {"userId": str(user.id), "roleId": role["rowId"]}}, token=admin_token)
+    grant = await gql(client, GRANT, {"input": {"userRowId": str(user.id), "roleRowId": role["rowId"]}},
+                      token=admin_token)
     assert grant["data"]["userRoleGrant"]["errors"] == []
-    in_use = await gql(client, DELETE, {"input": {"id": role["rowId"]}}, token=admin_token)
+    in_use = await gql(client, DELETE, {"input": {"rowId": role["rowId"], "updatedAt": fresh["updatedAt"]}},
+                       token=admin_token)
     assert [e["code"] for e in _errors(in_use, "roleDelete")] == ["ROLE_IN_USE"]
 
 
@@ -152,7 +175,8 @@ async def test_no_escalation_through_roles(
                         token=admin_token)
     role_admin_role = created["data"]["roleCreate"]["role"]["rowId"]
     delegate = await make_login_user(owner_engine, tenant, roles=[])
-    await gql(client, GRANT, {"input": {"userId": str(delegate.id), "roleId": role_admin_role}}, token=admin_token)
+    await gql(client, GRANT, {"input": {"userRowId": str(delegate.id), "roleRowId": role_admin_role}},
+              token=admin_token)
     token = await sign_in(client, delegate)
 
     body = await gql(client, CREATE, {"input": {"name": "Sneaky", "permissions": ["audit:read"]}}, token=token)
@@ -161,20 +185,21 @@ async def test_no_escalation_through_roles(
 
     own = await gql(client, CREATE, {"input": {"name": "Small", "permissions": ["user:read"]}}, token=token)
     small = own["data"]["roleCreate"]["role"]
-    widened = await gql(client, UPDATE, {"input": {"id": small["rowId"], "updatedAt": small["updatedAt"],
+    widened = await gql(client, UPDATE, {"input": {"rowId": small["rowId"], "updatedAt": small["updatedAt"],
                                                    "permissions": ["user:read", "tenant:admin"]}}, token=token)
     assert [e["code"] for e in _errors(widened, "roleUpdate")] == ["PERMISSION_NOT_GRANTABLE"]
 
     admin_role = await _role_id(owner_engine, tenant, "Tenant Admin")
     victim = await make_login_user(owner_engine, tenant, roles=[])
-    body = await gql(client, GRANT, {"input": {"userId": str(victim.id), "roleId": admin_role}}, token=token)
+    body = await gql(client, GRANT, {"input": {"userRowId": str(victim.id), "roleRowId": admin_role}}, token=token)
     (error,) = _errors(body, "userRoleGrant")
-    assert (error["field"], error["code"]) == (["input", "roleId"], "ROLE_NOT_GRANTABLE")
+    assert (error["field"], error["code"]) == (["input", "roleRowId"], "ROLE_NOT_GRANTABLE")
 
     # Nor can it take away an assignment carrying more than it holds.
-    held = await gql(client, GRANT, {"input": {"userId": str(victim.id), "roleId": admin_role}}, token=admin_token)
+    held = await gql(client, GRANT, {"input": {"userRowId": str(victim.id), "roleRowId": admin_role}},
+                     token=admin_token)
     assignment = held["data"]["userRoleGrant"]["userRole"]["rowId"]
-    body = await gql(client, REVOKE, {"input": {"id": assignment}}, token=token)
+    body = await gql(client, REVOKE, {"input": {"rowId": assignment}}, token=token)
     assert [e["code"] for e in _errors(body, "userRoleRevoke")] == ["ROLE_NOT_GRANTABLE"]
 
 
@@ -186,8 +211,9 @@ async def test_assignments_on_a_project_with_expiry_and_their_refusals(
     role = await _role_id(owner_engine, tenant, "Capture Manager")
     user = await make_login_user(owner_engine, tenant, roles=[])
     expires = (dt.datetime.now(dt.UTC) + dt.timedelta(days=3)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    body = await gql(client, GRANT, {"input": {"userId": str(user.id), "roleId": role, "opportunityProjectId": project,
-                                               "expiresAt": expires}}, token=admin_token)
+    body = await gql(client, GRANT, {"input": {"userRowId": str(user.id), "roleRowId": role,
+                                               "opportunityProjectRowId": project, "expiresAt": expires}},
+                     token=admin_token)
     assignment = body["data"]["userRoleGrant"]["userRole"]
     assert assignment["opportunityProject"] == {"rowId": project}
     assert assignment["expiresAt"] == expires and assignment["role"] == {"name": "Capture Manager"}
@@ -210,14 +236,17 @@ async def test_assignments_on_a_project_with_expiry_and_their_refusals(
     past = "2020-01-01T00:00:00.000000Z"
     inactive = await make_login_user(owner_engine, tenant, roles=[], is_active=False)
     cases = [
-        ({"userId": str(user.id), "roleId": role, "opportunityProjectId": project}, ["input", "roleId"],
+        ({"userRowId": str(user.id), "roleRowId": role, "opportunityProjectRowId": project}, ["input", "roleRowId"],
          "ALREADY_ASSIGNED"),
-        ({"userId": str(user.id), "roleId": role, "expiresAt": past}, ["input", "expiresAt"], "INVALID_EXPIRY"),
-        ({"userId": str(uuid.uuid4()), "roleId": role}, ["input", "userId"], "NOT_FOUND"),
-        ({"userId": str(tenant.system_user_id), "roleId": role}, ["input", "userId"], "NOT_FOUND"),
-        ({"userId": str(inactive.id), "roleId": role}, ["input", "userId"], "USER_INACTIVE"),
-        ({"userId": str(user.id), "roleId": str(uuid.uuid4())}, ["input", "roleId"], "NOT_FOUND"),
-        ({"userId": str(user.id), "roleId": role, "opportunityProjectId": str(uuid.uuid4())},
+        ({"userRowId": str(user.id), "roleRowId": role, "expiresAt": past}, ["input", "expiresAt"], "INVALID_EXPIRY"),
+        ({"userRowId": str(uuid.uuid4()), "roleRowId": role}, ["input", "userRowId"], "NOT_FOUND"),
+        ({"userRowId": str(tenant.system_user_id), "roleRowId": role}, ["input", "userRowId"], "NOT_FOUND"),
+        ({"userRowId": str(inactive.id), "roleRowId": role}, ["input", "userRowId"], "USER_INACTIVE"),
+        ({"userRowId": str(user.id), "roleRowId": str(uuid.uuid4())}, ["input", "roleRowId"], "NOT_FOUND"),
+        ({"userRowId": str(user.id), "roleRowId": role, "opportunityProjectRowId": str(uuid.uuid4())},
+         ["input", "opportunityProjectRowId"], "NOT_FOUND"),
+        ({"userId": to_base64("User", user.id), "roleId": to_base64("Role", role),
+          "opportunityProjectId": to_base64("OpportunityProject", uuid.uuid4())},
          ["input", "opportunityProjectId"], "NOT_FOUND"),
     ]
     for variables, path, code in cases:
@@ -225,9 +254,11 @@ async def test_assignments_on_a_project_with_expiry_and_their_refusals(
         (error,) = _errors(result, "userRoleGrant")
         assert (error["field"], error["code"]) == (path, code), variables
 
-    revoked = await gql(client, REVOKE, {"input": {"id": assignment["rowId"]}}, token=admin_token)
-    assert revoked["data"]["userRoleRevoke"] == {"deletedId": assignment["rowId"], "errors": []}
-    again = await gql(client, REVOKE, {"input": {"id": assignment["rowId"]}}, token=admin_token)
+    revoked = await gql(client, REVOKE, {"input": {"rowId": assignment["rowId"]}}, token=admin_token)
+    assert revoked["data"]["userRoleRevoke"] == {
+        "deletedId": to_base64("UserRole", assignment["rowId"]), "deletedRowId": assignment["rowId"], "errors": []
+    }
+    again = await gql(client, REVOKE, {"input": {"rowId": assignment["rowId"]}}, token=admin_token)
     assert [e["code"] for e in _errors(again, "userRoleRevoke")] == ["NOT_FOUND"]
     after = await gql(client, "{ viewer { projectPermissions { opportunityProjectId } } }", token=token)
     assert after["data"]["viewer"]["projectPermissions"] == []
@@ -242,7 +273,7 @@ async def test_roles_and_assignments_need_their_permissions(
     token = await sign_in(client, await make_login_user(owner_engine, fresh_tenant, roles=["Capture Manager"]))
     for query, field, variables in (
         (CREATE, "roleCreate", {"name": "x", "permissions": []}),
-        (GRANT, "userRoleGrant", {"userId": str(uuid.uuid4()), "roleId": str(uuid.uuid4())}),
+        (GRANT, "userRoleGrant", {"userRowId": str(uuid.uuid4()), "roleRowId": str(uuid.uuid4())}),
     ):
         body = await gql(client, query, {"input": variables}, token=token, errors=True)
         assert body["data"] == {field: None}

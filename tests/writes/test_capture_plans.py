@@ -42,7 +42,7 @@ async def test_a_plan_through_its_life(client: httpx.AsyncClient, sign_in_as: Si
     manager = await sign_in_as("Capture Manager")
     project = await rows.project()
     data = await mutate(client, manager, CREATE, {"input": {
-        "opportunityProjectId": str(project.id), "planName": "Capture plan v1", "winStrategy": "Price to win"}})
+        "opportunityProjectRowId": str(project.id), "planName": "Capture plan v1", "winStrategy": "Price to win"}})
     plan = data["capturePlanCreate"]["capturePlan"]
     assert plan["status"] == "DRAFT" and plan["updatedBy"] is None
     plan_id = uuid.UUID(plan["rowId"])
@@ -53,7 +53,7 @@ async def test_a_plan_through_its_life(client: httpx.AsyncClient, sign_in_as: Si
                        history={"plan_name", "win_strategy"}, user_id=manager.id)
 
     data = await mutate(client, manager, UPDATE, {"input": {
-        "id": str(plan_id), "updatedAt": plan["updatedAt"], "goNoGoDecision": "GO", "decisionDate": "2026-11-20",
+        "rowId": str(plan_id), "updatedAt": plan["updatedAt"], "goNoGoDecision": "GO", "decisionDate": "2026-11-20",
         "status": "APPROVED"}})
     plan = data["capturePlanUpdate"]["capturePlan"]
     assert (plan["goNoGoDecision"], plan["status"], plan["decisionDate"]) == ("GO", "APPROVED", "2026-11-20")
@@ -67,7 +67,7 @@ async def test_a_plan_through_its_life(client: httpx.AsyncClient, sign_in_as: Si
     await expect_audit(rows.engine, rows.tenant.id, "capturePlanUpdate", action="UPDATE", entity_id=plan_id,
                        history={"go_no_go_decision", "status"}, user_id=manager.id)
 
-    data = await mutate(client, manager, ARCHIVE, {"input": {"id": str(plan_id), "updatedAt": plan["updatedAt"]}})
+    data = await mutate(client, manager, ARCHIVE, {"input": {"rowId": str(plan_id), "updatedAt": plan["updatedAt"]}})
     plan = data["capturePlanArchive"]["capturePlan"]
     assert plan["archivedAt"] == plan["updatedAt"]
     assert [log.action_type for log in await rows.audit(plan_id)] == ["CREATE", "UPDATE", "ARCHIVE"]
@@ -81,35 +81,35 @@ async def test_capture_plan_errors(client: httpx.AsyncClient, sign_in_as: SignIn
     project = await rows.project()
     archived_project = await rows.project(archived_at=ARCHIVED_AT)
     for values, expected in (
-        ({"opportunityProjectId": str(uuid.uuid4()), "planName": "x"},
-         ("NOT_FOUND", ["input", "opportunityProjectId"])),
-        ({"opportunityProjectId": str(archived_project.id), "planName": "x"},
-         ("VALIDATION", ["input", "opportunityProjectId"])),
-        ({"opportunityProjectId": str(project.id), "planName": ""}, ("VALIDATION", ["input", "planName"])),
-        ({"opportunityProjectId": str(project.id), "planName": "p" * 300}, ("VALIDATION", ["input", "planName"])),
+        ({"opportunityProjectRowId": str(uuid.uuid4()), "planName": "x"},
+         ("NOT_FOUND", ["input", "opportunityProjectRowId"])),
+        ({"opportunityProjectRowId": str(archived_project.id), "planName": "x"},
+         ("VALIDATION", ["input", "opportunityProjectRowId"])),
+        ({"opportunityProjectRowId": str(project.id), "planName": ""}, ("VALIDATION", ["input", "planName"])),
+        ({"opportunityProjectRowId": str(project.id), "planName": "p" * 300}, ("VALIDATION", ["input", "planName"])),
     ):
         data = await mutate(client, manager, CREATE, {"input": values})
         assert _errors(data["capturePlanCreate"]) == [expected], values
     plan = await rows.make("capture_plans", {"opportunity_projects": project.id})
     stale = "2020-01-01T00:00:00.000000Z"
     for document, extra in ((UPDATE, {"planName": "x"}), (ARCHIVE, {})):
-        data = await mutate(client, manager, document, {"input": {"id": str(plan.id), "updatedAt": stale, **extra}})
+        data = await mutate(client, manager, document, {"input": {"rowId": str(plan.id), "updatedAt": stale, **extra}})
         (payload,) = data.values()
         assert _errors(payload) == [("CONFLICT", ["input", "updatedAt"])]
-        missing = {"id": str(uuid.uuid4()), "updatedAt": stale, **extra}
+        missing = {"rowId": str(uuid.uuid4()), "updatedAt": stale, **extra}
         data = await mutate(client, manager, document, {"input": missing})
         (payload,) = data.values()
-        assert _errors(payload) == [("NOT_FOUND", ["input", "id"])]
+        assert _errors(payload) == [("NOT_FOUND", ["input", "rowId"])]
     data = await mutate(client, manager, UPDATE, {"input": {
-        "id": str(plan.id), "updatedAt": _wire(plan.updated_at), "planName": None}})
+        "rowId": str(plan.id), "updatedAt": _wire(plan.updated_at), "planName": None}})
     assert _errors(data["capturePlanUpdate"]) == [("VALIDATION", ["input", "planName"])]
     archived = await rows.make("capture_plans", {"opportunity_projects": project.id},
                                archived_at=ARCHIVED_AT)
     for document, extra in ((UPDATE, {"planName": "x"}), (ARCHIVE, {})):
         data = await mutate(client, manager, document, {"input": {
-            "id": str(archived.id), "updatedAt": _wire(archived.updated_at), **extra}})
+            "rowId": str(archived.id), "updatedAt": _wire(archived.updated_at), **extra}})
         (payload,) = data.values()
-        assert _errors(payload) == [("VALIDATION", ["input", "id"])]
+        assert _errors(payload) == [("VALIDATION", ["input", "rowId"])]
     assert await rows.audit() == []
 
 
@@ -119,16 +119,18 @@ async def test_capture_plan_permission_follows_the_project(
     mine, other = await rows.project(), await rows.project()
     theirs = await rows.make("capture_plans", {"opportunity_projects": other.id})
     manager = await sign_in_as("Capture Manager", on_project=mine.id)
-    data = await mutate(client, manager, CREATE, {"input": {"opportunityProjectId": str(mine.id), "planName": "Ok"}})
+    data = await mutate(client, manager, CREATE, {"input": {"opportunityProjectRowId": str(mine.id), "planName": "Ok"}})
     assert data["capturePlanCreate"]["errors"] == []
-    errors = await refused(client, manager, CREATE, {"input": {"opportunityProjectId": str(other.id), "planName": "x"}})
+    errors = await refused(client, manager, CREATE,
+                           {"input": {"opportunityProjectRowId": str(other.id), "planName": "x"}})
     assert codes(errors) == ["FORBIDDEN"]
     for document, extra in ((UPDATE, {"planName": "x"}), (ARCHIVE, {})):
         errors = await refused(client, manager, document, {"input": {
-            "id": str(theirs.id), "updatedAt": _wire(theirs.updated_at), **extra}})
+            "rowId": str(theirs.id), "updatedAt": _wire(theirs.updated_at), **extra}})
         assert codes(errors) == ["FORBIDDEN"]
     # A BD analyst holds no capture_plan:write anywhere.
     analyst = await sign_in_as("BD Analyst")
-    errors = await refused(client, analyst, CREATE, {"input": {"opportunityProjectId": str(mine.id), "planName": "x"}})
+    errors = await refused(client, analyst, CREATE,
+                           {"input": {"opportunityProjectRowId": str(mine.id), "planName": "x"}})
     assert errors[0]["extensions"]["permission"] == "capture_plan:write"
     assert await rows.audit(theirs.id) == []

@@ -102,7 +102,7 @@ async def test_a_retry_reads_the_project_as_it_is_now(
     first = (await _create_project(client, manager, "now-1"))["opportunityProject"]
     (stored,) = await rows.all("SELECT updated_at FROM opportunity_projects WHERE tenant_id = :t")
     renamed = await mutate(client, manager, PROJECT_UPDATE, {"input": {
-        "id": first["rowId"], "updatedAt": stored.updated_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "rowId": first["rowId"], "updatedAt": stored.updated_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         "projectName": "Renamed"}})
     assert renamed["opportunityProjectUpdate"]["errors"] == []
 
@@ -133,7 +133,7 @@ async def test_the_key_with_another_mutation_is_refused(
     project = (await _create_project(client, manager, "shared-1"))["opportunityProject"]
 
     data = await mutate(client, manager, PLAN_CREATE, {"input": {
-        "opportunityProjectId": project["rowId"], "planName": "Plan", "idempotencyKey": "shared-1"}})
+        "opportunityProjectRowId": project["rowId"], "planName": "Plan", "idempotencyKey": "shared-1"}})
 
     payload = data["capturePlanCreate"]
     assert payload["capturePlan"] is None and _errors(payload) == [("IDEMPOTENCY_KEY_REUSED", KEY_FIELD)]
@@ -223,7 +223,7 @@ async def test_override_create_is_idempotent_until_the_override_is_deleted(
 ) -> None:
     analyst = await sign_in_as("BD Analyst")
     project = await rows.project()
-    values = {"opportunityProjectId": str(project.id), "fieldName": "title", "overrideValue": "Local title",
+    values = {"opportunityProjectRowId": str(project.id), "fieldName": "title", "overrideValue": "Local title",
               "idempotencyKey": "ovr-1"}
 
     first = (await mutate(client, analyst, OVERRIDE_CREATE, {"input": values}))["opportunityProjectOverrideCreate"]
@@ -232,7 +232,7 @@ async def test_override_create_is_idempotent_until_the_override_is_deleted(
     override = first["opportunityProjectOverride"]
 
     deleted = await mutate(client, analyst, OVERRIDE_DELETE, {"input": {
-        "id": override["rowId"], "updatedAt": override["updatedAt"]}})
+        "rowId": override["rowId"], "updatedAt": override["updatedAt"]}})
     assert deleted["opportunityProjectOverrideDelete"]["errors"] == []
     gone = (await mutate(client, analyst, OVERRIDE_CREATE, {"input": values}))["opportunityProjectOverrideCreate"]
     assert gone["opportunityProjectOverride"] is None and _errors(gone) == [("NOT_FOUND", KEY_FIELD)]
@@ -242,7 +242,7 @@ async def test_override_create_is_idempotent_until_the_override_is_deleted(
 async def test_capture_plan_create_is_idempotent(client: httpx.AsyncClient, sign_in_as: SignIn, rows: Rows) -> None:
     manager = await sign_in_as("Capture Manager")
     project = await rows.project()
-    values = {"opportunityProjectId": str(project.id), "planName": "Capture plan v1", "idempotencyKey": "plan-1"}
+    values = {"opportunityProjectRowId": str(project.id), "planName": "Capture plan v1", "idempotencyKey": "plan-1"}
 
     first = (await mutate(client, manager, PLAN_CREATE, {"input": values}))["capturePlanCreate"]
     again = (await mutate(client, manager, PLAN_CREATE, {"input": values}))["capturePlanCreate"]

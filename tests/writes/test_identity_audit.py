@@ -30,10 +30,11 @@ GRANT = """mutation ($input: UserRoleGrantInput!) {
 REVOKE = """mutation ($input: UserRoleRevokeInput!) { userRoleRevoke(input: $input) { deletedId errors { code } } }"""
 KEY_CREATE = """mutation ($input: ApiKeyCreateInput!) {
   apiKeyCreate(input: $input) { key apiKey { id } errors { code } } }"""
-KEY_REVOKE = """mutation ($id: UUID!) { apiKeyRevoke(id: $id) { apiKey { id } errors { code } } }"""
-SESSION_REVOKE = """mutation ($s: UUID!) { sessionRevoke(sessionId: $s) { session { id } errors { code } } }"""
+KEY_REVOKE = """mutation ($id: UUID!) { apiKeyRevoke(input: {id: $id}) { apiKey { id } errors { code } } }"""
+SESSION_REVOKE = """mutation ($s: UUID!) { sessionRevoke(input: {rowId: $s}) { session { id } errors { code } } }"""
 MFA_START = """mutation { mfaEnrollmentStart { enrollment { secret } errors { code } } }"""
-MFA_CONFIRM = """mutation ($c: String!) { mfaEnrollmentConfirm(code: $c) { recoveryCodes errors { code } } }"""
+MFA_CONFIRM = """mutation ($c: String!) {
+  mfaEnrollmentConfirm(input: {code: $c}) { recoveryCodes errors { code } } }"""
 
 
 async def _role(client: httpx.AsyncClient, admin: Caller, name: str) -> dict[str, str]:
@@ -56,14 +57,16 @@ async def test_a_role_s_life_is_audited_with_its_history(
     assert log.permission_used == "role:admin" and log.risk_level == "high"
 
     data = await mutate(client, admin, ROLE_UPDATE, {"input": {
-        "id": role["rowId"], "updatedAt": role["updatedAt"], "name": "Renamed", "permissions": ["user:read"]}})
+        "rowId": role["rowId"], "updatedAt": role["updatedAt"], "name": "Renamed", "permissions": ["user:read"]}})
     assert data["roleUpdate"]["errors"] == []
     log, history = await expect_audit(owner_engine, fresh_tenant.id, "roleUpdate", action="auth.role.updated",
                                       entity_id=role["rowId"], history={"name"}, user_id=admin.id, rows_in_request=1)
     assert log.before_values["name"] == "Audited role" and log.after_values["name"] == "Renamed"
     assert [(h.field_name, h.old_value, h.new_value) for h in history] == [("name", "Audited role", "Renamed")]
 
-    data = await mutate(client, admin, ROLE_DELETE, {"input": {"id": role["rowId"]}})
+    renamed = data["roleUpdate"]["role"]
+    data = await mutate(client, admin, ROLE_DELETE, {"input": {"rowId": role["rowId"],
+                                                               "updatedAt": renamed["updatedAt"]}})
     assert data["roleDelete"]["errors"] == []
     log, history = await expect_audit(owner_engine, fresh_tenant.id, "roleDelete", action="auth.role.deleted",
                                       entity_id=role["rowId"], history={"name", "permissions"}, rows_in_request=1)
@@ -78,14 +81,14 @@ async def test_a_role_assignment_s_grant_and_revocation_are_audited_with_their_h
     admin = await sign_in_as("Tenant Admin")
     role = await _role(client, admin, "Assigned role")
     user = await make_login_user(owner_engine, fresh_tenant, roles=[])
-    data = await mutate(client, admin, GRANT, {"input": {"userId": str(user.id), "roleId": role["rowId"]}})
+    data = await mutate(client, admin, GRANT, {"input": {"userRowId": str(user.id), "roleRowId": role["rowId"]}})
     assignment = data["userRoleGrant"]["userRole"]["rowId"]
     log, _ = await expect_audit(owner_engine, fresh_tenant.id, "userRoleGrant",
                                 action="auth.role_assignment.granted", entity_id=assignment,
                                 history={"user_id", "role_id", "assigned_by"}, user_id=admin.id, rows_in_request=1)
     assert log.entity_type == "user_role" and log.after_values["user_id"] == str(user.id)
 
-    data = await mutate(client, admin, REVOKE, {"input": {"id": assignment}})
+    data = await mutate(client, admin, REVOKE, {"input": {"rowId": assignment}})
     assert data["userRoleRevoke"]["errors"] == []
     log, history = await expect_audit(owner_engine, fresh_tenant.id, "userRoleRevoke",
                                       action="auth.role_assignment.revoked", entity_id=assignment,

@@ -12,6 +12,7 @@ All of it over HTTP against the app, on committed data under two tenants shared 
 
 from __future__ import annotations
 
+import functools
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -25,6 +26,7 @@ from graphql import parse
 from graphql.language import FieldDefinitionNode, ObjectTypeDefinitionNode, StringValueNode
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
+from strawberry.relay import from_base64
 
 from auth.permissions import SYSTEM_ROLES
 from models import Base
@@ -183,6 +185,7 @@ def test_every_mutation_has_a_factory() -> None:
     assert unknown == [], f"matrix factories for mutations the schema does not serve: {unknown}"
 
 
+@functools.cache
 def _declared_permissions() -> dict[str, str | None]:
     """Mutation field -> the permission its @requiresPermission directive names (exported SDL)."""
     found: dict[str, str | None] = {}
@@ -250,6 +253,9 @@ async def test_success(
         if "deletedRowId" in payload:
             assert payload["deletedRowId"] == str(entity_id)
         assert payload.get("deletedId"), payload
+        deleted = payload["deletedId"]
+        if "deletedRowId" in payload:  # Relay: the global id of the node, usable with @deleteRecord
+            assert from_base64(deleted)[1] == str(entity_id), deleted
     else:
         assert stored is not None and stored.tenant_id == home.tenant.id
     if spec.kind == "update":
@@ -266,6 +272,9 @@ async def test_success(
     assert log.entity_type == spec.entity_type
     if spec.permission is not None:
         assert spec.permission in (log.permission_used or "").split(","), log.permission_used
+    for name, value in payload.items():  # the node returned is the row as committed
+        if isinstance(value, dict) and value.get("updatedAt") and stored is not None:
+            assert _instant(value["updatedAt"]) == stored.updated_at, (name, value)
     if case.verify is not None:
         await case.verify(stored, payload)
 

@@ -63,7 +63,7 @@ async def listener(database: Database) -> AsyncIterator[Listener]:
 
 
 async def _update(client: httpx.AsyncClient, caller: Caller, row: Any, **values: Any) -> dict[str, Any]:
-    data = await mutate(client, caller, UPDATE, {"input": {"id": str(row.id), "updatedAt": _wire(row.updated_at),
+    data = await mutate(client, caller, UPDATE, {"input": {"rowId": str(row.id), "updatedAt": _wire(row.updated_at),
                                                             **values}})
     payload: dict[str, Any] = data["opportunityProjectUpdate"]
     return payload
@@ -93,7 +93,7 @@ async def test_one_notification_per_committed_mutation(
     stale = await _update(client, manager, row, title="Refused")
     assert [e["code"] for e in stale["errors"]] == ["CONFLICT"]
     unchanged = await mutate(client, manager, UPDATE, {"input": {
-        "id": str(row.id), "updatedAt": payload["opportunityProject"]["updatedAt"], "title": "Announced"}})
+        "rowId": str(row.id), "updatedAt": payload["opportunityProject"]["updatedAt"], "title": "Announced"}})
     assert unchanged["opportunityProjectUpdate"]["errors"] == []
     await _marker(client, manager, listener, fresh_tenant)
     assert listener.received.empty()
@@ -146,7 +146,7 @@ async def test_a_failure_at_commit_leaves_nothing(
             f" DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION {name}()"))
     try:
         response = await gql_response(client, UPDATE, {"input": {
-            "id": str(row.id), "updatedAt": _wire(row.updated_at), "title": "After"}}, token=manager.token)
+            "rowId": str(row.id), "updatedAt": _wire(row.updated_at), "title": "After"}}, token=manager.token)
         _masked(response.json())
     finally:
         async with owner_engine.begin() as conn:
@@ -212,7 +212,7 @@ async def test_a_statement_timeout_leaves_nothing(
     try:
         async with app_client(impatient_app) as impatient:
             response = await gql_response(impatient, UPDATE, {"input": {
-                "id": str(row.id), "updatedAt": _wire(row.updated_at), "title": "After"}}, token=manager.token)
+                "rowId": str(row.id), "updatedAt": _wire(row.updated_at), "title": "After"}}, token=manager.token)
         _masked(response.json())
     finally:
         async with owner_engine.begin() as conn:
@@ -277,18 +277,18 @@ async def test_constraint_violations_of_role_and_assignment_writes_leave_nothing
     admin = await sign_in_as("Tenant Admin")
     role = await rows.make("roles", name="Before", permissions='["user:read"]')
     data = await mutate(client, admin, ROLE_UPDATE, {"input": {
-        "id": str(role.id), "updatedAt": _wire(role.updated_at), "name": "Viewer"}})  # uq (tenant, name)
+        "rowId": str(role.id), "updatedAt": _wire(role.updated_at), "name": "Viewer"}})  # uq (tenant, name)
     assert data["roleUpdate"]["errors"] == [{"code": "NAME_TAKEN", "field": ["input", "name"]}]
     assert (await rows.one("SELECT name FROM roles WHERE id = :r", r=role.id)).name == "Before"
     await _no_trail(rows, role.id)
 
     user = await rows.make("users")
-    grant = {"input": {"userId": str(user.id), "roleId": str(role.id)}}
+    grant = {"input": {"userRowId": str(user.id), "roleRowId": str(role.id)}}
     first = await mutate(client, admin, USER_ROLE_GRANT, grant)
     assignment = uuid.UUID(first["userRoleGrant"]["userRole"]["rowId"])
     assert (await listener.next())["entities"] == [{"type": "user_role", "id": str(assignment)}]
     again = await mutate(client, admin, USER_ROLE_GRANT, grant)  # uq (user, role, project)
-    assert again["userRoleGrant"]["errors"] == [{"code": "ALREADY_ASSIGNED", "field": ["input", "roleId"]}]
+    assert again["userRoleGrant"]["errors"] == [{"code": "ALREADY_ASSIGNED", "field": ["input", "roleRowId"]}]
     assert len(await rows.all("SELECT id FROM user_roles WHERE user_id = :u", u=user.id)) == 1
     granted = await rows.all(
         "SELECT id FROM audit_logs WHERE tenant_id = :t AND action_type = 'auth.role_assignment.granted'")
@@ -343,7 +343,7 @@ async def test_a_fault_in_a_role_or_identity_write_leaves_nothing(
         role = await rows.make("roles", name="Before", permissions='["user:read"]')
         table, target = "roles", role.id
         document, variables = ROLE_UPDATE, {"input": {
-            "id": str(role.id), "updatedAt": _wire(role.updated_at), "name": "After"}}
+            "rowId": str(role.id), "updatedAt": _wire(role.updated_at), "name": "After"}}
     else:
         table, target, document, variables = "users", admin.id, MFA_START, {}
     name = await _fault(owner_engine, fault, table, target)

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+from strawberry.relay import to_base64
 
 from tests.support.audit_trail import expect_audit
 from tests.writes.conftest import Rows, SignIn, codes, mutate, refused
@@ -34,7 +35,7 @@ mutation($input: OpportunityProjectOverrideUpdateInput!) {{
 """
 DELETE = """
 mutation($input: OpportunityProjectOverrideDeleteInput!) {
-  opportunityProjectOverrideDelete(input: $input) { deletedId errors { field code message } }
+  opportunityProjectOverrideDelete(input: $input) { deletedId deletedRowId errors { field code message } }
 }
 """
 
@@ -56,7 +57,7 @@ async def test_create_update_delete_an_override_with_its_audit_trail(
     await rows.make("external_opportunity_data", {"opportunity_projects": project.id},
                     estimated_value_max="2500000.00", is_current_version=True)
     data = await mutate(client, analyst, CREATE, {"input": {
-        "opportunityProjectId": str(project.id), "fieldName": "estimated_value_max",
+        "opportunityProjectRowId": str(project.id), "fieldName": "estimated_value_max",
         "overrideValue": "3100000.00", "overrideReason": "Customer's updated IGCE"}})
     payload = data["opportunityProjectOverrideCreate"]
     assert payload["errors"] == []
@@ -73,7 +74,7 @@ async def test_create_update_delete_an_override_with_its_audit_trail(
                        entity_id=override_id, history={"override_value", "field_name"}, user_id=analyst.id)
 
     data = await mutate(client, analyst, UPDATE, {"input": {
-        "id": str(override_id), "updatedAt": override["updatedAt"], "isActive": False, "overrideValue": None}})
+        "rowId": str(override_id), "updatedAt": override["updatedAt"], "isActive": False, "overrideValue": None}})
     updated = data["opportunityProjectOverrideUpdate"]["opportunityProjectOverride"]
     assert updated["isActive"] is False and updated["overrideValue"] is None
     _, changed = await rows.audit(override_id)
@@ -82,8 +83,11 @@ async def test_create_update_delete_an_override_with_its_audit_trail(
     await expect_audit(rows.engine, rows.tenant.id, "opportunityProjectOverrideUpdate", action="UPDATE",
                        entity_id=override_id, history={"override_value", "is_active"}, user_id=analyst.id)
 
-    data = await mutate(client, analyst, DELETE, {"input": {"id": str(override_id), "updatedAt": updated["updatedAt"]}})
-    assert data["opportunityProjectOverrideDelete"] == {"deletedId": str(override_id), "errors": []}
+    gid = to_base64("OpportunityProjectOverride", override_id)  # the global id, as on the node
+    data = await mutate(client, analyst, DELETE, {"input": {"id": gid, "updatedAt": updated["updatedAt"]}})
+    assert data["opportunityProjectOverrideDelete"] == {
+        "deletedId": gid, "deletedRowId": str(override_id), "errors": []
+    }
     *_, deleted = await rows.audit(override_id)
     assert deleted.action_type == "DELETE" and deleted.after_values is None and deleted.risk_level == "medium"
     assert deleted.before_values["field_name"] == "estimated_value_max"
@@ -103,7 +107,7 @@ async def test_override_errors(client: httpx.AsyncClient, sign_in_as: SignIn, ro
     analyst = await sign_in_as("BD Analyst")
     project = await rows.project()
     archived = await rows.project(archived_at=ARCHIVED_AT)
-    base = {"opportunityProjectId": str(project.id), "fieldName": "title", "overrideValue": "Local title"}
+    base = {"opportunityProjectRowId": str(project.id), "fieldName": "title", "overrideValue": "Local title"}
     bad_value = ("VALIDATION", ["input", "overrideValue"])
     cases: list[tuple[dict[str, Any], tuple[str, list[str]]]] = [
         ({**base, "fieldName": "project_name"}, ("VALIDATION", ["input", "fieldName"])),
@@ -112,9 +116,9 @@ async def test_override_errors(client: httpx.AsyncClient, sign_in_as: SignIn, ro
         ({**base, "fieldName": "response_due_date", "overrideValue": "2026-03-01T12:00:00"},
          ("VALIDATION", ["input", "overrideValue"])),  # an instant needs its offset
         ({**base, "overrideValue": {"text": "x"}}, ("VALIDATION", ["input", "overrideValue"])),
-        ({**base, "overrideReason": None, "opportunityProjectId": str(uuid.uuid4())},
-         ("NOT_FOUND", ["input", "opportunityProjectId"])),
-        ({**base, "opportunityProjectId": str(archived.id)}, ("VALIDATION", ["input", "opportunityProjectId"])),
+        ({**base, "overrideReason": None, "opportunityProjectRowId": str(uuid.uuid4())},
+         ("NOT_FOUND", ["input", "opportunityProjectRowId"])),
+        ({**base, "opportunityProjectRowId": str(archived.id)}, ("VALIDATION", ["input", "opportunityProjectRowId"])),
     ]
     for values, expected in cases:
         data = await mutate(client, analyst, CREATE, {"input": values})
@@ -126,14 +130,14 @@ async def test_override_errors(client: httpx.AsyncClient, sign_in_as: SignIn, ro
 
     stale = "2020-01-01T00:00:00.000000Z"
     for document, extra in ((UPDATE, {"overrideReason": "x"}), (DELETE, {})):
-        target = {"id": override["rowId"], "updatedAt": stale, **extra}
+        target = {"rowId": override["rowId"], "updatedAt": stale, **extra}
         data = await mutate(client, analyst, document, {"input": target})
         (payload,) = data.values()
         assert _errors(payload) == [("CONFLICT", ["input", "updatedAt"])]
-        data = await mutate(client, analyst, document, {"input": {**target, "id": str(uuid.uuid4())}})
+        data = await mutate(client, analyst, document, {"input": {**target, "rowId": str(uuid.uuid4())}})
         (payload,) = data.values()
-        assert _errors(payload) == [("NOT_FOUND", ["input", "id"])]
-    current = {"id": override["rowId"], "updatedAt": override["updatedAt"]}
+        assert _errors(payload) == [("NOT_FOUND", ["input", "rowId"])]
+    current = {"rowId": override["rowId"], "updatedAt": override["updatedAt"]}
     data = await mutate(client, analyst, UPDATE, {"input": {**current, "isActive": None}})
     assert _errors(data["opportunityProjectOverrideUpdate"]) == [("VALIDATION", ["input", "isActive"])]
     data = await mutate(client, analyst, UPDATE, {"input": {**current, "overrideValue": ["x"]}})
@@ -145,9 +149,9 @@ async def test_override_errors(client: httpx.AsyncClient, sign_in_as: SignIn, ro
     legacy = await rows.make("opportunity_project_overrides", {"opportunity_projects": archived.id})
     for document, extra in ((UPDATE, {"overrideReason": "x"}), (DELETE, {})):
         data = await mutate(client, analyst, document, {"input": {
-            "id": str(legacy.id), "updatedAt": _wire(legacy.updated_at), **extra}})
+            "rowId": str(legacy.id), "updatedAt": _wire(legacy.updated_at), **extra}})
         (payload,) = data.values()
-        assert _errors(payload) == [("VALIDATION", ["input", "id"])]
+        assert _errors(payload) == [("VALIDATION", ["input", "rowId"])]
 
 
 async def test_override_permission_follows_the_project(
@@ -157,13 +161,13 @@ async def test_override_permission_follows_the_project(
     theirs = await rows.make("opportunity_project_overrides", {"opportunity_projects": other.id})
     analyst = await sign_in_as("BD Analyst", on_project=mine.id)
     data = await mutate(client, analyst, CREATE, {"input": {
-        "opportunityProjectId": str(mine.id), "fieldName": "naics_codes", "overrideValue": "541512"}})
+        "opportunityProjectRowId": str(mine.id), "fieldName": "naics_codes", "overrideValue": "541512"}})
     assert data["opportunityProjectOverrideCreate"]["errors"] == []
     errors = await refused(client, analyst, CREATE, {"input": {
-        "opportunityProjectId": str(other.id), "fieldName": "naics_codes", "overrideValue": "541512"}})
+        "opportunityProjectRowId": str(other.id), "fieldName": "naics_codes", "overrideValue": "541512"}})
     assert codes(errors) == ["FORBIDDEN"]
     for document, extra in ((UPDATE, {"overrideReason": "x"}), (DELETE, {})):
         errors = await refused(client, analyst, document, {"input": {
-            "id": str(theirs.id), "updatedAt": _wire(theirs.updated_at), **extra}})
+            "rowId": str(theirs.id), "updatedAt": _wire(theirs.updated_at), **extra}})
         assert codes(errors) == ["FORBIDDEN"]
     assert await rows.audit(theirs.id) == []

@@ -24,7 +24,7 @@ mutation($input: CapturePlanCreateInput!) {
 
 
 def _update(row: Any, **values: Any) -> dict[str, Any]:
-    return {"input": {"id": str(row.id), "updatedAt": _wire(row.updated_at), **values}}
+    return {"input": {"rowId": str(row.id), "updatedAt": _wire(row.updated_at), **values}}
 
 
 async def _unchanged(rows: Rows, row: Any) -> None:
@@ -42,9 +42,9 @@ async def test_a_viewer_may_not_write_and_each_refusal_is_audited(
         (CREATE, {"input": {"projectName": "Nope"}}, "opportunity:write"),
         (UPDATE, _update(row, title="Nope"), "opportunity:write"),
         (ARCHIVE, _update(row), "opportunity:archive"),
-        (OVERRIDE_CREATE, {"input": {"opportunityProjectId": str(row.id), "fieldName": "title",
+        (OVERRIDE_CREATE, {"input": {"opportunityProjectRowId": str(row.id), "fieldName": "title",
                                      "overrideValue": "x"}}, "opportunity:write"),
-        (PLAN_CREATE, {"input": {"opportunityProjectId": str(row.id), "planName": "x"}}, "capture_plan:write"),
+        (PLAN_CREATE, {"input": {"opportunityProjectRowId": str(row.id), "planName": "x"}}, "capture_plan:write"),
     ]
     for document, variables, permission in attempts:
         errors = await refused(client, viewer, document, variables)
@@ -95,7 +95,7 @@ async def test_project_scoped_grants_reach_their_project_only(
     assert codes(await refused(client, manager, UPDATE, _update(other, title="x"))) == ["FORBIDDEN"]
     assert codes(await refused(client, manager, ARCHIVE, _update(other))) == ["FORBIDDEN"]
     # An id that does not exist is refused exactly like one the caller may not touch: nothing leaks.
-    missing = {"input": {"id": str(uuid.uuid4()), "updatedAt": _wire(mine.updated_at), "title": "x"}}
+    missing = {"input": {"rowId": str(uuid.uuid4()), "updatedAt": _wire(mine.updated_at), "title": "x"}}
     assert codes(await refused(client, manager, UPDATE, missing)) == ["FORBIDDEN"]
     # Creating a project is tenant-wide: there is no project to hold the grant yet.
     assert codes(await refused(client, manager, CREATE, {"input": {"projectName": "x"}})) == ["FORBIDDEN"]
@@ -115,7 +115,7 @@ async def test_a_refused_mutation_leaves_the_documents_earlier_ones_committed(
     document = f"""
     mutation Mixed {{
       created: opportunityProjectCreate(input: {{projectName: "Kept"}}) {{ opportunityProject {{ rowId }} }}
-      archived: opportunityProjectArchive(input: {{id: "{row.id}", updatedAt: "{_wire(row.updated_at)}"}}) {{
+      archived: opportunityProjectArchive(input: {{rowId: "{row.id}", updatedAt: "{_wire(row.updated_at)}"}}) {{
         opportunityProject {{ rowId }}
       }}
     }}

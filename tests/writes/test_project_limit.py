@@ -66,7 +66,7 @@ async def test_creates_stop_at_the_limit_and_archived_projects_do_not_count(
 
     # Archiving one frees its slot.
     project = third["opportunityProject"]
-    archive = {"input": {"id": project["rowId"], "updatedAt": project["updatedAt"]}}
+    archive = {"input": {"rowId": project["rowId"], "updatedAt": project["updatedAt"]}}
     archived = await mutate(client, manager, ARCHIVE, archive)
     assert archived["opportunityProjectArchive"]["errors"] == []
     again = await _create(client, manager, "Fourth")

@@ -109,7 +109,7 @@ async def test_update_records_before_and_after_and_one_history_row_per_field(
     manager = await sign_in_as("Capture Manager")
     row = await rows.project(title="Old title", priority_level="low")
     data = await mutate(client, manager, UPDATE, {"input": {
-        "id": str(row.id), "updatedAt": _wire(row.updated_at), "title": "New title", "priorityLevel": "CRITICAL",
+        "rowId": str(row.id), "updatedAt": _wire(row.updated_at), "title": "New title", "priorityLevel": "CRITICAL",
         "winProbabilityScore": "70",
     }})
     payload = data["opportunityProjectUpdate"]
@@ -149,7 +149,7 @@ async def test_an_update_that_changes_nothing_writes_nothing(
     manager = await sign_in_as("Capture Manager")
     row = await rows.project(title="Same", win_probability_score=70)
     data = await mutate(client, manager, UPDATE, {"input": {
-        "id": str(row.id), "updatedAt": _wire(row.updated_at), "title": "Same", "winProbabilityScore": "70.0",
+        "rowId": str(row.id), "updatedAt": _wire(row.updated_at), "title": "Same", "winProbabilityScore": "70.0",
     }})
     assert data["opportunityProjectUpdate"]["opportunityProject"]["updatedAt"] == _wire(row.updated_at)
     assert await rows.audit(row.id) == []
@@ -162,7 +162,7 @@ async def test_archive_sets_archived_at_and_by_and_records_the_reason(
     manager = await sign_in_as("Capture Manager")
     row = await rows.project()
     data = await mutate(client, manager, ARCHIVE, {"input": {
-        "id": str(row.id), "updatedAt": _wire(row.updated_at), "reason": "No bid: incumbent re-compete",
+        "rowId": str(row.id), "updatedAt": _wire(row.updated_at), "reason": "No bid: incumbent re-compete",
     }})
     project = data["opportunityProjectArchive"]["opportunityProject"]
     assert project["archivedAt"] is not None and project["archivedBy"]["rowId"] == str(manager.id)
@@ -178,13 +178,13 @@ async def test_archive_sets_archived_at_and_by_and_records_the_reason(
                        history={"archived_at", "archived_by"}, user_id=manager.id)
     assert (await rows.one("SELECT count(*) AS n FROM opportunity_projects WHERE id = :p", p=row.id)).n == 1
 
-    again = await mutate(client, manager, ARCHIVE, {"input": {"id": str(row.id), "updatedAt": project["updatedAt"]}})
+    again = await mutate(client, manager, ARCHIVE, {"input": {"rowId": str(row.id), "updatedAt": project["updatedAt"]}})
     assert again["opportunityProjectArchive"]["errors"] == [
-        {"field": ["input", "id"], "code": "VALIDATION", "message": "The opportunity project is already archived."}
+        {"field": ["input", "rowId"], "code": "VALIDATION", "message": "The opportunity project is already archived."}
     ]
     update = await mutate(client, manager, UPDATE, {"input": {
-        "id": str(row.id), "updatedAt": project["updatedAt"], "title": "x"}})
-    assert codes_of(update["opportunityProjectUpdate"]) == [("VALIDATION", ["input", "id"])]
+        "rowId": str(row.id), "updatedAt": project["updatedAt"], "title": "x"}})
+    assert codes_of(update["opportunityProjectUpdate"]) == [("VALIDATION", ["input", "rowId"])]
     assert len(await rows.audit(row.id)) == 1
 
 
@@ -208,10 +208,10 @@ async def test_a_second_mutation_in_the_same_document_sees_the_first(
     row = await rows.project(title="Before")
     chained = f"""
     mutation Chain {{
-      a: opportunityProjectUpdate(input: {{id: "{row.id}", updatedAt: "{_wire(row.updated_at)}", title: "After"}}) {{
+      a: opportunityProjectUpdate(input: {{rowId: "{row.id}", updatedAt: "{_wire(row.updated_at)}", title: "After"}}) {{
         opportunityProject {{ title updatedAt }} errors {{ code }}
       }}
-      b: opportunityProjectUpdate(input: {{id: "{row.id}", updatedAt: "{_wire(row.updated_at)}", title: "Lost"}}) {{
+      b: opportunityProjectUpdate(input: {{rowId: "{row.id}", updatedAt: "{_wire(row.updated_at)}", title: "Lost"}}) {{
         opportunityProject {{ title }} errors {{ code field }}
       }}
     }}
@@ -236,7 +236,7 @@ async def test_a_stale_updated_at_is_a_conflict_and_changes_nothing(
     stale = row.updated_at.replace(microsecond=(row.updated_at.microsecond + 1) % 1_000_000)
     for document, extra in ((UPDATE, {"title": "Lost"}), (ARCHIVE, {})):
         data = await mutate(client, manager, document, {"input": {
-            "id": str(row.id), "updatedAt": _wire(stale), **extra}})
+            "rowId": str(row.id), "updatedAt": _wire(stale), **extra}})
         (payload,) = data.values()
         assert payload["opportunityProject"] is None
         assert payload["errors"][0]["code"] == "CONFLICT" and payload["errors"][0]["field"] == ["input", "updatedAt"]
@@ -253,9 +253,9 @@ async def test_unknown_ids_are_not_found_for_a_tenant_wide_caller(
     for target in (uuid.uuid4(), other.id):
         for document, extra in ((UPDATE, {"title": "x"}), (ARCHIVE, {})):
             data = await mutate(client, manager, document, {"input": {
-                "id": str(target), "updatedAt": "2026-01-01T00:00:00.000000Z", **extra}})
+                "rowId": str(target), "updatedAt": "2026-01-01T00:00:00.000000Z", **extra}})
             (payload,) = data.values()
-            assert codes_of(payload) == [("NOT_FOUND", ["input", "id"])]
+            assert codes_of(payload) == [("NOT_FOUND", ["input", "rowId"])]
     assert await rows.audit() == []
 
 
@@ -288,7 +288,7 @@ async def test_invalid_values_are_validation_errors_naming_the_field(
         assert payload["errors"][0]["message"]
     row = await rows.project()
     data = await mutate(client, manager, UPDATE, {"input": {
-        "id": str(row.id), "updatedAt": _wire(row.updated_at), "projectName": None}})
+        "rowId": str(row.id), "updatedAt": _wire(row.updated_at), "projectName": None}})
     assert codes_of(data["opportunityProjectUpdate"]) == [("VALIDATION", ["input", "projectName"])]
     assert await rows.audit() == []
     assert (await rows.one("SELECT count(*) AS n FROM opportunity_projects WHERE tenant_id = :t")).n == 1

@@ -1,0 +1,524 @@
+"""A mutation is its input, its permission and its domain function: the rest is generated here.
+
+    from schema.mutation_kit import Args, Deleted, Entity, mutation, ref_id, ref_row_id, target_project
+
+    @strawberry.input(description="Archive a capture plan: it is kept and hidden from default lists.")
+    class CapturePlanArchiveInput:
+        id: relay.GlobalID | None = ref_id("CapturePlan")
+        row_id: uuid.UUID | None = ref_row_id("CapturePlan")
+        updated_at: datetime.datetime = strawberry.field(description=UPDATED_AT)
+
+    @strawberry.type
+    class CaptureMutation:
+        capture_plan_archive = mutation(
+            "capturePlanArchive",
+            input=CapturePlanArchiveInput,
+            permission=Permission.CAPTURE_PLAN_WRITE,
+            project=target_project(CapturePlanModel.__table__),
+            run=lambda uow, args: mutations.archive_plan(uow, args.id, args.updated_at),
+            returns=Entity(CapturePlan, "the capture plan, now archived"),
+            description="Archive a capture plan read at updatedAt.",
+        )
+
+`mutation(...)` generates the payload type `<Field>Payload` (`{<entity>: Node, errors: [UserError!]!}`;
+a true delete `{deletedId: ID, deletedRowId: UUID, errors}`) and the resolver: the input's node
+references resolved (`ref_id`/`ref_row_id` pairs, exactly one of the two), the change run in one unit
+of work (`schema.writes.write`: audited, committed before the payload reads), idempotent creates
+(`idempotent=True`), and every user-fixable refusal turned into the payload's `errors`
+(`schema.errors.payload_or_errors`, the one place that happens). No module writes a payload class
+by hand (tests/test_mutation_kit.py).
+
+Node references in inputs (Relay conventions, docs/decisions.md W21): the field naming an entity is
+its global id, as on the node (`id` for the mutation's target, `opportunityProjectId` for a
+reference), and `rowId` (`opportunityProjectRowId`) is accepted instead. Exactly one of the two:
+both, or neither for a required reference, is VALIDATION; a global id of another type (or whose id
+is not a UUID) is NOT_FOUND, on the global id's field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Annotated, Any, Generic, TypeVar, cast
+
+import strawberry
+from sqlalchemy import Table
+from strawberry import relay
+from strawberry.extensions.field_extension import FieldExtension
+from strawberry.types.base import get_object_definition
+from strawberry.types.field import StrawberryField
+from strawberry.types.unset import UNSET
+from strawberry.utils.str_converters import to_camel_case, to_snake_case
+
+from auth.exceptions import AuthRequestError
+from auth.permissions import Permission
+from models.errors import DomainError, Invalid, NotFound
+from models.idempotency import idempotent as idempotent_create
+from models.unit_of_work import UnitOfWork
+from schema.context import GraphQLContext, Info
+from schema.errors import PAYLOAD_ERRORS, UserError, payload_or_errors
+from schema.permissions import OwnerLookup, ProjectLookup, requires
+from schema.writes import load, set_fields, write
+
+__all__ = [
+    "IDEMPOTENCY_KEY",
+    "PAYLOADS",
+    "UPDATED_AT",
+    "Args",
+    "Deleted",
+    "Done",
+    "Entity",
+    "Extra",
+    "Ref",
+    "mutation",
+    "node_id",
+    "ref_id",
+    "ref_project",
+    "ref_row_id",
+    "refs_of",
+    "resolve_ref",
+    "resolve_ref_leniently",
+    "row_id",
+    "target_project",
+]
+
+InputT = TypeVar("InputT")
+
+#: Every payload type the kit generated, by GraphQL name (the test checks the schema has no other).
+PAYLOADS: dict[str, type] = {}
+
+#: The description of an `updatedAt` input field (W12).
+UPDATED_AT = "The updatedAt you read (exact to the microsecond); CONFLICT if the row changed since."
+
+#: The description of an `idempotencyKey` input field of a create (W20).
+IDEMPOTENCY_KEY = (
+    "1 to 200 characters, yours to choose (a UUID is best): a retry with the same key within 24 hours "
+    "returns what the first request created, without creating again (docs/api.md, Idempotent creates)."
+)
+
+_REF = "gwm.kit.ref"
+# Input fields the kit consumes itself: never part of `Args.values`.
+_CONSUMED = ("id", "row_id", "updated_at", "idempotency_key", "reason")
+
+
+# -- node references in inputs --------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Ref:
+    """A reference field pair of an input: `name` is the prefix (`""` for the target, else e.g.
+    `opportunity_project`), `target` the node type's GraphQL name."""
+
+    name: str
+    target: str
+    required: bool
+
+    @property
+    def global_field(self) -> str:
+        return f"{self.name}_id" if self.name else "id"
+
+    @property
+    def row_field(self) -> str:
+        return f"{self.name}_row_id" if self.name else "row_id"
+
+    @property
+    def column(self) -> str:
+        """Where the resolved row id goes in `Args.values` (the column: `opportunity_project_id`)."""
+        return self.global_field
+
+
+def _type_name(target: type | str) -> str:
+    if isinstance(target, str):
+        return target
+    return get_object_definition(target, strict=True).name
+
+
+def ref_id(target: type | str, *, required: bool = True, description: str | None = None) -> Any:
+    """The global id field of a node reference (`id`, or `<name>Id`): `relay.GlobalID | None = ref_id(T)`.
+
+    `required=False`: the pair may be left out (and on an update, an explicit null clears the
+    reference). The row id alternative is declared next to it with `ref_row_id(T)`.
+    """
+    name = _type_name(target)
+    text = description or f"The {name}'s global id (`{name}.id`); or give its rowId instead."
+    if not required:
+        text += " Optional: leave both out for none."
+    return strawberry.field(default=UNSET, description=text, metadata={_REF: (name, required, "global")})
+
+
+def ref_row_id(target: type | str, *, description: str | None = None) -> Any:
+    """The rowId alternative of a node reference (`rowId`, or `<name>RowId`): `uuid.UUID | None = ref_row_id(T)`."""
+    name = _type_name(target)
+    text = description or f"The {name}'s rowId (`{name}.rowId`), instead of its global id."
+    return strawberry.field(default=UNSET, description=text, metadata={_REF: (name, None, "row")})
+
+
+#: The first names of `ref_id` / `ref_row_id` (kept: `row_id` is shadowed inside an input that has a
+#: `row_id` field, so new code uses the `ref_` names).
+node_id = ref_id
+row_id = ref_row_id
+
+_REFS: dict[type, tuple[Ref, ...]] = {}
+
+
+def refs_of(input_type: type) -> tuple[Ref, ...]:
+    """The node reference pairs an input declares (checked: each global id field has its rowId twin)."""
+    found = _REFS.get(input_type)
+    if found is not None:
+        return found
+    fields = {f.python_name: f for f in get_object_definition(input_type, strict=True).fields}
+    refs: list[Ref] = []
+    rows: set[str] = set()
+    for name, field in fields.items():
+        metadata: Mapping[str, Any] = field.metadata or {}
+        meta = metadata.get(_REF)
+        if meta is None:
+            continue
+        target, required, kind = meta
+        if kind == "row":
+            rows.add(name)
+            continue
+        if name != "id" and not name.endswith("_id"):
+            raise TypeError(f"{input_type.__name__}.{name}: a global id field is named id or <name>_id")
+        ref = Ref(name="" if name == "id" else name[: -len("_id")], target=target, required=bool(required))
+        twin = fields.get(ref.row_field)
+        if twin is None or _REF not in (twin.metadata or {}) or twin.metadata[_REF][0] != target:
+            raise TypeError(f"{input_type.__name__}.{name} needs its twin {ref.row_field} = ref_row_id({target!r})")
+        refs.append(ref)
+    rows -= {ref.row_field for ref in refs}
+    if rows:
+        raise TypeError(f"{input_type.__name__}: row id fields without a global id twin: {sorted(rows)}")
+    _REFS[input_type] = tuple(refs)
+    return _REFS[input_type]
+
+
+def resolve_ref(value: Any, name: str, target: type | str, *, required: bool = True) -> Any:
+    """The row id an input names through the pair `<name>_id` / `<name>_row_id` (`name=""`: `id` / `row_id`).
+
+    Returns the UUID; None when an optional pair is explicitly null; UNSET when an optional pair is
+    left out. Raises Invalid (both given, or neither for a required pair) or NotFound (a global id
+    of another type, or whose id is not a UUID), on the global id's field.
+    """
+    ref = Ref(name=name, target=_type_name(target), required=required)
+    given = getattr(value, ref.global_field, UNSET)
+    raw = getattr(value, ref.row_field, UNSET)
+    has_global, has_row = given not in (None, UNSET), raw not in (None, UNSET)
+    label = to_camel_case(ref.global_field)
+    if has_global and has_row:
+        raise Invalid(
+            f"Give {label} or {to_camel_case(ref.row_field)}, not both.", field=ref.global_field
+        )
+    if has_row:
+        return cast(uuid.UUID, raw)
+    if has_global:
+        gid = cast(relay.GlobalID, given)
+        if gid.type_name != ref.target:
+            raise NotFound(f"There is no {ref.target} with that {label}.", field=ref.global_field)
+        try:
+            return uuid.UUID(gid.node_id)
+        except ValueError:
+            raise NotFound(f"There is no {ref.target} with that {label}.", field=ref.global_field) from None
+    if ref.required:
+        raise Invalid(f"Give {label} or {to_camel_case(ref.row_field)}.", field=ref.global_field)
+    if given is None or raw is None:
+        return None
+    return UNSET
+
+
+def resolve_ref_leniently(value: Any, name: str = "") -> uuid.UUID | None:
+    """The row id of a declared pair of `value`, or None where `resolve_ref` would refuse or find none
+    (for permission lookups, which run before the resolver reports the input's mistakes)."""
+    for ref in refs_of(type(value)):
+        if ref.name == name:
+            try:
+                found = resolve_ref(value, ref.name, ref.target, required=ref.required)
+            except (Invalid, NotFound):
+                return None
+            return found if isinstance(found, uuid.UUID) else None
+    raise KeyError(f"{type(value).__name__} declares no reference {name or 'id'!r}")
+
+
+def target_project(table: Table, *, argument: str = "input") -> ProjectLookup:
+    """`project=` lookup: the opportunity project of the row of `table` the input's target names."""
+    return ref_project("", table, argument=argument)
+
+
+def ref_project(name: str, table: Table, *, argument: str = "input") -> ProjectLookup:
+    """`project=` lookup: the opportunity project of the row of `table` the reference `name` names
+    (`ref_project("opportunity_project", projects)` for a new row under that project)."""
+    from resolvers.opportunities.mutations import project_id_of
+
+    async def lookup(context: GraphQLContext, value: Any) -> uuid.UUID | None:
+        found = resolve_ref_leniently(value, name)
+        return None if found is None else await project_id_of(context.loaders.db, table, found)
+
+    return (argument, lookup)
+
+
+# -- what the resolver hands the domain function --------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Args(Generic[InputT]):
+    """The mutation's input, with its references resolved.
+
+    `id`: the target's row id (the input's `id`/`rowId`), None without a target. `updated_at`: the
+    input's updatedAt, if it has one. `values`: the fields the input sets (UNSET left out), by
+    Python name, each reference pair replaced by its row id under `<name>_id` (left out when not
+    given), without id, rowId, updatedAt, idempotencyKey and reason.
+    """
+
+    input: InputT
+    info: Info
+    id: uuid.UUID | None
+    updated_at: datetime.datetime | None
+    values: dict[str, Any]
+    #: Global id field -> the rowId field the caller used instead (errors then name what was given).
+    given_as: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    @property
+    def context(self) -> GraphQLContext:
+        return self.info.context
+
+
+@dataclasses.dataclass(frozen=True)
+class Done:
+    """What a domain function may return instead of a row id: the payload's entity already built
+    (`node`, e.g. `User.from_row(row)`; or `id` to load it), and values of `Extra` fields."""
+
+    id: uuid.UUID | None = None
+    node: Any = None
+    extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+Result = uuid.UUID | Done
+
+
+@dataclasses.dataclass(frozen=True)
+class Entity:
+    """The payload names the entity the mutation created or changed: `<field>: <node> | null`.
+
+    `what` completes "The <what>, as the caller may read it now" (e.g. "opportunity project, now
+    archived"); `field` defaults to the node's name in snake_case.
+    """
+
+    node: type
+    what: str
+    field: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.field or to_snake_case(_type_name(self.node))
+
+
+@dataclasses.dataclass(frozen=True)
+class Deleted:
+    """A true delete: the payload has `deletedId` (the global id, for Relay's @deleteRecord) and
+    `deletedRowId`, both null when `errors` is not empty."""
+
+    node: type | str
+    what: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Extra:
+    """Another payload field (a value shown once: a key, recovery codes), filled from `Done.extra`."""
+
+    type: Any
+    description: str
+
+
+Returns = Entity | Deleted
+
+
+def _payload(field_name: str, returns: Returns, extra: Mapping[str, Extra]) -> type:
+    name = f"{field_name[0].upper()}{field_name[1:]}Payload"
+    if name in PAYLOADS:
+        raise TypeError(f"{name} is generated twice")
+    annotations: dict[str, Any] = {}
+    namespace: dict[str, Any] = {}
+    if isinstance(returns, Entity):
+        annotations[returns.name] = returns.node | None
+        namespace[returns.name] = strawberry.field(
+            default=None,
+            description=f"The {returns.what}, as the caller may read it now; null when `errors` is not empty.",
+        )
+    else:
+        target = _type_name(returns.node)
+        annotations["deleted_id"] = relay.GlobalID | None
+        namespace["deleted_id"] = strawberry.field(
+            default=None,
+            description=f"The global id of the {returns.what} deleted (`{target}.id`, for Relay's @deleteRecord);"
+            " null when `errors` is not empty.",
+        )
+        annotations["deleted_row_id"] = uuid.UUID | None
+        namespace["deleted_row_id"] = strawberry.field(
+            default=None, description=f"The rowId of the {returns.what} deleted; null when `errors` is not empty."
+        )
+    for key, spec in extra.items():
+        annotations[key] = spec.type
+        namespace[key] = strawberry.field(default=None, description=spec.description)
+    annotations["errors"] = list[UserError]
+    namespace["errors"] = strawberry.field(default_factory=list, description=PAYLOAD_ERRORS)
+    namespace["__annotations__"] = annotations
+    namespace["__module__"] = __name__
+    cls = strawberry.type(
+        type(name, (), namespace),
+        description=f"What `{field_name}` returns: its result, or the errors that prevented it.",
+    )
+    PAYLOADS[name] = cls
+    return cls
+
+
+def _args(value: Any, info: Info) -> Args[Any]:
+    if value is None:
+        return Args(input=None, info=info, id=None, updated_at=None, values={})
+    values = set_fields(value, skip=_CONSUMED)
+    target: uuid.UUID | None = None
+    given_as: dict[str, str] = {}
+    for ref in refs_of(type(value)):
+        values.pop(ref.global_field, None)
+        values.pop(ref.row_field, None)
+        if getattr(value, ref.row_field, None) not in (None, UNSET):
+            given_as[ref.global_field] = ref.row_field
+        found = resolve_ref(value, ref.name, ref.target, required=ref.required)
+        if not ref.name:
+            target = found if isinstance(found, uuid.UUID) else None
+        elif found is not UNSET:
+            values[ref.column] = found
+    if target is None and isinstance(getattr(value, "id", None), uuid.UUID):
+        target = value.id  # a target that is not a node (an API key): a plain UUID `id`
+    updated_at = getattr(value, "updated_at", None)
+    return Args(input=value, info=info, id=target, updated_at=updated_at, values=values, given_as=given_as)
+
+
+def _name_as_given(exc: AuthRequestError | DomainError, args: Args[Any], renames: Mapping[str, str]) -> None:
+    """A refusal names the input field at fault: a service's own name for it is `renames`d (`userId` ->
+    `id`), and one on a reference's global id field names the rowId field when that is what was given."""
+    if exc.field is not None and exc.field in renames:
+        exc.field = renames[exc.field]
+    field = exc.field
+    if field:
+        head, _, rest = field.partition(".")
+        used = args.given_as.get(to_snake_case(head))
+        if used is not None:
+            exc.field = used + (f".{rest}" if rest else "")
+
+
+def mutation(
+    name: str,
+    *,
+    input: type | None,
+    returns: Returns,
+    description: str,
+    permission: Permission | None,
+    run: Callable[[UnitOfWork, Args[Any]], Awaitable[Result]] | None = None,
+    service: Callable[[Args[Any]], Awaitable[Result]] | None = None,
+    project: ProjectLookup | None = None,
+    unless_owner: OwnerLookup | None = None,
+    extensions: Sequence[FieldExtension] = (),
+    audit_permissions: Callable[[Any], Sequence[Permission]] | None = None,
+    idempotent: bool = False,
+    input_description: str | None = None,
+    extra: Mapping[str, Extra] | None = None,
+    error_fields: Mapping[str, str] | None = None,
+) -> Any:
+    """The mutation field `name` (camelCase) of a root Mutation class: assign it to the snake_case attribute.
+
+    Exactly one of:
+      run(uow, args) -> row id | Done      run inside a unit of work the kit opens (schema/writes.py
+                                           `write`): the usual case, audited and committed as one
+      service(args) -> row id | Done       a service that opens its own unit of work (auth/roles.py,
+                                           auth/audited.py `caller_unit`)
+    `permission` (None: any signed-in caller) with `project` / `unless_owner` as in
+    schema/permissions.py `requires`; `extensions` adds more (e.g. `requires_for_input`).
+    `audit_permissions(input)` are recorded on the audit rows (default: `permission`).
+    `idempotent=True`: a create with an optional `idempotencyKey` input field (W20).
+    `input=None`: a mutation without arguments.
+    `error_fields`: a service's field names for its refusals -> the input's (`{"userId": "id"}`).
+    """
+    if (run is None) == (service is None):
+        raise TypeError(f"{name}: give exactly one of run= and service=")
+    if input is not None:
+        refs_of(input)  # declaration errors surface at import
+    extras = dict(extra or {})
+    renames = dict(error_fields or {})
+    payload = _payload(name, returns, extras)
+    write_permissions = (permission,) if permission is not None else ()
+
+    async def work(info: Info, value: Any) -> Any:
+        args = _args(value, info)
+        try:
+            return await complete(info, value, args)
+        except (AuthRequestError, DomainError) as exc:
+            _name_as_given(exc, args, renames)
+            raise
+
+    async def complete(info: Info, value: Any, args: Args[Any]) -> Any:
+        result: Result
+        if run is not None:
+            granted = tuple(audit_permissions(value)) if audit_permissions is not None else write_permissions
+
+            def change(uow: UnitOfWork) -> Awaitable[uuid.UUID]:
+                if not idempotent:
+                    return cast(Awaitable[uuid.UUID], run(uow, args))
+                return idempotent_create(
+                    uow,
+                    getattr(value, "idempotency_key", None),
+                    mutation=name,
+                    values=args.values,
+                    create=lambda: cast(Awaitable[uuid.UUID], run(uow, args)),
+                )
+
+            result = await write(info, change, permissions=granted, reason=getattr(value, "reason", None))
+        else:
+            assert service is not None
+            result = await service(args)
+            await info.context.refresh_reads()
+        done = result if isinstance(result, Done) else Done(id=result)
+        fields: dict[str, Any] = {key: done.extra.get(key) for key in extras}
+        if isinstance(returns, Deleted):
+            deleted = done.id if done.id is not None else args.id
+            fields["deleted_id"] = None if deleted is None else relay.GlobalID(_type_name(returns.node), str(deleted))
+            fields["deleted_row_id"] = deleted
+        elif done.node is not None:
+            fields[returns.name] = done.node
+        elif done.id is not None:
+            fields[returns.name] = await load(info, returns.node, done.id)
+        return payload(**fields)
+
+    if input is None:
+
+        async def resolve_without_input(self: Any, info: Info) -> Any:
+            return await payload_or_errors(payload, work(info, None))
+
+        resolver: Callable[..., Any] = resolve_without_input
+        resolver.__annotations__ = {"info": Info, "return": payload if permission is None else payload | None}
+    else:
+        argument = strawberry.argument(description=input_description or _input_sentence(input))
+
+        async def resolve(self: Any, info: Info, input: Any) -> Any:
+            return await payload_or_errors(payload, work(info, input), under=("input",))
+
+        resolver = resolve
+        resolver.__annotations__ = {
+            "info": Info,
+            "input": Annotated[input, argument],
+            "return": payload | None if permission is not None else payload,
+        }
+    resolver.__name__ = to_snake_case(name)
+    field_extensions: list[FieldExtension] = []
+    if permission is not None:
+        field_extensions.append(requires(permission, project=project, unless_owner=unless_owner))
+    field_extensions.extend(extensions)
+    field: StrawberryField = strawberry.mutation(
+        resolver=resolver, name=name, description=description, extensions=field_extensions
+    )
+    return field
+
+
+def _input_sentence(input_type: type) -> str:
+    definition = get_object_definition(input_type, strict=True)
+    return definition.description or f"The {definition.name}."
