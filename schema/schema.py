@@ -23,6 +23,7 @@ from strawberry.types import ExecutionContext
 
 from auth.service import AuthService
 from schema.activities import ActivitiesQuery
+from schema.activity_mutations import ActivityMutation
 from schema.audit import AuditQuery
 from schema.capture import CaptureQuery
 from schema.capture_mutations import CaptureMutation
@@ -42,6 +43,7 @@ from schema.limits import (
 )
 from schema.opportunities import OpportunitiesQuery
 from schema.opportunity_mutations import OpportunitiesMutation
+from schema.proposal_mutations import ProposalMutation
 from schema.roles import RolesMutation
 from schema.scalars import SCALAR_MAP
 
@@ -86,7 +88,14 @@ class Query(
 
 
 @strawberry.type(description="Writes: each mutation field is one audited transaction of its own.")
-class Mutation(IdentityMutation, RolesMutation, OpportunitiesMutation, CaptureMutation):
+class Mutation(
+    IdentityMutation,
+    RolesMutation,
+    OpportunitiesMutation,
+    CaptureMutation,
+    ActivityMutation,
+    ProposalMutation,
+):
     pass
 
 

@@ -150,6 +150,7 @@ def _run(request: Request, principal: Principal, meta: RequestMeta, file_format:
         file_format=file_format,
         batch_size=DEFAULT_BATCH_SIZE,
         max_seconds=settings.export_max_seconds,
+        idle_limit_ms=settings.export_idle_seconds * 1000,
     )
 
 

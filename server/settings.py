@@ -86,6 +86,9 @@ class Settings:
     # GWM_EXPORT_MAX_SECONDS: how long an export (GET /export/*) may keep its read snapshot open
     # (docs/api.md "Exports"); past it the export stops.
     export_max_seconds: int = 300
+    # GWM_EXPORT_IDLE_SECONDS: how long an export's snapshot may wait for a client that stopped
+    # reading (its transaction's idle_in_transaction_session_timeout).
+    export_idle_seconds: int = 60
     # GWM_LOG_LEVEL
     log_level: str = "info"
     # GWM_PUBLIC_URL: how users reach this server (links in emails, SAML SP URLs).
@@ -153,6 +156,7 @@ class Settings:
             operation_timeout_ms=_at_least(env, "GWM_OPERATION_TIMEOUT_MS", 10_000, 0),
             query_cost_limit=_at_least(env, "GWM_QUERY_COST_LIMIT", 50_000, 1),
             export_max_seconds=_at_least(env, "GWM_EXPORT_MAX_SECONDS", 300, 1),
+            export_idle_seconds=_at_least(env, "GWM_EXPORT_IDLE_SECONDS", 60, 1),
             log_level=env.get("GWM_LOG_LEVEL") or "info",
             public_url=(env.get("GWM_PUBLIC_URL") or "http://127.0.0.1:8000").rstrip("/"),
             password_iterations=_at_least(env, "GWM_PASSWORD_ITERATIONS", 600_000, 600_000),

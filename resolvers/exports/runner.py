@@ -13,7 +13,7 @@ Bounds on the open snapshot (docs/api.md "Exports"):
   resumed after the last key (keyset), so no statement comes near the server's statement timeout
   (GWM_DB_STATEMENT_TIMEOUT_MS) however large the export;
 - between batches the transaction waits for the client to take the previous chunk; the
-  transaction sets `idle_in_transaction_session_timeout` (IDLE_LIMIT_MS) so that a client that
+  transaction sets `idle_in_transaction_session_timeout` (GWM_EXPORT_IDLE_SECONDS) so that a client that
   stops reading cannot keep the snapshot open: PostgreSQL ends the session and the export fails;
 - the whole read is bounded by `max_seconds` (GWM_EXPORT_MAX_SECONDS): past it the export stops
   with ExportTooSlow, so no snapshot lives longer than that and vacuum is never held back further.
@@ -55,7 +55,8 @@ __all__ = [
 ]
 
 DEFAULT_BATCH_SIZE = 500
-#: How long the export's transaction may sit idle waiting for the client to read (milliseconds).
+#: How long the export's transaction may sit idle waiting for the client to read (milliseconds;
+#: GWM_EXPORT_IDLE_SECONDS sets it per server).
 IDLE_LIMIT_MS = 60_000
 
 _IDLE_LIMIT = text("SELECT set_config('idle_in_transaction_session_timeout', :limit, true)")
@@ -103,6 +104,7 @@ class ExportRun:
     file_format: str
     batch_size: int = DEFAULT_BATCH_SIZE
     max_seconds: float = 300.0
+    idle_limit_ms: int = IDLE_LIMIT_MS
     rows: int = 0
     batches_read: int = 0
     withheld: Counter[tuple[Permission, str]] = field(default_factory=Counter)
@@ -133,7 +135,7 @@ class ExportRun:
         self._started = time.monotonic()
         completed = False
         try:
-            await db.execute(_IDLE_LIMIT, {"limit": str(IDLE_LIMIT_MS)})
+            await db.execute(_IDLE_LIMIT, {"limit": str(self.idle_limit_ms)})
             async for batch in source.batches(self):
                 self.rows += len(batch)
                 self.batches_read += 1
@@ -141,9 +143,11 @@ class ExportRun:
                 self.check_deadline()
             completed = True
         finally:
-            await db.close()
-            self._loaders = None
-            await self._record(source, completed)
+            try:
+                await db.close()  # may fail when PostgreSQL ended the session (idle limit)
+            finally:
+                self._loaders = None
+                await self._record(source, completed)
 
     async def _record(self, source: ExportSource, completed: bool) -> None:
         import anyio

@@ -18,6 +18,7 @@ import uuid
 from collections.abc import MutableMapping
 from typing import Any
 
+import asyncpg
 import httpx
 import openpyxl
 import pytest
@@ -566,6 +567,38 @@ async def test_an_export_past_its_time_bound_stops_without_a_final_chunk(
         token = await sign_in(client, user)
         download = await AsgiDownload(slow_reader).get(app, "/export/pipeline.csv", token)
     # The response ends without its last chunk (a failed download, never a complete-looking short file).
+    assert download.status == 200 and not download.finished and len(download.chunks) == 2
+    (event,) = await _exports(owner_engine, tenant, "export.pipeline", download.headers["x-request-id"])
+    assert event.after_values["completed"] is False and event.after_values["rows"] == BATCH
+
+
+async def test_a_client_that_stops_reading_cannot_hold_the_snapshot(
+    database: Database, owner_engine: AsyncEngine
+) -> None:
+    app = create_app(settings_for(database.app_url, export_idle_seconds=1))
+    tenant = await _large_tenant(owner_engine)
+    user = await make_login_user(owner_engine, tenant, roles=["Viewer"])
+    idle_backends: list[int] = []
+
+    async def stalled_reader(count: int, headers: dict[str, str]) -> None:
+        if count == 2:
+            await asyncio.sleep(0.3)
+            # The export's snapshot, waiting for the client (another role's sessions show their
+            # state to a superuser only).
+            conn = await asyncpg.connect(database.superuser_url.replace("postgresql+asyncpg://", "postgresql://", 1))
+            try:
+                idle_backends.append(await conn.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'gwm-server'"
+                    " AND state = 'idle in transaction' AND backend_xmin IS NOT NULL", database.name
+                ))
+            finally:
+                await conn.close()
+            await asyncio.sleep(1.5)  # past the idle limit: PostgreSQL ends the export's session
+
+    async with app_client(app) as client:
+        token = await sign_in(client, user)
+        download = await AsgiDownload(stalled_reader).get(app, "/export/pipeline.csv", token)
+    assert idle_backends and idle_backends[0] >= 1
     assert download.status == 200 and not download.finished and len(download.chunks) == 2
     (event,) = await _exports(owner_engine, tenant, "export.pipeline", download.headers["x-request-id"])
     assert event.after_values["completed"] is False and event.after_values["rows"] == BATCH
