@@ -29,9 +29,11 @@ from schema.capture import CaptureQuery
 from schema.capture_mutations import CaptureMutation
 from schema.context import GraphQLView
 from schema.crm import CrmQuery
+from schema.document_mutations import DocumentMutation
 from schema.documents import DocumentsQuery
 from schema.errors import MaskUnexpectedErrors, log_errors
 from schema.external_data import ExternalDataQuery
+from schema.external_data_mutations import ExternalDataMutation
 from schema.identity import IdentityMutation, IdentityQuery
 from schema.input_guard import InputGuard
 from schema.limits import (
@@ -46,6 +48,7 @@ from schema.opportunity_mutations import OpportunitiesMutation
 from schema.proposal_mutations import ProposalMutation
 from schema.roles import RolesMutation
 from schema.scalars import SCALAR_MAP
+from schema.tenant_mutations import TenantMutation, TenantSecuritySettingsQuery
 
 __all__ = ["SDL_PATH", "GwmSchema", "build_schema", "graphql_app", "schema", "sdl"]
 
@@ -82,6 +85,7 @@ class Query(
     ActivitiesQuery,
     CaptureQuery,
     AuditQuery,
+    TenantSecuritySettingsQuery,
 ):
     node: relay.Node | None = relay.node(description="Any entity by its global id; null when not found.")
     nodes: list[relay.Node | None] = relay.node(description="Entities by global id, in order; null where not found.")
@@ -95,6 +99,9 @@ class Mutation(
     CaptureMutation,
     ActivityMutation,
     ProposalMutation,
+    DocumentMutation,
+    ExternalDataMutation,
+    TenantMutation,
 ):
     pass
 

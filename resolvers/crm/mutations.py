@@ -33,13 +33,13 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import func, select
 
 from models import Contact, OpportunityProject, OpportunityProjectContact, Organization
 from models.enums import ProjectStatus
 from models.errors import Invalid
 from models.unit_of_work import UnitOfWork
-from resolvers.common.validation import declare, range_rule, validate
+from resolvers.common.validation import declare, hierarchy_lock_key, range_rule, validate
 
 __all__ = [
     "CLOSED_STATUSES",
@@ -76,8 +76,6 @@ declare(
 
 _ARCHIVE = "ARCHIVE"
 _RESTORE = "RESTORE"
-
-_HIERARCHY_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended('gwm.organizations.hierarchy/' || :tenant, 0))")
 
 
 # -- organizations ------------------------------------------------------------------------------
@@ -141,8 +139,11 @@ async def restore_organization(uow: UnitOfWork, organization_id: uuid.UUID, seen
 
 
 async def hierarchy_lock(uow: UnitOfWork) -> None:
-    """Take the tenant's organization-hierarchy lock until the end of the transaction."""
-    await uow.connection.execute(_HIERARCHY_LOCK, {"tenant": str(uow.tenant_id)})
+    """Take the tenant's organization-hierarchy lock until the end of the transaction: the one the
+    registry's cycle rule takes too (re-entrant), taken here before any row lock so that a
+    re-parenting never holds a row while it waits for another's re-parenting to finish."""
+    key = hierarchy_lock_key("organizations", uow.tenant_id)
+    await uow.connection.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(key, 0))))
 
 
 async def _check_parent(uow: UnitOfWork, parent_id: uuid.UUID) -> None:
