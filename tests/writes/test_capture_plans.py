@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+from strawberry.relay import to_base64
 
 from tests.support.audit_trail import expect_audit
 from tests.writes.conftest import Rows, SignIn, codes, mutate, refused
@@ -134,3 +135,67 @@ async def test_capture_plan_permission_follows_the_project(
                            {"input": {"opportunityProjectRowId": str(mine.id), "planName": "x"}})
     assert errors[0]["extensions"]["permission"] == "capture_plan:write"
     assert await rows.audit(theirs.id) == []
+
+
+RELAY_UPDATE = """
+mutation($input: CapturePlanUpdateInput!) {
+  capturePlanUpdate(input: $input) {
+    capturePlan { id rowId planName updatedAt } errors { field code message currentUpdatedAt }
+  }
+}
+"""
+
+
+async def test_plans_are_named_by_global_id_or_row_id_exactly_one(
+    client: httpx.AsyncClient, sign_in_as: SignIn, rows: Rows
+) -> None:
+    """Relay conventions (docs/decisions.md W21), shown on the capture plan mutations."""
+    project = await rows.project()
+    manager = await sign_in_as("Capture Manager")
+    project_gid = to_base64("OpportunityProject", project.id)
+    data = await mutate(client, manager, CREATE, {"input": {"opportunityProjectId": project_gid, "planName": "By id"}})
+    assert data["capturePlanCreate"]["errors"] == []
+    plan_id = data["capturePlanCreate"]["capturePlan"]["rowId"]
+    for values, expected in (
+        ({"opportunityProjectId": project_gid, "opportunityProjectRowId": str(project.id)},
+         ("VALIDATION", ["input", "opportunityProjectId"])),
+        ({}, ("VALIDATION", ["input", "opportunityProjectId"])),
+        ({"opportunityProjectId": to_base64("CapturePlan", project.id)},
+         ("NOT_FOUND", ["input", "opportunityProjectId"])),
+        ({"opportunityProjectId": to_base64("OpportunityProject", uuid.uuid4())},
+         ("NOT_FOUND", ["input", "opportunityProjectId"])),
+        ({"opportunityProjectRowId": str(uuid.uuid4())}, ("NOT_FOUND", ["input", "opportunityProjectRowId"])),
+    ):
+        data = await mutate(client, manager, CREATE, {"input": {**values, "planName": "x"}})
+        assert data["capturePlanCreate"]["capturePlan"] is None
+        assert _errors(data["capturePlanCreate"]) == [expected], values
+
+    plan_gid = to_base64("CapturePlan", plan_id)
+    read = await rows.one("SELECT updated_at FROM capture_plans WHERE id = :p", p=plan_id)
+    data = await mutate(client, manager, RELAY_UPDATE, {"input": {
+        "id": plan_gid, "updatedAt": _wire(read.updated_at), "planName": "Renamed"}})
+    changed = data["capturePlanUpdate"]["capturePlan"]
+    assert data["capturePlanUpdate"]["errors"] == [] and changed["id"] == plan_gid
+    # A stale updatedAt: CONFLICT, with the plan's updatedAt now to merge with and retry.
+    data = await mutate(client, manager, RELAY_UPDATE, {"input": {
+        "rowId": plan_id, "updatedAt": _wire(read.updated_at), "planName": "Lost"}})
+    assert data["capturePlanUpdate"]["capturePlan"] is None
+    (conflict,) = data["capturePlanUpdate"]["errors"]
+    assert (conflict["code"], conflict["field"]) == ("CONFLICT", ["input", "updatedAt"])
+    assert conflict["currentUpdatedAt"] == changed["updatedAt"]
+    data = await mutate(client, manager, RELAY_UPDATE, {"input": {
+        "rowId": plan_id, "updatedAt": conflict["currentUpdatedAt"], "planName": "Merged"}})
+    assert data["capturePlanUpdate"]["errors"] == []
+    assert data["capturePlanUpdate"]["capturePlan"]["planName"] == "Merged"
+    data = await mutate(client, manager, RELAY_UPDATE, {"input": {
+        "id": plan_gid, "rowId": plan_id, "updatedAt": conflict["currentUpdatedAt"], "planName": "x"}})
+    assert _errors(data["capturePlanUpdate"]) == [("VALIDATION", ["input", "id"])]
+    data = await mutate(client, manager, RELAY_UPDATE, {"input": {
+        "id": project_gid, "updatedAt": conflict["currentUpdatedAt"], "planName": "x"}})
+    assert _errors(data["capturePlanUpdate"]) == [("NOT_FOUND", ["input", "id"])]
+    # A UUID where a global id belongs is not a global id at all: refused before anything runs.
+    errors = await refused(client, manager, UPDATE, {"input": {
+        "id": plan_id, "updatedAt": conflict["currentUpdatedAt"], "planName": "x"}})
+    assert codes(errors) == ["BAD_USER_INPUT"]
+    names = [r.plan_name for r in await rows.all("SELECT plan_name FROM capture_plans WHERE tenant_id = :t")]
+    assert names == ["Merged"]

@@ -137,6 +137,8 @@ async def test_override_errors(client: httpx.AsyncClient, sign_in_as: SignIn, ro
         data = await mutate(client, analyst, document, {"input": {**target, "rowId": str(uuid.uuid4())}})
         (payload,) = data.values()
         assert _errors(payload) == [("NOT_FOUND", ["input", "rowId"])]
+        if document is DELETE:  # a delete with errors names nothing deleted
+            assert (payload["deletedId"], payload["deletedRowId"]) == (None, None)
     current = {"rowId": override["rowId"], "updatedAt": override["updatedAt"]}
     data = await mutate(client, analyst, UPDATE, {"input": {**current, "isActive": None}})
     assert _errors(data["opportunityProjectOverrideUpdate"]) == [("VALIDATION", ["input", "isActive"])]
