@@ -21,6 +21,7 @@ class Permission(StrEnum):
     OPPORTUNITY_SCORE_READ = "opportunity.score:read"
     OPPORTUNITY_SCORE_WRITE = "opportunity.score:write"
     EXTERNAL_DATA_READ = "external_data:read"
+    EXTERNAL_DATA_ACKNOWLEDGE = "external_data:acknowledge"
     ORGANIZATION_READ = "organization:read"
     ORGANIZATION_WRITE = "organization:write"
     CONTACT_READ = "contact:read"
@@ -54,6 +55,7 @@ PERMISSION_DESCRIPTIONS: MappingProxyType[Permission, str] = MappingProxyType(
         Permission.OPPORTUNITY_SCORE_READ: "see win probability, strategic value and pursuit health scores",
         Permission.OPPORTUNITY_SCORE_WRITE: "set those scores",
         Permission.EXTERNAL_DATA_READ: "see synced external data versions and detected changes",
+        Permission.EXTERNAL_DATA_ACKNOWLEDGE: "acknowledge detected external data changes, with notes",
         Permission.ORGANIZATION_READ: "see organizations",
         Permission.ORGANIZATION_WRITE: "create, edit, archive and restore organizations",
         Permission.CONTACT_READ: "see contacts",
@@ -117,6 +119,7 @@ SYSTEM_ROLES: MappingProxyType[SystemRole, frozenset[Permission]] = MappingProxy
             P.OPPORTUNITY_ARCHIVE,
             P.OPPORTUNITY_SCORE_READ,
             P.OPPORTUNITY_SCORE_WRITE,
+            P.EXTERNAL_DATA_ACKNOWLEDGE,
             P.ORGANIZATION_WRITE,
             P.CONTACT_WRITE,
             P.DOCUMENT_WRITE,
@@ -140,6 +143,7 @@ SYSTEM_ROLES: MappingProxyType[SystemRole, frozenset[Permission]] = MappingProxy
         SystemRole.BD_ANALYST: _READ_PURSUIT
         | {
             P.OPPORTUNITY_WRITE,
+            P.EXTERNAL_DATA_ACKNOWLEDGE,
             P.OPPORTUNITY_SCORE_READ,
             P.ORGANIZATION_WRITE,
             P.CONTACT_WRITE,

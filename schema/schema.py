@@ -29,6 +29,7 @@ from schema.capture import CaptureQuery
 from schema.capture_mutations import CaptureMutation
 from schema.context import GraphQLView
 from schema.crm import CrmQuery
+from schema.crm_mutations import CrmMutation
 from schema.document_mutations import DocumentMutation
 from schema.documents import DocumentsQuery
 from schema.errors import MaskUnexpectedErrors, log_errors
@@ -97,11 +98,12 @@ class Mutation(
     RolesMutation,
     OpportunitiesMutation,
     CaptureMutation,
-    ActivityMutation,
-    ProposalMutation,
+    CrmMutation,
     DocumentMutation,
     ExternalDataMutation,
     TenantMutation,
+    ActivityMutation,
+    ProposalMutation,
 ):
     pass
 
