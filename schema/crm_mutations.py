@@ -32,12 +32,11 @@ from schema.mutation_kit import (
     Deleted,
     Entity,
     mutation,
-    node_id,
+    ref_id,
     ref_project,
-    row_id,
+    ref_row_id,
     target_project,
 )
-from schema.mutation_kit import row_id as twin_row_id  # `row_id` is shadowed inside inputs with a target
 from schema.opportunities import OpportunityProjectContact
 from schema.writes import describe_like
 
@@ -79,8 +78,8 @@ _RATING = "1 (least) to 5 (most)."
 @strawberry.input(description="A new organization, top-level or under an active parent.")
 class OrganizationCreateInput:
     name: str = strawberry.field(description="1 to 255 characters.")
-    parent_organization_id: relay.GlobalID | None = node_id("Organization", required=False, description=_PARENT)
-    parent_organization_row_id: uuid.UUID | None = row_id("Organization", description=_PARENT_ROW)
+    parent_organization_id: relay.GlobalID | None = ref_id("Organization", required=False, description=_PARENT)
+    parent_organization_row_id: uuid.UUID | None = ref_row_id("Organization", description=_PARENT_ROW)
     duns_number: str | None = None
     sam_unique_id: str | None = None
     cage_code: str | None = None
@@ -101,12 +100,12 @@ class OrganizationCreateInput:
 
 @strawberry.input(description="Changes to an active organization: only the fields given change; null clears a field.")
 class OrganizationUpdateInput:
-    id: relay.GlobalID | None = node_id("Organization")
-    row_id: uuid.UUID | None = row_id("Organization")
+    id: relay.GlobalID | None = ref_id("Organization")
+    row_id: uuid.UUID | None = ref_row_id("Organization")
     updated_at: datetime.datetime = strawberry.field(description=UPDATED_AT)
     name: str | None = UNSET
-    parent_organization_id: relay.GlobalID | None = node_id("Organization", required=False, description=_PARENT)
-    parent_organization_row_id: uuid.UUID | None = twin_row_id("Organization", description=_PARENT_ROW)
+    parent_organization_id: relay.GlobalID | None = ref_id("Organization", required=False, description=_PARENT)
+    parent_organization_row_id: uuid.UUID | None = ref_row_id("Organization", description=_PARENT_ROW)
     duns_number: str | None = UNSET
     sam_unique_id: str | None = UNSET
     cage_code: str | None = UNSET
@@ -130,16 +129,16 @@ describe_like(OrganizationUpdateInput, Organization)
 
 @strawberry.input(description="Archive an organization: it is kept (its children and contacts keep naming it).")
 class OrganizationArchiveInput:
-    id: relay.GlobalID | None = node_id("Organization")
-    row_id: uuid.UUID | None = row_id("Organization")
+    id: relay.GlobalID | None = ref_id("Organization")
+    row_id: uuid.UUID | None = ref_row_id("Organization")
     updated_at: datetime.datetime = strawberry.field(description=UPDATED_AT)
     reason: str | None = strawberry.field(default=None, description=_REASON)
 
 
 @strawberry.input(description="Restore an archived organization: it can be changed and referenced again.")
 class OrganizationRestoreInput:
-    id: relay.GlobalID | None = node_id("Organization")
-    row_id: uuid.UUID | None = row_id("Organization")
+    id: relay.GlobalID | None = ref_id("Organization")
+    row_id: uuid.UUID | None = ref_row_id("Organization")
     updated_at: datetime.datetime = strawberry.field(description=UPDATED_AT)
     reason: str | None = strawberry.field(default=None, description=_REASON)
 
@@ -151,8 +150,8 @@ class OrganizationRestoreInput:
 class ContactCreateInput:
     first_name: str = strawberry.field(description="1 to 100 characters.")
     last_name: str = strawberry.field(description="1 to 100 characters.")
-    organization_id: relay.GlobalID | None = node_id("Organization", required=False, description=_ORGANIZATION)
-    organization_row_id: uuid.UUID | None = row_id("Organization", description=_ORGANIZATION_ROW)
+    organization_id: relay.GlobalID | None = ref_id("Organization", required=False, description=_ORGANIZATION)
+    organization_row_id: uuid.UUID | None = ref_row_id("Organization", description=_ORGANIZATION_ROW)
     title: str | None = None
     email: str | None = None
     phone: str | None = None
@@ -170,13 +169,13 @@ class ContactCreateInput:
 
 @strawberry.input(description="Changes to an active contact: only the fields given change; null clears a field.")
 class ContactUpdateInput:
-    id: relay.GlobalID | None = node_id("Contact")
-    row_id: uuid.UUID | None = row_id("Contact")
+    id: relay.GlobalID | None = ref_id("Contact")
+    row_id: uuid.UUID | None = ref_row_id("Contact")
     updated_at: datetime.datetime = strawberry.field(description=UPDATED_AT)
     first_name: str | None = UNSET
     last_name: str | None = UNSET
-    organization_id: relay.GlobalID | None = node_id("Organization", required=False, description=_ORGANIZATION)
-    organization_row_id: uuid.UUID | None = twin_row_id("Organization", description=_ORGANIZATION_ROW)
+    organization_id: relay.GlobalID | None = ref_id("Organization", required=False, description=_ORGANIZATION)
+    organization_row_id: uuid.UUID | None = ref_row_id("Organization", description=_ORGANIZATION_ROW)
     title: str | None = UNSET
     email: str | None = UNSET
     phone: str | None = UNSET
@@ -197,16 +196,16 @@ describe_like(ContactUpdateInput, Contact)
 
 @strawberry.input(description="Archive a contact: it is kept with its project links, and cannot be newly linked.")
 class ContactArchiveInput:
-    id: relay.GlobalID | None = node_id("Contact")
-    row_id: uuid.UUID | None = row_id("Contact")
+    id: relay.GlobalID | None = ref_id("Contact")
+    row_id: uuid.UUID | None = ref_row_id("Contact")
     updated_at: datetime.datetime = strawberry.field(description=UPDATED_AT)
     reason: str | None = strawberry.field(default=None, description=_REASON)
 
 
 @strawberry.input(description="Restore an archived contact: it can be changed and linked again.")
 class ContactRestoreInput:
-    id: relay.GlobalID | None = node_id("Contact")
-    row_id: uuid.UUID | None = row_id("Contact")
+    id: relay.GlobalID | None = ref_id("Contact")
+    row_id: uuid.UUID | None = ref_row_id("Contact")
     updated_at: datetime.datetime = strawberry.field(description=UPDATED_AT)
     reason: str | None = strawberry.field(default=None, description=_REASON)
 
@@ -219,10 +218,10 @@ class ContactRestoreInput:
     "withdrawn)."
 )
 class OpportunityProjectContactCreateInput:
-    opportunity_project_id: relay.GlobalID | None = node_id("OpportunityProject")
-    opportunity_project_row_id: uuid.UUID | None = row_id("OpportunityProject")
-    contact_id: relay.GlobalID | None = node_id("Contact")
-    contact_row_id: uuid.UUID | None = row_id("Contact")
+    opportunity_project_id: relay.GlobalID | None = ref_id("OpportunityProject")
+    opportunity_project_row_id: uuid.UUID | None = ref_row_id("OpportunityProject")
+    contact_id: relay.GlobalID | None = ref_id("Contact")
+    contact_row_id: uuid.UUID | None = ref_row_id("Contact")
     relationship_type: str | None = strawberry.field(
         default=None, description="The contact's role on this pursuit (free text, 50 characters), e.g. contracting "
         "officer. A contact is linked to a project once per relationship type (CONFLICT otherwise)."
@@ -234,8 +233,8 @@ class OpportunityProjectContactCreateInput:
 
 @strawberry.input(description="Changes to a project-contact link: only the fields given change; null clears a field.")
 class OpportunityProjectContactUpdateInput:
-    id: relay.GlobalID | None = node_id("OpportunityProjectContact")
-    row_id: uuid.UUID | None = row_id("OpportunityProjectContact")
+    id: relay.GlobalID | None = ref_id("OpportunityProjectContact")
+    row_id: uuid.UUID | None = ref_row_id("OpportunityProjectContact")
     updated_at: datetime.datetime = strawberry.field(description=UPDATED_AT)
     relationship_type: str | None = UNSET
     influence_level: int | None = strawberry.field(default=UNSET, description=_RATING)
@@ -248,8 +247,8 @@ describe_like(OpportunityProjectContactUpdateInput, OpportunityProjectContact)
 
 @strawberry.input(description="Delete a project-contact link (the contact and the project stay).")
 class OpportunityProjectContactDeleteInput:
-    id: relay.GlobalID | None = node_id("OpportunityProjectContact")
-    row_id: uuid.UUID | None = row_id("OpportunityProjectContact")
+    id: relay.GlobalID | None = ref_id("OpportunityProjectContact")
+    row_id: uuid.UUID | None = ref_row_id("OpportunityProjectContact")
     updated_at: datetime.datetime = strawberry.field(description=UPDATED_AT)
     reason: str | None = strawberry.field(default=None, description=_REASON)
 
