@@ -1,12 +1,11 @@
 """What every audited mutation field shares: its unit of work, its payload, its input-field permissions.
 
-A mutation resolver does three things, in this order:
+Mutation fields are declared through schema/mutation_kit.py (`mutation(...)`), which generates the
+payload type and the resolver; the resolver does three things, in this order:
 
-    async def work() -> XPayload:
-        entity_id = await write(info, lambda uow: mutations.x(uow, ...), permissions=(...))
-        return XPayload(x=await load(info, X, entity_id))
-
-    return await payload_or_errors(XPayload, work(), under=("input",))
+    entity_id = await write(info, lambda uow: run(uow, args), permissions=(...))
+    payload = XPayload(x=await load(info, X, entity_id))
+    # all of it inside payload_or_errors(XPayload, ..., under=("input",)): refusals -> errors
 
 `write` opens a `UnitOfWork` (models/unit_of_work.py) for the caller's tenant with the request's
 audit context, runs the change, and commits when it returns. Each mutation field is its own

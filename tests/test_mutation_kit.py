@@ -35,6 +35,18 @@ def test_no_module_declares_a_payload_class() -> None:
     assert _hand_written_payloads() == [], "declare the mutation with schema.mutation_kit.mutation(...)"
 
 
+def test_only_the_kit_wraps_a_mutation_in_the_error_wrapper() -> None:
+    """One error wrapper: `payload_or_errors` is called by the kit and nowhere else."""
+    callers = []
+    for path in sorted((ROOT / "schema").rglob("*.py")):
+        if path.name in ("errors.py", "mutation_kit.py"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Name) and node.id == "payload_or_errors":
+                callers.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert callers == [], "declare the mutation with schema.mutation_kit.mutation(...)"
+
+
 def test_the_scan_finds_a_hand_written_payload() -> None:
     source = "import strawberry\n\n@strawberry.type\nclass ThingCreatePayload:\n    errors: list[str]\n"
     tree = ast.parse(source)
