@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 from aiosmtpd.controller import Controller
-from graphql import parse
+from graphql import GraphQLNonNull, GraphQLObjectType, get_named_type, parse
 from graphql.language import FieldDefinitionNode, ObjectTypeDefinitionNode, StringValueNode
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
@@ -46,6 +46,7 @@ from tests.support.mutation_matrix import (
     Tenancy,
     input_type,
     is_missing,
+    payload_entity,
     randomized,
     registry,
     served_mutations,
@@ -222,6 +223,33 @@ def test_the_factory_names_the_declared_permission_and_fitting_roles(field: str)
         found = input_type(field)
         assert found is not None and "updatedAt" in found.fields, (
             f"{field} is a {spec.kind}: its input must carry updatedAt (docs/decisions.md W12)")
+
+
+#: Creates of the identity administration that predate idempotent creates (W20) and take no key.
+_CREATES_WITHOUT_KEY = frozenset({"apiKeyCreate", "roleCreate", "userInvite", "userRoleGrant"})
+
+
+@pytest.mark.parametrize("field", FIELDS)
+def test_the_payload_and_input_fit_the_kind(field: str) -> None:
+    """Relay conventions by kind: a true delete returns `deletedId: ID` (for @deleteRecord) and
+    `deletedRowId: UUID`; archives and restores return the node, updates and creates what they
+    wrote; creates take an
+    optional idempotencyKey (W20)."""
+    spec = SPECS[field]
+    payload = get_named_type(served_mutations()[field].type)
+    assert isinstance(payload, GraphQLObjectType)
+    types = {name: str(f.type) for name, f in payload.fields.items()}
+    assert types.get("errors") == "[UserError!]!"
+    if spec.kind == "delete":
+        assert (types.get("deletedId"), types.get("deletedRowId")) == ("ID", "UUID"), types
+    elif spec.kind in {"archive", "restore"}:  # clients drop or add the edge of the node returned
+        assert payload_entity(field) is not None, f"{field} ({spec.kind}) returns no node: {types}"
+    elif spec.kind in {"create", "update"}:
+        assert len(types) > 1, f"{field} ({spec.kind}) returns nothing but errors"
+    if spec.kind == "create" and field not in _CREATES_WITHOUT_KEY:
+        found = input_type(field)
+        assert found is not None and "idempotencyKey" in found.fields, f"{field}: no idempotencyKey (W20)"
+        assert not isinstance(found.fields["idempotencyKey"].type, GraphQLNonNull)
 
 
 # -- success ---------------------------------------------------------------------------------------
