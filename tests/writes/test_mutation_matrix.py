@@ -233,8 +233,7 @@ _CREATES_WITHOUT_KEY = frozenset({"apiKeyCreate", "roleCreate", "userInvite", "u
 def test_the_payload_and_input_fit_the_kind(field: str) -> None:
     """Relay conventions by kind: a true delete returns `deletedId: ID` (for @deleteRecord) and
     `deletedRowId: UUID`; archives and restores return the node, updates and creates what they
-    wrote; creates take an
-    optional idempotencyKey (W20)."""
+    wrote; creates take an optional idempotencyKey (W20)."""
     spec = SPECS[field]
     payload = get_named_type(served_mutations()[field].type)
     assert isinstance(payload, GraphQLObjectType)
