@@ -322,7 +322,9 @@ async def _mfa_confirm_denied(ctx: MatrixContext) -> None:
     other = await ctx.sign_in(await ctx.user("Viewer"))
     body = await ctx.call(other, ctx.args(code=pyotp.TOTP(secret).now()))
     payload = body["data"]["mfaEnrollmentConfirm"]
-    assert payload["errors"] and payload.get("recoveryCodes") is None, payload
+    # As missing: for the caller there is no enrolment to confirm (the subject's is not reachable).
+    assert [e["code"] for e in payload["errors"]] == ["MFA_ENROLLMENT_NOT_STARTED"], payload
+    assert payload.get("recoveryCodes") is None and payload.get("user") is None, payload
     assert await _mfa_state(ctx, subject.id) == kept
     assert (await ctx.one("SELECT mfa_enabled FROM users WHERE id = :u", u=other.id)).mfa_enabled is False
     assert await ctx.all("SELECT id FROM mfa_recovery_codes WHERE user_id IN (:u, :s)", u=other.id, s=subject.id) == []
