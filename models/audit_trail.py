@@ -66,6 +66,7 @@ from sqlalchemy.sql.elements import TextClause
 from models.activities import Activity, ActivityParticipant
 from models.audit_chain import AuditChain
 from models.audit_log import AuditLog, ChangeHistory, PermissionAudit
+from models.base import Base
 from models.capture import CapturePlan, Proposal
 from models.credentials import (
     AccountToken,
@@ -125,7 +126,7 @@ STORED_SECRETS: frozenset[tuple[str, str]] = frozenset(
 )
 
 #: Models whose every insert, update and delete the hook records, with their entity type.
-AUDITED: Mapping[type, EntityType] = {
+AUDITED: Mapping[type[Base], EntityType] = {
     Tenant: EntityType.TENANT,
     TenantConfiguration: EntityType.TENANT_CONFIGURATION,
     User: EntityType.USER,
@@ -223,7 +224,7 @@ _HIGH_RISK = frozenset(
     }
 )
 
-_AUDITED_TABLES: Mapping[str, type] = {model.__tablename__: model for model in AUDITED}  # type: ignore[attr-defined]
+_AUDITED_TABLES: Mapping[str, type[Base]] = {model.__tablename__: model for model in AUDITED}
 _DML_TEXT = re.compile(
     r"\b(?:insert\s+into|update|delete\s+from)\s+(?:only\s+)?(?:public\.)?\"?("
     + "|".join(sorted(_AUDITED_TABLES, key=len, reverse=True))
@@ -476,7 +477,7 @@ class AuditTrail:
             by_table.setdefault(table.name, []).append(entity_id)
         connection = session.connection()
         for table_name, ids in by_table.items():
-            table = _AUDITED_TABLES[table_name].__table__  # type: ignore[attr-defined]
+            table = _AUDITED_TABLES[table_name].__table__
             rows = connection.execute(select(table).where(table.c.id.in_(ids)).with_for_update()).mappings()
             for row in rows:
                 pending[(table_name, row["id"])].before = dict(row)
@@ -505,7 +506,7 @@ class AuditTrail:
             if not change.deleted:
                 written.setdefault(table_name, []).append(entity_id)
         for table_name, ids in written.items():
-            table = _AUDITED_TABLES[table_name].__table__  # type: ignore[attr-defined]
+            table = _AUDITED_TABLES[table_name].__table__
             for row in connection.execute(select(table).where(table.c.id.in_(ids))).mappings():
                 changes[(table_name, row["id"])].after = dict(row)
         self._record(connection, list(changes.values()))

@@ -362,7 +362,7 @@ async def _check_still_there(uow: UnitOfWork, stored: StoredResult) -> None:
     model = next((m for m, kind in AUDITED.items() if kind.value == stored.entity_type), None)
     if model is None:
         raise RuntimeError(f"idempotency key result of unknown entity type {stored.entity_type!r}")
-    table = model.__table__  # type: ignore[attr-defined]
+    table = model.__table__
     found = await uow.connection.scalar(
         select(table.c.id).where(table.c.tenant_id == uow.tenant_id, table.c.id == stored.entity_id)
     )
