@@ -43,7 +43,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -698,7 +698,7 @@ def _derived() -> dict[str, Rule]:
     if _derived_cache is None:
         found: dict[str, Rule] = {}
         for model in AUDITED:
-            table = cast("type[Base]", model).__table__
+            table = model.__table__
             for rule in _derived_rules(table):
                 found[rule.id] = rule
         _derived_cache = found
