@@ -8,7 +8,9 @@ audited; security settings are audited as high risk.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -254,8 +256,9 @@ async def test_document_writes_need_document_write_on_the_project(
 
 @pytest.mark.audits("externalSourceCreate", "externalSourceUpdate")
 async def test_source_credentials_are_sealed_never_returned_and_never_audited_in_the_clear(
-    client: httpx.AsyncClient, sign_in_as: SignIn, rows: Rows, write_app: Starlette
+    client: httpx.AsyncClient, sign_in_as: SignIn, rows: Rows, write_app: Starlette, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     admin = await sign_in_as("Tenant Admin")
     data = await mutate(client, admin, SOURCE_CREATE, {"input": {
         "sourceName": "SAM.gov", "apiEndpoint": "https://api.sam.gov/opportunities/v2", "apiVersion": "v2",
@@ -288,6 +291,7 @@ async def test_source_credentials_are_sealed_never_returned_and_never_audited_in
     assert open_credentials(box, stored) == {"api_key": SECRET + "-2"}
     assert SECRET not in await _trail_text(rows)
 
+    assert SECRET not in caplog.text  # nor in any log line of the requests
     # Deactivated, not deleted.
     data = await mutate(client, admin, SOURCE_UPDATE, {"input": {
         "rowId": str(source_id), "updatedAt": source["updatedAt"], "isActive": False}})
@@ -409,6 +413,25 @@ async def test_a_change_is_acknowledged_once(client: httpx.AsyncClient, sign_in_
     errors = await refused(client, viewer, ACKNOWLEDGE, {"input": {"rowId": str(other.id)}})
     assert codes(errors) == ["FORBIDDEN"]
     assert len(await rows.audit(change.id)) == 1 and await rows.audit(other.id) == []
+
+
+async def test_two_acknowledgements_at_once_one_wins(
+    client: httpx.AsyncClient, sign_in_as: SignIn, rows: Rows
+) -> None:
+    first, second = await sign_in_as("Capture Manager"), await sign_in_as("BD Analyst")
+    project = await rows.project()
+    change = await rows.make("external_data_changes", {"opportunity_projects": project.id})
+    answers = await asyncio.gather(*(
+        mutate(client, caller, ACKNOWLEDGE, {"input": {"rowId": str(change.id), "notes": f"by {caller.id}"}})
+        for caller in (first, second)
+    ))
+    payloads = [answer["externalDataChangeAcknowledge"] for answer in answers]
+    assert sorted(codes_of(p) for p in payloads) == [[], ["CONFLICT"]]
+    winner = (first, second)[[codes_of(p) for p in payloads].index([])]
+    stored = await rows.one("SELECT acknowledged_by, acknowledgment_notes FROM external_data_changes WHERE id = :c",
+                            c=change.id)
+    assert stored.acknowledged_by == winner.id and stored.acknowledgment_notes == f"by {winner.id}"
+    assert len(await rows.audit(change.id)) == 1
 
 
 # -- tenant configuration and security settings ----------------------------------------------------
