@@ -29,7 +29,8 @@ def _name(prefix: str) -> str:
 async def project_create(ctx: MatrixContext) -> Case:
     source = await ctx.make("external_opportunity_sources")
     return Case({"input": {
-        "projectName": _name("Matrix project"), "title": "Matrix", **ctx.ref("externalSource", source.id),
+        "projectName": _name("Matrix project"), "title": "Matrix",
+        **ctx.ref("externalSource", source.id, node="ExternalOpportunitySource"),
         "externalOpportunityId": f"MX-{uuid.uuid4().hex[:10]}",
     }}, tables=("external_opportunity_sources",))
 
@@ -200,7 +201,8 @@ async def api_key_revoke(ctx: MatrixContext) -> Case:
 
 @matrix("userInvite", kind="create", table="users", entity_type="user", action="auth.invitation.sent",
         permission="user:admin", denied_role="Capture Manager",
-        history={"email", "first_name", "last_name", "is_active"})
+        history={"email", "first_name", "last_name", "is_active"},
+        rows_in_request=2)  # the user and its role grant
 async def user_invite(ctx: MatrixContext) -> Case:
     # A custom role of this tenant: another tenant's role is unknown here (missing).
     role = await ctx.make("roles", name=_name("Invite role"), permissions='["opportunity:read"]')

@@ -145,6 +145,7 @@ class Spec:
     foreign: Check | None = None
     node: str | None = None
     immutable: str | None = None
+    rows_in_request: int | None = 1
     module: str = ""
 
 
@@ -170,6 +171,7 @@ def matrix(
     foreign: Check | None = None,
     node: str | None = None,
     immutable: str | None = None,
+    rows_in_request: int | None = 1,
 ) -> Callable[[Factory], Factory]:
     """Register the decorated factory as the one for mutation `field`.
 
@@ -188,6 +190,8 @@ def matrix(
     `node`: the GraphQL type of the target (for global ids); default: the payload's entity type.
     `immutable`: for a delete of rows that are never changed (no updated_at column, so nothing
         can be stale): why; the meta-test checks the table indeed has no updated_at.
+    `rows_in_request`: how many audit_logs rows the successful request writes in all (one per row
+        it changes: 1 unless the mutation changes several rows, e.g. a user and its role grant).
     """
     if kind not in KINDS:
         raise ValueError(f"{field}: unknown kind {kind!r}")
@@ -200,7 +204,8 @@ def matrix(
             permission=permission, denied_role=denied_role, factory=factory,
             history=None if history is None else frozenset(history), secrets=frozenset(secrets),
             operational=operational, actor_roles=actor_roles, cross_tenant=cross_tenant,
-            denied=denied, foreign=foreign, node=node, immutable=immutable, module=factory.__module__,
+            denied=denied, foreign=foreign, node=node, immutable=immutable,
+            rows_in_request=rows_in_request, module=factory.__module__,
         )
         return factory
 

@@ -295,6 +295,7 @@ async def test_success(
     log, _ = await expect_audit(
         owner_engine, home.tenant.id, field, action=spec.action, entity_id=entity_id, history=spec.history,
         secrets=spec.secrets, user_id=actor.id, operational=spec.operational,
+        rows_in_request=spec.rows_in_request,
     )
     assert log.entity_type == spec.entity_type
     if spec.permission is not None:
