@@ -10,8 +10,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tests.support.mutation_matrix import Case, MatrixContext, matrix
+from tests.support.secrets import remember
 
 SECRET = "SEKRET-matrix-7d1c"
+remember(SECRET)  # tests/test_zz_secrets.py looks for it in every audit row and log line
 
 
 def _name(prefix: str) -> str:

@@ -31,12 +31,16 @@ from resolvers.identity.tenant_settings import SETTINGS_ENTITY, FloorRefused, co
 from schema.writes import REDACTION
 from tests.support.audit_trail import expect_audit
 from tests.support.db import TEST_AUDIT_CHAIN, TenantRef, create_tenant
+from tests.support.secrets import remember
 from tests.support.validation import expect_refusal
 from tests.writes.conftest import Caller, Rows, SignIn, codes, mutate, refused
 from tests.writes.test_projects import _wire
 
 ERRORS = "errors { field code message }"
 SECRET = "SEKRET-f81d4fae-7dec"
+# The last test of the suite (tests/test_zz_secrets.py) looks for these in every audit row and log line.
+remember(SECRET)
+remember(SECRET + "-2")
 STALE = "2020-01-01T00:00:00.000000Z"
 
 
