@@ -36,13 +36,12 @@ from typing import Any
 from sqlalchemy import func, select
 
 from models import Contact, OpportunityProject, OpportunityProjectContact, Organization
-from models.enums import ProjectStatus
 from models.errors import Invalid
 from models.unit_of_work import UnitOfWork
 from resolvers.common.validation import declare, hierarchy_lock_key, range_rule, validate
+from resolvers.opportunities.closed import ensure_open
 
 __all__ = [
-    "CLOSED_STATUSES",
     "archive_contact",
     "archive_organization",
     "create_contact",
@@ -57,16 +56,6 @@ __all__ = [
     "update_organization",
 ]
 
-#: Outcome statuses: the pursuit is over, the project is closed to new contact links.
-CLOSED_STATUSES = frozenset(
-    {
-        ProjectStatus.WON,
-        ProjectStatus.LOST,
-        ProjectStatus.NO_BID,
-        ProjectStatus.CANCELLED_BY_GOVERNMENT,
-        ProjectStatus.WITHDRAWN,
-    }
-)
 # Ratings, 1 (least) to 5 (most), as the seed data and the field descriptions use them.
 declare(
     range_rule("contacts", "decision_maker_level", low=1, high=5),
@@ -235,16 +224,8 @@ async def create_link(uow: UnitOfWork, values: Mapping[str, Any]) -> uuid.UUID:
     await validate(uow, "opportunity_project_contacts", values)
     project_id = values.pop("opportunity_project_id")
     contact_id = values.pop("contact_id")
-    project = await uow.find(
-        OpportunityProject, project_id, what="opportunity project", field="opportunity_project_id"
-    )
-    _check_project_open(project, field="opportunity_project_id")
-    if project.project_status in CLOSED_STATUSES:
-        raise Invalid(
-            "The opportunity project is closed (won, lost, no bid, cancelled or withdrawn): no contact can be "
-            "linked to it.",
-            field="opportunity_project_id",
-        )
+    # FOR SHARE: a closing or an archiving of the project waits for this link, or this link sees it.
+    await ensure_open(uow, project_id, field="opportunity_project_id", what="contact links")
     contact = await uow.find(Contact, contact_id, what="contact", field="contact_id")
     if not contact.is_active:
         raise Invalid("The contact is archived: it cannot be linked to a project.", field="contact_id")
