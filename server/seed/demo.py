@@ -1469,6 +1469,7 @@ class _Builder:
                     if relationship == "contracting_officer"
                     else None,
                     "created_at": created + dt.timedelta(hours=1 + i),
+                    "updated_at": created + dt.timedelta(hours=1 + i),
                     "created_by": self.user[p.capture] if p.capture else self.user["analyst"],
                 },
             )

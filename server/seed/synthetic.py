@@ -705,6 +705,7 @@ def build_synthetic_tenant(seed: int, index: int, scale: int) -> tuple[Row, dict
                     "influence_level": r.randint(1, 5),
                     "notes": None,
                     "created_at": created,
+                    "updated_at": created,
                     "created_by": capture,
                 }
             )
