@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import FromClause, Numeric, Text, and_, case, func, literal, literal_column
+from sqlalchemy import FromClause, Numeric, RowMapping, Text, and_, case, func, literal, literal_column
 from sqlalchemy.sql.elements import ColumnElement
 
 __all__ = [
@@ -147,8 +147,12 @@ def read_override(kind: ValueKind, override: OverrideValue) -> Any:
     return parsed.astimezone(dt.UTC)
 
 
+# The rows come as RowMapping (keyed by names and columns) or as plain dicts of names.
+_Row = RowMapping | Mapping[str, Any]
+
+
 def effective_values(
-    project: Mapping[str, Any], current: Mapping[str, Any] | None, overrides: Mapping[str, OverrideValue]
+    project: _Row, current: _Row | None, overrides: Mapping[str, OverrideValue]
 ) -> dict[str, Effective | None]:
     """Field name -> its effective value and source (None: no source holds a value)."""
     out: dict[str, Effective | None] = {}
