@@ -251,7 +251,7 @@ class PermissionAudit(EntityNode, TenantOwned, relay.Node):
 
 async def _column_value(root: ChangeHistory, info: Info, column: str) -> JSON | None:
     """A change's old or new value; null and FORBIDDEN where its column is guarded on this record."""
-    row = root._row._mapping  # type: ignore[attr-defined]
+    row = root._row._mapping
     field_name = row["field_name"]
     withheld = await withheld_columns(info.context.loaders, row["entity_type"], row["entity_id"], [field_name])
     permission = withheld.get(field_name)
@@ -267,7 +267,7 @@ async def _column_value(root: ChangeHistory, info: Info, column: str) -> JSON | 
 
 async def _document(root: AuditLog, info: Info, column: str) -> JSON | None:
     """Before or after values with the guarded values the caller may not read withheld."""
-    row = root._row._mapping  # type: ignore[attr-defined]
+    row = root._row._mapping
     document = row[column]
     if not isinstance(document, dict) or not document:
         return JSON(document) if document is not None else None

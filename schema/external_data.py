@@ -123,11 +123,11 @@ class ExternalOpportunitySource(EntityNode, TenantOwned, relay.Node):
 
     @strawberry.field(description="The endpoint URL, with any credential parameter masked.")
     def api_endpoint(self) -> str | None:
-        return redact_text(self._row.api_endpoint)  # type: ignore[attr-defined]
+        return redact_text(self._row.api_endpoint)
 
     @strawberry.field(description="The last call's error, with any credential in it masked.")
     def last_error_message(self) -> str | None:
-        return redact_text(self._row.last_error_message)  # type: ignore[attr-defined]
+        return redact_text(self._row.last_error_message)
 
     opportunity_projects = to_many(
         PROJECT, _PROJECTS, "external_source_id", order=(("created_at", True),),
@@ -322,30 +322,30 @@ class ApiIntegrationLog(EntityNode, TenantOwned, relay.Node):
 
     @strawberry.field(description="The URL called, with credential parameters (api_key...) masked.")
     def endpoint_called(self) -> str:
-        return redact_text(self._row.endpoint_called) or ""  # type: ignore[attr-defined]
+        return redact_text(self._row.endpoint_called) or ""
 
     @strawberry.field(
         description="Request headers without Authorization, X-Api-Key, cookies and other credential headers; "
         "null when they were not stored as an object or name/value pairs."
     )
     def request_headers(self) -> JSON | None:
-        return cast("JSON | None", redact_headers(self._row.request_headers))  # type: ignore[attr-defined]
+        return cast("JSON | None", redact_headers(self._row.request_headers))
 
     @strawberry.field(description="The request body, without credential-looking keys.")
     def request_payload(self) -> JSON | None:
-        return cast("JSON | None", redact_json(self._row.request_payload))  # type: ignore[attr-defined]
+        return cast("JSON | None", redact_json(self._row.request_payload))
 
     @strawberry.field(description="Response headers without Set-Cookie and other credential headers.")
     def response_headers(self) -> JSON | None:
-        return cast("JSON | None", redact_headers(self._row.response_headers))  # type: ignore[attr-defined]
+        return cast("JSON | None", redact_headers(self._row.response_headers))
 
     @strawberry.field(description="The response body, without credential-looking keys.")
     def response_payload(self) -> JSON | None:
-        return cast("JSON | None", redact_json(self._row.response_payload))  # type: ignore[attr-defined]
+        return cast("JSON | None", redact_json(self._row.response_payload))
 
     @strawberry.field(description="The error, with any credential in it masked.")
     def error_message(self) -> str | None:
-        return redact_text(self._row.error_message)  # type: ignore[attr-defined]
+        return redact_text(self._row.error_message)
 
     external_source = to_one(SOURCE, _SOURCES, "external_source_id")
     opportunity_project = to_one(

@@ -480,7 +480,7 @@ class TenantConfiguration(EntityNode, TenantOwned, relay.Node):
     def config_value(self) -> JSON | None:
         if self.is_encrypted:
             return None
-        value: JSON = self._row._mapping["config_value"]  # type: ignore[attr-defined]
+        value: JSON = self._row._mapping["config_value"]
         return value
 
     history = history(EntityType.TENANT_CONFIGURATION)
@@ -504,7 +504,7 @@ class Role(EntityNode, TenantOwned, relay.Node):
 
     @strawberry.field(description="Permission strings (resource:action), sorted.")
     def permissions(self) -> list[str]:
-        stored = self._row._mapping["permissions"] or []  # type: ignore[attr-defined]
+        stored = self._row._mapping["permissions"] or []
         return sorted(p for p in stored if isinstance(p, str))
 
     user_roles = to_many(

@@ -12,10 +12,10 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from collections.abc import Iterable
-from typing import Any, ClassVar, Literal, Self, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self, overload
 
 import strawberry
-from sqlalchemy import Table
+from sqlalchemy import Row, Table
 
 from schema.context import Info
 
@@ -31,6 +31,9 @@ class EntityNode:
     # Field (Python name) -> its description in the schema, for fields declared without one
     # (plain column annotations, relation helpers); `_describe_fields` applies them.
     _descriptions: ClassVar[dict[str, str]] = {}
+    if TYPE_CHECKING:
+        # The row the object was built from (set by from_row, not a field of the type).
+        _row: Row[Any]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

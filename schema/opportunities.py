@@ -369,7 +369,7 @@ class OpportunityProject(EntityNode, TenantOwned, relay.Node):
             current_external_data_by_project(loaders).load(self.row_id),
             active_overrides_by_project(loaders).load(self.row_id),
         )
-        project = self._row._mapping  # type: ignore[attr-defined]
+        project = self._row._mapping
         return OpportunityProjectEffectiveValues.build(
             effective_values(project, None if current is None else current._mapping, overrides)
         )
