@@ -200,6 +200,8 @@ def _filler(graphql_type: GraphQLInputType) -> Any:
         "Int": 1,
         "Boolean": False,
         "DateTime": "2031-01-01T00:00:00.000000Z",
+        "Date": "2031-01-01",
+        "JSON": {},
     }[graphql_type.name]
 
 
