@@ -35,6 +35,7 @@ from models.enums import PollingPriority
 from models.errors import Conflict, Invalid
 from models.unit_of_work import UnitOfWork
 from resolvers.common.validation import declare, range_rule, validate
+from resolvers.external_data.redaction import redact_text
 from resolvers.opportunities.mutations import manual_source_id
 
 __all__ = [
@@ -196,7 +197,8 @@ def _check_source(values: Mapping[str, Any]) -> None:
             parts = None
         if parts is None or parts.scheme != "https" or not parts.hostname:
             raise Invalid("api endpoint must be an https:// URL.", field="api_endpoint")
-        if parts.username or parts.password:
+        if parts.username or parts.password or redact_text(endpoint) != endpoint:
+            # In the URL they would be stored and audited in the clear: they go in `credentials`.
             raise Invalid("api endpoint must not hold credentials: give them as credentials.", field="api_endpoint")
 
 

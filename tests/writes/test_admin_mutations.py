@@ -313,6 +313,7 @@ async def test_source_refusals(client: httpx.AsyncClient, sign_in_as: SignIn, ro
         ({"authenticationType": "kerberos"}, ("VALIDATION", ["input", "authenticationType"])),
         ({"apiEndpoint": "http://api.govwin.test/v1"}, ("VALIDATION", ["input", "apiEndpoint"])),
         ({"apiEndpoint": f"https://user:{SECRET}@api.govwin.test"}, ("VALIDATION", ["input", "apiEndpoint"])),
+        ({"apiEndpoint": f"https://api.govwin.test/v1?api_key={SECRET}"}, ("VALIDATION", ["input", "apiEndpoint"])),
         ({"timeoutSeconds": 0}, ("VALIDATION", ["input", "timeoutSeconds"])),
         ({"sourceName": "s" * 101}, ("VALIDATION", ["input", "sourceName"])),
         ({"authenticationType": "none"}, ("VALIDATION", ["input", "credentials"])),
