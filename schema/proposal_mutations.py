@@ -11,6 +11,7 @@ decision (`capture_plan:write`) as its own audited change.
 from __future__ import annotations
 
 import datetime
+import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
@@ -75,6 +76,7 @@ _ENTRY_UPDATED_AT = (
 _ENTRY_ATTEMPTS = 8
 
 T = TypeVar("T")
+_log = logging.getLogger(__name__)
 
 strawberry.enum(domain.ReviewStage, description="A colour-team review of a proposal (Shipley).")
 strawberry.enum(domain.ReviewStageStatus, description="Where a review stage stands.")
@@ -417,6 +419,7 @@ def _entry_edit(
             except domain.Busy:
                 if attempt == _ENTRY_ATTEMPTS - 1:
                     raise
+                _log.info("%s: the proposal was written under this edit; running it again", args.info.field_name)
         raise AssertionError("unreachable")
 
     return service
