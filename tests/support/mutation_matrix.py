@@ -430,6 +430,7 @@ class MatrixContext:
         fields = _input_fields(self.field, argument)
         value = None if row_id is None else str(row_id)
         node = node or name[:1].upper() + name[1:]
+        assert node in schema._schema.type_map, f"{name}: no GraphQL type {node}; pass ref(..., node='TheNodeType')"
         global_field = fields.get(f"{name}Id")
         if value is not None and self.id_style == "global" and global_field is not None and _is_id(global_field):
             return {f"{name}Id": to_base64(node, value)}
