@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from auth.audit import AuthEvent, RequestMeta, record_event
@@ -132,12 +133,12 @@ class AuthService:
     @staticmethod
     def _session_end_reason(
         record: SessionRecord,
-        user: object | None,
+        user: Row[Any] | None,
         policy: TenantSecurityPolicy,
         grants: Grants,
         now: datetime,
     ) -> TerminationReason | None:
-        if user is None or not user.is_active or user.is_system:  # type: ignore[attr-defined]
+        if user is None or not user.is_active or user.is_system:
             return TerminationReason.USER_DEACTIVATED
         if not policy.tenant_active:
             return TerminationReason.TENANT_DEACTIVATED
