@@ -56,12 +56,14 @@ def resolve_audit_keys(settings: Settings) -> Settings:
     """GWM_AUDIT_KEYS, checked; in embedded mode without it, a key generated once under GWM_DATA_DIR."""
     from models.audit_chain import AuditChain, AuditChainError
 
-    if settings.audit_keys is None:
+    audit_keys = settings.audit_keys
+    if audit_keys is None:
         if not settings.embedded:
             raise SettingsError("GWM_AUDIT_KEYS is required with DATABASE_URL (\"kid:base64-of-32-bytes\")")
-        settings = replace(settings, audit_keys=_generated_key(settings, "audit-keys", "a1"))
+        audit_keys = _generated_key(settings, "audit-keys", "a1")
+        settings = replace(settings, audit_keys=audit_keys)
     try:
-        AuditChain.from_setting(settings.audit_keys)  # type: ignore[arg-type]
+        AuditChain.from_setting(audit_keys)
     except AuditChainError as exc:
         raise SettingsError(str(exc)) from None
     return settings
