@@ -151,7 +151,8 @@ class Bench:
         try:
             for _ in range(300):
                 if server.poll() is not None:
-                    raise RuntimeError(f"gwm serve exited: {server.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+                    stderr = server.stderr.read() if server.stderr is not None else b""
+                    raise RuntimeError(f"gwm serve exited: {stderr.decode()[-2000:]}")
                 try:
                     httpx.get(f"{base}/healthz", timeout=1)
                     break
