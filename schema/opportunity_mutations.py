@@ -70,11 +70,14 @@ _SCORE = "0 to 100, two decimal places; needs opportunity.score:write."
 class OpportunityProjectCreateInput:
     project_name: str = strawberry.field(description="1 to 255 characters.")
     internal_reference_number: str | None = None
-    external_source_id: uuid.UUID | None = strawberry.field(
-        default=None,
-        description="The source the opportunity comes from; left out: the tenant's Manual entry source "
-        "(the project is then a manual entry).",
+    external_source_id: relay.GlobalID | None = ref_id(
+        "ExternalOpportunitySource",
+        required=False,
+        description="The source the opportunity comes from (its global id; or externalSourceRowId): the project "
+        "is then a reference to that source's opportunity, stored with syncStatus PENDING until the source's "
+        "next sync fills it. Left out: the tenant's Manual entry source (a manual entry, syncStatus MANUAL).",
     )
+    external_source_row_id: uuid.UUID | None = ref_row_id("ExternalOpportunitySource")
     external_opportunity_id: str | None = strawberry.field(
         default=None,
         description="The opportunity's id at its source: required with externalSourceId; for a manual "

@@ -46,6 +46,7 @@ from schema.limits import (
 )
 from schema.opportunities import OpportunitiesQuery
 from schema.opportunity_mutations import OpportunitiesMutation
+from schema.project_mutations import ProjectsMutation
 from schema.proposal_mutations import ProposalMutation
 from schema.roles import RolesMutation
 from schema.scalars import SCALAR_MAP
@@ -97,6 +98,7 @@ class Mutation(
     IdentityMutation,
     RolesMutation,
     OpportunitiesMutation,
+    ProjectsMutation,
     CaptureMutation,
     CrmMutation,
     DocumentMutation,

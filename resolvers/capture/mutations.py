@@ -12,10 +12,11 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from models import CapturePlan, OpportunityProject
+from models import CapturePlan
 from models.errors import Invalid
 from models.unit_of_work import UnitOfWork
 from resolvers.common.validation import validate
+from resolvers.opportunities.closed import ensure_open
 
 __all__ = ["archive_plan", "create_plan", "update_plan"]
 
@@ -23,15 +24,11 @@ _WHAT = "capture plan"
 
 
 async def create_plan(uow: UnitOfWork, values: Mapping[str, Any]) -> uuid.UUID:
-    """A new capture plan for an open (not archived) project."""
+    """A new capture plan for an open project (neither archived nor closed: resolvers/opportunities/closed.py)."""
     values = {k: v for k, v in values.items() if v is not None}
     await validate(uow, "capture_plans", values)
     project_id = values.pop("opportunity_project_id")
-    project = await uow.find(OpportunityProject, project_id, what="opportunity project", field="opportunity_project_id")
-    if project.archived_at is not None:
-        raise Invalid(
-            "The opportunity project is archived: no capture plan can be added.", field="opportunity_project_id"
-        )
+    await ensure_open(uow, project_id, field="opportunity_project_id", what="capture plans")
     plan = CapturePlan(tenant_id=uow.tenant_id, opportunity_project_id=project_id, created_by=uow.actor_id)
     uow.assign(plan, values)
     uow.add(plan)

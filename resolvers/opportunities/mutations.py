@@ -1,5 +1,6 @@
-"""Writes of the opportunity domain: projects (create, update, archive) and their field overrides
-(create, update, delete).
+"""Writes of the opportunity domain: projects (create, update, archive, restore) and their field
+overrides (create, update, delete). A closed project (an outcome status) refuses what
+resolvers/opportunities/closed.py says.
 
 Each function runs inside a unit of work (models/unit_of_work.py) and changes rows only through
 it, so the flush hook audits every change; none writes audit rows, checks a permission (the
@@ -26,6 +27,7 @@ from models.enums import SyncStatus
 from models.errors import DomainError, Invalid
 from models.unit_of_work import UnitOfWork
 from resolvers.common.validation import Failure, RuleContext, custom_rule, declare, range_rule, validate
+from resolvers.opportunities.closed import ensure_open, refuse_closed_update
 from resolvers.opportunities.effective import OVERRIDABLE, OverrideValue, current_version_order, read_override
 
 __all__ = [
@@ -37,6 +39,7 @@ __all__ = [
     "delete_override",
     "manual_source_id",
     "project_id_of",
+    "restore_project",
     "update_override",
     "update_project",
 ]
@@ -76,16 +79,19 @@ def manual_source_id(tenant_id: uuid.UUID) -> uuid.UUID:
 
 async def create_project(uow: UnitOfWork, values: Mapping[str, Any]) -> uuid.UUID:
     """A new project; without `external_source_id` it is a manual entry (the Manual entry source,
-    an `external_opportunity_id` of MANUAL-<uuid> unless given, sync status manual)."""
+    an `external_opportunity_id` of MANUAL-<uuid> unless given, sync status manual). Named after
+    another source, it is a reference to that source's opportunity, stored with sync status
+    pending: the source's data arrives with its next sync."""
     values = {k: v for k, v in values.items() if v is not None}
     source = values.pop("external_source_id", None)
     external_id = values.pop("external_opportunity_id", None)
+    manual = manual_source_id(uow.tenant_id)
     if source is None:
-        source = manual_source_id(uow.tenant_id)
+        source = manual
         external_id = external_id or f"MANUAL-{uuid.uuid4()}"
-        values.setdefault("sync_status", SyncStatus.MANUAL.value)
     elif external_id is None:
         raise Invalid("externalOpportunityId is required with externalSourceId.", field="external_opportunity_id")
+    values["sync_status"] = (SyncStatus.MANUAL if source == manual else SyncStatus.PENDING).value
     values = {"external_source_id": source, "external_opportunity_id": external_id, **values}
     await _check_project_values(uow, values)
     await _claim_project_slot(uow)
@@ -111,7 +117,7 @@ async def _claim_project_slot(uow: UnitOfWork) -> None:
     slot. FOR NO KEY UPDATE, not FOR UPDATE: it queues the creates (and invitations) of the
     tenant, but not the foreign-key checks (FOR KEY SHARE) of every other insert into its tables.
     Archived projects do not count. Anything that brings a project back into the count (a
-    restore from the archive, when there is one) must claim a slot the same way.
+    restore from the archive: restore_project) claims a slot the same way.
     """
     limit = (
         await uow.connection.execute(
@@ -141,6 +147,7 @@ async def update_project(
     if project.archived_at is not None:
         raise Invalid("The opportunity project is archived: it can no longer be changed.", field="id")
     values = dict(changes)
+    refuse_closed_update(project, values)
     await _check_project_values(uow, values, row=project)
     if uow.assign(project, values):
         await uow.flush()
@@ -153,6 +160,20 @@ async def archive_project(uow: UnitOfWork, project_id: uuid.UUID, seen: Any) -> 
     if project.archived_at is not None:
         raise Invalid("The opportunity project is already archived.", field="id")
     uow.archive(project)
+    await uow.flush()
+    return project.id
+
+
+async def restore_project(uow: UnitOfWork, project_id: uuid.UUID, seen: Any) -> uuid.UUID:
+    """Bring an archived project read at `seen` back: it counts again, so it claims a slot under
+    `max_opportunity_projects` as a create does (PROJECT_LIMIT when none is free). The project is
+    locked before the tenant row; nothing locks them the other way round (a create locks the
+    tenant row and no existing project). A closed project comes back closed."""
+    project = await uow.lock(OpportunityProject, project_id, updated_at=seen, what="opportunity project")
+    if project.archived_at is None:
+        raise Invalid("The opportunity project is not archived.", field="id")
+    await _claim_project_slot(uow)
+    uow.assign(project, {"archived_at": None, "archived_by": None})
     await uow.flush()
     return project.id
 
@@ -224,11 +245,7 @@ async def create_override(uow: UnitOfWork, values: Mapping[str, Any]) -> uuid.UU
     await validate(uow, _OVERRIDE, values)
     project_id = values.pop("opportunity_project_id")
     field_name = values.pop("field_name")
-    project = await uow.find(OpportunityProject, project_id, what="opportunity project", field="opportunity_project_id")
-    if project.archived_at is not None:
-        raise Invalid(
-            "The opportunity project is archived: it can no longer be changed.", field="opportunity_project_id"
-        )
+    await ensure_open(uow, project_id, field="opportunity_project_id", what="overrides")
     value = values.pop("override_value", None)
     current = (
         await uow.connection.execute(
@@ -287,9 +304,8 @@ async def delete_override(uow: UnitOfWork, override_id: uuid.UUID, seen: Any) ->
 
 
 async def _check_project_open(uow: UnitOfWork, project_id: uuid.UUID) -> None:
-    project = await uow.find(OpportunityProject, project_id, what="opportunity project")
-    if project.archived_at is not None:
-        raise Invalid("The opportunity project is archived: its overrides can no longer be changed.", field="id")
+    """An override changes only while its project is open (not archived, not closed)."""
+    await ensure_open(uow, project_id, field="id", what="override changes")
 
 
 async def _field_overridable(ctx: RuleContext) -> Failure | None:

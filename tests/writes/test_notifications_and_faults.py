@@ -118,7 +118,7 @@ async def test_a_constraint_violation_leaves_nothing(
     source = await rows.make("external_opportunity_sources")
     taken = await rows.project(external_source_id=source.id)
     data = await mutate(client, manager, CREATE, {"input": {
-        "projectName": "Clash", "externalSourceId": str(source.id),
+        "projectName": "Clash", "externalSourceRowId": str(source.id),
         "externalOpportunityId": taken.external_opportunity_id}})
     assert data["opportunityProjectCreate"]["errors"][0]["code"] == "CONFLICT"
     assert await rows.all("SELECT id FROM opportunity_projects WHERE project_name = 'Clash' AND tenant_id = :t") == []

@@ -275,10 +275,10 @@ async def test_invalid_values_are_validation_errors_naming_the_field(
          ["input", "assignedTeamMembers"]),
         ({"projectName": "p", "assignedTeamMembers": [str(manager.id), str(manager.id)]}, "VALIDATION",
          ["input", "assignedTeamMembers"]),
-        ({"projectName": "p", "externalSourceId": str(fresh_tenant.manual_source_id)}, "VALIDATION",
+        ({"projectName": "p", "externalSourceRowId": str(fresh_tenant.manual_source_id)}, "VALIDATION",
          ["input", "externalOpportunityId"]),
-        ({"projectName": "p", "externalSourceId": str(uuid.uuid4()), "externalOpportunityId": "N-1"}, "VALIDATION",
-         ["input", "externalSourceId"]),
+        ({"projectName": "p", "externalSourceRowId": str(uuid.uuid4()), "externalOpportunityId": "N-1"}, "VALIDATION",
+         ["input", "externalSourceRowId"]),
     ]
     for values, code, field in cases:
         data = await mutate(client, manager, CREATE, {"input": values})
@@ -301,7 +301,7 @@ async def test_a_taken_external_id_is_a_conflict_on_that_field(
     source = await rows.make("external_opportunity_sources")
     existing = await rows.project(external_source_id=source.id)
     data = await mutate(client, manager, CREATE, {"input": {
-        "projectName": "Duplicate", "externalSourceId": str(source.id),
+        "projectName": "Duplicate", "externalSourceRowId": str(source.id),
         "externalOpportunityId": existing.external_opportunity_id}})
     payload = data["opportunityProjectCreate"]
     assert codes_of(payload) == [("CONFLICT", ["input", "externalOpportunityId"])]
