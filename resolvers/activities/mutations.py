@@ -10,7 +10,7 @@ longer be changed. Participants are link rows without `updated_at`: added and re
 updated (W14). `created_by`, `updated_by` and `added_by` are the acting user, set here.
 
 A new activity about a project, or about a capture plan, proposal or document of a project, needs
-the project open: not archived and not closed (an outcome status, `CLOSED_STATUSES`).
+the project open: not archived and not closed (an outcome status; resolvers/opportunities/closed.py).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from models import (
     Proposal,
     User,
 )
-from models.enums import ActivityStatus, EntityType, ParticipantType, ProjectStatus
+from models.enums import ActivityStatus, EntityType, ParticipantType
 from models.errors import Conflict, Invalid, NotFound
 from models.unit_of_work import UnitOfWork
 from resolvers.common.validation import (
@@ -45,9 +45,9 @@ from resolvers.common.validation import (
     range_rule,
     validate,
 )
+from resolvers.opportunities.closed import ensure_open
 
 __all__ = [
-    "CLOSED_STATUSES",
     "OPEN_ACTIVITY_STATUSES",
     "add_participant",
     "cancel_activity",
@@ -61,18 +61,6 @@ __all__ = [
 ]
 
 _WHAT = "activity"
-
-#: Outcome statuses: a project in one of them is closed (no new activities, proposals...).
-CLOSED_STATUSES: frozenset[str] = frozenset(
-    s.value
-    for s in (
-        ProjectStatus.WON,
-        ProjectStatus.LOST,
-        ProjectStatus.NO_BID,
-        ProjectStatus.CANCELLED_BY_GOVERNMENT,
-        ProjectStatus.WITHDRAWN,
-    )
-)
 
 #: The statuses an activity may be created or updated to; COMPLETED and CANCELLED have their own writes.
 OPEN_ACTIVITY_STATUSES: frozenset[str] = frozenset(
@@ -97,20 +85,10 @@ _USERS: Table = User.__table__
 
 
 async def require_open_project(uow: UnitOfWork, project_id: uuid.UUID, *, field: str, what: str) -> None:
-    """Invalid (on `field`) unless the project is neither archived nor closed; NotFound if absent.
-
-    The project is read FOR KEY SHARE: it cannot be deleted before this transaction ends (an
-    archive or a status change made meanwhile is not blocked: the write it guards is a new row
-    about the project, refused by the next request once the project is closed).
-    """
-    project = await uow.find(OpportunityProject, project_id, what="opportunity project", field=field)
-    if project.archived_at is not None:
-        raise Invalid(f"The opportunity project is archived: no {what} can be added.", field=field)
-    if project.project_status in CLOSED_STATUSES:
-        raise Invalid(
-            f"The opportunity project is closed ({project.project_status.replace('_', ' ')}): no {what} can be added.",
-            field=field,
-        )
+    """Invalid (ProjectClosed, on `field`) unless the project is neither archived nor closed;
+    NotFound if absent. resolvers/opportunities/closed.py reads it FOR SHARE: a closing that
+    commits meanwhile waits for this write, and one committed before it is seen."""
+    await ensure_open(uow, project_id, field=field, what=f"{what}s")
 
 
 async def project_of_target(uow: UnitOfWork, entity_type: str, entity_id: uuid.UUID, *, field: str) -> uuid.UUID | None:
