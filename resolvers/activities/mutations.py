@@ -88,7 +88,7 @@ async def require_open_project(uow: UnitOfWork, project_id: uuid.UUID, *, field:
     """Invalid (ProjectClosed, on `field`) unless the project is neither archived nor closed;
     NotFound if absent. resolvers/opportunities/closed.py reads it FOR SHARE: a closing that
     commits meanwhile waits for this write, and one committed before it is seen."""
-    await ensure_open(uow, project_id, field=field, what=f"{what}s")
+    await ensure_open(uow, project_id, field=field, what=what)
 
 
 async def project_of_target(uow: UnitOfWork, entity_type: str, entity_id: uuid.UUID, *, field: str) -> uuid.UUID | None:
@@ -230,7 +230,7 @@ async def create_activity(uow: UnitOfWork, values: Mapping[str, Any]) -> uuid.UU
     entity_id = values.pop("entity_id")
     project_id = await project_of_target(uow, entity_type, entity_id, field="entity_id")
     if project_id is not None:
-        await require_open_project(uow, project_id, field="entity_id", what="activity")
+        await require_open_project(uow, project_id, field="entity_id", what="activities")
     await validate(uow, "activities", values)
     activity = Activity(
         tenant_id=uow.tenant_id, entity_type=entity_type, entity_id=entity_id, created_by=uow.actor_id

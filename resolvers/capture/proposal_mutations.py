@@ -284,7 +284,7 @@ async def create_proposal(uow: UnitOfWork, values: Mapping[str, Any]) -> uuid.UU
     active users of the tenant."""
     values = {k: v for k, v in values.items() if v is not None}
     project_id = values.pop("opportunity_project_id")
-    await require_open_project(uow, project_id, field="opportunity_project_id", what="proposal")
+    await require_open_project(uow, project_id, field="opportunity_project_id", what="proposals")
     await _check_proposal_values(uow, values)
     proposal = Proposal(tenant_id=uow.tenant_id, opportunity_project_id=project_id, created_by=uow.actor_id)
     uow.assign(proposal, values)
