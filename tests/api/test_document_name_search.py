@@ -27,7 +27,8 @@ query ($search: String) {
 
 async def _found(client: httpx.AsyncClient, token: str, search: str) -> dict[str, Any]:
     body = await gql(client, SEARCH, {"search": search}, token=token)
-    return body["data"]["documents"]  # type: ignore[no-any-return]
+    page: dict[str, Any] = body["data"]["documents"]
+    return page
 
 
 async def test_search_finds_the_last_word_of_a_file_name(

@@ -354,7 +354,8 @@ query ($filter: DocumentFilter, $orderBy: [DocumentOrder!], $first: Int, $after:
 
 async def _list(client: httpx.AsyncClient, token: str, **variables: Any) -> dict[str, Any]:
     body = await gql(client, LIST, variables, token=token)
-    return body["data"]["documents"]  # type: ignore[no-any-return]
+    page: dict[str, Any] = body["data"]["documents"]
+    return page
 
 
 async def test_root_list_hides_deleted_and_filters(
@@ -429,7 +430,8 @@ query ($search: String, $first: Int, $after: String, $last: Int, $before: String
 
 async def _search(client: httpx.AsyncClient, token: str, search: str, **variables: Any) -> dict[str, Any]:
     body = await gql(client, SEARCH, {"search": search, **variables}, token=token)
-    return body["data"]["documents"]  # type: ignore[no-any-return]
+    page: dict[str, Any] = body["data"]["documents"]
+    return page
 
 
 async def test_search_ranks_name_matches_first_with_highlighted_snippets(

@@ -522,7 +522,8 @@ async def _changes(
 
 async def _list(client: httpx.AsyncClient, token: str, **variables: Any) -> dict[str, Any]:
     body = await gql(client, CHANGES, variables, token=token)
-    return body["data"]["externalDataChanges"]  # type: ignore[no-any-return]
+    page: dict[str, Any] = body["data"]["externalDataChanges"]
+    return page
 
 
 async def test_changes_root_list_filters_and_orders(

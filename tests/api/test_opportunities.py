@@ -509,7 +509,8 @@ query ($first: Int, $after: String, $last: Int, $before: String, $filter: Opport
 
 async def _list(client: httpx.AsyncClient, token: str, **variables: Any) -> dict[str, Any]:
     body = await gql(client, LIST_QUERY, variables, token=token)
-    return body["data"]["opportunityProjects"]  # type: ignore[no-any-return]
+    page: dict[str, Any] = body["data"]["opportunityProjects"]
+    return page
 
 
 async def test_root_list_default_order_filters_and_orders(
