@@ -13,7 +13,7 @@ from typing import Any
 
 import pyotp
 
-from tests.support.mutation_matrix import Caller, Case, MatrixContext, input_type, matrix, served_mutations
+from tests.support.mutation_matrix import Caller, Case, MatrixContext, matrix, served_mutations
 
 
 def _name(prefix: str) -> str:
@@ -142,7 +142,7 @@ async def role_update(ctx: MatrixContext) -> Case:
         permission="role:admin", denied_role="Capture Manager", history={"name", "permissions"})
 async def role_delete(ctx: MatrixContext) -> Case:
     row = await ctx.make("roles", permissions='["user:read"]')
-    return Case({"input": {**ctx.target(row.id), **_updated_at_if_asked(ctx, row)}}, entity_id=row.id)
+    return Case({"input": {**ctx.target(row.id), **ctx.updated_at(row)}}, entity_id=row.id)
 
 
 @matrix("userRoleGrant", kind="create", table="user_roles", entity_type="user_role",
@@ -162,15 +162,7 @@ async def role_revoke(ctx: MatrixContext) -> Case:
     user = await ctx.user()
     role = await ctx.make("roles", permissions='["user:read"]')
     row = await ctx.make("user_roles", {"users": user.id, "roles": role.id})
-    return Case({"input": {**ctx.target(row.id), **_updated_at_if_asked(ctx, row)}}, entity_id=row.id)
-
-
-def _updated_at_if_asked(ctx: MatrixContext, row: Any) -> dict[str, str]:
-    """The row's updatedAt where the input carries one (deletes that predate W12 do not yet)."""
-    found = input_type(ctx.field)
-    if found is not None and "updatedAt" in found.fields and hasattr(row, "updated_at"):
-        return ctx.updated_at(row)
-    return {}
+    return Case(ctx.args(row.id), entity_id=row.id)
 
 
 # -- API keys ------------------------------------------------------------------------------------------
