@@ -153,6 +153,27 @@ async def test_categories_nest_without_cycles_and_their_deletion_keeps_what_they
     assert set(cat_log.changed_fields) == {"parent_category_id", "updated_at"}
 
 
+async def test_two_concurrent_moves_cannot_close_a_loop(
+    client: httpx.AsyncClient, sign_in_as: SignIn, rows: Rows
+) -> None:
+    """A under B and B under A at once: each alone is fine; the hierarchy lock makes the second
+    wait for the first and see it, so exactly one succeeds and no loop is stored."""
+    first, second = await sign_in_as("Capture Manager"), await sign_in_as("Capture Manager")
+    a = await rows.make("document_categories")
+    b = await rows.make("document_categories")
+    answers = await asyncio.gather(
+        mutate(client, first, CATEGORY_UPDATE, {"input": {
+            "rowId": str(a.id), "updatedAt": _wire(a.updated_at), "parentCategoryRowId": str(b.id)}}),
+        mutate(client, second, CATEGORY_UPDATE, {"input": {
+            "rowId": str(b.id), "updatedAt": _wire(b.updated_at), "parentCategoryRowId": str(a.id)}}),
+    )
+    outcomes = sorted(codes_of(answer["documentCategoryUpdate"]) for answer in answers)
+    assert outcomes == [[], ["VALIDATION"]], answers
+    stored = await rows.all("SELECT id, parent_category_id FROM document_categories")
+    parents = {r.id: r.parent_category_id for r in stored}
+    assert (parents[a.id] == b.id) != (parents[b.id] == a.id)
+
+
 async def test_system_categories_and_duplicate_names_are_refused(
     client: httpx.AsyncClient, sign_in_as: SignIn, rows: Rows
 ) -> None:
@@ -279,6 +300,13 @@ async def test_source_credentials_are_sealed_never_returned_and_never_audited_in
     assert SECRET not in json.dumps(stored.api_credentials_encrypted)
     box = write_app.state.auth.secret_box
     assert open_credentials(box, stored) == {"api_key": SECRET}
+    # A retry with the same idempotency key returns the source created, writing nothing.
+    again = await mutate(client, admin, SOURCE_CREATE, {"input": {
+        "sourceName": "SAM.gov", "apiEndpoint": "https://api.sam.gov/opportunities/v2", "apiVersion": "v2",
+        "authenticationType": "api_key", "credentials": {"api_key": SECRET}, "timeoutSeconds": 20,
+        "idempotencyKey": "create-sam"}})
+    assert again["externalSourceCreate"]["externalOpportunitySource"]["rowId"] == str(source_id)
+    assert len(await rows.audit(source_id)) == 1
 
     # Nothing in the schema reads them back.
     body = await mutate(client, admin, '{ __type(name: "ExternalOpportunitySource") { fields { name } } }')
