@@ -106,8 +106,8 @@ _STORED_AS: dict[str, tuple[str, str]] = {
 }
 # Limits of arguments that are not stored in a column at all.
 _FIXED: dict[str, int] = {
-    "Mutation.mfaEnrollmentConfirm.code": 64,
-    "Mutation.userSetTemporaryPassword.password": 1024,  # as /auth/* accepts passwords
+    "MfaEnrollmentConfirmInput.code": 64,
+    "UserSetTemporaryPasswordInput.password": 1024,  # as /auth/* accepts passwords
 }
 # Fields whose mutation refuses an over-long value itself, with a UserError on that field.
 DOMAIN_CHECKED: frozenset[str] = frozenset(

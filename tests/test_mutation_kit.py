@@ -142,3 +142,22 @@ def test_a_global_id_field_needs_its_row_id_twin() -> None:
 
     assert refs_of(Paired) == (Ref("", "Thing", True), Ref("thing", "Thing", False))
 
+
+
+def test_fixed_string_limits_name_fields_of_the_schema() -> None:
+    """Moving mutation arguments into inputs must carry their limits along (schema/input_guard.py)."""
+    from graphql import GraphQLInputObjectType
+
+    from schema.input_guard import _FIXED, string_limit
+
+    types = schema._schema.type_map
+    for owner in _FIXED:
+        type_name, _, rest = owner.partition(".")
+        found = types.get(type_name)
+        if isinstance(found, GraphQLInputObjectType):
+            assert rest in found.fields, owner
+        else:
+            field, _, argument = rest.partition(".")
+            assert isinstance(found, GraphQLObjectType) and argument in found.fields[field].args, owner
+    assert string_limit("UserSetTemporaryPasswordInput.password") == 1024
+    assert string_limit("MfaEnrollmentConfirmInput.code") == 64
