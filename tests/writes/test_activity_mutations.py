@@ -310,3 +310,28 @@ async def test_an_activity_is_assigned_to_an_active_person(app_engine: AsyncEngi
             with pytest.raises(Exception) as refusal:
                 await validate(uow, "activities", {"assigned_to": user})
         expect_refusal(refusal, "activities.assigned_to.active", field="assigned_to", code="VALIDATION")
+
+
+async def test_a_retried_create_returns_what_the_first_created(
+    client: httpx.AsyncClient, sign_in_as: SignIn, rows: Rows
+) -> None:
+    manager = await sign_in_as("Capture Manager")
+    project = await rows.project()
+    contact = await rows.make("contacts")
+    values = {"targetId": gid("OpportunityProject", project.id), "activityType": "call", "subject": "Call the CO",
+              "idempotencyKey": str(uuid.uuid4())}
+    first = await _one(client, manager, CREATE, values)
+    again = await _one(client, manager, CREATE, values)
+    assert first["errors"] == again["errors"] == []
+    assert first["activity"]["rowId"] == again["activity"]["rowId"]
+    reused = await _one(client, manager, CREATE, {**values, "subject": "Another call"})
+    assert _errors(reused) == [("IDEMPOTENCY_KEY_REUSED", ["input", "idempotencyKey"])]
+    activity_id = uuid.UUID(first["activity"]["rowId"])
+    assert len(await rows.all("SELECT 1 FROM activities WHERE tenant_id = :t")) == 1
+
+    join = {"activityId": gid("Activity", activity_id), "participantId": gid("Contact", contact.id),
+            "idempotencyKey": str(uuid.uuid4())}
+    first = await _one(client, manager, ADD, join)
+    again = await _one(client, manager, ADD, join)
+    assert first["errors"] == again["errors"] == []
+    assert first["activityParticipant"]["rowId"] == again["activityParticipant"]["rowId"]

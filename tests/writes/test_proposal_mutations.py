@@ -400,3 +400,18 @@ async def test_a_proposal_manager_is_an_active_person(app_engine: AsyncEngine, r
             with pytest.raises(Exception) as refusal:
                 await validate(uow, "proposals", {"proposal_manager": user})
         expect_refusal(refusal, "proposals.proposal_manager.active", field="proposal_manager", code="VALIDATION")
+
+
+async def test_a_retried_proposal_create_returns_the_first_proposal(
+    client: httpx.AsyncClient, sign_in_as: SignIn, rows: Rows
+) -> None:
+    manager = await sign_in_as("Proposal Manager")
+    project = await rows.project()
+    values = {"opportunityProjectRowId": str(project.id), "proposalTitle": "Volume II",
+              "proposalManagerId": gid("User", manager.id), "teamMemberIds": [gid("User", manager.id)],
+              "idempotencyKey": str(uuid.uuid4())}
+    first_payload = await _one(client, manager, CREATE, values)
+    again = await _one(client, manager, CREATE, values)
+    assert first_payload["errors"] == again["errors"] == []
+    assert first_payload["proposal"]["rowId"] == again["proposal"]["rowId"]
+    assert len(await rows.all("SELECT 1 FROM proposals WHERE tenant_id = :t")) == 1
