@@ -161,7 +161,7 @@ async def insert_rows(
     rows: Sequence[Mapping[str, Any]],
     *,
     chunk_size: int = 2000,
-    on_progress: Callable[[int], None] | None = None,
+    on_progress: Callable[[int], object] | None = None,
 ) -> None:
     """INSERT ... ON CONFLICT DO NOTHING, ``chunk_size`` rows per executemany."""
     if not rows:

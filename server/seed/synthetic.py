@@ -762,10 +762,10 @@ async def _existing_arguments(conn: Any) -> Any:
 
 def _progress_bar(
     total: int, enabled: bool
-) -> tuple[Callable[[int], None], Callable[[str], None], Callable[[], None]]:
+) -> tuple[Callable[[int], object], Callable[[str], object], Callable[[], object]]:
     if not enabled:
         return (lambda _n: None), (lambda _s: None), (lambda: None)
-    from tqdm import tqdm  # type: ignore[import-untyped,unused-ignore]
+    from tqdm import tqdm
 
     bar = tqdm(total=total, unit="rows", unit_scale=True, file=sys.stderr, dynamic_ncols=True, leave=True)
     return bar.update, bar.set_description, bar.close
