@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from zxcvbn import zxcvbn as _zxcvbn_score  # type: ignore[import-untyped,unused-ignore]
-from zxcvbn.frequency_lists import FREQUENCY_LISTS as _FREQUENCY_LISTS  # type: ignore[import-untyped,unused-ignore]
+from zxcvbn import zxcvbn as _zxcvbn_score
+from zxcvbn.frequency_lists import FREQUENCY_LISTS as _FREQUENCY_LISTS
 
 from auth.exceptions import ConfigurationError
 

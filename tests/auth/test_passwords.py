@@ -9,7 +9,7 @@ import time
 import unicodedata
 
 import pytest
-from zxcvbn.frequency_lists import FREQUENCY_LISTS  # type: ignore[import-untyped,unused-ignore]
+from zxcvbn.frequency_lists import FREQUENCY_LISTS
 
 from auth.exceptions import ConfigurationError
 from auth.passwords import (
