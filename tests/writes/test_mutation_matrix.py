@@ -17,6 +17,7 @@ import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -181,6 +182,14 @@ def test_every_mutation_has_a_factory() -> None:
     assert missing == [], f"mutations without a matrix factory (tests/support/factories_<domain>.py): {missing}"
     unknown = sorted(set(SPECS) - served)
     assert unknown == [], f"matrix factories for mutations the schema does not serve: {unknown}"
+
+
+def test_factories_live_in_the_discovered_domain_modules() -> None:
+    support = Path(__file__).resolve().parents[1] / "support"
+    modules = {f"tests.support.{p.stem}" for p in support.glob("factories_*.py")}
+    registering = {spec.module for spec in SPECS.values()}
+    assert registering <= modules, f"factories registered outside tests/support/factories_*.py: {registering - modules}"
+    assert modules <= registering, f"factories_*.py modules registering nothing: {sorted(modules - registering)}"
 
 
 @functools.cache
