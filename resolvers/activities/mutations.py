@@ -95,7 +95,7 @@ async def project_of_target(uow: UnitOfWork, entity_type: str, entity_id: uuid.U
     """The project an activity's target belongs to (None for organizations and contacts).
 
     NotFound (on `field`) when the target does not exist for this tenant; Invalid when it is
-    archived (an archived project, plan or proposal can no longer be changed, W14).
+    archived (or a document deleted): an archived record takes nothing new (W14).
     """
     found = _TARGETS.get(entity_type)
     if found is None:
@@ -103,8 +103,12 @@ async def project_of_target(uow: UnitOfWork, entity_type: str, entity_id: uuid.U
         raise Invalid(f"entity type must be one of: {allowed}.", field="entity_type")
     model, label = found
     row: Any = await uow.find(model, entity_id, what=label, field=field)
-    if getattr(row, "archived_at", None) is not None:
+    # Archived: projects, plans and proposals (archived_at), organizations and contacts (is_active
+    # false, docs/api.md), documents (is_deleted): kept, but nothing new is added about them.
+    if getattr(row, "archived_at", None) is not None or getattr(row, "is_active", True) is False:
         raise Invalid(f"The {label} is archived: no activity can be added about it.", field=field)
+    if getattr(row, "is_deleted", False) is True:
+        raise Invalid(f"The {label} is deleted: no activity can be added about it.", field=field)
     if entity_type == EntityType.OPPORTUNITY_PROJECT.value:
         return entity_id
     project: uuid.UUID | None = getattr(row, "opportunity_project_id", None)

@@ -171,6 +171,11 @@ async def test_activity_create_refusals(client: httpx.AsyncClient, sign_in_as: S
     archived = await rows.project(archived_at=datetime(2026, 1, 1, tzinfo=UTC))
     plan_of_won = await rows.make("capture_plans", {"opportunity_projects": won.id})
     gone = await rows.make("users", is_active=False)
+    archived_contact = await rows.make("contacts", is_active=False)
+    archived_organization = await rows.make("organizations", is_active=False)
+    deleted_document = await rows.make("documents", is_deleted=True, opportunity_project_id=project.id)
+    archived_proposal = await rows.make("proposals", {"opportunity_projects": project.id},
+                                        archived_at=datetime(2026, 1, 1, tzinfo=UTC))
     base = {"activityType": "call", "subject": "Call the CO"}
     target = {"targetRowId": str(project.id), "targetType": "OPPORTUNITY_PROJECT"}
     for values, expected in (
@@ -187,6 +192,11 @@ async def test_activity_create_refusals(client: httpx.AsyncClient, sign_in_as: S
         ({"targetId": gid("OpportunityProject", won.id)}, ("VALIDATION", ["input", "targetId"])),
         ({"targetId": gid("CapturePlan", plan_of_won.id)}, ("VALIDATION", ["input", "targetId"])),
         ({"targetId": gid("OpportunityProject", archived.id)}, ("VALIDATION", ["input", "targetId"])),
+        ({"targetId": gid("Contact", archived_contact.id)}, ("VALIDATION", ["input", "targetId"])),
+        ({"targetId": gid("Organization", archived_organization.id)}, ("VALIDATION", ["input", "targetId"])),
+        ({"targetId": gid("Document", deleted_document.id)}, ("VALIDATION", ["input", "targetId"])),
+        ({"targetRowId": str(archived_proposal.id), "targetType": "PROPOSAL"},
+         ("VALIDATION", ["input", "targetRowId"])),
         ({**target, "status": "COMPLETED"}, ("VALIDATION", ["input", "status"])),
         ({**target, "completionPercentage": 101}, ("VALIDATION", ["input", "completionPercentage"])),
         ({**target, "completionPercentage": -1}, ("VALIDATION", ["input", "completionPercentage"])),
@@ -335,3 +345,24 @@ async def test_a_retried_create_returns_what_the_first_created(
     again = await _one(client, manager, ADD, join)
     assert first["errors"] == again["errors"] == []
     assert first["activityParticipant"]["rowId"] == again["activityParticipant"]["rowId"]
+
+
+async def test_an_activity_can_be_about_each_kind_of_record(
+    client: httpx.AsyncClient, sign_in_as: SignIn, rows: Rows
+) -> None:
+    manager = await sign_in_as("Capture Manager")
+    project = await rows.project()
+    refs = {"opportunity_projects": project.id}
+    targets = {
+        "OPPORTUNITY_PROJECT": ("OpportunityProject", project.id),
+        "ORGANIZATION": ("Organization", (await rows.make("organizations")).id),
+        "CONTACT": ("Contact", (await rows.make("contacts")).id),
+        "CAPTURE_PLAN": ("CapturePlan", (await rows.make("capture_plans", refs)).id),
+        "PROPOSAL": ("Proposal", (await rows.make("proposals", refs)).id),
+        "DOCUMENT": ("Document", (await rows.make("documents", opportunity_project_id=project.id)).id),
+    }
+    for entity_type, (node, row_id) in targets.items():
+        for target in ({"targetId": gid(node, row_id)}, {"targetRowId": str(row_id), "targetType": entity_type}):
+            payload = await _one(client, manager, CREATE, {**target, "activityType": "note", "subject": node})
+            assert payload["errors"] == [], (target, payload)
+            assert (payload["activity"]["entityType"], payload["activity"]["entityId"]) == (entity_type, str(row_id))
