@@ -29,7 +29,7 @@ PROPOSAL = (
     " amendmentImpactLog updatedAt archivedAt proposalManager { rowId } updatedBy { rowId }"
 )
 PLAN = "rowId goNoGoDecision decisionDate decisionRationale updatedAt updatedBy { rowId }"
-ERRORS = "errors { field code message }"
+ERRORS = "errors { field code message currentUpdatedAt }"
 
 
 def _doc(field: str, input_type: str, body: str) -> str:
@@ -415,3 +415,24 @@ async def test_a_retried_proposal_create_returns_the_first_proposal(
     assert first_payload["errors"] == again["errors"] == []
     assert first_payload["proposal"]["rowId"] == again["proposal"]["rowId"]
     assert len(await rows.all("SELECT 1 FROM proposals WHERE tenant_id = :t")) == 1
+
+
+async def test_concurrent_edits_read_at_one_updated_at_let_one_through(
+    client: httpx.AsyncClient, sign_in_as: SignIn, rows: Rows
+) -> None:
+    """With `updatedAt` given, entry edits are optimistic like any update: of two made from the same
+    read, one applies and the other is CONFLICT with the proposal's current updatedAt."""
+    manager = await sign_in_as("Proposal Manager")
+    proposal = await rows.make("proposals", {"opportunity_projects": (await rows.project()).id})
+    read = {"rowId": str(proposal.id), "updatedAt": _wire(proposal.updated_at)}
+    payloads = await asyncio.gather(*(
+        _one(client, manager, ROW_SET, {**read, "entry": {"ref": ref, "requirement": "r", "status": "OPEN"}})
+        for ref in ("L.1", "L.2")
+    ))
+    outcomes = sorted(_errors(p)[0][0] if p["errors"] else "OK" for p in payloads)
+    assert outcomes == ["CONFLICT", "OK"], payloads
+    (refused_payload,) = [p for p in payloads if p["errors"]]
+    stored = await rows.one("SELECT compliance_matrix, updated_at FROM proposals WHERE id = :p", p=proposal.id)
+    assert len(stored.compliance_matrix["rows"]) == 1
+    current = refused_payload["errors"][0]["currentUpdatedAt"]
+    assert datetime.fromisoformat(current.replace("Z", "+00:00")) == stored.updated_at
