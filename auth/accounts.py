@@ -59,6 +59,7 @@ from auth.passwords import normalize_password
 from auth.permissions import Permission
 from auth.policy import active_seats, load_policy
 from auth.principal import Principal, PrincipalKind, load_grants
+from auth.roles import guard_admins, lock_tenant, refusals_audited
 from auth.service import AuthService
 from auth.sessions import TerminationReason, terminate_user_sessions
 from auth.tokens import digest, new_token
@@ -79,11 +80,13 @@ __all__ = [
     "change_password",
     "deactivate_user",
     "invite_user",
+    "reactivate_user",
     "request_password_reset",
     "resend_invitation",
     "reset_password",
     "set_temporary_password",
     "unlock_user",
+    "update_user",
 ]
 
 ACCOUNT_TOKEN_TTL = timedelta(hours=24)
@@ -462,7 +465,16 @@ async def resend_invitation(
 async def set_temporary_password(
     service: AuthService, principal: Principal, *, user_id: uuid.UUID, password: str, meta: RequestMeta
 ) -> None:
-    """Give a user a password they must change at their next sign-in; ends their sessions."""
+    """Give a user a password they must change at their next sign-in; ends their sessions. Aimed at
+    a user holding more than the caller: refused and audited (INSUFFICIENT_PRIVILEGE)."""
+    async with refusals_audited(service, principal, meta, "userSetTemporaryPassword",
+                                permission=Permission.USER_ADMIN, entity_type="user", entity_id=user_id):
+        await _set_temporary_password(service, principal, user_id=user_id, password=password, meta=meta)
+
+
+async def _set_temporary_password(
+    service: AuthService, principal: Principal, *, user_id: uuid.UUID, password: str, meta: RequestMeta
+) -> None:
     async with service.engine.begin() as conn:
         await set_tenant(conn, principal.tenant_id)
         account = await _account_in(conn, user_id)
@@ -531,17 +543,29 @@ async def unlock_in(uow: UnitOfWork, user_id: uuid.UUID, now: datetime, *, by: s
 async def deactivate_user(
     service: AuthService, principal: Principal, *, user_id: uuid.UUID, meta: RequestMeta
 ) -> None:
-    """Switch a user off: no sign-in of any kind, every session ended, pending links void."""
+    """Switch a user off: no sign-in of any kind, every session ended, pending links void. Never
+    the tenant's last active Tenant Admin or last active holder of user:admin (LAST_ADMIN); the
+    refusals that are escalation attempts are audited (auth/roles.py `refusals_audited`)."""
+    async with refusals_audited(service, principal, meta, "userDeactivate", permission=Permission.USER_ADMIN,
+                                entity_type="user", entity_id=user_id):
+        await _deactivate_user(service, principal, user_id=user_id, meta=meta)
+
+
+async def _deactivate_user(
+    service: AuthService, principal: Principal, *, user_id: uuid.UUID, meta: RequestMeta
+) -> None:
     if user_id == principal.user_id:
         raise AuthRequestError(400, "CANNOT_DEACTIVATE_SELF", "You cannot deactivate your own account.")
     now = service.now()
     async with _admin_uow(service, principal, meta, "userDeactivate") as uow:
+        await lock_tenant(uow.connection, principal.tenant_id)  # who administers the tenant: in turn
         user = await _locked_user(uow, user_id)
         if user is None:
             raise _user_not_found()
         if user.is_system:
             raise _system_user()
         await _require_outranks(uow.connection, principal, user_id, "deactivate")
+        await guard_admins(uow.connection, field="userId", without_user=user_id)
         changed = uow.assign(user, {"is_active": False})
         ended = await terminate_user_sessions(uow.connection, user_id, TerminationReason.USER_DEACTIVATED, now)
         await _void_tokens(uow.connection, user_id, now)
@@ -553,6 +577,99 @@ async def deactivate_user(
                 AuthEvent.USER_DEACTIVATED, entity_type="user", entity_id=user_id, risk=RiskLevel.MEDIUM,
                 description=description + " (was already inactive)", details={"sessions_ended": ended},
             )
+
+
+async def reactivate_user(
+    service: AuthService, principal: Principal, *, user_id: uuid.UUID, meta: RequestMeta
+) -> None:
+    """Switch a deactivated user back on (their roles are as they were; they sign in again).
+
+    The user takes a seat again, so `tenants.max_users` holds as for an invitation (USER_LIMIT): the
+    tenant row is locked first, so reactivations and invitations take turns and cannot both take
+    the last seat. A user holding more than the caller is refused (INSUFFICIENT_PRIVILEGE, audited).
+    """
+    async with refusals_audited(service, principal, meta, "userReactivate", permission=Permission.USER_ADMIN,
+                                entity_type="user", entity_id=user_id):
+        async with _admin_uow(service, principal, meta, "userReactivate") as uow:
+            tenant = await lock_tenant(uow.connection, principal.tenant_id)
+            user = await _locked_user(uow, user_id)
+            if user is None or user.is_system:
+                raise _user_not_found()
+            await _require_outranks(uow.connection, principal, user_id, "reactivate")
+            if user.is_active:
+                raise AuthRequestError(400, "USER_ACTIVE", "The user is active already.", field="userId")
+            if await active_seats(uow.connection, principal.tenant_id) >= tenant.max_users:
+                raise AuthRequestError(
+                    409, "USER_LIMIT", f"The organization has reached its limit of {tenant.max_users} active users.",
+                )
+            uow.assign(user, {"is_active": True})
+            uow.label(user, AuthEvent.USER_REACTIVATED, "reactivated by an administrator")
+
+
+#: The profile fields a user changes (their own) or an administrator changes (another's).
+PROFILE_FIELDS = ("first_name", "last_name", "title", "phone", "avatar_url")
+
+
+class NotYours(AuthRequestError):
+    """Another user's profile, without user:admin: answered as a user that does not exist."""
+
+    def __init__(self) -> None:
+        super().__init__(404, "USER_NOT_FOUND", "No such user.", field="userId")
+
+
+async def update_user(
+    service: AuthService,
+    principal: Principal,
+    *,
+    user_id: uuid.UUID,
+    updated_at: datetime,
+    changes: dict[str, Any],
+    meta: RequestMeta,
+    check: Any = None,
+) -> None:
+    """Change a user's profile (PROFILE_FIELDS only: never roles, email or security state).
+
+    One's own profile needs no permission; another user's needs user:admin tenant-wide and that the
+    caller holds everything that user holds (INSUFFICIENT_PRIVILEGE, audited). Without user:admin,
+    another user's profile is answered as missing (USER_NOT_FOUND) and the attempt is audited
+    (auth.access.denied). `check(uow, values, row)`: the validation to run before writing.
+    """
+    unknown = sorted(set(changes) - set(PROFILE_FIELDS))
+    if unknown:
+        raise AuthRequestError(400, "NOT_A_PROFILE_FIELD", f"{unknown[0]!r} is not a profile field.", field=unknown[0])
+    own = user_id == principal.user_id
+    try:
+        async with refusals_audited(service, principal, meta, "userUpdate",
+                                    permission=None if own else Permission.USER_ADMIN,
+                                    entity_type="user", entity_id=user_id):
+            async with caller_unit(service, principal, meta, field="userUpdate",
+                                   permission=None if own else _ADMIN) as uow:
+                user = await _locked_user(uow, user_id)
+                if user is None or user.is_system:
+                    raise _user_not_found()
+                if not own:
+                    if _ADMIN not in principal.grants.tenant_wide:
+                        raise NotYours()
+                    await _require_outranks(uow.connection, principal, user_id, "change the profile of")
+                await uow.lock(User, user_id, updated_at=updated_at, what="user", field="updated_at")
+                values = dict(changes)
+                for name in ("first_name", "last_name"):
+                    if name in values:
+                        values[name] = _name(values[name] or "", name)
+                if check is not None:
+                    await check(uow, values, user)
+                if uow.assign(user, values):
+                    uow.label(user, AuthEvent.USER_UPDATED,
+                              "own profile changed" if own else "profile changed by an administrator")
+                    await uow.flush()
+    except NotYours:
+        await record_caller_event(
+            service.writer, principal, AuthEvent.ACCESS_DENIED, meta,
+            entity_type="user", entity_id=user_id, granted=False, risk=RiskLevel.MEDIUM,
+            permission=_ADMIN, status=403,
+            description="mutation userUpdate refused: another user's profile needs user:admin",
+        )
+        raise _user_not_found() from None
 
 
 # --- helpers ---------------------------------------------------------------------------------------

@@ -65,6 +65,11 @@ class AuthEvent(StrEnum):
     OIDC_IDENTITY_LINKED = "auth.oidc.identity_linked"
     USER_PROVISIONED = "auth.user.provisioned"
     USER_DEACTIVATED = "auth.user.deactivated"
+    USER_REACTIVATED = "auth.user.reactivated"
+    USER_UPDATED = "auth.user.updated"
+    # A change of roles or accounts refused because it would raise someone's privileges or leave
+    # the tenant without an administrator (auth/roles.py ESCALATION_CODES; high risk).
+    PRIVILEGE_REFUSED = "auth.privilege.refused"
     ROLE_ASSIGNMENT_EXPIRED = "auth.role_assignment.expired"
     ROLE_CREATED = "auth.role.created"
     ROLE_UPDATED = "auth.role.updated"

@@ -12,29 +12,63 @@ grants nothing from that instant; `gwm jobs run` also ends the sessions it leave
 Each change runs in one unit of work (auth/audited.py): the roles or user_roles row, its
 audit_logs row (action `auth.role.created`, `auth.role_assignment.granted`, ...; docs/api/audit.md)
 and its change_history rows commit together or not at all.
+
+Privilege rules (refused, and each refusal audited as `auth.privilege.refused`, high risk, in a
+row of its own that outlives the rolled-back change: `refusals_audited`): nobody grants a
+permission they do not hold; nobody grants or revokes their own roles (`OWN_ROLES`); system roles
+are not changed; and the tenant keeps an administrator (`LAST_ADMIN`, `guard_admins`): the last
+active holder of the Tenant Admin role keeps it and stays active, and `user:admin` keeps at least
+one active holder, whether it would go by a revocation, a deactivation or a change of the role
+that carries it. These writes lock the tenant row first, so two of them (e.g. two administrators
+revoking each other) take turns and the second sees the first's result.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from auth.audit import AuthEvent, RequestMeta
+from auth.audit import AuthEvent, RequestMeta, record_caller_event
 from auth.audited import caller_unit
 from auth.exceptions import AuthRequestError
-from auth.permissions import Permission
+from auth.permissions import Permission, SystemRole
 from auth.principal import Principal
 from auth.service import AuthService
+from models.enums import RiskLevel
 from models.errors import Conflict, NotFound
 from models.identity import Role, UserRole
 from models.unit_of_work import UnitOfWork
 
-__all__ = ["create_role", "delete_role", "grant_role", "revoke_role", "update_role"]
+__all__ = [
+    "ESCALATION_CODES",
+    "create_role",
+    "delete_role",
+    "grant_role",
+    "guard_admins",
+    "lock_tenant",
+    "refusals_audited",
+    "revoke_role",
+    "update_role",
+]
+
+#: Refusals that are privilege-escalation attempts (or would leave the tenant without an
+#: administrator): each is audited (`auth.privilege.refused`, high risk) besides being answered.
+ESCALATION_CODES = frozenset({
+    "PERMISSION_NOT_GRANTABLE",
+    "ROLE_NOT_GRANTABLE",
+    "INSUFFICIENT_PRIVILEGE",
+    "SYSTEM_ROLE",
+    "OWN_ROLES",
+    "LAST_ADMIN",
+})
+_TENANT_ADMIN = SystemRole.TENANT_ADMIN.value
+_USER_ADMIN = Permission.USER_ADMIN.value
 
 MAX_NAME = 100
 _CATALOG = frozenset(p.value for p in Permission)
@@ -92,7 +126,98 @@ def _unit(
     return caller_unit(service, principal, meta, field=field, permission=permission.value)
 
 
-async def create_role(
+@asynccontextmanager
+async def refusals_audited(
+    service: AuthService,
+    principal: Principal,
+    meta: RequestMeta,
+    field: str,
+    *,
+    permission: Permission | None,
+    entity_type: str,
+    entity_id: uuid.UUID | None,
+) -> AsyncIterator[None]:
+    """Answer a refusal of ESCALATION_CODES as raised, and record it first: one audit_logs row
+    (`auth.privilege.refused`, access_granted false, risk high) written in its own transaction, so
+    it stays while the refused change rolls back."""
+    try:
+        yield
+    except AuthRequestError as exc:
+        if exc.code in ESCALATION_CODES:
+            await record_caller_event(
+                service.writer, principal, AuthEvent.PRIVILEGE_REFUSED, meta,
+                entity_type=entity_type, entity_id=entity_id, granted=False, risk=RiskLevel.HIGH,
+                permission=None if permission is None else permission.value, status=exc.status,
+                description=f"mutation {field} refused ({exc.code}): {exc.message}",
+                details={"refusal": exc.code, "field": exc.field},  # not "code": a secret-looking key
+            )
+        raise
+
+
+async def lock_tenant(conn: AsyncConnection, tenant_id: uuid.UUID) -> Any:
+    """The tenant row (`max_users`), locked FOR NO KEY UPDATE until the end of the transaction: the
+    writes that change who administers the tenant, or take a user seat, take turns here."""
+    return (
+        await conn.execute(
+            text("SELECT id, name, max_users FROM tenants WHERE id = :t FOR NO KEY UPDATE"), {"t": tenant_id}
+        )
+    ).one()
+
+
+async def guard_admins(
+    conn: AsyncConnection,
+    *,
+    field: str,
+    without_user: uuid.UUID | None = None,
+    without_assignment: uuid.UUID | None = None,
+    role_losing_user_admin: uuid.UUID | None = None,
+) -> None:
+    """LAST_ADMIN (on `field`) if the change described would leave the tenant without an active
+    Tenant Admin, or without an active holder of `user:admin`, while it has one now.
+
+    Holders are active people (not the system user) with an unexpired tenant-wide assignment.
+    The change: `without_user` deactivated, `without_assignment` revoked, the role
+    `role_losing_user_admin` no longer carrying `user:admin`. Call it after `lock_tenant`.
+    """
+    rows = (
+        await conn.execute(
+            text(
+                "SELECT ur.user_id, ur.id AS assignment_id, ur.role_id,"
+                " (r.is_system_role AND r.name = :admin) AS tenant_admin,"
+                " (r.permissions @> CAST(:perm AS jsonb)) AS user_admin"
+                " FROM user_roles ur JOIN users u ON u.id = ur.user_id JOIN roles r ON r.id = ur.role_id"
+                " WHERE u.is_active AND NOT u.is_system AND ur.opportunity_project_id IS NULL"
+                " AND (ur.expires_at IS NULL OR ur.expires_at > now())"
+                " AND ((r.is_system_role AND r.name = :admin) OR r.permissions @> CAST(:perm AS jsonb))"
+            ),
+            {"admin": _TENANT_ADMIN, "perm": f'["{_USER_ADMIN}"]'},
+        )
+    ).all()
+    kept = [r for r in rows if r.user_id != without_user and r.assignment_id != without_assignment]
+    admins_now = {r.user_id for r in rows if r.tenant_admin}
+    admins_after = {r.user_id for r in kept if r.tenant_admin}
+    if admins_now and not admins_after:
+        raise AuthRequestError(
+            409, "LAST_ADMIN", f"This would leave the organization without an active {_TENANT_ADMIN}: give the role "
+            "to someone else first.", field=field,
+        )
+    holders_now = {r.user_id for r in rows if r.user_admin}
+    holders_after = {r.user_id for r in kept if r.user_admin and r.role_id != role_losing_user_admin}
+    if holders_now and not holders_after:
+        raise AuthRequestError(
+            409, "LAST_ADMIN", f"This would leave nobody active holding {_USER_ADMIN!r}: give it to someone else "
+            "first.", field=field,
+        )
+
+
+def _own_roles(principal: Principal, user_id: uuid.UUID, field: str) -> None:
+    if user_id == principal.user_id:
+        raise AuthRequestError(
+            403, "OWN_ROLES", "You cannot change your own roles: another administrator has to.", field=field
+        )
+
+
+async def _create_role(
     service: AuthService,
     principal: Principal,
     *,
@@ -115,7 +240,7 @@ async def create_role(
         return await _role(uow.connection, role.id)
 
 
-async def update_role(
+async def _update_role(
     service: AuthService,
     principal: Principal,
     *,
@@ -127,6 +252,7 @@ async def update_role(
     meta: RequestMeta,
 ) -> Any:
     async with _unit(service, principal, meta, "roleUpdate", Permission.ROLE_ADMIN) as uow:
+        await lock_tenant(uow.connection, principal.tenant_id)
         role = await uow.lock(Role, role_id, field="id")
         _editable(role)
         await uow.lock(Role, role_id, updated_at=updated_at, field="id")
@@ -139,6 +265,8 @@ async def update_role(
             # Keeping permissions one does not hold is fine; adding them is not.
             added = sorted(set(permissions) - set(role.permissions))
             values["permissions"] = _permissions(permissions, principal, added=added)
+            if _USER_ADMIN in role.permissions and _USER_ADMIN not in values["permissions"]:
+                await guard_admins(uow.connection, field="permissions", role_losing_user_admin=role_id)
         uow.assign(role, values)
         uow.label(role, AuthEvent.ROLE_UPDATED, f"custom role {role.name!r} changed")
         try:
@@ -148,7 +276,7 @@ async def update_role(
         return await _role(uow.connection, role_id)
 
 
-async def delete_role(
+async def _delete_role(
     service: AuthService,
     principal: Principal,
     *,
@@ -177,7 +305,7 @@ async def delete_role(
         uow.label(role, AuthEvent.ROLE_DELETED, f"custom role {role.name!r} deleted")
 
 
-async def grant_role(
+async def _grant_role(
     service: AuthService,
     principal: Principal,
     *,
@@ -187,6 +315,7 @@ async def grant_role(
     expires_at: datetime | None,
     meta: RequestMeta,
 ) -> Any:
+    _own_roles(principal, user_id, "userId")
     if expires_at is not None and expires_at <= service.now():
         raise AuthRequestError(400, "INVALID_EXPIRY", "expiresAt must lie in the future.", field="expiresAt")
     async with _unit(service, principal, meta, "userRoleGrant", Permission.USER_ADMIN) as uow:
@@ -235,19 +364,69 @@ async def grant_role(
         ).one()
 
 
-async def revoke_role(
+async def _revoke_role(
     service: AuthService, principal: Principal, *, user_role_id: uuid.UUID, meta: RequestMeta
 ) -> None:
     async with _unit(service, principal, meta, "userRoleRevoke", Permission.USER_ADMIN) as uow:
+        await lock_tenant(uow.connection, principal.tenant_id)
         try:
             assignment = await uow.lock(UserRole, user_role_id, field="id")
         except NotFound:
             raise AuthRequestError(404, "NOT_FOUND", "There is no role assignment with that id.", field="id") from None
+        _own_roles(principal, assignment.user_id, "id")
         role = await _role(uow.connection, assignment.role_id)
         if not set(role.permissions) <= principal.grants.tenant_wide:
             raise AuthRequestError(
                 403, "ROLE_NOT_GRANTABLE", f"You cannot revoke {role.name!r}: it carries permissions you do not hold.",
                 field="id",
             )
+        await guard_admins(uow.connection, field="id", without_assignment=user_role_id)
         await uow.delete(assignment)
         uow.label(assignment, AuthEvent.ROLE_REVOKED, f"role {role.name!r} revoked")
+
+
+# -- the public calls: each refusal of ESCALATION_CODES is audited ----------------------------------------
+
+
+async def create_role(service: AuthService, principal: Principal, *, meta: RequestMeta, **values: Any) -> Any:
+    """A custom role (`name`, `description`, `permissions`); see `_create_role`."""
+    async with refusals_audited(service, principal, meta, "roleCreate", permission=Permission.ROLE_ADMIN,
+                                entity_type="role", entity_id=None):
+        return await _create_role(service, principal, meta=meta, **values)
+
+
+async def update_role(
+    service: AuthService, principal: Principal, *, role_id: uuid.UUID, meta: RequestMeta, **values: Any
+) -> Any:
+    """Change a custom role (`updated_at`, `name`, `description`, `permissions`)."""
+    async with refusals_audited(service, principal, meta, "roleUpdate", permission=Permission.ROLE_ADMIN,
+                                entity_type="role", entity_id=role_id):
+        return await _update_role(service, principal, role_id=role_id, meta=meta, **values)
+
+
+async def delete_role(
+    service: AuthService, principal: Principal, *, role_id: uuid.UUID, meta: RequestMeta,
+    updated_at: datetime | None = None,
+) -> None:
+    """Delete a custom role nobody holds; with `updated_at` (the value read), CONFLICT if it changed since."""
+    async with refusals_audited(service, principal, meta, "roleDelete", permission=Permission.ROLE_ADMIN,
+                                entity_type="role", entity_id=role_id):
+        await _delete_role(service, principal, role_id=role_id, meta=meta, updated_at=updated_at)
+
+
+async def grant_role(
+    service: AuthService, principal: Principal, *, user_id: uuid.UUID, meta: RequestMeta, **values: Any
+) -> Any:
+    """Grant a role (`role_id`, `project_id`, `expires_at`) to another user."""
+    async with refusals_audited(service, principal, meta, "userRoleGrant", permission=Permission.USER_ADMIN,
+                                entity_type="user", entity_id=user_id):
+        return await _grant_role(service, principal, user_id=user_id, meta=meta, **values)
+
+
+async def revoke_role(
+    service: AuthService, principal: Principal, *, user_role_id: uuid.UUID, meta: RequestMeta
+) -> None:
+    """Take a role assignment of another user away (never the tenant's last administrator's)."""
+    async with refusals_audited(service, principal, meta, "userRoleRevoke", permission=Permission.USER_ADMIN,
+                                entity_type="user_role", entity_id=user_role_id):
+        await _revoke_role(service, principal, user_role_id=user_role_id, meta=meta)

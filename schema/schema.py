@@ -51,6 +51,7 @@ from schema.proposal_mutations import ProposalMutation
 from schema.roles import RolesMutation
 from schema.scalars import SCALAR_MAP
 from schema.tenant_mutations import TenantMutation, TenantSecuritySettingsQuery
+from schema.user_mutations import UserMutation
 
 __all__ = ["SDL_PATH", "GwmSchema", "build_schema", "graphql_app", "schema", "sdl"]
 
@@ -97,6 +98,7 @@ class Query(
 class Mutation(
     IdentityMutation,
     RolesMutation,
+    UserMutation,
     OpportunitiesMutation,
     ProjectsMutation,
     CaptureMutation,
