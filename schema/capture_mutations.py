@@ -1,5 +1,8 @@
 """Mutations of capture plans: create, update, archive (plans are evidence: never deleted).
 
+The go/no-go decision (decision, date, rationale) is not part of these inputs: it is recorded by
+`capturePlanDecide` alone, its own audited change (schema/proposal_mutations.py).
+
 Each field is one audited transaction (schema/writes.py). All three need capture_plan:write on
 the plan's project (tenant-wide, or granted on that project). Updates and archives carry the
 `updatedAt` the caller read: a stale one answers CONFLICT and changes nothing.
@@ -19,7 +22,7 @@ import schema.enums  # noqa: F401 - registers the value-set enums before any typ
 from auth.permissions import Permission
 from models import CapturePlan as CapturePlanModel
 from models import OpportunityProject as ProjectModel
-from models.enums import CapturePlanStatus, GoNoGoDecision
+from models.enums import CapturePlanStatus
 from models.unit_of_work import UnitOfWork
 from resolvers.capture import mutations
 from schema.capture import CapturePlan
@@ -53,9 +56,6 @@ class CapturePlanCreateInput:
     opportunity_project_row_id: uuid.UUID | None = ref_row_id("OpportunityProject")
     plan_name: str = strawberry.field(description="1 to 255 characters.")
     status: CapturePlanStatus | None = strawberry.field(default=None, description="Default DRAFT.")
-    go_no_go_decision: GoNoGoDecision | None = None
-    decision_date: datetime.date | None = None
-    decision_rationale: str | None = None
     win_strategy: str | None = None
     competitive_analysis: str | None = None
     external_data_considerations: str | None = None
@@ -73,9 +73,6 @@ class CapturePlanUpdateInput:
     updated_at: datetime.datetime = strawberry.field(description=UPDATED_AT)
     plan_name: str | None = UNSET
     status: CapturePlanStatus | None = UNSET
-    go_no_go_decision: GoNoGoDecision | None = UNSET
-    decision_date: datetime.date | None = UNSET
-    decision_rationale: str | None = UNSET
     win_strategy: str | None = UNSET
     competitive_analysis: str | None = UNSET
     external_data_considerations: str | None = UNSET

@@ -54,19 +54,21 @@ async def test_a_plan_through_its_life(client: httpx.AsyncClient, sign_in_as: Si
                        history={"plan_name", "win_strategy"}, user_id=manager.id)
 
     data = await mutate(client, manager, UPDATE, {"input": {
-        "rowId": str(plan_id), "updatedAt": plan["updatedAt"], "goNoGoDecision": "GO", "decisionDate": "2026-11-20",
-        "status": "APPROVED"}})
+        "rowId": str(plan_id), "updatedAt": plan["updatedAt"], "timeline": "Gate review in May", "status": "APPROVED"}})
     plan = data["capturePlanUpdate"]["capturePlan"]
-    assert (plan["goNoGoDecision"], plan["status"], plan["decisionDate"]) == ("GO", "APPROVED", "2026-11-20")
+    assert plan["status"] == "APPROVED" and plan["goNoGoDecision"] is None
     assert plan["updatedBy"]["rowId"] == str(manager.id)
     _, updated = await rows.audit(plan_id)
-    assert updated.before_values["go_no_go_decision"] is None and updated.after_values["go_no_go_decision"] == "go"
+    assert updated.before_values["status"] == "draft" and updated.after_values["status"] == "approved"
     history = {h.field_name: h for h in await rows.history(plan_id) if h.change_category == "update"}
-    assert set(history) == {"go_no_go_decision", "decision_date", "status", "updated_by"}
-    assert history["go_no_go_decision"].change_impact_level == "high"
-    assert history["decision_date"].new_value == "2026-11-20"
+    assert set(history) == {"timeline", "status", "updated_by"}
+    assert history["timeline"].new_value == "Gate review in May"
     await expect_audit(rows.engine, rows.tenant.id, "capturePlanUpdate", action="UPDATE", entity_id=plan_id,
-                       history={"go_no_go_decision", "status"}, user_id=manager.id)
+                       history={"timeline", "status"}, user_id=manager.id)
+    # The go/no-go decision has one way in: capturePlanDecide (its own audited change), not an update.
+    refused_decision = await refused(client, manager, UPDATE, {"input": {
+        "rowId": str(plan_id), "updatedAt": plan["updatedAt"], "goNoGoDecision": "GO"}})
+    assert codes(refused_decision) == ["BAD_USER_INPUT"]
 
     data = await mutate(client, manager, ARCHIVE, {"input": {"rowId": str(plan_id), "updatedAt": plan["updatedAt"]}})
     plan = data["capturePlanArchive"]["capturePlan"]
