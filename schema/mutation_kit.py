@@ -443,6 +443,8 @@ def mutation(
         raise TypeError(f"{name}: give exactly one of run= and service=")
     if input is not None:
         refs_of(input)  # declaration errors surface at import
+    if idempotent and (input is None or "idempotency_key" not in _field_names(input)):
+        raise TypeError(f"{name}: an idempotent create's input declares idempotency_key (W20)")
     extras = dict(extra or {})
     renames = dict(error_fields or {})
     payload = _payload(name, returns, extras)
@@ -517,6 +519,10 @@ def mutation(
         resolver=resolver, name=name, description=description, extensions=field_extensions
     )
     return field
+
+
+def _field_names(input_type: type) -> set[str]:
+    return {f.python_name for f in get_object_definition(input_type, strict=True).fields}
 
 
 def _input_sentence(input_type: type) -> str:

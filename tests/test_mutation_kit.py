@@ -161,3 +161,16 @@ def test_fixed_string_limits_name_fields_of_the_schema() -> None:
             assert isinstance(found, GraphQLObjectType) and argument in found.fields[field].args, owner
     assert string_limit("UserSetTemporaryPasswordInput.password") == 1024
     assert string_limit("MfaEnrollmentConfirmInput.code") == 64
+
+
+def test_an_idempotent_create_needs_its_key_field() -> None:
+    import strawberry
+
+    @strawberry.input(description="x")
+    class Keyless:
+        name: str = strawberry.field(description="x")
+
+    with pytest.raises(TypeError, match="idempotency_key"):
+        mutation("keylessCreate", input=Keyless, permission=None, returns=Entity(object, "x"), service=_never,
+                 idempotent=True, description="x")
+    assert "KeylessCreatePayload" not in PAYLOADS
