@@ -19,7 +19,16 @@ from typing import Any
 
 import httpx
 import schemathesis
-from graphql import get_introspection_query
+from graphql import (
+    BooleanValueNode,
+    IntValueNode,
+    NameNode,
+    ObjectFieldNode,
+    ObjectValueNode,
+    StringValueNode,
+    ValueNode,
+    get_introspection_query,
+)
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 from schemathesis.core.result import Ok
@@ -43,6 +52,25 @@ SELF_DESTRUCTIVE = frozenset(
         "mfaEnrollmentConfirm",
     }
 )
+
+
+
+def _json_values() -> st.SearchStrategy[ValueNode]:
+    """Literals of the JSON scalar (configuration values, custom fields): small scalars and objects."""
+    leaves: st.SearchStrategy[ValueNode] = st.one_of(
+        st.text(max_size=20).map(lambda text: StringValueNode(value=text)),
+        st.integers(-1000, 1000).map(lambda number: IntValueNode(value=str(number))),
+        st.booleans().map(lambda flag: BooleanValueNode(value=flag)),
+    )
+    objects = st.dictionaries(st.from_regex(r"[a-z]{1,8}", fullmatch=True), leaves, max_size=3).map(
+        lambda found: ObjectValueNode(
+            fields=tuple(ObjectFieldNode(name=NameNode(value=k), value=v) for k, v in found.items())
+        )
+    )
+    return st.one_of(leaves, objects)
+
+
+schemathesis.graphql.scalar("JSON", _json_values())
 
 
 def generate(introspection: dict[str, Any]) -> list[str]:
