@@ -302,3 +302,18 @@ async def test_a_closed_project_can_be_archived_and_restored_and_stays_closed(
     assert restored["errors"] == [] and restored["opportunityProject"]["projectStatus"] == "NO_BID"
     still = await _update(client, manager, project.id, rows, title="t")
     assert [e["code"] for e in still["errors"]] == ["VALIDATION"]
+
+
+async def test_a_project_from_an_external_source_counts_under_the_limit_too(
+    client: httpx.AsyncClient, sign_in_as: SignIn, rows: Rows, owner_engine: AsyncEngine, fresh_tenant: TenantRef
+) -> None:
+    manager = await sign_in_as("Capture Manager")
+    source = await rows.make("external_opportunity_sources")
+    await _set_limit(owner_engine, fresh_tenant, 1)
+    await rows.project(project_name="Only")
+    data = await mutate(client, manager, CREATE, {"input": {
+        "projectName": "From SAM", "externalSourceRowId": str(source.id), "externalOpportunityId": "N-2"}})
+    payload = data["opportunityProjectCreate"]
+    assert payload["opportunityProject"] is None
+    assert [(e["code"], e["field"]) for e in payload["errors"]] == [("PROJECT_LIMIT", None)]
+    assert await _counted(rows) == 1
