@@ -28,6 +28,7 @@ ERRORS = "errors { field code message }"
 ROLE_CREATE = f"""mutation($input: RoleCreateInput!) {{ roleCreate(input: $input) {{ role {{ rowId }} {ERRORS} }} }}"""
 ROLE_UPDATE = f"""mutation($input: RoleUpdateInput!) {{
   roleUpdate(input: $input) {{ role {{ rowId permissions }} {ERRORS} }} }}"""
+ROLE_DELETE = f"""mutation($input: RoleDeleteInput!) {{ roleDelete(input: $input) {{ deletedId {ERRORS} }} }}"""
 GRANT = f"""mutation($input: UserRoleGrantInput!) {{
   userRoleGrant(input: $input) {{ userRole {{ rowId }} {ERRORS} }} }}"""
 REVOKE = f"""mutation($input: UserRoleRevokeInput!) {{
@@ -248,6 +249,11 @@ async def test_a_system_role_is_not_changed(client: httpx.AsyncClient, sign_in_a
         "rowId": str(viewer_role.id), "updatedAt": viewer_role.updated_at.isoformat(), "permissions": ALL}})
     assert _errors(data["roleUpdate"]) == [("SYSTEM_ROLE", ["input", "rowId"])]
     await _expect_refused(rows, 0, admin, "roleUpdate", "SYSTEM_ROLE", viewer_role.id)
+    deleted = await mutate(client, admin, ROLE_DELETE, {"input": {
+        "id": to_base64("Role", viewer_role.id), "updatedAt": viewer_role.updated_at.isoformat()}})
+    assert _errors(deleted["roleDelete"]) == [("SYSTEM_ROLE", ["input", "id"])]
+    assert deleted["roleDelete"]["deletedId"] is None
+    await _expect_refused(rows, 1, admin, "roleDelete", "SYSTEM_ROLE", viewer_role.id)
     assert await _roles_state(rows) == state
 
 

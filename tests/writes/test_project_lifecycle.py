@@ -317,3 +317,40 @@ async def test_a_project_from_an_external_source_counts_under_the_limit_too(
     assert payload["opportunityProject"] is None
     assert [(e["code"], e["field"]) for e in payload["errors"]] == [("PROJECT_LIMIT", None)]
     assert await _counted(rows) == 1
+
+
+async def test_a_new_row_waits_for_a_closing_in_progress_and_is_then_refused(
+    client: httpx.AsyncClient, sign_in_as: SignIn, rows: Rows, owner_engine: AsyncEngine, fresh_tenant: TenantRef
+) -> None:
+    """ensure_open reads the project FOR SHARE: a capture plan asked for while another transaction
+    is closing the project waits for it, then reads the committed status and is refused. (A plain
+    read would see the status before the closing and add a plan to a closed project.)"""
+    manager = await sign_in_as("Capture Manager")
+    project = await rows.project(project_status="active")
+    async with owner_engine.connect() as closer:
+        await set_tenant(closer, fresh_tenant.id)
+        await closer.execute(text("UPDATE opportunity_projects SET project_status = 'won' WHERE id = :p"),
+                             {"p": project.id})
+        pending = asyncio.ensure_future(mutate(client, manager, PLAN_CREATE, {"input": {
+            "opportunityProjectRowId": str(project.id), "planName": "Late"}}))
+        waited = False
+        for _ in range(100):
+            blocked = await owner_engine.connect()
+            try:
+                count = await blocked.scalar(text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND cardinality(pg_blocking_pids(pid)) > 0"))
+            finally:
+                await blocked.close()
+            if count:
+                waited = True
+                break
+            await asyncio.sleep(0.05)
+        assert waited, "the capture plan did not wait for the closing transaction"
+        assert not pending.done()
+        await closer.commit()
+        data = await pending
+    (error,) = data["capturePlanCreate"]["errors"]
+    assert (error["code"], error["field"]) == ("VALIDATION", ["input", "opportunityProjectRowId"])
+    assert "closed (won)" in error["message"]
+    assert (await rows.one("SELECT count(*) AS n FROM capture_plans WHERE tenant_id = :t")).n == 0
