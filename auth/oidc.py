@@ -40,6 +40,7 @@ from joserfc.jwk import ECKey, RSAKey
 from joserfc.jws import JWSRegistry, deserialize_compact
 
 from auth.exceptions import ConfigurationError, JwksUnavailable, TokenRejected
+from auth.outbound import OutboundPolicy
 
 __all__ = [
     "JwksCache",
@@ -98,7 +99,6 @@ _MAX_KID_CHARS: Final = 256
 _MIN_RSA_BITS: Final = 2048
 _JWKS_FETCH_TIMEOUT: Final = 5.0
 _MAX_LEEWAY_SECONDS: Final = 300
-_LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "::1"})
 _B64URL: Final = re.compile(r"[A-Za-z0-9_-]*")
 
 
@@ -194,24 +194,22 @@ class JwksCache:
     fetch. A failed fetch is not retried within that interval either, and once the TTL has passed
     without a successful fetch verification fails closed with `JwksUnavailable`.
 
-    Only `https` URIs are fetched; `allow_insecure_loopback=True` also allows `http` to 127.0.0.1
-    and ::1, for tests. Redirects are not followed, the body is capped at 1 MiB and the whole fetch
-    at 5 seconds. Symmetric (`oct`) keys, RSA keys under 2048 bits, keys without a kid and kids
-    that appear twice are dropped. Pass `client` to reuse an application-wide `httpx.AsyncClient`
-    (it stays the caller's to close); otherwise the cache makes one and `aclose()` closes it.
+    Every fetch goes through the outbound guard (auth/outbound.py, `outbound`: the operator's
+    policy): `https` only (`http` only to an allow-listed host:port), every address of the name
+    checked and connected to, each redirect hop checked again; the body is capped at 1 MiB and the
+    whole fetch at 5 seconds. Symmetric (`oct`) keys, RSA keys under 2048 bits, keys without a kid
+    and kids that appear twice are dropped. The cache owns its guarded client; `aclose()` closes it.
     One instance per process and event loop (it is not thread-safe), shared by all tenants.
     """
 
     def __init__(
         self,
         *,
-        client: httpx.AsyncClient | None = None,
-        allow_insecure_loopback: bool = False,
+        outbound: OutboundPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._client = client
-        self._owns_client = client is None
-        self._allow_insecure_loopback = allow_insecure_loopback
+        self._outbound = OutboundPolicy() if outbound is None else outbound
+        self._client: httpx.AsyncClient | None = None
         self._clock = clock
         self._entries: dict[str, _JwksEntry] = {}
 
@@ -226,7 +224,7 @@ class JwksCache:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if self._owns_client and self._client is not None:
+        if self._client is not None:
             await self._client.aclose()
             self._client = None
 
@@ -273,42 +271,20 @@ class JwksCache:
             entry.inflight = None
 
     async def _fetch(self, uri: str) -> dict[str, _PublicKey]:
-        self._check_uri(uri)
         if self._client is None:
-            self._client = httpx.AsyncClient()
-        body = bytearray()
+            self._client = self._outbound.client(timeout=_JWKS_FETCH_TIMEOUT)
         async with asyncio.timeout(_JWKS_FETCH_TIMEOUT):
-            async with self._client.stream(
-                "GET",
+            # The guard checks the URL and every address and redirect hop, and bounds the body
+            # (counted after content decoding, so a compressed bomb stops at the limit too).
+            response = await self._outbound.fetch(
                 uri,
+                client=self._client,
                 headers={"Accept": "application/jwk-set+json, application/json"},
-                timeout=_JWKS_FETCH_TIMEOUT,
-                follow_redirects=False,
-            ) as response:
-                if response.status_code != 200:
-                    raise _JwksFetchError(f"HTTP status {response.status_code}")
-                declared = response.headers.get("content-length", "")
-                if declared.isdigit() and int(declared) > _MAX_JWKS_BYTES:
-                    raise _JwksFetchError("key set larger than the limit")
-                # Counted after content decoding, so a compressed bomb stops at the limit too.
-                async for chunk in response.aiter_bytes():
-                    body += chunk
-                    if len(body) > _MAX_JWKS_BYTES:
-                        raise _JwksFetchError("key set larger than the limit")
-        return _parse_jwks(bytes(body))
-
-    def _check_uri(self, uri: str) -> None:
-        try:
-            url = httpx.URL(uri)
-        except httpx.InvalidURL as exc:
-            raise _JwksFetchError("jwks_uri is not a URL") from exc
-        if url.userinfo or not url.host:
-            raise _JwksFetchError("jwks_uri must name a host and carry no credentials")
-        if url.scheme == "https":
-            return
-        if url.scheme == "http" and self._allow_insecure_loopback and url.host in _LOOPBACK_HOSTS:
-            return
-        raise _JwksFetchError("jwks_uri must use https")
+                max_bytes=_MAX_JWKS_BYTES,
+            )
+        if response.status_code != 200:
+            raise _JwksFetchError(f"HTTP status {response.status_code}")
+        return _parse_jwks(response.content)
 
 
 def _parse_jwks(body: bytes) -> dict[str, _PublicKey]:

@@ -21,6 +21,7 @@ from auth.crypto import SecretBox
 from auth.exceptions import Unauthenticated
 from auth.mailer import Mailer
 from auth.oidc import JwksCache
+from auth.outbound import OutboundPolicy
 from auth.passwords import PasswordHasher, PasswordPolicy
 from auth.policy import TenantSecurityPolicy, policy_from
 from auth.principal import Grants, Principal, PrincipalKind, grants_from, load_role_grants
@@ -70,6 +71,10 @@ class AuthService:
     # Set by the composition root when configured: the email sender and the OIDC key cache.
     mailer: Mailer | None = None
     jwks: JwksCache | None = None
+    # The operator's rules for every request to a URL a tenant sets (auth/outbound.py): the OIDC
+    # key cache, discovery and the browser flow's token endpoint use it; tenant settings check URLs
+    # with its static rules when they are saved.
+    outbound: OutboundPolicy = field(default_factory=OutboundPolicy)
     # Instrumentation, like the hasher's kdf_calls: emails the account lifecycle queued (a reset
     # request queues one on every path, whether or not the account exists).
     emails_queued: int = 0

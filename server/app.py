@@ -19,6 +19,7 @@ from starlette.types import Scope
 from auth.crypto import SecretBox
 from auth.mailer import SmtpMailer
 from auth.oidc import JwksCache
+from auth.outbound import OutboundPolicy
 from auth.passwords import PasswordHasher
 from auth.routes import (
     MFA_PATHS,
@@ -109,7 +110,8 @@ def create_app(settings: Settings) -> Starlette:
         application_name="gwm-server",
     )
     writer = SideEffectWriter(engine, AuditChain.from_setting(settings.audit_keys))
-    jwks = JwksCache(allow_insecure_loopback=settings.oidc_allow_insecure_loopback)
+    outbound = OutboundPolicy.from_setting(settings.outbound_allow)
+    jwks = JwksCache(outbound=outbound)
     auth = AuthService(
         engine=engine,
         writer=writer,
@@ -118,6 +120,7 @@ def create_app(settings: Settings) -> Starlette:
         public_url=settings.public_url,
         session_cookie=settings.session_cookie,
         jwks=jwks,
+        outbound=outbound,
     )
     mailer = _mailer(settings)
     auth.mailer = mailer

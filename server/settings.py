@@ -36,6 +36,17 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
 
 
+def _outbound_allow(env: Mapping[str, str]) -> str | None:
+    from auth.outbound import parse_allow_list
+
+    raw = env.get("GWM_OUTBOUND_ALLOW") or None
+    try:
+        parse_allow_list(raw)
+    except ValueError as exc:
+        raise SettingsError(f"GWM_OUTBOUND_ALLOW: {exc}") from None
+    return raw
+
+
 def _at_least(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
     value = _int(env, name, default)
     if value < minimum:
@@ -114,8 +125,10 @@ class Settings:
     smtp_username: str | None = None
     smtp_password: str | None = field(default=None, repr=False)
     smtp_starttls: bool = False
-    # GWM_OIDC_ALLOW_INSECURE_LOOPBACK: also fetch OIDC keys over http from 127.0.0.1/::1 (tests only).
-    oidc_allow_insecure_loopback: bool = False
+    # GWM_OUTBOUND_ALLOW: comma-separated host:port destinations that URLs a tenant sets (OpenID
+    # issuer, JWKS, token endpoint) may reach even though they resolve to a private, loopback or
+    # other non-global address, and over plain http (auth/outbound.py). Empty: public https only.
+    outbound_allow: str | None = None
     # GWM_TRUSTED_PROXIES: comma-separated addresses or CIDR networks of the reverse proxies in front
     # of the server; only a peer among them may set X-Request-ID (else the server makes the id).
     trusted_proxies: tuple[str, ...] = ()
@@ -170,7 +183,6 @@ class Settings:
             smtp_username=env.get("GWM_SMTP_USERNAME") or None,
             smtp_password=env.get("GWM_SMTP_PASSWORD") or None,
             smtp_starttls=(env.get("GWM_SMTP_STARTTLS") or "").lower() in {"1", "true", "yes"},
-            oidc_allow_insecure_loopback=(env.get("GWM_OIDC_ALLOW_INSECURE_LOOPBACK") or "").lower()
-            in {"1", "true", "yes"},
+            outbound_allow=_outbound_allow(env),
             trusted_proxies=_networks(env, "GWM_TRUSTED_PROXIES"),
         )

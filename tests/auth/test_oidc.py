@@ -32,6 +32,7 @@ from starlette.routing import Route
 
 from auth.exceptions import AuthError, ConfigurationError, JwksUnavailable, TokenRejected
 from auth.oidc import JwksCache, OidcProvider, RejectReason, issuer_of, verify_access_token
+from auth.outbound import OutboundPolicy
 
 ISSUER = "https://idp.example.test/realms/acme"
 AUDIENCE = "api://gwm-crm"
@@ -164,6 +165,11 @@ class JwksServer:
             target=self._server.run, kwargs={"sockets": [self._socket]}, name="jwks-server", daemon=True
         )
 
+    @property
+    def allow(self) -> OutboundPolicy:
+        """An outbound policy with this server (and nothing else) on the allow-list."""
+        return OutboundPolicy.from_setting(self.base_url.removeprefix("http://"))
+
     def reset(self, document: dict[str, Any]) -> None:
         self.hits.clear()
         self.document, self.status, self.body, self.delay = document, 200, None, 0.0
@@ -182,7 +188,7 @@ class JwksServer:
 
     async def _redirect(self, request: Request) -> Response:
         self.hits[request.url.path] += 1
-        return RedirectResponse("/jwks", status_code=302)
+        return RedirectResponse(request.query_params.get("to", "/jwks"), status_code=302)
 
     async def _attacker(self, request: Request) -> Response:
         self.hits[request.url.path] += 1
@@ -241,8 +247,8 @@ def provider(server: JwksServer) -> OidcProvider:
 
 
 @pytest.fixture
-async def jwks(clock: FakeClock) -> AsyncIterator[JwksCache]:
-    async with JwksCache(allow_insecure_loopback=True, clock=clock) as cache:
+async def jwks(clock: FakeClock, server: JwksServer) -> AsyncIterator[JwksCache]:
+    async with JwksCache(outbound=server.allow, clock=clock) as cache:
         yield cache
 
 
@@ -569,12 +575,19 @@ async def test_unusable_keys_in_the_set_are_ignored(
 
 @pytest.mark.parametrize(
     "setup",
-    ["status 500", "not JSON", "no keys array", "larger than 1 MiB", "redirect", "plain http refused"],
+    [
+        "status 500",
+        "not JSON",
+        "no keys array",
+        "larger than 1 MiB",
+        "redirect off the allow-list",
+        "not on the allow-list",
+    ],
 )
 async def test_jwks_failures_fail_closed(
     setup: str, keys: Keys, server: JwksServer, clock: FakeClock, provider: OidcProvider
 ) -> None:
-    uri, loopback = provider.jwks_uri, True
+    uri, outbound = provider.jwks_uri, server.allow
     if setup == "status 500":
         server.status, server.body = 500, b"{}"
     elif setup == "not JSON":
@@ -583,16 +596,18 @@ async def test_jwks_failures_fail_closed(
         server.body = b'{"keys": {}}'
     elif setup == "larger than 1 MiB":
         server.document = {"keys": keys.jwks()["keys"], "padding": "x" * (1024 * 1024)}
-    elif setup == "redirect":
-        uri = f"{server.base_url}/redirect"
+    elif setup == "redirect off the allow-list":
+        # The same server under another loopback address: not on the list, so the hop is refused.
+        port = server.base_url.rsplit(":", 1)[1]
+        uri = f"{server.base_url}/redirect?to=http://127.0.0.2:{port}/jwks"
     else:
-        loopback = False
+        outbound = OutboundPolicy()  # loopback and plain http, with nothing on the allow-list
     failing = OidcProvider(issuer=ISSUER, audience=AUDIENCE, jwks_uri=uri)
-    async with JwksCache(allow_insecure_loopback=loopback, clock=clock) as cache:
+    async with JwksCache(outbound=outbound, clock=clock) as cache:
         with pytest.raises(JwksUnavailable) as info:
             await verify_access_token(rs256(keys), failing, cache)
     assert info.value.reason_code == RejectReason.JWKS_UNAVAILABLE
-    assert server.requests == (0 if setup in {"plain http refused", "redirect"} else 1)
+    assert server.requests == (0 if setup in {"not on the allow-list", "redirect off the allow-list"} else 1)
 
 
 async def test_failed_fetch_is_not_retried_within_the_interval(

@@ -65,8 +65,9 @@ def server(jwks_server: JwksServer, keys: Keys) -> JwksServer:
 
 
 @pytest.fixture
-def app(database: Database, clock: FakeClock) -> Starlette:
-    application = create_app(support_http.test_settings(database.app_url, oidc_allow_insecure_loopback=True))
+def app(database: Database, clock: FakeClock, jwks_server: JwksServer) -> Starlette:
+    settings = support_http.test_settings(database.app_url, outbound_allow=jwks_server.base_url.removeprefix("http://"))
+    application = create_app(settings)
     application.state.auth.clock = clock
     return application
 
