@@ -63,6 +63,9 @@ class AuthEvent(StrEnum):
     SAML_LOGIN_FAILED = "auth.saml.failed"
     OIDC_TOKEN_REJECTED = "auth.oidc.rejected"
     OIDC_IDENTITY_LINKED = "auth.oidc.identity_linked"
+    # Browser sign-in through the tenant's OpenID provider (auth/routes_oidc.py).
+    OIDC_LOGIN_SUCCEEDED = "auth.oidc.succeeded"
+    OIDC_LOGIN_FAILED = "auth.oidc.login_failed"
     USER_PROVISIONED = "auth.user.provisioned"
     USER_DEACTIVATED = "auth.user.deactivated"
     USER_REACTIVATED = "auth.user.reactivated"

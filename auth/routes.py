@@ -35,8 +35,9 @@ PUBLIC_PATHS = (
     "/auth/password/reset",
     "/auth/password/reset/request",
     "/auth/invitations/accept",
+    "/auth/methods",
 )
-PUBLIC_PREFIXES = ("/auth/saml/",)
+PUBLIC_PREFIXES = ("/auth/saml/", "/auth/oidc/")
 # Reachable by a session that has not passed MFA yet, or must change its password.
 MFA_PATHS = ("/auth/mfa/enroll", "/auth/mfa/confirm", "/auth/mfa/verify", "/auth/mfa/recovery", "/auth/logout",
              "/auth/session")
@@ -133,7 +134,7 @@ async def session_info(request: Request) -> Response:
 
 
 def auth_routes() -> list[BaseRoute]:
-    from auth import routes_account, routes_mfa, routes_saml
+    from auth import routes_account, routes_mfa, routes_oidc, routes_saml
 
     return [
         Route("/auth/login", login, methods=["POST"]),
@@ -142,4 +143,5 @@ def auth_routes() -> list[BaseRoute]:
         *routes_mfa.routes(),
         *routes_account.routes(),
         *routes_saml.routes(),
+        *routes_oidc.routes(),
     ]
