@@ -46,5 +46,5 @@ async def test_writes_through_the_unit_of_work_ddl_and_test_fixtures_are_not_vio
     assert found == []
 
 
-def test_the_allow_list_is_the_seed_alone() -> None:
-    assert dml_guard.ALLOWED == ("server/seed/",)
+def test_the_allow_list_is_the_seed_and_tenant_transfer() -> None:
+    assert dml_guard.ALLOWED == ("server/seed/", "server/tenant_transfer.py")
