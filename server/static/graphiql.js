@@ -8,6 +8,9 @@
  *   are not persisted: a token never lands in localStorage);
  * - the bar signs in with POST /auth/login (JSON), verifies MFA with POST /auth/mfa/verify and
  *   signs out with POST /auth/logout; the session token stays in its HttpOnly cookie;
+ * - for the organization typed in, it asks GET /auth/methods which sign-in methods it offers and,
+ *   when it has an OpenID provider, shows "Sign in with <provider>": a link to
+ *   /auth/oidc/<organization>/login, whose callback sets the session cookie and comes back here;
  * - subscription operations would go over graphql-transport-ws to ws(s)://<this host>/graphql;
  *   the client is lazy and opens no connection before the first subscription.
  */
@@ -42,6 +45,7 @@
     signIn: document.getElementById("gwm-sign-in"),
     mfa: document.getElementById("gwm-mfa"),
     signOut: document.getElementById("gwm-sign-out"),
+    sso: document.getElementById("gwm-sso"),
   };
 
   // --- HTTP -------------------------------------------------------------------------------
@@ -230,10 +234,13 @@
     show(bar.signIn, true);
     show(bar.mfa, false);
     show(bar.signOut, false);
+    methodsFor = null; // ask again: the link was hidden while signed in
+    checkMethods();
   }
 
   function signedIn(session) {
     show(bar.signIn, false);
+    show(bar.sso, false);
     show(bar.signOut, true);
     if (!session.mfaSatisfied) {
       show(bar.mfa, !session.mfaEnrollmentRequired);
@@ -287,6 +294,44 @@
   }
 
   bar.signIn.elements.tenant.value = rememberedTenant();
+
+  // "Sign in with <provider>" for an organization with an OpenID provider (GET /auth/methods).
+  var methodsFor = null;
+
+  function checkMethods() {
+    var tenant = bar.signIn.elements.tenant.value.trim().toLowerCase();
+    if (tenant === methodsFor) {
+      return;
+    }
+    methodsFor = tenant;
+    show(bar.sso, false);
+    if (!tenant) {
+      return;
+    }
+    request("/auth/methods?tenant=" + encodeURIComponent(tenant), "GET")
+      .then(function (result) {
+        var oidc = result.status === 200 && result.data && result.data.oidc;
+        if (methodsFor !== tenant || bar.signIn.hidden || !oidc) {
+          return;
+        }
+        bar.sso.href = oidc.loginUrl;
+        bar.sso.textContent = "Sign in with " + oidc.name;
+        show(bar.sso, true);
+      })
+      .catch(function () {
+        return undefined; // the password form still works
+      });
+  }
+
+  var methodsTimer = null;
+  bar.signIn.elements.tenant.addEventListener("input", function () {
+    window.clearTimeout(methodsTimer);
+    methodsTimer = window.setTimeout(checkMethods, 300);
+  });
+  bar.signIn.elements.tenant.addEventListener("change", checkMethods);
+  bar.sso.addEventListener("click", function () {
+    rememberTenant(bar.signIn.elements.tenant.value.trim());
+  });
 
   bar.signIn.addEventListener("submit", function (event) {
     event.preventDefault();
