@@ -530,3 +530,88 @@ async def test_methods_tells_which_sign_in_a_tenant_offers(
     # An unknown or malformed tenant gets the same answer as a tenant without single sign-on.
     assert (await client.get("/auth/methods", params={"tenant": "no-such-tenant"})).json() == nothing
     assert (await client.get("/auth/methods", params={"tenant": "../x"})).json() == nothing
+
+
+# --- more of the flow ----------------------------------------------------------------------------------
+
+
+async def test_totp_user_whose_provider_showed_one_factor_must_verify_the_code_next(
+    client: httpx.AsyncClient, app: Starlette, owner_engine: AsyncEngine, provider: FakeOpenIdProvider
+) -> None:
+    realm = provider.realm(amr=["pwd"])
+    tenant = await oidc_tenant(owner_engine, app, realm)  # the tenant does not require MFA
+    await make_login_user(owner_engine, tenant.ref, email=realm.email, mfa_enabled=True)
+    response = await client.get(await authorize(await start(client, tenant)))
+    assert response.status_code == 303, response.text
+    assert (await client.get("/auth/session")).json()["mfaSatisfied"] is False
+    graphql = await client.post("/graphql", json=VIEWER)
+    assert graphql.status_code == 401 and error_code(graphql) == "MFA_REQUIRED"
+    (succeeded,) = await audit(owner_engine, tenant.ref, "auth.oidc.succeeded")
+    assert succeeded.after_values["mfa_asserted"] is False and succeeded.after_values["amr"] == ["pwd"]
+
+
+async def test_just_in_time_provisioning_through_the_browser(
+    client: httpx.AsyncClient, app: Starlette, owner_engine: AsyncEngine, provider: FakeOpenIdProvider
+) -> None:
+    realm = provider.realm(email=f"new-{uuid.uuid4().hex[:8]}@example.test")
+    tenant = await oidc_tenant(owner_engine, app, realm, sso_jit_provisioning=True)
+    response = await client.get(await authorize(await start(client, tenant)))
+    assert response.status_code == 303, response.text
+    graphql = await client.post("/graphql", json=VIEWER)
+    assert graphql.json()["data"]["viewer"]["user"]["email"] == realm.email
+    (succeeded,) = await audit(owner_engine, tenant.ref, "auth.oidc.succeeded")
+    assert succeeded.after_values["resolution"] == "provisioned"
+    assert len(await audit(owner_engine, tenant.ref, "auth.user.provisioned")) == 1
+
+
+async def test_expired_state_and_provider_error_are_refused(
+    client: httpx.AsyncClient,
+    app: Starlette,
+    owner_engine: AsyncEngine,
+    provider: FakeOpenIdProvider,
+    clock: FakeClock,
+) -> None:
+    realm = provider.realm()
+    tenant = await oidc_tenant(owner_engine, app, realm)
+    await make_login_user(owner_engine, tenant.ref, email=realm.email)
+    callback = await authorize(await start(client, tenant))
+    clock.advance(minutes=11)  # the state lives ten minutes
+    response = await client.get(callback)
+    assert response.status_code == 403 and error_code(response) == "OIDC_STATE_INVALID"
+
+    # The provider sends the browser back with an error instead of a code.
+    authorization = httpx.URL(await start(client, tenant))
+    state = authorization.params["state"]
+    denied = f"/auth/oidc/{tenant.ref.subdomain}/callback?error=access_denied&state={state}"
+    response = await client.get(denied)
+    assert response.status_code == 403 and error_code(response) == "OIDC_LOGIN_FAILED"
+    (_, row) = await audit(owner_engine, tenant.ref, "auth.oidc.login_failed")
+    assert row.after_values == {"reason": "IDP_ERROR", "stage": "callback", "detail": "access_denied"}
+    assert await refusals(owner_engine, tenant.ref) == ["STATE_REPLAYED", "IDP_ERROR"]
+
+
+async def test_provider_off_the_outbound_allow_list_is_not_contacted(
+    client: httpx.AsyncClient, app: Starlette, owner_engine: AsyncEngine, provider: FakeOpenIdProvider
+) -> None:
+    with socket.socket() as other:  # a loopback port that is not on the allow-list
+        other.bind(("127.0.0.1", 0))
+        port = other.getsockname()[1]
+    realm = provider.realm()
+    realm.issuer = f"http://127.0.0.1:{port}/{realm.name}"
+    tenant = await oidc_tenant(owner_engine, app, realm)
+    response = await client.get(f"/auth/oidc/{tenant.ref.subdomain}/login")
+    assert response.status_code == 502 and error_code(response) == "OIDC_PROVIDER_UNAVAILABLE"
+    (row,) = await audit(owner_engine, tenant.ref, "auth.oidc.login_failed")
+    assert row.after_values["reason"] == "PROVIDER_UNAVAILABLE" and "must use https" in row.after_values["detail"]
+
+
+async def test_unusable_configuration_is_refused_and_audited(
+    client: httpx.AsyncClient, app: Starlette, owner_engine: AsyncEngine, provider: FakeOpenIdProvider
+) -> None:
+    realm = provider.realm(secret=False)
+    tenant = await oidc_tenant(owner_engine, app, realm)
+    # A client secret stored in the clear is not used (it must be sealed): sign-in stays off.
+    await configure(owner_engine, tenant.ref, **{"auth_oidc.client_secret": "in-the-clear"})
+    response = await client.get(f"/auth/oidc/{tenant.ref.subdomain}/login")
+    assert response.status_code == 403 and error_code(response) == "OIDC_LOGIN_FAILED"
+    assert await refusals(owner_engine, tenant.ref) == ["CONFIG"]
