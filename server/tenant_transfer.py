@@ -51,8 +51,9 @@ import json
 import logging
 import os
 import re
+import tempfile
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -219,69 +220,59 @@ async def export_tenant(engine: AsyncEngine, chain: AuditChain, tenant: str, pat
     if await asyncio.to_thread(path.exists):
         raise TransferError(f"{path} exists: give a new file name (an export never writes over a file)")
     tenant_id, subdomain = await _resolve(engine, tenant)
-    lines: dict[str, list[str]] = {}
+    row_counts: dict[str, int] = {}
     audit_keys: set[str] = set()
     secret_keys: set[str] = set()
     heads: dict[str, dict[str, Any]] = {}
-    async with engine.connect() as conn:
-        await conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
-        async with conn.begin():
-            await set_tenant(conn, tenant_id)
-            tables = await _tables(conn)
-            revision = await _schema_revision(conn)
-            for table in tables:
-                key = "id" if table.name == "tenants" else "tenant_id"
-                order = "t.seq" if table.name in AUDIT_TABLE_NAMES else ("t.id" if "id" in table.columns else "1")
-                result = await conn.execute(
-                    text(
-                        # Identifiers from the catalog (_tables), never from input.
-                        f'SELECT (to_jsonb(t) - CAST(:generated AS text[]))::text AS doc FROM public."{table.name}"'  # noqa: S608
-                        f" AS t WHERE t.{key} = :tenant ORDER BY {order}"
-                    ),
-                    {"generated": list(table.generated), "tenant": tenant_id},
-                )
-                encoded = lines.setdefault(table.name, [])
-                prefix = '{"table":' + json.dumps(table.name) + ',"row":'
-                last: dict[str, Any] | None = None
-                for (doc,) in result:
-                    row = json.loads(doc)
-                    _secret_ids(row, secret_keys)
-                    if table.name in AUDIT_TABLE_NAMES:
-                        if row.get("hash_key_id"):
-                            audit_keys.add(str(row["hash_key_id"]))
-                        last = row
-                    encoded.append(prefix + doc + "}\n")
-                if table.name in AUDIT_TABLE_NAMES:
-                    heads[table.name] = {
-                        "seq": None if last is None else last["seq"],
-                        "row_hash": None if last is None else last.get("row_hash"),
-                    }
-    row_counts = {name: len(rows) for name, rows in lines.items()}
-    header: dict[str, Any] = {
-        "format": FORMAT,
-        "version": FORMAT_VERSION,
-        "tenant_id": str(tenant_id),
-        "subdomain": subdomain,
-        "schema_revision": revision,
-        "exported_at": datetime.datetime.now(datetime.UTC).isoformat(),
-        "tables": [t.name for t in tables],
-        "row_counts": row_counts,
-        "audit_key_ids": sorted(audit_keys),
-        "secret_key_ids": sorted(secret_keys),
-        "chain_heads": heads,
-    }
-    digest = hashlib.sha256()
-    # O_EXCL: never write over another file; 0o600 from creation, so the file is never readable by others.
+    # The rows stream into a temporary file next to the target (mkstemp: mode 0600, O_EXCL), since
+    # the header, which comes first, needs their counts; then header + rows go into the file itself.
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        spool_fd, spool_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".rows", dir=path.parent)
     except OSError as exc:
-        raise TransferError(f"cannot create {path}: {exc.strerror}") from None
-    with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-        for line in _all_lines(header, tables, lines):
-            digest.update(line.encode("utf-8"))
-            fh.write(line)
-        fh.flush()
-        os.fsync(fh.fileno())
+        raise TransferError(f"cannot write in {path.parent}: {exc.strerror}") from None
+    try:
+        with os.fdopen(spool_fd, "w+", encoding="utf-8", newline="\n") as spool:
+            async with engine.connect() as conn:
+                await conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+                async with conn.begin():
+                    await set_tenant(conn, tenant_id)
+                    tables = await _tables(conn)
+                    revision = await _schema_revision(conn)
+                    for table in tables:
+                        row_counts[table.name] = await _spool_table(
+                            conn, table, tenant_id, spool, audit_keys, secret_keys, heads
+                        )
+            header: dict[str, Any] = {
+                "format": FORMAT,
+                "version": FORMAT_VERSION,
+                "tenant_id": str(tenant_id),
+                "subdomain": subdomain,
+                "schema_revision": revision,
+                "exported_at": datetime.datetime.now(datetime.UTC).isoformat(),
+                "tables": [t.name for t in tables],
+                "row_counts": row_counts,
+                "audit_key_ids": sorted(audit_keys),
+                "secret_key_ids": sorted(secret_keys),
+                "chain_heads": heads,
+            }
+            digest = hashlib.sha256()
+            # O_EXCL: never write over another file; 0o600 from creation, never readable by others.
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except OSError as exc:
+                raise TransferError(f"cannot create {path}: {exc.strerror}") from None
+            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+                first = json.dumps(header, sort_keys=True) + "\n"
+                digest.update(first.encode("utf-8"))
+                fh.write(first)
+                spool.seek(0)
+                for line in spool:
+                    digest.update(line.encode("utf-8"))
+                    fh.write(line)
+                fh.flush()
+                os.fsync(fh.fileno())
+    finally:
+        os.unlink(spool_name)
     sha256 = digest.hexdigest()
     async with engine.begin() as conn:
         await set_tenant(conn, tenant_id)
@@ -310,10 +301,44 @@ async def export_tenant(engine: AsyncEngine, chain: AuditChain, tenant: str, pat
     return ExportResult(tenant_id, subdomain, path, sha256, row_counts)
 
 
-def _all_lines(header: dict[str, Any], tables: Sequence[_Table], lines: dict[str, list[str]]) -> Iterator[str]:
-    yield json.dumps(header, sort_keys=True) + "\n"
-    for table in tables:
-        yield from lines[table.name]
+async def _spool_table(
+    conn: AsyncConnection,
+    table: _Table,
+    tenant_id: uuid.UUID,
+    spool: IO[str],
+    audit_keys: set[str],
+    secret_keys: set[str],
+    heads: dict[str, dict[str, Any]],
+) -> int:
+    """Write one table's rows of the tenant as lines to `spool`; collect key ids and chain heads."""
+    key = "id" if table.name == "tenants" else "tenant_id"
+    order = "t.seq" if table.name in AUDIT_TABLE_NAMES else ("t.id" if "id" in table.columns else "1")
+    result = await conn.stream(
+        text(
+            # Identifiers from the catalog (_tables), never from input.
+            f'SELECT (to_jsonb(t) - CAST(:generated AS text[]))::text AS doc FROM public."{table.name}"'  # noqa: S608
+            f" AS t WHERE t.{key} = :tenant ORDER BY {order}"
+        ),
+        {"generated": list(table.generated), "tenant": tenant_id},
+    )
+    prefix = '{"table":' + json.dumps(table.name) + ',"row":'
+    count = 0
+    last: dict[str, Any] | None = None
+    async for (doc,) in result:
+        row = json.loads(doc)
+        _secret_ids(row, secret_keys)
+        if table.name in AUDIT_TABLE_NAMES:
+            if row.get("hash_key_id"):
+                audit_keys.add(str(row["hash_key_id"]))
+            last = row
+        spool.write(prefix + doc + "}\n")
+        count += 1
+    if table.name in AUDIT_TABLE_NAMES:
+        heads[table.name] = {
+            "seq": None if last is None else last["seq"],
+            "row_hash": None if last is None else last.get("row_hash"),
+        }
+    return count
 
 
 def _event(action: str, user_id: Any, description: str, details: dict[str, Any]) -> dict[str, Any]:

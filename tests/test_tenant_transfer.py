@@ -167,6 +167,7 @@ async def test_export_then_import_into_an_empty_database(
     exported = await export_tenant(owner_engine, TEST_AUDIT_CHAIN, source.tenant.subdomain, path)
 
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["tenant.jsonl"]  # the spool file is gone
     lines = path.read_text().splitlines()
     header = json.loads(lines[0])
     assert header["tenant_id"] == str(tenant_id)
@@ -310,6 +311,9 @@ async def test_export_refuses_an_existing_file_and_an_unknown_tenant(
     assert existing.read_text() == "keep me\n"
     with pytest.raises(TransferError, match="no tenant"):
         await export_tenant(owner_engine, TEST_AUDIT_CHAIN, "no-such-tenant", tmp_path / "x.jsonl")
+    with pytest.raises(TransferError, match="cannot write in"):
+        await export_tenant(owner_engine, TEST_AUDIT_CHAIN, tenant_a.subdomain, tmp_path / "no-dir" / "x.jsonl")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["existing.jsonl"]  # no spool file left behind
 
 
 async def test_purge_needs_a_recorded_export_and_removes_only_that_tenant(
