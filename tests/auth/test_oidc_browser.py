@@ -615,3 +615,37 @@ async def test_unusable_configuration_is_refused_and_audited(
     response = await client.get(f"/auth/oidc/{tenant.ref.subdomain}/login")
     assert response.status_code == 403 and error_code(response) == "OIDC_LOGIN_FAILED"
     assert await refusals(owner_engine, tenant.ref) == ["CONFIG"]
+
+
+async def test_hostile_callback_and_methods_parameters_answer_cleanly(
+    client: httpx.AsyncClient, app: Starlette, owner_engine: AsyncEngine, provider: FakeOpenIdProvider
+) -> None:
+    realm = provider.realm()
+    tenant = await oidc_tenant(owner_engine, app, realm)
+    callback = f"/auth/oidc/{tenant.ref.subdomain}/callback"
+    hostile = ("\x00", "x" * 5000, "%00", "'; DROP TABLE users; --")
+    for value in hostile:
+        for params in ({"code": value, "state": value}, {"error": value, "state": value}):
+            response = await client.get(callback, params=params)
+            assert response.status_code == 403 and error_code(response) == "OIDC_STATE_INVALID", params
+        methods = await client.get("/auth/methods", params={"tenant": value})
+        assert methods.json() == {"password": True, "oidc": None, "saml": None}
+    # Bytes that are not UTF-8 (a lone surrogate, percent-encoded) in the query.
+    response = await client.get(f"{callback}?code=%ED%A0%80&state=%ED%A0%80")
+    assert response.status_code == 403 and error_code(response) == "OIDC_STATE_INVALID"
+    methods = await client.get("/auth/methods?tenant=%ED%A0%80")
+    assert methods.json() == {"password": True, "oidc": None, "saml": None}
+    # A sealed cookie that does not open (tampered, or another tenant's) counts as no cookie.
+    client.cookies.set(BINDING_COOKIE, "v1.t1.AAAA", path=callback)
+    response = await client.get(callback, params={"code": "c", "state": "s"})
+    assert response.status_code == 403 and error_code(response) == "OIDC_STATE_INVALID"
+    assert set(await refusals(owner_engine, tenant.ref)) == {"NO_BINDING_COOKIE"}
+    # Another tenant's sealed cookie does not open here either.
+    other = await oidc_tenant(owner_engine, app, provider.realm())
+    async with app_client(app) as browser:
+        await start(browser, other)
+        sealed = browser.cookies.get(BINDING_COOKIE)
+    client.cookies.set(BINDING_COOKIE, str(sealed), path=callback)
+    response = await client.get(callback, params={"code": "c", "state": "s"})
+    assert response.status_code == 403 and error_code(response) == "OIDC_STATE_INVALID"
+    assert (await refusals(owner_engine, tenant.ref))[-1] == "NO_BINDING_COOKIE"
