@@ -42,8 +42,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
@@ -76,10 +76,15 @@ __all__ = [
     "MAX_TOKEN_LENGTH",
     "RESET_PATH",
     "RESET_RESEND_INTERVAL",
+    "Invitation",
     "accept_invitation",
     "change_password",
     "deactivate_user",
+    "invitation_email",
+    "invitation_link",
+    "invite_in",
     "invite_user",
+    "invitee",
     "reactivate_user",
     "request_password_reset",
     "resend_invitation",
@@ -344,76 +349,103 @@ async def invite_user(
 ) -> uuid.UUID:
     """Create a user with the named roles and email them a single-use link to choose a password."""
     mailer = _mailer(service)
-    email = email.strip()
-    if not valid_address(email):
-        raise AuthRequestError(400, "INVALID_EMAIL", "Enter a valid email address.", field="email")
-    first_name = _name(first_name, "firstName")
-    last_name = _name(last_name, "lastName")
+    email, first_name, last_name = invitee(email, first_name, last_name)
     wanted = list(dict.fromkeys(role_names))
     now = service.now()
     try:
         async with _admin_uow(service, principal, meta, "userInvite") as uow:
-            conn = uow.connection
-            # The tenant row lock serializes invitations, so two cannot both take the last seat.
-            tenant = (
-                await conn.execute(
-                    text("SELECT name, max_users FROM tenants WHERE id = :t FOR UPDATE"),
-                    {"t": principal.tenant_id},
-                )
-            ).one()
-            roles = await _roles_by_name(conn, principal, wanted)
-            taken = await conn.scalar(
-                text("SELECT 1 FROM users WHERE tenant_id = :t AND lower(email) = lower(:e)"),
-                {"t": principal.tenant_id, "e": email},
+            roles = await _roles_by_name(uow.connection, principal, wanted)
+            invited = await invite_in(
+                uow, email=email, first_name=first_name, last_name=last_name, roles=roles, now=now
             )
-            if taken:
-                raise _email_taken()
-            if await active_seats(conn, principal.tenant_id) >= tenant.max_users:
-                raise AuthRequestError(
-                    409,
-                    "USER_LIMIT",
-                    f"The organization has reached its limit of {tenant.max_users} active users.",
-                )
-            user = User(
-                tenant_id=principal.tenant_id,
-                email=email,
-                first_name=first_name,
-                last_name=last_name,
-                is_active=True,
-                email_verified=False,
-                created_by=principal.user_id,
-                created_at=now,
-                updated_at=now,
-                password_changed_at=now,
-            )
-            uow.add(user)
-            uow.label(user, AuthEvent.INVITATION_SENT, f"invited {email} with {', '.join(sorted(roles))}")
-            await uow.flush()
-            user_id = user.id
-            for name, role_id in roles.items():
-                assignment = UserRole(
-                    tenant_id=principal.tenant_id,
-                    user_id=user_id,
-                    role_id=role_id,
-                    assigned_by=principal.user_id,
-                    assigned_at=now,
-                )
-                uow.add(assignment)
-                uow.label(assignment, AuthEvent.ROLE_GRANTED, f"role {name!r} granted by invitation")
-            token = await _issue_token(
-                conn,
-                principal.tenant_id,
-                user_id,
-                AccountTokenPurpose.INVITATION,
-                now,
-                created_by=principal.user_id,
-            )
-            await uow.flush()
             # Sent before the commit: a refused email rolls everything back (see the module docstring).
-            await _send(mailer, email, *_invitation_email(service, first_name, tenant.name, token))
+            await _send(mailer, email, *_invitation_email(service, first_name, invited.tenant_name, invited.token))
     except Conflict:  # a concurrent invitation or sign-up took the address first
         raise _email_taken() from None
-    return user_id
+    return invited.user_id
+
+
+@dataclass(frozen=True, slots=True)
+class Invitation:
+    """A user `invite_in` created, and the single-use token of its link (only its digest is stored)."""
+
+    user_id: uuid.UUID
+    tenant_name: str
+    token: str = field(repr=False)
+
+
+def invitee(email: str, first_name: str, last_name: str) -> tuple[str, str, str]:
+    """The invitee's email and names, trimmed and checked (INVALID_EMAIL, INVALID_NAME)."""
+    email = email.strip()
+    if not valid_address(email):
+        raise AuthRequestError(400, "INVALID_EMAIL", "Enter a valid email address.", field="email")
+    return email, _name(first_name, "firstName"), _name(last_name, "lastName")
+
+
+async def invite_in(
+    uow: UnitOfWork,
+    *,
+    email: str,
+    first_name: str,
+    last_name: str,
+    roles: Mapping[str, uuid.UUID],
+    now: datetime,
+) -> Invitation:
+    """Create an invited user holding `roles` (name -> id, already checked) and its invitation link,
+    in the unit of work's tenant and as its actor (`userInvite`, `gwm tenant create`).
+
+    The values come from `invitee`. The caller delivers the link before leaving the unit of work
+    (a refused email then rolls everything back) or, with no mail server, shows it to the operator.
+    """
+    conn = uow.connection
+    tenant_id = uow.tenant_id
+    # The tenant row lock serializes invitations, so two cannot both take the last seat.
+    tenant = (
+        await conn.execute(text("SELECT name, max_users FROM tenants WHERE id = :t FOR UPDATE"), {"t": tenant_id})
+    ).one()
+    taken = await conn.scalar(
+        text("SELECT 1 FROM users WHERE tenant_id = :t AND lower(email) = lower(:e)"),
+        {"t": tenant_id, "e": email},
+    )
+    if taken:
+        raise _email_taken()
+    if await active_seats(conn, tenant_id) >= tenant.max_users:
+        raise AuthRequestError(
+            409,
+            "USER_LIMIT",
+            f"The organization has reached its limit of {tenant.max_users} active users.",
+        )
+    user = User(
+        tenant_id=tenant_id,
+        email=email,
+        first_name=first_name,
+        last_name=last_name,
+        is_active=True,
+        email_verified=False,
+        created_by=uow.actor_id,
+        created_at=now,
+        updated_at=now,
+        password_changed_at=now,
+    )
+    uow.add(user)
+    uow.label(user, AuthEvent.INVITATION_SENT, f"invited {email} with {', '.join(sorted(roles))}")
+    await uow.flush()
+    user_id = user.id
+    for name, role_id in roles.items():
+        assignment = UserRole(
+            tenant_id=tenant_id,
+            user_id=user_id,
+            role_id=role_id,
+            assigned_by=uow.actor_id,
+            assigned_at=now,
+        )
+        uow.add(assignment)
+        uow.label(assignment, AuthEvent.ROLE_GRANTED, f"role {name!r} granted by invitation")
+    token = await _issue_token(
+        conn, tenant_id, user_id, AccountTokenPurpose.INVITATION, now, created_by=uow.actor_id
+    )
+    await uow.flush()
+    return Invitation(user_id=user_id, tenant_name=tenant.name, token=token)
 
 
 async def resend_invitation(
@@ -943,15 +975,29 @@ async def _check_policy(
 
 
 def _link(service: AuthService, path: str, token: str) -> str:
-    return f"{service.public_url.rstrip('/')}{path}?token={token}"  # token_urlsafe needs no quoting
+    return _url(service.public_url, path, token)
+
+
+def _url(public_url: str, path: str, token: str) -> str:
+    return f"{public_url.rstrip('/')}{path}?token={token}"  # token_urlsafe needs no quoting
 
 
 def _invitation_email(service: AuthService, first_name: str, tenant_name: str, token: str) -> tuple[str, str]:
+    return invitation_email(service.public_url, first_name, tenant_name, token)
+
+
+def invitation_link(public_url: str, token: str) -> str:
+    """The link of an invitation token: where the invitee chooses a first password."""
+    return _url(public_url, INVITATION_PATH, token)
+
+
+def invitation_email(public_url: str, first_name: str, tenant_name: str, token: str) -> tuple[str, str]:
+    """The invitation's subject and body; the link is `public_url` + INVITATION_PATH + `?token=`."""
     subject = f"You are invited to {tenant_name} on GWM CRM"
     body = (
         f"Hello {first_name},\n\n"
         f"An administrator of {tenant_name} has invited you to GWM CRM. Choose your password here:\n\n"
-        f"{_link(service, INVITATION_PATH, token)}\n\n"
+        f"{invitation_link(public_url, token)}\n\n"
         f"The link works once and expires in {_hours(ACCOUNT_TOKEN_TTL)} hours. "
         "If you did not expect this invitation, ignore this message.\n"
     )

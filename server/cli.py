@@ -6,6 +6,9 @@
     gwm jobs run     the nightly account sweep (inactive accounts, expired role assignments, purges)
     gwm audit verify [--tenant SUBDOMAIN_OR_ID] | purge --tenant T --before TIME --yes
     gwm user unlock | grant-admin --tenant T --email E   (a tenant locked out of itself)
+    gwm tenant export --tenant T FILE | import FILE | purge --tenant T --export-sha256 H --yes
+    gwm tenant create --subdomain S --name N --admin-email E --admin-first-name F --admin-last-name L
+                      [--plan P] [--max-users N] [--max-opportunity-projects N] [--fedramp]
     gwm schema export [--output PATH]
     gwm docs validation [--output PATH]   (docs/validation.md, from the validation registry)
 
@@ -258,6 +261,52 @@ def _cmd_user(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def _tenant_create(settings: Settings, args: argparse.Namespace) -> int:
+    """`gwm tenant create`: the tenant, its system roles and its first administrator's invitation,
+    emailed with GWM_SMTP_HOST set, printed otherwise (server/tenant_commands.py)."""
+    from auth.mailer import SmtpMailer
+    from models.db import create_engine
+    from server import tenant_commands
+
+    settings = resolve_database(resolve_audit_keys(settings))
+    chain = _chain(settings)
+    wanted = tenant_commands.NewTenant(
+        subdomain=args.subdomain,
+        name=args.name,
+        admin_email=args.admin_email,
+        admin_first_name=args.admin_first_name,
+        admin_last_name=args.admin_last_name,
+        plan=args.plan,
+        max_users=args.max_users,
+        max_opportunity_projects=args.max_opportunity_projects,
+        fedramp=args.fedramp,
+    )
+
+    async def run() -> int:
+        mailer = None
+        if settings.smtp_host is not None:
+            mailer = SmtpMailer(
+                settings.smtp_host, settings.smtp_port, settings.smtp_from, settings.smtp_username,
+                settings.smtp_password, settings.smtp_starttls,
+            )
+        engine = create_engine(_owner_url(settings), pool_size=1, max_overflow=0, application_name="gwm-tenant")
+        try:
+            created = await tenant_commands.create_tenant(
+                engine, chain, wanted, public_url=settings.public_url, mailer=mailer
+            )
+        except tenant_commands.CommandError as exc:
+            print(f"gwm: {exc}", file=sys.stderr)
+            return 2
+        finally:
+            await engine.dispose()
+            if mailer is not None:
+                await mailer.aclose()
+        print(created.report(wanted))
+        return 0
+
+    return asyncio.run(run())
+
+
 def _cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
     """`gwm audit verify` and `gwm audit purge` (see the module docstring of models/audit_chain.py)."""
     from models.audit_chain import AuditChain
@@ -345,6 +394,53 @@ async def _audit_purge(
     return 0
 
 
+def _cmd_tenant(settings: Settings, args: argparse.Namespace) -> int:
+    """`gwm tenant export | import | purge` (server/tenant_transfer.py); `create` (server/tenant_commands.py)."""
+    if args.tenant_command == "create":
+        return _tenant_create(settings, args)
+    from pathlib import Path
+
+    from models.db import create_engine
+    from server import tenant_transfer as transfer
+
+    if args.tenant_command == "purge" and not args.yes:
+        print("gwm tenant purge deletes the tenant and its audit trail for good; run again with --yes",
+              file=sys.stderr)
+        return 2
+    settings = resolve_database(resolve_secrets(settings) if args.tenant_command == "import"
+                                else resolve_audit_keys(settings))
+    chain = _chain(settings)
+
+    async def run() -> int:
+        engine = create_engine(_owner_url(settings), pool_size=1, max_overflow=0, application_name="gwm-tenant")
+        try:
+            if args.tenant_command == "export":
+                done = await transfer.export_tenant(engine, chain, args.tenant, Path(args.file))
+                print(f"exported {done.subdomain} ({done.tenant_id}): {sum(done.row_counts.values())} rows "
+                      f"to {done.path} (mode 0600: it holds password hashes and encrypted secrets)")
+                print(f"sha256 {done.sha256}")
+            elif args.tenant_command == "import":
+                ids = transfer.secret_key_ids(settings.secret_keys or "")
+                result = await transfer.import_tenant(engine, chain, Path(args.file), secret_ids=ids)
+                for note in result.notes:
+                    print(note)
+                print(f"imported {result.subdomain} ({result.tenant_id}): {sum(result.row_counts.values())} rows, "
+                      f"sha256 {result.sha256}")
+            else:
+                deletion = await transfer.purge_tenant(engine, chain, args.tenant, args.export_sha256)
+                print(f"purged {deletion.subdomain} ({deletion.tenant_id}); audit chain heads at deletion:")
+                for name, (seq, head) in deletion.heads.items():
+                    print(f"  {name}: {deletion.audit_rows[name]} rows, head seq {seq} hash {head or '-'}")
+        except transfer.TransferError as exc:
+            print(f"gwm: {exc}", file=sys.stderr)
+            return 2
+        finally:
+            await engine.dispose()
+        return 0
+
+    return asyncio.run(run())
+
+
 def _where(settings: Settings) -> str:
     if settings.database_url is None:
         return f"the embedded cluster under {settings.pgdata}"
@@ -407,6 +503,30 @@ def _parser() -> argparse.ArgumentParser:
     purge.add_argument("--tenant", required=True, help="the tenant (subdomain or id)")
     purge.add_argument("--before", required=True, help="ISO date or time (UTC unless it says otherwise)")
     purge.add_argument("--yes", action="store_true", help="confirm: the rows are gone for good")
+    tenant = sub.add_parser("tenant", help="tenants: create one, move one between databases, delete one")
+    tenant_sub = tenant.add_subparsers(dest="tenant_command", required=True)
+    tenant_export = tenant_sub.add_parser("export", help="every row of a tenant as JSON lines (file mode 0600)")
+    tenant_export.add_argument("--tenant", required=True, help="the tenant (subdomain or id)")
+    tenant_export.add_argument("file", help="the file to create (refused if it exists)")
+    tenant_import = tenant_sub.add_parser("import", help="a tenant export into this database, all or nothing")
+    tenant_import.add_argument("file", help="a file written by `gwm tenant export`")
+    tenant_purge = tenant_sub.add_parser("purge", help="delete an exported tenant and its audit trail")
+    tenant_purge.add_argument("--tenant", required=True, help="the tenant (subdomain or id)")
+    tenant_purge.add_argument("--export-sha256", required=True, help="the sha256 `gwm tenant export` printed")
+    tenant_purge.add_argument("--yes", action="store_true", help="confirm: the tenant is gone for good")
+    tenant_create = tenant_sub.add_parser(
+        "create", help="a new tenant and its first administrator's invitation (emailed, or printed without SMTP)"
+    )
+    tenant_create.add_argument("--subdomain", required=True, help="a lower-case DNS label, e.g. acme")
+    tenant_create.add_argument("--name", required=True, help="the organisation's name (1 to 255 characters)")
+    tenant_create.add_argument("--plan", default="standard", help="the plan's name (default standard)")
+    tenant_create.add_argument("--max-users", type=int, default=100, help="active users allowed (default 100)")
+    tenant_create.add_argument("--max-opportunity-projects", type=int, default=500,
+                               help="unarchived opportunity projects allowed (default 500)")
+    tenant_create.add_argument("--fedramp", action="store_true", help="FedRAMP tenant (MFA for everyone)")
+    tenant_create.add_argument("--admin-email", required=True, help="the first administrator's email")
+    tenant_create.add_argument("--admin-first-name", required=True, help="the first administrator's first name")
+    tenant_create.add_argument("--admin-last-name", required=True, help="the first administrator's last name")
     schema_cmd = sub.add_parser("schema", help="the GraphQL schema")
     schema_sub = schema_cmd.add_subparsers(dest="schema_command", required=True)
     export = schema_sub.add_parser("export", help="write the SDL (default graphql/schema.graphql)")
@@ -478,6 +598,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_audit(settings, args)
         if args.command == "user":
             return _cmd_user(settings, args)
+        if args.command == "tenant":
+            return _cmd_tenant(settings, args)
     except SettingsError as exc:
         print(f"gwm: {exc}", file=sys.stderr)
         return 2
