@@ -50,6 +50,7 @@ from schema.project_mutations import ProjectsMutation
 from schema.proposal_mutations import ProposalMutation
 from schema.roles import RolesMutation
 from schema.scalars import SCALAR_MAP
+from schema.sso_mutations import TenantSsoMutation, TenantSsoSettingsQuery
 from schema.tenant_mutations import TenantMutation, TenantSecuritySettingsQuery
 from schema.user_mutations import UserMutation
 
@@ -89,6 +90,7 @@ class Query(
     CaptureQuery,
     AuditQuery,
     TenantSecuritySettingsQuery,
+    TenantSsoSettingsQuery,
 ):
     node: relay.Node | None = relay.node(description="Any entity by its global id; null when not found.")
     nodes: list[relay.Node | None] = relay.node(description="Entities by global id, in order; null where not found.")
@@ -106,6 +108,7 @@ class Mutation(
     DocumentMutation,
     ExternalDataMutation,
     TenantMutation,
+    TenantSsoMutation,
     ActivityMutation,
     ProposalMutation,
 ):

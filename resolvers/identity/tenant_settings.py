@@ -332,6 +332,12 @@ async def delete_configuration(uow: UnitOfWork, config_id: uuid.UUID, seen: Any)
 def _not_security(key: str, field: str) -> None:
     if key.startswith(SECURITY_PREFIX):
         raise Invalid("Security settings are changed with tenantSecuritySettingsUpdate.", field=field)
+    if key in _SSO_KEYS:  # checked there: metadata parsed, URLs guarded, the secret sealed
+        raise Invalid("Single sign-on settings are changed with tenantSsoSettingsUpdate.", field=field)
+
+
+#: The entries resolvers/identity/sso_settings.py owns.
+_SSO_KEYS = frozenset({"auth.saml", "auth.oidc", "auth.oidc.client_secret"})
 
 
 def _stored_value(
