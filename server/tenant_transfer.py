@@ -175,15 +175,23 @@ async def _schema_revision(conn: AsyncConnection) -> str:
 async def _resolve(engine: AsyncEngine, wanted: str) -> tuple[uuid.UUID, str]:
     """(id, subdomain) of the tenant `wanted` names (subdomain or id); TransferError if none."""
     async with engine.connect() as conn:
-        ids = list((await conn.execute(text("SELECT tenant_id FROM gwm_tenant_ids()"))).scalars())
+        found = await _find(conn, wanted)
+    if found is None:
+        raise TransferError(f"no tenant {wanted!r} (give its subdomain or id)")
+    return found
+
+
+async def _find(conn: AsyncConnection, wanted: str) -> tuple[uuid.UUID, str] | None:
+    """`_resolve` on a connection outside a transaction of its own (each read is rolled back)."""
+    ids = list((await conn.execute(text("SELECT tenant_id FROM gwm_tenant_ids()"))).scalars())
+    await conn.rollback()
+    for tenant_id in ids:  # row-level security: each tenant's row is read with its tenant set
+        await set_tenant(conn, tenant_id)
+        subdomain = await conn.scalar(text("SELECT subdomain FROM tenants WHERE id = :t"), {"t": tenant_id})
         await conn.rollback()
-        for tenant_id in ids:  # row-level security: each tenant's row is read with its tenant set
-            await set_tenant(conn, tenant_id)
-            subdomain = await conn.scalar(text("SELECT subdomain FROM tenants WHERE id = :t"), {"t": tenant_id})
-            await conn.rollback()
-            if wanted.strip().lower() in {str(tenant_id), str(subdomain).lower()}:
-                return uuid.UUID(str(tenant_id)), str(subdomain)
-    raise TransferError(f"no tenant {wanted!r} (give its subdomain or id)")
+        if wanted.strip().lower() in {str(tenant_id), str(subdomain).lower()}:
+            return uuid.UUID(str(tenant_id)), str(subdomain)
+    return None
 
 
 def secret_key_ids(setting: str) -> tuple[str, ...]:
@@ -433,13 +441,10 @@ async def import_tenant(
             await conn.rollback()
             if present:
                 raise TransferError(f"tenant {tenant_id} ({header['subdomain']}) already exists in this database")
-            try:
-                holder, _ = await _resolve(engine, str(header["subdomain"]))
-            except TransferError:
-                pass
-            else:
+            holder = await _find(conn, str(header["subdomain"]))
+            if holder is not None:
                 raise TransferError(
-                    f"subdomain {header['subdomain']!r} belongs to another tenant here ({holder}): "
+                    f"subdomain {header['subdomain']!r} belongs to another tenant here ({holder[0]}): "
                     "rename one of them first"
                 )
             try:

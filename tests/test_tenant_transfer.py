@@ -4,6 +4,7 @@ needs a recorded export and removes exactly that tenant."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -354,31 +355,50 @@ async def test_purge_needs_a_recorded_export_and_removes_only_that_tenant(
     assert any(head_hash in r.getMessage() and "purged" in r.getMessage() for r in caplog.records)
 
 
-def test_cli_export_and_purge(
-    database: Database, fresh_tenant: TenantRef, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+async def test_cli_export_import_and_purge(
+    database: Database, target: Database, owner_engine: AsyncEngine, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
 ) -> None:
+    tenant = (await _populated(owner_engine, purge=False)).tenant
+
+    async def gwm(*argv: str) -> int:  # the command runs its own event loop: in a thread of its own
+        return await asyncio.to_thread(cli.main, list(argv))
+
     monkeypatch.setenv("DATABASE_URL", database.owner_url)
     monkeypatch.setenv("GWM_APP_DATABASE_URL", database.app_url)
     monkeypatch.setenv("GWM_AUDIT_KEYS", TEST_AUDIT_KEYS)
     monkeypatch.setenv("GWM_SECRET_KEYS", SECRET_KEYS)
     path = tmp_path / "b.jsonl"
 
-    assert cli.main(["tenant", "export", "--tenant", fresh_tenant.subdomain, str(path)]) == 0
+    assert await gwm("tenant", "export", "--tenant", tenant.subdomain, str(path)) == 0
     out = capsys.readouterr().out
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     sha = out.split("sha256 ")[1].split()[0]
     assert len(sha) == 64
 
-    assert cli.main(["tenant", "export", "--tenant", fresh_tenant.subdomain, str(path)]) == 2
+    assert await gwm("tenant", "export", "--tenant", tenant.subdomain, str(path)) == 2
     assert "exists" in capsys.readouterr().err
-    assert cli.main(["tenant", "purge", "--tenant", fresh_tenant.subdomain, "--export-sha256", sha]) == 2
+
+    # Into the second database: the key ids are checked and reported, then the import goes through.
+    monkeypatch.setenv("DATABASE_URL", target.owner_url)
+    monkeypatch.setenv("GWM_APP_DATABASE_URL", target.app_url)
+    monkeypatch.setenv("GWM_AUDIT_KEYS", "a9:" + base64.b64encode(secrets.token_bytes(32)).decode())
+    assert await gwm("tenant", "import", str(path)) == 2
+    assert "key id(s) test1 not in GWM_AUDIT_KEYS" in capsys.readouterr().err
+    monkeypatch.setenv("GWM_AUDIT_KEYS", TEST_AUDIT_KEYS)
+    assert await gwm("tenant", "import", str(path)) == 0
+    out = capsys.readouterr().out
+    assert "audit key ids test1: configured" in out and "audit chains verify under the configured keys" in out
+    assert f"imported {tenant.subdomain}" in out and sha in out
+    monkeypatch.setenv("DATABASE_URL", database.owner_url)
+    monkeypatch.setenv("GWM_APP_DATABASE_URL", database.app_url)
+    assert await gwm("tenant", "purge", "--tenant", tenant.subdomain, "--export-sha256", sha) == 2
     assert "--yes" in capsys.readouterr().err
-    assert cli.main(["tenant", "purge", "--tenant", fresh_tenant.subdomain, "--export-sha256", "1" * 64, "--yes"]) == 2
+    assert await gwm("tenant", "purge", "--tenant", tenant.subdomain, "--export-sha256", "1" * 64, "--yes") == 2
     assert "no export of" in capsys.readouterr().err
-    assert cli.main(["tenant", "import", str(path)]) == 2
+    assert await gwm("tenant", "import", str(path)) == 2
     assert "already exists" in capsys.readouterr().err
 
-    assert cli.main(["tenant", "purge", "--tenant", fresh_tenant.subdomain, "--export-sha256", sha, "--yes"]) == 0
+    assert await gwm("tenant", "purge", "--tenant", tenant.subdomain, "--export-sha256", sha, "--yes") == 0
     out = capsys.readouterr().out
-    assert f"purged {fresh_tenant.subdomain}" in out and "audit_logs:" in out and "head seq" in out
+    assert f"purged {tenant.subdomain}" in out and "audit_logs:" in out and "head seq" in out
