@@ -132,7 +132,7 @@ async def _tables(conn: AsyncConnection) -> list[_Table]:
                 " FROM pg_catalog.pg_class AS c"
                 " JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace AND n.nspname = 'public'"
                 " JOIN pg_catalog.pg_attribute AS a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped"
-                " WHERE c.relkind IN ('r', 'p')"
+                " WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition"
                 "   AND (c.relname = 'tenants' OR EXISTS (SELECT FROM pg_catalog.pg_attribute AS t"
                 "        WHERE t.attrelid = c.oid AND t.attname = 'tenant_id' AND NOT t.attisdropped))"
                 " ORDER BY c.relname, a.attnum"
