@@ -34,7 +34,7 @@ import json
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
@@ -45,7 +45,7 @@ import httpx
 from auth.crypto import SecretBox
 from auth.exceptions import AuthError, ConfigurationError
 from auth.oidc import JwksCache, OidcProvider, VerifiedToken, verify_access_token
-from auth.outbound import OutboundPolicy
+from auth.outbound import OutboundPolicy, OutboundRefused, RefusalReason
 from auth.saml_store import DbSamlStateStore
 
 with warnings.catch_warnings():
@@ -280,8 +280,10 @@ class OidcBrowser:
             scope=_SCOPE,
             redirect_uri=redirect_uri,
             code_challenge_method="S256",
-            # The guard's transport checks the endpoint's every address; no redirects, no proxies.
-            transport=self._outbound.transport(),
+            # The guard's transport checks the endpoint's every address; no redirects, no proxies;
+            # the answer is read up to _MAX_BODY bytes.
+            transport=_CappedTransport(self._outbound.transport(), _MAX_BODY),
+            headers={"accept-encoding": "identity"},
             trust_env=False,
             follow_redirects=False,
             timeout=_FETCH_TIMEOUT,
@@ -314,14 +316,65 @@ class OidcBrowser:
                     code_verifier=pending.code_verifier,
                     redirect_uri=redirect_uri,
                 )
-        except OAuthError as exc:
+        except OAuthError as exc:  # the provider's own refusal (invalid_grant, invalid_client, ...)
             raise BrowserRefused(BrowserReason.CODE_REJECTED, f"token endpoint: {exc.error}") from None
-        except (_FetchError, httpx.HTTPError, TimeoutError, ValueError) as exc:
+        except (httpx.TransportError, TimeoutError) as exc:  # unreachable, refused by the guard, too slow or large
+            raise BrowserRefused(
+                BrowserReason.PROVIDER_UNAVAILABLE, f"token endpoint: {type(exc).__name__}: {exc}"
+            ) from None
+        except (httpx.HTTPError, ValueError) as exc:  # an HTTP error status, an answer that is not a token
             raise BrowserRefused(BrowserReason.CODE_REJECTED, f"token endpoint: {type(exc).__name__}") from None
         id_token = token.get("id_token") if isinstance(token, Mapping) else None
         if not isinstance(id_token, str) or not id_token:
             raise BrowserRefused(BrowserReason.NO_ID_TOKEN)
         return id_token
+
+
+class _CappedStream(httpx.AsyncByteStream):
+    def __init__(self, stream: httpx.AsyncByteStream, limit: int) -> None:
+        self._stream = stream
+        self._limit = limit
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        seen = 0
+        async for chunk in self._stream:
+            seen += len(chunk)
+            if seen > self._limit:
+                raise OutboundRefused(RefusalReason.TOO_LARGE, f"the answer is larger than {self._limit} bytes")
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+class _CappedTransport(httpx.AsyncBaseTransport):
+    """A transport whose answers stop at `limit` bytes and come uncompressed (Authlib reads the token
+    answer whole)."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, limit: int) -> None:
+        self._inner = inner
+        self._limit = limit
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self._inner.handle_async_request(request)
+        declared = response.headers.get("content-length", "")
+        if response.headers.get("content-encoding", "identity").lower() != "identity":
+            # Asked for identity (`_oauth`): a compressed answer could inflate far past the limit.
+            await response.aclose()
+            raise OutboundRefused(RefusalReason.TOO_LARGE, "a compressed answer was not asked for")
+        if declared.isdigit() and int(declared) > self._limit:
+            await response.aclose()
+            raise OutboundRefused(RefusalReason.TOO_LARGE, f"the answer is larger than {self._limit} bytes")
+        assert isinstance(response.stream, httpx.AsyncByteStream)
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            stream=_CappedStream(response.stream, self._limit),
+            extensions=response.extensions,
+        )
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
 
 
 def _metadata_from(document: object, issuer: str) -> ProviderMetadata:

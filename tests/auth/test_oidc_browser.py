@@ -7,6 +7,7 @@ endpoint -> /auth/oidc/<tenant>/callback -> a session cookie that reads /graphql
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
 import json
 import secrets
@@ -61,6 +62,9 @@ class Realm:
     amr: list[str] | None = field(default_factory=lambda: ["pwd", "otp"])
     nonce: str | None = None  # set: every ID token carries this nonce instead of the requested one
     lax: bool = False  # set: the token endpoint redeems any code, whoever it was issued for
+    token_padding: int = 0  # characters of padding in the token answer
+    token_gzip: bool = False  # set: the token answer comes gzip-compressed, asked or not
+    token_status: int = 200
 
 
 @dataclass
@@ -197,7 +201,15 @@ class FakeOpenIdProvider:
         if owner.amr is not None:
             claims["amr"] = owner.amr
         id_token = jwt.encode({"alg": "RS256", "kid": "fake-rsa-1"}, claims, self.key)
-        return JSONResponse({"access_token": secrets.token_urlsafe(16), "token_type": "Bearer", "id_token": id_token})
+        answer = {"access_token": secrets.token_urlsafe(16), "token_type": "Bearer", "id_token": id_token}
+        if realm.token_padding:
+            answer["padding"] = "x" * realm.token_padding
+        if realm.token_status != 200:
+            return Response("upstream trouble", status_code=realm.token_status, media_type="text/plain")
+        if realm.token_gzip:
+            body = gzip.compress(json.dumps(answer).encode())
+            return Response(body, media_type="application/json", headers={"content-encoding": "gzip"})
+        return JSONResponse(answer)
 
 
 @pytest.fixture(scope="module")
@@ -649,3 +661,34 @@ async def test_hostile_callback_and_methods_parameters_answer_cleanly(
     response = await client.get(callback, params={"code": "c", "state": "s"})
     assert response.status_code == 403 and error_code(response) == "OIDC_STATE_INVALID"
     assert (await refusals(owner_engine, tenant.ref))[-1] == "NO_BINDING_COOKIE"
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason", "status", "code"),
+    [
+        ({"token_padding": 2 * 1024 * 1024}, "PROVIDER_UNAVAILABLE", 502, "OIDC_PROVIDER_UNAVAILABLE"),
+        ({"token_gzip": True}, "PROVIDER_UNAVAILABLE", 502, "OIDC_PROVIDER_UNAVAILABLE"),
+        ({"token_status": 500}, "CODE_REJECTED", 403, "OIDC_LOGIN_FAILED"),
+    ],
+    ids=["too-large", "compressed", "server-error"],
+)
+async def test_token_answers_that_are_too_large_compressed_or_errors_are_refused(
+    client: httpx.AsyncClient,
+    app: Starlette,
+    owner_engine: AsyncEngine,
+    provider: FakeOpenIdProvider,
+    answer: dict[str, Any],
+    reason: str,
+    status: int,
+    code: str,
+) -> None:
+    realm = provider.realm(**answer)
+    tenant = await oidc_tenant(owner_engine, app, realm)
+    await make_login_user(owner_engine, tenant.ref, email=realm.email)
+    response = await client.get(await authorize(await start(client, tenant)))
+    assert response.status_code == status and error_code(response) == code
+    assert await refusals(owner_engine, tenant.ref) == [reason]
+    (row,) = await audit(owner_engine, tenant.ref, "auth.oidc.login_failed")
+    if reason == "PROVIDER_UNAVAILABLE":  # the cap refused it, before Authlib read the whole answer
+        assert row.after_values["detail"].startswith("token endpoint: OutboundRefused"), row.after_values
+    assert "gwm_session" not in client.cookies
