@@ -10,8 +10,8 @@ The routes are in auth/routes_oidc.py; this module holds what they need:
 - `OidcBrowser`: discovery (`{issuer}/.well-known/openid-configuration`, whose `issuer` must be the
   configured one exactly; cached five minutes), the authorization URL and the code exchange. Every
   outbound request goes through the outbound guard (auth/outbound.py: https or an allow-listed
-  host:port, every resolved address checked, size and time bounded); the token endpoint gets 5 s
-  and no redirects.
+  host:port, every resolved address checked, size and time bounded); the token endpoint gets 5 s,
+  no redirects, and an uncompressed answer of at most 1 MiB.
 - `PendingSignIn`: the `state`, `nonce` and PKCE `code_verifier` of one sign-in. The state is
   recorded server-side (saml_authn_requests, under `oidc:<sha256 of the state>`, ten minutes,
   consumed with DELETE ... RETURNING: decision A6) and the three values travel in a cookie sealed
