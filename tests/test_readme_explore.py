@@ -89,7 +89,9 @@ def test_explore_steps_while_the_server_runs(tmp_path: Path) -> None:
     finally:
         pgdata = tmp_path / "gwm" / "pgdata"
         pid_file = pgdata / "postmaster.pid"
-        postmaster = psutil.Process(int(pid_file.read_text().split()[0])) if pid_file.exists() else None
+        # initdb's bootstrap backend writes its pid negated: no postmaster to wait for then.
+        pid = int(pid_file.read_text().split()[0]) if pid_file.exists() else 0
+        postmaster = psutil.Process(pid) if pid > 0 else None
         if server.poll() is None:
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=60)
