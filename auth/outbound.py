@@ -56,6 +56,7 @@ Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _REDIRECT_STATUSES: Final = frozenset({301, 302, 303, 307, 308})
+_NAT64: Final = ipaddress.IPv6Network("64:ff9b::/96")
 _DEFAULT_PORTS: Final = {"https": 443, "http": 80}
 
 
@@ -129,6 +130,8 @@ def is_public_address(address: IPAddress) -> bool:
             return is_public_address(mapped)
         if address.teredo is not None:
             return False
+        if address in _NAT64:  # a NAT64 gateway would carry it on to the embedded IPv4 address
+            return is_public_address(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
     # is_global leaves out private, loopback, link-local, shared (100.64/10), reserved, documentation
     # and unspecified ranges; multicast is refused on top (some multicast ranges count as global).
     return address.is_global and not address.is_multicast
@@ -183,19 +186,20 @@ class OutboundPolicy:
             raise OutboundRefused(RefusalReason.SCHEME, "the URL must use https")
         if not parsed.host:
             raise OutboundRefused(RefusalReason.NO_HOST, "the URL names no host")
+        # The host as it goes on the wire (IDNA names as punycode): what connect time sees too.
+        host = _normal_host(parsed.raw_host.decode("ascii"))
         if parsed.userinfo:
             raise OutboundRefused(RefusalReason.CREDENTIALS, "the URL must not carry credentials")
         port = parsed.port or _DEFAULT_PORTS[parsed.scheme]
-        listed = self.allowed(parsed.host, port)
+        listed = self.allowed(host, port)
         if parsed.scheme == "http" and not listed:
             raise OutboundRefused(RefusalReason.SCHEME, "the URL must use https")
         if not listed:
-            host = _normal_host(parsed.host)
             literal = _literal_address(host)
             if (
                 (literal is not None and not is_public_address(literal))
                 or host == "localhost"
-                or (host.endswith(".localhost"))
+                or host.endswith(".localhost")
             ):
                 raise OutboundRefused(RefusalReason.ADDRESS_NOT_ALLOWED, f"{host}:{port} is not a public address")
         return parsed

@@ -201,6 +201,14 @@ def test_static_rules_accept_public_https_and_listed_destinations() -> None:
     assert guard.check_url("https://93.184.216.34/").host == "93.184.216.34"
     assert guard.check_url("https://127.0.0.1:9443/jwks").port == 9443
     assert guard.check_url("http://IDP.internal:8080/").host == "idp.internal"  # http only when listed
+    assert guard.check_url("https://bücher.example/").raw_host == b"xn--bcher-kva.example"
+
+
+async def test_names_are_matched_and_resolved_as_they_go_on_the_wire() -> None:
+    resolver = StubResolver({"xn--bcher-kva.example": ["10.0.0.9"]})
+    guard = OutboundPolicy.from_setting("xn--bcher-kva.example:443", resolver=resolver)
+    assert guard.check_url("https://bücher.example/").port is None  # listed under its punycode form
+    assert await guard.resolve_checked("xn--bcher-kva.example", 443) == ["10.0.0.9"]
 
 
 # --- addresses: resolved once, every one checked ----------------------------------------------------
@@ -219,6 +227,8 @@ def test_static_rules_accept_public_https_and_listed_destinations() -> None:
         ["fd00::1"],
         ["224.0.0.251"],
         ["2002:7f00:1::1"],  # 6to4 wrapping 127.0.0.1
+        ["64:ff9b::7f00:1"],  # NAT64 of 127.0.0.1
+        ["100.64.0.1"],  # shared address space (carrier-grade NAT)
     ],
 )
 async def test_a_name_resolving_to_a_non_global_address_is_refused(addresses: list[str]) -> None:

@@ -236,6 +236,11 @@ _METADATA = ["input", "saml", "metadataXml"]
         ({"oidc": {**OIDC, "algorithms": []}}, ["input", "oidc", "algorithms"], "one or more of RS256"),
         ({"oidc": {**OIDC, "displayName": "x" * 101}}, ["input", "oidc", "displayName"], "at most 100"),
         ({"saml": {"metadataXml": "<not metadata"}}, _METADATA, "not XML metadata"),
+        (
+            {"saml": {"metadataXml": '<!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]><x>&e;</x>'}},
+            _METADATA,
+            "not XML metadata",
+        ),
         ({"saml": {"metadataXml": "<x/>"}}, _METADATA, "no IDPSSODescriptor"),
         ({"saml": {"metadataXml": idp_metadata()}}, _METADATA, "exactly one signing certificate (it holds 0)"),
         ({"saml": {"metadataXml": "TWO"}}, _METADATA, "exactly one signing certificate (it holds 2)"),
