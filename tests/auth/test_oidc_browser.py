@@ -42,6 +42,7 @@ from tests.support import http as support_http
 from tests.support.clock import FakeClock
 from tests.support.db import TenantRef, create_tenant
 from tests.support.http import app_client, make_login_user
+from tests.support.secrets import remember
 
 VIEWER = {"query": "{ viewer { user { email } } }"}
 
@@ -111,6 +112,8 @@ class FakeOpenIdProvider:
             client_secret=secrets.token_urlsafe(24) if secret else None,
             **values,
         )
+        if realm.client_secret is not None:
+            remember(realm.client_secret)  # tests/test_zz_secrets.py: never in an audit row or a log line
         self.realms[name] = realm
         return realm
 
@@ -692,3 +695,44 @@ async def test_token_answers_that_are_too_large_compressed_or_errors_are_refused
     if reason == "PROVIDER_UNAVAILABLE":  # the cap refused it, before Authlib read the whole answer
         assert row.after_values["detail"].startswith("token endpoint: OutboundRefused"), row.after_values
     assert "gwm_session" not in client.cookies
+
+
+async def test_provider_set_with_the_sso_settings_mutation_signs_users_in(
+    client: httpx.AsyncClient, app: Starlette, owner_engine: AsyncEngine, provider: FakeOpenIdProvider
+) -> None:
+    """The whole path an administrator takes: tenantSsoSettingsUpdate stores the provider (client
+    secret sealed), then a user signs in through the browser with it."""
+    realm = provider.realm()
+    ref = await create_tenant(owner_engine)
+    admin = await make_login_user(owner_engine, ref, roles=["Tenant Admin"])
+    user = await make_login_user(owner_engine, ref, email=realm.email)
+    async with app_client(app) as admin_client:
+        login = await admin_client.post("/auth/login", json=admin.credentials())
+        assert login.status_code == 200, login.text
+        update = (
+            "mutation($input: TenantSsoSettingsUpdateInput!) { tenantSsoSettingsUpdate(input: $input) {"
+            " ssoSettings { oidc { clientId clientSecretSet displayName } } errors { code field message } } }"
+        )
+        oidc = {
+            "issuer": realm.issuer,
+            "clientId": realm.client_id,
+            "jwksUri": f"{realm.issuer}/jwks",
+            "displayName": "Example IdP",
+            "clientSecret": realm.client_secret,
+        }
+        variables = {"input": {"updatedAt": None, "oidc": oidc, "ssoAllowEmailLinking": True}}
+        result = await admin_client.post("/graphql", json={"query": update, "variables": variables})
+        data = result.json()["data"]["tenantSsoSettingsUpdate"]
+        assert data["errors"] == [], data
+        assert data["ssoSettings"]["oidc"] == {
+            "clientId": realm.client_id, "clientSecretSet": True, "displayName": "Example IdP"
+        }
+
+    methods = (await client.get("/auth/methods", params={"tenant": ref.subdomain})).json()
+    assert methods["oidc"] == {"name": "Example IdP", "loginUrl": f"/auth/oidc/{ref.subdomain}/login"}
+    response = await client.get(await authorize(await start(client, OidcTenant(ref, realm))))
+    assert response.status_code == 303, response.text
+    # The fake provider's token endpoint answers this realm only with HTTP Basic and its secret: the
+    # sign-in went through with the secret the mutation sealed.
+    assert (await client.get("/auth/session")).json()["userId"] == str(user.id)
+    assert "client_secret" not in provider.token_requests[-1]  # sent in the Authorization header
