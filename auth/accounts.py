@@ -86,6 +86,7 @@ __all__ = [
     "invite_user",
     "invitee",
     "reactivate_user",
+    "reinvite_in",
     "request_password_reset",
     "resend_invitation",
     "reset_password",
@@ -370,6 +371,8 @@ class Invitation:
     """A user `invite_in` created, and the single-use token of its link (only its digest is stored)."""
 
     user_id: uuid.UUID
+    email: str
+    first_name: str
     tenant_name: str
     token: str = field(repr=False)
 
@@ -445,7 +448,7 @@ async def invite_in(
         conn, tenant_id, user_id, AccountTokenPurpose.INVITATION, now, created_by=uow.actor_id
     )
     await uow.flush()
-    return Invitation(user_id=user_id, tenant_name=tenant.name, token=token)
+    return Invitation(user_id=user_id, email=email, first_name=first_name, tenant_name=tenant.name, token=token)
 
 
 async def resend_invitation(
@@ -455,43 +458,49 @@ async def resend_invitation(
     mailer = _mailer(service)
     now = service.now()
     async with _admin_uow(service, principal, meta, "userResendInvitation") as uow:
-        conn = uow.connection
-        account = await _account_in(conn, user_id, lock=True)
-        if account is None:
-            raise _user_not_found()
-        pending = (
-            account.is_active
-            and not account.is_system
-            and not account.is_saml_user
-            and account.password_hash is None
-            and account.last_login_at is None
-        )
-        if not pending:
-            raise AuthRequestError(
-                409, "NOT_PENDING", "This user has already joined or cannot be invited; nothing was sent."
-            )
-        await conn.execute(
-            text("DELETE FROM account_tokens WHERE user_id = :u AND purpose = :p AND used_at IS NULL"),
-            {"u": user_id, "p": AccountTokenPurpose.INVITATION.value},
-        )
-        token = await _issue_token(
-            conn,
-            principal.tenant_id,
-            user_id,
-            AccountTokenPurpose.INVITATION,
-            now,
-            created_by=principal.user_id,
-        )
-        # Only a link (outside the hook, decision W11) changes: its event row commits with it.
-        uow.record_event(
-            AuthEvent.INVITATION_SENT,
-            entity_type="user",
-            entity_id=user_id,
-            description=f"invitation sent again to {account.email}",
-        )
+        invited = await reinvite_in(uow, user_id, now)
         await _send(
-            mailer, account.email, *_invitation_email(service, account.first_name, account.tenant_name, token)
+            mailer, invited.email, *_invitation_email(service, invited.first_name, invited.tenant_name, invited.token)
         )
+
+
+async def reinvite_in(uow: UnitOfWork, user_id: uuid.UUID, now: datetime) -> Invitation:
+    """A fresh invitation link for a user who has not joined yet (the earlier links stop working),
+    in the unit of work's tenant and as its actor (`resend_invitation`, `gwm user resend-invitation`);
+    USER_NOT_FOUND or NOT_PENDING otherwise. The caller delivers the link as for `invite_in`."""
+    conn = uow.connection
+    account = await _account_in(conn, user_id, lock=True)
+    if account is None:
+        raise _user_not_found()
+    pending = (
+        account.is_active
+        and not account.is_system
+        and not account.is_saml_user
+        and account.password_hash is None
+        and account.last_login_at is None
+    )
+    if not pending:
+        raise AuthRequestError(
+            409, "NOT_PENDING", "This user has already joined or cannot be invited; nothing was sent."
+        )
+    await conn.execute(
+        text("DELETE FROM account_tokens WHERE user_id = :u AND purpose = :p AND used_at IS NULL"),
+        {"u": user_id, "p": AccountTokenPurpose.INVITATION.value},
+    )
+    token = await _issue_token(
+        conn, uow.tenant_id, user_id, AccountTokenPurpose.INVITATION, now, created_by=uow.actor_id
+    )
+    # Only a link (outside the hook, decision W11) changes: its event row commits with it.
+    uow.record_event(
+        AuthEvent.INVITATION_SENT,
+        entity_type="user",
+        entity_id=user_id,
+        description=f"invitation sent again to {account.email}",
+    )
+    return Invitation(
+        user_id=user_id, email=account.email, first_name=account.first_name, tenant_name=account.tenant_name,
+        token=token,
+    )
 
 
 async def set_temporary_password(

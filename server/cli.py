@@ -5,7 +5,7 @@
     gwm db seed [--scale N [--tenants T] [--seed S]]
     gwm jobs run     the nightly account sweep (inactive accounts, expired role assignments, purges)
     gwm audit verify [--tenant SUBDOMAIN_OR_ID] | purge --tenant T --before TIME --yes
-    gwm user unlock | grant-admin --tenant T --email E   (a tenant locked out of itself)
+    gwm user unlock | grant-admin | resend-invitation --tenant T --email E   (a tenant locked out of itself)
     gwm tenant export --tenant T FILE | import FILE | purge --tenant T --export-sha256 H --yes
     gwm tenant create --subdomain S --name N --admin-email E --admin-first-name F --admin-last-name L
                       [--plan P] [--max-users N] [--max-opportunity-projects N] [--fedramp]
@@ -39,6 +39,7 @@ from server.settings import Settings, SettingsError
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
+    from auth.mailer import SmtpMailer
     from models.audit_chain import AuditChain
 
 __all__ = ["bind_host", "main", "resolve_audit_keys", "resolve_database", "resolve_secrets"]
@@ -239,7 +240,7 @@ def _cmd_jobs(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_user(settings: Settings, args: argparse.Namespace) -> int:
-    """`gwm user unlock` and `gwm user grant-admin` (server/user_commands.py)."""
+    """`gwm user unlock`, `grant-admin` and `resend-invitation` (server/user_commands.py)."""
     from models.db import create_engine
     from server import user_commands
 
@@ -249,22 +250,41 @@ def _cmd_user(settings: Settings, args: argparse.Namespace) -> int:
 
     async def run() -> int:
         engine = create_engine(_owner_url(settings), pool_size=1, max_overflow=0, application_name="gwm-user")
+        mailer = _smtp_mailer(settings) if args.user_command == "resend-invitation" else None
         try:
-            print(await command(engine, chain, args.tenant, args.email))
+            if args.user_command == "resend-invitation":
+                print(await user_commands.resend_invitation(
+                    engine, chain, args.tenant, args.email, public_url=settings.public_url, mailer=mailer
+                ))
+            else:
+                print(await command(engine, chain, args.tenant, args.email))
         except user_commands.CommandError as exc:
             print(f"gwm: {exc}", file=sys.stderr)
             return 2
         finally:
             await engine.dispose()
+            if mailer is not None:
+                await mailer.aclose()
         return 0
 
     return asyncio.run(run())
 
 
+def _smtp_mailer(settings: Settings) -> SmtpMailer | None:
+    """The invitation sender of a command: None (the link is printed) without GWM_SMTP_HOST."""
+    from auth.mailer import SmtpMailer
+
+    if settings.smtp_host is None:
+        return None
+    return SmtpMailer(
+        settings.smtp_host, settings.smtp_port, settings.smtp_from, settings.smtp_username,
+        settings.smtp_password, settings.smtp_starttls,
+    )
+
+
 def _tenant_create(settings: Settings, args: argparse.Namespace) -> int:
     """`gwm tenant create`: the tenant, its system roles and its first administrator's invitation,
     emailed with GWM_SMTP_HOST set, printed otherwise (server/tenant_commands.py)."""
-    from auth.mailer import SmtpMailer
     from models.db import create_engine
     from server import tenant_commands
 
@@ -283,12 +303,7 @@ def _tenant_create(settings: Settings, args: argparse.Namespace) -> int:
     )
 
     async def run() -> int:
-        mailer = None
-        if settings.smtp_host is not None:
-            mailer = SmtpMailer(
-                settings.smtp_host, settings.smtp_port, settings.smtp_from, settings.smtp_username,
-                settings.smtp_password, settings.smtp_starttls,
-            )
+        mailer = _smtp_mailer(settings)
         engine = create_engine(_owner_url(settings), pool_size=1, max_overflow=0, application_name="gwm-tenant")
         try:
             created = await tenant_commands.create_tenant(
@@ -491,6 +506,8 @@ def _parser() -> argparse.ArgumentParser:
     for name, helptext in (
         ("unlock", "clear a user's lockout and failure count; reactivate the account if it is deactivated"),
         ("grant-admin", "give a user the Tenant Admin role, tenant-wide"),
+        ("resend-invitation", "a fresh invitation link for a user who has not joined (emailed, or printed "
+         "without SMTP); earlier links stop working"),
     ):
         command = user_sub.add_parser(name, help=helptext)
         command.add_argument("--tenant", required=True, help="the tenant (subdomain or id)")

@@ -57,6 +57,7 @@ __all__ = [
     "Created",
     "NewTenant",
     "create_tenant",
+    "deliver",
 ]
 
 #: audit_logs.action_type of the tenant row's creation.
@@ -201,23 +202,34 @@ async def create_tenant(
                 )
             except AuthRequestError as exc:  # the system user's address, or max_users below 1
                 raise CommandError(f"{_option(exc.field)}: {exc.message}") from None
-            subject, body = accounts.invitation_email(public_url, wanted.admin_first_name, wanted.name, invited.token)
-            if mailer is not None:
-                try:  # before the commit: a refused email leaves no tenant behind
-                    await mailer.send(wanted.admin_email, subject, body)
-                except MailerError:
-                    raise CommandError(
-                        f"the invitation email to {wanted.admin_email} could not be sent; nothing was created"
-                        " (check GWM_SMTP_*, or unset GWM_SMTP_HOST to have the link printed)"
-                    ) from None
+            # Before the commit: a refused email leaves no tenant behind.
+            link = await deliver(invited, public_url=public_url, mailer=mailer, undone="nothing was created")
     except Conflict as exc:
         # Subdomains are lower-case (decision A8), so the unique key finds every tenant with this one,
         # active or not, whatever tenant the owner's session has set (row-level security hides them).
         if exc.field == "subdomain":
             raise CommandError(f"subdomain {wanted.subdomain!r} is taken: choose another") from None
         raise
-    link = None if mailer is not None else accounts.invitation_link(public_url, invited.token)
     return Created(tenant_id, wanted.subdomain, invited.user_id, wanted.admin_email, link)
+
+
+async def deliver(
+    invited: accounts.Invitation, *, public_url: str, mailer: Mailer | None, undone: str
+) -> str | None:
+    """Email the invitation with `mailer` (None returned), or return its link to print when there is
+    no mailer. Called inside the unit of work: a refused email raises CommandError (saying `undone`)
+    and so rolls it back."""
+    if mailer is None:
+        return accounts.invitation_link(public_url, invited.token)
+    subject, body = accounts.invitation_email(public_url, invited.first_name, invited.tenant_name, invited.token)
+    try:
+        await mailer.send(invited.email, subject, body)
+    except MailerError:
+        raise CommandError(
+            f"the invitation email to {invited.email} could not be sent; {undone}"
+            " (check GWM_SMTP_*, or unset GWM_SMTP_HOST to have the link printed)"
+        ) from None
+    return None
 
 
 def _text(value: str, option: str, longest: int) -> str:

@@ -6,6 +6,10 @@ unlock or grant anything through the API. An operator with the database runs:
     gwm user unlock --tenant T --email E        clear the lockout and failure count; reactivate a
                                                 deactivated account (within the tenant's max_users)
     gwm user grant-admin --tenant T --email E   give the user the Tenant Admin role, tenant-wide
+    gwm user resend-invitation --tenant T --email E
+                                                a fresh invitation link for a user who has not
+                                                joined (the first administrator's expired, say):
+                                                emailed with GWM_SMTP_HOST, printed without
 
 T is the tenant's subdomain or id; E matches the user's email case-insensitively. Each command is
 one unit of work acting as the tenant's system user (auth/audited.py, change source "system",
@@ -24,18 +28,21 @@ from datetime import UTC, datetime
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from auth.accounts import unlock_in
+from auth.accounts import reinvite_in, unlock_in
 from auth.audit import AuthEvent, RequestMeta
 from auth.audited import system_unit
 from auth.exceptions import AuthRequestError
+from auth.mailer import Mailer
 from auth.permissions import SystemRole
 from auth.policy import active_seats
 from models.audit_chain import AuditChain
 from models.db import set_tenant
 from models.identity import Role, User, UserRole
 from models.unit_of_work import UnitOfWork
+from server.tenant_commands import CommandError as DeliveryError
+from server.tenant_commands import deliver
 
-__all__ = ["USER_REACTIVATED", "CommandError", "grant_admin", "unlock"]
+__all__ = ["USER_REACTIVATED", "CommandError", "grant_admin", "resend_invitation", "unlock"]
 
 #: audit_logs.action_type of an account switched back on.
 USER_REACTIVATED = "auth.user.reactivated"
@@ -115,6 +122,30 @@ async def grant_admin(engine: AsyncEngine, chain: AuditChain, tenant: str, email
         uow.label(assignment, AuthEvent.ROLE_GRANTED, f"role {role_name!r} granted by the operator ({process})")
     inactive = "" if user.is_active else " (the account is deactivated: `gwm user unlock` reactivates it)"
     return f"{user.email} in {target.subdomain}: {role_name!r} granted{inactive}"
+
+
+async def resend_invitation(
+    engine: AsyncEngine, chain: AuditChain, tenant: str, email: str, *, public_url: str, mailer: Mailer | None
+) -> str:
+    """A fresh invitation link for `email` in `tenant`, who has not joined yet; the earlier links stop
+    working. Emailed with `mailer` (before the commit), else returned in the message to print."""
+    target = await _tenant(engine, tenant)
+    process = "gwm user resend-invitation"
+    async with system_unit(engine, chain, target.tenant_id, process=process, meta=_meta(process)) as uow:
+        user = await _user(uow, email, target)
+        try:
+            invited = await reinvite_in(uow, user.id, datetime.now(UTC))
+            link = await deliver(invited, public_url=public_url, mailer=mailer, undone="the earlier link still works")
+        except AuthRequestError as exc:
+            raise CommandError(f"{user.email} in {target.subdomain}: {exc.message}") from None
+        except DeliveryError as exc:
+            raise CommandError(str(exc)) from None
+    if link is None:
+        return f"{user.email} in {target.subdomain}: a new invitation was emailed; earlier links no longer work"
+    return (
+        f"{user.email} in {target.subdomain}: SMTP is not configured (GWM_SMTP_HOST), so no email was sent:"
+        f" give them this single-use link yourself (earlier links no longer work):\n{link}"
+    )
 
 
 def _meta(process: str) -> RequestMeta:

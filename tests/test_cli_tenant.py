@@ -228,6 +228,51 @@ async def test_tenant_create_refuses_what_it_cannot_make(
     assert await _rows(owner_engine, fresh_tenant.id, "SELECT 1 FROM audit_logs") == []
 
 
+async def test_resend_invitation_replaces_an_unused_first_admin_link(
+    database: Database, owner_engine: AsyncEngine
+) -> None:
+    subdomain = f"again-{uuid.uuid4().hex[:8]}"
+    admin_email = f"kay-{uuid.uuid4().hex[:6]}@example.test"
+    created = await _gwm(database, *_create_args(subdomain, admin_email))
+    assert created.code == 0, created.err
+    first = _token(created.out.strip().splitlines()[-1])
+
+    again = await _gwm(database, "user", "resend-invitation", "--tenant", subdomain, "--email", admin_email.upper())
+    assert again.code == 0, again.err
+    message, link = again.out.strip().splitlines()
+    assert message.startswith(f"{admin_email} in {subdomain}: SMTP is not configured (GWM_SMTP_HOST)")
+    assert "earlier links no longer work" in message
+    second = _token(link)
+    assert second != first
+    tenant_id = await _tenant_id(owner_engine, subdomain)
+    assert tenant_id is not None
+    (system_user,) = await _rows(owner_engine, tenant_id, "SELECT id FROM users WHERE is_system")
+    sent = await _rows(
+        owner_engine, tenant_id, "SELECT * FROM audit_logs WHERE action_type = 'auth.invitation.sent' ORDER BY seq"
+    )
+    assert [(s.user_id, s.api_endpoint) for s in sent] == [
+        (system_user.id, "gwm tenant create"), (system_user.id, "gwm user resend-invitation")
+    ]
+    assert f"invitation sent again to {admin_email}" in sent[1].operation_description
+
+    async with app_client(create_app(settings_for(database.app_url))) as client:
+        old = await client.post("/auth/invitations/accept", json={"token": first, "password": PASSWORD})
+    assert old.status_code == 400 and old.json()["error"]["code"] == "TOKEN_INVALID"
+    viewer = await _sign_in_and_read(database, subdomain, admin_email, second)
+    assert viewer["roles"] == [{"role": {"name": "Tenant Admin"}, "opportunityProjectId": None}]
+
+    # Once joined, or for no such user, nothing is sent and nothing written.
+    joined, nobody = await asyncio.gather(
+        _gwm(database, "user", "resend-invitation", "--tenant", subdomain, "--email", admin_email),
+        _gwm(database, "user", "resend-invitation", "--tenant", subdomain, "--email", "nobody@example.test"),
+    )
+    assert joined.code == 2 and "has already joined or cannot be invited; nothing was sent" in joined.err
+    assert nobody.code == 2 and f"no user 'nobody@example.test' in {subdomain}" in nobody.err
+    assert len(await _rows(
+        owner_engine, tenant_id, "SELECT 1 FROM audit_logs WHERE action_type = 'auth.invitation.sent'"
+    )) == 2
+
+
 # --- with SMTP: the invitation is emailed ------------------------------------------------------------
 
 
