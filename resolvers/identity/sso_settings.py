@@ -150,8 +150,12 @@ async def _check_metadata(ctx: RuleContext) -> Failure | None:
         return Failure(bad.message)
     except SamlConfigError as bad:
         return Failure(f"The identity provider's metadata is not usable: {bad.detail}.",
-                       field="required_authn_contexts" if "MFA" in bad.detail else None)
+                       field="required_authn_contexts" if _about_contexts(bad.detail) else None)
     return None
+
+
+def _about_contexts(detail: str) -> bool:
+    return "MFA" in detail or "required_authn_contexts" in detail
 
 
 async def _check_role(ctx: RuleContext) -> Failure | None:

@@ -256,6 +256,11 @@ _METADATA = ["input", "saml", "metadataXml"]
             ["input", "saml", "clockSkewSeconds"],
             "300",
         ),
+        (
+            {"saml": {"metadataXml": idp_metadata(IDP.cert_b64), "requiredAuthnContexts": [" "]}},
+            ["input", "saml", "requiredAuthnContexts"],
+            "non-empty URIs",
+        ),
         ({"ssoJitRole": "No Such Role"}, ["input", "ssoJitRole"], "no role named"),
         ({"ssoJitRole": "Tenant Admin"}, ["input", "ssoJitRole"], "grants administration"),
         ({"ssoJitProvisioning": None}, ["input", "ssoJitProvisioning"], "cannot be cleared"),
