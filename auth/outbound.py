@@ -319,7 +319,12 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.AsyncNetworkStream:
-        addresses = await self._policy.resolve_checked(host, port)
+        # The lookup counts against the connect timeout (httpx's), else the policy's time bound.
+        try:
+            async with asyncio.timeout(self._policy.timeout_seconds if timeout is None else timeout):
+                addresses = await self._policy.resolve_checked(host, port)
+        except TimeoutError:
+            raise httpcore.ConnectTimeout(f"resolving {host} took too long") from None
         last: Exception | None = None
         for address in addresses:
             try:

@@ -246,6 +246,19 @@ async def test_a_public_name_is_resolved_once_and_its_addresses_returned() -> No
     assert resolver.calls == Counter({"idp.example.com": 1})
 
 
+async def test_a_slow_lookup_is_bounded_by_the_connect_timeout() -> None:
+    async def stalling(host: str, port: int) -> Sequence[str]:
+        await asyncio.sleep(5)
+        return ["93.184.216.34"]
+
+    guard = OutboundPolicy(resolver=stalling)
+    started = time.monotonic()
+    async with guard.client(timeout=httpx.Timeout(5.0, connect=0.2)) as client:
+        with pytest.raises(httpx.ConnectTimeout):
+            await client.get("https://idp.example.com/jwks")
+    assert time.monotonic() - started < 2
+
+
 async def test_an_unresolvable_name_is_refused() -> None:
     guard = policy(answers={"empty.example.com": []})
     for name in ("nowhere.example.com", "empty.example.com"):
