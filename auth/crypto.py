@@ -19,6 +19,7 @@ import base64
 import binascii
 import os
 import re
+import uuid
 from collections.abc import Mapping
 
 from cryptography.exceptions import InvalidTag
@@ -26,7 +27,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from auth.exceptions import ConfigurationError, DecryptionError
 
-__all__ = ["SecretBox"]
+__all__ = ["SecretBox", "config_aad"]
 
 _VERSION = "v1"
 _KEY_BYTES = 32
@@ -164,3 +165,8 @@ class SecretBox:
         if blob is None or len(blob) < _NONCE_BYTES + _TAG_BYTES:
             raise DecryptionError("token is malformed")
         return parts[1], blob
+
+
+def config_aad(tenant_id: uuid.UUID, key: str) -> bytes:
+    """The associated data of a sealed tenant configuration value: it opens for that tenant's key only."""
+    return f"tenant-config:{tenant_id}:{key}".encode()

@@ -41,6 +41,7 @@ from starlette.routing import BaseRoute, Route
 
 from auth.audit import AuthEvent, RequestMeta, inet, record_event
 from auth.audited import route_unit
+from auth.crypto import config_aad
 from auth.exceptions import ConfigurationError, TokenRejected
 from auth.http import error_response, request_meta
 from auth.login import tenant_by_subdomain
@@ -72,7 +73,6 @@ from auth.sso import ExternalIdentity, SsoReason, SsoRefused, normalize_email, r
 from models.credentials import IdentityProvider
 from models.db import set_tenant
 from models.enums import RiskLevel
-from resolvers.identity.tenant_settings import config_aad
 
 __all__ = ["BINDING_COOKIE", "METHODS_PATH", "routes"]
 

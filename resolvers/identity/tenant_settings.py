@@ -37,7 +37,7 @@ from typing import Any
 from sqlalchemy import select
 
 from auth.audit import AuthEvent, RequestMeta, record_caller_event
-from auth.crypto import SecretBox
+from auth.crypto import SecretBox, config_aad
 from auth.permissions import Permission
 from auth.policy import SECURITY_PREFIX, TenantSecurityPolicy, policy_from
 from auth.principal import Principal
@@ -261,11 +261,6 @@ async def record_refusal(
 
 
 # -- other configuration entries ------------------------------------------------------------------
-
-
-def config_aad(tenant_id: uuid.UUID, key: str) -> bytes:
-    """The associated data of a sealed configuration value: it opens for that tenant's key only."""
-    return f"tenant-config:{tenant_id}:{key}".encode()
 
 
 def open_configuration_value(box: SecretBox, row: TenantConfiguration) -> Any:
