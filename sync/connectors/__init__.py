@@ -1,0 +1,1 @@
+"""Connectors: one per kind of external source, each behind `sync.connectors.base.Connector`."""
