@@ -39,8 +39,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from auth.audit import AuthEvent, RequestMeta, inet, record_event
-from auth.audited import route_unit
+from auth.audit import AuthEvent, RequestMeta, record_event
 from auth.crypto import config_aad
 from auth.exceptions import ConfigurationError, TokenRejected
 from auth.http import error_response, request_meta
@@ -64,12 +63,10 @@ from auth.oidc_browser import (
 )
 from auth.oidc_login import amr_shows_mfa
 from auth.policy import TenantSecurityPolicy, load_policy
-from auth.principal import load_grants
 from auth.routes import session_cookie
 from auth.saml_store import DbSamlStateStore
 from auth.service import AuthService
-from auth.sessions import create_session
-from auth.sso import ExternalIdentity, SsoReason, SsoRefused, normalize_email, resolve_user
+from auth.sso import ExternalIdentity, SsoReason, SsoRefused, normalize_email, start_sso_session
 from models.credentials import IdentityProvider
 from models.db import set_tenant
 from models.enums import RiskLevel
@@ -305,25 +302,12 @@ async def callback(request: Request) -> Response:
         first_name=name[0] if isinstance(name[0], str) and name[0].strip() else None,
         last_name=name[1] if isinstance(name[1], str) and name[1].strip() else None,
     )
-    now = service.now()
     try:
-        # One unit of work: a link or a provisioning commits with its audit rows and the session.
-        async with route_unit(service, tenant.tenant_id, meta, field="/auth/oidc/callback") as uow:
-            conn = uow.connection
-            user = await resolve_user(uow, tenant.policy, identity, now)
-            grants = await load_grants(conn, user.user_id)
-            token, session_id = await create_session(
-                conn,
-                tenant_id=tenant.tenant_id,
-                user_id=user.user_id,
-                now=now,
-                absolute_timeout=tenant.policy.absolute_timeout,
-                # A TOTP user whose provider showed one factor verifies the code next, as after a password.
-                mfa_verified=mfa_shown,
-                ip=inet(meta.ip),
-                user_agent=meta.user_agent,
-                permissions_snapshot=grants.snapshot(),
-            )
+        # A TOTP user whose provider showed one factor verifies the code next, as after a password.
+        user, token, session_id = await start_sso_session(
+            service, tenant.tenant_id, tenant.policy, meta, identity, mfa_verified=mfa_shown,
+            field="/auth/oidc/callback",
+        )
     except SsoRefused as exc:
         return await _refuse(request, service, tenant, meta, exc.reason_code, user_id=exc.user_id)
 

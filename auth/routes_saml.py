@@ -41,13 +41,11 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from auth.audit import AuthEvent, RequestMeta, inet, record_event
-from auth.audited import route_unit
+from auth.audit import AuthEvent, RequestMeta, record_event
 from auth.exceptions import SamlConfigError, SamlRejected
 from auth.http import error_response, request_meta
 from auth.login import tenant_by_subdomain
 from auth.policy import TenantSecurityPolicy, load_policy
-from auth.principal import load_grants
 from auth.routes import session_cookie
 from auth.saml import (
     SamlIdentity,
@@ -60,8 +58,7 @@ from auth.saml import (
 )
 from auth.saml_store import REQUEST_TTL, DbSamlStateStore
 from auth.service import AuthService
-from auth.sessions import create_session
-from auth.sso import ExternalIdentity, SsoReason, SsoRefused, normalize_email, resolve_user
+from auth.sso import ExternalIdentity, SsoReason, SsoRefused, normalize_email, start_sso_session
 from models.credentials import IdentityProvider
 from models.db import set_tenant
 from models.enums import RiskLevel
@@ -329,24 +326,10 @@ async def acs(request: Request) -> Response:
     if tenant.policy.requires_mfa and not mfa_asserted:  # the core already required the context
         return await _refuse(request, service, tenant, meta, SsoReason.MFA_NOT_ASSERTED)
     external = _external_identity(identity)
-    now = service.now()
     try:
-        # One unit of work: a link or a provisioning commits with its audit rows (auth/sso.py).
-        async with route_unit(service, tenant.tenant_id, meta, field="/auth/saml/acs") as uow:
-            conn = uow.connection
-            user = await resolve_user(uow, tenant.policy, external, now)
-            grants = await load_grants(conn, user.user_id)
-            token, session_id = await create_session(
-                conn,
-                tenant_id=tenant.tenant_id,
-                user_id=user.user_id,
-                now=now,
-                absolute_timeout=tenant.policy.absolute_timeout,
-                mfa_verified=mfa_asserted,
-                ip=inet(meta.ip),
-                user_agent=meta.user_agent,
-                permissions_snapshot=grants.snapshot(),
-            )
+        user, token, session_id = await start_sso_session(
+            service, tenant.tenant_id, tenant.policy, meta, external, mfa_verified=mfa_asserted, field="/auth/saml/acs"
+        )
     except SsoRefused as exc:
         return await _refuse(request, service, tenant, meta, exc.reason_code, user_id=exc.user_id)
 

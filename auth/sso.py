@@ -33,20 +33,26 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from auth.audit import AuthEvent
+from auth.audit import AuthEvent, RequestMeta, inet
+from auth.audited import route_unit
 from auth.exceptions import AuthError
 from auth.policy import TenantSecurityPolicy, active_seats
+from auth.principal import load_grants
+from auth.sessions import create_session
 from models.credentials import IdentityProvider
 from models.enums import RiskLevel
 from models.errors import Conflict
 from models.identity import User, UserRole
 from models.tenancy import system_user_id
 from models.unit_of_work import UnitOfWork
+
+if TYPE_CHECKING:
+    from auth.service import AuthService
 
 __all__ = [
     "ExternalIdentity",
@@ -56,6 +62,7 @@ __all__ = [
     "SsoUser",
     "normalize_email",
     "resolve_user",
+    "start_sso_session",
 ]
 
 # Column widths (user_identities.issuer/subject, users.email, users.first_name/last_name).
@@ -389,3 +396,35 @@ def _names(identity: ExternalIdentity, email: str) -> tuple[str, str]:
     if not first and not last:
         first = email.rpartition("@")[0][:_MAX_NAME]
     return first, last
+
+
+async def start_sso_session(
+    service: AuthService,
+    tenant_id: uuid.UUID,
+    policy: TenantSecurityPolicy,
+    meta: RequestMeta,
+    identity: ExternalIdentity,
+    *,
+    mfa_verified: bool,
+    field: str,
+) -> tuple[SsoUser, str, uuid.UUID]:
+    """The end of a browser single sign-on (SAML or OpenID Connect): the user resolved (linked or
+    provisioned) and a session opened, in one unit of work, so a link or a provisioning commits
+    with its audit rows and the session. Returns the user, the session token and the session id;
+    raises `SsoRefused` when the identity is not let in."""
+    now = service.now()
+    async with route_unit(service, tenant_id, meta, field=field) as uow:
+        user = await resolve_user(uow, policy, identity, now)
+        grants = await load_grants(uow.connection, user.user_id)
+        token, session_id = await create_session(
+            uow.connection,
+            tenant_id=tenant_id,
+            user_id=user.user_id,
+            now=now,
+            absolute_timeout=policy.absolute_timeout,
+            mfa_verified=mfa_verified,
+            ip=inet(meta.ip),
+            user_agent=meta.user_agent,
+            permissions_snapshot=grants.snapshot(),
+        )
+    return user, token, session_id
