@@ -43,8 +43,10 @@ from schema.mutation_kit import (
     Entity,
     mutation,
     node_id,
+    removes,
     resolve_ref_leniently,
     row_id,
+    updates,
 )
 from schema.scalars import JSON
 from schema.writes import describe_like
@@ -328,11 +330,6 @@ async def _create(uow: UnitOfWork, args: Args[ActivityCreateInput]) -> uuid.UUID
     )
 
 
-async def _update(uow: UnitOfWork, args: Args[ActivityUpdateInput]) -> uuid.UUID:
-    assert args.id is not None
-    return await mutations.update_activity(uow, args.id, args.updated_at, args.values)
-
-
 async def _complete(uow: UnitOfWork, args: Args[ActivityCompleteInput]) -> uuid.UUID:
     assert args.id is not None
     return await mutations.complete_activity(
@@ -346,11 +343,6 @@ async def _reassign(uow: UnitOfWork, args: Args[ActivityReassignInput]) -> uuid.
     return await _renamed(
         mutations.reassign_activity(uow, args.id, args.updated_at, args.values.get("assignee_id")), _ASSIGNEE
     )
-
-
-async def _cancel(uow: UnitOfWork, args: Args[ActivityCancelInput]) -> uuid.UUID:
-    assert args.id is not None
-    return await mutations.cancel_activity(uow, args.id, args.updated_at)
 
 
 async def _add(uow: UnitOfWork, args: Args[ActivityParticipantAddInput]) -> uuid.UUID:
@@ -388,7 +380,7 @@ class ActivityMutation:
         input_description="The activity, the updatedAt read, and the fields to change.",
         permission=_PERMISSION,
         project=("input", _target_activity_project),
-        run=_update,
+        run=updates(mutations.update_activity),
         returns=Entity(Activity, "activity as changed"),
         description="Change fields of an activity (not cancelled) read at updatedAt.",
     )
@@ -418,7 +410,7 @@ class ActivityMutation:
         input_description="The activity and the updatedAt read.",
         permission=_PERMISSION,
         project=("input", _target_activity_project),
-        run=_cancel,
+        run=removes(mutations.cancel_activity),
         returns=Entity(Activity, "activity, now cancelled"),
         description="Cancel an activity read at updatedAt (activities are never deleted: it is kept as CANCELLED).",
     )

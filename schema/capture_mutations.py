@@ -23,19 +23,20 @@ from auth.permissions import Permission
 from models import CapturePlan as CapturePlanModel
 from models import OpportunityProject as ProjectModel
 from models.enums import CapturePlanStatus
-from models.unit_of_work import UnitOfWork
 from resolvers.capture import mutations
 from schema.capture import CapturePlan
 from schema.mutation_kit import (
     IDEMPOTENCY_KEY,
     UPDATED_AT,
-    Args,
     Entity,
+    creates,
     mutation,
     ref_id,
     ref_project,
     ref_row_id,
+    removes,
     target_project,
+    updates,
 )
 from schema.writes import describe_like
 
@@ -94,20 +95,6 @@ class CapturePlanArchiveInput:
     reason: str | None = strawberry.field(default=None, description="Recorded in the audit log (255 characters).")
 
 
-async def _create(uow: UnitOfWork, args: Args[CapturePlanCreateInput]) -> uuid.UUID:
-    return await mutations.create_plan(uow, args.values)
-
-
-async def _update(uow: UnitOfWork, args: Args[CapturePlanUpdateInput]) -> uuid.UUID:
-    assert args.id is not None
-    return await mutations.update_plan(uow, args.id, args.updated_at, args.values)
-
-
-async def _archive(uow: UnitOfWork, args: Args[CapturePlanArchiveInput]) -> uuid.UUID:
-    assert args.id is not None
-    return await mutations.archive_plan(uow, args.id, args.updated_at)
-
-
 @strawberry.type
 class CaptureMutation:
     capture_plan_create = mutation(
@@ -116,7 +103,7 @@ class CaptureMutation:
         input_description="The project the plan is for and the plan's fields.",
         permission=Permission.CAPTURE_PLAN_WRITE,
         project=ref_project("opportunity_project", _PROJECTS),
-        run=_create,
+        run=creates(mutations.create_plan),
         idempotent=True,
         returns=Entity(CapturePlan, "capture plan created"),
         description="Create a capture plan for an opportunity project.",
@@ -127,7 +114,7 @@ class CaptureMutation:
         input_description="The plan, the updatedAt read, and the fields to change.",
         permission=Permission.CAPTURE_PLAN_WRITE,
         project=target_project(_PLANS),
-        run=_update,
+        run=updates(mutations.update_plan),
         returns=Entity(CapturePlan, "capture plan as changed"),
         description="Change fields of a capture plan (not archived) read at updatedAt.",
     )
@@ -137,7 +124,7 @@ class CaptureMutation:
         input_description="The plan and the updatedAt read.",
         permission=Permission.CAPTURE_PLAN_WRITE,
         project=target_project(_PLANS),
-        run=_archive,
+        run=removes(mutations.archive_plan),
         returns=Entity(CapturePlan, "capture plan, now archived"),
         description="Archive a capture plan read at updatedAt (capture plans are never deleted).",
     )

@@ -31,6 +31,7 @@ from schema.mutation_kit import (
     Args,
     Deleted,
     Entity,
+    creates,
     mutation,
     ref_id,
     ref_project,
@@ -261,10 +262,6 @@ def _target(args: Args[Any]) -> uuid.UUID:
     return args.id
 
 
-async def _organization_create(uow: UnitOfWork, args: Args[OrganizationCreateInput]) -> uuid.UUID:
-    return await mutations.create_organization(uow, args.values)
-
-
 async def _organization_update(uow: UnitOfWork, args: Args[OrganizationUpdateInput]) -> uuid.UUID:
     return await mutations.update_organization(uow, _target(args), args.updated_at, args.values)
 
@@ -277,10 +274,6 @@ async def _organization_restore(uow: UnitOfWork, args: Args[OrganizationRestoreI
     return await mutations.restore_organization(uow, _target(args), args.updated_at)
 
 
-async def _contact_create(uow: UnitOfWork, args: Args[ContactCreateInput]) -> uuid.UUID:
-    return await mutations.create_contact(uow, args.values)
-
-
 async def _contact_update(uow: UnitOfWork, args: Args[ContactUpdateInput]) -> uuid.UUID:
     return await mutations.update_contact(uow, _target(args), args.updated_at, args.values)
 
@@ -291,10 +284,6 @@ async def _contact_archive(uow: UnitOfWork, args: Args[ContactArchiveInput]) -> 
 
 async def _contact_restore(uow: UnitOfWork, args: Args[ContactRestoreInput]) -> uuid.UUID:
     return await mutations.restore_contact(uow, _target(args), args.updated_at)
-
-
-async def _link_create(uow: UnitOfWork, args: Args[OpportunityProjectContactCreateInput]) -> uuid.UUID:
-    return await mutations.create_link(uow, args.values)
 
 
 async def _link_update(uow: UnitOfWork, args: Args[OpportunityProjectContactUpdateInput]) -> uuid.UUID:
@@ -315,7 +304,7 @@ class CrmMutation:
         "organizationCreate",
         input=OrganizationCreateInput,
         permission=_ORG,
-        run=_organization_create,
+        run=creates(mutations.create_organization),
         idempotent=True,
         returns=Entity(Organization, "organization created"),
         description="Create an organization (an agency, office, prime, partner or competitor).",
@@ -348,7 +337,7 @@ class CrmMutation:
         "contactCreate",
         input=ContactCreateInput,
         permission=_CONTACT,
-        run=_contact_create,
+        run=creates(mutations.create_contact),
         idempotent=True,
         returns=Entity(Contact, "contact created"),
         description="Create a contact.",
@@ -382,7 +371,7 @@ class CrmMutation:
         input=OpportunityProjectContactCreateInput,
         permission=_CONTACT,
         project=ref_project("opportunity_project", _PROJECTS),
-        run=_link_create,
+        run=creates(mutations.create_link),
         idempotent=True,
         returns=Entity(OpportunityProjectContact, "project-contact link created"),
         description="Link a contact to an opportunity project, with its relationship and influence level.",

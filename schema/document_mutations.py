@@ -22,18 +22,19 @@ import schema.enums  # noqa: F401 - registers the value-set enums before any typ
 from auth.permissions import Permission
 from models import Document as DocumentModel
 from models.enums import AccessLevel
-from models.unit_of_work import UnitOfWork
 from resolvers.documents import mutations
 from schema.documents import Document, DocumentCategory
 from schema.mutation_kit import (
     IDEMPOTENCY_KEY,
     UPDATED_AT,
-    Args,
     Deleted,
     Entity,
+    creates,
     mutation,
     node_id,
+    removes,
     target_project,
+    updates,
 )
 from schema.mutation_kit import row_id as ref_row_id
 from schema.scalars import JSON
@@ -128,35 +129,6 @@ class DocumentRestoreInput:
     updated_at: datetime.datetime = strawberry.field(description=UPDATED_AT)
 
 
-async def _category_create(uow: UnitOfWork, args: Args[DocumentCategoryCreateInput]) -> uuid.UUID:
-    return await mutations.create_category(uow, args.values)
-
-
-async def _category_update(uow: UnitOfWork, args: Args[DocumentCategoryUpdateInput]) -> uuid.UUID:
-    assert args.id is not None
-    return await mutations.update_category(uow, args.id, args.updated_at, args.values)
-
-
-async def _category_delete(uow: UnitOfWork, args: Args[DocumentCategoryDeleteInput]) -> uuid.UUID:
-    assert args.id is not None
-    return await mutations.delete_category(uow, args.id, args.updated_at)
-
-
-async def _update(uow: UnitOfWork, args: Args[DocumentUpdateInput]) -> uuid.UUID:
-    assert args.id is not None
-    return await mutations.update_document(uow, args.id, args.updated_at, args.values)
-
-
-async def _delete(uow: UnitOfWork, args: Args[DocumentDeleteInput]) -> uuid.UUID:
-    assert args.id is not None
-    return await mutations.delete_document(uow, args.id, args.updated_at)
-
-
-async def _restore(uow: UnitOfWork, args: Args[DocumentRestoreInput]) -> uuid.UUID:
-    assert args.id is not None
-    return await mutations.restore_document(uow, args.id, args.updated_at)
-
-
 @strawberry.type
 class DocumentMutation:
     document_category_create = mutation(
@@ -164,7 +136,7 @@ class DocumentMutation:
         input=DocumentCategoryCreateInput,
         input_description="The category's name, description and parent.",
         permission=Permission.DOCUMENT_WRITE,
-        run=_category_create,
+        run=creates(mutations.create_category),
         idempotent=True,
         returns=Entity(DocumentCategory, "document category created"),
         description="Create a document category.",
@@ -174,7 +146,7 @@ class DocumentMutation:
         input=DocumentCategoryUpdateInput,
         input_description="The category, the updatedAt read, and the fields to change.",
         permission=Permission.DOCUMENT_WRITE,
-        run=_category_update,
+        run=updates(mutations.update_category),
         returns=Entity(DocumentCategory, "document category as changed"),
         description="Rename, describe or move a document category read at updatedAt (no cycles).",
     )
@@ -183,7 +155,7 @@ class DocumentMutation:
         input=DocumentCategoryDeleteInput,
         input_description="The category and the updatedAt read.",
         permission=Permission.DOCUMENT_WRITE,
-        run=_category_delete,
+        run=removes(mutations.delete_category),
         returns=Deleted(DocumentCategory, "document category"),
         description="Delete a document category read at updatedAt (its sub-categories and documents are kept).",
     )
@@ -193,7 +165,7 @@ class DocumentMutation:
         input_description="The document, the updatedAt read, and the metadata to change.",
         permission=Permission.DOCUMENT_WRITE,
         project=target_project(_DOCUMENTS),
-        run=_update,
+        run=updates(mutations.update_document),
         returns=Entity(Document, "document as changed"),
         description="Change a document's metadata (name, category, type, access level, tags...) read at updatedAt.",
     )
@@ -203,7 +175,7 @@ class DocumentMutation:
         input_description="The document and the updatedAt read.",
         permission=Permission.DOCUMENT_WRITE,
         project=target_project(_DOCUMENTS),
-        run=_delete,
+        run=removes(mutations.delete_document),
         returns=Entity(Document, "document, now deleted (kept and restorable)"),
         description="Delete a document read at updatedAt: it is kept, hidden from lists, and can be restored.",
     )
@@ -213,7 +185,7 @@ class DocumentMutation:
         input_description="The document and the updatedAt read.",
         permission=Permission.DOCUMENT_WRITE,
         project=target_project(_DOCUMENTS),
-        run=_restore,
+        run=removes(mutations.restore_document),
         returns=Entity(Document, "document, restored"),
         description="Restore a deleted document read at updatedAt.",
     )

@@ -36,9 +36,12 @@ from schema.mutation_kit import (
     Args,
     Deleted,
     Entity,
+    creates,
     mutation,
     node_id,
+    removes,
     target_project,
+    updates,
 )
 from schema.mutation_kit import row_id as ref_row_id
 from schema.scalars import JSON
@@ -170,20 +173,6 @@ async def _source_update(uow: UnitOfWork, args: Args[ExternalSourceUpdateInput])
     )
 
 
-async def _polling_create(uow: UnitOfWork, args: Args[PollingConfigurationCreateInput]) -> uuid.UUID:
-    return await mutations.create_polling(uow, args.values)
-
-
-async def _polling_update(uow: UnitOfWork, args: Args[PollingConfigurationUpdateInput]) -> uuid.UUID:
-    assert args.id is not None
-    return await mutations.update_polling(uow, args.id, args.updated_at, args.values)
-
-
-async def _polling_delete(uow: UnitOfWork, args: Args[PollingConfigurationDeleteInput]) -> uuid.UUID:
-    assert args.id is not None
-    return await mutations.delete_polling(uow, args.id, args.updated_at)
-
-
 async def _acknowledge(uow: UnitOfWork, args: Args[ExternalDataChangeAcknowledgeInput]) -> uuid.UUID:
     assert args.id is not None
     return await mutations.acknowledge_change(uow, args.id, args.input.notes)
@@ -215,7 +204,7 @@ class ExternalDataMutation:
         input=PollingConfigurationCreateInput,
         input_description="The project, the source and the schedule.",
         permission=Permission.SOURCE_ADMIN,
-        run=_polling_create,
+        run=creates(mutations.create_polling),
         idempotent=True,
         returns=Entity(PollingConfiguration, "polling configuration created"),
         description="Schedule polling of an opportunity project from an external source.",
@@ -225,7 +214,7 @@ class ExternalDataMutation:
         input=PollingConfigurationUpdateInput,
         input_description="The schedule, the updatedAt read, and the settings to change.",
         permission=Permission.SOURCE_ADMIN,
-        run=_polling_update,
+        run=updates(mutations.update_polling),
         returns=Entity(PollingConfiguration, "polling configuration as changed"),
         description="Change a polling schedule read at updatedAt.",
     )
@@ -234,7 +223,7 @@ class ExternalDataMutation:
         input=PollingConfigurationDeleteInput,
         input_description="The schedule and the updatedAt read.",
         permission=Permission.SOURCE_ADMIN,
-        run=_polling_delete,
+        run=removes(mutations.delete_polling),
         returns=Deleted(PollingConfiguration, "polling configuration"),
         description="Delete a polling schedule read at updatedAt.",
     )

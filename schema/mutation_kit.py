@@ -72,16 +72,19 @@ __all__ = [
     "Entity",
     "Extra",
     "Ref",
+    "creates",
     "mutation",
     "node_id",
     "ref_id",
     "ref_project",
     "ref_row_id",
     "refs_of",
+    "removes",
     "resolve_ref",
     "resolve_ref_leniently",
     "row_id",
     "target_project",
+    "updates",
 ]
 
 InputT = TypeVar("InputT")
@@ -294,6 +297,40 @@ class Done:
 
 
 Result = uuid.UUID | Done
+
+# The shapes most domain functions take, as `run=` adapters (no wrapper function per mutation).
+ValuesFn = Callable[[UnitOfWork, dict[str, Any]], Awaitable[uuid.UUID]]
+TargetFn = Callable[[UnitOfWork, uuid.UUID, Any], Awaitable[uuid.UUID]]
+TargetValuesFn = Callable[[UnitOfWork, uuid.UUID, Any, dict[str, Any]], Awaitable[uuid.UUID]]
+
+
+def creates(fn: ValuesFn) -> Callable[[UnitOfWork, Args[Any]], Awaitable[Result]]:
+    """`run=` for `fn(uow, values)`: a create from the input's values."""
+
+    async def run(uow: UnitOfWork, args: Args[Any]) -> Result:
+        return await fn(uow, args.values)
+
+    return run
+
+
+def updates(fn: TargetValuesFn) -> Callable[[UnitOfWork, Args[Any]], Awaitable[Result]]:
+    """`run=` for `fn(uow, id, updated_at, values)`: a change of the target read at updatedAt."""
+
+    async def run(uow: UnitOfWork, args: Args[Any]) -> Result:
+        assert args.id is not None
+        return await fn(uow, args.id, args.updated_at, args.values)
+
+    return run
+
+
+def removes(fn: TargetFn) -> Callable[[UnitOfWork, Args[Any]], Awaitable[Result]]:
+    """`run=` for `fn(uow, id, updated_at)`: an archive, restore or delete of the target read at updatedAt."""
+
+    async def run(uow: UnitOfWork, args: Args[Any]) -> Result:
+        assert args.id is not None
+        return await fn(uow, args.id, args.updated_at)
+
+    return run
 
 
 @dataclasses.dataclass(frozen=True)

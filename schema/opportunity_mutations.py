@@ -30,19 +30,20 @@ from auth.permissions import Permission
 from models import OpportunityProject as ProjectModel
 from models import OpportunityProjectOverride as OverrideModel
 from models.enums import PipelineStage, Priority, ProjectStatus
-from models.unit_of_work import UnitOfWork
 from resolvers.opportunities import mutations
 from schema.mutation_kit import (
     IDEMPOTENCY_KEY,
     UPDATED_AT,
-    Args,
     Deleted,
     Entity,
+    creates,
     mutation,
     ref_id,
     ref_project,
     ref_row_id,
+    removes,
     target_project,
+    updates,
 )
 from schema.opportunities import OpportunityProject, OpportunityProjectOverride
 from schema.scalars import JSON
@@ -196,34 +197,6 @@ _PROJECT_INPUT = target_project(_PROJECTS)
 _OVERRIDE_INPUT = target_project(_OVERRIDES)
 
 
-async def _create_project(uow: UnitOfWork, args: Args[OpportunityProjectCreateInput]) -> uuid.UUID:
-    return await mutations.create_project(uow, args.values)
-
-
-async def _update_project(uow: UnitOfWork, args: Args[OpportunityProjectUpdateInput]) -> uuid.UUID:
-    assert args.id is not None
-    return await mutations.update_project(uow, args.id, args.updated_at, args.values)
-
-
-async def _archive_project(uow: UnitOfWork, args: Args[OpportunityProjectArchiveInput]) -> uuid.UUID:
-    assert args.id is not None
-    return await mutations.archive_project(uow, args.id, args.updated_at)
-
-
-async def _create_override(uow: UnitOfWork, args: Args[OpportunityProjectOverrideCreateInput]) -> uuid.UUID:
-    return await mutations.create_override(uow, args.values)
-
-
-async def _update_override(uow: UnitOfWork, args: Args[OpportunityProjectOverrideUpdateInput]) -> uuid.UUID:
-    assert args.id is not None
-    return await mutations.update_override(uow, args.id, args.updated_at, args.values)
-
-
-async def _delete_override(uow: UnitOfWork, args: Args[OpportunityProjectOverrideDeleteInput]) -> uuid.UUID:
-    assert args.id is not None
-    return await mutations.delete_override(uow, args.id, args.updated_at)
-
-
 @strawberry.type
 class OpportunitiesMutation:
     opportunity_project_create = mutation(
@@ -233,7 +206,7 @@ class OpportunitiesMutation:
         permission=Permission.OPPORTUNITY_WRITE,
         extensions=[requires_for_input(Permission.OPPORTUNITY_SCORE_WRITE, mutations.SCORE_FIELDS, nulls=False)],
         audit_permissions=lambda value: _score_permissions(value, nulls=False),
-        run=_create_project,
+        run=creates(mutations.create_project),
         idempotent=True,
         returns=Entity(OpportunityProject, "opportunity project created"),
         description="Create an opportunity project (a manual entry unless a source is named).",
@@ -248,7 +221,7 @@ class OpportunitiesMutation:
             requires_for_input(Permission.OPPORTUNITY_SCORE_WRITE, mutations.SCORE_FIELDS, project=_PROJECT_INPUT)
         ],
         audit_permissions=lambda value: _score_permissions(value, nulls=True),
-        run=_update_project,
+        run=updates(mutations.update_project),
         returns=Entity(OpportunityProject, "opportunity project as changed"),
         description="Change fields of an opportunity project (not archived) read at updatedAt.",
     )
@@ -258,7 +231,7 @@ class OpportunitiesMutation:
         input_description="The project and the updatedAt read.",
         permission=Permission.OPPORTUNITY_ARCHIVE,
         project=_PROJECT_INPUT,
-        run=_archive_project,
+        run=removes(mutations.archive_project),
         returns=Entity(OpportunityProject, "opportunity project, now archived"),
         description="Archive an opportunity project read at updatedAt (projects are never deleted).",
     )
@@ -268,7 +241,7 @@ class OpportunitiesMutation:
         input_description="The project, the field to override, its value and the reason.",
         permission=Permission.OPPORTUNITY_WRITE,
         project=ref_project("opportunity_project", _PROJECTS),
-        run=_create_override,
+        run=creates(mutations.create_override),
         idempotent=True,
         returns=Entity(OpportunityProjectOverride, "override created"),
         description="Override one field of a project with a local value.",
@@ -279,7 +252,7 @@ class OpportunitiesMutation:
         input_description="The override, the updatedAt read, and the fields to change.",
         permission=Permission.OPPORTUNITY_WRITE,
         project=_OVERRIDE_INPUT,
-        run=_update_override,
+        run=updates(mutations.update_override),
         returns=Entity(OpportunityProjectOverride, "override as changed"),
         description="Change an override read at updatedAt (its value, reason, or whether it is active).",
     )
@@ -289,7 +262,7 @@ class OpportunitiesMutation:
         input_description="The override and the updatedAt read.",
         permission=Permission.OPPORTUNITY_WRITE,
         project=_OVERRIDE_INPUT,
-        run=_delete_override,
+        run=removes(mutations.delete_override),
         returns=Deleted(OpportunityProjectOverride, "override"),
         description="Delete an override read at updatedAt.",
     )

@@ -17,9 +17,8 @@ from strawberry import relay
 
 from auth.permissions import Permission
 from models import OpportunityProject as ProjectModel
-from models.unit_of_work import UnitOfWork
 from resolvers.opportunities import mutations
-from schema.mutation_kit import UPDATED_AT, Args, Entity, mutation, ref_id, ref_row_id, target_project
+from schema.mutation_kit import UPDATED_AT, Entity, mutation, ref_id, ref_row_id, removes, target_project
 from schema.opportunities import OpportunityProject
 
 __all__ = ["OpportunityProjectRestoreInput", "ProjectsMutation"]
@@ -35,11 +34,6 @@ class OpportunityProjectRestoreInput:
     reason: str | None = strawberry.field(default=None, description="Recorded in the audit log (255 characters).")
 
 
-async def _restore_project(uow: UnitOfWork, args: Args[OpportunityProjectRestoreInput]) -> uuid.UUID:
-    assert args.id is not None
-    return await mutations.restore_project(uow, args.id, args.updated_at)
-
-
 @strawberry.type
 class ProjectsMutation:
     opportunity_project_restore = mutation(
@@ -48,7 +42,7 @@ class ProjectsMutation:
         input_description="The archived project and the updatedAt read.",
         permission=Permission.OPPORTUNITY_ARCHIVE,
         project=target_project(_PROJECTS),
-        run=_restore_project,
+        run=removes(mutations.restore_project),
         returns=Entity(OpportunityProject, "opportunity project, restored"),
         description="Restore an archived opportunity project read at updatedAt; it counts again under the "
         "tenant's project limit (PROJECT_LIMIT when it is reached).",

@@ -41,6 +41,7 @@ from schema.mutation_kit import (
     mutation,
     node_id,
     ref_project,
+    removes,
     resolve_ref,
     target_project,
 )
@@ -366,16 +367,6 @@ async def _update(uow: UnitOfWork, args: Args[ProposalUpdateInput]) -> uuid.UUID
     return await _renamed(domain.update_proposal(uow, args.id, args.updated_at, values), names)
 
 
-async def _archive(uow: UnitOfWork, args: Args[ProposalArchiveInput]) -> uuid.UUID:
-    assert args.id is not None
-    return await domain.archive_proposal(uow, args.id, args.updated_at)
-
-
-async def _restore(uow: UnitOfWork, args: Args[ProposalRestoreInput]) -> uuid.UUID:
-    assert args.id is not None
-    return await domain.restore_proposal(uow, args.id, args.updated_at)
-
-
 async def _decide(uow: UnitOfWork, args: Args[CapturePlanDecideInput]) -> uuid.UUID:
     assert args.id is not None
     value = args.input
@@ -503,7 +494,7 @@ class ProposalMutation:
         input_description="The proposal and the updatedAt read.",
         permission=_WRITE,
         project=_OF_PROPOSAL,
-        run=_archive,
+        run=removes(domain.archive_proposal),
         returns=Entity(Proposal, "proposal, now archived"),
         description="Archive a proposal read at updatedAt (proposals are never deleted).",
     )
@@ -513,7 +504,7 @@ class ProposalMutation:
         input_description="The archived proposal and the updatedAt read.",
         permission=_WRITE,
         project=_OF_PROPOSAL,
-        run=_restore,
+        run=removes(domain.restore_proposal),
         returns=Entity(Proposal, "proposal, now restored"),
         description="Restore an archived proposal read at updatedAt.",
     )

@@ -38,6 +38,7 @@ from schema.mutation_kit import (
     Entity,
     mutation,
     node_id,
+    removes,
 )
 from schema.mutation_kit import row_id as ref_row_id
 from schema.permissions import requires
@@ -190,11 +191,6 @@ async def _configuration_update(uow: UnitOfWork, args: Args[TenantConfigurationU
     )
 
 
-async def _configuration_delete(uow: UnitOfWork, args: Args[TenantConfigurationDeleteInput]) -> uuid.UUID:
-    assert args.id is not None
-    return await tenant_settings.delete_configuration(uow, args.id, args.updated_at)
-
-
 async def _settings_update(args: Args[TenantSecuritySettingsUpdateInput]) -> Done:
     found: dict[str, TenantSecuritySettings] = {}
 
@@ -240,7 +236,7 @@ class TenantMutation:
         input=TenantConfigurationDeleteInput,
         input_description="The entry and the updatedAt read.",
         permission=Permission.TENANT_ADMIN,
-        run=_configuration_delete,
+        run=removes(tenant_settings.delete_configuration),
         returns=Deleted(TenantConfiguration, "configuration entry"),
         description="Delete a configuration entry read at updatedAt (its key falls back to its default).",
     )
