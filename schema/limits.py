@@ -468,6 +468,10 @@ class DocumentCache:
         """Whether the document `text` is kept parsed."""
         return text in self._parsed
 
+    def passed(self, text: str | None, document: DocumentNode) -> bool:
+        """Whether `document` is the one kept for `text`: it passed the selection and overlap bounds."""
+        return text is not None and self._parsed.get(text) is document
+
     def keep(self, text: str, document: DocumentNode) -> None:
         """Keep `document` parsed for the next request sending `text`."""
         self._parsed[text] = document
@@ -552,10 +556,12 @@ class OperationLimits(SchemaExtension):
 
     def _check(self, document: DocumentNode) -> list[GraphQLError]:
         ec = self.execution_context
-        if count_selections(document, self.max_selections) > self.max_selections:
-            return [_too_many_selections(self.max_selections)]
-        if count_overlaps(document, self.max_overlaps) > self.max_overlaps:
-            return [_too_many_overlaps(self.max_overlaps)]
+        # A document kept parsed passed both bounds when it was kept; only its cost depends on the variables.
+        if not self.cache.passed(ec.query, document):
+            if count_selections(document, self.max_selections) > self.max_selections:
+                return [_too_many_selections(self.max_selections)]
+            if count_overlaps(document, self.max_overlaps) > self.max_overlaps:
+                return [_too_many_overlaps(self.max_overlaps)]
         schema = ec.schema._schema
         try:
             cost = estimate_cost(schema, document, ec.operation_name, ec.variables)
