@@ -26,6 +26,17 @@ def to_async_url(url: str) -> str:
     raise SettingsError(f"not a PostgreSQL URL: {url.split('://', 1)[0]}://...")
 
 
+def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in {"on", "true", "1", "yes"}:
+        return True
+    if raw in {"off", "false", "0", "no"}:
+        return False
+    raise SettingsError(f"{name} must be on or off; got {raw!r}")
+
+
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -132,6 +143,10 @@ class Settings:
     # GWM_TRUSTED_PROXIES: comma-separated addresses or CIDR networks of the reverse proxies in front
     # of the server; only a peer among them may set X-Request-ID (else the server makes the id).
     trusted_proxies: tuple[str, ...] = ()
+    # GWM_COMPILED_READS: on (default) | off. On: a query's root fields that the read compiler covers run as one
+    # SQL statement each that PostgreSQL shapes into the response JSON (schema/compiled/); off: every
+    # field goes through the field-by-field executor. Both give the same answers.
+    compiled_reads: bool = True
 
     @property
     def embedded(self) -> bool:
@@ -185,4 +200,5 @@ class Settings:
             smtp_starttls=(env.get("GWM_SMTP_STARTTLS") or "").lower() in {"1", "true", "yes"},
             outbound_allow=_outbound_allow(env),
             trusted_proxies=_networks(env, "GWM_TRUSTED_PROXIES"),
+            compiled_reads=_switch(env, "GWM_COMPILED_READS", True),
         )
