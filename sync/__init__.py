@@ -1,7 +1,8 @@
 """External opportunity data: connectors to outside sources (SAM.gov v2, generic JSON endpoints).
 
 `sync.connectors` turns a source's HTTP API into normalised notices (`NormalisedNotice`) behind one
-small protocol. The package uses `models` only (the import-linter contracts in pyproject.toml): it
-never imports `auth`; HTTP goes through an `httpx.AsyncClient` the caller injects, which is how the
-worker passes the outbound guard (`auth.outbound.OutboundPolicy.client()`).
+small protocol. The package uses `auth` and `models` (the import-linter contracts in pyproject.toml).
+Every outbound call of a job goes through `sync.calls` (budget slot first, the outbound guard of
+auth/outbound.py, retries and backoff, the call log and the source's health); connectors fetch
+through the client it gives them (`sync.calls.CallClient`).
 """

@@ -17,8 +17,21 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Protocol, TypeAlias
 
+import httpx
+
 JSONValue: TypeAlias = "str | int | float | bool | list[JSONValue] | dict[str, JSONValue] | None"
 JSONObject: TypeAlias = dict[str, JSONValue]
+#: Query parameters as the connectors build them (in order; a name may repeat).
+QueryParams: TypeAlias = list[tuple[str, str | int | float | bool | None]]
+
+
+class HttpGet(Protocol):
+    """How a connector fetches: `sync.calls.CallClient` in the worker (budget slot, outbound guard,
+    retries, call log and source health), or a plain `httpx.AsyncClient` in the connector tests."""
+
+    async def get(self, url: httpx.URL | str, *, params: QueryParams | None = None) -> httpx.Response:
+        """GET `url` with `params` merged into its query."""
+        ...
 
 
 class ConnectorError(Exception):

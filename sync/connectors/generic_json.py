@@ -7,7 +7,8 @@ field (`fields`: normalised name -> dotted path such as `agency.office.name` or 
 Paging sends `offset_param` / `limit_param`; the offset is a record offset. The posted window is sent
 as ISO dates in `from_param` / `to_param`. Values are trimmed; empty strings become None.
 
-HTTP goes through the injected `httpx.AsyncClient` (the worker passes the outbound guard's client).
+HTTP goes through the injected client (`HttpGet`): in the worker a `sync.calls.CallClient` (budget slot,
+outbound guard, retries, call log), in the connector tests a plain `httpx.AsyncClient`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import httpx
 
 from sync.connectors.base import (
     ConnectorError,
+    HttpGet,
     JSONObject,
     JSONValue,
     NormalisedNotice,
@@ -85,7 +87,7 @@ def _text(value: JSONValue) -> str | None:
 class GenericJsonConnector:
     """A connector for a JSON endpoint described by a `GenericJsonMapping`."""
 
-    def __init__(self, client: httpx.AsyncClient, *, url: str, mapping: GenericJsonMapping) -> None:
+    def __init__(self, client: HttpGet, *, url: str, mapping: GenericJsonMapping) -> None:
         self._client = client
         self._url = url
         self._mapping = mapping

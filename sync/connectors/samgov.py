@@ -12,7 +12,8 @@ of a record is normalised (its table drives tests/sync/test_samgov_mapping.py). 
   agency (`@` + the first two segments of `fullParentPathCode`) where one number is used by several
   agencies; a notice without a number is keyed by its `noticeId` (the worker keeps the first one).
 
-HTTP goes through the injected `httpx.AsyncClient`: the worker passes the outbound guard's client.
+HTTP goes through the injected client (`HttpGet`): in the worker a `sync.calls.CallClient` (budget slot,
+outbound guard, retries, call log), in the connector tests a plain `httpx.AsyncClient`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import httpx
 
 from sync.connectors.base import (
     ConnectorError,
+    HttpGet,
     JSONObject,
     JSONValue,
     NormalisedNotice,
@@ -345,11 +347,11 @@ def _error_message(response: httpx.Response) -> str:
 
 
 class SamGovConnector:
-    """The SAM.gov v2 connector over an injected `httpx.AsyncClient`."""
+    """The SAM.gov v2 connector over an injected client (`HttpGet`)."""
 
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        client: HttpGet,
         *,
         api_key: str,
         base_url: str = DEFAULT_BASE_URL,
