@@ -6,19 +6,26 @@ checks what the real API checks (api_key, both dates as MM/dd/yyyy at most one y
 `typeOfSetAside`, and pages as docs/samgov.md says the connector relies on: `offset` is a record
 offset, the page is `matches[offset : offset + limit]`, `limit` defaults to 1 like the real API.
 `before_page` lets a test change the data between pages (notices posted while paging). Every request's
-query is recorded in `requests`.
+query is recorded in `requests`. `script` queues scripted answers (`status`, `slow`, `malformed`,
+`oversized`, `redirect`), one per search request, before the normal handling; `serve(fake)` runs the
+app on a real uvicorn on 127.0.0.1 (for calls through the outbound guard, which connects for real).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 API_KEY = "test-key"
@@ -59,6 +66,9 @@ class FakeSamGov:
     # noticeid -> the text /prod/opportunities/v1/noticedesc answers (404 for any other id)
     descriptions: dict[str, str] = field(default_factory=dict)
     description_requests: list[list[tuple[str, str]]] = field(default_factory=list)
+    # scripted answers, one taken per search request in order; one answering None falls through to
+    # the normal handling (e.g. `slow`)
+    script: list[Scripted] = field(default_factory=list)
 
     def app(self) -> Starlette:
         return Starlette(
@@ -105,6 +115,10 @@ class FakeSamGov:
     async def _search(self, request: Request) -> Response:
         params = request.query_params
         self.requests.append(list(params.multi_items()))
+        if self.script:
+            scripted = await self.script.pop(0)(request)
+            if scripted is not None:
+                return scripted
         if self.answer is not None:
             return self.answer(request)
         if not params.get("api_key"):
@@ -178,3 +192,84 @@ def notice(number: int, **overrides: Any) -> dict[str, Any]:
     }
     record.update(overrides)
     return record
+
+
+# --- scripted answers and a real server ------------------------------------------------------------
+
+Scripted = Callable[[Request], Awaitable[Response | None]]
+
+
+def status(code: int, *, headers: dict[str, str] | None = None, message: str = "scripted") -> Scripted:
+    """Answer `code` with an error envelope (and `headers`, e.g. Retry-After)."""
+
+    async def answer(request: Request) -> Response:
+        response = _error(code, message)
+        response.headers.update(headers or {})
+        return response
+
+    return answer
+
+
+def slow(seconds: float) -> Scripted:
+    """Wait `seconds`, then answer normally."""
+
+    async def answer(request: Request) -> None:
+        await asyncio.sleep(seconds)
+
+    return answer
+
+
+def malformed() -> Scripted:
+    """A 200 declared as JSON whose body is cut short."""
+
+    async def answer(request: Request) -> Response:
+        return Response(b'{"totalRecords": 1, "opportunitiesData": [{"noticeId": ', media_type="application/json")
+
+    return answer
+
+
+def oversized(size: int) -> Scripted:
+    """A 200 JSON body of `size` bytes (valid JSON: only its size is wrong)."""
+
+    async def answer(request: Request) -> Response:
+        padding = "x" * max(0, size - 60)
+        return Response(f'{{"totalRecords": 0, "opportunitiesData": [], "p": "{padding}"}}'.encode(),
+                        media_type="application/json")
+
+    return answer
+
+
+def redirect(location: str, code: int = 302) -> Scripted:
+    """A redirect to `location`."""
+
+    async def answer(request: Request) -> Response:
+        return RedirectResponse(location, status_code=code)
+
+    return answer
+
+
+@contextmanager
+def serve(fake: FakeSamGov) -> Iterator[str]:
+    """Run `fake` on a real uvicorn on 127.0.0.1 (a free port, a background thread); yields its base URL."""
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        fake.app(), lifespan="off", ws="none", http="h11", log_level="warning", timeout_graceful_shutdown=2
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="fake-samgov", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the fake SAM.gov did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
