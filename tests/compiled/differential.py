@@ -1,0 +1,153 @@
+"""Run one GraphQL request on both apps (compiled path on, off) and compare the answers.
+
+Answers are compared as PostgreSQL-independent JSON: parsed with key order kept (OrderedDict
+compares in order, recursively), `extensions` left out (the compiled flag lives there), errors as
+the set of (path, extensions.code), everything else exactly, with the HTTP status. The
+permission_audit rows each request wrote are found by the request id the server answers with
+(`x-request-id`) and compared without their ids and times.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from models.db import set_tenant
+from tests.compiled.conftest import Caller, Clients
+
+__all__ = ["Answer", "Comparison", "Outcome", "audit_rows", "compiled_keys", "normalized", "run_both"]
+
+ErrorKey = tuple[tuple[str | int, ...], str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status: int
+    keys: tuple[str, ...]  # the top-level keys but `extensions`, in order
+    data: Any  # OrderedDict tree
+    errors: frozenset[ErrorKey]
+    request_id: str
+    extensions: Any
+
+
+def normalized(response: httpx.Response) -> Answer:
+    body = json.loads(response.text, object_pairs_hook=OrderedDict)
+    extensions = body.pop("extensions", None) if isinstance(body, OrderedDict) else None
+    errors: frozenset[ErrorKey] = frozenset()
+    data: Any = body
+    if isinstance(body, OrderedDict):
+        errors = frozenset(
+            (tuple(error.get("path") or ()), (error.get("extensions") or {}).get("code"))
+            for error in body.get("errors") or ()
+        )
+        data = body.get("data")
+    keys = tuple(body) if isinstance(body, OrderedDict) else ()
+    return Answer(response.status_code, keys, data, errors, response.headers.get("x-request-id", ""), extensions)
+
+
+def compiled_keys(answer: Answer) -> frozenset[str]:
+    """The root response keys the compiled path answered (extensions.compiled), none if absent."""
+    found = answer.extensions.get("compiled") if isinstance(answer.extensions, dict) else None
+    return frozenset(found) if isinstance(found, list) else frozenset()
+
+
+@dataclass(slots=True)
+class Outcome:
+    label: str
+    caller: str
+    document: str
+    variables: dict[str, Any]
+    on: Answer
+    off: Answer
+
+
+@dataclass(slots=True)
+class Comparison:
+    """Every request pair of a run, and at the end their differences (answers, then audit rows)."""
+
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    def differences(self) -> list[str]:
+        out = []
+        for o in self.outcomes:
+            problems = []
+            if o.on.status != o.off.status:
+                problems.append(f"HTTP status on={o.on.status} off={o.off.status}")
+            if o.on.keys != o.off.keys:
+                problems.append(f"top-level keys on={o.on.keys} off={o.off.keys}")
+            if o.on.errors != o.off.errors:
+                problems.append(
+                    f"errors only on={sorted(o.on.errors - o.off.errors, key=repr)} "
+                    f"only off={sorted(o.off.errors - o.on.errors, key=repr)}"
+                )
+            if o.on.data != o.off.data:
+                problems.append(f"data differ:\n  on = {_dump(o.on.data)}\n  off= {_dump(o.off.data)}")
+            if problems:
+                out.append(self._describe(o, problems))
+        return out
+
+    def _describe(self, o: Outcome, problems: list[str]) -> str:
+        return (
+            f"[{o.label} as {o.caller}] " + "; ".join(problems)
+            + f"\n  document: {o.document}\n  variables: {json.dumps(o.variables)}"
+        )
+
+    async def audit_differences(self, owner_engine: AsyncEngine, tenants: list[uuid.UUID]) -> list[str]:
+        ids = [i for o in self.outcomes for i in (o.on.request_id, o.off.request_id) if i]
+        rows = await audit_rows(owner_engine, tenants, ids)
+        out = []
+        for o in self.outcomes:
+            on, off = rows.get(o.on.request_id, []), rows.get(o.off.request_id, [])
+            if on != off:
+                out.append(self._describe(o, [f"permission_audit rows differ:\n  on = {on}\n  off= {off}"]))
+        return out
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(value)[:1500]
+
+
+async def audit_rows(
+    owner_engine: AsyncEngine, tenants: list[uuid.UUID], request_ids: list[str]
+) -> dict[str, list[tuple[Any, ...]]]:
+    """permission_audit rows per request id: (user, type, permission, granted, reason, path, count), sorted."""
+    found: dict[str, list[tuple[Any, ...]]] = {}
+    for tenant_id in tenants:
+        async with owner_engine.connect() as conn:
+            await set_tenant(conn, tenant_id)
+            result = await conn.execute(
+                text(
+                    "SELECT request_id, user_id, resource_type, permission_checked, permission_granted,"
+                    " denial_reason, field_path, denied_count FROM permission_audit"
+                    " WHERE request_id = ANY(:ids)"
+                ),
+                {"ids": request_ids},
+            )
+            for row in result:
+                found.setdefault(row.request_id, []).append(tuple(row)[1:])
+            await conn.rollback()
+    return {k: sorted(v, key=repr) for k, v in found.items()}
+
+
+async def _post(client: httpx.AsyncClient, caller: Caller, document: str, variables: dict[str, Any]) -> httpx.Response:
+    return await client.post(
+        "/graphql",
+        json={"query": document, "variables": variables},
+        headers={"authorization": f"Bearer {caller.token}"},
+    )
+
+
+async def run_both(
+    clients: Clients, caller: Caller, document: str, variables: dict[str, Any], label: str
+) -> Outcome:
+    """The request on the path-off app, then on the path-on app (same database, same snapshot of data)."""
+    off = normalized(await _post(clients.off, caller, document, variables))
+    on = normalized(await _post(clients.on, caller, document, variables))
+    return Outcome(label=label, caller=caller.name, document=document, variables=variables, on=on, off=off)

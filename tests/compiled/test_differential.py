@@ -1,0 +1,197 @@
+"""The compiled read path answers exactly as the normal executor: every read operation, generated queries.
+
+Each document runs as four callers (a tenant admin, a Capture Manager holding its role on two of the
+four projects, a Viewer without the score and strategy permissions, a tenant admin of another
+tenant) on two apps over one database, the compiled read path on in one and off in the other.
+The answers must be equal after JSON parsing with key order kept (errors by path and code,
+`extensions` left out) and so must the permission_audit rows each request wrote.
+
+The generated queries (tests/compiled/generator.py, a fixed seed) must mostly run compiled: a
+query counts as compiled when the tenant admin's answer names every root field in
+`extensions.compiled`; the share is printed and must be at least one half. With
+GWM_DIFF_REPORT=<path> the share and every difference are written to that file as well.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from graphql import (
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    InlineFragmentNode,
+    OperationDefinitionNode,
+    OperationType,
+    SelectionSetNode,
+    parse,
+    validate,
+)
+from hypothesis import HealthCheck, Phase, given, seed, settings
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+import schema.schema as schema_module
+from tests.compiled.conftest import Caller, Clients, World, global_id
+from tests.compiled.differential import Comparison, compiled_keys, run_both
+from tests.compiled.generator import Generated, Pools, guarded_fields, operations
+
+SCHEMA = schema_module.schema._schema
+OPERATIONS = Path(__file__).resolve().parents[2] / "graphql" / "operations"
+SEED = 20261205
+GENERATED = 48
+CALLER_ORDER = ("admin", "scoped_manager", "viewer", "other_tenant_admin")
+
+
+def _report(text: str) -> None:
+    print(text)
+    target = os.environ.get("GWM_DIFF_REPORT")
+    if target:
+        with Path(target).open("a") as out:
+            out.write(text + "\n")
+
+
+def root_keys(document: str, operation_name: str | None = None) -> tuple[str, ...]:
+    """The response keys of the operation's root fields (aliases included, through fragments)."""
+    ast = parse(document)
+    fragments = {d.name.value: d for d in ast.definitions if isinstance(d, FragmentDefinitionNode)}
+    operation = next(
+        d for d in ast.definitions
+        if isinstance(d, OperationDefinitionNode)
+        and (operation_name is None or (d.name is not None and d.name.value == operation_name))
+    )
+    keys: list[str] = []
+
+    def walk(selection_set: SelectionSetNode) -> None:
+        for selection in selection_set.selections:
+            if isinstance(selection, FieldNode):
+                key = (selection.alias or selection.name).value
+                if key not in keys:
+                    keys.append(key)
+            elif isinstance(selection, InlineFragmentNode):
+                walk(selection.selection_set)
+            elif isinstance(selection, FragmentSpreadNode):
+                walk(fragments[selection.name.value].selection_set)
+
+    walk(operation.selection_set)
+    return tuple(keys)
+
+
+def _operation_variables(world: World) -> dict[str, list[dict[str, Any]]]:
+    """Variables for each read operation of graphql/operations/ (a cursor is filled in by the test)."""
+    projects = [*world.projects, world.other_project]
+    return {
+        "DocumentSearch": [{"search": "volume"}, {"search": "Proposal", "first": 2}, {"search": "zz-none"}],
+        "NestedPursuit": [{"first": 3}, {"first": 2, "after": "<endCursor>"}, {}],
+        "OrganizationsWithChildren": [{}, {"first": 1}],
+        "PipelineSummary": [{}, {"filter": {"projectStatus": {"eq": "ACTIVE"}}}],
+        "ProjectById": [{"id": global_id("OpportunityProject", p)} for p in projects if p is not None],
+        "Viewer": [{}],
+    }
+
+
+def _read_operations() -> list[tuple[str, str]]:
+    """(operation name, document) of every query operation in graphql/operations/."""
+    found = []
+    for path in sorted(OPERATIONS.glob("*.graphql")):
+        document = path.read_text()
+        for definition in parse(document).definitions:
+            if (
+                isinstance(definition, OperationDefinitionNode)
+                and definition.operation == OperationType.QUERY
+                and definition.name is not None
+            ):
+                found.append((definition.name.value, document))
+    return found
+
+
+def _ordered(callers: dict[str, Caller]) -> list[Caller]:
+    return [callers[name] for name in CALLER_ORDER]
+
+
+async def test_every_read_operation_answers_the_same_on_both_paths(
+    clients: Clients, callers: dict[str, Caller], world: World, owner_engine: AsyncEngine
+) -> None:
+    variable_sets = _operation_variables(world)
+    operations_found = _read_operations()
+    assert {name for name, _ in operations_found} == set(variable_sets), "an operation has no variables here"
+    comparison = Comparison()
+    compiled: dict[str, bool] = {}
+    for name, document in operations_found:
+        for variables in variable_sets[name]:
+            for caller in _ordered(callers):
+                values = dict(variables)
+                if values.get("after") == "<endCursor>":
+                    first = await run_both(clients, caller, document, {"first": 2}, name)
+                    page = (first.off.data or {}).get("opportunityProjects") or {}
+                    values["after"] = (page.get("pageInfo") or {}).get("endCursor")
+                outcome = await run_both(clients, caller, document, values, name)
+                comparison.outcomes.append(outcome)
+                if caller.name == "admin":
+                    keys = set(root_keys(document, name))
+                    compiled[name] = compiled.get(name, True) and keys <= compiled_keys(outcome.on)
+    assert all(o.off.status == 200 and o.off.data is not None for o in comparison.outcomes), [
+        (o.label, o.caller, o.off.status) for o in comparison.outcomes if o.off.status != 200 or o.off.data is None
+    ]
+    _report(f"read operations compiled for the tenant admin: {sorted(n for n, c in compiled.items() if c)}; "
+            f"not compiled: {sorted(n for n, c in compiled.items() if not c)}")
+    differences = comparison.differences()
+    differences += await comparison.audit_differences(owner_engine, [world.tenant.id, world.other_tenant.id])
+    _report("\n\n".join(differences) or "read operations: no difference")
+    assert not differences, f"{len(differences)} differences:\n\n" + "\n\n".join(differences[:8])
+
+
+def generate(world: World, count: int = GENERATED) -> list[Generated]:
+    """`count` operations, the same shapes on every run (fixed seed; ids from this run's data)."""
+    pools = Pools(
+        uuids=[str(u) for u in world.uuids],
+        strings=world.strings,
+        node_ids=[gid for _, gid in world.node_ids],
+    )
+    found: list[Generated] = []
+
+    @settings(max_examples=count, deadline=None, database=None, phases=[Phase.generate],
+              suppress_health_check=list(HealthCheck))
+    @seed(SEED)
+    @given(operation=operations(SCHEMA, pools, guarded_fields(SCHEMA)))
+    def collect(operation: Generated) -> None:
+        found.append(operation)
+
+    collect()
+    return found
+
+
+async def test_generated_queries_answer_the_same_on_both_paths_and_mostly_compile(
+    clients: Clients, callers: dict[str, Caller], world: World, owner_engine: AsyncEngine
+) -> None:
+    generated = generate(world)
+    assert len(generated) >= GENERATED * 0.9
+    invalid = [(g.document, validate(SCHEMA, parse(g.document))) for g in generated]
+    assert not [pair for pair in invalid if pair[1]], [pair for pair in invalid if pair[1]][:3]
+    comparison = Comparison()
+    compiled = 0
+    for index, operation in enumerate(generated):
+        variables = dict(operation.variables)
+        label = f"generated #{index}"
+        if operation.cursor is not None:
+            first = await run_both(clients, callers["admin"], operation.document, variables, label + " (page 1)")
+            comparison.outcomes.append(first)
+            page = (first.off.data or {}).get(operation.cursor.root_key) or {}
+            variables[operation.cursor.variable] = (page.get("pageInfo") or {}).get(operation.cursor.field)
+        for caller in _ordered(callers):
+            outcome = await run_both(clients, caller, operation.document, variables, label)
+            comparison.outcomes.append(outcome)
+            if caller.name == "admin" and set(operation.root_keys) <= compiled_keys(outcome.on):
+                compiled += 1
+    answered = sum(1 for o in comparison.outcomes if o.off.data is not None)
+    share = compiled / len(generated)
+    _report(f"generated queries compiled: {compiled} of {len(generated)} ({share:.0%}); "
+            f"{answered} of {len(comparison.outcomes)} requests answered with data")
+    differences = comparison.differences()
+    differences += await comparison.audit_differences(owner_engine, [world.tenant.id, world.other_tenant.id])
+    _report("\n\n".join(differences) or "generated queries: no difference")
+    assert not differences, f"{len(differences)} differences:\n\n" + "\n\n".join(differences[:8])
+    # Most answers carry data: the generator asks what the schema serves, not only refusals.
+    assert answered >= 0.8 * len(comparison.outcomes), answered
+    assert share >= 0.5, f"only {compiled} of {len(generated)} generated queries ran compiled"
