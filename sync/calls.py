@@ -74,10 +74,12 @@ __all__ = [
     "CallError",
     "CallFailed",
     "CallSettings",
+    "CallStatistics",
     "CallTarget",
     "RetryLater",
     "SyncCaller",
     "backoff_wait",
+    "call_statistics",
     "redact_headers",
     "redact_url",
     "retry_after_seconds",
@@ -490,34 +492,61 @@ class SyncCaller:
             uow.assign(source, health)
             if target.polling_configuration_id is not None:
                 polling = await uow.lock(PollingConfiguration, target.polling_configuration_id)
-                average, rate = await self._statistics(uow.connection, target)
+                stats = await call_statistics(
+                    uow.connection, target.tenant_id, target.source_id, project_id=polling.opportunity_project_id
+                )
                 uow.assign(
                     polling,
                     {
                         "consecutive_errors": 0 if success else polling.consecutive_errors + 1,
-                        "average_response_time_ms": average,
-                        "success_rate_percentage": rate,
+                        "average_response_time_ms": stats.average_response_time_ms,
+                        "success_rate_percentage": stats.success_rate_percentage,
                     },
                 )
 
-    @staticmethod
-    async def _statistics(conn: AsyncConnection, target: CallTarget) -> tuple[int | None, Decimal | None]:
-        """Average response time (of calls answered) and success rate over the project's last calls."""
-        row = (
-            await conn.execute(
-                text(
-                    "SELECT round(avg(processing_time_ms) FILTER (WHERE http_status IS NOT NULL)) AS average,"
-                    " round(100.0 * avg(success::int), 2) AS rate"
-                    " FROM (SELECT processing_time_ms, http_status, success FROM api_integration_logs"
-                    "       WHERE tenant_id = :t AND external_source_id = :s AND opportunity_project_id = :p"
-                    "       ORDER BY api_call_timestamp DESC, created_at DESC LIMIT :n) recent"
-                ),
-                {"t": target.tenant_id, "s": target.source_id, "p": target.project_id, "n": STATISTICS_WINDOW},
-            )
-        ).one()
-        average = None if row.average is None else int(row.average)
-        rate = None if row.rate is None else Decimal(row.rate)
-        return average, rate
+
+
+@dataclass(frozen=True, slots=True)
+class CallStatistics:
+    """A source's (or one project's) recent calls: how many (at most the window), the average
+    response time of those that got an answer, and the share that succeeded."""
+
+    calls: int
+    average_response_time_ms: int | None
+    success_rate_percentage: Decimal | None
+
+
+async def call_statistics(
+    conn: AsyncConnection,
+    tenant_id: uuid.UUID,
+    source_id: uuid.UUID,
+    *,
+    project_id: uuid.UUID | None = None,
+    window: int = STATISTICS_WINDOW,
+) -> CallStatistics:
+    """Statistics over the last `window` logged calls of a source (of one project's refresh with
+    `project_id`), read from api_integration_logs; the tenant must be set on `conn`. The source's
+    own average response time and success rate (source health) are read here, a polling
+    configuration's are also kept on its row."""
+    row = (
+        await conn.execute(
+            text(
+                "SELECT count(*) AS calls,"
+                " round(avg(processing_time_ms) FILTER (WHERE http_status IS NOT NULL)) AS average,"
+                " round(100.0 * avg(success::int), 2) AS rate"
+                " FROM (SELECT processing_time_ms, http_status, success FROM api_integration_logs"
+                "       WHERE tenant_id = :t AND external_source_id = :s"
+                "         AND (CAST(:p AS uuid) IS NULL OR opportunity_project_id = CAST(:p AS uuid))"
+                "       ORDER BY api_call_timestamp DESC, created_at DESC LIMIT :n) recent"
+            ),
+            {"t": tenant_id, "s": source_id, "p": project_id, "n": window},
+        )
+    ).one()
+    return CallStatistics(
+        calls=int(row.calls),
+        average_response_time_ms=None if row.average is None else int(row.average),
+        success_rate_percentage=None if row.rate is None else Decimal(row.rate),
+    )
 
 
 def _as_httpx(method: str, answer: OutboundResponse) -> httpx.Response:

@@ -33,10 +33,12 @@ from sync.calls import (
     BudgetExhausted,
     CallFailed,
     CallSettings,
+    CallStatistics,
     CallTarget,
     RetryLater,
     SyncCaller,
     backoff_wait,
+    call_statistics,
     redact_headers,
     redact_url,
     retry_after_seconds,
@@ -312,6 +314,15 @@ async def test_500_backs_off_by_the_multiplier_and_the_connector_reads_the_last_
     health = await db.source(source.id)
     assert (health.connection_status, health.consecutive_errors) == ("healthy", 0)
     assert health.last_successful_call is not None
+    # the source's own average response time and success rate, read from its call log
+    async with db.engine.connect() as conn:
+        await set_tenant(conn, db.tenant.id)
+        stats = await call_statistics(conn, db.tenant.id, source.id)
+        assert await call_statistics(conn, db.tenant.id, source.id, window=1) == CallStatistics(
+            1, (await db.logs())[-1].processing_time_ms, Decimal("100.00")
+        )
+    assert (stats.calls, stats.success_rate_percentage) == (4, Decimal("25.00"))
+    assert stats.average_response_time_ms is not None
 
 
 async def test_a_sub_second_timeout_is_logged_and_retried(
