@@ -500,3 +500,25 @@ async def test_request_headers_are_logged_redacted(
     (log,) = await db.logs()
     assert log.request_headers["x-api-key"] == REDACTED and log.request_headers["accept"] == "application/json"
     assert API_KEY not in str(log.request_headers) and API_KEY not in log.endpoint_called
+
+
+async def test_a_refused_key_is_not_retried_and_no_data_found_is_a_successful_empty_answer(
+    caller: SyncCaller, fake: FakeSamGov, db: Db, source: Any, base_url: str, waits: Waits
+) -> None:
+    budget = SlotBudget()
+    wrong_key = SamGovConnector(caller.http(target(db, source), settings(), budget), api_key="not-the-key",
+                                base_url=base_url)
+    with pytest.raises(ConnectorError) as raised:
+        await wrong_key.search(QUERY)
+    assert raised.value.status_code == 403 and "invalid api_key" in str(raised.value)
+    assert waits.values == [] and len(budget.reserved) == 1
+    (log,) = await db.logs()
+    assert (log.http_status, log.success, log.error_message) == (403, False, "HTTP 403")
+    assert "not-the-key" not in log.endpoint_called
+    assert (await db.source(source.id)).connection_status == "failing"
+
+    fake.script.append(status(404, message="No Data found"))
+    page = await samgov(caller, target(db, source), settings(), budget, base_url).search(QUERY)
+    assert (page.total_records, page.notices) == (0, ())
+    assert [(r.http_status, r.success) for r in await db.logs()] == [(403, False), (404, True)]
+    assert (await db.source(source.id)).connection_status == "healthy"
