@@ -30,6 +30,7 @@ from models.external_data import (
 from models.idempotency import IdempotencyKey
 from models.identity import Role, User, UserRole, UserSession
 from models.opportunities import OpportunityProject, OpportunityProjectContact, OpportunityProjectOverride
+from models.sync import SavedSearch, SavedSearchCandidate, SyncKeyBudget, SyncSchedule
 from models.tenancy import Tenant, TenantConfiguration
 
 __all__ = [
@@ -62,6 +63,10 @@ __all__ = [
     "Role",
     "SamlAssertionSeen",
     "SamlAuthnRequest",
+    "SavedSearch",
+    "SavedSearchCandidate",
+    "SyncKeyBudget",
+    "SyncSchedule",
     "Tenant",
     "TenantConfiguration",
     "User",

@@ -89,6 +89,7 @@ from models.external_data import (
 from models.idempotency import IdempotencyKey
 from models.identity import Role, User, UserRole, UserSession
 from models.opportunities import OpportunityProject, OpportunityProjectContact, OpportunityProjectOverride
+from models.sync import SavedSearch, SavedSearchCandidate, SyncKeyBudget, SyncSchedule
 from models.tenancy import Tenant, TenantConfiguration
 
 __all__ = [
@@ -147,6 +148,7 @@ AUDITED: Mapping[type[Base], EntityType] = {
     ActivityParticipant: EntityType.ACTIVITY_PARTICIPANT,
     CapturePlan: EntityType.CAPTURE_PLAN,
     Proposal: EntityType.PROPOSAL,
+    SavedSearch: EntityType.SAVED_SEARCH,
 }
 
 #: Models the hook does not record, and why (docs/decisions.md W11).
@@ -165,6 +167,12 @@ NOT_AUDITED: Mapping[type, str] = {
     DocumentAccessLog: "itself an access log",
     ExternalOpportunityData: "append-only versions of the source's data; changes are external_data_changes",
     IdempotencyKey: "operational: retry bookkeeping",
+    SyncSchedule: "operational: when the sync workers poll next, their leases and error state",
+    SyncKeyBudget: "operational: call counters of an API key (its limits are set by the operator's CLI)",
+    SavedSearchCandidate: (
+        "search results refreshed by the sync job; dismissing or tracking one is an event row in the same"
+        " transaction, and the project it becomes is audited"
+    ),
 }
 
 #: Columns of audited models that change as a side effect of operation (counters, polling and
@@ -184,6 +192,8 @@ OPERATIONAL_COLUMNS: Mapping[str, frozenset[str]] = {
             "consecutive_errors",
             "average_response_time_ms",
             "success_rate_percentage",
+            "claimed_until",
+            "claimed_by",
         }
     ),
 }

@@ -14,6 +14,7 @@ __all__ = [
     "ACTIVITY_ENTITY_TYPES",
     "AccessLevel",
     "ActivityStatus",
+    "CandidateStatus",
     "CapturePlanStatus",
     "ChangeSource",
     "ChangeType",
@@ -231,6 +232,7 @@ class EntityType(StrEnum):
     POLLING_CONFIGURATION = "polling_configuration"
     API_INTEGRATION_LOG = "api_integration_log"
     EXTERNAL_DATA_CHANGE = "external_data_change"
+    SAVED_SEARCH = "saved_search"
 
 
 # What an activity or a document association can be attached to (activities.entity_type,
@@ -250,3 +252,11 @@ class ParticipantType(StrEnum):
 
     USER = "user"
     CONTACT = "contact"
+
+
+class CandidateStatus(StrEnum):
+    """saved_search_candidates.status: what became of a notice a saved search found."""
+
+    NEW = "new"
+    DISMISSED = "dismissed"
+    TRACKED = "tracked"

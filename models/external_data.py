@@ -10,10 +10,11 @@ import uuid
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Boolean, Date, Index, Integer, Numeric, String, Text, UniqueConstraint, text
+from sqlalchemy import Boolean, CheckConstraint, Date, Index, Integer, Numeric, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from models.base import (
+    JSON_ARRAY,
     NOW,
     Base,
     CreatedAt,
@@ -110,7 +111,10 @@ class ExternalOpportunityData(UUIDPrimaryKey, TenantScoped, CreatedAt, Base):
     __table_args__ = (
         Index(None, "opportunity_project_id", "is_current_version"),
         Index(None, "tenant_id"),
+        # A notice revision already stored (0009).
+        Index(None, "tenant_id", "notice_id"),
         tenant_fk("opportunity_project_id", "opportunity_projects", ondelete="CASCADE"),
+        CheckConstraint("jsonb_typeof(resource_links) = 'array'", name="resource_links_array"),
     )
 
     opportunity_project_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
@@ -137,6 +141,13 @@ class ExternalOpportunityData(UUIDPrimaryKey, TenantScoped, CreatedAt, Base):
     amendment_number: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
 
     raw_json_data: Mapped[Any] = mapped_column(Json, nullable=False)
+
+    # Sync (migration 0009): the source's id of this revision (SAM.gov: each amendment is a new
+    # noticeId), the attachments it listed (normalised: trimmed, de-duplicated, sorted), and the
+    # canonical payload hash it was stored under (sync/diff.py).
+    notice_id: Mapped[str | None] = mapped_column(String(100))
+    resource_links: Mapped[Any] = mapped_column(Json, nullable=False, server_default=JSON_ARRAY)
+    payload_hash: Mapped[str | None] = mapped_column(String(64))
 
     # Change tracking
     change_detected_at: Mapped[datetime.datetime | None] = mapped_column(Timestamptz)
@@ -239,6 +250,9 @@ class PollingConfiguration(UUIDPrimaryKey, TenantScoped, Timestamps, Base):
 
     # Error handling
     consecutive_errors: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    # The lease of the worker refreshing it (0009): held until claimed_until, then claimable again.
+    claimed_until: Mapped[datetime.datetime | None] = mapped_column(Timestamptz)
+    claimed_by: Mapped[str | None] = mapped_column(String(200))
     max_retries: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("3"))
     backoff_multiplier: Mapped[Decimal] = mapped_column(
         Numeric(3, 2), nullable=False, server_default=text("2.0")

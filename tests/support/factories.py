@@ -194,6 +194,22 @@ _DEFAULTS: dict[str, Defaults] = {
         "result_id": r["opportunity_projects"],
         "expires_at": datetime(2030, 1, 1, tzinfo=UTC),
     },
+    "saved_searches": lambda t, r, n: {
+        "name": f"Search {n}",
+        "external_source_id": r.get("external_opportunity_sources", t.manual_source_id),
+        "created_by": t.system_user_id,
+    },
+    "sync_schedules": lambda t, r, n: {
+        "external_source_id": r.get("external_opportunity_sources", t.manual_source_id),
+        "saved_search_id": r.get("saved_searches"),
+    },
+    "sync_key_budgets": lambda t, r, n: {"key_fingerprint": f"{n:064x}"},
+    "saved_search_candidates": lambda t, r, n: {
+        "saved_search_id": r.get("saved_searches"),
+        "lineage_key": f"SOL-{n}",
+        "notice_id": f"notice{n}",
+        "raw_json_data": _j({"noticeId": f"notice{n}"}),
+    },
 }
 
 # Every table that carries tenant_id, in an order where parents come first.
