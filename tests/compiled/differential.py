@@ -35,10 +35,15 @@ class Answer:
     errors: frozenset[ErrorKey]
     request_id: str
     extensions: Any
+    messages: tuple[str, ...] = ()  # "path code: message" of each error, for reports
 
 
 def normalized(response: httpx.Response) -> Answer:
-    body = json.loads(response.text, object_pairs_hook=OrderedDict)
+    """The answer as compared; a body that is not JSON stays as its text (and differs from any JSON)."""
+    try:
+        body = json.loads(response.text, object_pairs_hook=OrderedDict)
+    except json.JSONDecodeError:
+        body = f"<not JSON> {response.text[:2000]}"
     extensions = body.pop("extensions", None) if isinstance(body, OrderedDict) else None
     errors: frozenset[ErrorKey] = frozenset()
     data: Any = body
@@ -49,7 +54,13 @@ def normalized(response: httpx.Response) -> Answer:
         )
         data = body.get("data")
     keys = tuple(body) if isinstance(body, OrderedDict) else ()
-    return Answer(response.status_code, keys, data, errors, response.headers.get("x-request-id", ""), extensions)
+    messages = tuple(
+        f"{error.get('path')} {(error.get('extensions') or {}).get('code')}: {error.get('message')}"
+        for error in (body.get("errors") or () if isinstance(body, OrderedDict) else ())
+    )
+    return Answer(
+        response.status_code, keys, data, errors, response.headers.get("x-request-id", ""), extensions, messages
+    )
 
 
 def compiled_keys(answer: Answer) -> frozenset[str]:
@@ -86,6 +97,7 @@ class Comparison:
                 problems.append(
                     f"errors only on={sorted(o.on.errors - o.off.errors, key=repr)} "
                     f"only off={sorted(o.off.errors - o.on.errors, key=repr)}"
+                    f"\n  errors on = {list(o.on.messages)[:5]}\n  errors off= {list(o.off.messages)[:5]}"
                 )
             if o.on.data != o.off.data:
                 problems.append(f"data differ:\n  on = {_dump(o.on.data)}\n  off= {_dump(o.off.data)}")
@@ -94,9 +106,10 @@ class Comparison:
         return out
 
     def _describe(self, o: Outcome, problems: list[str]) -> str:
+        lines = [line for line in o.document.splitlines() if not line.lstrip().startswith("#")]
         return (
             f"[{o.label} as {o.caller}] " + "; ".join(problems)
-            + f"\n  document: {o.document}\n  variables: {json.dumps(o.variables)}"
+            + f"\n  document: {' '.join(' '.join(lines).split())}\n  variables: {json.dumps(o.variables)}"
         )
 
     async def audit_differences(self, owner_engine: AsyncEngine, tenants: list[uuid.UUID]) -> list[str]:

@@ -53,3 +53,10 @@ def test_extensions_are_left_out_but_read_for_the_compiled_flag() -> None:
     assert compiled_keys(on) == {"a"} and compiled_keys(off) == frozenset()
     assert "data differ" in _differences(_answer({"data": {"a": 1, "b": 3}}), off)[0]
     assert "HTTP status" in _differences(_answer({"data": {"a": 1, "b": 2}}, status=400), off)[0]
+
+
+def test_a_body_that_is_not_json_is_a_difference() -> None:
+    off = _answer({"data": {"a": {"b": "x"}}})
+    on = _answer(None, raw="{\"data\":{\"a\":{'b': 'x'}}}")
+    assert on.data.startswith("<not JSON>")
+    assert "data differ" in _differences(on, off)[0]
