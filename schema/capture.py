@@ -215,12 +215,14 @@ class CaptureQuery:
     capture_plans = root_list(
         ("CapturePlan", "schema.capture"), _PLANS, CapturePlanFilter, CapturePlanOrder,
         default_order=queries.DEFAULT_ORDER, conditions=queries.archivable_conditions,
+        hidden_unless=("include_archived", "archived_at"),
         description="Capture plans, newest first unless ordered otherwise; archived ones only when"
         " the filter asks for them.",
     )
     proposals = root_list(
         ("Proposal", "schema.capture"), _PROPOSALS, ProposalFilter, ProposalOrder,
         default_order=queries.DEFAULT_ORDER, conditions=queries.archivable_conditions,
+        hidden_unless=("include_archived", "archived_at"),
         description="Proposals, newest first unless ordered otherwise; archived ones only when"
         " the filter asks for them.",
     )

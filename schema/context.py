@@ -13,6 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
+import orjson
 import strawberry
 from cross_web import HTTPException
 from graphql import GraphQLError
@@ -56,6 +57,12 @@ class Denials:
         key = (str(permission), path)
         self._counts[key] += 1
         self._types.setdefault(key, info._raw_info.parent_type.name)
+
+    def add_path(self, permission: str, path: str, type_name: str) -> None:
+        """One refusal at `path` (no list indices) of a field of `type_name` (the compiled read path)."""
+        key = (str(permission), path)
+        self._counts[key] += 1
+        self._types.setdefault(key, type_name)
 
     async def flush(self, context: GraphQLContext) -> None:
         counts, self._counts = self._counts, Counter()
@@ -108,6 +115,8 @@ class GraphQLContext:
     operation_timeout_ms: int | None = None
     # The cost limit (GWM_QUERY_COST_LIMIT; schema/limits.py); None: the default.
     query_cost_limit: int | None = None
+    # Serve the root fields the read compiler covers from one SQL statement each (GWM_COMPILED_READS).
+    compiled_reads: bool = False
 
     @property
     def scope(self) -> ReadScope:
@@ -117,10 +126,28 @@ class GraphQLContext:
         return self._scope
 
     @property
+    def db(self) -> RequestConnection:
+        """The operation's read connection: first the one the middleware began by looking up the
+        caller (`scope["state"]["db"]`, taken once), so the lookup and the reads share a snapshot;
+        otherwise (after `refresh_reads`, a WebSocket, an OIDC bearer) a new one, opened on first use."""
+        if self._db is None:
+            principal = self.principal
+            begun = self._take_begun()
+            if begun is not None and begun.is_open and begun.tenant_id == principal.tenant_id:
+                self._db = begun
+            else:
+                self._db = RequestConnection(self.engine, principal.tenant_id, read_only=True)
+        return self._db
+
+    def _take_begun(self) -> RequestConnection | None:
+        """The middleware's connection (models/db.py), taken at most once."""
+        begun = (self.request.scope.get("state") or {}).pop("db", None)
+        return begun if isinstance(begun, RequestConnection) else None
+
+    @property
     def loaders(self) -> Loaders:
         if self._loaders is None:
-            self._db = RequestConnection(self.engine, self.principal.tenant_id, read_only=True)
-            self._loaders = Loaders(self._db, self.scope)
+            self._loaders = Loaders(self.db, self.scope)
         return self._loaders
 
     async def refresh_reads(self) -> None:
@@ -129,7 +156,7 @@ class GraphQLContext:
         A mutation calls this around its unit of work: the next read (its payload, or the next
         mutation of the document) opens a new snapshot that sees what was committed.
         """
-        db, self._db, self._loaders = self._db, None, None
+        db, self._db, self._loaders = self._db or self._take_begun(), None, None
         if db is not None:
             await db.close()
 
@@ -205,12 +232,18 @@ class GraphQLView(GraphQL[GraphQLContext, None]):
         auth: AuthService,
         operation_timeout_ms: int | None = None,
         query_cost_limit: int | None = None,
+        compiled_reads: bool = False,
         **options: Any,
     ) -> None:
         super().__init__(schema, **options)
         self.auth = auth
         self.operation_timeout_ms = operation_timeout_ms
         self.query_cost_limit = query_cost_limit
+        self.compiled_reads = compiled_reads
+
+    def encode_json(self, data: object) -> bytes:
+        """The response body; compiled root fields are spliced in as the JSON PostgreSQL built."""
+        return orjson.dumps(data)
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket
@@ -230,6 +263,7 @@ class GraphQLView(GraphQL[GraphQLContext, None]):
             caller=state.get("principal"),
             operation_timeout_ms=self.operation_timeout_ms,
             query_cost_limit=self.query_cost_limit,
+            compiled_reads=self.compiled_reads,
         )
 
 

@@ -31,7 +31,9 @@ def enum_column(enum: type[Enum], column: Column[Any], *, description: str | Non
         return None if value is None else enum(value)
 
     resolve.__annotations__ = {"root": Any, "info": Info, "return": enum | None if column.nullable else enum}
-    return strawberry.field(resolver=resolve, description=description)
+    field: Any = strawberry.field(resolver=resolve, description=description)
+    field._gwm_column = (name, "enum", enum)  # for the read compiler
+    return field
 
 
 def inet_column(column: Column[Any], *, description: str | None = None) -> Any:
@@ -42,4 +44,6 @@ def inet_column(column: Column[Any], *, description: str | None = None) -> Any:
         value = root._row._mapping[name]
         return None if value is None else str(value)
 
-    return strawberry.field(resolver=resolve, description=description)
+    field: Any = strawberry.field(resolver=resolve, description=description)
+    field._gwm_column = (name, "inet", None)  # for the read compiler
+    return field

@@ -42,6 +42,7 @@ from resolvers.common.filters import FilterError
 from resolvers.opportunities import queries
 from resolvers.opportunities.effective import Effective, ValueSource, effective_values
 from resolvers.opportunities.loaders import active_overrides_by_project, current_external_data_by_project
+from resolvers.sync.loaders import unacknowledged_changes_by_project
 from schema.context import Info
 from schema.entities import history
 from schema.enums import describe_values
@@ -362,6 +363,13 @@ class OpportunityProject(EntityNode, TenantOwned, relay.Node):
         cls = importlib.import_module("schema.external_data").ExternalOpportunityData
         return cls.from_row(row)  # type: ignore[no-any-return]
 
+    @strawberry.field(
+        description="How many detected external data changes of HIGH or CRITICAL impact on this project nobody "
+        "has acknowledged yet (only changes the caller may read count: 0 without external_data:read)."
+    )
+    async def unacknowledged_high_impact_change_count(self, info: Info) -> int:
+        return await unacknowledged_changes_by_project(info.context.loaders).load(self.row_id)
+
     @strawberry.field(description="The values in force for the overridable fields, each with its source.")
     async def effective(self, info: Info) -> OpportunityProjectEffectiveValues:
         loaders = info.context.loaders
@@ -497,6 +505,7 @@ class OpportunitiesQuery:
         ("OpportunityProject", "schema.opportunities"), _PROJECTS, OpportunityProjectFilter,
         OpportunityProjectOrder, default_order=queries.DEFAULT_ORDER,
         conditions=lambda _table, filter_input: queries.project_conditions(filter_input),
+        hidden_unless=("include_archived", "archived_at"),
         description="Opportunity projects, newest first (createdAt descending) unless ordered otherwise; "
         "archived projects only when the filter asks for them.",
     )

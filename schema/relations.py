@@ -40,6 +40,7 @@ __all__ = [
     "BAD_INPUT",
     "RELATIONS",
     "Relation",
+    "RootList",
     "Target",
     "bad_input",
     "collect_relations",
@@ -64,6 +65,12 @@ class Relation:
     table: str
     column: str  # the foreign key column (on the parent for "one", on `table` for "many")
     where: str = ""  # a description of the fixed condition (e.g. entity_type = 'opportunity_project')
+    # What the read compiler (schema/compiled/) needs beyond the above: the list's order, its fixed
+    # conditions and the parent's key column (to-many); `table_object` is the Table read.
+    order: tuple[tuple[str, bool], ...] = ()
+    conditions: tuple[ColumnElement[bool], ...] = ()
+    parent_key: str = "id"
+    table_object: Table | None = None
 
 
 # (parent class name, python attribute) -> Relation; filled as the domain modules are imported.
@@ -123,7 +130,8 @@ def to_one(target: Target, table: Table, fk: str, *, description: str | None = N
 
     resolve.__annotations__ = {"root": Any, "info": Info, "return": _lazy(target) | None}
     return _register(
-        strawberry.field(resolver=resolve, description=description), Relation("one", target, table.name, fk)
+        strawberry.field(resolver=resolve, description=description),
+        Relation("one", target, table.name, fk, table_object=table),
     )
 
 
@@ -173,7 +181,10 @@ def to_many(
     }
     return _register(
         strawberry.field(resolver=resolve, description=paged(description)),
-        Relation("many", target, table.name, fk, where_key),
+        Relation(
+            "many", target, table.name, fk, where_key, order=tuple((t.name, t.descending) for t in terms),
+            conditions=tuple(conditions), parent_key=parent_key, table_object=table,
+        ),
     )
 
 
@@ -186,12 +197,17 @@ def root_list(
     default_order: Sequence[tuple[str, bool]],
     description: str | None = None,
     conditions: Callable[[Table, Any], list[ColumnElement[bool]]] | None = None,
+    hidden_unless: tuple[str, str] | None = None,
 ) -> Any:
     """A top-level connection over `table` with `filter:` and `orderBy:`.
 
     `conditions(table, filter)` turns the filter into SQL (default: filter_conditions); a list with
-    a default view (archived rows hidden...) passes its own.
+    a default view (archived rows hidden...) passes its own, and says which in `hidden_unless`
+    (flag, column): rows whose `column` is set are hidden unless the filter sets `flag` or filters on
+    `column` (resolvers.common.filters.conditions_showing_hidden_on_request), for the read compiler.
     """
+    if conditions is not None and hidden_unless is None:
+        raise TypeError("root_list: a list with its own conditions names its default view in hidden_unless")
     from resolvers.common.connections import root_connection
     from resolvers.common.filters import FilterError, filter_conditions, order_terms
 
@@ -229,7 +245,19 @@ def root_list(
         "order_by": Annotated[list[order_type] | None, strawberry.argument(description=ORDER_BY_DESCRIPTION)],
         "return": Connection[_lazy(target)],  # type: ignore[misc]  # the node type is looked up at run time
     }
-    return strawberry.field(resolver=resolve, description=paged(description))
+    field: Any = strawberry.field(resolver=resolve, description=paged(description))
+    field._gwm_root_list = RootList(target, table, tuple(default_order), hidden_unless)
+    return field
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RootList:
+    """What the read compiler needs of a root list built by `root_list`."""
+
+    target: Target
+    table: Table
+    default_order: tuple[tuple[str, bool], ...]
+    hidden_unless: tuple[str, str] | None
 
 
 def refuse_unreadable_columns(info: Info, table: Table, filter_input: Any, order_by: Any) -> None:

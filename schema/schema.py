@@ -27,6 +27,7 @@ from schema.activity_mutations import ActivityMutation
 from schema.audit import AuditQuery
 from schema.capture import CaptureQuery
 from schema.capture_mutations import CaptureMutation
+from schema.compiled.runner import CompiledReads
 from schema.context import GraphQLView
 from schema.crm import CrmQuery
 from schema.crm_mutations import CrmMutation
@@ -51,6 +52,8 @@ from schema.proposal_mutations import ProposalMutation
 from schema.roles import RolesMutation
 from schema.scalars import SCALAR_MAP
 from schema.sso_mutations import TenantSsoMutation, TenantSsoSettingsQuery
+from schema.sync import SyncQuery
+from schema.sync_mutations import SyncMutation
 from schema.tenant_mutations import TenantMutation, TenantSecuritySettingsQuery
 from schema.user_mutations import UserMutation
 
@@ -91,6 +94,7 @@ class Query(
     AuditQuery,
     TenantSecuritySettingsQuery,
     TenantSsoSettingsQuery,
+    SyncQuery,
 ):
     node: relay.Node | None = relay.node(description="Any entity by its global id; null when not found.")
     nodes: list[relay.Node | None] = relay.node(description="Entities by global id, in order; null where not found.")
@@ -111,6 +115,7 @@ class Mutation(
     TenantSsoMutation,
     ActivityMutation,
     ProposalMutation,
+    SyncMutation,
 ):
     pass
 
@@ -155,6 +160,8 @@ def build_schema() -> GwmSchema:
                 cost_limit=_query_cost_limit,
             ),
             InputGuard,  # every argument value storable, before execution (schema/input_guard.py)
+            # Root fields the read compiler covers run as one SQL statement each (schema/compiled/).
+            CompiledReads,
             MaskUnexpectedErrors,
         ],
     )
@@ -169,7 +176,12 @@ def sdl() -> str:
 
 
 def graphql_app(
-    auth: AuthService, *, operation_timeout_ms: int | None = None, query_cost_limit: int | None = None, **options: Any
+    auth: AuthService,
+    *,
+    operation_timeout_ms: int | None = None,
+    query_cost_limit: int | None = None,
+    compiled_reads: bool = False,
+    **options: Any,
 ) -> GraphQLView:
     """The /graphql endpoint: POST for everything, GET for queries only, no IDE yet.
 
@@ -185,5 +197,6 @@ def graphql_app(
     }
     settings.update(options)
     return GraphQLView(
-        schema, auth=auth, operation_timeout_ms=operation_timeout_ms, query_cost_limit=query_cost_limit, **settings
+        schema, auth=auth, operation_timeout_ms=operation_timeout_ms, query_cost_limit=query_cost_limit,
+        compiled_reads=compiled_reads, **settings
     )

@@ -151,6 +151,7 @@ def create_app(settings: Settings) -> Starlette:
                     auth,
                     operation_timeout_ms=settings.operation_timeout_ms,
                     query_cost_limit=settings.query_cost_limit,
+                    compiled_reads=settings.compiled_reads,
                 ),
                 methods=["GET", "POST"],
             ),

@@ -133,7 +133,9 @@ _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 def encode_cursor(values: Sequence[Any]) -> str:
-    raw = json.dumps([_plain(v) for v in values], separators=(",", ":")).encode()
+    # ensure_ascii off: the compiled read path (schema/compiled/builder.py) encodes the same cursor in SQL,
+    # where non-ASCII text stays as it is.
+    raw = json.dumps([_plain(v) for v in values], separators=(",", ":"), ensure_ascii=False).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 

@@ -1,0 +1,805 @@
+"""One root field of a validated query as one SQL statement whose single value is its response JSON.
+
+The statement nests the way the selection nests: an entity is `json_build_object(key, value, ...)`,
+a to-one relation a scalar sub-select of one object, a connection a sub-select aggregating its page
+(keyset conditions, `LIMIT first + 1`, then `json_agg ... FILTER (WHERE rn <= first)`), every
+table read under the same conditions as the executor's loaders: the tenant and the caller's
+`ReadScope` (resolvers/common/scope.py), so a row the caller may not read is absent on this path
+exactly as on the other.
+
+Nothing a client sends is written into the SQL text. Response keys (aliases included), type names,
+filter values, cursor values and limits are bind parameters; the text holds only names from the
+schema's own declarations (tables, columns, enum values). Two documents that differ only in aliases
+or variable values therefore give the same SQL text (the plan cache keys on the variables' shape).
+
+A field guarded by a permission (auth.rules.FIELD_RULES) is decided here too: tenant-wide grant,
+the value; project-scoped grants, the value where the row's project is granted and a marker
+elsewhere; no grant, the marker. `runner.py` turns each marker into null plus the FORBIDDEN error
+and the permission_audit count the executor would have given.
+
+Anything not covered raises `Fallback`: that root field is served by the executor instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import uuid
+from collections.abc import Callable, Sequence
+from enum import Enum
+from typing import Any
+
+from graphql import (
+    BooleanValueNode,
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    GraphQLField,
+    GraphQLObjectType,
+    GraphQLSchema,
+    InlineFragmentNode,
+    SelectionSetNode,
+    VariableNode,
+    get_named_type,
+)
+from graphql.execution.values import get_argument_values
+from sqlalchemy import Column, Table
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.sql import visitors
+from sqlalchemy.sql.elements import ColumnElement
+from strawberry.types.field import StrawberryField
+
+from auth.permissions import Permission
+from auth.rules import READ_RULES
+from resolvers.common.filters import FilterError
+from resolvers.common.pagination import OrderTerm, PageArgs, PaginationError, decode_cursor
+from resolvers.common.scope import FieldDenied, ReadScope
+from schema.compiled.catalog import (
+    Catalog,
+    ColumnField,
+    ConnectionField,
+    EntityType,
+    GlobalIdField,
+    ToOneField,
+)
+
+__all__ = ["MARKER", "Fallback", "Marker", "RootPlan", "build_root"]
+
+# The JSON a denied guarded field holds in the statement's output: `{"\u0000":N}`. No stored value
+# can produce it (PostgreSQL text and jsonb cannot hold U+0000, and a string's quotes are escaped).
+MARKER = '{"\\u0000":'
+_DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]
+_MAX_KEYS = 50  # json_build_object takes at most 100 arguments
+
+
+class Fallback(Exception):
+    """This root field is not compiled: the executor serves it."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Marker:
+    permission: Permission
+    type_name: str  # the parent type, as permission_audit names it
+    node: FieldNode
+
+
+# A parameter: a constant of the plan, or a function of the request's arguments (by field id).
+Args = dict[int, dict[str, Any]]
+Param = Callable[[Args], Any]
+
+
+@dataclasses.dataclass(slots=True)
+class RootPlan:
+    key: str
+    sql: str
+    params: list[Param]
+    arg_fields: list[tuple[int, GraphQLField, FieldNode]]
+    markers: list[Marker]
+    row_denial: Permission | None  # a root list the caller can read no row of: audited once
+
+    def arguments(self, variables: Any) -> Args:
+        return {fid: get_argument_values(definition, node, variables) for fid, definition, node in self.arg_fields}
+
+    def bind(self, args: Args) -> list[Any]:
+        return [param(args) for param in self.params]
+
+
+def _ident(name: str) -> str:
+    if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
+        raise Fallback(f"unexpected identifier {name!r}")
+    return f'"{name}"'
+
+
+def _literal(text: str) -> str:
+    """A schema constant (an enum's stored value or name) as an SQL literal."""
+    if not re.fullmatch(r"[A-Za-z0-9_ .:/-]*", text):
+        raise Fallback(f"unexpected constant {text!r}")
+    return "'" + text + "'"
+
+
+_ISO = "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'"
+
+
+def _sql_type(column: Column[Any] | ColumnElement[Any]) -> str:
+    return str(column.type.compile(dialect=_DIALECT))
+
+
+class Builder:
+    """Builds the statement of one root field (one instance per plan)."""
+
+    def __init__(
+        self,
+        schema: GraphQLSchema,
+        catalog: Catalog,
+        scope: ReadScope,
+        fragments: dict[str, FragmentDefinitionNode],
+        variables: Any,
+    ) -> None:
+        self.schema = schema
+        self.catalog = catalog
+        self.scope = scope
+        self.fragments = fragments
+        self.variables = variables
+        self.params: list[Param] = []
+        self.arg_fields: list[tuple[int, GraphQLField, FieldNode]] = []
+        self.markers: list[Marker] = []
+        self._aliases = 0
+        self._args: Args = {}
+
+    # -- parameters -------------------------------------------------------------------------------
+
+    def const(self, value: Any, cast: str) -> str:
+        self.params.append(_constant(value))
+        return f"${len(self.params)}::{cast}"
+
+    def runtime(self, getter: Param, cast: str | None = None) -> str:
+        self.params.append(getter)
+        return f"${len(self.params)}" + (f"::{cast}" if cast else "")
+
+    def alias(self) -> str:
+        self._aliases += 1
+        return f"t{self._aliases}"
+
+    def field_args(self, definition: GraphQLField, node: FieldNode) -> tuple[int, dict[str, Any]]:
+        fid = len(self.arg_fields)
+        self.arg_fields.append((fid, definition, node))
+        try:
+            args = get_argument_values(definition, node, self.variables)
+        except Exception as exc:  # the executor reports argument errors
+            raise Fallback(str(exc)) from None
+        self._args[fid] = args
+        return fid, args
+
+    # -- selections -------------------------------------------------------------------------------
+
+    def _included(self, node: Any) -> bool:
+        for directive in node.directives or ():
+            name = directive.name.value
+            if name not in {"skip", "include"}:
+                continue
+            (argument,) = [a for a in directive.arguments if a.name.value == "if"]
+            value_node = argument.value
+            if isinstance(value_node, BooleanValueNode):
+                value = value_node.value
+            elif isinstance(value_node, VariableNode):
+                value = bool(self.variables.coerced.get(value_node.name.value))
+            else:  # pragma: no cover - validation allows nothing else
+                raise Fallback("directive argument")
+            if (name == "skip") == bool(value):
+                return False
+        return True
+
+    def _applies(self, condition: str | None, type_name: str) -> bool:
+        if condition is None or condition == type_name:
+            return True
+        abstract = self.schema.get_type(condition)
+        concrete = self.schema.get_type(type_name)
+        if abstract is None or not isinstance(concrete, GraphQLObjectType):
+            return False
+        return bool(
+            getattr(abstract, "fields", None) is not None
+            and not isinstance(abstract, GraphQLObjectType)
+            and self.schema.is_sub_type(abstract, concrete)  # type: ignore[arg-type]
+        )
+
+    def collect(self, type_name: str, nodes: Sequence[FieldNode]) -> dict[str, list[FieldNode]]:
+        """The sub-fields selected on `type_name` by these field nodes, by response key, in order."""
+        out: dict[str, list[FieldNode]] = {}
+        for node in nodes:
+            if node.selection_set is not None:
+                self._collect(type_name, node.selection_set, out, set())
+        return out
+
+    def _collect(self, type_name: str, selection_set: SelectionSetNode, out: dict[str, list[FieldNode]],
+                 visited: set[str]) -> None:
+        for selection in selection_set.selections:
+            if not self._included(selection):
+                continue
+            if isinstance(selection, FieldNode):
+                key = selection.alias.value if selection.alias else selection.name.value
+                out.setdefault(key, []).append(selection)
+            elif isinstance(selection, InlineFragmentNode):
+                condition = selection.type_condition.name.value if selection.type_condition else None
+                if self._applies(condition, type_name):
+                    self._collect(type_name, selection.selection_set, out, visited)
+            elif isinstance(selection, FragmentSpreadNode):
+                name = selection.name.value
+                if name in visited:
+                    continue
+                visited.add(name)
+                fragment = self.fragments.get(name)
+                if fragment is not None and self._applies(fragment.type_condition.name.value, type_name):
+                    self._collect(type_name, fragment.selection_set, out, visited)
+
+    # -- rows the caller may read -----------------------------------------------------------------
+
+    def rows(self, table: Table, alias: str) -> str:
+        """The tenant's rows of `table` (under `alias`) that the caller's scope lets it read."""
+        tenant_column = "id" if table.name == "tenants" else "tenant_id"
+        parts = [f"{alias}.{_ident(tenant_column)} = {self.const(self.scope.tenant_id, 'uuid')}"]
+        condition = self.scope.condition(table)
+        if condition is not None:
+            parts.append(self.render(condition, table, alias))
+        return " AND ".join(parts)
+
+    def render(self, expression: ColumnElement[Any], table: Table, alias: str) -> str:
+        """A SQLAlchemy condition on `table` as SQL on `alias`, its values as bind parameters."""
+        aliased = table.alias(alias)
+
+        def replace(element: Any, **_kw: Any) -> Any:
+            if isinstance(element, Column) and isinstance(element.table, Table) and element.table.name == table.name:
+                return aliased.c[element.name]
+            return None
+
+        adapted = visitors.replacement_traverse(expression, {}, replace)
+        compiled = adapted.compile(dialect=_DIALECT, compile_kwargs={"render_postcompile": True})
+        values = compiled.params
+        positions: dict[str, str] = {}
+
+        def placeholder(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in positions:
+                value = values[name]
+                positions[name] = self.runtime(_constant(value))
+            return positions[name]
+
+        text = re.sub(r"%\(([^)]+)\)s", placeholder, str(compiled))
+        return "(" + text.replace("%%", "%") + ")"
+
+    # -- fields -----------------------------------------------------------------------------------
+
+    def entity(self, etype: EntityType, alias: str, nodes: Sequence[FieldNode], used: set[str]) -> str:
+        fields = self.collect(etype.name, nodes)
+        if len(fields) > _MAX_KEYS:
+            raise Fallback("too many keys for one object")
+        parts: list[str] = []
+        gql_type = self.schema.get_type(etype.name)
+        assert isinstance(gql_type, GraphQLObjectType)
+        for key, field_nodes in fields.items():
+            name = field_nodes[0].name.value
+            parts.append(self.const(key, "text"))
+            if name == "__typename":
+                parts.append(self.const(etype.name, "text"))
+                continue
+            spec = etype.fields.get(name)
+            if spec is None:
+                raise Fallback(f"{etype.name}.{name} is not compiled")
+            definition = gql_type.fields[name]
+            parts.append(self.field(etype, alias, spec, definition, field_nodes, used))
+        return "json_build_object(" + ", ".join(parts) + ")"
+
+    def field(
+        self,
+        etype: EntityType,
+        alias: str,
+        spec: Any,
+        definition: GraphQLField,
+        nodes: list[FieldNode],
+        used: set[str],
+    ) -> str:
+        if isinstance(spec, ColumnField):
+            used.add(spec.column)
+            value = self.column(alias, spec)
+            if spec.permission is None or str(spec.permission) in self.scope.grants.tenant_wide:
+                return value
+            self.markers.append(Marker(spec.permission, etype.name, nodes[0]))
+            marker = self.const(MARKER + f"{len(self.markers) - 1}}}", "json")
+            projects = sorted(self.scope.projects_with(spec.permission))
+            if etype.project_column is None or not projects:
+                return marker
+            used.add(etype.project_column)
+            granted = self.const(projects, "uuid[]")
+            return (
+                f"CASE WHEN {alias}.{_ident(etype.project_column)} = ANY({granted}) "
+                f"THEN to_json({value}) ELSE {marker} END"
+            )
+        if isinstance(spec, GlobalIdField):
+            used.add("id")
+            prefix = self.const(f"{spec.type_name}:", "text")
+            return f"translate(encode(convert_to({prefix} || {alias}.\"id\"::text, 'UTF8'), 'base64'), E'\\n', '')"
+        if isinstance(spec, ToOneField):
+            if definition.args:
+                raise Fallback("arguments on a to-one field")
+            used.add(spec.fk)
+            target = self.catalog.types.get(spec.target)
+            if target is None:
+                raise Fallback(f"{spec.target} is not compiled")
+            inner = self.alias()
+            inner_used: set[str] = set()
+            body = self.entity(target, inner, nodes, inner_used)
+            return (
+                f"(SELECT {body} FROM {_ident(spec.table.name)} {inner} WHERE {inner}.\"id\" = "
+                f"{alias}.{_ident(spec.fk)} AND {self.rows(spec.table, inner)})"
+            )
+        if isinstance(spec, ConnectionField):
+            used.add(spec.parent_key)
+            return self.connection(spec, definition, nodes, parent=(alias, spec.parent_key))
+        raise Fallback("unknown field kind")  # pragma: no cover
+
+    def column(self, alias: str, spec: ColumnField) -> str:
+        ref = f"{alias}.{_ident(spec.column)}"
+        if spec.kind == "plain":
+            return ref
+        if spec.kind == "datetime":
+            return f"to_char({ref} AT TIME ZONE 'UTC', {_ISO})"
+        if spec.kind == "text":
+            return f"{ref}::text"
+        if spec.kind == "inet":
+            return f"host({ref})"
+        if spec.kind == "enum":
+            cases = " ".join(f"WHEN {_literal(v)} THEN {_literal(n)}" for v, n in spec.enum_names)
+            return f"(CASE {ref} {cases} END)"
+        raise Fallback(f"column kind {spec.kind}")
+
+    # -- connections ------------------------------------------------------------------------------
+
+    def connection(
+        self,
+        spec: ConnectionField,
+        definition: GraphQLField,
+        nodes: list[FieldNode],
+        *,
+        parent: tuple[str, str] | None,
+    ) -> str:
+        if len(nodes) != 1 and any(n.arguments for n in nodes[1:]):
+            pass  # validation made their arguments equal
+        fid, args = self.field_args(definition, nodes[0])
+        table = spec.table
+        target = self.catalog.types.get(spec.target)
+        if target is None:
+            raise Fallback(f"{spec.target} is not compiled")
+        try:
+            page = PageArgs(
+                first=args.get("first"), after=args.get("after"), last=args.get("last"), before=args.get("before")
+            ).validate()
+        except PaginationError:
+            raise Fallback("pagination arguments") from None
+        backwards = page.backwards
+        terms = self.order_terms(table, spec, args)
+        cursor_text = page.before if backwards else page.after
+        connection_type = get_named_type(definition.type)
+        assert isinstance(connection_type, GraphQLObjectType)
+
+        where: list[str] = []
+        page_alias = self.alias()
+        if parent is not None:
+            assert spec.fk is not None
+            where.append(f"{page_alias}.{_ident(spec.fk)} = {parent[0]}.{_ident(parent[1])}")
+        where.append(self.rows(table, page_alias))
+        for condition in spec.conditions:
+            where.append(self.render(condition, table, page_alias))
+        filter_sql = self.filters(table, spec, args, page_alias, fid) if parent is None else []
+        where.extend(filter_sql)
+        if cursor_text is not None:
+            where.append(self.keyset(table, terms, page_alias, fid, "before" if backwards else "after", not backwards))
+
+        limit_name = "last" if backwards else "first"
+        limit = self.runtime(_page_size(fid, limit_name), "int")
+        order_sql = ", ".join(
+            f"{page_alias}.{_ident(name)} {'DESC NULLS FIRST' if desc != backwards else 'ASC NULLS LAST'}"
+            for name, desc in terms
+        )
+        output_dir = "DESC" if backwards else "ASC"
+
+        # The connection's own fields, from the rows of the page (alias `page_alias` in the outer query).
+        used: set[str] = {name for name, _ in terms} | {"id"}
+        fields = self.collect(connection_type.name, nodes)
+        parts: list[str] = []
+        cursor_sql: str | None = None
+
+        def cursor() -> str:
+            nonlocal cursor_sql
+            if cursor_sql is None:
+                cursor_sql = self.cursor(table, terms, page_alias)
+            return cursor_sql
+
+        in_page = f"{page_alias}.__rn <= {limit}"
+        for key, field_nodes in fields.items():
+            name = field_nodes[0].name.value
+            parts.append(self.const(key, "text"))
+            if name == "__typename":
+                parts.append(self.const(connection_type.name, "text"))
+            elif name == "nodes":
+                node = self.entity(target, page_alias, field_nodes, used)
+                parts.append(
+                    f"COALESCE(json_agg({node} ORDER BY {page_alias}.__rn {output_dir}) FILTER (WHERE {in_page}), "
+                    "'[]'::json)"
+                )
+            elif name == "edges":
+                edge_type = get_named_type(connection_type.fields["edges"].type)
+                assert isinstance(edge_type, GraphQLObjectType)
+                edge_parts: list[str] = []
+                for edge_key, edge_nodes in self.collect(edge_type.name, field_nodes).items():
+                    edge_name = edge_nodes[0].name.value
+                    edge_parts.append(self.const(edge_key, "text"))
+                    if edge_name == "__typename":
+                        edge_parts.append(self.const(edge_type.name, "text"))
+                    elif edge_name == "cursor":
+                        edge_parts.append(cursor())
+                    elif edge_name == "node":
+                        edge_parts.append(self.entity(target, page_alias, edge_nodes, used))
+                    else:
+                        raise Fallback(f"edge field {edge_name}")
+                edge = "json_build_object(" + ", ".join(edge_parts) + ")"
+                parts.append(
+                    f"COALESCE(json_agg({edge} ORDER BY {page_alias}.__rn {output_dir}) FILTER (WHERE {in_page}), "
+                    "'[]'::json)"
+                )
+            elif name == "pageInfo":
+                parts.append(self.page_info(
+                    connection_type, field_nodes, page_alias, in_page, output_dir, cursor, fid, backwards, limit
+                ))
+            elif name == "totalCount":
+                parts.append(self.total_count(spec, table, args, fid, parent))
+            else:
+                raise Fallback(f"connection field {name}")
+        if len(parts) > 2 * _MAX_KEYS:
+            raise Fallback("too many keys")
+
+        columns = ", ".join(f"{page_alias}.{_ident(c)}" for c in sorted(used) if c in table.c)
+        missing = [c for c in used if c not in table.c]
+        if missing:
+            raise Fallback(f"unknown columns {missing}")
+        inner = (
+            f"SELECT {columns} FROM {_ident(table.name)} {page_alias} WHERE {' AND '.join(where)} "
+            f"ORDER BY {order_sql} LIMIT {limit} + 1"
+        )
+        numbered = (
+            f"SELECT {page_alias}.*, row_number() OVER (ORDER BY {order_sql}) AS __rn FROM ({inner}) {page_alias}"
+        )
+        return f"(SELECT json_build_object({', '.join(parts)}) FROM ({numbered}) {page_alias})"
+
+    def page_info(
+        self,
+        connection_type: GraphQLObjectType,
+        nodes: list[FieldNode],
+        alias: str,
+        in_page: str,
+        output_dir: str,
+        cursor: Callable[[], str],
+        fid: int,
+        backwards: bool,
+        limit: str,
+    ) -> str:
+        info_type = get_named_type(connection_type.fields["pageInfo"].type)
+        assert isinstance(info_type, GraphQLObjectType)
+        more = f"(count(*) > {limit})"
+        given_sql: str | None = None
+
+        def given() -> str:  # made only when selected: every parameter of a statement must be used
+            nonlocal given_sql
+            if given_sql is None:
+                given_sql = self.runtime(_given(fid, "before" if backwards else "after"), "boolean")
+            return given_sql
+
+        parts: list[str] = []
+        reverse = "ASC" if output_dir == "DESC" else "DESC"
+        for key, field_nodes in self.collect(info_type.name, nodes).items():
+            name = field_nodes[0].name.value
+            parts.append(self.const(key, "text"))
+            if name == "__typename":
+                parts.append(self.const(info_type.name, "text"))
+            elif name == "hasNextPage":
+                parts.append(given() if backwards else more)
+            elif name == "hasPreviousPage":
+                parts.append(more if backwards else given())
+            elif name == "startCursor":
+                parts.append(f"(array_agg({cursor()} ORDER BY {alias}.__rn {output_dir}) FILTER (WHERE {in_page}))[1]")
+            elif name == "endCursor":
+                parts.append(f"(array_agg({cursor()} ORDER BY {alias}.__rn {reverse}) FILTER (WHERE {in_page}))[1]")
+            else:
+                raise Fallback(f"pageInfo field {name}")
+        return "json_build_object(" + ", ".join(parts) + ")"
+
+    def total_count(
+        self, spec: ConnectionField, table: Table, args: dict[str, Any], fid: int, parent: tuple[str, str] | None
+    ) -> str:
+        alias = self.alias()
+        where: list[str] = []
+        if parent is not None:
+            assert spec.fk is not None
+            where.append(f"{alias}.{_ident(spec.fk)} = {parent[0]}.{_ident(parent[1])}")
+        where.append(self.rows(table, alias))
+        for condition in spec.conditions:
+            where.append(self.render(condition, table, alias))
+        if parent is None:
+            where.extend(self.filters(table, spec, args, alias, fid))
+        return f"(SELECT count(*) FROM {_ident(table.name)} {alias} WHERE {' AND '.join(where)})"
+
+    # -- order, cursors, filters ------------------------------------------------------------------
+
+    def order_terms(self, table: Table, spec: ConnectionField, args: dict[str, Any]) -> list[tuple[str, bool]]:
+        order_by = args.get("orderBy")
+        if order_by:
+            terms = [(_plain(item["field"]), _plain(item.get("direction") or "asc") == "desc") for item in order_by]
+        else:
+            terms = list(spec.order)
+        names = [name for name, _ in terms]
+        if len(set(names)) != len(names):
+            raise Fallback("an order names a column twice")
+        if "id" not in names:
+            terms.append(("id", False))
+        for name, _ in terms:
+            if name not in table.c:
+                raise Fallback(f"order column {name}")
+        if order_by:
+            try:
+                self.scope.check_columns(table, [name for name, _ in terms[: len(order_by)]])
+            except FieldDenied:
+                raise Fallback("order on a guarded column") from None
+        return terms
+
+    def keyset(self, table: Table, terms: list[tuple[str, bool]], alias: str, fid: int, argument: str,
+               forward: bool) -> str:
+        order_terms = [OrderTerm(name, table.c[name], desc) for name, desc in terms]
+
+        def values(a: Args) -> list[Any]:
+            try:
+                return decode_cursor(a[fid][argument], order_terms)
+            except PaginationError:
+                raise Fallback("cursor") from None
+
+        clauses: list[str] = []
+        value_sql: list[str] = []
+        for i, (name, _desc) in enumerate(terms):
+            value_sql.append(self.runtime(_item(values, i), _sql_type(table.c[name])))
+        for i, (name, desc) in enumerate(terms):
+            prefix = [
+                f"{alias}.{_ident(n)} IS NOT DISTINCT FROM {value_sql[j]}" for j, (n, _) in enumerate(terms[:i])
+            ]
+            ref = f"{alias}.{_ident(name)}"
+            v = value_sql[i]
+            greater = (not desc) == forward
+            if greater:
+                beyond = f"(CASE WHEN {v} IS NULL THEN false ELSE ({ref} > {v} OR {ref} IS NULL) END)"
+            else:
+                beyond = f"(CASE WHEN {v} IS NULL THEN {ref} IS NOT NULL ELSE {ref} < {v} END)"
+            if not table.c[name].nullable:
+                beyond = f"{ref} > {v}" if greater else f"{ref} < {v}"
+            clauses.append("(" + " AND ".join([*prefix, beyond]) + ")")
+        return "(" + " OR ".join(clauses) + ")"
+
+    def cursor(self, table: Table, terms: list[tuple[str, bool]], alias: str) -> str:
+        pieces: list[str] = []
+        for name, _ in terms:
+            column = table.c[name]
+            ref = f"{alias}.{_ident(name)}"
+            python_type = _python_type(column)
+            if python_type == "datetime":
+                typed = (
+                    f"'{{\"t\":\"' || to_char({ref} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') || "
+                    f"CASE WHEN extract(microseconds FROM {ref})::bigint % 1000000 = 0 THEN '' "
+                    f"ELSE to_char({ref} AT TIME ZONE 'UTC', '.US') END || '+00:00\"}}'"
+                )
+            elif python_type == "uuid":
+                typed = f"'{{\"u\":\"' || {ref}::text || '\"}}'"
+            elif python_type == "date":
+                typed = f"'{{\"d\":\"' || to_char({ref}, 'YYYY-MM-DD') || '\"}}'"
+            elif python_type == "decimal":
+                typed = f"'{{\"n\":\"' || {ref}::text || '\"}}'"
+            elif python_type == "str":
+                typed = f"to_json({ref}::text)::text"
+            elif python_type == "int":
+                typed = f"{ref}::text"
+            elif python_type == "bool":
+                typed = f"(CASE WHEN {ref} THEN 'true' ELSE 'false' END)"
+            else:
+                raise Fallback(f"cursor over {name}")
+            pieces.append(f"COALESCE({typed}, 'null')")
+        text = " || ',' || ".join(pieces)
+        return (
+            f"translate(rtrim(encode(convert_to('[' || {text} || ']', 'UTF8'), 'base64'), '='), E'+/\\n', '-_')"
+        )
+
+    def filters(self, table: Table, spec: ConnectionField, args: dict[str, Any], alias: str, fid: int) -> list[str]:
+        raw = args.get("filter")
+        out: list[str] = []
+        flag, hidden_column = spec.hidden_unless or (None, None)
+        if raw is None:
+            if hidden_column is not None:
+                out.append(f"{alias}.{_ident(hidden_column)} IS NULL")
+            return out
+        names = _filter_names(self.schema, spec.target)
+        filtered_columns: list[str] = []
+        show_hidden = False
+        for graphql_name, ops in raw.items():
+            python_name = names.get(graphql_name, graphql_name)
+            if python_name == flag:
+                show_hidden = show_hidden or bool(ops)
+                continue
+            if ops is None:
+                continue
+            column_name = "id" if python_name == "row_id" else python_name
+            if column_name not in table.c:
+                raise Fallback(f"filter column {column_name}")
+            filtered_columns.append(column_name)
+            if column_name == hidden_column:
+                show_hidden = True
+            column = table.c[column_name]
+            ref = f"{alias}.{_ident(column_name)}"
+            for op, value in ops.items():
+                if value is None:
+                    continue
+                getter = _op_getter(fid, graphql_name, op)
+                if op == "eq":
+                    out.append(f"{ref} = {self.runtime(getter, _sql_type(column))}")
+                elif op == "in":
+                    if len(value) > 500:
+                        raise Fallback("in list too long")
+                    out.append(f"{ref} = ANY({self.runtime(getter, _sql_type(column) + '[]')})")
+                elif op == "contains":
+                    out.append(f"{ref} ILIKE {self.runtime(_like(getter), 'text')} ESCAPE '\\'")
+                elif op == "isNull":
+                    out.append(f"{ref} IS NULL" if value else f"{ref} IS NOT NULL")
+                elif op in {"gt", "gte", "lt", "lte"}:
+                    sign = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}[op]
+                    out.append(f"{ref} {sign} {self.runtime(getter, _sql_type(column))}")
+                else:
+                    raise Fallback(f"filter operator {op}")
+        try:
+            self.scope.check_columns(table, filtered_columns)
+        except FieldDenied:
+            raise Fallback("filter on a guarded column") from None
+        if hidden_column is not None and not show_hidden:
+            out.append(f"{alias}.{_ident(hidden_column)} IS NULL")
+        return out
+
+
+def _constant(value: Any) -> Param:
+    return lambda _args: value
+
+
+def _page_size(fid: int, name: str) -> Param:
+    def get(a: Args) -> int:
+        value = a[fid].get(name)
+        return PageArgs().limit if value is None else int(value)
+
+    return get
+
+
+def _given(fid: int, name: str) -> Param:
+    return lambda a: a[fid].get(name) is not None
+
+
+def _item(values: Callable[[Args], list[Any]], i: int) -> Param:
+    return lambda a: values(a)[i]
+
+
+def _plain(value: Any) -> Any:
+    """An argument value as the database holds it (an enum member's value)."""
+    return value.value if isinstance(value, Enum) else value
+
+
+def _op_getter(fid: int, name: str, op: str) -> Param:
+    def get(a: Args) -> Any:
+        value = a[fid]["filter"][name][op]
+        if isinstance(value, list):
+            if len(value) > 500:
+                raise Fallback("in list too long")
+            return [_plain(v) for v in value]
+        return _plain(value)
+
+    return get
+
+
+def _like(getter: Param) -> Param:
+    def get(a: Args) -> str:
+        text = str(getter(a))
+        return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+    return get
+
+
+_FILTER_NAMES: dict[str, dict[str, str]] = {}
+
+
+def _filter_names(schema: GraphQLSchema, target: str) -> dict[str, str]:
+    """GraphQL field name -> Python name of the filter input of a root list of `target`."""
+    if target not in _FILTER_NAMES:
+        names: dict[str, str] = {}
+        filter_type = schema.get_type(f"{target}Filter")
+        for name, field in getattr(filter_type, "fields", {}).items():
+            definition = field.extensions.get("strawberry-definition")
+            names[name] = definition.python_name if isinstance(definition, StrawberryField) else name
+        _FILTER_NAMES[target] = names
+    return _FILTER_NAMES[target]
+
+
+def _python_type(column: Column[Any]) -> str:
+    try:
+        python = column.type.python_type
+    except NotImplementedError:
+        return "?"
+    import datetime
+    import decimal
+
+    if python is datetime.datetime:
+        return "datetime"
+    if python is datetime.date:
+        return "date"
+    if python is uuid.UUID:
+        return "uuid"
+    if python is decimal.Decimal:
+        return "decimal"
+    if python is str:
+        return "str"
+    if python is bool:
+        return "bool"
+    if python is int:
+        return "int"
+    return "?"
+
+
+def build_root(
+    builder: Builder,
+    key: str,
+    field_name: str,
+    definition: GraphQLField,
+    nodes: list[FieldNode],
+) -> RootPlan:
+    """The plan of one root field, or Fallback."""
+    spec = builder.catalog.roots.get(field_name)
+    row_denial: Permission | None = None
+    if spec is not None:
+        if not builder.scope.reads_any(spec.table):
+            rule = READ_RULES.get(spec.table.name)
+            if rule is not None and rule.permission is not None:
+                row_denial = rule.permission
+        try:
+            body = builder.connection(spec, definition, nodes, parent=None)
+        except FilterError:
+            raise Fallback("filter") from None
+        sql = f"SELECT ({body})::text"
+    elif field_name == "node":
+        sql = _node(builder, definition, nodes)
+    else:
+        raise Fallback(f"root field {field_name}")
+    return RootPlan(key, sql, builder.params, builder.arg_fields, builder.markers, row_denial)
+
+
+def _node(builder: Builder, definition: GraphQLField, nodes: list[FieldNode]) -> str:
+    from strawberry.relay import GlobalID
+
+    fid, args = builder.field_args(definition, nodes[0])
+    try:
+        global_id = GlobalID.from_id(args["id"])
+        uuid.UUID(global_id.node_id)
+    except Exception:
+        raise Fallback("node id") from None
+    etype = builder.catalog.types.get(global_id.type_name)
+    if etype is None:
+        raise Fallback("node type")
+    alias = builder.alias()
+    body = builder.entity(etype, alias, nodes, set())
+
+    def row_id(a: Args) -> uuid.UUID:
+        gid = GlobalID.from_id(a[fid]["id"])
+        if gid.type_name != etype.name:
+            raise Fallback("node type changed")
+        return uuid.UUID(gid.node_id)
+
+    ident = builder.runtime(row_id, "uuid")
+    return (
+        f"SELECT ({body})::text FROM {_ident(etype.table.name)} {alias} WHERE {alias}.\"id\" = {ident} "
+        f"AND {builder.rows(etype.table, alias)}"
+    )

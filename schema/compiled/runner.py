@@ -1,0 +1,353 @@
+"""Running compiled root fields: the plan cache, the statement, and the executor for the rest.
+
+`CompiledReads` is a schema extension placed after the limits and the input guard, so a document
+they refuse never reaches it, and the cost, depth, alias and selection limits hold exactly as for
+the executor. When a query starts executing it plans each root field (builder.py), runs the
+statements of those it compiled on the operation's own connection (the same REPEATABLE READ
+snapshot the executor's loaders read), and lets the executor run the others over the same
+document with the compiled fields left out; the response keeps the document's order of keys.
+
+The plan cache is bounded (least recently used) and keyed by the document, the operation, the
+caller (tenant, user and its effective grants as loaded for this request) and the shape of the
+variables (which are null, list lengths, enum and boolean values): a role change or an assignment
+that expires changes the grants, hence the plan, on the next request. Values never enter the key's
+SQL: they are bound per request.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from graphql import (
+    DocumentNode,
+    ExecutionResult,
+    FieldNode,
+    FragmentDefinitionNode,
+    GraphQLEnumType,
+    GraphQLError,
+    GraphQLInputObjectType,
+    GraphQLInputType,
+    GraphQLList,
+    GraphQLNonNull,
+    GraphQLScalarType,
+    OperationDefinitionNode,
+    OperationType,
+    SelectionSetNode,
+    type_from_ast,
+)
+from graphql.execution.values import get_argument_values, get_variable_values
+from strawberry.extensions import SchemaExtension
+
+from auth.permissions import Permission
+from schema.compiled.builder import MARKER, Builder, Fallback, RootPlan, build_root
+from schema.compiled.catalog import catalog
+
+__all__ = ["PLAN_CACHE_SIZE", "CompiledReads", "PlanCache", "plan_cache"]
+
+PLAN_CACHE_SIZE = 512
+
+
+class PlanCache:
+    """Plans by key, least recently used first out; `None` records a root field that falls back."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._plans: OrderedDict[Hashable, RootPlan | None] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._plans)
+
+    def get(self, key: Hashable) -> tuple[bool, RootPlan | None]:
+        try:
+            plan = self._plans[key]
+        except KeyError:
+            return False, None
+        self._plans.move_to_end(key)
+        return True, plan
+
+    def put(self, key: Hashable, plan: RootPlan | None) -> None:
+        self._plans[key] = plan
+        self._plans.move_to_end(key)
+        while len(self._plans) > self.maxsize:
+            self._plans.popitem(last=False)
+
+
+plan_cache = PlanCache(PLAN_CACHE_SIZE)
+
+
+def _shape(value: Any, gql_type: GraphQLInputType) -> Hashable:
+    """What of a variable's value can change the SQL: null-ness, list lengths, enum and boolean values."""
+    if value is None:
+        return None
+    if isinstance(gql_type, GraphQLNonNull):
+        return _shape(value, gql_type.of_type)
+    if isinstance(gql_type, GraphQLList):
+        items = value if isinstance(value, list) else [value]
+        return ("L", len(items), tuple(_shape(v, gql_type.of_type) for v in items))
+    if isinstance(gql_type, GraphQLInputObjectType):
+        if not isinstance(value, dict):
+            return "?"
+        return tuple(sorted((k, _shape(v, gql_type.fields[k].type)) for k, v in value.items() if k in gql_type.fields))
+    if isinstance(gql_type, GraphQLEnumType):
+        return ("E", str(value))
+    if isinstance(gql_type, GraphQLScalarType) and gql_type.name == "Boolean":
+        return ("B", bool(value))
+    return "v"
+
+
+@dataclass(slots=True)
+class _Outcome:
+    order: list[str]
+    compiled: dict[str, Any] = field(default_factory=dict)
+    errors: list[GraphQLError] = field(default_factory=list)
+    rest: DocumentNode | None = None
+
+
+class CompiledReads(SchemaExtension):
+    """Serves the root fields the compiler covers from one SQL statement each (see the module)."""
+
+    def __init__(self, *, cache: PlanCache = plan_cache) -> None:
+        super().__init__()
+        self.cache = cache
+        self.compiled_keys: list[str] = []
+        self._outcome: _Outcome | None = None
+
+    async def on_execute(self) -> AsyncIterator[None]:
+        ec = self.execution_context
+        context = ec.context
+        outcome: _Outcome | None = None
+        original = ec.graphql_document
+        if (
+            getattr(context, "compiled_reads", False)
+            and ec.result is None
+            and original is not None
+            and getattr(context, "caller", None) is not None
+        ):
+            try:
+                outcome = await self._run(original)
+            except _TimedOut as exc:
+                ec.result = ExecutionResult(data=None, errors=[exc.error])
+                outcome = None
+        if outcome is not None and outcome.compiled:
+            self.compiled_keys = [k for k in outcome.order if k in outcome.compiled]
+            if outcome.rest is None:
+                ec.result = ExecutionResult(data=dict(outcome.compiled), errors=outcome.errors or None)
+            else:
+                ec.graphql_document = outcome.rest
+        try:
+            yield
+        finally:
+            ec.graphql_document = original
+        if outcome is not None and outcome.compiled and outcome.rest is not None:
+            result = ec.result
+            if isinstance(result, ExecutionResult) and result.data is not None:
+                data = result.data
+                result.data = {
+                    key: outcome.compiled[key] if key in outcome.compiled else data.get(key)
+                    for key in outcome.order
+                }
+                errors = list(result.errors or []) + outcome.errors
+                result.errors = errors or None
+
+    def get_results(self) -> dict[str, Any]:
+        context = self.execution_context.context
+        caller = getattr(context, "caller", None)
+        if not getattr(context, "compiled_reads", False) or caller is None:
+            return {}
+        if not caller.allows(Permission.GRAPHQL_ADHOC):
+            return {}
+        return {"compiled": list(self.compiled_keys)}
+
+    # -- planning and running --------------------------------------------------------------------
+
+    async def _run(self, document: DocumentNode) -> _Outcome | None:
+        ec = self.execution_context
+        operation = _operation(document, ec.operation_name)
+        if operation is None or operation.operation is not OperationType.QUERY:
+            return None
+        schema = ec.schema._schema
+        definitions = operation.variable_definitions or ()
+        variables = get_variable_values(schema, definitions, dict(ec.variables or {}))
+        if isinstance(variables, list):  # the executor reports variable errors
+            return None
+        query_type = schema.query_type
+        assert query_type is not None
+        fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+        roots = _root_fields(operation.selection_set)
+        if roots is None:
+            return None
+        context = ec.context
+        scope = context.scope
+        grants = scope.grants
+        caller_key = (scope.tenant_id, scope.user_id, grants.tenant_wide, tuple(sorted(
+            (str(p), tuple(sorted(perms))) for p, perms in grants.per_project.items()
+        )))
+        shape = tuple(
+            (d.variable.name.value, _shape(variables.coerced.get(d.variable.name.value),
+                                           type_from_ast(schema, d.type)))  # type: ignore[arg-type]
+            for d in definitions
+        )
+        book = catalog(schema)
+        outcome = _Outcome(order=list(roots))
+        plans: list[RootPlan] = []
+        for key, nodes in roots.items():
+            name = nodes[0].name.value
+            definition = query_type.fields.get(name)
+            if definition is None or (name not in book.roots and name != "node"):
+                continue
+            extra: Hashable = None
+            if name == "node":
+                extra = _node_type(definition, nodes[0], variables)
+                if extra is None:
+                    continue
+            plan_key = (ec.query, ec.operation_name, key, caller_key, shape, extra)
+            found, plan = self.cache.get(plan_key)
+            if not found:
+                builder = Builder(schema, book, scope, fragments, variables)
+                try:
+                    plan = build_root(builder, key, name, definition, nodes)
+                except Fallback:
+                    plan = None
+                self.cache.put(plan_key, plan)
+            if plan is not None:
+                plans.append(plan)
+        if not plans:
+            return None
+        bound: list[tuple[RootPlan, list[Any]]] = []
+        try:
+            for plan in plans:
+                bound.append((plan, plan.bind(plan.arguments(variables))))
+        except Fallback:
+            return None
+        deadline = _deadline(context)
+        db = context.loaders.db
+        for plan, params in bound:
+            text = await _fetch(db, plan.sql, params, deadline)
+            outcome.compiled[plan.key] = self._value(plan, text, outcome.errors)
+            if plan.row_denial is not None:
+                context.denials.add_path(plan.row_denial, plan.key, query_type.name)
+        if len(outcome.compiled) < len(outcome.order):
+            outcome.rest = _without(document, operation, set(outcome.compiled))
+        return outcome
+
+    def _value(self, plan: RootPlan, text: str | None, errors: list[GraphQLError]) -> Any:
+        if text is None:
+            return None
+        if not plan.markers or MARKER not in text:
+            return orjson.Fragment(text)
+        value = orjson.loads(text)
+        denials = self.execution_context.context.denials
+        found: list[tuple[list[str | int], int]] = []
+        value = _strip_markers(value, [plan.key], found)
+        for path, index in found:
+            marker = plan.markers[index]
+            permission = marker.permission
+            errors.append(GraphQLError(
+                f"You do not have permission to do this ({permission.value} is required).",
+                nodes=[marker.node],
+                path=path,
+                extensions={"code": "FORBIDDEN", "permission": permission.value},
+            ))
+            denials.add_path(permission, ".".join(str(p) for p in path if not isinstance(p, int)), marker.type_name)
+        return value
+
+
+class _TimedOut(Exception):
+    def __init__(self, error: GraphQLError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+def _deadline(context: Any) -> tuple[float, int] | None:
+    timeout: int | None = getattr(context, "operation_timeout_ms", None)
+    if not timeout:
+        return None
+    return time.monotonic() + timeout / 1000, timeout
+
+
+async def _fetch(db: Any, sql: str, params: list[Any], deadline: tuple[float, int] | None) -> str | None:
+    """One statement on the operation's connection, within the operation's deadline."""
+    remaining = None
+    if deadline is not None:
+        remaining = deadline[0] - time.monotonic()
+        if remaining <= 0:
+            raise _TimedOut(_timeout_error(deadline[1]))
+    async with db._lock:
+        conn = await db._connection()
+        db.statements += 1
+        raw = await conn.get_raw_connection()
+        driver = raw.driver_connection
+        try:
+            value = await driver.fetchval(sql, *params, timeout=remaining)
+        except TimeoutError:
+            assert deadline is not None
+            raise _TimedOut(_timeout_error(deadline[1])) from None
+    return None if value is None else str(value)
+
+
+def _timeout_error(timeout: int) -> GraphQLError:
+    return GraphQLError(
+        f"The operation ran past its deadline of {timeout} ms and was stopped; ask for less "
+        "(smaller pages, fewer fields) or split it.",
+        extensions={"code": "OPERATION_TIMEOUT", "timeoutMs": timeout},
+    )
+
+
+def _strip_markers(value: Any, path: list[str | int], found: list[tuple[list[str | int], int]]) -> Any:
+    if isinstance(value, dict):
+        if len(value) == 1 and "\x00" in value:
+            found.append((list(path), int(value["\x00"])))
+            return None
+        return {k: _strip_markers(v, [*path, k], found) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_strip_markers(v, [*path, i], found) for i, v in enumerate(value)]
+    return value
+
+
+def _operation(document: DocumentNode, name: str | None) -> OperationDefinitionNode | None:
+    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+    if name is None:
+        return operations[0] if len(operations) == 1 else None
+    for operation in operations:
+        if operation.name is not None and operation.name.value == name:
+            return operation
+    return None
+
+
+def _root_fields(selection_set: SelectionSetNode) -> dict[str, list[FieldNode]] | None:
+    """Root fields by response key; None when the root selects through fragments or directives."""
+    out: dict[str, list[FieldNode]] = {}
+    for selection in selection_set.selections:
+        if not isinstance(selection, FieldNode) or selection.directives:
+            return None
+        key = selection.alias.value if selection.alias else selection.name.value
+        out.setdefault(key, []).append(selection)
+    return out
+
+
+def _node_type(definition: Any, node: FieldNode, variables: Any) -> str | None:
+    from strawberry.relay import GlobalID
+
+    try:
+        args = get_argument_values(definition, node, variables)
+        return GlobalID.from_id(args["id"]).type_name
+    except Exception:
+        return None
+
+
+def _without(document: DocumentNode, operation: OperationDefinitionNode, keys: set[str]) -> DocumentNode:
+    """The document with the compiled root fields left out (the executor serves the rest)."""
+    selections = tuple(
+        s for s in operation.selection_set.selections
+        if not (isinstance(s, FieldNode) and (s.alias.value if s.alias else s.name.value) in keys)
+    )
+    rest = copy.copy(operation)
+    object.__setattr__(rest, "selection_set", SelectionSetNode(selections=selections))
+    definitions = tuple(rest if d is operation else d for d in document.definitions)
+    return DocumentNode(definitions=definitions)
