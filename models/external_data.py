@@ -53,6 +53,7 @@ class ExternalOpportunitySource(UUIDPrimaryKey, TenantScoped, Timestamps, Base):
         Index(None, "tenant_id", "is_active"),
         tenant_fk("created_by", "users", ondelete=None),
         values_check("connection_status", ConnectionStatus),
+        CheckConstraint("timeout_seconds > 0", name="timeout_seconds_positive"),
     )
 
     source_name: Mapped[str] = mapped_column(String(100), nullable=False)
@@ -65,7 +66,8 @@ class ExternalOpportunitySource(UUIDPrimaryKey, TenantScoped, Timestamps, Base):
 
     # Rate limiting
     rate_limit_per_hour: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("1000"))
-    timeout_seconds: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("30"))
+    # Seconds, fractions allowed (0009: a sub-second timeout for an internal endpoint).
+    timeout_seconds: Mapped[Decimal] = mapped_column(Numeric(6, 3), nullable=False, server_default=text("30"))
     retry_attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("3"))
 
     # Health

@@ -73,7 +73,9 @@ class ExternalSourceCreateInput:
     authentication_type: str = strawberry.field(description="One of none, api_key, oauth2, basic.")
     credentials: JSON | None = strawberry.field(default=None, description=_CREDENTIALS)
     rate_limit_per_hour: int | None = strawberry.field(default=None, description="1 to 1,000,000; default 1000.")
-    timeout_seconds: int | None = strawberry.field(default=None, description="1 to 300; default 30.")
+    timeout_seconds: Decimal | None = strawberry.field(
+        default=None, description="0.1 to 300 seconds, fractions allowed; default 30."
+    )
     retry_attempts: int | None = strawberry.field(default=None, description="0 to 10; default 3.")
     is_active: bool | None = strawberry.field(default=None, description="Default true.")
     idempotency_key: str | None = strawberry.field(default=None, description=IDEMPOTENCY_KEY)
@@ -96,7 +98,7 @@ class ExternalSourceUpdateInput:
         default=UNSET, description=_CREDENTIALS + " Given, it replaces the stored credentials; null removes them."
     )
     rate_limit_per_hour: int | None = UNSET
-    timeout_seconds: int | None = UNSET
+    timeout_seconds: Decimal | None = UNSET
     retry_attempts: int | None = UNSET
     is_active: bool | None = strawberry.field(default=UNSET, description="false stops polling the source.")
 

@@ -9,6 +9,8 @@
 - `external_opportunity_data`: `notice_id` (each SAM.gov revision has its own), `resource_links`
   (the attachments of the version) and `payload_hash` (the canonical hash it was stored under).
 - `polling_configurations`: the lease columns `claimed_until`, `claimed_by`.
+- `external_opportunity_sources.timeout_seconds`: numeric(6,3) (was integer), > 0: an internal
+  endpoint may be given a sub-second timeout.
 - `gwm_sync_claim(worker, now, lease_seconds, max_jobs)`: the pre-tenant claim, SECURITY DEFINER
   owned by gwm_lookup, executable by gwm_app. It creates the missing schedule rows of pollable
   sources and active saved searches, then picks due rows (active tenants, active non-manual
@@ -215,6 +217,14 @@ def upgrade() -> None:
         op.f("ix_external_opportunity_data_tenant_id_notice_id"), "external_opportunity_data",
         ["tenant_id", "notice_id"], unique=False,
     )
+    op.alter_column(
+        "external_opportunity_sources", "timeout_seconds", type_=sa.Numeric(6, 3), existing_nullable=False,
+        existing_server_default=sa.text("30"), postgresql_using="timeout_seconds::numeric(6,3)",
+    )
+    op.create_check_constraint(
+        op.f("ck_external_opportunity_sources_timeout_seconds_positive"), "external_opportunity_sources",
+        "timeout_seconds > 0",
+    )
     op.add_column("polling_configurations", sa.Column("claimed_until", TS, nullable=True))
     op.add_column("polling_configurations", sa.Column("claimed_by", sa.String(length=200), nullable=True))
     op.drop_constraint(op.f("ck_change_history_entity_type_values"), "change_history", type_="check")
@@ -271,6 +281,13 @@ def downgrade() -> None:
     op.drop_constraint(op.f("ck_change_history_entity_type_values"), "change_history", type_="check")
     op.create_check_constraint(
         op.f("ck_change_history_entity_type_values"), "change_history", f"entity_type IN ({ENTITY_TYPES_0001})"
+    )
+    op.drop_constraint(
+        op.f("ck_external_opportunity_sources_timeout_seconds_positive"), "external_opportunity_sources", type_="check"
+    )
+    op.alter_column(
+        "external_opportunity_sources", "timeout_seconds", type_=sa.Integer(), existing_nullable=False,
+        existing_server_default=sa.text("30"), postgresql_using="ceil(timeout_seconds)::integer",
     )
     op.drop_column("polling_configurations", "claimed_by")
     op.drop_column("polling_configurations", "claimed_until")

@@ -74,7 +74,7 @@ _POLLING_FIELDS = frozenset(
 # Inclusive ranges of the numeric settings (validation rules: docs/validation.md).
 declare(
     range_rule("external_opportunity_sources", "rate_limit_per_hour", low=1, high=1_000_000),
-    range_rule("external_opportunity_sources", "timeout_seconds", low=1, high=300),
+    range_rule("external_opportunity_sources", "timeout_seconds", low=Decimal("0.1"), high=300),
     range_rule("external_opportunity_sources", "retry_attempts", low=0, high=10),
     range_rule("polling_configurations", "polling_frequency_minutes", low=5, high=10_080),
     range_rule("polling_configurations", "max_retries", low=0, high=10),

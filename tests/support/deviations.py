@@ -11,6 +11,7 @@ Kinds (every entry also has `reason`, pointing to its decision):
 - add_tenant_id {tables}: `tenant_id uuid NOT NULL` + FK -> tenants(id) ON DELETE/UPDATE CASCADE.
 - add_column {table | tables, column, type, nullable = false, default?, generated?}
 - set_default {columns, default}: columns are "table.column" or "*.column" (every table having it).
+- set_type {columns, type, default?}: those columns get that type (and default, as it reads back after it).
 - add_fk {columns, except?, references = "table.column", on_delete, on_update}
 - composite_tenant_fks {tenant_column, unique_name}: every FK between two tables that both have
   the tenant column becomes (tenant, cols) -> parent(tenant, refs), keeping its actions; SET NULL
@@ -169,6 +170,16 @@ def _set_default(catalog: Catalog, change: Change) -> None:
         if column.default == default:
             raise _NotApplicable(f"{table_name}.{column_name} already defaults to {default}")
         table.columns[column_name] = replace(column, default=default)
+
+
+def _set_type(catalog: Catalog, change: Change) -> None:
+    for table_name, column_name in _column_targets(catalog, change["columns"], change.get("except", [])):
+        table = catalog[table_name]
+        column = table.columns[column_name]
+        if column.type == change["type"]:
+            raise _NotApplicable(f"{table_name}.{column_name} already is {change['type']}")
+        default = normalize_default(change["default"], change["type"]) if "default" in change else column.default
+        table.columns[column_name] = replace(column, type=change["type"], default=default)
 
 
 def _add_fk(catalog: Catalog, change: Change) -> None:
@@ -336,6 +347,7 @@ KINDS: dict[str, Callable[[Catalog, Change], None]] = {
     "add_tenant_id": _add_tenant_id,
     "add_column": _add_column,
     "set_default": _set_default,
+    "set_type": _set_type,
     "add_fk": _add_fk,
     "composite_tenant_fks": _composite_tenant_fks,
     "drop_index": _drop_index,
