@@ -38,7 +38,7 @@ VARIABLES: dict[str, dict[str, Any]] = {
     "small": {"id": to_base64("OpportunityProject", PROJECT)},
 }
 # The example operations that must run compiled (the others fall back, for now, to the executor).
-COMPILED = {"organizations_with_children", "big", "small"}
+COMPILED = {"nested_pursuit", "organizations_with_children", "big", "small"}
 
 
 @pytest.fixture(scope="module")

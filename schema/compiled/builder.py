@@ -281,10 +281,14 @@ class Builder:
             if name == "__typename":
                 parts.append(self.const(etype.name, "text"))
                 continue
+            definition = gql_type.fields[name]
+            domain = DOMAIN_FIELDS.get((etype.name, name))
+            if domain is not None:
+                parts.append(domain(self, etype, alias, definition, field_nodes, used))
+                continue
             spec = etype.fields.get(name)
             if spec is None:
                 raise Fallback(f"{etype.name}.{name} is not compiled")
-            definition = gql_type.fields[name]
             parts.append(self.field(etype, alias, spec, definition, field_nodes, used))
         return "json_build_object(" + ", ".join(parts) + ")"
 
@@ -803,3 +807,149 @@ def _node(builder: Builder, definition: GraphQLField, nodes: list[FieldNode]) ->
         f"SELECT ({body})::text FROM {_ident(etype.table.name)} {alias} WHERE {alias}.\"id\" = {ident} "
         f"AND {builder.rows(etype.table, alias)}"
     )
+
+
+# -- domain fields ---------------------------------------------------------------------------------
+# Fields with a resolver of their own whose rule is written here in SQL too; each is held to the
+# executor's answer by the differential tests (tests/compiled/, tests/test_compiled_reads.py).
+
+DomainField = Callable[[Builder, EntityType, str, GraphQLField, list[FieldNode], set[str]], str]
+
+_SOURCE_NAMES = {"override": "OVERRIDE", "external": "EXTERNAL", "local": "LOCAL"}
+_DATETIME_TEXT = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?(Z|[+-][0-9]{2}(:?[0-9]{2})?)$"
+
+
+def _current_version(builder: Builder, project_alias: str, columns: str) -> str:
+    """The project's current external version (the newest if several are current), readable rows only."""
+    from models import ExternalOpportunityData
+
+    table: Table = ExternalOpportunityData.__table__
+    alias = builder.alias()
+    return (
+        f"SELECT {columns.replace('@', alias)} FROM \"external_opportunity_data\" {alias} "
+        f"WHERE {alias}.\"opportunity_project_id\" = {project_alias}.\"id\" AND {alias}.\"is_current_version\" "
+        f"AND {builder.rows(table, alias)} ORDER BY {alias}.\"data_snapshot_timestamp\" DESC, "
+        f"{alias}.\"version_number\" DESC, {alias}.\"id\" DESC LIMIT 1"
+    )
+
+
+def _override_value(kind: str, v: str) -> str:
+    raw = f"({v} #>> '{{}}')"
+    typ = f"jsonb_typeof({v})"
+    if kind == "string":
+        return f"CASE WHEN {typ} IN ('string', 'number', 'boolean') THEN {raw} END"
+    if kind == "decimal":
+        from resolvers.opportunities.effective import DECIMAL_TEXT
+
+        return (
+            f"CASE WHEN {typ} = 'number' OR ({typ} = 'string' AND {raw} ~ {_literal_pattern(DECIMAL_TEXT)}) "
+            f"THEN {raw}::numeric::text END"
+        )
+    if kind == "date":
+        return (
+            f"CASE WHEN {typ} = 'string' AND {raw} ~ '^[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}$' "
+            f"AND pg_input_is_valid({raw}, 'date') THEN to_char({raw}::date, 'YYYY-MM-DD') END"
+        )
+    return (
+        f"CASE WHEN {typ} = 'string' AND {raw} ~ {_literal_pattern(_DATETIME_TEXT)} "
+        f"AND pg_input_is_valid({raw}, 'timestamptz') THEN to_char({raw}::timestamptz AT TIME ZONE 'UTC', {_ISO}) END"
+    )
+
+
+def _literal_pattern(pattern: str) -> str:
+    if "'" in pattern:
+        raise Fallback("pattern")  # pragma: no cover - the patterns are constants of this codebase
+    return "'" + pattern + "'"
+
+
+def _effective(
+    builder: Builder, etype: EntityType, alias: str, definition: GraphQLField, nodes: list[FieldNode], used: set[str]
+) -> str:
+    """`OpportunityProject.effective`: resolvers/opportunities/effective.py's rule in SQL."""
+    from models import OpportunityProjectOverride
+    from resolvers.opportunities.effective import OVERRIDABLE, ValueKind
+
+    values_type = get_named_type(definition.type)
+    assert isinstance(values_type, GraphQLObjectType)
+    used.update({"id", "title", "description"})
+    kinds = {f.name: f for f in OVERRIDABLE}
+    overrides: Table = OpportunityProjectOverride.__table__
+    cur, ovr = builder.alias(), builder.alias()
+    parts: list[str] = []
+    for key, field_nodes in builder.collect(values_type.name, nodes).items():
+        name = field_nodes[0].name.value
+        parts.append(builder.const(key, "text"))
+        if name == "__typename":
+            parts.append(builder.const(values_type.name, "text"))
+            continue
+        gql_field = values_type.fields[name]
+        python_name = getattr(gql_field.extensions.get("strawberry-definition"), "python_name", None)
+        spec = kinds.get(str(python_name))
+        if spec is None:
+            raise Fallback(f"effective field {name}")
+        kind = {ValueKind.STRING: "string", ValueKind.DECIMAL: "decimal", ValueKind.DATE: "date",
+                ValueKind.DATETIME: "datetime"}[spec.kind]
+        column = _ident(spec.name)
+        external = f"{cur}.{column}"
+        external_value = {
+            "string": external, "decimal": f"{external}::text", "date": f"to_char({external}, 'YYYY-MM-DD')",
+            "datetime": f"to_char({external} AT TIME ZONE 'UTC', {_ISO})",
+        }[kind]
+        override = f"({ovr}.values -> {_literal(spec.name)})"
+        value_type = get_named_type(gql_field.type)
+        assert isinstance(value_type, GraphQLObjectType)
+
+        def wrapped(value: str, source: str, value_type: GraphQLObjectType = value_type,
+                    field_nodes: list[FieldNode] = field_nodes) -> str:
+            inner: list[str] = []
+            for inner_key, inner_nodes in builder.collect(value_type.name, field_nodes).items():
+                inner_name = inner_nodes[0].name.value
+                inner.append(builder.const(inner_key, "text"))
+                if inner_name == "__typename":
+                    inner.append(builder.const(value_type.name, "text"))
+                elif inner_name == "value":
+                    inner.append(value)
+                elif inner_name == "source":
+                    inner.append(_literal(_SOURCE_NAMES[source]))
+                else:
+                    raise Fallback(f"effective value field {inner_name}")
+            return "json_build_object(" + ", ".join(inner) + ")"
+
+        whens = [
+            f"WHEN {ovr}.values ? {_literal(spec.name)} THEN {wrapped(_override_value(kind, override), 'override')}",
+            f"WHEN {external} IS NOT NULL THEN {wrapped(external_value, 'external')}",
+        ]
+        if spec.local:
+            whens.append(f"WHEN {alias}.{column} IS NOT NULL THEN {wrapped(f'{alias}.{column}', 'local')}")
+        parts.append("CASE " + " ".join(whens) + " END")
+    if len(parts) > 2 * _MAX_KEYS:
+        raise Fallback("too many keys")
+    columns = ", ".join(f"@.{_ident(f.name)}" for f in OVERRIDABLE)
+    override_rows = builder.alias()
+    return (
+        f"(SELECT json_build_object({', '.join(parts)}) FROM (SELECT 1) _one "
+        f"LEFT JOIN LATERAL ({_current_version(builder, alias, columns)}) {cur} ON true "
+        f"LEFT JOIN LATERAL (SELECT jsonb_object_agg({override_rows}.\"field_name\", {override_rows}.\"override_value\") "
+        f"AS values FROM \"opportunity_project_overrides\" {override_rows} WHERE {override_rows}.\"opportunity_project_id\" "
+        f"= {alias}.\"id\" AND {override_rows}.\"is_active\" AND {builder.rows(overrides, override_rows)}) {ovr} ON true)"
+    )
+
+
+def _current_external_data(
+    builder: Builder, etype: EntityType, alias: str, definition: GraphQLField, nodes: list[FieldNode], used: set[str]
+) -> str:
+    """`OpportunityProject.currentExternalData`: the current version, as the executor's loader picks it."""
+    target = builder.catalog.types.get("ExternalOpportunityData")
+    if target is None:
+        raise Fallback("ExternalOpportunityData is not compiled")
+    used.add("id")
+    inner = builder.alias()
+    inner_used: set[str] = set()
+    body = builder.entity(target, inner, nodes, inner_used)
+    return f"(SELECT {body} FROM ({_current_version(builder, alias, '@.*')}) {inner})"
+
+
+DOMAIN_FIELDS: dict[tuple[str, str], DomainField] = {
+    ("OpportunityProject", "effective"): _effective,
+    ("OpportunityProject", "currentExternalData"): _current_external_data,
+}
