@@ -40,7 +40,7 @@ from tests.compiled.generator import Generated, Pools, guarded_fields, operation
 SCHEMA = schema_module.schema._schema
 OPERATIONS = Path(__file__).resolve().parents[2] / "graphql" / "operations"
 SEED = 20261205
-GENERATED = 48
+GENERATED = 72
 CALLER_ORDER = ("admin", "scoped_manager", "viewer", "other_tenant_admin")
 
 
@@ -178,6 +178,11 @@ async def test_generated_queries_answer_the_same_on_both_paths_and_mostly_compil
             first = await run_both(clients, callers["admin"], operation.document, variables, label + " (page 1)")
             comparison.outcomes.append(first)
             page = (first.off.data or {}).get(operation.cursor.root_key) or {}
+            # A cursor that is not one: refused alike on both paths.
+            garbage = {**variables, operation.cursor.variable: "bm90IGEgY3Vyc29y"}
+            comparison.outcomes.append(
+                await run_both(clients, callers["admin"], operation.document, garbage, label + " (bad cursor)")
+            )
             variables[operation.cursor.variable] = (page.get("pageInfo") or {}).get(operation.cursor.field)
         for caller in _ordered(callers):
             outcome = await run_both(clients, caller, operation.document, variables, label)
@@ -185,9 +190,10 @@ async def test_generated_queries_answer_the_same_on_both_paths_and_mostly_compil
             if caller.name == "admin" and set(operation.root_keys) <= compiled_keys(outcome.on):
                 compiled += 1
     answered = sum(1 for o in comparison.outcomes if o.off.data is not None)
+    refused = sum(1 for o in comparison.outcomes if o.off.errors)
     share = compiled / len(generated)
     _report(f"generated queries compiled: {compiled} of {len(generated)} ({share:.0%}); "
-            f"{answered} of {len(comparison.outcomes)} requests answered with data")
+            f"{answered} of {len(comparison.outcomes)} requests answered with data, {refused} with errors")
     differences = comparison.differences()
     differences += await comparison.audit_differences(owner_engine, [world.tenant.id, world.other_tenant.id])
     _report("\n\n".join(differences) or "generated queries: no difference")
