@@ -347,9 +347,10 @@ async def _ensure_user(owner_url: str, tenant_id: uuid.UUID, email: str) -> uuid
 def grant_capture_manager(
     base: str, admin_token: str, user_id: uuid.UUID, project_ids: Sequence[str]
 ) -> tuple[int, int]:
-    """Tenant-wide directory role plus Capture Manager on each project (what is missing).
+    """Exactly the tenant-wide directory role plus Capture Manager on each project: grants what is missing,
+    revokes any other assignment (left by a run over other pages), so every run measures the same caller.
 
-    Returns how many grants were made now, and how many unexpired project-scoped assignments the user holds.
+    Returns how many grants were made now, and how many project-scoped assignments the user holds.
     """
     url = f"{base}/graphql"
     roles = graphql(url, admin_token, "{ roles(first: 100) { nodes { rowId name } } }")["data"]["roles"]["nodes"]
@@ -365,6 +366,15 @@ def grant_capture_manager(
         by_name[DIRECTORY_ROLE] = created["role"]["rowId"]
     assignments = _assignments(url, admin_token, user_id)
     wanted = [(by_name[DIRECTORY_ROLE], None)] + [(by_name["Capture Manager"], pid) for pid in project_ids]
+    for key, assignment_id in assignments.items():
+        if key not in wanted:
+            mutate(
+                url, admin_token,
+                "mutation($input: UserRoleRevokeInput!) { userRoleRevoke(input: $input) { deletedRowId"
+                " errors { message } } }",
+                {"input": {"rowId": assignment_id}},
+                "userRoleRevoke",
+            )
     made = 0
     for role_id, project_id in wanted:
         if (role_id, project_id) in assignments:
@@ -383,15 +393,15 @@ def grant_capture_manager(
     return made, sum(1 for _, project in _assignments(url, admin_token, user_id) if project is not None)
 
 
-def _assignments(url: str, admin_token: str, user_id: uuid.UUID) -> set[tuple[str, str | None]]:
-    """(role row id, project row id or None) of the user's unexpired assignments."""
-    found: set[tuple[str, str | None]] = set()
+def _assignments(url: str, admin_token: str, user_id: uuid.UUID) -> dict[tuple[str, str | None], str]:
+    """(role row id, project row id or None) -> assignment row id, of the user's assignments."""
+    found: dict[tuple[str, str | None], str] = {}
     after: str | None = None
     while True:
         users = graphql(
             url, admin_token,
             "query($id: UUID!, $after: String) { users(filter: {rowId: {eq: $id}}) { nodes {"
-            " userRoles(first: 100, after: $after) { nodes { role { rowId } opportunityProject { rowId } expiresAt }"
+            " userRoles(first: 100, after: $after) { nodes { rowId role { rowId } opportunityProject { rowId } }"
             " pageInfo { hasNextPage endCursor } } } } }",
             {"id": str(user_id), "after": after},
         )["data"]["users"]["nodes"]
@@ -399,9 +409,8 @@ def _assignments(url: str, admin_token: str, user_id: uuid.UUID) -> set[tuple[st
             return found
         page = users[0]["userRoles"]
         for node in page["nodes"]:
-            if node["expiresAt"] is None:
-                project = node["opportunityProject"]
-                found.add((node["role"]["rowId"], project["rowId"] if project else None))
+            project = node["opportunityProject"]
+            found[(node["role"]["rowId"], project["rowId"] if project else None)] = node["rowId"]
         if not page["pageInfo"]["hasNextPage"]:
             return found
         after = page["pageInfo"]["endCursor"]
@@ -734,7 +743,7 @@ def report(cases: Sequence[Case], counted: bool, reps: int) -> tuple[str, list[s
                 value = median(ratios(case, reference[query]))
                 ok = value <= bar
                 met &= ok
-                goals.append(f"{'PASS' if ok else 'FAIL'}  {name}, {case.caller}: server+DB CPU {value:.2f}x"
+                goals.append(f"{'PASS' if ok else 'FAIL'}  {name}, {case.caller}: server+DB CPU {value:.3f}x"
                              f" PostGraphile's (bar <= {bar}x, median of {reps} per-repetition ratios)")
     for case in cases:
         if case.system != GATEWAY:
