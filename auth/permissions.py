@@ -37,6 +37,8 @@ class Permission(StrEnum):
     PROPOSAL_WRITE = "proposal:write"
     SOURCE_READ = "source:read"
     SOURCE_ADMIN = "source:admin"
+    SAVED_SEARCH_READ = "saved_search:read"
+    SAVED_SEARCH_MANAGE = "saved_search:manage"
     USER_READ = "user:read"
     USER_ADMIN = "user:admin"
     ROLE_ADMIN = "role:admin"
@@ -71,6 +73,8 @@ PERMISSION_DESCRIPTIONS: MappingProxyType[Permission, str] = MappingProxyType(
         Permission.PROPOSAL_WRITE: "create and edit proposals",
         Permission.SOURCE_READ: "see external opportunity sources (never their credentials)",
         Permission.SOURCE_ADMIN: "configure external sources, their credentials and polling",
+        Permission.SAVED_SEARCH_READ: "see saved opportunity searches and the candidates they found",
+        Permission.SAVED_SEARCH_MANAGE: "create, change and delete saved opportunity searches; dismiss candidates",
         Permission.USER_READ: "see the tenant's users",
         Permission.USER_ADMIN: "invite, deactivate and unlock users, reset their passwords, assign roles",
         Permission.ROLE_ADMIN: "create, edit and delete custom roles",
@@ -106,6 +110,7 @@ _READ_PURSUIT = frozenset(
         P.CAPTURE_PLAN_READ,
         P.PROPOSAL_READ,
         P.SOURCE_READ,
+        P.SAVED_SEARCH_READ,
         P.USER_READ,
     }
 )
@@ -120,6 +125,7 @@ SYSTEM_ROLES: MappingProxyType[SystemRole, frozenset[Permission]] = MappingProxy
             P.OPPORTUNITY_SCORE_READ,
             P.OPPORTUNITY_SCORE_WRITE,
             P.EXTERNAL_DATA_ACKNOWLEDGE,
+            P.SAVED_SEARCH_MANAGE,
             P.ORGANIZATION_WRITE,
             P.CONTACT_WRITE,
             P.DOCUMENT_WRITE,
@@ -145,6 +151,7 @@ SYSTEM_ROLES: MappingProxyType[SystemRole, frozenset[Permission]] = MappingProxy
             P.OPPORTUNITY_WRITE,
             P.EXTERNAL_DATA_ACKNOWLEDGE,
             P.OPPORTUNITY_SCORE_READ,
+            P.SAVED_SEARCH_MANAGE,
             P.ORGANIZATION_WRITE,
             P.CONTACT_WRITE,
             P.ACTIVITY_WRITE,

@@ -92,6 +92,8 @@ READ_RULES: Mapping[str, ReadRule] = MappingProxyType(
         "external_data_changes": ReadRule(P.EXTERNAL_DATA_READ, _UNDER_PROJECT),
         "polling_configurations": ReadRule(P.SOURCE_READ, _UNDER_PROJECT),
         "api_integration_logs": ReadRule(P.SOURCE_ADMIN),
+        "saved_searches": ReadRule(P.SAVED_SEARCH_READ),
+        "saved_search_candidates": ReadRule(P.SAVED_SEARCH_READ),
         "documents": ReadRule(P.DOCUMENT_READ, _UNDER_PROJECT),
         "document_categories": ReadRule(P.DOCUMENT_READ),
         "document_associations": ReadRule(P.DOCUMENT_READ, Via("document_id", "documents")),
@@ -170,6 +172,7 @@ ENTITY_TABLES: Mapping[str, str] = MappingProxyType(
         "polling_configuration": "polling_configurations",
         "api_integration_log": "api_integration_logs",
         "external_data_change": "external_data_changes",
+        "saved_search": "saved_searches",
     }
 )
 

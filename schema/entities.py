@@ -59,6 +59,7 @@ _NAMES: dict[EntityType, tuple[str, str, Any]] = {
     _E.POLLING_CONFIGURATION: ("PollingConfiguration", "schema.external_data", models.PollingConfiguration),
     _E.API_INTEGRATION_LOG: ("ApiIntegrationLog", "schema.external_data", models.ApiIntegrationLog),
     _E.EXTERNAL_DATA_CHANGE: ("ExternalDataChange", "schema.external_data", models.ExternalDataChange),
+    _E.SAVED_SEARCH: ("SavedSearch", "schema.sync", models.SavedSearch),
 }
 
 ENTITY_TARGETS: dict[str, tuple[Target, Table]] = {

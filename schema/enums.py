@@ -34,6 +34,7 @@ _DESCRIPTIONS = {
     e.EntityType: "The entity kinds a polymorphic reference can name.",
     e.ChangeSource: "Who or what made a change.",
     e.RiskLevel: "The risk of an audited action.",
+    e.CandidateStatus: "What became of a notice a saved search found.",
 }
 
 # The meaning of every value, from docs/enums.md (tests/test_schema_descriptions.py holds the two
@@ -169,6 +170,11 @@ _VALUES: dict[type[Enum], dict[str, str]] = {
         "USER": "A user of the tenant.",
         "CONTACT": "An external contact.",
     },
+    e.CandidateStatus: {
+        "NEW": "Found, waiting for a decision.",
+        "DISMISSED": "Dismissed: not worth pursuing; it is not listed as new again.",
+        "TRACKED": "Tracked: it became an opportunity project (or one already tracks its lineage).",
+    },
 }
 _ENTITY_TYPES = {
     "TENANT": "The tenant itself (its account and settings) (table tenants).",
@@ -201,6 +207,7 @@ _ENTITY_TYPES = {
     "POLLING_CONFIGURATION": "The polling schedule of a project's external source (table polling_configurations).",
     "API_INTEGRATION_LOG": "A logged call to an external source's API (table api_integration_logs).",
     "EXTERNAL_DATA_CHANGE": "A detected change of an external opportunity (table external_data_changes).",
+    "SAVED_SEARCH": "A saved opportunity search of the tenant (table saved_searches).",
 }
 _ATTACHABLE = " Activities and documents can be attached to it."
 _VALUES[e.EntityType] = {

@@ -11,16 +11,18 @@ Value-set columns are GraphQL enums generated from models/enums.py (`schema.fiel
 from __future__ import annotations
 
 import datetime
+import importlib
 import uuid
 from decimal import Decimal
 from enum import Enum
-from typing import Annotated, cast
+from typing import TYPE_CHECKING, Annotated, cast
 
 import strawberry
 from sqlalchemy import Table
 from strawberry import relay
 
 import schema.enums  # noqa: F401 - registers the value-set enums before any type names them
+from auth.permissions import Permission
 from models import Activity as ActivityModel
 from models import ApiIntegrationLog as ApiIntegrationLogModel
 from models import ExternalDataChange as ExternalDataChangeModel
@@ -34,6 +36,7 @@ from resolvers.common.filters import FilterError
 from resolvers.common.pagination import PaginationError
 from resolvers.external_data import queries
 from resolvers.external_data.redaction import redact_headers, redact_json, redact_text
+from resolvers.sync.health import health_of, schedule_by_source
 from schema.context import Info
 from schema.entities import history
 from schema.fields import enum_column
@@ -51,8 +54,14 @@ from schema.pagination import (
     describe_list_inputs,
     paged,
 )
+from schema.permissions import requires
 from schema.relations import bad_input, page_args, root_list, to_many, to_one
 from schema.scalars import JSON
+
+if TYPE_CHECKING:
+    from schema.sync import SourceHealth
+
+SourceHealthType = Annotated["SourceHealth", strawberry.lazy("schema.sync")]
 
 __all__ = [
     "ApiIntegrationLog",
@@ -111,7 +120,7 @@ class ExternalOpportunitySource(EntityNode, TenantOwned, relay.Node):
     api_version: str
     authentication_type: str = strawberry.field(description="How the poller authenticates (api_key, oauth2).")
     rate_limit_per_hour: int
-    timeout_seconds: int
+    timeout_seconds: Decimal
     retry_attempts: int
     is_active: bool
     last_successful_call: datetime.datetime | None
@@ -128,6 +137,16 @@ class ExternalOpportunitySource(EntityNode, TenantOwned, relay.Node):
     @strawberry.field(description="The last call's error, with any credential in it masked.")
     def last_error_message(self) -> str | None:
         return redact_text(self._row.last_error_message)
+
+    @strawberry.field(
+        description="The source's health for its administrators: connection status, last error, the calls its "
+        "API key used and has left today, and when the next poll is due.",
+        extensions=[requires(Permission.SOURCE_ADMIN)],
+    )
+    async def health(self, info: Info) -> SourceHealthType | None:
+        state = await schedule_by_source(info.context.loaders).load(self.row_id)
+        cls = importlib.import_module("schema.sync").SourceHealth
+        return cls.of(health_of(self._row, state))  # type: ignore[no-any-return]
 
     opportunity_projects = to_many(
         PROJECT, _PROJECTS, "external_source_id", order=(("created_at", True),),
