@@ -17,12 +17,12 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from email.utils import format_datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from auth.outbound import OutboundPolicy, RefusalReason
 from models.db import set_tenant
@@ -60,6 +60,7 @@ from tests.sync.fake_samgov import (
     status,
 )
 
+M = TypeVar("M")
 START = datetime(2026, 12, 5, 12, 0, 0, tzinfo=UTC)
 QUERY = SearchQuery(window=SearchWindow(date(2026, 2, 1), date(2026, 2, 28)))
 SEARCH = "/opportunities/v2/search"
@@ -176,6 +177,13 @@ class Db:
         return await self.all(
             "SELECT * FROM api_integration_logs WHERE tenant_id = :t ORDER BY created_at, retry_attempt"
         )
+
+    async def orm(self, model: type[M], entity_id: uuid.UUID) -> M:
+        async with AsyncSession(self.engine) as session:
+            await set_tenant(session, self.tenant.id)
+            found = await session.get(model, entity_id)
+            assert found is not None
+            return found
 
     async def source(self, source_id: uuid.UUID) -> Any:
         (row,) = await self.all("SELECT * FROM external_opportunity_sources WHERE id = :s", s=source_id)
@@ -325,11 +333,15 @@ async def test_500_backs_off_by_the_multiplier_and_the_connector_reads_the_last_
     assert stats.average_response_time_ms is not None
 
 
-async def test_a_sub_second_timeout_is_logged_and_retried(
-    caller: SyncCaller, fake: FakeSamGov, db: Db, source: Any, base_url: str, waits: Waits
+async def test_a_sub_second_timeout_configured_on_the_source_is_logged_and_retried(
+    caller: SyncCaller, fake: FakeSamGov, db: Db, base_url: str, waits: Waits
 ) -> None:
+    source = await db.make("external_opportunity_sources", api_endpoint=base_url, timeout_seconds=Decimal("0.3"),
+                           retry_attempts=2)
+    configured = CallSettings.for_source(await db.orm(ExternalOpportunitySource, source.id))
+    assert (configured.timeout_seconds, configured.attempts) == (0.3, 3)
     fake.script.append(slow(2.0))
-    connector = samgov(caller, target(db, source), settings(timeout_seconds=0.3), SlotBudget(), base_url)
+    connector = samgov(caller, target(db, source), configured, SlotBudget(), base_url)
     page = await connector.search(QUERY)
     assert page.total_records == 2
     assert waits.values == [1.0]
