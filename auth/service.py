@@ -7,9 +7,11 @@ lockouts are decided by one source (and tests can move it).
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from sqlalchemy import Row, text
@@ -24,10 +26,16 @@ from auth.oidc import JwksCache
 from auth.outbound import OutboundPolicy
 from auth.passwords import PasswordHasher, PasswordPolicy
 from auth.policy import TenantSecurityPolicy, policy_from
-from auth.principal import Grants, Principal, PrincipalKind, grants_from, load_role_grants
-from auth.sessions import SessionRecord, TerminationReason, find_session, terminate_session, touch_session
+from auth.principal import Grants, Principal, PrincipalKind, grants_from
+from auth.sessions import (
+    ACTIVITY_WRITE_INTERVAL,
+    SessionRecord,
+    TerminationReason,
+    terminate_session,
+    touch_session,
+)
 from auth.tokens import API_KEY_PREFIX, digest
-from models.db import set_tenant
+from models.db import RequestConnection, set_tenant
 from models.enums import RiskLevel
 from models.side_effects import SideEffectWriter
 from models.tenancy import system_user_id
@@ -37,20 +45,16 @@ __all__ = ["AuthService", "Clock", "utcnow"]
 Clock = Callable[[], datetime]
 API_KEY_USE_RECORD_INTERVAL = timedelta(minutes=1)
 
-# The caller's account flags, the tenant's policy inputs and the unexpired grants, in one round trip.
-_CALLER_STATE = text(
-    """
-    SELECT u.id AS user_id, u.is_active, u.is_system, u.mfa_enabled, u.must_change_password,
-           t.name AS tenant_name, t.fedramp_compliant, t.max_users, t.is_active AS tenant_active,
-           (SELECT coalesce(jsonb_object_agg(c.config_key, c.config_value), '{}'::jsonb)
-              FROM tenant_configurations c
-             WHERE c.tenant_id = t.id AND c.config_key LIKE 'security.%' AND NOT c.is_encrypted) AS security,
-           (SELECT coalesce(jsonb_agg(jsonb_build_array(r.permissions, ur.opportunity_project_id)), '[]'::jsonb)
-              FROM user_roles ur JOIN roles r ON r.id = ur.role_id
-             WHERE ur.user_id = :u AND (ur.expires_at IS NULL OR ur.expires_at > now())) AS grants
-      FROM tenants t LEFT JOIN users u ON u.id = :u AND u.tenant_id = t.id
-     WHERE t.id = :t
-    """
+# The first statement of a request's read transaction (REPEATABLE READ, READ ONLY): the caller's
+# session or API key with everything the principal is built from (migration 0010), and the tenant
+# setting for the rest of the transaction, so the reads that follow share the lookup's snapshot.
+_REQUEST_SESSION = text(
+    "SELECT p.*, set_config('app.tenant_id', p.tenant_id::text, true) AS tenant_setting"
+    " FROM gwm_request_session(:h) AS p"
+)
+_REQUEST_API_KEY = text(
+    "SELECT p.*, set_config('app.tenant_id', p.tenant_id::text, true) AS tenant_setting"
+    " FROM gwm_request_api_key(:h) AS p"
 )
 
 
@@ -86,64 +90,103 @@ class AuthService:
 
     async def authenticate(self, credential: str, meta: RequestMeta) -> Principal:
         """The principal a bearer credential (session token, API key or OIDC JWT) stands for."""
-        if credential.startswith(API_KEY_PREFIX):
-            return await self._authenticate_api_key(credential, meta)
-        if credential.count(".") == 2:
+        principal, db = await self.authenticate_request(credential, meta)
+        if db is not None:
+            await db.close()
+        return principal
+
+    async def authenticate_request(
+        self, credential: str, meta: RequestMeta
+    ) -> tuple[Principal, RequestConnection | None]:
+        """The principal a bearer credential stands for, with the read transaction it was resolved in.
+
+        A session token or an API key is resolved by the first statement of a REPEATABLE READ READ
+        ONLY transaction (BEGIN, that statement), which also sets the tenant: the connection comes
+        back open for the request's reads, and the caller closes it. An OIDC JWT is verified as
+        before and comes without one. Writes the check needs run in transactions of their own: an
+        ended session's termination before refusing it, the once-a-minute activity records after
+        the read connection is closed.
+        """
+        if not credential.startswith(API_KEY_PREFIX) and credential.count(".") == 2:
             from auth.oidc_login import authenticate_oidc
 
-            return await authenticate_oidc(self, credential, meta)
-        return await self.authenticate_session(credential, meta)
+            return await authenticate_oidc(self, credential, meta), None
+        db = RequestConnection(self.engine, None, read_only=True)
+        try:
+            if credential.startswith(API_KEY_PREFIX):
+                principal = await self._api_key_principal(db, credential, meta)
+            else:
+                principal = await self._session_principal(db, credential, meta)
+        except BaseException:
+            await db.close()
+            raise
+        return principal, db
 
     async def authenticate_session(self, token: str, meta: RequestMeta) -> Principal:
+        """The principal a session token stands for (its read transaction closed)."""
+        db = RequestConnection(self.engine, None, read_only=True)
+        try:
+            return await self._session_principal(db, token, meta)
+        finally:
+            await db.close()
+
+    async def _session_principal(self, db: RequestConnection, token: str, meta: RequestMeta) -> Principal:
         now = self.now()
-        # One transaction: the pre-tenant lookup, then everything about the caller in its tenant.
-        async with self.engine.begin() as conn:
-            record = await find_session(conn, token)
-            if record is None or not record.is_active or record.terminated_at is not None:
-                raise Unauthenticated("INVALID_SESSION", "The session is not valid; sign in again.")
-            await set_tenant(conn, record.tenant_id)
-            # One statement for everything a request needs to know about its caller.
-            state = (await conn.execute(_CALLER_STATE, {"u": record.user_id, "t": record.tenant_id})).one()
-            user = state if state.user_id is not None else None
-            policy = policy_from(
-                record.tenant_id, state.tenant_name, state.fedramp_compliant, state.max_users,
-                state.tenant_active, state.security,
-            )
-            grants = grants_from([(permissions, project) for permissions, project in state.grants])
-            ended = self._session_end_reason(record, user, policy, grants, now)
-            if ended is not None:
-                await terminate_session(conn, record.session_id, ended, now)
-                # The session's end and its event commit together (docs/decisions.md W11).
-                await append_event(
-                    conn, self.writer.chain, tenant_id=record.tenant_id, event=AuthEvent.SESSION_EXPIRED,
-                    meta=meta, user_id=record.user_id, session_id=record.session_id, entity_type="user",
-                    entity_id=record.user_id, description=f"session ended: {ended.value}",
-                )
+        row = await db.open(_REQUEST_SESSION, {"h": digest(token)}, tenant_of=_live_session_tenant)
+        if row is None or _live_session_tenant(row) is None:
+            raise Unauthenticated("INVALID_SESSION", "The session is not valid; sign in again.")
+        record = SessionRecord(
+            session_id=row.session_id,
+            user_id=row.user_id,
+            tenant_id=row.tenant_id,
+            created_at=row.created_at,
+            last_activity_at=row.last_activity_at,
+            expires_at=row.expires_at,
+            is_active=row.is_active,
+            terminated_at=row.terminated_at,
+            mfa_verified=row.mfa_verified,
+        )
+        policy = policy_from(
+            record.tenant_id, row.tenant_name, row.fedramp_compliant, row.max_users, row.tenant_active, row.security
+        )
+        grants = grants_from([(permissions, project) for permissions, project in row.grants])
+        user_active = row.user_found and row.user_active and not row.user_is_system
+        ended = self._session_end_reason(record, user_active, policy, grants, now)
         if ended is not None:
+            await db.close()
+            async with self.engine.begin() as conn:
+                await set_tenant(conn, record.tenant_id)
+                if await terminate_session(conn, record.session_id, ended, now):
+                    # The session's end and its event commit together (docs/decisions.md W11).
+                    await append_event(
+                        conn, self.writer.chain, tenant_id=record.tenant_id, event=AuthEvent.SESSION_EXPIRED,
+                        meta=meta, user_id=record.user_id, session_id=record.session_id, entity_type="user",
+                        entity_id=record.user_id, description=f"session ended: {ended.value}",
+                    )
             raise Unauthenticated("SESSION_EXPIRED", "The session has expired; sign in again.")
-        assert user is not None
-        await touch_session(self.engine, record, now)
-        enrollment_required = policy.requires_mfa and not user.mfa_enabled
+        if now - record.last_activity_at >= ACTIVITY_WRITE_INTERVAL:
+            db.after_close(partial(touch_session, self.engine, record, now))
+        enrollment_required = policy.requires_mfa and not row.mfa_enabled
         return Principal(
             kind=PrincipalKind.SESSION,
             tenant_id=record.tenant_id,
             user_id=record.user_id,
             grants=grants,
             session_id=record.session_id,
-            mfa_satisfied=record.mfa_verified or not (user.mfa_enabled or enrollment_required),
+            mfa_satisfied=record.mfa_verified or not (row.mfa_enabled or enrollment_required),
             mfa_enrollment_required=enrollment_required and not record.mfa_verified,
-            password_change_required=user.must_change_password,
+            password_change_required=row.must_change_password,
         )
 
     @staticmethod
     def _session_end_reason(
         record: SessionRecord,
-        user: Row[Any] | None,
+        user_active: bool,
         policy: TenantSecurityPolicy,
         grants: Grants,
         now: datetime,
     ) -> TerminationReason | None:
-        if user is None or not user.is_active or user.is_system:
+        if not user_active:  # deactivated, deleted, or the tenant's system user
             return TerminationReason.USER_DEACTIVATED
         if not policy.tenant_active:
             return TerminationReason.TENANT_DEACTIVATED
@@ -153,11 +196,14 @@ class AuthService:
             return TerminationReason.IDLE_TIMEOUT
         return None
 
-    async def _authenticate_api_key(self, key: str, meta: RequestMeta) -> Principal:
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(text("SELECT * FROM gwm_api_key_by_hash(:h)"), {"h": digest(key)})).first()
-            await conn.rollback()
+    async def _api_key_principal(self, db: RequestConnection, key: str, meta: RequestMeta) -> Principal:
         now = self.now()
+
+        def usable(row: Row[Any]) -> uuid.UUID | None:
+            live = row.revoked_at is None and now < row.expires_at and row.tenant_active
+            return row.tenant_id if live else None
+
+        row = await db.open(_REQUEST_API_KEY, {"h": digest(key)}, tenant_of=usable)
         if row is None:
             raise Unauthenticated("INVALID_API_KEY", "The API key is not valid.")
         if row.revoked_at is not None or now >= row.expires_at:
@@ -174,28 +220,40 @@ class AuthService:
                 description="revoked" if row.revoked_at is not None else "expired",
             )
             raise Unauthenticated("INVALID_API_KEY", "The API key is not valid.")
+        if not row.tenant_active:
+            raise Unauthenticated("INVALID_API_KEY", "The API key is not valid.")
+        if row.last_used_at is None or row.last_used_at <= now - API_KEY_USE_RECORD_INTERVAL:
+            db.after_close(partial(self._record_api_key_use, row.tenant_id, row.api_key_id, now, meta))
+        return Principal(
+            kind=PrincipalKind.API_KEY,
+            tenant_id=row.tenant_id,
+            user_id=system_user_id(row.tenant_id),
+            grants=grants_from([(row.permissions, None)]),
+            api_key_id=row.api_key_id,
+        )
+
+    async def _record_api_key_use(
+        self, tenant_id: uuid.UUID, api_key_id: uuid.UUID, now: datetime, meta: RequestMeta
+    ) -> None:
+        """last_used_at, and its event, at most once a minute per key (like session activity)."""
         async with self.engine.begin() as conn:
-            await set_tenant(conn, row.tenant_id)
-            if not await conn.scalar(text("SELECT is_active FROM tenants WHERE id = :t"), {"t": row.tenant_id}):
-                raise Unauthenticated("INVALID_API_KEY", "The API key is not valid.")
-            grants = await load_role_grants(conn, row.role_id)
+            await set_tenant(conn, tenant_id)
             used = await conn.scalar(
                 text(
                     "UPDATE api_keys SET last_used_at = :now WHERE id = :k"
                     " AND (last_used_at IS NULL OR last_used_at <= :before) RETURNING id"
                 ),
-                {"k": row.api_key_id, "now": now, "before": now - API_KEY_USE_RECORD_INTERVAL},
+                {"k": api_key_id, "now": now, "before": now - API_KEY_USE_RECORD_INTERVAL},
             )
-            if used is not None:  # at most one audit row a minute per key, like session activity
+            if used is not None:
                 # last_used_at and its event commit together (docs/decisions.md W11).
                 await append_event(
-                    conn, self.writer.chain, tenant_id=row.tenant_id, event=AuthEvent.API_KEY_USED, meta=meta,
-                    session_id=f"api_key:{row.api_key_id}", entity_type="api_key", entity_id=row.api_key_id,
+                    conn, self.writer.chain, tenant_id=tenant_id, event=AuthEvent.API_KEY_USED, meta=meta,
+                    session_id=f"api_key:{api_key_id}", entity_type="api_key", entity_id=api_key_id,
                 )
-        return Principal(
-            kind=PrincipalKind.API_KEY,
-            tenant_id=row.tenant_id,
-            user_id=system_user_id(row.tenant_id),
-            grants=grants,
-            api_key_id=row.api_key_id,
-        )
+
+
+def _live_session_tenant(row: Row[Any]) -> uuid.UUID | None:
+    """The session's tenant while the session is open (not ended, not deactivated)."""
+    live = row.is_active and row.terminated_at is None
+    return row.tenant_id if live else None

@@ -2,8 +2,10 @@
 
 The token is shown once (login response, cookie) and only its SHA-256 is stored. A session is
 resolved before the tenant is known, through `gwm_session_by_token_hash()`; everything after that
-runs under the session's tenant. `last_activity_at` is written at most once a minute per session,
-in its own short transaction, so read-only requests stay read-only.
+runs under the session's tenant. A request resolves its session with `gwm_request_session()` as the
+first statement of its read transaction instead (auth/service.py). `last_activity_at` is written at
+most once a minute per session, in its own short transaction after that read transaction has ended,
+so read-only requests stay read-only.
 
 Sessions are not audited by the flush hook (docs/decisions.md W11): the functions here take the
 caller's connection, and a caller that ends or changes a session writes the event row in that same

@@ -7,11 +7,12 @@ a pooled connection never carries one tenant's setting into another tenant's req
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import text
+import asyncpg
+from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -97,9 +98,15 @@ class RequestConnection:
     every batch of one request sees the same snapshot, and a read cannot write by accident. The
     tenant is set once, when the connection is first used; nothing is opened for a request that
     never reads.
+
+    A request's own connection is opened differently (auth/service.py): `open()` begins the
+    transaction with the statement that resolves the caller and sets `app.tenant_id` itself, so the
+    principal lookup and the reads share one snapshot (BEGIN, that statement, the reads, ROLLBACK).
+    Actions given to `after_close` (the once-a-minute activity writes) run once the connection is
+    back in the pool, so a request never holds two connections.
     """
 
-    def __init__(self, engine: AsyncEngine, tenant_id: uuid.UUID, *, read_only: bool = True) -> None:
+    def __init__(self, engine: AsyncEngine, tenant_id: uuid.UUID | None, *, read_only: bool = True) -> None:
         import asyncio
 
         self._engine = engine
@@ -107,27 +114,73 @@ class RequestConnection:
         self._read_only = read_only
         self._lock = asyncio.Lock()
         self._conn: AsyncConnection | None = None
+        self._after_close: list[Callable[[], Awaitable[None]]] = []
         self.statements = 0
 
     @property
     def tenant_id(self) -> uuid.UUID:
+        if self._tenant_id is None:
+            raise RuntimeError("the request connection has no tenant yet")
         return self._tenant_id
+
+    @property
+    def is_open(self) -> bool:
+        """True while a transaction is open on a connection taken from the pool."""
+        return self._conn is not None
+
+    async def _begin(self) -> AsyncConnection:
+        conn = await self._engine.connect()
+        try:
+            options: dict[str, Any] = {"isolation_level": "REPEATABLE READ"}
+            if self._read_only:
+                options["postgresql_readonly"] = True
+            await conn.execution_options(**options)
+            await conn.begin()  # the driver sends BEGIN with the first statement
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
 
     async def _connection(self) -> AsyncConnection:
         if self._conn is None:
-            conn = await self._engine.connect()
+            tenant_id = self.tenant_id
+            conn = await self._begin()
             try:
-                options: dict[str, Any] = {"isolation_level": "REPEATABLE READ"}
-                if self._read_only:
-                    options["postgresql_readonly"] = True
-                await conn.execution_options(**options)
-                await conn.begin()
-                await set_tenant(conn, self._tenant_id)
+                await set_tenant(conn, tenant_id)
             except BaseException:
                 await conn.close()
                 raise
             self._conn = conn
         return self._conn
+
+    async def open(
+        self, statement: Any, params: Any, *, tenant_of: Callable[[Row[Any]], uuid.UUID | None]
+    ) -> Row[Any] | None:
+        """Begin the transaction with `statement`, which sets `app.tenant_id` itself; its first row.
+
+        `tenant_of(row)` names the tenant the statement set for the transaction; without a row, or
+        when it gives None, the transaction ends at once. Later reads run in that tenant without
+        setting it again.
+        """
+        async with self._lock:
+            if self._conn is not None:
+                raise RuntimeError("the request connection is already open")
+            conn = await self._begin()
+            try:
+                row = (await conn.execute(statement, params)).first()
+                tenant_id = None if row is None else tenant_of(row)
+            except BaseException:
+                await conn.close()
+                raise
+            if tenant_id is None:
+                await conn.close()
+            else:
+                self._tenant_id, self._conn = tenant_id, conn
+            return row
+
+    def after_close(self, action: Callable[[], Awaitable[None]]) -> None:
+        """Run `action` when the transaction has ended and the connection is back in the pool."""
+        self._after_close.append(action)
 
     async def execute(self, statement: Any, params: Any = None) -> Any:
         """Execute on the request's connection (buffered result), one statement at a time."""
@@ -136,16 +189,45 @@ class RequestConnection:
             self.statements += 1
             return await conn.execute(statement, params)
 
+    async def raw(self) -> asyncpg.Connection:
+        """The driver's connection inside the open transaction (opened if needed), counted as one statement.
+
+        Not locked: only for a caller that knows no loader batch runs meanwhile (`driver()` is).
+        """
+        async with self._lock:
+            conn = await self._connection()
+        self.statements += 1
+        return await _driver_connection(conn)
+
+    @asynccontextmanager
+    async def driver(self) -> AsyncIterator[asyncpg.Connection]:
+        """The driver's connection for one statement, holding the lock loader batches take turns with."""
+        async with self._lock:
+            conn = await self._connection()
+            self.statements += 1
+            yield await _driver_connection(conn)
+
     async def close(self, *, commit: bool = False) -> None:
-        """End the transaction (rolled back unless `commit`) and return the connection to the pool."""
+        """End the transaction (rolled back unless `commit`) and return the connection to the pool,
+        then run the `after_close` actions."""
         async with self._lock:
             conn, self._conn = self._conn, None
-            if conn is None:
-                return
-            try:
-                if commit:
-                    await conn.commit()
-                else:
-                    await conn.rollback()
-            finally:
-                await conn.close()
+            actions, self._after_close = self._after_close, []
+            if conn is not None:
+                try:
+                    if commit:
+                        await conn.commit()
+                    else:
+                        await conn.rollback()
+                finally:
+                    await conn.close()
+        for action in actions:
+            await action()
+
+
+async def _driver_connection(conn: AsyncConnection) -> asyncpg.Connection:
+    raw = await conn.get_raw_connection()
+    driver = raw.driver_connection
+    if not isinstance(driver, asyncpg.Connection):
+        raise TypeError(f"the engine's driver is not asyncpg: {type(driver).__name__}")
+    return driver

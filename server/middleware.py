@@ -16,6 +16,13 @@ X-Request-ID is kept: a client must not choose the id audit rows are correlated 
 route serves answers 404 before any authentication. Every refusal is JSON with a code, and an
 exception no route handled becomes a 500 with INTERNAL_SERVER_ERROR and the request id, logged
 with the id (a database error without its driver message, which quotes values).
+
+A session token or an API key is resolved by the first statement of the request's read
+transaction (auth/service.py `authenticate_request`). On `read_paths` (the GraphQL endpoint) that
+transaction stays open for the route in `scope["state"]["db"]` (a models.db.RequestConnection the
+GraphQL context adopts, so the caller's lookup and the reads share one snapshot: BEGIN, the lookup,
+the reads, ROLLBACK); on every other path it is closed before the route runs. Either way it is
+closed when the request ends.
 """
 
 from __future__ import annotations
@@ -64,6 +71,23 @@ def _bounded(receive: Receive) -> Receive:
     return wrapped
 
 
+async def _buffered(receive: Receive) -> Receive:
+    """Read the whole body now; the returned `receive` hands the same messages to the app."""
+    messages: list[Message] = []
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            break
+
+    async def replay() -> Message:
+        if messages:
+            return messages.pop(0)
+        return await receive()
+
+    return replay
+
+
 class AuthMiddleware:
     def __init__(
         self,
@@ -77,8 +101,10 @@ class AuthMiddleware:
         form_post_pattern: str | None = None,
         trusted_proxies: Iterable[str] = (),
         known_path: Callable[[Scope], bool] | None = None,
+        read_paths: Iterable[str] = ("/graphql",),
     ) -> None:
         self.app = app
+        self.read_paths = frozenset(read_paths)
         self.trusted_proxies = tuple(ipaddress.ip_network(p, strict=False) for p in trusted_proxies)
         self.known_path = known_path
         self.service = service
@@ -139,8 +165,16 @@ class AuthMiddleware:
                 return
             await _reject(send_with_id, 401, "UNAUTHENTICATED", "Authentication required.", bearer=True)
             return
+        if path in self.read_paths:
+            # The body is read before the read transaction begins: a slow sender must not hold a
+            # pooled connection while it trickles in.
+            try:
+                receive = await _buffered(receive)
+            except BodyTooLarge:
+                await _reject(send_with_id, 413, "TOO_LARGE", f"Request bodies are limited to {MAX_BODY_BYTES} bytes.")
+                return
         try:
-            principal = await self.service.authenticate(credential, meta)
+            principal, db = await self.service.authenticate_request(credential, meta)
         except Unauthenticated as exc:
             if public:  # a stale cookie must not stop anyone from signing in again
                 await _call(self.app, scope, receive, send_with_id)
@@ -148,16 +182,25 @@ class AuthMiddleware:
             await _reject(send_with_id, 401, exc.code, exc.message, bearer=True)
             return
         state["principal"] = principal
-        if not principal.mfa_satisfied and not public and path not in self.mfa_paths:
-            code = "MFA_ENROLLMENT_REQUIRED" if principal.mfa_enrollment_required else "MFA_REQUIRED"
-            await _reject(send_with_id, 401, "MFA_REQUIRED", _MFA_MESSAGES[code])
-            return
-        if principal.password_change_required and not public and path not in self.password_change_paths:
-            await _reject(
-                send_with_id, 403, "PASSWORD_CHANGE_REQUIRED", "Change your temporary password before continuing."
-            )
-            return
-        await _call(self.app, scope, receive, send_with_id)
+        try:
+            if not principal.mfa_satisfied and not public and path not in self.mfa_paths:
+                code = "MFA_ENROLLMENT_REQUIRED" if principal.mfa_enrollment_required else "MFA_REQUIRED"
+                await _reject(send_with_id, 401, "MFA_REQUIRED", _MFA_MESSAGES[code])
+                return
+            if principal.password_change_required and not public and path not in self.password_change_paths:
+                await _reject(
+                    send_with_id, 403, "PASSWORD_CHANGE_REQUIRED", "Change your temporary password before continuing."
+                )
+                return
+            if db is not None:
+                if path in self.read_paths:
+                    state["db"] = db  # the view's reads continue the lookup's transaction
+                else:
+                    await db.close()  # other routes open their own: never hold two connections
+            await _call(self.app, scope, receive, send_with_id)
+        finally:
+            if db is not None:
+                await db.close()  # idempotent: the view has usually closed it already
 
     def _trusted(self, address: str) -> bool:
         try:
