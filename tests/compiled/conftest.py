@@ -100,7 +100,7 @@ async def _project_subtree(
         project_name=f"Pursuit {n} O'Neil \"quoted\"", project_status=statuses[n % 4],
         pipeline_stage=stages[n % 4], priority_level=priorities[n % 4],
         solicitation_number=f"SOL-{n:03d}", agency_name=["Navy", "Army", None, "GSA"][n % 4],
-        assigned_capture_manager=refs["users"], strategic_value_score=[55, None, 12.5, 90][n % 4],
+        assigned_capture_manager=refs["users"] if n != 3 else None, strategic_value_score=[55, None, 12.5, 90][n % 4],
         **columns,
     )
     under = {**refs, "opportunity_projects": project.id}

@@ -80,6 +80,7 @@ class Generated:
     document: str
     variables: dict[str, Any]
     root_keys: tuple[str, ...]  # the response keys of the root fields, in order
+    root_names: tuple[str, ...]  # their field names
     cursor: CursorUse | None
 
 
@@ -186,11 +187,11 @@ class _Builder:
         return f"{stem}_{self.unique()}"
 
     def directive(self) -> str:
-        """Mostly nothing; sometimes @include/@skip that keeps the field (literal or variable)."""
+        """Mostly nothing; sometimes @include/@skip (mostly keeping the field; literal or variable)."""
         if not self.chance(12):
             return ""
         which = self.pick(["include", "skip"])
-        keep = which == "include"
+        keep = self.chance(75) == (which == "include")  # mostly kept; sometimes left out
         condition = self.variable("Boolean!", keep) if self.chance(50) else literal(keep)
         return f" @{which}(if: {condition})"
 
@@ -316,12 +317,16 @@ class _Builder:
         if guarded and self.chance(60):
             chosen.append(self.pick(guarded))
         if depth < MAX_DEPTH and relations:
-            chosen += self.some(relations, 0, 2 if depth == 0 else 1)
+            picked = self.some(relations, 0, 2 if depth == 0 else 1)
+            chosen += picked
+            if picked and self.chance(15):
+                chosen.append(picked[0])  # the same field again under another key, with other arguments
         if self.chance(20):
             chosen.append("__typename")
         chosen = self.draw(st.permutations(chosen))
         names = list(graphql_type.fields)
         pieces: list[str] = []
+        later: list[str] = []  # selected again after the others (merged with the first by key)
         for name in chosen:
             if name == "__typename":
                 if "__typename" in taken:
@@ -341,9 +346,26 @@ class _Builder:
             head += self.field_arguments(graphql_field, named)
             head += self.directive()
             if not is_leaf_type(named):
+                if not alias_all and self.chance(12):
+                    # One key twice, its selections merged: a part here, a part in a fragment after.
+                    merged: set[str] = set()
+                    here = self.selections(named, depth + 1, merged)
+                    there = self.selections(named, depth + 1, merged)
+                    pieces.append(f"{head} {{ {' '.join(here)} }}")
+                    later.append(f"{head} {{ {' '.join(there)} }}")
+                    continue
                 head += " " + self.selection_set(named, depth + 1)
+            elif not alias_all and self.chance(8):
+                later.append(head)  # a leaf asked for twice
             pieces.append(head)
-        return self.wrap_in_fragments(graphql_type, pieces)
+        out = self.wrap_in_fragments(graphql_type, pieces)
+        if later:
+            out.append("... { " + " ".join(later) + " }")
+        is_node = any(interface.name == "Node" for interface in graphql_type.interfaces)
+        if is_node and not alias_all and "id" not in taken and self.chance(10):
+            taken.add("id")
+            out.append("... on Node { id }")
+        return out
 
     def field_arguments(self, graphql_field: GraphQLField, named: GraphQLNamedType) -> str:
         if not _is_connection(named) or "first" not in graphql_field.args:
@@ -418,11 +440,15 @@ class _Builder:
         arg_text = f"({', '.join(args)})" if args else ""
         return f"{head}{arg_text} {{ {' '.join(inner)} }}", cursor_field
 
-    def node_root(self, key: str) -> str:
+    def node_root(self, name: str, key: str) -> str:
+        """`node(id:)`, or `nodes(ids:)` over a few ids (of this tenant, another one, or none)."""
         node_type = self.schema.type_map["Node"]
         assert isinstance(node_type, GraphQLInterfaceType)
+        head = name if key == name else f"{key}: {name}"
+        if name == "nodes":
+            ids = self.some(list(self.pools.node_ids), 1, 3)
+            return f"{head}(ids: {self.value_or_variable('[ID!]!', ids)}) {self.selection_set(node_type, 0)}"
         global_id = self.pick(self.pools.node_ids)
-        head = "node" if key == "node" else f"{key}: node"
         return f"{head}(id: {self.value_or_variable('ID!', global_id)}) {self.selection_set(node_type, 0)}"
 
     def side_root(self, name: str, key: str) -> str:
@@ -439,24 +465,32 @@ class _Builder:
         count = self.pick([1, 1, 1, 2])
         roots: list[str] = []
         keys: list[str] = []
+        names: list[str] = []
         cursor: CursorUse | None = None
         for _ in range(count):
             kind = self.pick(["list"] * 6 + ["node"] * 2 + ["side"])
-            name = (self.pick(lists) if kind == "list" else "node" if kind == "node" else self.pick(ROOT_SIDE_FIELDS))
+            name = (
+                self.pick(lists) if kind == "list"
+                else self.pick(["node", "node", "node", "nodes"]) if kind == "node"
+                else self.pick(ROOT_SIDE_FIELDS)
+            )
             key = name if name not in keys and self.chance(70) else self.alias(set(keys), [])
             keys.append(key)
+            names.append(name)
             if kind == "list":
                 text, cursor_field = self.root_list(name, query_type.fields[name], key, allow_cursor=cursor is None)
                 if cursor_field is not None:
                     cursor = CursorUse(variable="cursor", root_key=key, field=cursor_field)
             elif kind == "node":
-                text = self.node_root(key)
+                text = self.node_root(name, key)
             else:
                 text = self.side_root(name, key)
             roots.append(text)
         variables = f"({', '.join(self.var_defs)})" if self.var_defs else ""
         document = "\n".join([f"query Generated{variables} {{ {' '.join(roots)} }}", *self.fragments])
-        return Generated(document=document, variables=self.variables, root_keys=tuple(keys), cursor=cursor)
+        return Generated(
+            document=document, variables=self.variables, root_keys=tuple(keys), root_names=tuple(names), cursor=cursor
+        )
 
 @st.composite
 def operations(draw: Draw, schema: GraphQLSchema, pools: Pools, guarded: frozenset[str]) -> Generated:
