@@ -4,6 +4,8 @@
     gwm db upgrade [REV] | downgrade REV | status | reset --yes | revision -m MSG | check
     gwm db seed [--scale N [--tenants T] [--seed S]]
     gwm jobs run     the nightly account sweep (inactive accounts, expired role assignments, purges)
+    gwm sync [--concurrency N] [--once] [--lease-seconds S]   sync workers (gwm serve --with-sync: one in-process)
+    gwm sync budget --tenant T --source ID --daily N [--hourly N]   an API key's call budget
     gwm audit verify [--tenant SUBDOMAIN_OR_ID] | purge --tenant T --before TIME --yes
     gwm user unlock | grant-admin | resend-invitation --tenant T --email E   (a tenant locked out of itself)
     gwm tenant export --tenant T FILE | import FILE | purge --tenant T --export-sha256 H --yes
@@ -139,6 +141,8 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     os.environ["GWM_APP_DATABASE_URL"] = settings.app_database_url or ""
     os.environ["GWM_SECRET_KEYS"] = settings.secret_keys or ""
     os.environ["GWM_AUDIT_KEYS"] = settings.audit_keys or ""
+    if args.with_sync:
+        return _serve_with_sync(settings, args, host=host, port=port)
     uvicorn.run(
         "server.app:app_from_env",
         factory=True,
@@ -148,6 +152,62 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         log_level=settings.log_level,
         proxy_headers=False,
     )
+    return 0
+
+
+def _serve_with_sync(settings: Settings, args: argparse.Namespace, *, host: str, port: int) -> int:
+    """One process: the API and one sync worker in the same event loop; the worker stops (its job
+    under way finishing first) when the server does."""
+    import datetime
+
+    import uvicorn
+
+    from server.sync_commands import load_jobs, worker_in_process
+
+    jobs = load_jobs(args.jobs)
+    config = uvicorn.Config(
+        "server.app:app_from_env", factory=True, host=host, port=port, log_level=settings.log_level,
+        proxy_headers=False,
+    )
+
+    async def run() -> None:
+        async with worker_in_process(settings, jobs=jobs, lease=datetime.timedelta(seconds=args.lease_seconds)):
+            await uvicorn.Server(config).serve()
+
+    asyncio.run(run())
+    return 0
+
+
+def _cmd_sync(settings: Settings, args: argparse.Namespace) -> int:
+    import datetime
+
+    from server import sync_commands
+
+    settings = resolve_database(resolve_secrets(settings))
+    if args.sync_command == "budget":
+        if args.daily < 0 or (args.hourly is not None and args.hourly < 0):
+            print("gwm: --daily and --hourly are not negative", file=sys.stderr)
+            return 2
+        fingerprint, limits = asyncio.run(
+            sync_commands.set_budget(
+                settings, args.tenant, args.source, daily_limit=args.daily, hourly_limit=args.hourly
+            )
+        )
+        hourly = "no hourly limit" if limits.hourly_limit is None else f"{limits.hourly_limit} an hour"
+        print(f"key {fingerprint[:12]}...: {limits.daily_limit} calls a day, {hourly}")
+        return 0
+    if args.concurrency < 1 or args.lease_seconds < 3:
+        print("gwm: --concurrency is at least 1 and --lease-seconds at least 3", file=sys.stderr)
+        return 2
+    jobs = sync_commands.load_jobs(args.jobs)
+    ran = asyncio.run(
+        sync_commands.run_workers(
+            settings, jobs=jobs, concurrency=args.concurrency, once=args.once,
+            lease=datetime.timedelta(seconds=args.lease_seconds), idle_seconds=args.idle_seconds,
+        )
+    )
+    if args.once:
+        print(f"{ran} sync job(s) run")
     return 0
 
 
@@ -478,6 +538,23 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=None, help="port (default 8000 or GWM_PORT)")
     serve.add_argument("--workers", type=int, default=None, help="worker processes (default 1 or GWM_WORKERS)")
     serve.add_argument("--no-migrate", action="store_true", help="do not upgrade the schema first")
+    serve.add_argument("--with-sync", action="store_true", help="also run one sync worker in the server process")
+    serve.add_argument("--jobs", default="sync.jobs:JOBS", help=argparse.SUPPRESS)
+    serve.add_argument("--lease-seconds", type=int, default=600, help=argparse.SUPPRESS)
+
+    sync_cmd = sub.add_parser("sync", help="external data sync workers (claim due polls, run them, release)")
+    sync_cmd.add_argument("--concurrency", type=int, default=1, help="workers in this process (default 1)")
+    sync_cmd.add_argument("--once", action="store_true", help="run what is due now, then exit")
+    sync_cmd.add_argument("--lease-seconds", type=int, default=600,
+                          help="how long a claimed job is held before another worker may take it (default 600)")
+    sync_cmd.add_argument("--idle-seconds", type=float, default=5.0, help="wait when nothing is due (default 5)")
+    sync_cmd.add_argument("--jobs", default="sync.jobs:JOBS", help="the job table, module:attribute")
+    sync_sub = sync_cmd.add_subparsers(dest="sync_command", required=False)
+    budget = sync_sub.add_parser("budget", help="set the daily and hourly call limits of a source's API key")
+    budget.add_argument("--tenant", required=True, help="the tenant's subdomain or id")
+    budget.add_argument("--source", required=True, type=uuid.UUID, help="the source's id (its key is fingerprinted)")
+    budget.add_argument("--daily", required=True, type=int, help="calls a day (SAM.gov: 10 without a role, 1000 with)")
+    budget.add_argument("--hourly", type=int, default=None, help="calls an hour (default: no hourly limit)")
 
     db = sub.add_parser("db", help="schema and data")
     dbsub = db.add_subparsers(dest="db_command", required=True)
@@ -617,6 +694,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_user(settings, args)
         if args.command == "tenant":
             return _cmd_tenant(settings, args)
+        if args.command == "sync":
+            return _cmd_sync(settings, args)
     except SettingsError as exc:
         print(f"gwm: {exc}", file=sys.stderr)
         return 2
