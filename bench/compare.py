@@ -842,7 +842,8 @@ def main() -> int:
                         db.log_file, case.url, case.token, case.bodies, args.count_requests)
 
         if server_cpu is not None and db_cpu is not None:
-            os.sched_setaffinity(0, {db_cpu})
+            for thread in psutil.Process().threads():  # every thread of the load client, not only this one
+                os.sched_setaffinity(thread.id, {db_cpu})
             if db.postmaster is not None:
                 for process in [db.postmaster, *db.postmaster.children(recursive=True)]:
                     with suppress(psutil.Error):
