@@ -115,6 +115,8 @@ async def _project_subtree(
             conn, "documents", tenant, under, opportunity_project_id=project.id,
             name=f"Proposal volume {n}.{i}", category_id=refs["document_categories"] if i == 0 else None,
             document_type=["rfp", "amendment"][i],
+            file_size_bytes=[2**53 + 1, 0][i],  # past a double's exact integers
+            tags='["a", {"z": 1, "b": [true, null]}]' if i == 0 else "[]",
         )
         world.uuids.append(document.id)
         world.node_ids.append(("Document", global_id("Document", document.id)))
@@ -125,7 +127,8 @@ async def _project_subtree(
     for entity_type, entity_id in (("opportunity_project", project.id), ("capture_plan", plan.id)):
         activity = await make(
             conn, "activities", tenant, under, entity_type=entity_type, entity_id=entity_id,
-            activity_date=datetime(2026, 2, n + 1, 9, 30, 15, 123456, tzinfo=UTC),
+            # Microseconds with trailing zeros and none at all: both paths must spell them alike.
+            activity_date=datetime(2026, 2, n + 1, 9, 30, 15, [123456, 123450, 100000, 0][n % 4], tzinfo=UTC),
             subject=f"Call with agency {n} \\ back-slash",
         )
         world.node_ids.append(("Activity", global_id("Activity", activity.id)))
@@ -163,7 +166,9 @@ async def _build_world(owner_engine: AsyncEngine) -> World:
         contacts = []
         for i in range(4):
             contact = await make(conn, "contacts", tenant, organization_id=orgs[i % 4] if i < 3 else None,
-                                 last_name=f"Smith-{i}", email=f"c{i}@agency.example" if i % 2 == 0 else None)
+                                 last_name=f"Smith-{i}", email=f"c{i}@agency.example" if i % 2 == 0 else None,
+                                 first_name=["Zoë 𝄞", "Line\u2028Sep", "Tab\tand\x01ctl", ""][i],
+                                 title=["  padded  ", None, "It's \"x\" \\ y", "</script>"][i])
             contacts.append(contact.id)
             world.uuids.append(contact.id)
             world.node_ids.append(("Contact", global_id("Contact", contact.id)))

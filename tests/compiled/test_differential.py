@@ -207,3 +207,43 @@ async def test_generated_queries_answer_the_same_on_both_paths_and_mostly_compil
     # Most answers carry data: the generator asks what the schema serves, not only refusals.
     assert answered >= 0.8 * len(comparison.outcomes), answered
     assert share >= 0.5, f"only {compiled} of {len(generated)} generated queries ran compiled"
+
+
+EDGE_VALUES = """
+query EdgeValues {
+  contacts(orderBy: [{field: LAST_NAME}]) { nodes { firstName lastName title email tags isActive lastContactDate } }
+  documents(filter: {includeDeleted: true}) {
+    totalCount nodes { name fileSizeBytes tags customMetadata pageCount createdAt deletedAt category { name } }
+  }
+  activities(first: 20, orderBy: [{field: ACTIVITY_DATE, direction: DESC}]) {
+    nodes { subject activityDate dueDate completionPercentage entityType status priority tags }
+  }
+  opportunityProjects(filter: {includeArchived: true}, orderBy: [{field: CREATED_AT}]) {
+    nodes {
+      projectName winProbabilityScore strategicValueScore archivedAt assignedTeamMembers
+      captureManager { email } capturePlans { nodes { decisionDate winStrategy goNoGoDecision } }
+    }
+  }
+}
+"""
+
+
+async def test_edge_values_answer_the_same_on_both_paths(
+    clients: Clients, callers: dict[str, Caller], world: World, owner_engine: AsyncEngine
+) -> None:
+    """Values a JSON writer may spell differently: unicode, U+2028, control characters, integers past
+    2^53, decimals, timestamps whose microseconds end in zeros or are zero, JSON columns, nulls."""
+    comparison = Comparison()
+    for caller in _ordered(callers):
+        outcome = await run_both(clients, caller, EDGE_VALUES, {}, "EdgeValues")
+        comparison.outcomes.append(outcome)
+        if caller.name == "admin":
+            names = [c["firstName"] for c in outcome.off.data["contacts"]["nodes"]]
+            assert {"Zoë 𝄞", "Line\u2028Sep", "Tab\tand\x01ctl", ""} <= set(names), names
+            sizes = {d["fileSizeBytes"] for d in outcome.off.data["documents"]["nodes"]}
+            assert {str(2**53 + 1), 2**53 + 1} & sizes, sizes
+            _report(f"edge values compiled for the tenant admin: {sorted(compiled_keys(outcome.on))}")
+    differences = comparison.differences()
+    differences += await comparison.audit_differences(owner_engine, [world.tenant.id, world.other_tenant.id])
+    _report("\n\n".join(differences) or "edge values: no difference")
+    assert not differences, f"{len(differences)} differences:\n\n" + "\n\n".join(differences[:8])
