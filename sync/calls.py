@@ -266,6 +266,17 @@ def backoff_wait(settings: CallSettings, failed_attempt: int) -> float:
     return settings.base_delay_seconds * settings.backoff_multiplier ** (failed_attempt - 1)
 
 
+_SECRET_IN_TEXT: Final = re.compile(
+    r"((?:key(?!word)|token|secret|pass\w*|credential\w*|signature|sig|auth\w*|session\w*)=)[^&\s'\"()<>]+", re.I
+)
+
+
+def _scrub(message: str) -> str:
+    """An error text as it may be logged: any `name=value` of a secret-looking name redacted (an
+    exception may quote the URL it failed on)."""
+    return _SECRET_IN_TEXT.sub(lambda match: match.group(1) + REDACTED, message)
+
+
 def _declares_json(headers: httpx.Headers) -> bool:
     media = str(headers.get("content-type", "")).split(";", 1)[0].strip().lower()
     return media == "application/json" or media.endswith("+json")
@@ -374,7 +385,7 @@ class SyncCaller:
             if wait > settings.max_wait_seconds or (last and attempt.status == 429):
                 retry_at = self._clock() + timedelta(seconds=wait)
                 raise RetryLater(
-                    f"{attempt.error}; the source asks to wait {wait:g} s", retry_at=retry_at,
+                    f"{attempt.error}; to be tried again in {wait:g} s", retry_at=retry_at,
                     status_code=attempt.status, attempts=number,
                 )
             if last:
@@ -417,6 +428,8 @@ class SyncCaller:
             attempt.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             attempt.retry = True
         attempt.elapsed_ms = max(0, round((self._timer() - start) * 1000))
+        if attempt.error is not None:
+            attempt.error = _scrub(attempt.error)
         response = attempt.response
         if response is None:
             return attempt

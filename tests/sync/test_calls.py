@@ -30,6 +30,7 @@ from models.errors import NotFound
 from models.external_data import ExternalOpportunitySource, PollingConfiguration
 from sync.calls import (
     REDACTED,
+    Budget,
     BudgetExhausted,
     CallFailed,
     CallSettings,
@@ -37,6 +38,7 @@ from sync.calls import (
     CallTarget,
     RetryLater,
     SyncCaller,
+    _scrub,
     backoff_wait,
     call_statistics,
     redact_headers,
@@ -45,6 +47,7 @@ from sync.calls import (
 )
 from sync.connectors.base import ConnectorError, SearchQuery, SearchWindow
 from sync.connectors.samgov import SamGovConnector
+from sync.schedule import KeyBudget, budget_state, key_fingerprint, set_budget_limits
 from tests.support.clock import FakeClock
 from tests.support.db import TEST_AUDIT_CHAIN, TenantRef
 from tests.support.factories import make
@@ -208,7 +211,7 @@ def settings(**values: Any) -> CallSettings:
     return CallSettings(**{"timeout_seconds": 5.0, "retry_attempts": 3, **values})
 
 
-def samgov(caller: SyncCaller, call_target: CallTarget, call_settings: CallSettings, budget: SlotBudget,
+def samgov(caller: SyncCaller, call_target: CallTarget, call_settings: CallSettings, budget: Budget,
            base_url: str) -> SamGovConnector:
     return SamGovConnector(caller.http(call_target, call_settings, budget), api_key=API_KEY, base_url=base_url)
 
@@ -238,6 +241,9 @@ def test_credentials_never_reach_the_log_text() -> None:
         "&access_token=[redacted]&client_secret=[redacted]&keyword=boats"
     )
     assert redact_url("https://api.sam.gov/x") == "https://api.sam.gov/x"
+    assert _scrub("ConnectError for https://h/x?api_key=abc&limit=1 (token=t1)") == (
+        "ConnectError for https://h/x?api_key=[redacted]&limit=1 (token=[redacted])"
+    )
     assert redact_headers({"Authorization": "Bearer x", "X-Api-Key": "k", "Accept": "application/json"}) == {
         "authorization": REDACTED, "x-api-key": REDACTED, "accept": "application/json"
     }
@@ -534,3 +540,24 @@ async def test_a_refused_key_is_not_retried_and_no_data_found_is_a_successful_em
     assert (page.total_records, page.notices) == (0, ())
     assert [(r.http_status, r.success) for r in await db.logs()] == [(403, False), (404, True)]
     assert (await db.source(source.id)).connection_status == "healthy"
+
+
+async def test_the_key_budget_of_the_schedule_is_reserved_before_every_attempt(
+    caller: SyncCaller, app_engine: AsyncEngine, fake: FakeSamGov, db: Db, source: Any, base_url: str, waits: Waits
+) -> None:
+    fingerprint = key_fingerprint(b"fingerprint-key-for-tests", API_KEY)
+    async with db.engine.begin() as conn:
+        await set_tenant(conn, db.tenant.id)
+        await set_budget_limits(conn, db.tenant.id, fingerprint, daily_limit=2, hourly_limit=None)
+    budget = KeyBudget(app_engine, db.tenant.id, fingerprint)
+    fake.script += [status(500), status(500)]
+    with pytest.raises(BudgetExhausted) as raised:
+        await samgov(caller, target(db, source), settings(), budget, base_url).search(QUERY)
+    # two attempts used the day's two calls; the third was not sent and waits for the next day
+    assert raised.value.retry_at == datetime(2026, 12, 6, tzinfo=UTC) and raised.value.attempts == 2
+    assert len(fake.requests) == 2 and waits.values == [1.0, 2.0]
+    assert [r.http_status for r in await db.logs()] == [500, 500]
+    async with db.engine.connect() as conn:
+        await set_tenant(conn, db.tenant.id)
+        state = await budget_state(conn, db.tenant.id, fingerprint, START)
+    assert (state.used_today, state.left_today) == (2, 0)
