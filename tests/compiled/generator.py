@@ -176,7 +176,15 @@ class _Builder:
         return f"${name}"
 
     def value_or_variable(self, type_string: str, value: Any) -> str:
-        return self.variable(type_string, value) if self.chance(30) else literal(value)
+        """A literal, a variable given in `variables`, or now and then a variable left to its default."""
+        roll = self.draw(st.integers(0, 99))
+        if roll < 60:
+            return literal(value)
+        if roll < 90:
+            return self.variable(type_string, value)
+        name = f"v{self.unique()}"
+        self.var_defs.append(f"${name}: {type_string} = {literal(value)}")
+        return f"${name}"
 
     def alias(self, taken: set[str], other_names: Sequence[str]) -> str:
         """A fresh alias: a random name, or now and then the name of another field of the type."""
@@ -200,6 +208,8 @@ class _Builder:
     def input_value(self, graphql_type: GraphQLInputType) -> Any:
         nullable = not isinstance(graphql_type, GraphQLNonNull)
         inner = graphql_type.of_type if isinstance(graphql_type, GraphQLNonNull) else graphql_type
+        if nullable and self.chance(6):
+            return None
         if isinstance(inner, GraphQLList):
             return [self.input_value(inner.of_type) for _ in range(self.draw(st.integers(1, 3)))]
         if isinstance(inner, GraphQLEnumType):
