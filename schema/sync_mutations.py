@@ -12,6 +12,7 @@ the source's API key budget (BUDGET_EXHAUSTED when no call is left today).
 from __future__ import annotations
 
 import datetime
+import functools
 import uuid
 
 import strawberry
@@ -23,13 +24,16 @@ from auth.permissions import Permission
 from models.idempotency import idempotent
 from models.unit_of_work import UnitOfWork
 from resolvers.sync import saved_searches, sources
+from schema.context import GraphQLContext
 from schema.external_data import ExternalOpportunitySource
 from schema.mutation_kit import (
     IDEMPOTENCY_KEY,
     UPDATED_AT,
     Args,
     Deleted,
+    Done,
     Entity,
+    Extra,
     creates,
     mutation,
     ref_id,
@@ -40,6 +44,7 @@ from schema.mutation_kit import (
 from schema.opportunities import OpportunityProject
 from schema.sync import SavedSearch, SavedSearchCandidate
 from schema.writes import describe_like
+from sync.schedule import fingerprint_key
 
 __all__ = [
     "CandidateDismissInput",
@@ -158,9 +163,42 @@ async def _track(uow: UnitOfWork, args: Args[CandidateTrackInput]) -> uuid.UUID:
     )
 
 
+@functools.cache
+def _fingerprint_key(secret_keys: str) -> bytes:
+    return fingerprint_key(secret_keys)
+
+
+def _fingerprint_hmac_key(context: GraphQLContext) -> bytes:
+    """The HMAC key of API key fingerprints, derived from the server's secret keys as the sync workers do."""
+    secret_keys: str = context.request.app.state.settings.secret_keys
+    return _fingerprint_key(secret_keys)
+
+
 async def _poll_now(uow: UnitOfWork, args: Args[SourcePollNowInput]) -> uuid.UUID:
     assert args.id is not None
-    return await sources.poll_now(uow, args.id)
+    context = args.context
+    return await sources.poll_now(
+        uow, args.id, box=context.auth.secret_box, fingerprint_hmac_key=_fingerprint_hmac_key(context),
+        now=context.auth.now(),
+    )
+
+
+async def _test_connection(args: Args[SourceTestConnectionInput]) -> Done:
+    assert args.id is not None
+    context = args.context
+    outcome = await sources.test_connection(
+        context.auth, context.principal, context.meta, args.id, fingerprint_hmac_key=_fingerprint_hmac_key(context),
+        field="sourceTestConnection", permission=Permission.SOURCE_ADMIN.value,
+    )
+    return Done(
+        id=args.id,
+        extra={
+            "succeeded": outcome.succeeded,
+            "http_status": outcome.http_status,
+            "response_time_ms": outcome.response_time_ms,
+            "message": outcome.message,
+        },
+    )
 
 
 @strawberry.type
@@ -224,4 +262,21 @@ class SyncMutation:
         returns=Entity(ExternalOpportunitySource, "source, its next poll due now"),
         description="Make an active source's windowed search due now (the next sync worker takes it); "
         "BUDGET_EXHAUSTED when its API key has no call left today.",
+    )
+    source_test_connection = mutation(
+        "sourceTestConnection",
+        input=SourceTestConnectionInput,
+        input_description="The source.",
+        permission=Permission.SOURCE_ADMIN,
+        service=_test_connection,
+        returns=Entity(ExternalOpportunitySource, "source, its health as this call left it"),
+        extra={
+            "succeeded": Extra(bool | None, "Whether the source answered the test call with success."),
+            "http_status": Extra(int | None, "The HTTP status of the answer; null when none came."),
+            "response_time_ms": Extra(int | None, "How long the call took, in milliseconds."),
+            "message": Extra(str | None, "What went wrong (credentials masked); null on success."),
+        },
+        description="Call a source once (a small search, counted in its key's budget: BUDGET_EXHAUSTED when no "
+        "call is left today) and report whether and how fast it answered; the call is logged and updates the "
+        "source's health.",
     )

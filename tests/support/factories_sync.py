@@ -84,3 +84,18 @@ async def candidate_track(ctx: MatrixContext) -> Case:
 async def source_poll_now(ctx: MatrixContext) -> Case:
     source = await ctx.make("external_opportunity_sources")
     return Case({"input": ctx.target(source.id)}, entity_id=source.id, tables=("sync_schedules",))
+
+
+@matrix("sourceTestConnection", kind="action", table="external_opportunity_sources",
+        entity_type="source_connection_test", action="sync.source.connection_tested", permission="source:admin",
+        denied_role="Capture Manager", history=None)
+async def source_test_connection(ctx: MatrixContext) -> Case:
+    # A loopback address off the allow-list: the guard refuses it without connecting (the test fails,
+    # the mutation succeeds and reports it).
+    source = await ctx.make("external_opportunity_sources", api_endpoint="http://127.0.0.2:9/v2")
+
+    async def verify(stored: Any, payload: dict[str, Any]) -> None:
+        assert payload["succeeded"] is False and payload["message"]
+
+    return Case({"input": ctx.target(source.id)}, entity_id=source.id, verify=verify,
+                tables=("api_integration_logs", "sync_key_budgets"))
