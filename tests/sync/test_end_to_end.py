@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
+from starlette.responses import Response
 
 from auth.crypto import SecretBox
 from auth.outbound import OutboundPolicy
@@ -30,12 +31,12 @@ from sync.connectors.base import NormalisedNotice, SearchWindow
 from sync.connectors.samgov import normalise_record
 from sync.diff import follow_up_due
 from sync.jobs import JOBS, belongs_to_lineage, refresh_window
-from sync.schedule import fingerprint_key, key_fingerprint, set_budget_limits
-from sync.worker import SyncServices, Worker
+from sync.schedule import Job, JobKind, JobOutcome, OutcomeKind, fingerprint_key, key_fingerprint, set_budget_limits
+from sync.worker import JobContext, SyncServices, Worker
 from tests.support.clock import FakeClock
 from tests.support.db import TEST_AUDIT_CHAIN, TenantRef, create_tenant
 from tests.support.http import make_login_user
-from tests.sync.fake_samgov import API_KEY, FakeSamGov, notice, serve
+from tests.sync.fake_samgov import API_KEY, FakeSamGov, notice, serve, status
 from tests.sync.schedule_support import SECRET_KEYS, SyncDb, sync_db
 
 __all__ = ["sync_db"]  # the module's own database (fixture)
@@ -276,3 +277,165 @@ def test_refresh_window() -> None:
     assert refresh_window(date(2026, 5, 10), now) == SearchWindow(date(2026, 5, 9), date(2026, 6, 1))
     assert refresh_window(None, now) == SearchWindow(date(2025, 6, 2), date(2026, 6, 1))
     assert refresh_window(date(2024, 1, 1), now) == SearchWindow(date(2025, 6, 2), date(2026, 6, 1))
+
+
+# --- the jobs' error paths, each job run directly for a tenant of its own ----------------------------
+
+
+@dataclass
+class Lone:
+    """A tenant with a SAM.gov source on the fake and one tracked project, for one job at a time."""
+
+    db: SyncDb
+    fake: FakeSamGov
+    tenant: TenantRef
+    source_id: uuid.UUID
+    project_id: uuid.UUID
+    polling_id: uuid.UUID
+    services: SyncServices
+    fingerprint: str
+
+    async def rows(self, sql: str, **params: Any) -> list[Any]:
+        async with self.db.owner.connect() as conn:
+            await set_tenant(conn, self.tenant.id)
+            found = list((await conn.execute(text(sql), {"t": self.tenant.id, **params})).all())
+            await conn.rollback()
+        return found
+
+    async def execute(self, sql: str, **params: Any) -> None:
+        async with self.db.owner.begin() as conn:
+            await set_tenant(conn, self.tenant.id)
+            await conn.execute(text(sql), {"t": self.tenant.id, **params})
+
+    async def run(self, kind: JobKind, now: datetime) -> JobOutcome:
+        clock = FakeClock(now)
+        worker = Worker(self.services, JOBS, clock=clock)
+        refresh = kind is JobKind.PROJECT_REFRESH
+        job = Job(kind=kind, job_id=self.polling_id if refresh else uuid.uuid4(), tenant_id=self.tenant.id,
+                  external_source_id=self.source_id, saved_search_id=None,
+                  opportunity_project_id=self.project_id if refresh else None,
+                  claimed_until=now + timedelta(minutes=10), worker=worker.name)
+        ctx = JobContext(job=job, services=self.services, clock=clock, started_at=now, _worker=worker)
+        return await JOBS[kind](ctx)
+
+
+@pytest.fixture
+async def lone(sync_db: SyncDb, live: tuple[FakeSamGov, str]) -> AsyncIterator[Lone]:
+    fake, base_url = live
+    fake.notices, fake.script, fake.before_page, fake.answer = [], [], None, None
+    tenant = await create_tenant(sync_db.owner)
+    box = SecretBox.from_setting(SECRET_KEYS)
+    fingerprint_hmac = fingerprint_key(SECRET_KEYS)
+    async with sync_db.owner.begin() as conn:
+        await set_tenant(conn, tenant.id)
+        source_id = await conn.scalar(
+            text(
+                "INSERT INTO external_opportunity_sources (tenant_id, source_name, api_endpoint, api_version,"
+                " authentication_type, api_credentials_encrypted, retry_attempts, created_by)"
+                " VALUES (:t, 'SAM.gov', :url, 'v2', 'api_key', '{}', 0, :u) RETURNING id"
+            ),
+            {"t": tenant.id, "url": base_url, "u": tenant.system_user_id},
+        )
+        assert isinstance(source_id, uuid.UUID)
+        sealed = seal_credentials(box, tenant.id, source_id, {"api_key": API_KEY})
+        await conn.execute(
+            text("UPDATE external_opportunity_sources SET api_credentials_encrypted = CAST(:c AS jsonb) WHERE id = :s"),
+            {"c": json.dumps(sealed), "s": source_id},
+        )
+        project_id = await conn.scalar(
+            text(
+                "INSERT INTO opportunity_projects (tenant_id, project_name, external_source_id,"
+                " external_opportunity_id, sync_status, created_by)"
+                " VALUES (:t, 'Lone pursuit', :s, :k, 'pending', :u) RETURNING id"
+            ),
+            {"t": tenant.id, "s": source_id, "k": SOLNUM, "u": tenant.system_user_id},
+        )
+        polling_id = await conn.scalar(
+            text(
+                "INSERT INTO polling_configurations (tenant_id, opportunity_project_id, external_source_id,"
+                " max_retries, next_poll_timestamp, created_by)"
+                " VALUES (:t, :p, :s, 0, NULL, :u) RETURNING id"
+            ),
+            {"t": tenant.id, "p": project_id, "s": source_id, "u": tenant.system_user_id},
+        )
+        fingerprint = key_fingerprint(fingerprint_hmac, API_KEY)
+        await set_budget_limits(conn, tenant.id, fingerprint, daily_limit=100, hourly_limit=None)
+    assert isinstance(project_id, uuid.UUID) and isinstance(polling_id, uuid.UUID)
+    port = base_url.rsplit(":", 1)[1]
+    services = SyncServices(engine=sync_db.app, chain=TEST_AUDIT_CHAIN, secret_box=box,
+                            fingerprint_key=fingerprint_hmac, outbound=OutboundPolicy.from_setting(f"127.0.0.1:{port}"))
+    yield Lone(sync_db, fake, tenant, source_id, project_id, polling_id, services, fingerprint)
+    fake.notices, fake.script, fake.before_page, fake.answer = [], [], None, None
+
+
+async def test_a_refresh_that_fails_marks_the_project_until_the_next_success(lone: Lone) -> None:
+    lone.fake.script = [status(500, message="SAM.gov is down")]
+    outcome = await lone.run(JobKind.PROJECT_REFRESH, DAY_1)
+    assert outcome.kind is OutcomeKind.FAILED and "500" in (outcome.error or "")
+    (project,) = await lone.rows("SELECT * FROM opportunity_projects WHERE id = :p", p=lone.project_id)
+    assert project.sync_status == "error" and "SAM.gov is down" in project.sync_error_message
+    lone.fake.notices = [revision("http://127.0.0.1:1", ORIGINAL, "2026-02-02")]
+    assert (await lone.run(JobKind.PROJECT_REFRESH, DAY_1 + timedelta(hours=1))).kind is OutcomeKind.DONE
+    (project,) = await lone.rows("SELECT * FROM opportunity_projects WHERE id = :p", p=lone.project_id)
+    assert (project.sync_status, project.sync_error_message) == ("synced", None)
+
+
+async def test_without_budget_a_job_is_deferred_and_sends_nothing(lone: Lone) -> None:
+    async with lone.db.owner.begin() as conn:
+        await set_tenant(conn, lone.tenant.id)
+        await set_budget_limits(conn, lone.tenant.id, lone.fingerprint, daily_limit=0, hourly_limit=None)
+    sent = len(lone.fake.requests)
+    for kind in (JobKind.SOURCE_SEARCH, JobKind.PROJECT_REFRESH):
+        outcome = await lone.run(kind, DAY_1)
+        assert outcome.kind is OutcomeKind.DEFERRED and outcome.retry_at == datetime(2026, 2, 3, tzinfo=UTC)
+        assert outcome.key_fingerprint == lone.fingerprint
+    assert len(lone.fake.requests) == sent
+    (project,) = await lone.rows("SELECT sync_status FROM opportunity_projects WHERE id = :p", p=lone.project_id)
+    assert project.sync_status == "pending"  # not an error of the source
+
+
+async def test_a_tracked_notice_no_longer_returned_is_removed_once(lone: Lone) -> None:
+    lone.fake.notices = [revision("http://127.0.0.1:1", ORIGINAL, "2026-02-02")]
+    assert (await lone.run(JobKind.PROJECT_REFRESH, DAY_1)).kind is OutcomeKind.DONE
+    lone.fake.notices = []
+    for hours in (1, 2):
+        assert (await lone.run(JobKind.PROJECT_REFRESH, DAY_1 + timedelta(hours=hours))).kind is OutcomeKind.DONE
+    changes = await lone.rows(
+        "SELECT change_type, impact_level FROM external_data_changes WHERE opportunity_project_id = :p"
+        " ORDER BY change_timestamp", p=lone.project_id,
+    )
+    assert [(c.change_type, c.impact_level) for c in changes] == [("created", "informational"), ("removed", "critical")]
+    assert len(await lone.rows("SELECT id FROM activities WHERE entity_id = :p", p=lone.project_id)) == 1
+
+
+async def test_a_search_cut_short_fails_so_its_window_is_searched_again(lone: Lone) -> None:
+    lone.fake.notices = [notice(n, postedDate="2026-02-01") for n in range(1, 1201)]
+
+    def vanish(server: FakeSamGov, offset: int) -> None:
+        if offset == 0:  # from the second page on, empty pages although 1,200 were announced
+            server.answer = lambda request: Response(
+                b'{"totalRecords": 1200, "opportunitiesData": []}', media_type="application/json"
+            )
+
+    lone.fake.before_page = vanish
+    outcome = await lone.run(JobKind.SOURCE_SEARCH, DAY_1)
+    assert outcome.kind is OutcomeKind.FAILED and "before its last page" in (outcome.error or "")
+
+
+async def test_a_source_without_an_api_key_is_not_searched(lone: Lone) -> None:
+    await lone.execute("UPDATE external_opportunity_sources SET api_credentials_encrypted = '{}' WHERE id = :s",
+                       s=lone.source_id)
+    sent = len(lone.fake.requests)
+    outcome = await lone.run(JobKind.SOURCE_SEARCH, DAY_1)
+    assert outcome.kind is OutcomeKind.FAILED and "no api_key" in (outcome.error or "")
+    assert len(lone.fake.requests) == sent
+
+
+async def test_an_archived_project_or_an_inactive_source_is_left_alone(lone: Lone) -> None:
+    sent = len(lone.fake.requests)
+    await lone.execute("UPDATE opportunity_projects SET archived_at = now(), archived_by = :u WHERE id = :p",
+                       u=lone.tenant.system_user_id, p=lone.project_id)
+    assert (await lone.run(JobKind.PROJECT_REFRESH, DAY_1)).kind is OutcomeKind.DONE
+    await lone.execute("UPDATE external_opportunity_sources SET is_active = false WHERE id = :s", s=lone.source_id)
+    assert (await lone.run(JobKind.SOURCE_SEARCH, DAY_1)).kind is OutcomeKind.DONE
+    assert len(lone.fake.requests) == sent
