@@ -1,11 +1,12 @@
 """Two apps over one database, the compiled read path on in one and off in the other, and a world to read.
 
 The world is committed data of two tenants. In tenant A: four opportunity projects (one archived)
-with contacts, organizations (a three-level tree), documents, capture plans, proposals, activities,
-external data, overrides and history under them; the callers are a tenant admin, a Capture Manager
-holding the role on two of the four projects only, a Viewer (no score or strategy permissions) and,
-in tenant B (a project of its own), a tenant admin. Both apps share one secret key, so a session
-token signed in on one is valid on the other.
+with contacts, organizations (a three-level tree), documents (one deleted), capture plans,
+proposals, activities, external data, overrides and history under them; the callers are a tenant
+admin, a Capture Manager holding the role on two of the four projects only (and on a third until
+yesterday: expired), a Viewer (no score or strategy permissions) and, in tenant B (a project of
+its own), a tenant admin. Both apps share one secret key, so a session token signed in on one is
+valid on the other.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import secrets
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -120,6 +121,9 @@ async def _project_subtree(
         )
         world.uuids.append(document.id)
         world.node_ids.append(("Document", global_id("Document", document.id)))
+    if n == 0:  # a deleted document: left out unless includeDeleted
+        await make(conn, "documents", tenant, under, opportunity_project_id=project.id, name="Withdrawn volume",
+                   is_deleted=True, deleted_at=datetime(2026, 5, 1, tzinfo=UTC))
     plan = await make(conn, "capture_plans", tenant, under, win_strategy=f"Win by price {n}",
                       decision_date=date(2026, 3, n + 1), plan_name=f"Plan {n}")
     world.node_ids.append(("CapturePlan", global_id("CapturePlan", plan.id)))
@@ -168,7 +172,7 @@ async def _build_world(owner_engine: AsyncEngine) -> World:
             contact = await make(conn, "contacts", tenant, organization_id=orgs[i % 4] if i < 3 else None,
                                  last_name=f"Smith-{i}", email=f"c{i}@agency.example" if i % 2 == 0 else None,
                                  first_name=["Zoë 𝄞", "Line\u2028Sep", "Tab\tand\x01ctl", ""][i],
-                                 title=["  padded  ", None, "It's \"x\" \\ y", "</script>"][i])
+                                 title=["  padded  ", None, "It's \"x\" \\ y", "</script>"][i], is_active=i != 3)
             contacts.append(contact.id)
             world.uuids.append(contact.id)
             world.node_ids.append(("Contact", global_id("Contact", contact.id)))
@@ -199,16 +203,21 @@ async def world(owner_engine: AsyncEngine) -> World:
 
 
 async def _scoped_manager(owner_engine: AsyncEngine, world: World) -> LoginUser:
+    """Capture Manager on the first two projects, and on the fourth until yesterday (expired)."""
     user = await make_login_user(owner_engine, world.tenant, roles=[])
+    expired = datetime.now(UTC) - timedelta(days=1)
+    grants = [(p, None) for p in world.scoped_projects] + [(world.projects[3], expired)]
     async with owner_engine.begin() as conn:
         await set_tenant(conn, world.tenant.id)
-        for project in world.scoped_projects:
+        for project, expires_at in grants:
             await conn.execute(
                 text(
-                    "INSERT INTO user_roles (tenant_id, user_id, role_id, opportunity_project_id, assigned_by)"
-                    " SELECT :t, :u, id, :p, :by FROM roles WHERE tenant_id = :t AND name = 'Capture Manager'"
+                    "INSERT INTO user_roles"
+                    " (tenant_id, user_id, role_id, opportunity_project_id, assigned_by, expires_at)"
+                    " SELECT :t, :u, id, :p, :by, :e FROM roles WHERE tenant_id = :t AND name = 'Capture Manager'"
                 ),
-                {"t": world.tenant.id, "u": user.id, "p": project, "by": world.tenant.system_user_id},
+                {"t": world.tenant.id, "u": user.id, "p": project, "by": world.tenant.system_user_id,
+                 "e": expires_at},
             )
     return user
 
