@@ -13,21 +13,28 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.applications import Starlette
 
 from auth.audited import system_unit
+from auth.outbound import OutboundPolicy
 from models.db import set_tenant
 from resolvers.common.validation import ValidationFailed, validate
+from resolvers.external_data.mutations import seal_credentials
 from sync.connectors.base import SearchQuery, SearchResult
 from sync.connectors.samgov import SamGovConnector
+from sync.jobs import JOBS
 from sync.saved_searches import RunOutcome, run_saved_search
+from sync.schedule import Job, JobKind, fingerprint_key, key_fingerprint, set_budget_limits
+from sync.worker import JobContext, SyncServices, Worker
 from tests.support.audit_trail import expect_audit
+from tests.support.clock import FakeClock
 from tests.support.db import TEST_AUDIT_CHAIN, TenantRef
 from tests.support.factories import make
 from tests.support.graphql import audit_rows, gql, sign_in
@@ -416,3 +423,44 @@ async def test_only_an_active_source_can_be_searched(world: World) -> None:
                 await validate(uow, "saved_searches", {"external_source_id": source_id})
             expect_refusal(refused, rule, field="external_source_id", code="VALIDATION")
         await validate(uow, "saved_searches", {"external_source_id": world.source_id})
+
+
+# -- through the sync job ----------------------------------------------------------------------------
+
+
+async def test_the_sync_job_runs_a_saved_search_through_budgeted_guarded_calls(
+    world: World, read_app: Starlette
+) -> None:
+    """The worker's saved-search job (sync/jobs.py) runs the search on the source's key: each page a
+    budget slot, a guarded call and a call log row; the candidates are the same as above."""
+    auth = read_app.state.auth
+    sealed = seal_credentials(auth.secret_box, world.tenant.id, world.source_id, {"api_key": API_KEY})
+    await world.execute("UPDATE external_opportunity_sources SET api_credentials_encrypted = CAST(:c AS jsonb)"
+                        " WHERE id = :s", c=json.dumps(sealed), s=world.source_id)
+    search_id = uuid.UUID((await world.create_search())["savedSearch"]["rowId"])
+    hmac_key = fingerprint_key(read_app.state.settings.secret_keys)
+    fingerprint = key_fingerprint(hmac_key, API_KEY)
+    async with world.owner.begin() as conn:
+        await set_tenant(conn, world.tenant.id)
+        await set_budget_limits(conn, world.tenant.id, fingerprint, daily_limit=50, hourly_limit=None)
+    services = SyncServices(engine=world.app, chain=TEST_AUDIT_CHAIN, secret_box=auth.secret_box,
+                            fingerprint_key=hmac_key,
+                            outbound=OutboundPolicy.from_setting(world.base_url.removeprefix("http://")))
+    clock = FakeClock(NOW)
+    worker = Worker(services, JOBS, clock=clock)
+    job = Job(kind=JobKind.SAVED_SEARCH, job_id=uuid.uuid4(), tenant_id=world.tenant.id,
+              external_source_id=world.source_id, saved_search_id=search_id, opportunity_project_id=None,
+              claimed_until=NOW + timedelta(minutes=10), worker=worker.name)
+    calls = len(world.fake.requests)
+    outcome = await JOBS[JobKind.SAVED_SEARCH](
+        JobContext(job=job, services=services, clock=clock, started_at=NOW, _worker=worker))
+    assert outcome.kind.value == "done", outcome
+    sent = len(world.fake.requests) - calls
+    assert sent >= 1
+    found = await world.candidates(search_id)
+    assert sorted(found) == ["SOL-00001", "SOL-00002", "SOL-00003"]
+    logs = await world.rows("SELECT endpoint_called FROM api_integration_logs WHERE external_source_id = :s",
+                            s=world.source_id)
+    assert len(logs) == sent and all(API_KEY not in log.endpoint_called for log in logs)
+    (budget,) = await world.rows("SELECT day_count FROM sync_key_budgets WHERE key_fingerprint = :f", f=fingerprint)
+    assert budget.day_count == sent
