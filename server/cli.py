@@ -129,6 +129,10 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     host = bind_host(settings, args.host)
     port = args.port if args.port is not None else settings.port
     workers = args.workers if args.workers is not None else settings.workers
+    if args.with_sync and workers > 1:
+        print("gwm: --with-sync runs one worker in a single server process; use `gwm sync` beside "
+              "several server processes", file=sys.stderr)
+        return 2
 
     embedded = settings.embedded
     settings = resolve_database(resolve_secrets(settings))

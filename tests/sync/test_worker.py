@@ -94,10 +94,7 @@ async def test_two_gwm_sync_processes_never_run_one_job_at_once_and_stay_within_
         await set_budget_limits(conn, t.id, fingerprint, daily_limit=limit, hourly_limit=None)
 
     command = [*GWM, "sync", "--once", "--lease-seconds", "30", "--jobs", "tests.sync.worker_jobs:JOBS"]
-    procs = [
-        _start(command, _env(sync_db, tmp_path))
-        for _ in range(2)
-    ]
+    procs = [_start(command, _env(sync_db, tmp_path)) for _ in range(2)]
     outputs = []
     for proc in procs:
         out, _ = await asyncio.to_thread(proc.communicate, timeout=180)
@@ -301,3 +298,25 @@ async def test_serve_with_sync_runs_a_worker_beside_the_api(sync_db: SyncDb, tmp
             text("SELECT count(*) FROM polling_configurations WHERE id = :i AND claimed_by IS NOT NULL"), {"i": config}
         )
     assert leased == 1
+
+
+async def test_serve_with_sync_refuses_several_server_processes(sync_db: SyncDb, tmp_path: Path) -> None:
+    command = [*GWM, "serve", "--with-sync", "--workers", "2", "--no-migrate"]
+    result = await asyncio.to_thread(
+        subprocess.run, command, env=_env(sync_db, tmp_path), cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2 and "--with-sync runs one worker" in result.stderr
+
+
+async def test_gwm_sync_refuses_a_job_table_it_cannot_load(sync_db: SyncDb, tmp_path: Path) -> None:
+    for spec, message in (("nowhere", "module:attribute"), ("tests.sync.nothing:JOBS", "cannot load")):
+        result = await asyncio.to_thread(
+            subprocess.run,
+            [*GWM, "sync", "--once", "--jobs", spec],
+            env=_env(sync_db, tmp_path),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 2 and message in result.stderr, result.stderr
