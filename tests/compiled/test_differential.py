@@ -19,18 +19,22 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import hypothesis_graphql
 from graphql import (
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
     InlineFragmentNode,
+    IntValueNode,
     OperationDefinitionNode,
     OperationType,
     SelectionSetNode,
+    StringValueNode,
     parse,
     validate,
 )
 from hypothesis import HealthCheck, Phase, given, seed, settings
+from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import schema.schema as schema_module
@@ -41,7 +45,7 @@ from tests.compiled.generator import Generated, Pools, guarded_fields, operation
 SCHEMA = schema_module.schema._schema
 OPERATIONS = Path(__file__).resolve().parents[2] / "graphql" / "operations"
 SEED = 20261205
-GENERATED = 60
+GENERATED = 52
 CALLER_ORDER = ("admin", "scoped_manager", "viewer", "other_tenant_admin")
 
 
@@ -246,4 +250,62 @@ async def test_edge_values_answer_the_same_on_both_paths(
     differences = comparison.differences()
     differences += await comparison.audit_differences(owner_engine, [world.tenant.id, world.other_tenant.id])
     _report("\n\n".join(differences) or "edge values: no difference")
+    assert not differences, f"{len(differences)} differences:\n\n" + "\n\n".join(differences[:8])
+
+
+FUZZED = 12  # hypothesis-graphql documents: arguments of every kind, mostly out of range
+
+
+def fuzzed_arguments(world: World, count: int = FUZZED) -> list[str]:
+    """hypothesis-graphql's documents over the compiled root fields: any argument values (negative
+    pages, cursors that are not, filters with every operator), small selections."""
+    roots = [
+        "opportunityProjects", "organizations", "contacts", "documents", "activities", "capturePlans", "node",
+    ]
+
+    def strings(values: list[str]) -> st.SearchStrategy[StringValueNode]:
+        return st.sampled_from(values).map(lambda v: StringValueNode(value=v))
+
+    scalars: dict[str, st.SearchStrategy[Any]] = {
+        "UUID": strings([str(u) for u in world.uuids]),
+        "ID": strings([gid for _, gid in world.node_ids]),
+        "DateTime": strings(["2026-01-01T00:00:00Z", "2026-02-02T09:30:15.12345+00:00"]),
+        "Date": strings(["2026-03-02"]),
+        "Decimal": strings(["10", "75.5"]),
+        "BigInt": st.integers(0, 2**40).map(lambda i: IntValueNode(value=str(i))),
+        "JSON": strings(["x"]),
+    }
+    found: list[str] = []
+
+    @settings(max_examples=count, deadline=None, database=None, phases=[Phase.generate],
+              suppress_health_check=list(HealthCheck))
+    @seed(SEED)
+    @given(document=hypothesis_graphql.queries(SCHEMA, fields=roots, custom_scalars=scalars, allow_x00=False))
+    def collect(document: str) -> None:
+        found.append(document)
+
+    collect()
+    return found
+
+
+async def test_fuzzed_arguments_answer_the_same_on_both_paths(
+    clients: Clients, callers: dict[str, Caller], world: World, owner_engine: AsyncEngine
+) -> None:
+    documents = fuzzed_arguments(world)
+    assert len(documents) >= FUZZED * 0.8
+    comparison = Comparison()
+    compiled = clean = 0
+    for index, document in enumerate(documents):
+        for caller in _ordered(callers):
+            outcome = await run_both(clients, caller, document, {}, f"hypothesis-graphql #{index}")
+            comparison.outcomes.append(outcome)
+            if caller.name == "admin" and not outcome.off.errors:
+                clean += 1
+                compiled += set(root_keys(document)) <= compiled_keys(outcome.on)
+    refused = sum(1 for o in comparison.outcomes if o.off.errors)
+    _report(f"hypothesis-graphql documents: {len(documents)}; the admin's answered without errors: {clean}, "
+            f"of them compiled: {compiled}; requests with errors: {refused} of {len(comparison.outcomes)}")
+    differences = comparison.differences()
+    differences += await comparison.audit_differences(owner_engine, [world.tenant.id, world.other_tenant.id])
+    _report("\n\n".join(differences) or "hypothesis-graphql documents: no difference")
     assert not differences, f"{len(differences)} differences:\n\n" + "\n\n".join(differences[:8])
