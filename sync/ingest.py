@@ -171,8 +171,6 @@ class _Known:
     version_hash: str | None
     sync_status: str
     notice_ids: frozenset[str]
-    current_notice_id: str | None
-    current_description: str | None
 
 
 async def _known(conn: AsyncConnection, project_id: uuid.UUID) -> _Known | None:
@@ -185,25 +183,19 @@ async def _known(conn: AsyncConnection, project_id: uuid.UUID) -> _Known | None:
     ).one_or_none()
     if project is None:
         return None
-    versions = (
-        await conn.execute(
-            select(
-                ExternalOpportunityData.notice_id,
-                ExternalOpportunityData.is_current_version,
-                ExternalOpportunityData.description,
-            )
-            .where(ExternalOpportunityData.opportunity_project_id == project_id)
-            .order_by(ExternalOpportunityData.version_number)
+    notice_ids = await conn.scalars(
+        select(ExternalOpportunityData.notice_id)
+        .where(
+            ExternalOpportunityData.opportunity_project_id == project_id,
+            ExternalOpportunityData.notice_id.is_not(None),
         )
-    ).all()
-    current = next((v for v in reversed(versions) if v.is_current_version), None)
+        .distinct()
+    )
     return _Known(
         project_id=project.id,
         version_hash=project.version_hash,
         sync_status=project.sync_status,
-        notice_ids=frozenset(v.notice_id for v in versions if v.notice_id is not None),
-        current_notice_id=None if current is None else current.notice_id,
-        current_description=None if current is None else current.description,
+        notice_ids=frozenset(n for n in notice_ids.all() if n is not None),
     )
 
 
