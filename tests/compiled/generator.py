@@ -296,7 +296,8 @@ class _Builder:
                          + " ".join(self.some(page_fields, 1, 4)) + " }")
         if self.chance(45):
             parts.append(self.keyed("totalCount", taken, ["nodes"]) + self.directive())
-        shape = self.pick(["nodes", "nodes", "nodes", "edges", "both"]) if parts else self.pick(["nodes", "edges"])
+        shapes = ["nodes", "nodes", "nodes", "edges", "both", "neither"] if parts else ["nodes", "edges"]
+        shape = self.pick(shapes)  # neither: totalCount and/or pageInfo alone
         if shape in ("nodes", "both"):
             parts.append(self.keyed("nodes", taken, []) + " " + self.selection_set(item, depth))
         if shape in ("edges", "both"):

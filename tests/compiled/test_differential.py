@@ -167,6 +167,15 @@ def generate(world: World, count: int = GENERATED) -> list[Generated]:
     return found
 
 
+async def _foreign_cursor(clients: Clients, admin: Caller) -> str:
+    """A real cursor of the organization list by name (another list, another order than most)."""
+    document = "{ organizations(first: 1, orderBy: [{field: NAME}]) { pageInfo { endCursor } } }"
+    outcome = await run_both(clients, admin, document, {}, "foreign cursor")
+    cursor = outcome.off.data["organizations"]["pageInfo"]["endCursor"]
+    assert isinstance(cursor, str), outcome.off.data
+    return cursor
+
+
 async def test_generated_queries_answer_the_same_on_both_paths_and_mostly_compile(
     clients: Clients, callers: dict[str, Caller], world: World, owner_engine: AsyncEngine
 ) -> None:
@@ -174,6 +183,7 @@ async def test_generated_queries_answer_the_same_on_both_paths_and_mostly_compil
     assert len(generated) >= GENERATED * 0.9
     invalid = [(g.document, validate(SCHEMA, parse(g.document))) for g in generated]
     assert not [pair for pair in invalid if pair[1]], [pair for pair in invalid if pair[1]][:3]
+    foreign = await _foreign_cursor(clients, callers["admin"])
     comparison = Comparison()
     compiled = 0
     fallbacks: Counter[str] = Counter()  # root fields that fell back to the executor, by name
@@ -184,11 +194,12 @@ async def test_generated_queries_answer_the_same_on_both_paths_and_mostly_compil
             first = await run_both(clients, callers["admin"], operation.document, variables, label + " (page 1)")
             comparison.outcomes.append(first)
             page = (first.off.data or {}).get(operation.cursor.root_key) or {}
-            # A cursor that is not one: refused alike on both paths.
-            garbage = {**variables, operation.cursor.variable: "bm90IGEgY3Vyc29y"}
-            comparison.outcomes.append(
-                await run_both(clients, callers["admin"], operation.document, garbage, label + " (bad cursor)")
-            )
+            # A cursor that is not one, and one of another list and order: answered alike on both paths.
+            for wrong, cursor in (("bad cursor", "bm90IGEgY3Vyc29y"), ("foreign cursor", foreign)):
+                changed = {**variables, operation.cursor.variable: cursor}
+                comparison.outcomes.append(
+                    await run_both(clients, callers["admin"], operation.document, changed, f"{label} ({wrong})")
+                )
             variables[operation.cursor.variable] = (page.get("pageInfo") or {}).get(operation.cursor.field)
         for caller in _ordered(callers):
             outcome = await run_both(clients, caller, operation.document, variables, label)
