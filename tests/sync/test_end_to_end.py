@@ -439,3 +439,21 @@ async def test_an_archived_project_or_an_inactive_source_is_left_alone(lone: Lon
     await lone.execute("UPDATE external_opportunity_sources SET is_active = false WHERE id = :s", s=lone.source_id)
     assert (await lone.run(JobKind.SOURCE_SEARCH, DAY_1)).kind is OutcomeKind.DONE
     assert len(lone.fake.requests) == sent
+
+
+async def test_a_notice_without_a_solicitation_number_is_refreshed_by_its_notice_id(lone: Lone) -> None:
+    special = f"{424242:032x}"
+    await lone.execute("UPDATE opportunity_projects SET external_opportunity_id = :k WHERE id = :p",
+                       k=special, p=lone.project_id)
+    lone.fake.notices = [notice(424242, solicitationNumber=None, type="Special Notice", postedDate="2026-02-01"),
+                         notice(5, postedDate="2026-02-01")]
+    assert (await lone.run(JobKind.PROJECT_REFRESH, DAY_1)).kind is OutcomeKind.DONE
+    assert dict(lone.fake.requests[-1])["noticeid"] == special
+    versions = await lone.rows("SELECT notice_id FROM external_opportunity_data WHERE opportunity_project_id = :p",
+                               p=lone.project_id)
+    assert [v.notice_id for v in versions] == [special]
+    # the next refresh asks for the version's notice id again, and finds nothing new
+    assert (await lone.run(JobKind.PROJECT_REFRESH, DAY_1 + timedelta(hours=1))).kind is OutcomeKind.DONE
+    assert dict(lone.fake.requests[-1])["noticeid"] == special
+    assert len(await lone.rows("SELECT id FROM external_opportunity_data WHERE opportunity_project_id = :p",
+                               p=lone.project_id)) == 1

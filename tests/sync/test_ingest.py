@@ -8,6 +8,7 @@ security) through the system user's unit of work, as the sync worker does.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Awaitable, Callable
@@ -388,3 +389,15 @@ async def test_sync_errors_are_kept_true(world: World) -> None:
     (project,) = await world.rows("SELECT * FROM opportunity_projects WHERE id = :p", p=project_id)
     assert (project.sync_status, project.sync_error_message) == ("synced", None)
     assert len(await world.versions(project_id)) == 1
+
+
+async def test_two_workers_taking_in_the_same_notice_write_one_version(world: World) -> None:
+    project_id = await world.project()
+    await world.ingest(record(ORIGINAL))
+    amendment = record(AMENDMENT_1, responseDeadLine="2026-02-20T16:00:00-05:00")
+    first, second = await asyncio.gather(
+        world.ingest(amendment, now=NOW + timedelta(hours=1)), world.ingest(amendment, now=NOW + timedelta(hours=1))
+    )
+    assert sorted([len(first.versions), len(second.versions)]) == [0, 1]
+    assert [v.notice_id for v in await world.versions(project_id)] == [ORIGINAL, AMENDMENT_1]
+    assert len(await world.changes(project_id)) == 2 and len(await world.activities(project_id)) == 1
