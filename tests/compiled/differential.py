@@ -84,6 +84,7 @@ class Comparison:
     """Every request pair of a run, and at the end their differences (answers, then audit rows)."""
 
     outcomes: list[Outcome] = field(default_factory=list)
+    audited: int = 0  # requests (path off) that wrote permission_audit rows, once audit_differences ran
 
     def differences(self) -> list[str]:
         out = []
@@ -116,6 +117,7 @@ class Comparison:
         ids = [i for o in self.outcomes for i in (o.on.request_id, o.off.request_id) if i]
         rows = await audit_rows(owner_engine, tenants, ids)
         out = []
+        self.audited = sum(1 for o in self.outcomes if rows.get(o.off.request_id))
         for o in self.outcomes:
             on, off = rows.get(o.on.request_id, []), rows.get(o.off.request_id, [])
             if on != off:

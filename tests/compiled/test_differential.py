@@ -143,8 +143,10 @@ async def test_every_read_operation_answers_the_same_on_both_paths(
             f"not compiled: {sorted(n for n, c in compiled.items() if not c)}")
     differences = comparison.differences()
     differences += await comparison.audit_differences(owner_engine, [world.tenant.id, world.other_tenant.id])
+    _report(f"{comparison.audited} of {len(comparison.outcomes)} requests wrote permission_audit rows")
     _report("\n\n".join(differences) or "read operations: no difference")
     assert not differences, f"{len(differences)} differences:\n\n" + "\n\n".join(differences[:8])
+    assert comparison.audited > 0  # the Viewer's denied scores were compared
 
 
 def generate(world: World, count: int = GENERATED) -> list[Generated]:
@@ -217,8 +219,10 @@ async def test_generated_queries_answer_the_same_on_both_paths_and_mostly_compil
             f"root fields not compiled: {dict(fallbacks.most_common())}")
     differences = comparison.differences()
     differences += await comparison.audit_differences(owner_engine, [world.tenant.id, world.other_tenant.id])
+    _report(f"{comparison.audited} of {len(comparison.outcomes)} requests wrote permission_audit rows")
     _report("\n\n".join(differences) or "generated queries: no difference")
     assert not differences, f"{len(differences)} differences:\n\n" + "\n\n".join(differences[:8])
+    assert comparison.audited > 0  # denials were compared, not only answers
     # Most answers carry data: the generator asks what the schema serves, not only refusals.
     assert answered >= 0.8 * len(comparison.outcomes), answered
     assert share >= 0.5, f"only {compiled} of {len(generated)} generated queries ran compiled"
@@ -260,6 +264,7 @@ async def test_edge_values_answer_the_same_on_both_paths(
             _report(f"edge values compiled for the tenant admin: {sorted(compiled_keys(outcome.on))}")
     differences = comparison.differences()
     differences += await comparison.audit_differences(owner_engine, [world.tenant.id, world.other_tenant.id])
+    _report(f"{comparison.audited} of {len(comparison.outcomes)} requests wrote permission_audit rows")
     _report("\n\n".join(differences) or "edge values: no difference")
     assert not differences, f"{len(differences)} differences:\n\n" + "\n\n".join(differences[:8])
 
@@ -318,5 +323,6 @@ async def test_fuzzed_arguments_answer_the_same_on_both_paths(
             f"of them compiled: {compiled}; requests with errors: {refused} of {len(comparison.outcomes)}")
     differences = comparison.differences()
     differences += await comparison.audit_differences(owner_engine, [world.tenant.id, world.other_tenant.id])
+    _report(f"{comparison.audited} of {len(comparison.outcomes)} requests wrote permission_audit rows")
     _report("\n\n".join(differences) or "hypothesis-graphql documents: no difference")
     assert not differences, f"{len(differences)} differences:\n\n" + "\n\n".join(differences[:8])
