@@ -126,13 +126,25 @@ async def test_two_gwm_sync_processes_never_run_one_job_at_once_and_stay_within_
     assert search.claimed_by is None and search.last_attempt_at is not None
 
 
+async def _leases(db: SyncDb, t: TenantRef) -> dict[uuid.UUID, datetime]:
+    async with db.app.begin() as conn:
+        await set_tenant(conn, t.id)
+        rows = await conn.execute(
+            text(
+                "SELECT id, claimed_until FROM sync_schedules WHERE claimed_by IS NOT NULL"
+                " UNION ALL SELECT id, claimed_until FROM polling_configurations WHERE claimed_by IS NOT NULL"
+            )
+        )
+        return {row.id: row.claimed_until for row in rows}
+
+
 async def test_a_job_whose_worker_was_killed_is_taken_by_another_after_its_lease(
     sync_db: SyncDb, tmp_path: Path
 ) -> None:
     await _drain(sync_db)
     t, source, (config,) = await _tenant_with_refreshes(sync_db, 1)
     proc = _start(
-        [*GWM, "sync", "--concurrency", "2", "--lease-seconds", "3", "--jobs", "tests.sync.worker_jobs:JOBS"],
+        [*GWM, "sync", "--concurrency", "2", "--lease-seconds", "10", "--jobs", "tests.sync.worker_jobs:JOBS"],
         _env(sync_db, tmp_path, GWM_TEST_SYNC_MODE="hang"),
     )
     try:
@@ -142,7 +154,9 @@ async def test_a_job_whose_worker_was_killed_is_taken_by_another_after_its_lease
             await asyncio.sleep(0.1)
         hanging = set(_files(tmp_path, "hanging"))
         assert str(config) in hanging and len(hanging) == 2  # the refresh and the source's search, both mid-job
-        await asyncio.sleep(1.5)  # the lease is renewed while the job runs
+        first = await _leases(sync_db, t)
+        await asyncio.sleep(4.5)  # the lease is renewed while the job runs (every third of it)
+        assert all(until > first[job] for job, until in (await _leases(sync_db, t)).items())
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
@@ -159,7 +173,7 @@ async def test_a_job_whose_worker_was_killed_is_taken_by_another_after_its_lease
     # Still leased right after the kill (its last renewal was at most a second before)...
     assert await claim_jobs(sync_db.app, worker="early", now=killed_at, max_jobs=10) == []
     # ...and taken once the lease has run out.
-    clock_offset = timedelta(seconds=5)
+    clock_offset = timedelta(seconds=11)
     worker = Worker(_services(sync_db), dict.fromkeys(JobKind, finish), clock=lambda: datetime.now(UTC) + clock_offset)
     assert await worker.run_once() == 1
     assert await worker.run_once() == 1

@@ -4,7 +4,7 @@ They talk to the test through files under $GWM_TEST_SYNC_DIR, so several process
 
 - mode "barrier" (default): a job marks itself in flight (`inflight/<job id>`, created exclusively:
   finding it there already means two workers run one job at once and is written to `violations/`),
-  waits until another process has started a job too (a barrier across processes, at most 15 s),
+  waits until another process has started a job too (a barrier across processes, at most 60 s),
   reserves one call of the shared key's budget (`calls/<job id>.<pid>.ok|refused`), holds the job a
   moment, and ends it (`done/<job id>.<pid>`): done, or deferred to the budget's next window;
 - mode "hang": the job marks itself (`hanging/<job id>`) and never ends (the test kills the process).
@@ -35,7 +35,7 @@ def _dir(name: str) -> Path:
 async def _barrier() -> None:
     started = _dir("started")
     (started / str(os.getpid())).touch()
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if len(list(started.iterdir())) >= 2:
             return
