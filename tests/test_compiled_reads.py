@@ -113,6 +113,37 @@ async def test_both_paths_answer_alike(
     assert left == right
 
 
+# Shapes the example operations do not cover: filters, totalCount alone, edges and cursors, paging
+# backwards, aliases over the same field, fragments and __typename.
+QUERIES = {
+    "filter_total": '{ opportunityProjects(filter: {projectName: {contains: "a"}}) { totalCount } }',
+    "filter_ops": "{ opportunityProjects(first: 5, filter: {pipelineStage: {in: [PHASE_1, PHASE_3]},"
+    " archivedAt: {isNull: true}}, orderBy: [{field: PIPELINE_STAGE, direction: DESC}])"
+    " { totalCount nodes { projectName pipelineStage } } }",
+    "edges": "{ organizations(first: 3, orderBy: [{field: NAME}]) { edges { cursor node { name __typename } }"
+    " pageInfo { hasNextPage hasPreviousPage startCursor endCursor } } }",
+    "backwards": "{ organizations(last: 2) { nodes { name } pageInfo { hasNextPage hasPreviousPage startCursor"
+    " endCursor } } }",
+    "aliases": "{ a: opportunityProjects(first: 2) { nodes { x: projectName y: projectName ...F } }"
+    " b: opportunityProjects(first: 1) { totalCount } } fragment F on OpportunityProject { rowId __typename }",
+    "mixed": "{ opportunityProjects(first: 1) { nodes { projectName } } pipelineSummary { stage } }",
+}
+
+
+@pytest.mark.parametrize("name", sorted(QUERIES))
+async def test_other_shapes_answer_alike(
+    name: str, clients: tuple[httpx.AsyncClient, httpx.AsyncClient], token: str
+) -> None:
+    compiled = await _post(clients[0], token, QUERIES[name], {})
+    executor = await _post(clients[1], token, QUERIES[name], {})
+    body = compiled.json()
+    assert "errors" not in body, body["errors"]
+    assert body["extensions"]["compiled"], "nothing was compiled"
+    left = [(k, v) for k, v in _ordered(compiled.text) if k != "extensions"]
+    right = [(k, v) for k, v in _ordered(executor.text) if k != "extensions"]
+    assert left == right
+
+
 def test_the_plan_cache_keeps_its_bound() -> None:
     cache = PlanCache(3)
     for i in range(10):

@@ -43,14 +43,14 @@ from graphql import (
     get_named_type,
 )
 from graphql.execution.values import get_argument_values
-from sqlalchemy import Column, Table
+from sqlalchemy import ARRAY, Column, Table, any_, bindparam
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.sql import visitors
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql import operators, visitors
+from sqlalchemy.sql.elements import BinaryExpression, BindParameter, ColumnElement
 from strawberry.types.field import StrawberryField
 
 from auth.permissions import Permission
-from auth.rules import READ_RULES
+from auth.rules import READ_RULES, Direct
 from resolvers.common.filters import FilterError
 from resolvers.common.pagination import OrderTerm, PageArgs, PaginationError, decode_cursor
 from resolvers.common.scope import FieldDenied, ReadScope
@@ -145,6 +145,9 @@ class Builder:
         self.markers: list[Marker] = []
         self._aliases = 0
         self._args: Args = {}
+        # alias -> the projects its rows are known to belong to (through their Direct project column).
+        self.bounds: dict[str, frozenset[uuid.UUID] | None] = {}
+        self._alias_types: dict[str, EntityType] = {}
 
     # -- parameters -------------------------------------------------------------------------------
 
@@ -233,13 +236,28 @@ class Builder:
 
     # -- rows the caller may read -----------------------------------------------------------------
 
-    def rows(self, table: Table, alias: str) -> str:
-        """The tenant's rows of `table` (under `alias`) that the caller's scope lets it read."""
+    def rows(self, table: Table, alias: str, known: frozenset[uuid.UUID] | None = None) -> str:
+        """The tenant's rows of `table` (under `alias`) that the caller's scope lets it read.
+
+        `known`: the projects the rows are already known to belong to (a child list under a project row
+        read through a project-scoped grant). When the caller may read this table on each of them, the
+        condition is implied and left out; either way the projects the rows are bound to are recorded
+        for `alias` (`self.bounds`), which decides guarded fields at plan time where it can.
+        """
         tenant_column = "id" if table.name == "tenants" else "tenant_id"
         parts = [f"{alias}.{_ident(tenant_column)} = {self.const(self.scope.tenant_id, 'uuid')}"]
         condition = self.scope.condition(table)
-        if condition is not None:
+        rule = READ_RULES.get(table.name)
+        project_only = (
+            rule is not None and rule.permission is not None and rule.own is None and isinstance(rule.project, Direct)
+        )
+        granted = self.scope.projects_with(rule.permission) if project_only and rule is not None and rule.permission \
+            else None
+        if condition is not None and not (known is not None and granted is not None and known <= granted):
             parts.append(self.render(condition, table, alias))
+            self.bounds[alias] = granted if project_only else None
+        else:
+            self.bounds[alias] = known if condition is not None else None
         return " AND ".join(parts)
 
     def render(self, expression: ColumnElement[Any], table: Table, alias: str) -> str:
@@ -249,6 +267,17 @@ class Builder:
         def replace(element: Any, **_kw: Any) -> Any:
             if isinstance(element, Column) and isinstance(element.table, Table) and element.table.name == table.name:
                 return aliased.c[element.name]
+            if (
+                isinstance(element, BinaryExpression)
+                and element.operator is operators.in_op
+                and isinstance(element.right, BindParameter)
+                and element.right.expanding
+            ):
+                # `col IN (list)` as `col = ANY($n)`: one array parameter (a caller with project grants on
+                # hundreds of projects would otherwise bind hundreds of parameters per condition).
+                left = visitors.replacement_traverse(element.left, {}, replace)
+                values = list(element.right.value or ())
+                return left == any_(bindparam(None, values, type_=ARRAY(element.left.type)))
             return None
 
         adapted = visitors.replacement_traverse(expression, {}, replace)
@@ -306,9 +335,13 @@ class Builder:
             value = self.column(alias, spec)
             if spec.permission is None or str(spec.permission) in self.scope.grants.tenant_wide:
                 return value
+            granted_projects = self.scope.projects_with(spec.permission)
+            known = self.bounds.get(alias)
+            if etype.project_column is not None and known is not None and known <= granted_projects:
+                return value  # every row here is under a project the permission is granted on
             self.markers.append(Marker(spec.permission, etype.name, nodes[0]))
             marker = self.const(MARKER + f"{len(self.markers) - 1}}}", "json")
-            projects = sorted(self.scope.projects_with(spec.permission))
+            projects = sorted(granted_projects)
             if etype.project_column is None or not projects:
                 return marker
             used.add(etype.project_column)
@@ -330,10 +363,12 @@ class Builder:
                 raise Fallback(f"{spec.target} is not compiled")
             inner = self.alias()
             inner_used: set[str] = set()
+            rows = self.rows(spec.table, inner)
+            self._alias_types[inner] = target
             body = self.entity(target, inner, nodes, inner_used)
             return (
                 f"(SELECT {body} FROM {_ident(spec.table.name)} {inner} WHERE {inner}.\"id\" = "
-                f"{alias}.{_ident(spec.fk)} AND {self.rows(spec.table, inner)})"
+                f"{alias}.{_ident(spec.fk)} AND {rows})"
             )
         if isinstance(spec, ConnectionField):
             used.add(spec.parent_key)
@@ -389,7 +424,15 @@ class Builder:
         if parent is not None:
             assert spec.fk is not None
             where.append(f"{page_alias}.{_ident(spec.fk)} = {parent[0]}.{_ident(parent[1])}")
-        where.append(self.rows(table, page_alias))
+        known: frozenset[uuid.UUID] | None = None
+        rule = READ_RULES.get(table.name)
+        direct = rule is not None and isinstance(rule.project, Direct) and rule.project.column == spec.fk
+        if parent is not None and direct:
+            parent_type = self._alias_types.get(parent[0])
+            if parent_type is not None and parent_type.project_column == parent[1]:
+                known = self.bounds.get(parent[0])
+        where.append(self.rows(table, page_alias, known))
+        self._alias_types[page_alias] = target
         for condition in spec.conditions:
             where.append(self.render(condition, table, page_alias))
         filter_sql = self.filters(table, spec, args, page_alias, fid) if parent is None else []
@@ -471,7 +514,8 @@ class Builder:
         numbered = (
             f"SELECT {page_alias}.*, row_number() OVER (ORDER BY {order_sql}) AS __rn FROM ({inner}) {page_alias}"
         )
-        return f"(SELECT json_build_object({', '.join(parts)}) FROM ({numbered}) {page_alias})"
+        # GROUP BY (): one row even when no aggregate is selected (totalCount alone) or the page is empty.
+        return f"(SELECT json_build_object({', '.join(parts)}) FROM ({numbered}) {page_alias} GROUP BY ())"
 
     def page_info(
         self,
@@ -794,6 +838,8 @@ def _node(builder: Builder, definition: GraphQLField, nodes: list[FieldNode]) ->
     if etype is None:
         raise Fallback("node type")
     alias = builder.alias()
+    rows = builder.rows(etype.table, alias)
+    builder._alias_types[alias] = etype
     body = builder.entity(etype, alias, nodes, set())
 
     def row_id(a: Args) -> uuid.UUID:
@@ -805,7 +851,7 @@ def _node(builder: Builder, definition: GraphQLField, nodes: list[FieldNode]) ->
     ident = builder.runtime(row_id, "uuid")
     return (
         f"SELECT ({body})::text FROM {_ident(etype.table.name)} {alias} WHERE {alias}.\"id\" = {ident} "
-        f"AND {builder.rows(etype.table, alias)}"
+        f"AND {rows}"
     )
 
 
@@ -816,7 +862,9 @@ def _node(builder: Builder, definition: GraphQLField, nodes: list[FieldNode]) ->
 DomainField = Callable[[Builder, EntityType, str, GraphQLField, list[FieldNode], set[str]], str]
 
 _SOURCE_NAMES = {"override": "OVERRIDE", "external": "EXTERNAL", "local": "LOCAL"}
-_DATETIME_TEXT = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?(Z|[+-][0-9]{2}(:?[0-9]{2})?)$"
+_DATETIME_TEXT = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?(Z|[+-][0-9]{2}(:?[0-9]{2})?)$"
+)
 
 
 def _current_version(builder: Builder, project_alias: str, columns: str) -> str:
@@ -925,13 +973,13 @@ def _effective(
     if len(parts) > 2 * _MAX_KEYS:
         raise Fallback("too many keys")
     columns = ", ".join(f"@.{_ident(f.name)}" for f in OVERRIDABLE)
-    override_rows = builder.alias()
+    o = builder.alias()
     return (
         f"(SELECT json_build_object({', '.join(parts)}) FROM (SELECT 1) _one "
         f"LEFT JOIN LATERAL ({_current_version(builder, alias, columns)}) {cur} ON true "
-        f"LEFT JOIN LATERAL (SELECT jsonb_object_agg({override_rows}.\"field_name\", {override_rows}.\"override_value\") "
-        f"AS values FROM \"opportunity_project_overrides\" {override_rows} WHERE {override_rows}.\"opportunity_project_id\" "
-        f"= {alias}.\"id\" AND {override_rows}.\"is_active\" AND {builder.rows(overrides, override_rows)}) {ovr} ON true)"
+        f"LEFT JOIN LATERAL (SELECT jsonb_object_agg({o}.\"field_name\", {o}.\"override_value\") "
+        f"AS values FROM \"opportunity_project_overrides\" {o} WHERE {o}.\"opportunity_project_id\" "
+        f"= {alias}.\"id\" AND {o}.\"is_active\" AND {builder.rows(overrides, o)}) {ovr} ON true)"
     )
 
 

@@ -116,7 +116,9 @@ class Catalog:
     def _add_type(self, gql_type: GraphQLObjectType) -> None:
         definition = gql_type.extensions.get("strawberry-definition")
         cls = getattr(definition, "origin", None)
-        if definition is None or not (isinstance(cls, type) and issubclass(cls, EntityNode)) or not hasattr(cls, "_table"):
+        if definition is None or not (isinstance(cls, type) and issubclass(cls, EntityNode)):
+            return
+        if not hasattr(cls, "_table"):
             return
         table = cls._table
         rule = READ_RULES.get(table.name)

@@ -185,9 +185,7 @@ class CompiledReads(SchemaExtension):
         context = ec.context
         scope = context.scope
         grants = scope.grants
-        caller_key = (scope.tenant_id, scope.user_id, grants.tenant_wide, tuple(sorted(
-            (str(p), tuple(sorted(perms))) for p, perms in grants.per_project.items()
-        )))
+        caller_key = (scope.tenant_id, scope.user_id, grants.tenant_wide, frozenset(grants.per_project.items()))
         shape = tuple(
             (d.variable.name.value, _shape(variables.coerced.get(d.variable.name.value),
                                            type_from_ast(schema, d.type)))  # type: ignore[arg-type]

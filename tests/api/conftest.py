@@ -27,6 +27,19 @@ async def client(read_app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
         yield http
 
 
+@pytest.fixture(scope="module")
+def executor_app(database: Database) -> Starlette:
+    """The same API with the read compiler off: every field through the field-by-field executor (the
+    path tests of its batching, N+1 included, need; the compiled path is tested on `read_app`)."""
+    return create_app(test_settings(database.app_url, compiled_reads=False))
+
+
+@pytest.fixture
+async def executor_client(executor_app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    async with app_client(executor_app) as http:
+        yield http
+
+
 @pytest.fixture
 async def admin_token(client: httpx.AsyncClient, owner_engine: AsyncEngine, fresh_tenant: TenantRef) -> str:
     user = await make_login_user(owner_engine, fresh_tenant, roles=["Tenant Admin"])

@@ -665,8 +665,8 @@ query ($first: Int) {
 
 
 async def test_nested_list_costs_the_same_statements_for_5_and_50(
-    client: httpx.AsyncClient,
-    read_app: Starlette,
+    executor_client: httpx.AsyncClient,
+    executor_app: Starlette,
     owner_engine: AsyncEngine,
     fresh_tenant: TenantRef,
     admin_token: str,
@@ -689,11 +689,11 @@ async def test_nested_list_costs_the_same_statements_for_5_and_50(
             await _version(conn, t, p, title=f"External {i}", estimated_value_max=Decimal(i))
             await _override(conn, t, p, "title", f"Override {i}")
 
-    engine = read_app.state.engine
+    engine = executor_app.state.engine
     counts = []
     for first in (5, 50):
         with count_statements(engine) as statements:
-            body = await gql(client, NESTED_QUERY, {"first": first}, token=admin_token)
+            body = await gql(executor_client, NESTED_QUERY, {"first": first}, token=admin_token)
         nodes = body["data"]["opportunityProjects"]["nodes"]
         assert len(nodes) == first
         start = max(i for i, s in enumerate(statements) if "set_config" in s)
