@@ -45,7 +45,11 @@ class EntityNode:
         if issubclass(cls, TenantOwned):  # strawberry keeps the inherited field off the subclass's vars
             from schema.relations import RELATIONS, Relation
 
-            RELATIONS[(cls.__name__, "tenant")] = Relation("one", ("Tenant", "schema.identity"), "tenants", "tenant_id")
+            import models
+
+            RELATIONS[(cls.__name__, "tenant")] = Relation(
+                "one", ("Tenant", "schema.identity"), "tenants", "tenant_id", table_object=models.Tenant.__table__
+            )
 
     @classmethod
     def resolve_id(cls, root: Any, *, info: Info) -> str:

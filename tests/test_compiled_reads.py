@@ -38,7 +38,7 @@ VARIABLES: dict[str, dict[str, Any]] = {
     "small": {"id": to_base64("OpportunityProject", PROJECT)},
 }
 # The example operations that must run compiled (the others fall back, for now, to the executor).
-COMPILED = {"nested_pursuit", "organizations_with_children", "big", "small"}
+COMPILED = {"nested_pursuit", "organizations_with_children", "project_by_id", "big", "small"}
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +126,9 @@ QUERIES = {
     " endCursor } } }",
     "aliases": "{ a: opportunityProjects(first: 2) { nodes { x: projectName y: projectName ...F } }"
     " b: opportunityProjects(first: 1) { totalCount } } fragment F on OpportunityProject { rowId __typename }",
+    "nodes": "{ nodes(ids: [\"%s\", \"T3JnYW5pemF0aW9uOjAwMDAwMDAwLTAwMDAtMDAwMC0wMDAwLTAwMDAwMDAwMDAwMA==\"])"
+    " { id __typename ... on OpportunityProject { projectName tenant { name } } } }"
+    % to_base64("OpportunityProject", PROJECT),
     "mixed": "{ opportunityProjects(first: 1) { nodes { projectName } } pipelineSummary { stage } }",
 }
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import and_, false, or_, true
+from sqlalchemy import and_, false, literal, or_, true
 from sqlalchemy.sql.elements import ColumnElement
 
 __all__ = [
@@ -165,6 +165,8 @@ def _beyond(term: OrderTerm, value: Any, forward: bool) -> ColumnElement[bool]:
     """Rows strictly after `value` on this term in the scan direction."""
     greater = (not term.descending) == forward  # does the scan move towards larger values?
     column = term.column
+    if value is not None:  # bound as a literal of the column's type (a bare True/False would not compare)
+        value = literal(value, column.type)
     if greater:  # larger values come next; NULL is the largest
         return or_(column > value, column.is_(None)) if value is not None else false()
     return column < value if value is not None else column.is_not(None)

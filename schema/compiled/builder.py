@@ -820,9 +820,52 @@ def build_root(
         sql = f"SELECT ({body})::text"
     elif field_name == "node":
         sql = _node(builder, definition, nodes)
+    elif field_name == "nodes":
+        sql = _nodes(builder, definition, nodes)
     else:
         raise Fallback(f"root field {field_name}")
     return RootPlan(key, sql, builder.params, builder.arg_fields, builder.markers, row_denial)
+
+
+def _nodes(builder: Builder, definition: GraphQLField, nodes: list[FieldNode]) -> str:
+    """`nodes(ids:)`: one object (or null) per id, in order: a sub-select per id."""
+    from strawberry.relay import GlobalID
+
+    fid, args = builder.field_args(definition, nodes[0])
+    ids = args["ids"]
+    if not 0 < len(ids) <= _MAX_KEYS * 2:
+        raise Fallback("nodes: number of ids")
+    items: list[str] = []
+    for i, raw in enumerate(ids):
+        try:
+            global_id = GlobalID.from_id(raw)
+            uuid.UUID(global_id.node_id)
+        except Exception:
+            raise Fallback("node id") from None
+        etype = builder.catalog.types.get(global_id.type_name)
+        if etype is None:
+            raise Fallback("node type")
+        alias = builder.alias()
+        rows = builder.rows(etype.table, alias)
+        builder._alias_types[alias] = etype
+        body = builder.entity(etype, alias, nodes, set())
+        ident = builder.runtime(_nth_id(fid, i, etype.name), "uuid")
+        items.append(
+            f"(SELECT {body} FROM {_ident(etype.table.name)} {alias} WHERE {alias}.\"id\" = {ident} AND {rows})"
+        )
+    return f"SELECT json_build_array({', '.join(items)})::text"
+
+
+def _nth_id(fid: int, i: int, type_name: str) -> Param:
+    from strawberry.relay import GlobalID
+
+    def get(a: Args) -> uuid.UUID:
+        gid = GlobalID.from_id(a[fid]["ids"][i])
+        if gid.type_name != type_name:
+            raise Fallback("node type changed")
+        return uuid.UUID(gid.node_id)
+
+    return get
 
 
 def _node(builder: Builder, definition: GraphQLField, nodes: list[FieldNode]) -> str:
@@ -997,7 +1040,31 @@ def _current_external_data(
     return f"(SELECT {body} FROM ({_current_version(builder, alias, '@.*')}) {inner})"
 
 
+def _trail_value(column: str) -> DomainField:
+    """A trail value (ChangeHistory.oldValue, AuditLog.afterValues...): compiled for a caller who holds every
+    guarded permission tenant-wide (nothing can be withheld); otherwise resolvers/common/trail_guard.py decides
+    per row on the executor."""
+
+    def compile_value(
+        builder: Builder, etype: EntityType, alias: str, definition: GraphQLField, nodes: list[FieldNode],
+        used: set[str],
+    ) -> str:
+        from auth.rules import FIELD_RULES
+
+        if not {str(p) for p in FIELD_RULES.values()} <= builder.scope.grants.tenant_wide:
+            raise Fallback("trail values under a guard")
+        used.add(column)
+        return f"{alias}.{_ident(column)}"
+
+    return compile_value
+
+
 DOMAIN_FIELDS: dict[tuple[str, str], DomainField] = {
+    ("ChangeHistory", "oldValue"): _trail_value("old_value"),
+    ("ChangeHistory", "newValue"): _trail_value("new_value"),
+    ("AuditLog", "beforeValues"): _trail_value("before_values"),
+    ("AuditLog", "afterValues"): _trail_value("after_values"),
+    ("AuditLog", "changedFields"): _trail_value("changed_fields"),
     ("OpportunityProject", "effective"): _effective,
     ("OpportunityProject", "currentExternalData"): _current_external_data,
 }

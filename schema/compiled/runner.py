@@ -197,11 +197,11 @@ class CompiledReads(SchemaExtension):
         for key, nodes in roots.items():
             name = nodes[0].name.value
             definition = query_type.fields.get(name)
-            if definition is None or (name not in book.roots and name != "node"):
+            if definition is None or (name not in book.roots and name not in {"node", "nodes"}):
                 continue
             extra: Hashable = None
-            if name == "node":
-                extra = _node_type(definition, nodes[0], variables)
+            if name in {"node", "nodes"}:  # the plan depends on the types the ids name
+                extra = _node_types(definition, nodes[0], variables)
                 if extra is None:
                     continue
             plan_key = (ec.query, ec.operation_name, key, caller_key, shape, extra)
@@ -329,12 +329,14 @@ def _root_fields(selection_set: SelectionSetNode) -> dict[str, list[FieldNode]] 
     return out
 
 
-def _node_type(definition: Any, node: FieldNode, variables: Any) -> str | None:
+def _node_types(definition: Any, node: FieldNode, variables: Any) -> Hashable:
+    """The type names the global ids of `node(id:)` / `nodes(ids:)` name; None when one is malformed."""
     from strawberry.relay import GlobalID
 
     try:
         args = get_argument_values(definition, node, variables)
-        return GlobalID.from_id(args["id"]).type_name
+        ids = [args["id"]] if "id" in args else list(args["ids"])
+        return tuple(GlobalID.from_id(i).type_name for i in ids)
     except Exception:
         return None
 
