@@ -334,3 +334,33 @@ async def test_gwm_sync_refuses_a_job_table_it_cannot_load(sync_db: SyncDb, tmp_
             timeout=120,
         )
         assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+async def test_gwm_sync_stops_on_sigterm(sync_db: SyncDb, tmp_path: Path) -> None:
+    await _drain(sync_db)
+    proc = _start(
+        [*GWM, "sync", "--idle-seconds", "0.2", "--jobs", "tests.sync.worker_jobs:JOBS"], _env(sync_db, tmp_path)
+    )
+    try:
+        deadline = time.monotonic() + 60
+        connected = 0
+        while not connected and time.monotonic() < deadline:  # claiming (its signal handlers are set by then)
+            assert proc.poll() is None
+            async with sync_db.owner.connect() as conn:
+                connected = await conn.scalar(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'gwm-sync'"
+                        " AND datname = current_database()"
+                    )
+                )
+            await asyncio.sleep(0.1)
+        assert connected
+        proc.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(proc.wait, 60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+        if proc.stdout:
+            proc.stdout.close()
+    assert code == 0
