@@ -326,3 +326,32 @@ async def test_concurrent_reservations_never_exceed_the_budget(sync_db: SyncDb) 
     async with sync_db.app.begin() as conn:
         await set_tenant(conn, t.id)
         assert (await budget_state(conn, t.id, fp, T0)).used_today == 7
+
+
+@pytest.mark.parametrize(
+    ("statement", "allowed"),
+    [
+        ("UPDATE polling_configurations SET claimed_by = 'x' WHERE false", True),
+        ("UPDATE sync_schedules SET claimed_until = now() WHERE false", True),
+        ("UPDATE polling_configurations SET is_active = false WHERE false", False),
+        ("UPDATE sync_schedules SET next_poll_at = now() WHERE false", False),
+        ("UPDATE opportunity_projects SET project_status = 'won' WHERE false", False),
+        ("SELECT api_credentials_encrypted FROM external_opportunity_sources", False),
+        ("SELECT title FROM opportunity_projects", False),
+        ("DELETE FROM sync_schedules WHERE false", False),
+        ("SELECT count(*) FROM sync_key_budgets", False),
+    ],
+)
+async def test_the_claim_functions_owner_may_touch_only_the_lease(
+    sync_db: SyncDb, statement: str, allowed: bool
+) -> None:
+    async with sync_db.owner.connect() as conn:
+        await conn.execute(text("SET ROLE gwm_lookup"))
+        try:
+            if allowed:
+                await conn.execute(text(statement))
+            else:
+                with pytest.raises(DBAPIError, match="permission denied"):
+                    await conn.execute(text(statement))
+        finally:
+            await conn.rollback()
