@@ -10,9 +10,11 @@ permission_audit rows each request wrote are found by the request id the server 
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,9 +24,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from models.db import set_tenant
 from tests.compiled.conftest import Caller, Clients
 
-__all__ = ["Answer", "Comparison", "Outcome", "audit_rows", "compiled_keys", "normalized", "run_both"]
+__all__ = ["Answer", "Comparison", "Outcome", "audit_rows", "compiled_keys", "normalized", "report", "run_both"]
 
 ErrorKey = tuple[tuple[str | int, ...], str | None]
+
+
+def report(text: str) -> None:
+    """Print a finding; with GWM_DIFF_REPORT=<path> append it to that file as well."""
+    print(text)
+    target = os.environ.get("GWM_DIFF_REPORT")
+    if target:
+        with Path(target).open("a") as out:
+            out.write(text + "\n")
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,6 @@ GWM_DIFF_REPORT=<path> the share and every difference are written to that file a
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 import schema.schema as schema_module
 from tests.compiled.conftest import Caller, Clients, World, global_id
-from tests.compiled.differential import Comparison, compiled_keys, run_both
+from tests.compiled.differential import Comparison, compiled_keys, report, run_both
 from tests.compiled.generator import Generated, Pools, guarded_fields, operations
 
 SCHEMA = schema_module.schema._schema
@@ -47,14 +46,6 @@ OPERATIONS = Path(__file__).resolve().parents[2] / "graphql" / "operations"
 SEED = 20261205
 GENERATED = 52
 CALLER_ORDER = ("admin", "scoped_manager", "viewer", "other_tenant_admin")
-
-
-def _report(text: str) -> None:
-    print(text)
-    target = os.environ.get("GWM_DIFF_REPORT")
-    if target:
-        with Path(target).open("a") as out:
-            out.write(text + "\n")
 
 
 def root_keys(document: str, operation_name: str | None = None) -> tuple[str, ...]:
@@ -139,12 +130,12 @@ async def test_every_read_operation_answers_the_same_on_both_paths(
     assert all(o.off.status == 200 and o.off.data is not None for o in comparison.outcomes), [
         (o.label, o.caller, o.off.status) for o in comparison.outcomes if o.off.status != 200 or o.off.data is None
     ]
-    _report(f"read operations compiled for the tenant admin: {sorted(n for n, c in compiled.items() if c)}; "
+    report(f"read operations compiled for the tenant admin: {sorted(n for n, c in compiled.items() if c)}; "
             f"not compiled: {sorted(n for n, c in compiled.items() if not c)}")
     differences = comparison.differences()
     differences += await comparison.audit_differences(owner_engine, [world.tenant.id, world.other_tenant.id])
-    _report(f"{comparison.audited} of {len(comparison.outcomes)} requests wrote permission_audit rows")
-    _report("\n\n".join(differences) or "read operations: no difference")
+    report(f"{comparison.audited} of {len(comparison.outcomes)} requests wrote permission_audit rows")
+    report("\n\n".join(differences) or "read operations: no difference")
     assert not differences, f"{len(differences)} differences:\n\n" + "\n\n".join(differences[:8])
     assert comparison.audited > 0  # the Viewer's denied scores were compared
 
@@ -214,13 +205,13 @@ async def test_generated_queries_answer_the_same_on_both_paths_and_mostly_compil
     answered = sum(1 for o in comparison.outcomes if o.off.data is not None)
     refused = sum(1 for o in comparison.outcomes if o.off.errors)
     share = compiled / len(generated)
-    _report(f"generated queries compiled: {compiled} of {len(generated)} ({share:.0%}); "
+    report(f"generated queries compiled: {compiled} of {len(generated)} ({share:.0%}); "
             f"{answered} of {len(comparison.outcomes)} requests answered with data, {refused} with errors; "
             f"root fields not compiled: {dict(fallbacks.most_common())}")
     differences = comparison.differences()
     differences += await comparison.audit_differences(owner_engine, [world.tenant.id, world.other_tenant.id])
-    _report(f"{comparison.audited} of {len(comparison.outcomes)} requests wrote permission_audit rows")
-    _report("\n\n".join(differences) or "generated queries: no difference")
+    report(f"{comparison.audited} of {len(comparison.outcomes)} requests wrote permission_audit rows")
+    report("\n\n".join(differences) or "generated queries: no difference")
     assert not differences, f"{len(differences)} differences:\n\n" + "\n\n".join(differences[:8])
     assert comparison.audited > 0  # denials were compared, not only answers
     # Most answers carry data: the generator asks what the schema serves, not only refusals.
@@ -261,11 +252,11 @@ async def test_edge_values_answer_the_same_on_both_paths(
             assert {"Zoë 𝄞", "Line\u2028Sep", "Tab\tand\x01ctl", ""} <= set(names), names
             sizes = {d["fileSizeBytes"] for d in outcome.off.data["documents"]["nodes"]}
             assert {str(2**53 + 1), 2**53 + 1} & sizes, sizes
-            _report(f"edge values compiled for the tenant admin: {sorted(compiled_keys(outcome.on))}")
+            report(f"edge values compiled for the tenant admin: {sorted(compiled_keys(outcome.on))}")
     differences = comparison.differences()
     differences += await comparison.audit_differences(owner_engine, [world.tenant.id, world.other_tenant.id])
-    _report(f"{comparison.audited} of {len(comparison.outcomes)} requests wrote permission_audit rows")
-    _report("\n\n".join(differences) or "edge values: no difference")
+    report(f"{comparison.audited} of {len(comparison.outcomes)} requests wrote permission_audit rows")
+    report("\n\n".join(differences) or "edge values: no difference")
     assert not differences, f"{len(differences)} differences:\n\n" + "\n\n".join(differences[:8])
 
 
@@ -319,10 +310,10 @@ async def test_fuzzed_arguments_answer_the_same_on_both_paths(
                 clean += 1
                 compiled += set(root_keys(document)) <= compiled_keys(outcome.on)
     refused = sum(1 for o in comparison.outcomes if o.off.errors)
-    _report(f"hypothesis-graphql documents: {len(documents)}; the admin's answered without errors: {clean}, "
+    report(f"hypothesis-graphql documents: {len(documents)}; the admin's answered without errors: {clean}, "
             f"of them compiled: {compiled}; requests with errors: {refused} of {len(comparison.outcomes)}")
     differences = comparison.differences()
     differences += await comparison.audit_differences(owner_engine, [world.tenant.id, world.other_tenant.id])
-    _report(f"{comparison.audited} of {len(comparison.outcomes)} requests wrote permission_audit rows")
-    _report("\n\n".join(differences) or "hypothesis-graphql documents: no difference")
+    report(f"{comparison.audited} of {len(comparison.outcomes)} requests wrote permission_audit rows")
+    report("\n\n".join(differences) or "hypothesis-graphql documents: no difference")
     assert not differences, f"{len(differences)} differences:\n\n" + "\n\n".join(differences[:8])
