@@ -173,6 +173,7 @@ ENTITY_TABLES: Mapping[str, str] = MappingProxyType(
         "api_integration_log": "api_integration_logs",
         "external_data_change": "external_data_changes",
         "saved_search": "saved_searches",
+        "saved_search_candidate": "saved_search_candidates",
     }
 )
 

@@ -233,6 +233,7 @@ class EntityType(StrEnum):
     API_INTEGRATION_LOG = "api_integration_log"
     EXTERNAL_DATA_CHANGE = "external_data_change"
     SAVED_SEARCH = "saved_search"
+    SAVED_SEARCH_CANDIDATE = "saved_search_candidate"
 
 
 # What an activity or a document association can be attached to (activities.entity_type,

@@ -60,6 +60,7 @@ _NAMES: dict[EntityType, tuple[str, str, Any]] = {
     _E.API_INTEGRATION_LOG: ("ApiIntegrationLog", "schema.external_data", models.ApiIntegrationLog),
     _E.EXTERNAL_DATA_CHANGE: ("ExternalDataChange", "schema.external_data", models.ExternalDataChange),
     _E.SAVED_SEARCH: ("SavedSearch", "schema.sync", models.SavedSearch),
+    _E.SAVED_SEARCH_CANDIDATE: ("SavedSearchCandidate", "schema.sync", models.SavedSearchCandidate),
 }
 
 ENTITY_TARGETS: dict[str, tuple[Target, Table]] = {

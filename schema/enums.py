@@ -208,6 +208,7 @@ _ENTITY_TYPES = {
     "API_INTEGRATION_LOG": "A logged call to an external source's API (table api_integration_logs).",
     "EXTERNAL_DATA_CHANGE": "A detected change of an external opportunity (table external_data_changes).",
     "SAVED_SEARCH": "A saved opportunity search of the tenant (table saved_searches).",
+    "SAVED_SEARCH_CANDIDATE": "A notice a saved search found (table saved_search_candidates).",
 }
 _ATTACHABLE = " Activities and documents can be attached to it."
 _VALUES[e.EntityType] = {

@@ -30,6 +30,7 @@ from models import ExternalOpportunityData as ExternalOpportunityDataModel
 from models import ExternalOpportunitySource as ExternalOpportunitySourceModel
 from models import OpportunityProject as OpportunityProjectModel
 from models import PollingConfiguration as PollingConfigurationModel
+from models import SavedSearch as SavedSearchModel
 from models import User as UserModel
 from models.enums import ChangeType, ConnectionStatus, EntityType, ImpactLevel, PollingPriority
 from resolvers.common.filters import FilterError
@@ -163,6 +164,10 @@ class ExternalOpportunitySource(EntityNode, TenantOwned, relay.Node):
     external_data_changes = to_many(
         CHANGE, _CHANGES, "external_source_id", order=(("change_timestamp", True),),
         description="Changes detected in this source's data, newest first.",
+    )
+    saved_searches = to_many(
+        ("SavedSearch", "schema.sync"), SavedSearchModel.__table__, "external_source_id", order=(("name", False),),
+        description="Saved searches run on this source (its endpoint and key), by name.",
     )
     created_by = to_one(USER, _USERS, "created_by")
     history = history(EntityType.EXTERNAL_OPPORTUNITY_SOURCE)

@@ -321,6 +321,16 @@ class User(EntityNode, TenantOwned, relay.Node):
         "created_by",
         "Polling schedules this user created",
     )
+    saved_searches_created = _by_user(
+        ("SavedSearch", "schema.sync"), _t(models.SavedSearch), "created_by", "Saved searches this user created"
+    )
+    saved_search_candidates_decided = _by_user(
+        ("SavedSearchCandidate", "schema.sync"),
+        _t(models.SavedSearchCandidate),
+        "decided_by",
+        "Candidates this user dismissed or tracked, latest decision",
+        "decided_at",
+    )
     history = history(EntityType.USER)
 
 
@@ -453,6 +463,11 @@ class Tenant(EntityNode, relay.Node):
         _t(models.ApiIntegrationLog),
         "Logged API calls",
         "api_call_timestamp",
+    )
+    saved_searches = _of_tenant(("SavedSearch", "schema.sync"), _t(models.SavedSearch), "Saved searches")
+    saved_search_candidates = _of_tenant(
+        ("SavedSearchCandidate", "schema.sync"), _t(models.SavedSearchCandidate), "Saved-search candidates",
+        "first_seen_at",
     )
     change_history = _of_tenant(("ChangeHistory", "schema.audit"), _CHANGES, "Field changes", "change_timestamp")
     permission_audits = _of_tenant(

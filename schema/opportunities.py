@@ -35,6 +35,7 @@ from models import OpportunityProjectContact as ProjectContactModel
 from models import OpportunityProjectOverride as OverrideModel
 from models import PollingConfiguration as PollingConfigurationModel
 from models import Proposal as ProposalModel
+from models import SavedSearchCandidate as SavedSearchCandidateModel
 from models import User as UserModel
 from models import UserRole as UserRoleModel
 from models.enums import EntityType, PipelineStage, Priority, ProjectStatus, SyncStatus
@@ -344,6 +345,14 @@ class OpportunityProject(EntityNode, TenantOwned, relay.Node):
         "opportunity_project_id",
         order=(("api_call_timestamp", True),),
         description="Calls made to the source for this project, newest first.",
+    )
+    saved_search_candidates = to_many(
+        ("SavedSearchCandidate", "schema.sync"),
+        _t(SavedSearchCandidateModel),
+        "opportunity_project_id",
+        order=(("decided_at", True),),
+        description="The saved-search candidates this project was tracked from (or marked tracked by), latest "
+        "first.",
     )
     user_roles = to_many(
         ("UserRole", "schema.identity"),

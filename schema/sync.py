@@ -151,6 +151,7 @@ class SavedSearchCandidate(EntityNode, TenantOwned, relay.Node):
     saved_search = to_one(SEARCH, _SEARCHES, "saved_search_id")
     opportunity_project = to_one(PROJECT, _PROJECTS, "opportunity_project_id")
     decided_by = to_one(USER, _USERS, "decided_by")
+    history = history(EntityType.SAVED_SEARCH_CANDIDATE)
 
 
 @strawberry.type(description="What the poller knows of one source: connection, errors, today's call budget, "

@@ -4,7 +4,8 @@
   last success, error state and the lease (`claimed_until`, `claimed_by`).
 - `sync_key_budgets`: per tenant and API key fingerprint, the daily and hourly limits and the
   counters of the current UTC day and clock hour; a call reserves a slot with the row locked.
-- `saved_searches` (audited: entity type `saved_search`, added to change_history's CHECK) and
+- `saved_searches` (audited: entity type `saved_search`, added to change_history's CHECK with
+  `saved_search_candidate`, the entity type of the candidates' decision events) and
   `saved_search_candidates` (one per notice lineage per tenant).
 - `external_opportunity_data`: `notice_id` (each SAM.gov revision has its own), `resource_links`
   (the attachments of the version) and `payload_hash` (the canonical hash it was stored under).
@@ -57,7 +58,7 @@ ENTITY_TYPES_0001 = (
     "'audit_log', 'change_history', 'permission_audit', 'polling_configuration', "
     "'api_integration_log', 'external_data_change'"
 )
-ENTITY_TYPES_0009 = ENTITY_TYPES_0001 + ", 'saved_search'"
+ENTITY_TYPES_0009 = ENTITY_TYPES_0001 + ", 'saved_search', 'saved_search_candidate'"
 
 # What the claim function (owned by gwm_lookup) may read, insert and update.
 LOOKUP_SELECT = {
