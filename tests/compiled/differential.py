@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from models.db import set_tenant
 from tests.compiled.conftest import Caller, Clients
+from tests.support.roundtrips import count_round_trips
 
 __all__ = ["Answer", "Comparison", "Outcome", "audit_rows", "compiled_keys", "normalized", "report", "run_both"]
 
@@ -88,6 +89,9 @@ class Outcome:
     variables: dict[str, Any]
     on: Answer
     off: Answer
+    # Statements the path-on request executed that build JSON in PostgreSQL (json[b]_build_object):
+    # the compiled path ran for this caller, whether or not its answer may say so.
+    json_statements: int = 0
 
 
 @dataclass(slots=True)
@@ -175,5 +179,12 @@ async def run_both(
 ) -> Outcome:
     """The request on the path-off app, then on the path-on app (same database, same snapshot of data)."""
     off = normalized(await _post(clients.off, caller, document, variables))
-    on = normalized(await _post(clients.on, caller, document, variables))
-    return Outcome(label=label, caller=caller.name, document=document, variables=variables, on=on, off=off)
+    with count_round_trips(clients.on_app.state.engine) as trips:
+        on = normalized(await _post(clients.on, caller, document, variables))
+    built = sum(1 for t in trips if t.kind in _EXECUTIONS and "_build_object(" in t.sql)
+    return Outcome(
+        label=label, caller=caller.name, document=document, variables=variables, on=on, off=off, json_statements=built
+    )
+
+
+_EXECUTIONS = frozenset({"query", "bind_execute", "bind_execute_many", "execute"})

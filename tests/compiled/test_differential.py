@@ -207,6 +207,8 @@ async def test_generated_queries_answer_the_same_on_both_paths_and_mostly_compil
                                  if k not in ran)
     answered = sum(1 for o in comparison.outcomes if o.off.data is not None)
     refused = sum(1 for o in comparison.outcomes if o.off.errors)
+    by_caller = Counter(o.caller for o in comparison.outcomes if o.json_statements and "(" not in o.label)
+    report(f"generated queries that ran a compiled statement, by caller (of {len(generated)}): {dict(by_caller)}")
     share = compiled / len(generated)
     report(f"generated queries compiled: {compiled} of {len(generated)} ({share:.0%}); "
             f"{answered} of {len(comparison.outcomes)} requests answered with data, {refused} with errors; "
@@ -217,6 +219,8 @@ async def test_generated_queries_answer_the_same_on_both_paths_and_mostly_compil
     report("\n\n".join(differences) or "generated queries: no difference")
     assert not differences, f"{len(differences)} differences:\n\n" + "\n\n".join(differences[:8])
     assert comparison.audited > 0  # denials were compared, not only answers
+    # The compiled path ran for every caller, not only for those its answers may tell.
+    assert all(by_caller[name] > 0 for name in CALLER_ORDER), by_caller
     # Most answers carry data: the generator asks what the schema serves, not only refusals.
     assert answered >= 0.8 * len(comparison.outcomes), answered
     assert share >= 0.5, f"only {compiled} of {len(generated)} generated queries ran compiled"
