@@ -21,7 +21,7 @@ from strawberry.relay import to_base64
 from auth.passwords import PasswordHasher
 from schema.compiled.runner import PlanCache
 from server.app import create_app
-from server.seed.demo import DEMO_PASSWORD, SUBDOMAIN, demo_id, seed_demo
+from server.seed.demo import DEMO_PASSWORD, SUBDOMAIN, TENANT_ID, demo_id, seed_demo
 from tests.conftest import Database
 from tests.support.http import TEST_ITERATIONS, app_client
 from tests.support.http import test_settings as settings_for
@@ -126,9 +126,9 @@ QUERIES = {
     " endCursor } } }",
     "aliases": "{ a: opportunityProjects(first: 2) { nodes { x: projectName y: projectName ...F } }"
     " b: opportunityProjects(first: 1) { totalCount } } fragment F on OpportunityProject { rowId __typename }",
-    "nodes": "{ nodes(ids: [\"%s\", \"T3JnYW5pemF0aW9uOjAwMDAwMDAwLTAwMDAtMDAwMC0wMDAwLTAwMDAwMDAwMDAwMA==\"])"
-    " { id __typename ... on OpportunityProject { projectName tenant { name } } } }"
-    % to_base64("OpportunityProject", PROJECT),
+    "nodes": '{ nodes(ids: ["' + to_base64("OpportunityProject", PROJECT) + '",'
+    ' "T3JnYW5pemF0aW9uOjAwMDAwMDAwLTAwMDAtMDAwMC0wMDAwLTAwMDAwMDAwMDAwMA=="])'
+    " { id __typename ... on OpportunityProject { projectName tenant { name } } } }",
     "mixed": "{ opportunityProjects(first: 1) { nodes { projectName } } pipelineSummary { stage } }",
 }
 
@@ -154,3 +154,131 @@ def test_the_plan_cache_keeps_its_bound() -> None:
     assert len(cache) == 3
     assert cache.get(("key", 9)) == (True, None)
     assert cache.get(("key", 0)) == (False, None)
+
+
+# -- what the compiled path must keep: fresh reads, revocation, expiry, one snapshot, the limits ---------
+
+NEWEST = "{ opportunityProjects(first: 2) { nodes { rowId projectName priorityLevel updatedAt } } }"
+UPDATE = """mutation ($id: ID!, $at: DateTime!, $p: Priority!) {
+  opportunityProjectUpdate(input: {id: $id, updatedAt: $at, priorityLevel: $p}) {
+    opportunityProject { priorityLevel } errors { code } } }"""
+
+
+async def test_a_compiled_read_right_after_a_mutation_shows_the_new_state(
+    clients: tuple[httpx.AsyncClient, httpx.AsyncClient], token: str
+) -> None:
+    client = clients[0]
+    before = (await _post(client, token, NEWEST, {})).json()
+    # Not the project tests/test_operations.py updates with a fixed updatedAt.
+    (project,) = [p for p in before["data"]["opportunityProjects"]["nodes"] if p["rowId"] != str(PROJECT)][:1]
+    assert before["extensions"]["compiled"] == ["opportunityProjects"]
+    wanted = "LOW" if project["priorityLevel"] != "LOW" else "HIGH"
+    changed = await _post(client, token, UPDATE, {
+        "id": to_base64("OpportunityProject", project["rowId"]), "at": project["updatedAt"], "p": wanted,
+    })
+    assert changed.json()["data"]["opportunityProjectUpdate"]["errors"] == []
+    after = (await _post(client, token, NEWEST, {})).json()
+    (now,) = [p for p in after["data"]["opportunityProjects"]["nodes"] if p["rowId"] == project["rowId"]]
+    assert now["priorityLevel"] == wanted and now["updatedAt"] > project["updatedAt"]
+
+
+async def test_a_revoked_session_is_refused_on_its_next_compiled_read(
+    clients: tuple[httpx.AsyncClient, httpx.AsyncClient], demo: None
+) -> None:
+    client = clients[0]
+    credentials = {"email": ADMIN_EMAIL, "password": DEMO_PASSWORD, "tenant": SUBDOMAIN}
+    response = await client.post("/auth/login", json=credentials)
+    client.cookies.clear()
+    session = response.json()["token"]
+    assert "errors" not in (await _post(client, session, NEWEST, {})).json()
+    assert (await client.post("/auth/logout", headers={"authorization": f"Bearer {session}"})).status_code < 300
+    refused = await client.post("/graphql", json={"query": NEWEST}, headers={"authorization": f"Bearer {session}"})
+    assert refused.status_code == 401
+
+
+async def test_an_expired_assignment_changes_the_next_plan(
+    clients: tuple[httpx.AsyncClient, httpx.AsyncClient], owner_engine: AsyncEngine, demo: None
+) -> None:
+    """A capture manager whose only grant is on one project sees it, then, the grant expired, nothing."""
+    import datetime as dt
+
+    from sqlalchemy import text
+
+    from models.db import set_tenant
+    from tests.support.db import TenantRef
+    from tests.support.http import make_login_user
+
+    client = clients[0]
+    async with owner_engine.connect() as conn:
+        await set_tenant(conn, TENANT_ID)
+        system_user = await conn.scalar(text("SELECT id FROM users WHERE is_system"))
+        role = await conn.scalar(text("SELECT id FROM roles WHERE name = 'Capture Manager'"))
+        source = await conn.scalar(text("SELECT id FROM external_opportunity_sources ORDER BY created_at LIMIT 1"))
+    tenant = TenantRef(id=TENANT_ID, subdomain=SUBDOMAIN, system_user_id=system_user, manual_source_id=source)
+    user = await make_login_user(owner_engine, tenant, roles=[])
+    async with owner_engine.begin() as conn:
+        await set_tenant(conn, tenant.id)
+        assignment = await conn.scalar(
+            text(
+                "INSERT INTO user_roles (tenant_id, user_id, role_id, opportunity_project_id, assigned_by, expires_at)"
+                " VALUES (:t, :u, :r, :p, :by, :e) RETURNING id"
+            ),
+            {"t": tenant.id, "u": user.id, "r": role, "p": PROJECT, "by": system_user,
+             "e": dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)},
+        )
+    response = await client.post("/auth/login", json=user.credentials())
+    client.cookies.clear()
+    session = response.json()["token"]
+    query = "{ opportunityProjects { totalCount nodes { rowId winProbabilityScore } } }"
+    seen = (await _post(client, session, query, {})).json()
+    assert [n["rowId"] for n in seen["data"]["opportunityProjects"]["nodes"]] == [str(PROJECT)]
+    async with owner_engine.begin() as conn:  # the assignment runs out
+        await set_tenant(conn, tenant.id)
+        await conn.execute(text("UPDATE user_roles SET expires_at = now() - interval '1 second' WHERE id = :a"),
+                           {"a": assignment})
+    after = await client.post(
+        "/graphql", json={"query": query}, headers={"authorization": f"Bearer {session}"}
+    )
+    body = after.json()
+    assert body["data"]["opportunityProjects"] == {"totalCount": 0, "nodes": []}
+
+
+async def test_compiled_and_fallback_root_fields_read_one_snapshot(
+    apps: tuple[Starlette, Starlette], clients: tuple[httpx.AsyncClient, httpx.AsyncClient], token: str
+) -> None:
+    from tests.support.roundtrips import count_round_trips
+
+    query = "{ opportunityProjects(first: 2) { nodes { projectName } } pipelineSummary { stage projectCount } }"
+    with count_round_trips(apps[0].state.engine) as trips:
+        body = (await _post(clients[0], token, query, {})).json()
+    assert body["extensions"]["compiled"] == ["opportunityProjects"]
+    assert list(body["data"]) == ["opportunityProjects", "pipelineSummary"]
+    statements = [" ".join(t.sql.split()) for t in trips if t.kind != "prepare"]
+    begins = [i for i, s in enumerate(statements) if s.upper().startswith("BEGIN")]
+    compiled = next(i for i, s in enumerate(statements) if "json_build_object" in s)
+    summary = next(i for i, s in enumerate(statements) if "pipeline_stage" in s and "json_build_object" not in s)
+    # One transaction (REPEATABLE READ, read only) holds the principal lookup, the compiled statement and the
+    # executor's read: no BEGIN between them, and the transaction ends after both.
+    (start,) = [b for b in begins if b < min(compiled, summary)][-1:]
+    assert "REPEATABLE READ" in statements[start].upper() and "READ ONLY" in statements[start].upper()
+    assert not [b for b in begins if start < b < max(compiled, summary)]
+    end = next(i for i, s in enumerate(statements) if i > max(compiled, summary) and s.upper().startswith("ROLLBACK"))
+    assert end > max(compiled, summary)
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "executor"])
+async def test_the_limits_hold_on_both_paths(
+    compiled: bool, database: Database, token: str
+) -> None:
+    """The cost limit refuses before anything runs, and the deadline stops a compiled read as any other."""
+    nested = (BENCH_QUERIES / "big.graphql").read_text()
+    costly = create_app(settings_for(database.app_url, compiled_reads=compiled, query_cost_limit=100))
+    async with app_client(costly) as client:
+        body = (await _post(client, token, nested, {})).json()
+    assert body["data"] is None
+    assert body["errors"][0]["extensions"]["code"] == "QUERY_TOO_COSTLY"
+    hurried = create_app(settings_for(database.app_url, compiled_reads=compiled, operation_timeout_ms=1))
+    async with app_client(hurried) as client:
+        body = (await _post(client, token, nested, {})).json()
+    assert body["data"] is None
+    assert body["errors"][0]["extensions"] == {"code": "OPERATION_TIMEOUT", "timeoutMs": 1}
