@@ -365,9 +365,11 @@ async def test_permissions(world: World) -> None:
     found = await world.candidates(search_id)
     candidate = found["SOL-00001"]["rowId"]
     # a viewer reads saved searches and candidates, and may neither change nor decide them
-    listed = await gql(world.client, "{ savedSearches { totalCount } savedSearchCandidates { totalCount } }",
-                       token=world.viewer)
-    assert listed["data"] == {"savedSearches": {"totalCount": 1}, "savedSearchCandidates": {"totalCount": 3}}
+    both = "{ savedSearches { totalCount nodes { rowId } } savedSearchCandidates { totalCount nodes { rowId } } }"
+    listed = (await gql(world.client, both, token=world.viewer))["data"]
+    assert listed["savedSearches"] == {"totalCount": 1, "nodes": [{"rowId": str(search_id)}]}
+    assert listed["savedSearchCandidates"]["totalCount"] == 3
+    assert {n["rowId"] for n in listed["savedSearchCandidates"]["nodes"]} == {n["rowId"] for n in found.values()}
     for document, variables, permission in (
         (CREATE, {"i": {"name": "Mine", "externalSourceRowId": str(world.source_id)}}, "saved_search:manage"),
         (DISMISS, {"i": {"rowId": candidate}}, "saved_search:manage"),
@@ -382,9 +384,9 @@ async def test_permissions(world: World) -> None:
         await set_tenant(conn, world.tenant.id)
         await make(conn, "roles", world.tenant, name="Projects only", permissions=json.dumps(["opportunity:read"]))
     blind = await sign_in(world.client, await make_login_user(world.owner, world.tenant, roles=["Projects only"]))
-    listed = await gql(world.client, "{ savedSearches { totalCount } savedSearchCandidates { totalCount } }",
-                       token=blind)
-    assert listed["data"] == {"savedSearches": {"totalCount": 0}, "savedSearchCandidates": {"totalCount": 0}}
+    listed = (await gql(world.client, both, token=blind))["data"]
+    assert listed == {"savedSearches": {"totalCount": 0, "nodes": []},
+                      "savedSearchCandidates": {"totalCount": 0, "nodes": []}}
 
 
 # -- validation -----------------------------------------------------------------------------------------
