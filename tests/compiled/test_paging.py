@@ -141,3 +141,22 @@ async def test_nested_lists_page_the_same(
     differences = comparison.differences()
     differences += await comparison.audit_differences(owner_engine, [world.tenant.id, world.other_tenant.id])
     assert not differences, f"{len(differences)} differences:\n\n" + "\n\n".join(differences[:8])
+
+
+async def test_a_cursor_of_another_list_is_refused_alike(
+    clients: Clients, callers: dict[str, Caller], world: World, owner_engine: AsyncEngine
+) -> None:
+    """A real cursor (organizations by name) given to lists ordered otherwise: a BAD_USER_INPUT on
+    both paths, as a cursor that does not decode is, never a server error or a database message."""
+    source = "{ organizations(first: 1, orderBy: [{field: NAME}]) { pageInfo { endCursor } } }"
+    first = await run_both(clients, callers["admin"], source, {}, "the organization cursor")
+    cursor = first.off.data["organizations"]["pageInfo"]["endCursor"]
+    comparison = Comparison()
+    for root in ("opportunityProjects", "activities", "documents", "capturePlans"):
+        document = f"query ($c: String) {{ {root}(first: 2, after: $c) {{ totalCount nodes {{ id }} }} }}"
+        for caller in (callers["admin"], callers["viewer"]):
+            comparison.outcomes.append(await run_both(clients, caller, document, {"c": cursor}, f"{root} after"))
+    differences = comparison.differences()
+    assert not differences, f"{len(differences)} differences:\n\n" + "\n\n".join(differences[:8])
+    codes = {code for o in comparison.outcomes for answer in (o.on, o.off) for _, code in answer.errors}
+    assert codes == {"BAD_USER_INPUT"}, [m for o in comparison.outcomes for m in (*o.off.messages, *o.on.messages)]
