@@ -270,7 +270,8 @@ async def test_edge_values_answer_the_same_on_both_paths(
     assert not differences, f"{len(differences)} differences:\n\n" + "\n\n".join(differences[:8])
 
 
-FUZZED = 12  # hypothesis-graphql documents: arguments of every kind, mostly out of range
+# hypothesis-graphql documents: arguments of every kind, mostly out of range (GWM_DIFF_FUZZED for more)
+FUZZED = int(os.environ.get("GWM_DIFF_FUZZED", "12"))
 
 
 def fuzzed_arguments(world: World, count: int = FUZZED) -> list[str]:
