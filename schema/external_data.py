@@ -37,7 +37,7 @@ from resolvers.common.filters import FilterError
 from resolvers.common.pagination import PaginationError
 from resolvers.external_data import queries
 from resolvers.external_data.redaction import redact_headers, redact_json, redact_text
-from resolvers.sync.health import health_of, schedule_by_source
+from resolvers.sync.health import call_statistics_by_source, health_of, schedule_by_source
 from schema.context import Info
 from schema.entities import history
 from schema.fields import enum_column
@@ -145,9 +145,11 @@ class ExternalOpportunitySource(EntityNode, TenantOwned, relay.Node):
         extensions=[requires(Permission.SOURCE_ADMIN)],
     )
     async def health(self, info: Info) -> SourceHealthType | None:
-        state = await schedule_by_source(info.context.loaders).load(self.row_id)
+        loaders = info.context.loaders
+        state = await schedule_by_source(loaders).load(self.row_id)
+        calls = await call_statistics_by_source(loaders).load(self.row_id)
         cls = importlib.import_module("schema.sync").SourceHealth
-        return cls.of(health_of(self._row, state))  # type: ignore[no-any-return]
+        return cls.of(health_of(self._row, state, calls))  # type: ignore[no-any-return]
 
     opportunity_projects = to_many(
         PROJECT, _PROJECTS, "external_source_id", order=(("created_at", True),),

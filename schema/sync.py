@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime
 import uuid
+from decimal import Decimal
 from enum import Enum
 
 import strawberry
@@ -180,6 +181,15 @@ class SourceHealth:
     last_poll_success_at: datetime.datetime | None = strawberry.field(
         description="When the source's windowed search last succeeded (the next window starts a day before)."
     )
+    recent_calls: int = strawberry.field(
+        description="How many logged calls the two figures below are over: the source's last 100 at most."
+    )
+    average_response_time_ms: int | None = strawberry.field(
+        description="Average response time of those calls that got an answer, in milliseconds; null: none did."
+    )
+    success_rate_percentage: Decimal | None = strawberry.field(
+        description="Share of those calls that succeeded, 0 to 100; null: no call logged yet."
+    )
 
     @strawberry.field(description="The last call's error, with any credential in it masked; null after a success.")
     def last_error_message(self) -> str | None:
@@ -197,6 +207,9 @@ class SourceHealth:
             daily_call_limit=health.daily_limit,
             next_poll_at=health.next_poll_at,
             last_poll_success_at=health.last_success_at,
+            recent_calls=health.calls.calls,
+            average_response_time_ms=health.calls.average_response_time_ms,
+            success_rate_percentage=health.calls.success_rate_percentage,
         )
 
 

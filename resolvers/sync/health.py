@@ -6,7 +6,9 @@ schedule row (sync_schedules, saved_search_id NULL) says when its next windowed 
 which API key budget it draws on (`key_fingerprint`); that key's budget row (sync_key_budgets)
 holds today's count. "Today" is the budget's UTC day: a count of an earlier day is 0 now.
 Neither table has a row before the sync worker first sees the source: then nothing is scheduled
-and the budget is unknown (calls used 0, calls left and the limit null).
+and the budget is unknown (calls used 0, calls left and the limit null). The average response time
+and success rate are those of sync/calls.py `call_statistics` (the source's last 100 logged calls),
+read for every source of a request in one statement.
 """
 
 from __future__ import annotations
@@ -18,12 +20,23 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiodataloader import DataLoader
-from sqlalchemy import Table, and_, case, func, select
+from sqlalchemy import Table, and_, bindparam, case, func, select, text
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
 
 from models import SyncKeyBudget, SyncSchedule
 from resolvers.common.loaders import Loaders
+from sync.calls import STATISTICS_WINDOW, CallStatistics
 
-__all__ = ["Health", "ScheduleState", "budget_today", "health_of", "schedule_by_source", "utc_day_start"]
+__all__ = [
+    "CallStatistics",
+    "Health",
+    "ScheduleState",
+    "budget_today",
+    "call_statistics_by_source",
+    "health_of",
+    "schedule_by_source",
+    "utc_day_start",
+]
 
 _SCHEDULES: Table = SyncSchedule.__table__
 _BUDGETS: Table = SyncKeyBudget.__table__
@@ -50,6 +63,7 @@ class Health:
     daily_limit: int | None
     next_poll_at: datetime.datetime | None
     last_success_at: datetime.datetime | None
+    calls: CallStatistics
 
 
 def utc_day_start(now: Any = None) -> Any:
@@ -100,7 +114,40 @@ def schedule_by_source(loaders: Loaders) -> DataLoader[uuid.UUID, ScheduleState 
     return loaders.custom(("sync", "schedule_by_source"), batch)
 
 
-def health_of(source: Any, state: ScheduleState | None) -> Health:
+# The statistics of sync/calls.py `call_statistics` (the last STATISTICS_WINDOW calls of a source),
+# for every source of the batch in one statement.
+_STATISTICS = text(
+    "SELECT ids.id AS source_id, recent.calls, recent.average, recent.rate"
+    " FROM unnest(:ids) AS ids(id) CROSS JOIN LATERAL ("
+    "   SELECT count(*) AS calls,"
+    "          round(avg(processing_time_ms) FILTER (WHERE http_status IS NOT NULL)) AS average,"
+    "          round(100.0 * avg(success::int), 2) AS rate"
+    "     FROM (SELECT processing_time_ms, http_status, success FROM api_integration_logs"
+    "            WHERE tenant_id = :t AND external_source_id = ids.id"
+    "            ORDER BY api_call_timestamp DESC, created_at DESC LIMIT :n) last_calls) recent"
+).bindparams(bindparam("ids", type_=ARRAY(UUID(as_uuid=True))))
+
+
+def call_statistics_by_source(loaders: Loaders) -> DataLoader[uuid.UUID, CallStatistics]:
+    """Source id -> the count, average response time and success rate of its last calls."""
+
+    async def batch(keys: Sequence[uuid.UUID]) -> list[CallStatistics]:
+        rows = await loaders.db.execute(_STATISTICS, {"ids": list(set(keys)), "t": loaders.tenant_id,
+                                                      "n": STATISTICS_WINDOW})
+        found = {
+            row.source_id: CallStatistics(
+                calls=int(row.calls),
+                average_response_time_ms=None if row.average is None else int(row.average),
+                success_rate_percentage=None if row.rate is None else row.rate,
+            )
+            for row in rows.all()
+        }
+        return [found[key] for key in keys]
+
+    return loaders.custom(("sync", "call_statistics_by_source"), batch)
+
+
+def health_of(source: Any, state: ScheduleState | None, calls: CallStatistics) -> Health:
     """The health of `source` (a row of external_opportunity_sources) given its schedule state."""
     used = 0 if state is None else state.calls_used_today
     limit = None if state is None else state.daily_limit
@@ -114,4 +161,5 @@ def health_of(source: Any, state: ScheduleState | None) -> Health:
         daily_limit=limit,
         next_poll_at=None if state is None else state.next_poll_at,
         last_success_at=None if state is None else state.last_success_at,
+        calls=calls,
     )

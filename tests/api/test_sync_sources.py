@@ -37,7 +37,7 @@ from tests.sync.fake_samgov import API_KEY, FakeSamGov, notice, serve, status
 HEALTH = """
 query ($id: ID!) { node(id: $id) { ... on ExternalOpportunitySource { rowId connectionStatus health {
   connectionStatus consecutiveErrors lastSuccessfulCall lastErrorMessage callsUsedToday callsLeftToday
-  dailyCallLimit nextPollAt lastPollSuccessAt } } } }
+  dailyCallLimit nextPollAt lastPollSuccessAt recentCalls averageResponseTimeMs successRatePercentage } } } }
 """
 POLL_NOW = """
 mutation ($i: SourcePollNowInput!) { sourcePollNow(input: $i) {
@@ -174,6 +174,7 @@ async def test_a_source_never_polled_has_no_schedule_and_an_unknown_budget(sourc
     assert health["connectionStatus"] == "UNKNOWN"
     assert (health["callsUsedToday"], health["callsLeftToday"], health["dailyCallLimit"], health["nextPollAt"]) == (
         0, None, None, None)
+    assert (health["recentCalls"], health["averageResponseTimeMs"], health["successRatePercentage"]) == (0, None, None)
 
 
 async def test_health_is_for_source_admins_only(sources: Sources) -> None:
@@ -257,6 +258,9 @@ async def test_a_connection_test_is_one_budgeted_call_to_the_source(sources: Sou
     (log,) = await sources.rows("SELECT endpoint_called, http_status, success FROM api_integration_logs"
                                 " WHERE external_source_id = :s", s=source.id)
     assert log.success and log.http_status == 200 and API_KEY not in log.endpoint_called
+    health = (await sources.health(source.id))["data"]["node"]["health"]
+    assert (health["recentCalls"], health["successRatePercentage"]) == (1, "100.00")
+    assert health["averageResponseTimeMs"] is not None and health["averageResponseTimeMs"] >= 0
     log_event, _ = await expect_audit(sources.owner, sources.tenant.id, "sourceTestConnection",
                                       action="sync.source.connection_tested", entity_id=source.id, history=None,
                                       user_id=sources.admin_id)
@@ -274,6 +278,13 @@ async def test_a_failing_source_is_reported_not_raised(sources: Sources) -> None
     assert len(sources.fake.requests) == calls + 1  # a test is one call: no retries
     health = (await sources.health(source.id))["data"]["node"]["health"]
     assert health["consecutiveErrors"] == 1 and health["connectionStatus"] == "DEGRADED"
+    assert (health["recentCalls"], health["successRatePercentage"]) == (1, "0.00")
+    # a later success: one of two
+    body = await gql(sources.client, TEST, {"i": {"rowId": str(source.id)}}, token=sources.admin)
+    assert body["data"]["sourceTestConnection"]["succeeded"] is True
+    health = (await sources.health(source.id))["data"]["node"]["health"]
+    assert (health["recentCalls"], health["successRatePercentage"], health["connectionStatus"]) == (
+        2, "50.00", "HEALTHY")
 
 
 async def test_a_wrong_key_and_a_refused_address_are_reported(sources: Sources) -> None:
@@ -303,3 +314,20 @@ async def test_a_connection_test_needs_budget_and_source_admin(sources: Sources)
     assert [(e["extensions"]["code"], e["extensions"]["permission"]) for e in denied["errors"]] == [
         ("FORBIDDEN", "source:admin")]
     assert len(sources.fake.requests) == calls
+
+
+async def test_health_of_many_sources_is_read_in_as_many_statements_as_of_one(sources: Sources) -> None:
+    from tests.support.sqlcount import count_statements
+
+    query = "{ externalOpportunitySources(first: 50) { nodes { rowId health { callsUsedToday nextPollAt " \
+            "recentCalls successRatePercentage } } } }"
+    counts = []
+    for more in (1, 8):
+        for _ in range(more):
+            source = await sources.source()
+            await sources.schedule(source.id, next_poll_at=datetime.now(UTC))
+        with count_statements(sources.app.state.engine) as statements:
+            body = await gql(sources.client, query, token=sources.admin)
+        assert all(n["health"] is not None for n in body["data"]["externalOpportunitySources"]["nodes"])
+        counts.append(sum("sync_schedules" in s or "api_integration_logs" in s for s in statements))
+    assert counts == [2, 2], counts
