@@ -12,9 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any
 
-from sqlalchemy import Row, text
+import asyncpg
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from auth.audit import AuthEvent, RequestMeta, record_event
@@ -48,13 +48,13 @@ API_KEY_USE_RECORD_INTERVAL = timedelta(minutes=1)
 # The first statement of a request's read transaction (REPEATABLE READ, READ ONLY): the caller's
 # session or API key with everything the principal is built from (migration 0010), and the tenant
 # setting for the rest of the transaction, so the reads that follow share the lookup's snapshot.
-_REQUEST_SESSION = text(
+_REQUEST_SESSION = (
     "SELECT p.*, set_config('app.tenant_id', p.tenant_id::text, true) AS tenant_setting"
-    " FROM gwm_request_session(:h) AS p"
+    " FROM gwm_request_session($1) AS p"
 )
-_REQUEST_API_KEY = text(
+_REQUEST_API_KEY = (
     "SELECT p.*, set_config('app.tenant_id', p.tenant_id::text, true) AS tenant_setting"
-    " FROM gwm_request_api_key(:h) AS p"
+    " FROM gwm_request_api_key($1) AS p"
 )
 
 
@@ -132,25 +132,26 @@ class AuthService:
 
     async def _session_principal(self, db: RequestConnection, token: str, meta: RequestMeta) -> Principal:
         now = self.now()
-        row = await db.open(_REQUEST_SESSION, {"h": digest(token)}, tenant_of=_live_session_tenant)
+        row = await db.open(_REQUEST_SESSION, digest(token), tenant_of=_live_session_tenant)
         if row is None or _live_session_tenant(row) is None:
             raise Unauthenticated("INVALID_SESSION", "The session is not valid; sign in again.")
         record = SessionRecord(
-            session_id=row.session_id,
-            user_id=row.user_id,
-            tenant_id=row.tenant_id,
-            created_at=row.created_at,
-            last_activity_at=row.last_activity_at,
-            expires_at=row.expires_at,
-            is_active=row.is_active,
-            terminated_at=row.terminated_at,
-            mfa_verified=row.mfa_verified,
+            session_id=row["session_id"],
+            user_id=row["user_id"],
+            tenant_id=row["tenant_id"],
+            created_at=row["created_at"],
+            last_activity_at=row["last_activity_at"],
+            expires_at=row["expires_at"],
+            is_active=row["is_active"],
+            terminated_at=row["terminated_at"],
+            mfa_verified=row["mfa_verified"],
         )
         policy = policy_from(
-            record.tenant_id, row.tenant_name, row.fedramp_compliant, row.max_users, row.tenant_active, row.security
+            record.tenant_id, row["tenant_name"], row["fedramp_compliant"], row["max_users"], row["tenant_active"],
+            row["security"],
         )
-        grants = grants_from([(permissions, project) for permissions, project in row.grants])
-        user_active = row.user_found and row.user_active and not row.user_is_system
+        grants = grants_from([(permissions, project) for permissions, project in row["grants"]])
+        user_active = row["user_found"] and row["user_active"] and not row["user_is_system"]
         ended = self._session_end_reason(record, user_active, policy, grants, now)
         if ended is not None:
             await db.close()
@@ -166,16 +167,16 @@ class AuthService:
             raise Unauthenticated("SESSION_EXPIRED", "The session has expired; sign in again.")
         if now - record.last_activity_at >= ACTIVITY_WRITE_INTERVAL:
             db.after_close(partial(touch_session, self.engine, record, now))
-        enrollment_required = policy.requires_mfa and not row.mfa_enabled
+        enrollment_required = policy.requires_mfa and not row["mfa_enabled"]
         return Principal(
             kind=PrincipalKind.SESSION,
             tenant_id=record.tenant_id,
             user_id=record.user_id,
             grants=grants,
             session_id=record.session_id,
-            mfa_satisfied=record.mfa_verified or not (row.mfa_enabled or enrollment_required),
+            mfa_satisfied=record.mfa_verified or not (row["mfa_enabled"] or enrollment_required),
             mfa_enrollment_required=enrollment_required and not record.mfa_verified,
-            password_change_required=row.must_change_password,
+            password_change_required=row["must_change_password"],
         )
 
     @staticmethod
@@ -199,37 +200,37 @@ class AuthService:
     async def _api_key_principal(self, db: RequestConnection, key: str, meta: RequestMeta) -> Principal:
         now = self.now()
 
-        def usable(row: Row[Any]) -> uuid.UUID | None:
-            live = row.revoked_at is None and now < row.expires_at and row.tenant_active
-            return row.tenant_id if live else None
+        def usable(row: asyncpg.Record) -> uuid.UUID | None:
+            live = row["revoked_at"] is None and now < row["expires_at"] and row["tenant_active"]
+            return row["tenant_id"] if live else None
 
-        row = await db.open(_REQUEST_API_KEY, {"h": digest(key)}, tenant_of=usable)
+        row = await db.open(_REQUEST_API_KEY, digest(key), tenant_of=usable)
         if row is None:
             raise Unauthenticated("INVALID_API_KEY", "The API key is not valid.")
-        if row.revoked_at is not None or now >= row.expires_at:
+        if row["revoked_at"] is not None or now >= row["expires_at"]:
             await record_event(
                 self.writer,
-                tenant_id=row.tenant_id,
+                tenant_id=row["tenant_id"],
                 event=AuthEvent.API_KEY_REJECTED,
                 meta=meta,
-                session_id=f"api_key:{row.api_key_id}",
+                session_id=f"api_key:{row['api_key_id']}",
                 entity_type="api_key",
-                entity_id=row.api_key_id,
+                entity_id=row["api_key_id"],
                 granted=False,
                 risk=RiskLevel.MEDIUM,
-                description="revoked" if row.revoked_at is not None else "expired",
+                description="revoked" if row["revoked_at"] is not None else "expired",
             )
             raise Unauthenticated("INVALID_API_KEY", "The API key is not valid.")
-        if not row.tenant_active:
+        if not row["tenant_active"]:
             raise Unauthenticated("INVALID_API_KEY", "The API key is not valid.")
-        if row.last_used_at is None or row.last_used_at <= now - API_KEY_USE_RECORD_INTERVAL:
-            db.after_close(partial(self._record_api_key_use, row.tenant_id, row.api_key_id, now, meta))
+        if row["last_used_at"] is None or row["last_used_at"] <= now - API_KEY_USE_RECORD_INTERVAL:
+            db.after_close(partial(self._record_api_key_use, row["tenant_id"], row["api_key_id"], now, meta))
         return Principal(
             kind=PrincipalKind.API_KEY,
-            tenant_id=row.tenant_id,
-            user_id=system_user_id(row.tenant_id),
-            grants=grants_from([(row.permissions, None)]),
-            api_key_id=row.api_key_id,
+            tenant_id=row["tenant_id"],
+            user_id=system_user_id(row["tenant_id"]),
+            grants=grants_from([(row["permissions"], None)]),
+            api_key_id=row["api_key_id"],
         )
 
     async def _record_api_key_use(
@@ -253,7 +254,8 @@ class AuthService:
                 )
 
 
-def _live_session_tenant(row: Row[Any]) -> uuid.UUID | None:
+def _live_session_tenant(row: asyncpg.Record) -> uuid.UUID | None:
     """The session's tenant while the session is open (not ended, not deactivated)."""
-    live = row.is_active and row.terminated_at is None
-    return row.tenant_id if live else None
+    live: bool = row["is_active"] and row["terminated_at"] is None
+    tenant_id: uuid.UUID = row["tenant_id"]
+    return tenant_id if live else None

@@ -376,7 +376,7 @@ async def test_audit_lists_cost_the_same_statements_for_5_and_50(
             body = await gql(client, NESTED, {"first": first, "entityId": str(org.id)}, token=admin_token)
         assert len(body["data"]["auditLogs"]["nodes"]) == first
         assert len(body["data"]["changeHistory"]["nodes"]) == first
-        start = max(i for i, s in enumerate(statements) if "set_config" in s)
+        start = max((i for i, s in enumerate(statements) if "set_config" in s), default=-1)
         operation = statements[start + 1 :]
         counted = [s for s in operation if "count(" in s]
         counts.append((len(operation) - len(counted), len(counted)))

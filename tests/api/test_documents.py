@@ -50,7 +50,7 @@ def _ids(connection: dict[str, Any]) -> list[str]:
 
 def _operation(statements: list[str]) -> list[str]:
     """The statements of the GraphQL operation itself (after its set_config), counts excluded."""
-    start = max(i for i, s in enumerate(statements) if "set_config" in s)
+    start = max((i for i, s in enumerate(statements) if "set_config" in s), default=-1)
     return [s for s in statements[start + 1 :] if "count(" not in s]
 
 

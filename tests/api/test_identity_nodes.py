@@ -500,7 +500,7 @@ async def test_nested_identity_lists_cost_the_same_statements_for_5_and_50(
             body = await gql(client, NESTED, {"first": first}, token=admin_token)
         nodes = body["data"]["users"]["nodes"]
         assert len(nodes) == first
-        start = max(i for i, s in enumerate(statements) if "set_config" in s)
+        start = max((i for i, s in enumerate(statements) if "set_config" in s), default=-1)
         operation = statements[start + 1 :]
         counted = [s for s in operation if "count(" in s]
         counts.append((len(operation) - len(counted), len(counted)))

@@ -49,7 +49,7 @@ async def test_statements_are_the_same_for_5_and_50_projects(
         assert len(projects) == first
         assert all(len(p["contacts"]["nodes"]) == 2 and len(p["documents"]["nodes"]) == 2 for p in projects)
         assert all(p["contacts"]["nodes"][0]["contact"]["organization"]["name"] for p in projects)
-        start = max(i for i, s in enumerate(statements) if "set_config" in s)
+        start = max((i for i, s in enumerate(statements) if "set_config" in s), default=-1)
         counts.append(len(statements[start + 1 :]))
     assert counts == [RELATION_STATEMENTS, RELATION_STATEMENTS], counts
     # Compiled, the same read is one statement whatever the page size (counted at the driver).

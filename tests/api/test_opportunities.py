@@ -696,7 +696,7 @@ async def test_nested_list_costs_the_same_statements_for_5_and_50(
             body = await gql(executor_client, NESTED_QUERY, {"first": first}, token=admin_token)
         nodes = body["data"]["opportunityProjects"]["nodes"]
         assert len(nodes) == first
-        start = max(i for i, s in enumerate(statements) if "set_config" in s)
+        start = max((i for i, s in enumerate(statements) if "set_config" in s), default=-1)
         operation = statements[start + 1 :]
         totals = [s for s in operation if "count(*)" in s]  # the two totalCounts (the summary counts columns)
         counts.append((len(operation) - len(totals), len(totals)))
