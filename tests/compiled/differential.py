@@ -166,21 +166,27 @@ async def audit_rows(
     return {k: sorted(v, key=repr) for k, v in found.items()}
 
 
-async def _post(client: httpx.AsyncClient, caller: Caller, document: str, variables: dict[str, Any]) -> httpx.Response:
-    return await client.post(
-        "/graphql",
-        json={"query": document, "variables": variables},
-        headers={"authorization": f"Bearer {caller.token}"},
-    )
+async def _post(
+    client: httpx.AsyncClient, caller: Caller, document: str, variables: dict[str, Any], operation_name: str | None
+) -> httpx.Response:
+    body: dict[str, Any] = {"query": document, "variables": variables}
+    if operation_name is not None:
+        body["operationName"] = operation_name
+    return await client.post("/graphql", json=body, headers={"authorization": f"Bearer {caller.token}"})
 
 
 async def run_both(
-    clients: Clients, caller: Caller, document: str, variables: dict[str, Any], label: str
+    clients: Clients,
+    caller: Caller,
+    document: str,
+    variables: dict[str, Any],
+    label: str,
+    operation_name: str | None = None,
 ) -> Outcome:
     """The request on the path-off app, then on the path-on app (same database, same snapshot of data)."""
-    off = normalized(await _post(clients.off, caller, document, variables))
+    off = normalized(await _post(clients.off, caller, document, variables, operation_name))
     with count_round_trips(clients.on_app.state.engine) as trips:
-        on = normalized(await _post(clients.on, caller, document, variables))
+        on = normalized(await _post(clients.on, caller, document, variables, operation_name))
     built = sum(1 for t in trips if t.kind in _EXECUTIONS and "_build_object(" in t.sql)
     return Outcome(
         label=label, caller=caller.name, document=document, variables=variables, on=on, off=off, json_statements=built

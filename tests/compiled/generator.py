@@ -498,6 +498,9 @@ class _Builder:
                 text = self.side_root(name, key)
             roots.append(text)
         variables = f"({', '.join(self.var_defs)})" if self.var_defs else ""
+        if self.chance(10):  # introspection beside the root fields (answered by the executor, never compiled)
+            extra = self.pick(["__typename", "__schema { queryType { name } }", '__type(name: "PageInfo") { name }'])
+            roots.insert(self.draw(st.integers(0, len(roots))), extra)
         document = "\n".join([f"query Generated{variables} {{ {' '.join(roots)} }}", *self.fragments])
         return Generated(
             document=document, variables=self.variables, root_keys=tuple(keys), root_names=tuple(names), cursor=cursor
