@@ -38,7 +38,7 @@ VARIABLES: dict[str, dict[str, Any]] = {
     "small": {"id": to_base64("OpportunityProject", PROJECT)},
 }
 # The example operations that must run compiled (the others fall back, for now, to the executor).
-COMPILED = {"nested_pursuit", "organizations_with_children", "project_by_id", "big", "small"}
+COMPILED = {"nested_pursuit", "organizations_with_children", "project_by_id", "pipeline_summary", "big", "small"}
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +129,10 @@ QUERIES = {
     "nodes": '{ nodes(ids: ["' + to_base64("OpportunityProject", PROJECT) + '",'
     ' "T3JnYW5pemF0aW9uOjAwMDAwMDAwLTAwMDAtMDAwMC0wMDAwLTAwMDAwMDAwMDAwMA=="])'
     " { id __typename ... on OpportunityProject { projectName tenant { name } } } }",
-    "mixed": "{ opportunityProjects(first: 1) { nodes { projectName } } pipelineSummary { stage } }",
+    "mixed": "{ opportunityProjects(first: 1) { nodes { projectName } } viewer { credential } }",
+    "summary": '{ pipelineSummary(filter: {projectName: {contains: "e"}, includeArchived: true})'
+    " { __typename stage projectCount totalEstimatedValueMax weightedEstimatedValueMax projectsWithoutValue"
+    " projectsWithoutWinProbability } }",
 }
 
 
@@ -248,15 +251,18 @@ async def test_compiled_and_fallback_root_fields_read_one_snapshot(
 ) -> None:
     from tests.support.roundtrips import count_round_trips
 
-    query = "{ opportunityProjects(first: 2) { nodes { projectName } } pipelineSummary { stage projectCount } }"
+    query = (
+        "{ opportunityProjects(first: 2) { nodes { projectName } }"
+        f' changeHistory(entityId: "{PROJECT}") {{ nodes {{ fieldName }} }} }}'
+    )
     with count_round_trips(apps[0].state.engine) as trips:
         body = (await _post(clients[0], token, query, {})).json()
     assert body["extensions"]["compiled"] == ["opportunityProjects"]
-    assert list(body["data"]) == ["opportunityProjects", "pipelineSummary"]
+    assert list(body["data"]) == ["opportunityProjects", "changeHistory"]
     statements = [" ".join(t.sql.split()) for t in trips if t.kind != "prepare"]
     begins = [i for i, s in enumerate(statements) if s.upper().startswith("BEGIN")]
     compiled = next(i for i, s in enumerate(statements) if "json_build_object" in s)
-    summary = next(i for i, s in enumerate(statements) if "pipeline_stage" in s and "json_build_object" not in s)
+    summary = next(i for i, s in enumerate(statements) if "change_history" in s and "json_build_object" not in s)
     # One transaction (REPEATABLE READ, read only) holds the principal lookup, the compiled statement and the
     # executor's read: no BEGIN between them, and the transaction ends after both.
     (start,) = [b for b in begins if b < min(compiled, summary)][-1:]

@@ -7,17 +7,19 @@ a filter on `archivedAt` lets them through; `archivedAt: {isNull: false}` lists 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Integer, String, Table, and_, column, func, literal, select, true, values
+from sqlalchemy import Integer, Select, String, Table, and_, column, func, literal, select, true, values
 from sqlalchemy.sql.elements import ColumnElement
 
 from models import ExternalOpportunityData, OpportunityProject, OpportunityProjectOverride
 from models.enums import PipelineStage
 from resolvers.common.filters import conditions_showing_hidden_on_request
 from resolvers.common.loaders import Loaders, readable
+from resolvers.common.scope import ReadScope
 from resolvers.opportunities.effective import current_version_order, effective_decimal_sql
 
 __all__ = ["DEFAULT_ORDER", "StageTotals", "pipeline_summary", "project_conditions"]
@@ -49,14 +51,32 @@ class StageTotals:
 
 
 async def pipeline_summary(loaders: Loaders, filter_input: Any) -> list[StageTotals]:
-    """Per pipeline stage, in stage order and all of them: counts and sums of effective value max.
+    """Per pipeline stage, in stage order and all of them: counts and sums of effective value max."""
+    stmt = pipeline_summary_statement(loaders.scope, project_conditions(filter_input))
+    rows = (await loaders.db.execute(stmt)).all()
+    return [
+        StageTotals(
+            stage=PipelineStage(row.stage),
+            project_count=int(row.project_count),
+            total_estimated_value_max=Decimal(row.total),
+            weighted_estimated_value_max=Decimal(row.weighted),
+            projects_without_value=int(row.without_value),
+            projects_without_win_probability=int(row.without_probability),
+        )
+        for row in rows
+    ]
 
-    One statement: the projects matching the filter, each with its current external version
-    (LATERAL, newest current first) and its active `estimated_value_max` override (at most one:
-    unique per project and field), grouped over the seven stages (a VALUES list, so a stage with
-    no project still gives a row of zeros).
+
+def pipeline_summary_statement(scope: ReadScope, conditions: Sequence[ColumnElement[bool]]) -> Select[Any]:
+    """The pipeline summary as one statement over the projects matching `conditions` (the list's filter).
+
+    The projects the caller may read, each with its current external version (LATERAL, newest current
+    first) and its active `estimated_value_max` override (at most one: unique per project and field),
+    grouped over the seven stages (a VALUES list, so a stage with no project still gives a row of
+    zeros), in stage order (`position`). The compiled read path (schema/compiled/) runs the same
+    statement with the filter's values bound per request.
     """
-    tenant = loaders.tenant_id
+    tenant = scope.tenant_id
     projects, data, override = _PROJECTS, _DATA.alias("cur_data"), _OVERRIDES.alias("ov")
     current = (
         select(data.c.estimated_value_max)
@@ -85,10 +105,10 @@ async def pipeline_summary(loaders: Loaders, filter_input: Any) -> list[StageTot
         readable(
             select(projects.c.pipeline_stage, projects.c.win_probability_score, value.label("value")),
             projects,
-            loaders.scope,
+            scope,
         )
         .select_from(joined)
-        .where(*project_conditions(filter_input))
+        .where(*conditions)
         .subquery("p")
     )
     stages = values(column("stage", String), column("position", Integer), name="stages").data(
@@ -110,20 +130,10 @@ async def pipeline_summary(loaders: Loaders, filter_input: Any) -> list[StageTot
             func.count(counted)
             .filter(matching.c.win_probability_score.is_(None))
             .label("without_probability"),
+            stages.c.position,
         )
         .select_from(stages.outerjoin(matching, matching.c.pipeline_stage == stages.c.stage))
         .group_by(stages.c.stage, stages.c.position)
         .order_by(stages.c.position)
     )
-    rows = (await loaders.db.execute(stmt)).all()
-    return [
-        StageTotals(
-            stage=PipelineStage(row.stage),
-            project_count=int(row.project_count),
-            total_estimated_value_max=Decimal(row.total),
-            weighted_estimated_value_max=Decimal(row.weighted),
-            projects_without_value=int(row.without_value),
-            projects_without_win_probability=int(row.without_probability),
-        )
-        for row in rows
-    ]
+    return stmt

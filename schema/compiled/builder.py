@@ -43,7 +43,7 @@ from graphql import (
     get_named_type,
 )
 from graphql.execution.values import get_argument_values
-from sqlalchemy import ARRAY, Column, Table, any_, bindparam
+from sqlalchemy import ARRAY, Column, Table, Text, any_, bindparam
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql import operators, visitors
 from sqlalchemy.sql.elements import BinaryExpression, BindParameter, ColumnElement
@@ -63,7 +63,7 @@ from schema.compiled.catalog import (
     ToOneField,
 )
 
-__all__ = ["MARKER", "Fallback", "Marker", "RootPlan", "build_root"]
+__all__ = ["MARKER", "ROOT_FIELDS", "Fallback", "Marker", "RootPlan", "build_root"]
 
 # The JSON a denied guarded field holds in the statement's output: `{"\u0000":N}`. No stored value
 # can produce it (PostgreSQL text and jsonb cannot hold U+0000, and a string's quotes are escaped).
@@ -148,6 +148,7 @@ class Builder:
         # alias -> the projects its rows are known to belong to (through their Direct project column).
         self.bounds: dict[str, frozenset[uuid.UUID] | None] = {}
         self._alias_types: dict[str, EntityType] = {}
+        self._late: dict[str, Param] = {}
 
     # -- parameters -------------------------------------------------------------------------------
 
@@ -288,8 +289,8 @@ class Builder:
         def placeholder(match: re.Match[str]) -> str:
             name = match.group(1)
             if name not in positions:
-                value = values[name]
-                positions[name] = self.runtime(_constant(value))
+                late = self._late.get(name)
+                positions[name] = self.runtime(late if late is not None else _constant(values[name]))
             return positions[name]
 
         text = re.sub(r"%\(([^)]+)\)s", placeholder, str(compiled))
@@ -660,12 +661,40 @@ class Builder:
         )
 
     def filters(self, table: Table, spec: ConnectionField, args: dict[str, Any], alias: str, fid: int) -> list[str]:
+        """The filter's conditions (and the list's default view) as SQL on `alias`."""
+        return [self.render(e, table, alias) for e in self.filter_expressions(table, spec, args, fid)]
+
+    def render_statement(self, statement: Any) -> str:
+        """A whole SQLAlchemy statement as SQL, its values as bind parameters (late ones per request)."""
+        compiled = statement.compile(dialect=_DIALECT, compile_kwargs={"render_postcompile": True})
+        values = compiled.params
+        positions: dict[str, str] = {}
+
+        def placeholder(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in positions:
+                late = self._late.get(name)
+                positions[name] = self.runtime(late if late is not None else _constant(values[name]))
+            return positions[name]
+
+        return re.sub(r"%\(([^)]+)\)s", placeholder, str(compiled)).replace("%%", "%")
+
+    def late(self, getter: Param, type_: Any) -> BindParameter[Any]:
+        """A bind parameter whose value each request's arguments give (rendered by `render`)."""
+        key = f"late_{len(self._late)}"
+        self._late[key] = getter
+        return bindparam(key, type_=type_)
+
+    def filter_expressions(
+        self, table: Table, spec: ConnectionField, args: dict[str, Any], fid: int
+    ) -> list[ColumnElement[bool]]:
+        """resolvers/common/filters.py's conditions, their values bound per request (the plan keeps the shape)."""
         raw = args.get("filter")
-        out: list[str] = []
+        out: list[ColumnElement[bool]] = []
         flag, hidden_column = spec.hidden_unless or (None, None)
         if raw is None:
             if hidden_column is not None:
-                out.append(f"{alias}.{_ident(hidden_column)} IS NULL")
+                out.append(table.c[hidden_column].is_(None))
             return out
         names = _filter_names(self.schema, spec.target)
         filtered_columns: list[str] = []
@@ -684,24 +713,24 @@ class Builder:
             if column_name == hidden_column:
                 show_hidden = True
             column = table.c[column_name]
-            ref = f"{alias}.{_ident(column_name)}"
             for op, value in ops.items():
                 if value is None:
                     continue
                 getter = _op_getter(fid, graphql_name, op)
                 if op == "eq":
-                    out.append(f"{ref} = {self.runtime(getter, _sql_type(column))}")
+                    out.append(column == self.late(getter, column.type))
                 elif op == "in":
                     if len(value) > 500:
                         raise Fallback("in list too long")
-                    out.append(f"{ref} = ANY({self.runtime(getter, _sql_type(column) + '[]')})")
+                    out.append(column == any_(self.late(getter, ARRAY(column.type))))
                 elif op == "contains":
-                    out.append(f"{ref} ILIKE {self.runtime(_like(getter), 'text')} ESCAPE '\\'")
+                    out.append(column.ilike(self.late(_like(getter), Text()), escape="\\"))
                 elif op == "isNull":
-                    out.append(f"{ref} IS NULL" if value else f"{ref} IS NOT NULL")
+                    out.append(column.is_(None) if value else column.is_not(None))
                 elif op in {"gt", "gte", "lt", "lte"}:
-                    sign = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}[op]
-                    out.append(f"{ref} {sign} {self.runtime(getter, _sql_type(column))}")
+                    bound = self.late(getter, column.type)
+                    out.append({"gt": column > bound, "gte": column >= bound, "lt": column < bound,
+                                "lte": column <= bound}[op])
                 else:
                     raise Fallback(f"filter operator {op}")
         try:
@@ -709,7 +738,7 @@ class Builder:
         except FieldDenied:
             raise Fallback("filter on a guarded column") from None
         if hidden_column is not None and not show_hidden:
-            out.append(f"{alias}.{_ident(hidden_column)} IS NULL")
+            out.append(table.c[hidden_column].is_(None))
         return out
 
 
@@ -798,6 +827,10 @@ def _python_type(column: Column[Any]) -> str:
     return "?"
 
 
+# Root fields compiled beside the root lists (schema.relations.root_list).
+ROOT_FIELDS = frozenset({"node", "nodes", "pipelineSummary"})
+
+
 def build_root(
     builder: Builder,
     key: str,
@@ -822,6 +855,8 @@ def build_root(
         sql = _node(builder, definition, nodes)
     elif field_name == "nodes":
         sql = _nodes(builder, definition, nodes)
+    elif field_name == "pipelineSummary":
+        sql = _pipeline_summary(builder, definition, nodes)
     else:
         raise Fallback(f"root field {field_name}")
     return RootPlan(key, sql, builder.params, builder.arg_fields, builder.markers, row_denial)
@@ -854,6 +889,70 @@ def _nodes(builder: Builder, definition: GraphQLField, nodes: list[FieldNode]) -
             f"(SELECT {body} FROM {_ident(etype.table.name)} {alias} WHERE {alias}.\"id\" = {ident} AND {rows})"
         )
     return f"SELECT json_build_array({', '.join(items)})::text"
+
+
+def _pipeline_summary(builder: Builder, definition: GraphQLField, nodes: list[FieldNode]) -> str:
+    """`pipelineSummary(filter:)`: resolvers/opportunities/queries.py's statement, shaped into the response."""
+    from models import OpportunityProject
+    from resolvers.opportunities.queries import pipeline_summary_statement
+
+    projects: Table = OpportunityProject.__table__
+    fid, args = builder.field_args(definition, nodes[0])
+    spec = ConnectionField("OpportunityProject", projects, None, (), hidden_unless=("include_archived", "archived_at"))
+    conditions = builder.filter_expressions(projects, spec, args, fid)
+    statement = pipeline_summary_statement(builder.scope, conditions).subquery("summary")
+    rendered = builder.render_statement(statement.element)
+    summary_type = get_named_type(definition.type)
+    assert isinstance(summary_type, GraphQLObjectType)
+    columns = {
+        "projectCount": "project_count", "totalEstimatedValueMax": "total",
+        "weightedEstimatedValueMax": "weighted", "projectsWithoutValue": "without_value",
+        "projectsWithoutWinProbability": "without_probability",
+    }
+    decimals = {"total", "weighted"}
+    parts: list[str] = []
+    for key, field_nodes in builder.collect(summary_type.name, nodes).items():
+        name = field_nodes[0].name.value
+        parts.append(builder.const(key, "text"))
+        if name == "__typename":
+            parts.append(builder.const(summary_type.name, "text"))
+            continue
+        if name == "stage":
+            from models.enums import PipelineStage
+
+            cases = " ".join(f"WHEN {_literal(m.value)} THEN {_literal(m.name)}" for m in PipelineStage)
+            parts.append(f"(CASE s.\"stage\" {cases} END)")
+            continue
+        column = columns.get(name)
+        if column is None:
+            raise Fallback(f"pipelineSummary field {name}")
+        value = f"s.{_ident(column)}::text" if column in decimals else f"s.{_ident(column)}"
+        guard = _covering_guard(summary_type.fields[name])
+        if guard is not None and not builder.scope.covers(projects, guard):
+            builder.markers.append(Marker(guard, summary_type.name, field_nodes[0]))
+            value = builder.const(MARKER + f"{len(builder.markers) - 1}}}", "json")
+        parts.append(value)
+    if len(parts) > 2 * _MAX_KEYS:
+        raise Fallback("too many keys")
+    return (
+        f"SELECT COALESCE(json_agg(json_build_object({', '.join(parts)}) ORDER BY s.\"position\"), '[]'::json)::text "
+        f"FROM ({rendered}) s"
+    )
+
+
+def _covering_guard(field: GraphQLField) -> Permission | None:
+    """The permission a field's `requires(..., covering=table)` asks for, if any."""
+    from schema.permissions import DescribedPermissions, Requires
+
+    definition = field.extensions.get("strawberry-definition")
+    for extension in getattr(definition, "extensions", ()):
+        if isinstance(extension, DescribedPermissions):
+            for check in extension.permissions:
+                if isinstance(check, Requires):
+                    if check.covering is None:
+                        raise Fallback("a permission the compiler does not decide")
+                    return check.permission
+    return None
 
 
 def _nth_id(fid: int, i: int, type_name: str) -> Param:

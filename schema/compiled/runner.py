@@ -45,7 +45,7 @@ from graphql.execution.values import get_argument_values, get_variable_values
 from strawberry.extensions import SchemaExtension
 
 from auth.permissions import Permission
-from schema.compiled.builder import MARKER, Builder, Fallback, RootPlan, build_root
+from schema.compiled.builder import MARKER, ROOT_FIELDS, Builder, Fallback, RootPlan, build_root
 from schema.compiled.catalog import catalog
 
 __all__ = ["PLAN_CACHE_SIZE", "CompiledReads", "PlanCache", "plan_cache"]
@@ -197,7 +197,7 @@ class CompiledReads(SchemaExtension):
         for key, nodes in roots.items():
             name = nodes[0].name.value
             definition = query_type.fields.get(name)
-            if definition is None or (name not in book.roots and name not in {"node", "nodes"}):
+            if definition is None or (name not in book.roots and name not in ROOT_FIELDS):
                 continue
             extra: Hashable = None
             if name in {"node", "nodes"}:  # the plan depends on the types the ids name
