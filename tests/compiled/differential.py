@@ -125,7 +125,7 @@ class Comparison:
         lines = [line for line in o.document.splitlines() if not line.lstrip().startswith("#")]
         return (
             f"[{o.label} as {o.caller}] " + "; ".join(problems)
-            + f"\n  document: {' '.join(' '.join(lines).split())}\n  variables: {json.dumps(o.variables)}"
+            + f"\n  document: {' '.join(' '.join(lines).split())[:3000]}\n  variables: {json.dumps(o.variables)}"
         )
 
     async def audit_differences(self, owner_engine: AsyncEngine, tenants: list[uuid.UUID]) -> list[str]:

@@ -42,7 +42,12 @@ __all__ = ["CursorUse", "EnumValue", "Generated", "Pools", "guarded_fields", "li
 T = TypeVar("T")
 Draw = Callable[[st.SearchStrategy[Any]], Any]
 
-MAX_DEPTH = 2  # relations below a root list's items: item -> relation -> relation
+MAX_DEPTH = 2  # relations below a root list's items: item -> relation -> relation (now and then one more)
+# Aliases a compiler might trip on: names of its own SQL, of the response's envelope, of JSON oddities.
+ODD_ALIASES = (
+    "__typename", "__rn", "__cursor", "t1", "id", "nodes", "edges", "totalCount", "pageInfo", "data", "errors",
+    "extensions", "null", "true", "__proto__", "constructor", "json", "select", "E", "_",
+)
 ROOT_SIDE_FIELDS = ("viewer", "pipelineSummary")  # root fields that are not lists, drawn rarely
 
 
@@ -191,6 +196,9 @@ class _Builder:
         spare = [n for n in other_names if n not in taken]
         if spare and self.chance(25):
             return self.pick(spare)
+        odd = [n for n in ODD_ALIASES if n not in taken]
+        if odd and self.chance(10):
+            return self.pick(odd)
         stem: str = self.draw(st.from_regex(r"[a-zA-Z][a-zA-Z0-9_]{0,8}", fullmatch=True))
         return f"{stem}_{self.unique()}"
 
@@ -327,7 +335,7 @@ class _Builder:
         chosen = self.some([n for n in leaves if n not in guarded], 1, 5)
         if guarded and self.chance(60):
             chosen.append(self.pick(guarded))
-        if depth < MAX_DEPTH and relations:
+        if relations and (depth < MAX_DEPTH or (depth == MAX_DEPTH and self.chance(15))):
             picked = self.some(relations, 0, 2 if depth == 0 else 1)
             chosen += picked
             if picked and self.chance(15):
@@ -500,7 +508,8 @@ class _Builder:
         variables = f"({', '.join(self.var_defs)})" if self.var_defs else ""
         if self.chance(10):  # introspection beside the root fields (answered by the executor, never compiled)
             extra = self.pick(["__typename", "__schema { queryType { name } }", '__type(name: "PageInfo") { name }'])
-            roots.insert(self.draw(st.integers(0, len(roots))), extra)
+            if extra.split("(")[0].split(" ")[0] not in keys:
+                roots.insert(self.draw(st.integers(0, len(roots))), extra)
         document = "\n".join([f"query Generated{variables} {{ {' '.join(roots)} }}", *self.fragments])
         return Generated(
             document=document, variables=self.variables, root_keys=tuple(keys), root_names=tuple(names), cursor=cursor

@@ -15,6 +15,7 @@ GWM_DIFF_EXAMPLES and GWM_DIFF_SEED draw more (or other) queries.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections import Counter
 from pathlib import Path
@@ -40,7 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 import schema.schema as schema_module
 from tests.compiled.conftest import Caller, Clients, World, global_id
-from tests.compiled.differential import Comparison, compiled_keys, report, run_both
+from tests.compiled.differential import Answer, Comparison, Outcome, compiled_keys, normalized, report, run_both
 from tests.compiled.generator import Generated, Pools, guarded_fields, operations
 
 SCHEMA = schema_module.schema._schema
@@ -331,4 +332,41 @@ async def test_fuzzed_arguments_answer_the_same_on_both_paths(
     differences += await comparison.audit_differences(owner_engine, [world.tenant.id, world.other_tenant.id])
     report(f"{comparison.audited} of {len(comparison.outcomes)} requests wrote permission_audit rows")
     report("\n\n".join(differences) or "hypothesis-graphql documents: no difference")
+    assert not differences, f"{len(differences)} differences:\n\n" + "\n\n".join(differences[:8])
+
+
+CONCURRENT = 8
+
+
+async def test_concurrent_requests_answer_as_each_alone(
+    clients: Clients, callers: dict[str, Caller], world: World
+) -> None:
+    """Generated queries sent to the path-on app eight at a time, by every caller mixed, answer as
+    the executor answers each alone (compiled statements and loader batches of one operation share
+    its connection; operations must never share theirs)."""
+    generated = [g for g in generate(world, 24) if g.cursor is None]
+    jobs = [(g, callers[CALLER_ORDER[i % len(CALLER_ORDER)]]) for i, g in enumerate(generated)]
+    alone = [await run_both(clients, caller, g.document, g.variables, f"alone #{i}") for i, (g, caller) in
+             enumerate(jobs)]
+
+    async def concurrently(index: int) -> Answer:
+        g, caller = jobs[index]
+        response = await clients.on.post(
+            "/graphql", json={"query": g.document, "variables": g.variables},
+            headers={"authorization": f"Bearer {caller.token}"},
+        )
+        return normalized(response)
+
+    comparison = Comparison()
+    for start in range(0, len(jobs), CONCURRENT):
+        batch = range(start, min(start + CONCURRENT, len(jobs)))
+        answers = await asyncio.gather(*(concurrently(i) for i in batch))
+        for i, answer in zip(batch, answers, strict=True):
+            first = alone[i]
+            comparison.outcomes.append(
+                Outcome(label=f"concurrent #{i}", caller=first.caller, document=first.document,
+                        variables=first.variables, on=answer, off=first.off)
+            )
+    assert len(comparison.outcomes) >= 16
+    differences = comparison.differences()
     assert not differences, f"{len(differences)} differences:\n\n" + "\n\n".join(differences[:8])
