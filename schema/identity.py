@@ -692,7 +692,7 @@ class Viewer:
         " Every assignment, expired ones too, is on `user.userRoles`."
     )
     async def roles(self, info: Info) -> list[RoleAssignment]:
-        rows = await queries.role_assignments(info.context.auth, self._principal)
+        rows = await queries.role_assignments(info.context.loaders.db, self._principal)
         return [
             RoleAssignment(
                 role=Role.from_row(r),  # type: ignore[arg-type]
@@ -705,7 +705,7 @@ class Viewer:
 
     @strawberry.field(description="The caller's sessions that are still usable, newest first (none for an API key).")
     async def sessions(self, info: Info) -> list[UserSession]:
-        rows = await queries.active_sessions(info.context.auth, self._principal)
+        rows = await queries.active_sessions(info.context.loaders.db, info.context.auth, self._principal)
         return [UserSession.from_row(r) for r in rows]  # type: ignore[misc]
 
     @strawberry.field(description="The API key the request was made with, if any.")

@@ -17,7 +17,7 @@ from auth.api_keys import ApiKeyRecord, get_api_key, list_api_keys
 from auth.policy import load_policy
 from auth.principal import Principal, PrincipalKind
 from auth.service import AuthService
-from models.db import set_tenant
+from models.db import RequestConnection, set_tenant
 from resolvers.common.loaders import SECRET_COLUMNS
 
 __all__ = [
@@ -55,61 +55,59 @@ async def user(service: AuthService, principal: Principal, user_id: uuid.UUID) -
         ).first()
 
 
-async def role_assignments(service: AuthService, principal: Principal) -> list[Any]:
+async def role_assignments(db: RequestConnection, principal: Principal) -> list[Any]:
     """The roles the caller acts with now: its unexpired assignments, or an API key's one role.
 
     Rows carry the role's columns plus `user_role_id` (the assignment's id; NULL for a key),
     `opportunity_project_id` (NULL: tenant-wide) and `expires_at` (of the assignment, or of the
-    key). Expiry is judged like `load_grants` does.
+    key). Expiry is judged like `load_grants` does. Read on the operation's connection (`db`), in the
+    snapshot of its other reads.
     """
-    async with service.engine.begin() as conn:
-        await set_tenant(conn, principal.tenant_id)
-        if principal.kind is PrincipalKind.API_KEY:
-            query = (
-                f"SELECT {ROLE_COLUMNS}, NULL::uuid AS user_role_id,"  # noqa: S608
-                " NULL::uuid AS opportunity_project_id, k.expires_at"
-                " FROM api_keys k JOIN roles r ON r.id = k.role_id"
-                " WHERE k.id = :k AND k.tenant_id = :t"
-            )
-            params: dict[str, Any] = {"k": principal.api_key_id, "t": principal.tenant_id}
-        else:
-            query = (
-                f"SELECT {ROLE_COLUMNS}, ur.id AS user_role_id, ur.opportunity_project_id, ur.expires_at"  # noqa: S608
-                " FROM user_roles ur JOIN roles r ON r.id = ur.role_id"
-                " WHERE ur.user_id = :u AND ur.tenant_id = :t"
-                " AND (ur.expires_at IS NULL OR ur.expires_at > now())"
-                " ORDER BY r.name, ur.opportunity_project_id NULLS FIRST"
-            )
-            params = {"u": principal.user_id, "t": principal.tenant_id}
-        return list((await conn.execute(text(query), params)).all())
+    if principal.kind is PrincipalKind.API_KEY:
+        query = (
+            f"SELECT {ROLE_COLUMNS}, NULL::uuid AS user_role_id,"  # noqa: S608
+            " NULL::uuid AS opportunity_project_id, k.expires_at"
+            " FROM api_keys k JOIN roles r ON r.id = k.role_id"
+            " WHERE k.id = :k AND k.tenant_id = :t"
+        )
+        params: dict[str, Any] = {"k": principal.api_key_id, "t": principal.tenant_id}
+    else:
+        query = (
+            f"SELECT {ROLE_COLUMNS}, ur.id AS user_role_id, ur.opportunity_project_id, ur.expires_at"  # noqa: S608
+            " FROM user_roles ur JOIN roles r ON r.id = ur.role_id"
+            " WHERE ur.user_id = :u AND ur.tenant_id = :t"
+            " AND (ur.expires_at IS NULL OR ur.expires_at > now())"
+            " ORDER BY r.name, ur.opportunity_project_id NULLS FIRST"
+        )
+        params = {"u": principal.user_id, "t": principal.tenant_id}
+    return list((await db.execute(text(query), params)).all())
 
 
-async def active_sessions(service: AuthService, principal: Principal) -> list[Any]:
+async def active_sessions(db: RequestConnection, service: AuthService, principal: Principal) -> list[Any]:
     """The caller's sessions that still work: not ended, not past their absolute or idle timeout.
 
     An API key has no sessions. The idle timeout is the caller's own (shorter for administrators).
+    Read on the operation's connection (`db`), in the snapshot of its other reads.
     """
     if principal.kind is PrincipalKind.API_KEY:
         return []
     now = service.now()
-    async with service.engine.begin() as conn:
-        await set_tenant(conn, principal.tenant_id)
-        policy = await load_policy(conn, principal.tenant_id)
-        rows = await conn.execute(
-            text(
-                f"SELECT {SESSION_COLUMNS} FROM user_sessions s"  # noqa: S608
-                " WHERE s.user_id = :u AND s.tenant_id = :t AND s.is_active AND s.terminated_at IS NULL"
-                " AND (s.expires_at IS NULL OR s.expires_at > :now) AND s.last_activity_at > :idle_since"
-                " ORDER BY s.created_at DESC, s.id"
-            ),
-            {
-                "u": principal.user_id,
-                "t": principal.tenant_id,
-                "now": now,
-                "idle_since": now - policy.idle_timeout(admin=principal.grants.is_admin),
-            },
-        )
-        return list(rows.all())
+    policy = await load_policy(db, principal.tenant_id)  # type: ignore[arg-type]  # any executor works
+    rows = await db.execute(
+        text(
+            f"SELECT {SESSION_COLUMNS} FROM user_sessions s"  # noqa: S608
+            " WHERE s.user_id = :u AND s.tenant_id = :t AND s.is_active AND s.terminated_at IS NULL"
+            " AND (s.expires_at IS NULL OR s.expires_at > :now) AND s.last_activity_at > :idle_since"
+            " ORDER BY s.created_at DESC, s.id"
+        ),
+        {
+            "u": principal.user_id,
+            "t": principal.tenant_id,
+            "now": now,
+            "idle_since": now - policy.idle_timeout(admin=principal.grants.is_admin),
+        },
+    )
+    return list(rows.all())
 
 
 async def api_keys(
