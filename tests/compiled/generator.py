@@ -207,8 +207,9 @@ class _Builder:
         if not self.chance(12):
             return ""
         which = self.pick(["include", "skip"])
-        keep = self.chance(75) == (which == "include")  # mostly kept; sometimes left out
-        condition = self.variable("Boolean!", keep) if self.chance(50) else literal(keep)
+        kept = self.chance(75)  # mostly kept; sometimes left out
+        value = kept if which == "include" else not kept
+        condition = self.variable("Boolean!", value) if self.chance(50) else literal(value)
         return f" @{which}(if: {condition})"
 
     # -- input values ------------------------------------------------------------------------------
