@@ -192,7 +192,9 @@ async def _build_world(owner_engine: AsyncEngine) -> World:
         refs_b["document_categories"] = (await make(conn, "document_categories", other)).id
         world.other_project = await _project_subtree(conn, other, refs_b, world, 1, win_probability_score=66)
     world.uuids.append(uuid.UUID(int=7))
-    world.node_ids.append(("OpportunityProject", global_id("OpportunityProject", uuid.UUID(int=7))))
+    world.node_ids.append(("OpportunityProject", global_id("OpportunityProject", uuid.UUID(int=7))))  # no row
+    world.node_ids.append(("Invalid", base64.b64encode(b"PageInfo:1").decode()))  # not a Node type
+    world.node_ids.append(("Invalid", "not base64!"))
     world.strings.extend(["Pursuit", "NAV", "O'Neil", '"quoted"', "\\", "%", "_", "Smith-1", "zz-none"])
     return world
 
