@@ -220,10 +220,8 @@ class RequestConnection:
                 try:
                     if commit:
                         await conn.commit()
-                    else:
-                        await conn.rollback()
                 finally:
-                    await conn.close()
+                    await conn.close()  # rolls back what is still open
         for action in actions:
             await action()
 
