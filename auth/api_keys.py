@@ -32,6 +32,7 @@ from auth.permissions import Permission
 from auth.principal import Principal, PrincipalKind
 from auth.service import AuthService
 from auth.tokens import new_api_key
+from models.access_events import AccessKind, access_ended
 from models.db import set_tenant
 from models.enums import RiskLevel
 
@@ -197,6 +198,7 @@ async def revoke_api_key(
         if revoked is None:
             raise AuthRequestError(409, "ALREADY_REVOKED", "The key was already revoked.", field="id")
         record = ApiKeyRecord.from_row(row)
+        await access_ended(conn, AccessKind.API_KEY_REVOKED, tenant_id=principal.tenant_id, api_key_id=key_id)
         uow.record_event(
             AuthEvent.API_KEY_REVOKED,
             entity_type="api_key",

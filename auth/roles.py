@@ -40,6 +40,7 @@ from auth.exceptions import AuthRequestError
 from auth.permissions import Permission, SystemRole
 from auth.principal import Principal
 from auth.service import AuthService
+from models.access_events import AccessKind, access_ended
 from models.enums import RiskLevel
 from models.errors import Conflict, NotFound
 from models.identity import Role, UserRole
@@ -267,7 +268,8 @@ async def _update_role(
             values["permissions"] = _permissions(permissions, principal, added=added)
             if _USER_ADMIN in role.permissions and _USER_ADMIN not in values["permissions"]:
                 await guard_admins(uow.connection, field="permissions", role_losing_user_admin=role_id)
-        uow.assign(role, values)
+        if "permissions" in uow.assign(role, values):  # every holder's permissions change
+            await access_ended(uow.connection, AccessKind.ROLE_CHANGED, tenant_id=principal.tenant_id, role_id=role_id)
         uow.label(role, AuthEvent.ROLE_UPDATED, f"custom role {role.name!r} changed")
         try:
             await uow.flush()
@@ -349,6 +351,9 @@ async def _grant_role(
         )
         uow.add(assignment)
         uow.label(assignment, AuthEvent.ROLE_GRANTED, f"role {role.name!r} granted")
+        await access_ended(
+            conn, AccessKind.ROLE_CHANGED, tenant_id=principal.tenant_id, user_id=user_id, role_id=role_id
+        )
         try:
             await uow.flush()
         except Conflict:
@@ -383,6 +388,10 @@ async def _revoke_role(
         await guard_admins(uow.connection, field="id", without_assignment=user_role_id)
         await uow.delete(assignment)
         uow.label(assignment, AuthEvent.ROLE_REVOKED, f"role {role.name!r} revoked")
+        await access_ended(
+            uow.connection, AccessKind.ROLE_CHANGED, tenant_id=principal.tenant_id, user_id=assignment.user_id,
+            role_id=assignment.role_id,
+        )
 
 
 # -- the public calls: each refusal of ESCALATION_CODES is audited ----------------------------------------

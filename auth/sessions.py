@@ -24,6 +24,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from auth.tokens import digest, new_token
+from models.access_events import AccessKind, access_ended
 from models.db import set_tenant
 
 __all__ = [
@@ -153,7 +154,11 @@ async def terminate_session(
         ),
         {"s": session_id, "r": reason.value, "now": now},
     )
-    return bool(result.rowcount)
+    if not result.rowcount:
+        return False
+    # Live subscribers of this session are closed once this transaction commits (live/listener.py).
+    await access_ended(conn, AccessKind.SESSION_ENDED, session_id=session_id, reason=reason.value)
+    return True
 
 
 async def terminate_user_sessions(
@@ -172,4 +177,8 @@ async def terminate_user_sessions(
         ),
         {"u": user_id, "r": reason.value, "now": now, "keep": except_session},
     )
+    # Announced even when no session was open: a deactivated user's OIDC or API-key subscribers end too.
+    deactivated = reason is TerminationReason.USER_DEACTIVATED
+    kind = AccessKind.USER_DEACTIVATED if deactivated else AccessKind.USER_SESSIONS_ENDED
+    await access_ended(conn, kind, user_id=user_id, except_session=except_session, reason=reason.value)
     return int(result.rowcount)
