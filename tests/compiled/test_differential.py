@@ -227,6 +227,9 @@ async def test_generated_queries_answer_the_same_on_both_paths_and_mostly_compil
     report("\n\n".join(differences) or "generated queries: no difference")
     assert not differences, f"{len(differences)} differences:\n\n" + "\n\n".join(differences[:8])
     assert comparison.audited > 0  # denials were compared, not only answers
+    # Only callers allowed ad-hoc documents (graphql:adhoc) learn which fields ran compiled.
+    told = [o.label for o in comparison.outcomes if o.caller == "viewer" and o.on.extensions is not None]
+    assert not told, f"the Viewer (no graphql:adhoc) was answered with extensions: {told[:5]}"
     # The compiled path ran for every caller, not only for those its answers may tell.
     assert all(by_caller[name] > 0 for name in CALLER_ORDER), by_caller
     # Most answers carry data: the generator asks what the schema serves, not only refusals.
