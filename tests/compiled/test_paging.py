@@ -28,6 +28,7 @@ ORDERS: dict[str, tuple[str, str, list[str]]] = {
     "organizations": ("OrganizationOrder", "{}", ["NAME"]),
     "documents": ("DocumentOrder", "{includeDeleted: true}", ["DOCUMENT_TYPE"]),
     "activities": ("ActivityOrder", "{}", ["ACTIVITY_DATE", "DUE_DATE"]),
+    "roles": ("RoleOrder", "{}", ["NAME", "IS_SYSTEM_ROLE"]),  # a Boolean order
 }
 
 
