@@ -6,11 +6,15 @@ tenant) on two apps over one database, the compiled read path on in one and off 
 The answers must be equal after JSON parsing with key order kept (errors by path and code,
 `extensions` left out) and so must the permission_audit rows each request wrote.
 
-The generated queries (tests/compiled/generator.py, a fixed seed) must mostly run compiled: a
-query counts as compiled when the tenant admin's answer names every root field in
-`extensions.compiled`; the share is printed and must be at least one half. With
-GWM_DIFF_REPORT=<path> the share and every difference are written to that file as well;
-GWM_DIFF_EXAMPLES and GWM_DIFF_SEED draw more (or other) queries.
+Documents: every query operation of graphql/operations/ (run by name from one document holding
+them all), queries drawn over the schema (tests/compiled/generator.py, a fixed seed), documents of
+hypothesis-graphql (argument values of every kind), one of values a JSON writer may spell
+differently, and generated queries sent eight at a time.
+
+The generated queries must mostly run compiled: a query counts as compiled when the tenant admin's
+answer names every root field in `extensions.compiled`; the share is printed and must be at least
+one half. With GWM_DIFF_REPORT=<path> the share and every difference are written to that file as
+well; GWM_DIFF_EXAMPLES, GWM_DIFF_FUZZED and GWM_DIFF_SEED draw more (or other) documents.
 """
 
 from __future__ import annotations
