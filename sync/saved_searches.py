@@ -53,7 +53,7 @@ __all__ = [
     "window_for",
 ]
 
-_WORD = re.compile(r"[\w/-]+", re.UNICODE)
+_WORD = re.compile(r"\w[\w/-]*", re.UNICODE)
 
 
 def keywords_of(text: str | None) -> tuple[str, ...]:
