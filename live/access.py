@@ -16,7 +16,6 @@ activity, so a session used only by a subscription idles out like any other.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Hashable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -74,7 +73,7 @@ class Access:
     checked_at: datetime
 
     @property
-    def key(self) -> Hashable:
+    def key(self) -> PermissionKey:
         return PermissionKey.of(self.grants)
 
     def stale(self, now: datetime) -> bool:

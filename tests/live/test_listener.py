@@ -184,21 +184,23 @@ async def test_a_consumer_that_stops_reading_stays_within_its_bound(
     stalled = bus.subscribe(fresh_tenant.id, "k")
     reader = bus.subscribe(fresh_tenant.id, "k")
     seen: list[uuid.UUID] = []
+    count = 2 * bound + 3
 
     async def read() -> None:
         async for event in reader:
             assert isinstance(event, Delivery), event  # a subscriber that keeps reading never resyncs
             seen.append(event.batch.batch_id)
+            if len(seen) == count:
+                return
 
     reading = asyncio.create_task(read())
     sizes: list[int] = []
     committed = []
-    for _ in range(2 * bound + 3):
+    for _ in range(count):
         committed.append((await _commit_organizations(app_engine, fresh_tenant))[0])
         sizes.append(stalled.size)
-    async with asyncio.timeout(WAIT):
-        while seen != committed:
-            await asyncio.sleep(0.05)
+    await asyncio.wait_for(reading, WAIT)
+    assert seen == committed
     await bus.drain()
     assert max(sizes) <= bound
     assert stalled.peak <= bound
@@ -209,7 +211,6 @@ async def test_a_consumer_that_stops_reading_stays_within_its_bound(
     with pytest.raises(StopAsyncIteration):
         await _next(stalled)
     reader.close()
-    await reading
 
 
 # -- access-ending notifies ----------------------------------------------------------------------
@@ -386,3 +387,27 @@ async def _role_id(owner_engine: AsyncEngine, tenant: TenantRef, name: str) -> u
         )
     assert isinstance(role_id, uuid.UUID)
     return role_id
+
+
+async def test_the_app_listens_only_while_it_runs_and_only_with_subscriptions_on(
+    database: Database, app_engine: AsyncEngine, fresh_tenant: TenantRef
+) -> None:
+    app = create_app(test_http.test_settings(database.app_url), live=_config())
+    bus, listener = app.state.live_bus, app.state.live_listener
+    assert isinstance(bus, Bus) and isinstance(listener, Listener)
+    assert not listener.listening.is_set()  # nothing before the lifespan
+    async with test_http.app_client(app):
+        pid = listener.backend_pid
+        assert listener.listening.is_set() and pid is not None
+        sub = bus.subscribe(fresh_tenant.id, "k")
+        batch_id, _ = await _commit_organizations(app_engine, fresh_tenant)
+        assert (await _delivery(sub)).batch_id == batch_id
+    assert not listener.listening.is_set() and listener.backend_pid is None
+    assert sub.closed_reason == "closed"  # the bus closed its subscribers on the way out
+    async with app_engine.connect() as conn:
+        still_there = await conn.scalar(text("SELECT count(*) FROM pg_stat_activity WHERE pid = :p"), {"p": pid})
+    assert still_there == 0  # the LISTEN connection is closed with the app
+
+    off = create_app(test_http.test_settings(database.app_url), live=LiveConfig(enabled=False))
+    assert off.state.live_bus is None and off.state.live_listener is None
+    await off.state.engine.dispose()
