@@ -10,6 +10,7 @@ sync job calls.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -466,3 +467,23 @@ async def test_the_sync_job_runs_a_saved_search_through_budgeted_guarded_calls(
     assert len(logs) == sent and all(API_KEY not in log.endpoint_called for log in logs)
     (budget,) = await world.rows("SELECT day_count FROM sync_key_budgets WHERE key_fingerprint = :f", f=fingerprint)
     assert budget.day_count == sent
+
+
+async def test_two_requests_tracking_one_candidate_make_one_project(world: World) -> None:
+    search_id = uuid.UUID((await world.create_search())["savedSearch"]["rowId"])
+    await world.run(search_id)
+    candidate = (await world.candidates(search_id))["SOL-00003"]["rowId"]
+    bodies = await asyncio.gather(*(
+        gql(world.client, TRACK, {"i": {"rowId": candidate}}, token=world.admin) for _ in range(3)
+    ))
+    outcomes = sorted(
+        "ok" if b["data"]["candidateTrack"]["errors"] == [] else b["data"]["candidateTrack"]["errors"][0]["code"]
+        for b in bodies
+    )
+    assert outcomes == ["CONFLICT", "CONFLICT", "ok"]
+    projects = await world.rows("SELECT id FROM opportunity_projects WHERE tenant_id = :t"
+                                " AND external_opportunity_id = 'SOL-00003'")
+    assert len(projects) == 1
+    polls = await world.rows("SELECT 1 FROM polling_configurations WHERE opportunity_project_id = :p",
+                             p=projects[0].id)
+    assert len(polls) == 1
