@@ -29,6 +29,7 @@ from models.external_data import (
 )
 from models.idempotency import IdempotencyKey
 from models.identity import Role, User, UserRole, UserSession
+from models.notifications import Notification, NotificationPreference, NotificationSend
 from models.opportunities import OpportunityProject, OpportunityProjectContact, OpportunityProjectOverride
 from models.sync import SavedSearch, SavedSearchCandidate, SyncKeyBudget, SyncSchedule
 from models.tenancy import Tenant, TenantConfiguration
@@ -53,6 +54,9 @@ __all__ = [
     "ExternalOpportunitySource",
     "IdempotencyKey",
     "MfaRecoveryCode",
+    "Notification",
+    "NotificationPreference",
+    "NotificationSend",
     "OpportunityProject",
     "OpportunityProjectContact",
     "OpportunityProjectOverride",

@@ -88,6 +88,7 @@ from models.external_data import (
 )
 from models.idempotency import IdempotencyKey
 from models.identity import Role, User, UserRole, UserSession
+from models.notifications import Notification, NotificationPreference, NotificationSend
 from models.opportunities import OpportunityProject, OpportunityProjectContact, OpportunityProjectOverride
 from models.sync import SavedSearch, SavedSearchCandidate, SyncKeyBudget, SyncSchedule
 from models.tenancy import Tenant, TenantConfiguration
@@ -169,6 +170,12 @@ NOT_AUDITED: Mapping[type, str] = {
     IdempotencyKey: "operational: retry bookkeeping",
     SyncSchedule: "operational: when the sync workers poll next, their leases and error state",
     SyncKeyBudget: "operational: call counters of an API key (its limits are set by the operator's CLI)",
+    Notification: (
+        "a copy, per recipient, of an audited event (external data change, activity assignment) or a"
+        " reminder; marking read is an event row in the same transaction (docs/decisions.md D20)"
+    ),
+    NotificationPreference: "a user's own inbox setting; each change is an event row with its values (D20)",
+    NotificationSend: "operational: which reminders and digests were produced, so each is produced once",
     SavedSearchCandidate: (
         "search results refreshed by the sync job; dismissing or tracking one is an event row in the same"
         " transaction, and the project it becomes is audited"

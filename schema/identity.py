@@ -43,6 +43,7 @@ from schema.fields import inet_column
 from schema.filters import BooleanFilter, DateTimeFilter, StringFilter, UUIDFilter
 from schema.mutation_kit import Args, Done, Entity, Extra, mutation, ref_id, ref_row_id
 from schema.node import EntityNode, TenantOwned
+from schema.notifications import NOTIFICATION_PREFERENCE, NOTIFICATIONS
 from schema.pagination import OrderDirection
 from schema.permissions import requires
 from schema.relations import root_list, to_many, to_one
@@ -672,6 +673,9 @@ class Viewer:
             for project, perms in sorted(grants.per_project.items(), key=lambda item: str(item[0]))
             if perms - grants.tenant_wide
         ]
+
+    notifications = NOTIFICATIONS
+    notification_preference = NOTIFICATION_PREFERENCE
 
     @strawberry.field(description="The signed-in user; for an API key, the tenant's system user.")
     async def user(self, info: Info) -> User:

@@ -45,6 +45,7 @@ from schema.limits import (
     DocumentCache,
     OperationLimits,
 )
+from schema.notification_mutations import NotificationMutation
 from schema.opportunities import OpportunitiesQuery
 from schema.opportunity_mutations import OpportunitiesMutation
 from schema.project_mutations import ProjectsMutation
@@ -116,6 +117,7 @@ class Mutation(
     ActivityMutation,
     ProposalMutation,
     SyncMutation,
+    NotificationMutation,
 ):
     pass
 

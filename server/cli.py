@@ -293,10 +293,16 @@ def _cmd_jobs(settings: Settings, args: argparse.Namespace) -> int:
 
     async def run() -> int:
         engine = create_engine(_owner_url(settings), pool_size=2, max_overflow=0, application_name="gwm-jobs")
+        mailer = _smtp_mailer(settings)  # the digest email; none without GWM_SMTP_HOST
         try:
-            report = await run_nightly(engine, chain)
+            report = await run_nightly(
+                engine, chain, mailer=mailer, public_url=settings.public_url,
+                notification_retention_days=settings.notification_retention_days,
+            )
         finally:
             await engine.dispose()
+            if mailer is not None:
+                await mailer.aclose()
         print(report)
         return 1 if report.failed else 0
 

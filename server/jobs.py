@@ -12,7 +12,9 @@ its own transaction with the tenant set):
   grant is gone already; ending the sessions makes the user sign in again under the new set;
 - purges expired invitation and reset tokens, SAML request ids past their expiry and replay-cache
   entries past their `not_on_or_after` (which already includes the allowed clock skew), and
-  idempotency keys past their 24 hours (models/idempotency.py).
+  idempotency keys past their 24 hours (models/idempotency.py);
+- writes deadline reminders, sends the daily digest email and purges old inbox items
+  (server/inbox_jobs.py; docs/decisions.md D20-D22).
 
 A tenant's sweep is one unit of work acting as the tenant's system user (auth/audited.py): each
 disabled account and each expired assignment is changed through its session, so the flush hook
@@ -34,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from auth.audit import AuthEvent, RequestMeta
 from auth.audited import system_unit
+from auth.mailer import Mailer
 from auth.policy import load_policy
 from auth.sessions import TerminationReason, terminate_user_sessions
 from models.audit_chain import AuditChain
@@ -42,6 +45,7 @@ from models.idempotency import purge_expired as purge_expired_idempotency_keys
 from models.identity import User, UserRole
 from models.side_effects import SideEffectWriter
 from models.unit_of_work import UnitOfWork
+from server.inbox_jobs import inbox_tenant
 
 __all__ = ["NightlyReport", "TenantSweep", "run_nightly", "sweep_tenant"]
 
@@ -61,6 +65,10 @@ class TenantSweep:
     saml_requests_purged: int = 0
     saml_assertions_purged: int = 0
     idempotency_keys_purged: int = 0
+    # The inbox (server/inbox_jobs.py): deadline reminders, digest emails, old items deleted.
+    reminders_written: int = 0
+    digests_sent: int = 0
+    notifications_purged: int = 0
 
 
 @dataclass
@@ -83,8 +91,19 @@ class NightlyReport:
         return f"nightly sweep over {self.tenants} tenant(s): {parts}{failed}"
 
 
-async def run_nightly(owner_engine: AsyncEngine, chain: AuditChain, *, now: datetime | None = None) -> NightlyReport:
-    """Sweep every tenant (see the module docstring); `now` is the job's clock (tests move it)."""
+async def run_nightly(
+    owner_engine: AsyncEngine,
+    chain: AuditChain,
+    *,
+    now: datetime | None = None,
+    mailer: Mailer | None = None,
+    public_url: str = "http://127.0.0.1:8000",
+    notification_retention_days: int = 90,
+) -> NightlyReport:
+    """Sweep every tenant (see the module docstring); `now` is the job's clock (tests move it).
+
+    Then the inbox jobs of each tenant (server/inbox_jobs.py): reminders, the daily digest (sent
+    through `mailer`; none without one) and the purge of items older than the retention."""
     now = now or datetime.now(UTC)
     writer = SideEffectWriter(owner_engine, chain)
     meta = RequestMeta(request_id=f"job-nightly-{uuid.uuid4()}", endpoint="gwm jobs run", method="JOB")
@@ -94,7 +113,14 @@ async def run_nightly(owner_engine: AsyncEngine, chain: AuditChain, *, now: date
     report = NightlyReport(tenants=len(tenant_ids))
     for tenant_id in tenant_ids:
         try:
-            report.add(await sweep_tenant(owner_engine, writer, tenant_id, now=now, meta=meta))
+            sweep = await sweep_tenant(owner_engine, writer, tenant_id, now=now, meta=meta)
+            inbox = await inbox_tenant(
+                owner_engine, chain, tenant_id, now=now, meta=meta, mailer=mailer, public_url=public_url,
+                retention_days=notification_retention_days,
+            )
+            sweep.reminders_written, sweep.digests_sent = inbox.reminders_written, inbox.digests_sent
+            sweep.notifications_purged = inbox.notifications_purged
+            report.add(sweep)
         except Exception:
             _log.exception("nightly sweep failed for tenant %s", tenant_id)
             report.failed.append(tenant_id)

@@ -147,6 +147,9 @@ class Settings:
     # SQL statement each that PostgreSQL shapes into the response JSON (schema/compiled/); off: every
     # field goes through the field-by-field executor. Both give the same answers.
     compiled_reads: bool = True
+    # GWM_NOTIFICATION_RETENTION_DAYS: inbox items older than this are deleted by `gwm jobs run`
+    # (docs/decisions.md D20).
+    notification_retention_days: int = 90
 
     @property
     def embedded(self) -> bool:
@@ -201,4 +204,5 @@ class Settings:
             outbound_allow=_outbound_allow(env),
             trusted_proxies=_networks(env, "GWM_TRUSTED_PROXIES"),
             compiled_reads=_switch(env, "GWM_COMPILED_READS", True),
+            notification_retention_days=_at_least(env, "GWM_NOTIFICATION_RETENTION_DAYS", 90, 1),
         )

@@ -67,6 +67,7 @@ from models.enums import (
 from models.errors import Conflict
 from models.external_data import ExternalDataChange, ExternalOpportunityData
 from models.identity import Role, User, UserRole
+from models.notifications import notify_activity_assigned, notify_external_change
 from models.opportunities import OpportunityProject, OpportunityProjectOverride
 from models.unit_of_work import UnitOfWork
 from sync.connectors.base import JSONValue, NormalisedNotice
@@ -384,6 +385,7 @@ async def _follow_up(
     uow.add(activity)
     uow.label(activity, "activity.follow_up.created", f"follow-up of a {diff.impact.value} external change")
     await uow.flush()
+    await notify_activity_assigned(uow, activity, activity.assigned_to, project_id=project.id)
     for other in assignees[1:]:
         participant = ActivityParticipant(
             tenant_id=uow.tenant_id,
@@ -419,11 +421,17 @@ async def _record_change(
         impact_level=diff.impact.value,
         external_source_id=source_id,
         external_change_id=notice_id,
+        # The inbox items of the project's team are written below, in this transaction.
+        notification_sent=True,
     )
     uow.add(change)
     uow.label(change, "external_data_change.detected", diff.summary[:500])
     await uow.flush()
     result.changes.append(change.id)
+    await notify_external_change(
+        uow, change_id=change.id, project_id=project.id, project_name=project.project_name,
+        change_type=diff.change_type.value, impact=diff.impact.value,
+    )
     if diff.needs_follow_up:
         activity = await _follow_up(uow, project, change, diff, deadline, now, await _assignees(uow, project))
         result.activities.append(activity.id)

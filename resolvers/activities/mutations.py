@@ -35,6 +35,7 @@ from models import (
 )
 from models.enums import ActivityStatus, EntityType, ParticipantType
 from models.errors import Conflict, Invalid, NotFound
+from models.notifications import notify_activity_assigned
 from models.unit_of_work import UnitOfWork
 from resolvers.common.validation import (
     Failure,
@@ -242,6 +243,7 @@ async def create_activity(uow: UnitOfWork, values: Mapping[str, Any]) -> uuid.UU
     uow.assign(activity, values)
     uow.add(activity)
     await uow.flush()
+    await notify_activity_assigned(uow, activity, activity.assigned_to, project_id=project_id)
     return activity.id
 
 
@@ -260,9 +262,12 @@ async def update_activity(uow: UnitOfWork, activity_id: uuid.UUID, seen: Any, ch
     await validate(uow, "activities", values, row=activity)
     if activity.status == ActivityStatus.COMPLETED.value and "status" in values:
         values["completed_date"] = None
-    if uow.assign(activity, values):
+    changed = uow.assign(activity, values)
+    if changed:
         uow.assign(activity, {"updated_by": uow.actor_id})
         await uow.flush()
+    if "assigned_to" in changed:
+        await notify_activity_assigned(uow, activity, activity.assigned_to)
     return activity.id
 
 
@@ -302,6 +307,7 @@ async def reassign_activity(
     uow.assign(activity, {"assigned_to": assigned_to, "updated_by": uow.actor_id})
     uow.label(activity, "activity.reassigned", "assignee changed" if assigned_to else "unassigned")
     await uow.flush()
+    await notify_activity_assigned(uow, activity, assigned_to)
     return activity.id
 
 
