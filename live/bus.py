@@ -21,8 +21,8 @@ Bounds:
   group keep the order of the batches. A group with `queue_size` batches still waiting for their
   read skips the next ones; once its reads are done its subscribers get an overflow resync naming
   the last batch they were given.
-- Access events always reach the subscribers they concern (a full queue is emptied first) and the
-  `on_access` callbacks.
+- Access events always reach the subscribers they concern (a full queue gives way to the resync
+  event first, and the access event follows it) and the `on_access` callbacks.
 """
 
 from __future__ import annotations
@@ -126,11 +126,9 @@ class Subscription:
         if self.closed_reason is not None:
             return
         if self.queue.qsize() >= self.maxsize:
-            if isinstance(event, AccessEvent):
-                self._drain()
-                self._put(event)
-                return
-            self._overflow()
+            self._overflow()  # the queue gives way to one resync event (or the subscription closes)
+            if isinstance(event, AccessEvent) and self.closed_reason is None:
+                self._put(event)  # an access event is never dropped (queue_size is at least 2)
             return
         self._put(event)
 
@@ -279,12 +277,17 @@ class Bus:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
-    async def aclose(self) -> None:
-        """Close every subscription and wait for the deliveries under way."""
+    async def aclose(self, *, grace: float = 5.0) -> None:
+        """Close every subscription; deliveries still under way after `grace` seconds are cancelled."""
         for group in list(self._groups.values()):
             for sub in list(group.members):
                 sub._close("closed", drain=False)
-        await self.drain()
+        if self._tasks:
+            _, late = await asyncio.wait(list(self._tasks), timeout=grace)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late)
 
     # -- inside --------------------------------------------------------------------------------
 

@@ -218,16 +218,17 @@ async def test_access_events_reach_the_subscribers_they_concern_even_with_a_full
 
     ended = AccessEvent(AccessKind.SESSION_ENDED, TENANT, session_id=session, reason="logout")
     bus.access(ended)
-    assert mine.size == 1 and await _take(mine) == ended  # the full queue gave way to it
+    # The full queue gave way to a resync event, and the access event follows it.
+    assert mine.size == 2 and isinstance(await _take(mine), Resync) and await _take(mine) == ended
     assert my_other.size == 2  # the other session goes on
 
     everything_but = AccessEvent(AccessKind.USER_SESSIONS_ENDED, TENANT, user_id=user, except_session=session)
     bus.access(everything_but)
-    assert await _take(my_other) == everything_but
+    assert isinstance(await _take(my_other), Resync) and await _take(my_other) == everything_but
     assert mine.size == 0
 
     bus.access(AccessEvent(AccessKind.API_KEY_REVOKED, TENANT, api_key_id=key))
-    assert isinstance(await _take(with_key), AccessEvent)
+    assert isinstance(await _take(with_key), Resync) and isinstance(await _take(with_key), AccessEvent)
     bus.access(AccessEvent(AccessKind.TENANT_DEACTIVATED, OTHER_TENANT))
     assert mine.size == 0  # another tenant's event
     assert [event.kind for event in seen] == [
@@ -287,3 +288,17 @@ def test_the_configuration_refuses_values_that_cannot_work() -> None:
         LiveConfig(keepalive_seconds=0)
     with pytest.raises(ValueError, match="reconnect_max_seconds"):
         LiveConfig(reconnect_max_seconds=0.01)
+
+
+async def test_closing_the_bus_cancels_a_read_that_never_ends() -> None:
+    async def reader(batch: ChangeBatch, key: Hashable) -> object:
+        await asyncio.Event().wait()
+        return None
+
+    bus = Bus(LiveConfig(), reader=reader)
+    sub = bus.subscribe(TENANT, "k")
+    bus.publish(_batch())
+    await asyncio.wait_for(bus.aclose(grace=0.1), 5)
+    assert sub.closed_reason == "closed" and sub.done.is_set()
+    with pytest.raises(StopAsyncIteration):
+        await _take(sub)
