@@ -19,6 +19,7 @@ from strawberry.extensions import AddValidationRules, MaxTokensLimiter
 from strawberry.extensions.max_aliases import create_validator as aliases_rule
 from strawberry.extensions.query_depth_limiter import create_validator as depth_rule
 from strawberry.schema.config import StrawberryConfig
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types import ExecutionContext
 
 from auth.service import AuthService
@@ -28,7 +29,6 @@ from schema.audit import AuditQuery
 from schema.capture import CaptureQuery
 from schema.capture_mutations import CaptureMutation
 from schema.compiled.runner import CompiledReads
-from schema.context import GraphQLView
 from schema.crm import CrmQuery
 from schema.crm_mutations import CrmMutation
 from schema.document_mutations import DocumentMutation
@@ -53,10 +53,12 @@ from schema.proposal_mutations import ProposalMutation
 from schema.roles import RolesMutation
 from schema.scalars import SCALAR_MAP
 from schema.sso_mutations import TenantSsoMutation, TenantSsoSettingsQuery
+from schema.subscriptions import Subscription
 from schema.sync import SyncQuery
 from schema.sync_mutations import SyncMutation
 from schema.tenant_mutations import TenantMutation, TenantSecuritySettingsQuery
 from schema.user_mutations import UserMutation
+from schema.websocket import LiveConnections, WebSocketView
 
 __all__ = ["SDL_PATH", "GwmSchema", "build_schema", "graphql_app", "schema", "sdl"]
 
@@ -145,6 +147,7 @@ def build_schema() -> GwmSchema:
     return GwmSchema(
         query=Query,
         mutation=Mutation,
+        subscription=Subscription,
         config=StrawberryConfig(scalar_map=SCALAR_MAP),
         extensions=[
             # Limits first: a document over them is refused before anything runs. The token limit is
@@ -183,22 +186,25 @@ def graphql_app(
     operation_timeout_ms: int | None = None,
     query_cost_limit: int | None = None,
     compiled_reads: bool = False,
+    ws_max_subscriptions: int = 20,
+    ws_max_connections_per_user: int = 10,
+    ws_init_timeout_ms: int = 10_000,
     **options: Any,
-) -> GraphQLView:
-    """The /graphql endpoint: POST for everything, GET for queries only, no IDE yet.
-
-    No WebSocket subprotocol is accepted yet: subscriptions (graphql-transport-ws only, never the
-    legacy graphql-ws) will authenticate on connection_init.
+) -> WebSocketView:
+    """The /graphql endpoint: POST for everything, GET for queries only, no IDE; and over WebSocket,
+    subscriptions with graphql-transport-ws only (never the legacy graphql-ws), authenticated on
+    connection_init (schema/websocket.py).
     """
     settings: dict[str, Any] = {
         "graphql_ide": None,
         "allow_queries_via_get": True,
-        "subscription_protocols": (),
-        "connection_init_wait_timeout": timedelta(seconds=10),
+        "subscription_protocols": (GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+        "connection_init_wait_timeout": timedelta(milliseconds=ws_init_timeout_ms),
+        "max_subscriptions_per_connection": ws_max_subscriptions,
         "multipart_uploads_enabled": False,
     }
     settings.update(options)
-    return GraphQLView(
+    return WebSocketView(
         schema, auth=auth, operation_timeout_ms=operation_timeout_ms, query_cost_limit=query_cost_limit,
-        compiled_reads=compiled_reads, **settings
+        compiled_reads=compiled_reads, connections=LiveConnections(ws_max_connections_per_user), **settings
     )

@@ -34,7 +34,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from graphql import GraphQLError, GraphQLSyntaxError
+from graphql import GraphQLError, GraphQLSyntaxError, get_operation_ast, parse
+from graphql.language.ast import OperationType as OperationKind
 from starlette.websockets import WebSocket
 from strawberry.asgi import ASGIWebSocketAdapter
 from strawberry.http.exceptions import WebSocketDisconnected
@@ -51,6 +52,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
     Message,
     SubscribeMessage,
 )
+from strawberry.types.graphql import OperationType
 from strawberry.utils.aio import aclosing
 
 from auth.audit import RequestMeta
@@ -78,6 +80,8 @@ CLOSE_FORBIDDEN = 4403
 #: A second connection_init, or one connection more than GWM_WS_MAX_CONNECTIONS_PER_USER.
 CLOSE_TOO_MANY = 4429
 CLOSE_INVALID = 4400
+# The parser's token bound for a subscribe document (schema/schema.py MAX_TOKENS).
+_MAX_TOKENS = 5_000
 
 
 @dataclass(slots=True)
@@ -289,6 +293,18 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[GraphQLContext, None]):
         if self.connection_acknowledged and self.principal is None:  # pragma: no cover - defensive
             await self.close(CLOSE_UNAUTHORIZED, "Unauthorized")
             return
+        try:
+            document = parse(message["payload"]["query"], max_tokens=_MAX_TOKENS)
+        except GraphQLSyntaxError as exc:
+            await self.close(CLOSE_INVALID, exc.message)
+            return
+        operation = get_operation_ast(document, message["payload"].get("operationName"))
+        if operation is not None and operation.operation == OperationKind.MUTATION:
+            # Writes go over HTTP (its request checks and audit metadata); a socket only reads.
+            error = GraphQLError("Mutations are not served over WebSocket; send them with HTTP POST.",
+                                 extensions={"code": "BAD_REQUEST"})
+            await self.send_message({"id": message["id"], "type": "error", "payload": [error.formatted]})
+            return
         await super().handle_subscribe(message)
 
     async def run_operation(self, operation: Operation[GraphQLContext, None]) -> None:
@@ -301,6 +317,7 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[GraphQLContext, None]):
                 context_value=context,
                 root_value=self.root_value,
                 operation_name=operation.operation_name,
+                allowed_operation_types=(OperationType.QUERY, OperationType.SUBSCRIPTION),
             )
             async with aclosing(result_source):
                 await self._send_result_stream(operation, result_source)

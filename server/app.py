@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Match, Route
+from starlette.routing import Match, Route, WebSocketRoute
 from starlette.types import Scope
 
 from auth.crypto import SecretBox
@@ -30,6 +30,9 @@ from auth.routes import (
     auth_routes,
 )
 from auth.service import AuthService
+from live.bus import Bus
+from live.config import LiveConfig
+from live.listener import Listener, connector_for
 from models.audit_chain import AuditChain
 from models.db import create_engine
 from models.side_effects import SideEffectWriter
@@ -95,7 +98,7 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings, *, live: LiveConfig | None = None) -> Starlette:
     if settings.app_database_url is None:
         raise ValueError("create_app needs settings.app_database_url (resolve the database first)")
     if settings.secret_keys is None:
@@ -124,6 +127,20 @@ def create_app(settings: Settings) -> Starlette:
     )
     mailer = _mailer(settings)
     auth.mailer = mailer
+    # Live alerts (live/): the bus of this process's subscribers, fed by one LISTEN connection
+    # that the lifespan opens; none at all when subscriptions are off (GWM_SUBSCRIPTIONS=off).
+    live_config = LiveConfig.from_env() if live is None else live
+    live_bus = Bus(live_config) if live_config.enabled else None
+    listener = Listener(connector_for(engine), live_bus, live_config) if live_bus is not None else None
+    graphql = graphql_app(
+        auth,
+        operation_timeout_ms=settings.operation_timeout_ms,
+        query_cost_limit=settings.query_cost_limit,
+        compiled_reads=settings.compiled_reads,
+        ws_max_subscriptions=settings.ws_max_subscriptions,
+        ws_max_connections_per_user=settings.ws_max_connections_per_user,
+        ws_init_timeout_ms=settings.ws_init_timeout_ms,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -132,9 +149,15 @@ def create_app(settings: Settings) -> Starlette:
         # objects. Measured on the nested pursuit read: 78 -> 58 ms CPU per request (bench/read.py).
         gc.collect()
         gc.freeze()
+        if listener is not None:
+            await listener.start()
         try:
             yield
         finally:
+            if listener is not None:
+                await listener.stop()
+            if live_bus is not None:
+                await live_bus.aclose()
             await jwks.aclose()
             if mailer is not None:
                 await mailer.aclose()
@@ -145,16 +168,8 @@ def create_app(settings: Settings) -> Starlette:
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             *auth_routes(),
-            Route(
-                "/graphql",
-                graphql_app(
-                    auth,
-                    operation_timeout_ms=settings.operation_timeout_ms,
-                    query_cost_limit=settings.query_cost_limit,
-                    compiled_reads=settings.compiled_reads,
-                ),
-                methods=["GET", "POST"],
-            ),
+            Route("/graphql", graphql, methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", graphql),  # subscriptions (graphql-transport-ws, schema/websocket.py)
             *graphiql.graphiql_routes(),
             *export_routes(),
         ],
@@ -179,6 +194,10 @@ def create_app(settings: Settings) -> Starlette:
     app.state.engine = engine
     app.state.auth = auth
     app.state.settings = settings
+    app.state.live_config = live_config
+    app.state.live_bus = live_bus
+    app.state.live_listener = listener
+    app.state.graphql = graphql
     return app
 
 

@@ -147,6 +147,13 @@ class Settings:
     # SQL statement each that PostgreSQL shapes into the response JSON (schema/compiled/); off: every
     # field goes through the field-by-field executor. Both give the same answers.
     compiled_reads: bool = True
+    # GraphQL subscriptions over WebSocket (graphql-transport-ws; docs/api.md "Subscriptions"):
+    # GWM_WS_MAX_SUBSCRIPTIONS operations at once on one connection (one more gets an `error`
+    # message), GWM_WS_MAX_CONNECTIONS_PER_USER connections of one user (or API key) in one process
+    # (one more is closed with 4429), GWM_WS_INIT_TIMEOUT_MS for connection_init (then 4408).
+    ws_max_subscriptions: int = 20
+    ws_max_connections_per_user: int = 10
+    ws_init_timeout_ms: int = 10_000
     # GWM_NOTIFICATION_RETENTION_DAYS: inbox items older than this are deleted by `gwm jobs run`
     # (docs/decisions.md D20).
     notification_retention_days: int = 90
@@ -204,5 +211,8 @@ class Settings:
             outbound_allow=_outbound_allow(env),
             trusted_proxies=_networks(env, "GWM_TRUSTED_PROXIES"),
             compiled_reads=_switch(env, "GWM_COMPILED_READS", True),
+            ws_max_subscriptions=_at_least(env, "GWM_WS_MAX_SUBSCRIPTIONS", 20, 1),
+            ws_max_connections_per_user=_at_least(env, "GWM_WS_MAX_CONNECTIONS_PER_USER", 10, 1),
+            ws_init_timeout_ms=_at_least(env, "GWM_WS_INIT_TIMEOUT_MS", 10_000, 1),
             notification_retention_days=_at_least(env, "GWM_NOTIFICATION_RETENTION_DAYS", 90, 1),
         )
