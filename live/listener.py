@@ -126,7 +126,7 @@ class Listener:
         while not self._stopping:
             try:
                 await self._listen()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            except Exception as exc:  # any failure: the process must keep trying to listen
                 _log.warning("live LISTEN connection failed (%s); retrying in %.1f s", type(exc).__name__, delay)
                 await self._close()
                 await asyncio.sleep(delay)
@@ -192,6 +192,8 @@ class Listener:
                     self._bus.publish(batch)
             except (ValueError, KeyError, TypeError):
                 _log.warning("live: ignored a malformed notification on %s", channel)
+            except Exception:  # a bug in a hand-off must not stop the notifications that follow
+                _log.exception("live: handing on a notification on %s failed", channel)
 
     async def _expand(self, batch: ChangeBatch) -> ChangeBatch | None:
         conn = self._conn

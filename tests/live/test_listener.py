@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -411,3 +412,36 @@ async def test_the_app_listens_only_while_it_runs_and_only_with_subscriptions_on
     off = create_app(test_http.test_settings(database.app_url), live=LiveConfig(enabled=False))
     assert off.state.live_bus is None and off.state.live_listener is None
     await off.state.engine.dispose()
+
+
+async def test_an_unreachable_database_is_retried_with_growing_delays(
+    app_engine: AsyncEngine, fresh_tenant: TenantRef, unused_tcp_port: int
+) -> None:
+    real = connector_for(app_engine)
+    attempts: list[float] = []
+
+    async def connect() -> asyncpg.Connection:
+        attempts.append(asyncio.get_running_loop().time())
+        if len(attempts) <= 4:  # nothing listens on this port: refused, like a database that is down
+            return await asyncpg.connect(host="127.0.0.1", port=unused_tcp_port, user="gwm_app", database="x")
+        return await real()
+
+    bus = Bus(_config(reconnect_min_seconds=0.05, reconnect_max_seconds=0.3))
+    listener = Listener(connect, bus)
+    await listener.start(wait=WAIT)
+    try:
+        assert listener.listening.is_set() and listener.connections == 1 and len(attempts) == 5
+        gaps = [b - a for a, b in itertools.pairwise(attempts)]
+        assert gaps[0] >= 0.05 and gaps[1] >= 0.1 and gaps[2] >= 0.2 and gaps[3] >= 0.3  # doubling, then capped
+        assert gaps[3] < 0.3 + 5  # capped at reconnect_max_seconds (with room for a loaded machine)
+        sub = bus.subscribe(fresh_tenant.id, "k")
+        # A notification that is not one of ours is ignored; the next batch still arrives.
+        async with app_engine.begin() as conn:
+            await conn.execute(text("SELECT pg_notify('gwm_changes', 'not json')"))
+        batch_id, _ = await _commit_organizations(app_engine, fresh_tenant)
+        assert (await _delivery(sub)).batch_id == batch_id
+        assert bus.last_batch is not None and bus.last_batch.batch_id == batch_id
+        sub.close()
+    finally:
+        await listener.stop()
+        await bus.aclose()
