@@ -210,6 +210,17 @@ _DEFAULTS: dict[str, Defaults] = {
         "notice_id": f"notice{n}",
         "raw_json_data": _j({"noticeId": f"notice{n}"}),
     },
+    "notifications": lambda t, r, n: {
+        "user_id": r["users"],
+        "kind": "external_data_change",
+        "impact_level": "high",
+        "title": f"Notice amended {n}",
+        "entity_type": "opportunity_project",
+        "entity_id": r.get("opportunity_projects", uuid.uuid4()),
+        "opportunity_project_id": r.get("opportunity_projects"),
+    },
+    "notification_preferences": lambda t, r, n: {"user_id": r["users"]},
+    "notification_sends": lambda t, r, n: {"user_id": r["users"], "kind": "digest", "key": f"2026-01-{n % 28 + 1:02d}"},
 }
 
 # Every table that carries tenant_id, in an order where parents come first.
