@@ -60,6 +60,7 @@ from auth.policy import TenantSecurityPolicy, load_policy
 from auth.principal import Principal, PrincipalKind
 from auth.service import AuthService
 from auth.sessions import TerminationReason
+from models.access_events import AccessKind, access_ended
 from models.db import set_tenant
 from models.enums import RiskLevel
 from models.identity import User
@@ -481,6 +482,11 @@ async def _end_pending_sessions(conn: AsyncConnection, principal: Principal, now
             "now": now,
         },
     )
+    if result.rowcount and principal.session_id is not None:  # live subscribers of that session end too
+        await access_ended(
+            conn, AccessKind.SESSION_ENDED, tenant_id=principal.tenant_id, session_id=principal.session_id,
+            reason=TerminationReason.ACCOUNT_LOCKED.value,
+        )
     return int(result.rowcount)
 
 
