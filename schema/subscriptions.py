@@ -248,7 +248,8 @@ class _Subscriber:
                 if isinstance(event, Resync):
                     yield resync(_resync(event))
                     continue
-                if not isinstance(event.shared, SharedRead):
+                shared = event.shared
+                if not isinstance(shared, SharedRead):
                     continue
                 if access.stale(datetime.now(UTC)):
                     key = access.key
@@ -256,9 +257,10 @@ class _Subscriber:
                         return
                     if access.key != key:
                         sub.rekey(access.key)
-                        continue  # this batch was read for the old permission set: skip it
+                        # This batch was read for the old permission set: read it again for the new one.
+                        shared = await view.batch_reader(event.batch, access.key)
                 await self.context.begin_delivery(self.principal)
-                for item in await deliver(event.batch, event.shared):
+                for item in await deliver(event.batch, shared):
                     yield item
             if sub.closed_reason == "overflow":
                 raise GraphQLError(

@@ -290,7 +290,7 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[GraphQLContext, None]):
         self.connection_acknowledged = True
 
     async def handle_subscribe(self, message: SubscribeMessage) -> None:
-        if self.connection_acknowledged and self.principal is None:  # pragma: no cover - defensive
+        if not self.connection_acknowledged or self.principal is None:
             await self.close(CLOSE_UNAUTHORIZED, "Unauthorized")
             return
         try:

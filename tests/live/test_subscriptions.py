@@ -317,3 +317,57 @@ async def test_a_deactivated_user_is_closed_with_4403(world: World, owner_engine
         assert code == 4403
     finally:
         await _close(client)
+
+
+async def _assignment(owner_engine: AsyncEngine, tenant: TenantRef, user: LoginUser) -> uuid.UUID:
+    async with owner_engine.connect() as conn:
+        await set_tenant(conn, tenant.id)
+        assignment: uuid.UUID = (
+            await conn.execute(text("SELECT id FROM user_roles WHERE user_id = :u"), {"u": user.id})
+        ).scalar_one()
+    return assignment
+
+
+async def test_a_subscriber_whose_role_is_removed_stops_receiving_at_once(
+    world: World, owner_engine: AsyncEngine
+) -> None:
+    user = await make_login_user(owner_engine, world.tenant, roles=("Viewer",))
+    losing = await _subscriber(world.server, await world.server.sign_in(user), EXTERNAL)
+    control = await _subscriber(world.server, world.viewer, EXTERNAL)
+    try:
+        await _settle(world)
+        body = await world.server.graphql(
+            world.admin, "mutation($i: UserRoleRevokeInput!) { userRoleRevoke(input: $i) { errors { message } } }",
+            {"i": {"rowId": str(await _assignment(owner_engine, world.tenant, user))}},
+        )
+        assert body["data"]["userRoleRevoke"]["errors"] == []
+        await asyncio.sleep(0.5)  # the role-change notify reaches the process
+        change_id = await _detected_change(world, world.p1, "critical")
+        seen = await control.next_of("s")
+        assert seen["payload"]["data"]["externalDataChanged"]["change"]["rowId"] == str(change_id)
+        assert await losing.quiet("s", QUIET) == []
+    finally:
+        await _close(losing, control)
+
+
+async def test_a_subscriber_whose_assignment_expires_stops_receiving(
+    world: World, owner_engine: AsyncEngine
+) -> None:
+    user = await make_login_user(owner_engine, world.tenant, roles=("Viewer",))
+    async with owner_engine.begin() as conn:
+        await set_tenant(conn, world.tenant.id)
+        await conn.execute(text("UPDATE user_roles SET expires_at = now() + interval '3 seconds' WHERE user_id = :u"),
+                           {"u": user.id})
+    expiring = await _subscriber(world.server, await world.server.sign_in(user), EXTERNAL)
+    control = await _subscriber(world.server, world.viewer, EXTERNAL)
+    try:
+        await _settle(world)
+        before = await _detected_change(world, world.p1, "high")
+        assert (await expiring.next_of("s"))["payload"]["data"]["externalDataChanged"]["change"]["rowId"] == str(before)
+        assert (await control.next_of("s"))["type"] == "next"
+        await asyncio.sleep(3.5)  # past the assignment's expiry: no event announces it
+        after = await _detected_change(world, world.p1, "high")
+        assert (await control.next_of("s"))["payload"]["data"]["externalDataChanged"]["change"]["rowId"] == str(after)
+        assert await expiring.quiet("s", QUIET) == []
+    finally:
+        await _close(expiring, control)
