@@ -8,6 +8,7 @@ nothing; an ended session closes with 4401 and a deactivated user with 4403.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from auth.audited import system_unit
+from live.events import ChangeBatch
 from models import ExternalDataChange
 from models.db import set_tenant
 from tests.conftest import Database
@@ -134,7 +136,7 @@ async def _detected_change(world: World, project: uuid.UUID, impact: str) -> uui
 
 EXTERNAL = (
     "subscription($p: ID, $m: ImpactLevel) { externalDataChanged(projectId: $p, minImpact: $m) {"
-    " change { rowId impactLevel newValues opportunityProject { projectName } } resync { reason } } }"
+    " change { rowId impactLevel newValues opportunityProject { projectName } } resync { reason lastBatchId } } }"
 )
 
 
@@ -371,3 +373,82 @@ async def test_a_subscriber_whose_assignment_expires_stops_receiving(
         assert await expiring.quiet("s", QUIET) == []
     finally:
         await _close(expiring, control)
+
+
+async def test_guarded_values_inside_a_batch_are_withheld_from_who_may_not_read_them(
+    world: World, owner_engine: AsyncEngine
+) -> None:
+    """history:read without opportunity.score:read: the score's change row is served, its values withheld."""
+    async with owner_engine.begin() as conn:
+        await set_tenant(conn, world.tenant.id)
+        role_id = await conn.scalar(
+            text("INSERT INTO roles (tenant_id, name, permissions) VALUES (:t, :n, CAST(:p AS jsonb)) RETURNING id"),
+            {"t": world.tenant.id, "n": f"History reader {uuid.uuid4().hex[:6]}",
+             "p": '["opportunity:read", "history:read"]'},
+        )
+    user = await make_login_user(owner_engine, world.tenant, roles=())
+    async with owner_engine.begin() as conn:
+        await set_tenant(conn, world.tenant.id)
+        await conn.execute(
+            text("INSERT INTO user_roles (tenant_id, user_id, role_id, assigned_by) VALUES (:t, :u, :r, :by)"),
+            {"t": world.tenant.id, "u": user.id, "r": role_id, "by": world.tenant.system_user_id},
+        )
+    query = ("subscription { changeBatchCommitted(entityTypes: [OPPORTUNITY_PROJECT]) {"
+             " changes { fieldName oldValue newValue } } }")
+    reader = await _subscriber(world.server, await world.server.sign_in(user), query)
+    manager = await _subscriber(world.server, world.manager, query)
+    try:
+        await _settle(world)
+        body = await world.server.graphql(world.admin, "query($id: ID!) { node(id: $id) { ... on OpportunityProject {"
+                                          " updatedAt } } }", {"id": world.p2_gid})
+        result = await world.server.graphql(
+            world.admin,
+            "mutation($i: OpportunityProjectUpdateInput!) { opportunityProjectUpdate(input: $i) {"
+            " errors { message } } }",
+            {"i": {"id": world.p2_gid, "updatedAt": body["data"]["node"]["updatedAt"], "winProbabilityScore": "0.35"}},
+        )
+        assert result["data"]["opportunityProjectUpdate"]["errors"] == []
+        withheld = (await reader.next_of("s"))["payload"]
+        score = [c for c in withheld["data"]["changeBatchCommitted"]["changes"] if c
+                 and c["fieldName"] == "win_probability_score"]
+        assert score == [{"fieldName": "win_probability_score", "oldValue": None, "newValue": None}], withheld
+        assert {e["extensions"]["code"] for e in withheld["errors"]} == {"FORBIDDEN"}
+        full = (await manager.next_of("s"))["payload"]
+        assert "errors" not in full
+        values = {c["fieldName"]: c["newValue"] for c in full["data"]["changeBatchCommitted"]["changes"]}
+        assert values["win_probability_score"] in {"0.35", 0.35, "0.3500"}
+    finally:
+        await _close(reader, manager)
+
+
+async def test_an_api_key_authenticates_a_subscription(world: World) -> None:
+    body = await world.server.graphql(
+        world.admin,
+        "mutation { apiKeyCreate(input: {name: \"alerts feed\", roleName: \"Viewer\", expiresInDays: 5}) {"
+        " key errors { message } } }",
+    )
+    key = body["data"]["apiKeyCreate"]["key"]
+    client = await _subscriber(world.server, key, EXTERNAL)
+    try:
+        await _settle(world)
+        change_id = await _detected_change(world, world.p1, "low")
+        message = await client.next_of("s")
+        assert message["payload"]["data"]["externalDataChanged"]["change"]["rowId"] == str(change_id)
+    finally:
+        await _close(client)
+
+
+async def test_a_resync_reaches_the_subscribers_with_the_last_batch(world: World) -> None:
+    client = await _subscriber(world.server, world.viewer, EXTERNAL)
+    try:
+        await _settle(world)
+        bus = world.server.app.state.live_bus
+        last = ChangeBatch(batch_id=uuid.uuid4(), tenant_id=world.tenant.id, entities=(),
+                           received_at=datetime.datetime.now(datetime.UTC))
+        bus.resync(last)
+        message = await client.next_of("s")
+        assert message["payload"]["data"]["externalDataChanged"] == {
+            "change": None, "resync": {"reason": "reconnect", "lastBatchId": str(last.batch_id)}
+        }
+    finally:
+        await _close(client)
