@@ -20,7 +20,7 @@ they are at that moment, through the read machinery of the queries:
   overflowed): the subscriber gets an event with `resync` set (the last batch delivered and when)
   and catches up with `externalDataChanges(filter: {changeTimestamp: {gte: ...}})` or
   `viewer.notifications`. A subscriber whose queue overflows again before it read that event gets
-  an error (code SUBSCRIPTION_OVERFLOW) and its subscription completes.
+  an error (code SUBSCRIPTION_OVERFLOW, in a `next` message) and its subscription completes.
 """
 
 from __future__ import annotations

@@ -452,3 +452,25 @@ async def test_a_resync_reaches_the_subscribers_with_the_last_batch(world: World
         }
     finally:
         await _close(client)
+
+
+async def test_a_subscriber_that_falls_behind_twice_gets_a_subscription_overflow_error(world: World) -> None:
+    client = await _subscriber(world.server, world.viewer, EXTERNAL)
+    try:
+        await _settle(world)
+        bus = world.server.app.state.live_bus
+        subs = [s for g in bus._groups.values() for s in g.members if s.user_id == world.viewer_user.id]
+        assert subs, "the subscription is on the bus"
+        for _ in range(3 * subs[0].maxsize):  # faster than anyone reads: no await in between
+            bus.resync(None)
+        assert all(s.size <= s.maxsize for s in subs)  # the queue never passes its bound
+        seen = [await client.next_of("s")]
+        while seen[-1]["type"] == "next" and "errors" not in seen[-1]["payload"]:  # resyncs taken before
+            seen.append(await client.next_of("s"))
+        assert seen[-1]["payload"]["errors"][0]["extensions"]["code"] == "SUBSCRIPTION_OVERFLOW", seen
+        assert seen[-1]["payload"]["data"] is None
+        assert (await client.next_of("s"))["type"] == "complete"
+        await client.send({"type": "ping"})
+        assert await client.receive() == {"type": "pong"}  # the connection stays open
+    finally:
+        await _close(client)
