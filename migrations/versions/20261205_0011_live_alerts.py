@@ -142,8 +142,29 @@ def upgrade() -> None:
     )
     op.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON {', '.join(NEW_TABLES)} TO gwm_app")
 
+    # A deactivated tenant's live subscribers are closed at once (models/access_events.py): the
+    # notify comes from the table, whatever deactivates it, and only a commit delivers it.
+    op.execute(TENANT_DEACTIVATED_FUNCTION)
+    op.execute(
+        "CREATE TRIGGER tenants_deactivated_notify AFTER UPDATE OF is_active ON tenants FOR EACH ROW"
+        " WHEN (OLD.is_active AND NOT NEW.is_active) EXECUTE FUNCTION public.gwm_notify_tenant_deactivated()"
+    )
+
+
+TENANT_DEACTIVATED_FUNCTION = """
+CREATE FUNCTION public.gwm_notify_tenant_deactivated() RETURNS trigger
+LANGUAGE plpgsql
+AS $fn$
+BEGIN
+    PERFORM pg_notify('gwm_access', json_build_object('kind', 'tenant_deactivated', 'tenant', NEW.id::text)::text);
+    RETURN NULL;
+END
+$fn$"""
+
 
 def downgrade() -> None:
+    op.execute("DROP TRIGGER IF EXISTS tenants_deactivated_notify ON tenants")
+    op.execute("DROP FUNCTION IF EXISTS public.gwm_notify_tenant_deactivated()")
     op.drop_index(op.f("ix_notification_sends_tenant_id_sent_at"), table_name="notification_sends")
     op.drop_table("notification_sends")
     op.drop_table("notification_preferences")
