@@ -52,7 +52,7 @@ SCHEMA = schema_module.schema._schema
 OPERATIONS = Path(__file__).resolve().parents[2] / "graphql" / "operations"
 # A deeper hunt: GWM_DIFF_EXAMPLES=500 GWM_DIFF_SEED=<n> (the suite's run stays within its time).
 SEED = int(os.environ.get("GWM_DIFF_SEED", "20261205"))
-GENERATED = int(os.environ.get("GWM_DIFF_EXAMPLES", "80"))
+GENERATED = int(os.environ.get("GWM_DIFF_EXAMPLES", "120"))
 CALLER_ORDER = ("admin", "scoped_manager", "viewer", "other_tenant_admin")
 
 
