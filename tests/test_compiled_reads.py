@@ -38,7 +38,9 @@ VARIABLES: dict[str, dict[str, Any]] = {
     "small": {"id": to_base64("OpportunityProject", PROJECT)},
 }
 # The example operations that must run compiled (the others fall back, for now, to the executor).
-COMPILED = {"nested_pursuit", "organizations_with_children", "project_by_id", "pipeline_summary", "big", "small"}
+COMPILED = {
+    "nested_pursuit", "organizations_with_children", "project_by_id", "pipeline_summary", "viewer", "big", "small",
+}
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +131,9 @@ QUERIES = {
     "nodes": '{ nodes(ids: ["' + to_base64("OpportunityProject", PROJECT) + '",'
     ' "T3JnYW5pemF0aW9uOjAwMDAwMDAwLTAwMDAtMDAwMC0wMDAwLTAwMDAwMDAwMDAwMA=="])'
     " { id __typename ... on OpportunityProject { projectName tenant { name } } } }",
-    "mixed": "{ opportunityProjects(first: 1) { nodes { projectName } } viewer { credential } }",
+    "mixed": "{ opportunityProjects(first: 1) { nodes { projectName } } viewer { credential sessions { id } } }",
+    "viewer": '{ viewer { __typename credential permissions p: permissions(opportunityProjectId: "' + str(PROJECT)
+    + '") roles { role { name } opportunityProjectId expiresAt userRole { rowId } } } }',
     "summary": '{ pipelineSummary(filter: {projectName: {contains: "e"}, includeArchived: true})'
     " { __typename stage projectCount totalEstimatedValueMax weightedEstimatedValueMax projectsWithoutValue"
     " projectsWithoutWinProbability } }",

@@ -63,7 +63,7 @@ from schema.compiled.catalog import (
     ToOneField,
 )
 
-__all__ = ["MARKER", "ROOT_FIELDS", "Fallback", "Marker", "RootPlan", "build_root"]
+__all__ = ["MARKER", "PRINCIPAL", "ROOT_FIELDS", "Fallback", "Marker", "RootPlan", "build_root"]
 
 # The JSON a denied guarded field holds in the statement's output: `{"\u0000":N}`. No stored value
 # can produce it (PostgreSQL text and jsonb cannot hold U+0000, and a string's quotes are escaped).
@@ -149,6 +149,7 @@ class Builder:
         self.bounds: dict[str, frozenset[uuid.UUID] | None] = {}
         self._alias_types: dict[str, EntityType] = {}
         self._late: dict[str, Param] = {}
+        self.principal_kind = ""  # the caller's credential kind (part of the plan's key)
 
     # -- parameters -------------------------------------------------------------------------------
 
@@ -828,7 +829,9 @@ def _python_type(column: Column[Any]) -> str:
 
 
 # Root fields compiled beside the root lists (schema.relations.root_list).
-ROOT_FIELDS = frozenset({"node", "nodes", "pipelineSummary"})
+ROOT_FIELDS = frozenset({"node", "nodes", "pipelineSummary", "viewer"})
+# Where a parameter finds the request's principal (the runner adds it to the arguments).
+PRINCIPAL = -1
 
 
 def build_root(
@@ -857,6 +860,8 @@ def build_root(
         sql = _nodes(builder, definition, nodes)
     elif field_name == "pipelineSummary":
         sql = _pipeline_summary(builder, definition, nodes)
+    elif field_name == "viewer":
+        sql = _viewer(builder, definition, nodes)
     else:
         raise Fallback(f"root field {field_name}")
     return RootPlan(key, sql, builder.params, builder.arg_fields, builder.markers, row_denial)
@@ -937,6 +942,101 @@ def _pipeline_summary(builder: Builder, definition: GraphQLField, nodes: list[Fi
     return (
         f"SELECT COALESCE(json_agg(json_build_object({', '.join(parts)}) ORDER BY s.\"position\"), '[]'::json)::text "
         f"FROM ({rendered}) s"
+    )
+
+
+def _principal_value(read: Callable[[Any], Any]) -> Param:
+    return lambda a: read(a[PRINCIPAL]["principal"])
+
+
+def _viewer(builder: Builder, definition: GraphQLField, nodes: list[FieldNode]) -> str:
+    """`viewer`: the principal's own facts as parameters, its user, tenant and roles as sub-selects."""
+    import json
+
+    import models
+    from auth.principal import PrincipalKind
+
+    viewer_type = get_named_type(definition.type)
+    assert isinstance(viewer_type, GraphQLObjectType)
+    parts: list[str] = []
+    for key, field_nodes in builder.collect(viewer_type.name, nodes).items():
+        name = field_nodes[0].name.value
+        parts.append(builder.const(key, "text"))
+        if name == "__typename":
+            parts.append(builder.const(viewer_type.name, "text"))
+            continue
+        field = viewer_type.fields[name]
+        if name == "credential":
+            parts.append(builder.runtime(_principal_value(lambda p: PrincipalKind(p.kind).name), "text"))
+        elif name == "permissions":
+            fid, _args = builder.field_args(field, field_nodes[0])
+
+            def permissions(a: Args, fid: int = fid) -> str:
+                grants = a[PRINCIPAL]["principal"].grants
+                project = a[fid].get("opportunityProjectId")
+                held = grants.tenant_wide if project is None else grants.tenant_wide | grants.per_project.get(
+                    project, frozenset()
+                )
+                return json.dumps(sorted(held))
+
+            parts.append(builder.runtime(permissions, "json"))
+        elif name in {"user", "tenant"}:
+            table: Table = (models.User if name == "user" else models.Tenant).__table__
+            target = builder.catalog.types[get_named_type(field.type).name]
+            alias = builder.alias()
+            rows = builder.rows(table, alias)
+            builder._alias_types[alias] = target
+            body = builder.entity(target, alias, field_nodes, set())
+            ident = builder.runtime(_principal_value(
+                (lambda p: p.user_id) if name == "user" else (lambda p: p.tenant_id)
+            ), "uuid")
+            parts.append(f"(SELECT {body} FROM {_ident(table.name)} {alias} WHERE {alias}.\"id\" = {ident} AND {rows})")
+        elif name == "roles":
+            parts.append(_viewer_roles(builder, field, field_nodes))
+        else:
+            raise Fallback(f"viewer.{name}")
+    if len(parts) > 2 * _MAX_KEYS:
+        raise Fallback("too many keys")
+    return f"SELECT json_build_object({', '.join(parts)})::text"
+
+
+def _viewer_roles(builder: Builder, field: GraphQLField, nodes: list[FieldNode]) -> str:
+    """`viewer.roles`: resolvers/identity/queries.py role_assignments (sessions; an API key falls back)."""
+    if builder.principal_kind != "session":
+        raise Fallback("viewer.roles of an API key")
+    assignment_type = get_named_type(field.type)
+    assert isinstance(assignment_type, GraphQLObjectType)
+    ur, r = builder.alias(), builder.alias()
+    parts: list[str] = []
+    for key, field_nodes in builder.collect(assignment_type.name, nodes).items():
+        name = field_nodes[0].name.value
+        parts.append(builder.const(key, "text"))
+        if name == "__typename":
+            parts.append(builder.const(assignment_type.name, "text"))
+        elif name == "opportunityProjectId":
+            parts.append(f"{ur}.\"opportunity_project_id\"")
+        elif name == "expiresAt":
+            parts.append(f"to_char({ur}.\"expires_at\" AT TIME ZONE 'UTC', {_ISO})")
+        elif name == "role":
+            target = builder.catalog.types["Role"]
+            builder._alias_types[r] = target
+            parts.append(builder.entity(target, r, field_nodes, set()))
+        elif name == "userRole":
+            target = builder.catalog.types["UserRole"]
+            inner = builder.alias()
+            rows = builder.rows(target.table, inner)
+            builder._alias_types[inner] = target
+            body = builder.entity(target, inner, field_nodes, set())
+            parts.append(f"(SELECT {body} FROM \"user_roles\" {inner} WHERE {inner}.\"id\" = {ur}.\"id\" AND {rows})")
+        else:
+            raise Fallback(f"viewer.roles.{name}")
+    user = builder.runtime(_principal_value(lambda p: p.user_id), "uuid")
+    tenant = builder.const(builder.scope.tenant_id, "uuid")
+    return (
+        f"(SELECT COALESCE(json_agg(json_build_object({', '.join(parts)}) ORDER BY {r}.\"name\", "
+        f"{ur}.\"opportunity_project_id\" NULLS FIRST), '[]'::json) FROM \"user_roles\" {ur} "
+        f"JOIN \"roles\" {r} ON {r}.\"id\" = {ur}.\"role_id\" WHERE {ur}.\"user_id\" = {user} "
+        f"AND {ur}.\"tenant_id\" = {tenant} AND ({ur}.\"expires_at\" IS NULL OR {ur}.\"expires_at\" > now()))"
     )
 
 

@@ -17,6 +17,7 @@ SQL: they are bound per request.
 from __future__ import annotations
 
 import copy
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Hashable
@@ -45,12 +46,13 @@ from graphql.execution.values import get_argument_values, get_variable_values
 from strawberry.extensions import SchemaExtension
 
 from auth.permissions import Permission
-from schema.compiled.builder import MARKER, ROOT_FIELDS, Builder, Fallback, RootPlan, build_root
+from schema.compiled.builder import MARKER, PRINCIPAL, ROOT_FIELDS, Builder, Fallback, RootPlan, build_root
 from schema.compiled.catalog import catalog
 
 __all__ = ["PLAN_CACHE_SIZE", "CompiledReads", "PlanCache", "plan_cache"]
 
 PLAN_CACHE_SIZE = 512
+_log = logging.getLogger("gwm.compiled")
 
 
 class PlanCache:
@@ -134,6 +136,9 @@ class CompiledReads(SchemaExtension):
             except _TimedOut as exc:
                 ec.result = ExecutionResult(data=None, errors=[exc.error])
                 outcome = None
+            except Exception as exc:  # a database failure: masked with the request id, like the executor's
+                ec.result = ExecutionResult(data=None, errors=[GraphQLError(str(exc), original_error=exc)])
+                outcome = None
         if outcome is not None and outcome.compiled:
             self.compiled_keys = [k for k in outcome.order if k in outcome.compiled]
             if outcome.rest is None:
@@ -185,7 +190,10 @@ class CompiledReads(SchemaExtension):
         context = ec.context
         scope = context.scope
         grants = scope.grants
-        caller_key = (scope.tenant_id, scope.user_id, grants.tenant_wide, frozenset(grants.per_project.items()))
+        principal = context.principal
+        caller_key = (
+            scope.tenant_id, scope.user_id, str(principal.kind), grants.tenant_wide, frozenset(grants.per_project.items())
+        )
         shape = tuple(
             (d.variable.name.value, _shape(variables.coerced.get(d.variable.name.value),
                                            type_from_ast(schema, d.type)))  # type: ignore[arg-type]
@@ -208,9 +216,13 @@ class CompiledReads(SchemaExtension):
             found, plan = self.cache.get(plan_key)
             if not found:
                 builder = Builder(schema, book, scope, fragments, variables)
+                builder.principal_kind = str(principal.kind)
                 try:
                     plan = build_root(builder, key, name, definition, nodes)
                 except Fallback:
+                    plan = None
+                except Exception:  # a bug of the compiler must not cost the answer: the executor serves it
+                    _log.exception("compiling root field %s failed; the executor serves it", name)
                     plan = None
                 self.cache.put(plan_key, plan)
             if plan is not None:
@@ -220,7 +232,9 @@ class CompiledReads(SchemaExtension):
         bound: list[tuple[RootPlan, list[Any]]] = []
         try:
             for plan in plans:
-                bound.append((plan, plan.bind(plan.arguments(variables))))
+                arguments = plan.arguments(variables)
+                arguments[PRINCIPAL] = {"principal": principal}
+                bound.append((plan, plan.bind(arguments)))
         except Fallback:
             return None
         deadline = _deadline(context)
