@@ -19,8 +19,10 @@ message); this module adds what the server needs on top of it (docs/api.md, "Sub
 - Each subscription operation gets a context of its own (its own read connection and loaders), so
   two subscriptions of one socket never share a connection; schema/subscriptions.py opens a read
   per delivery with the principal as it is at that moment.
-- The right to receive ends (live.AccessEnded through `LiveConnections.end`): 4401 when the
-  session ends or expires, 4403 when the user or the tenant is deactivated.
+- The right to receive ends: announced (live/ access events, `LiveConnections.on_access`) or not
+  (a session timing out: each connection re-reads its access when it may have changed, at the
+  latest every GWM_LIVE_SESSION_RECHECK_SECONDS): 4401 when the session ends or expires or the API
+  key is revoked, 4403 when the user or the tenant is deactivated.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import uuid
 from collections.abc import Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from graphql import GraphQLError, GraphQLSyntaxError, get_operation_ast, parse
@@ -60,6 +62,7 @@ from auth.exceptions import Unauthenticated
 from auth.principal import Principal
 from auth.service import AuthService
 from auth.sessions import touch_session
+from live.access import load_access
 from schema.context import Denials, GraphQLContext, GraphQLView
 
 __all__ = [
@@ -183,34 +186,6 @@ class LiveConnections:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def end(
-        self,
-        *,
-        code: int,
-        reason: str,
-        tenant_id: uuid.UUID | None = None,
-        user_id: uuid.UUID | None = None,
-        session_id: uuid.UUID | None = None,
-        api_key_id: uuid.UUID | None = None,
-    ) -> int:
-        """Close every connection matching all the given ids with `code`; how many were closed."""
-        closed = 0
-        for handler in self.all():
-            principal = handler.principal
-            if principal is None:
-                continue
-            if tenant_id is not None and principal.tenant_id != tenant_id:
-                continue
-            if user_id is not None and principal.user_id != user_id:
-                continue
-            if session_id is not None and principal.session_id != session_id:
-                continue
-            if api_key_id is not None and principal.api_key_id != api_key_id:
-                continue
-            await handler.close(code, reason)
-            closed += 1
-        return closed
-
 
 class TextWebSocketAdapter(ASGIWebSocketAdapter):
     """Messages go out as text frames (the protocol's JSON is text; the view's encoder gives bytes)."""
@@ -246,6 +221,7 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[GraphQLContext, None]):
         self.principal: Principal | None = None
         self._registered = False
         self._closed = False
+        self._watch: asyncio.Task[None] | None = None
 
     # -- messages ------------------------------------------------------------------------------
 
@@ -288,6 +264,26 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[GraphQLContext, None]):
         self.context.caller = principal
         await self.send_message({"type": "connection_ack"})
         self.connection_acknowledged = True
+        self._watch = asyncio.create_task(self._watch_access(principal))
+        self._watch.add_done_callback(self._task_done)
+
+    async def _watch_access(self, principal: Principal) -> None:
+        """Close the connection when its right to receive ends without any event announcing it (an
+        idle or absolute session timeout, an API key's expiry, an assignment expiring is only a
+        permission change): re-read when the access read last says it may change, at the latest
+        after the re-check interval (GWM_LIVE_SESSION_RECHECK_SECONDS)."""
+        engine = self.view.auth.engine
+        while True:
+            access = await load_access(
+                engine, tenant_id=principal.tenant_id, user_id=principal.user_id, session_id=principal.session_id,
+                api_key_id=principal.api_key_id, recheck=self.view.live_recheck,
+            )
+            code = access.state.close_code
+            if code is not None:
+                await self.close(code, f"Access ended: {access.state.value}")
+                return
+            left = (access.valid_until - datetime.now(UTC)).total_seconds()
+            await asyncio.sleep(min(max(left, 0.5), self.view.live_recheck.total_seconds()))
 
     async def handle_subscribe(self, message: SubscribeMessage) -> None:
         if not self.connection_acknowledged or self.principal is None:
@@ -348,6 +344,10 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[GraphQLContext, None]):
             await self.websocket.close(code=code, reason=reason)
 
     async def shutdown(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with suppress(asyncio.CancelledError, Exception):
+                await self._watch
         try:
             await super().shutdown()
         finally:
@@ -457,10 +457,6 @@ async def authenticate_quietly(auth: AuthService, credential: str, meta: Request
         pending[:] = [a for a in pending if getattr(a, "func", None) is not touch_session]
         await db.close()
     return principal
-
-
-def init_timeout(milliseconds: int) -> timedelta:
-    return timedelta(milliseconds=milliseconds)
 
 
 

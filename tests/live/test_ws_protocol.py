@@ -243,3 +243,20 @@ async def test_connection_init_is_not_session_activity(
         still = await conn.scalar(text("SELECT count(*) FROM user_sessions WHERE last_activity_at = :t"),
                                   {"t": earlier})
     assert still == 1
+
+
+async def test_a_session_reaching_its_absolute_timeout_is_closed_with_4401(
+    server: LiveServer, owner_engine: AsyncEngine, tenant_a: TenantRef, token: str
+) -> None:
+    """No event announces an expiry: the connection re-reads its access when it may have changed."""
+    async with ws_connect(server) as ws:
+        async with owner_engine.begin() as conn:
+            await set_tenant(conn, tenant_a.id)
+            await conn.execute(
+                text("UPDATE user_sessions SET expires_at = now() + interval '2 seconds'"
+                     " WHERE session_token_hash = :h"),
+                {"h": digest(token)},
+            )
+        assert (await ws.init(_bearer(token)))["type"] == "connection_ack"
+        code, reason = await ws.closed(wait=30)
+    assert (code, reason) == (4401, "Access ended: session_ended")
