@@ -104,7 +104,7 @@ class SubscriptionContext(GraphQLContext):
         self._scope = None
 
     @classmethod
-    def of(cls, context: GraphQLContext, connection: TransportWSHandler) -> SubscriptionContext:
+    def of(cls, context: GraphQLContext, connection: TransportWSHandler, *, query: bool) -> SubscriptionContext:
         return cls(
             request=context.request,
             response=context.response,
@@ -113,9 +113,9 @@ class SubscriptionContext(GraphQLContext):
             engine=context.engine,
             caller=context.caller,
             denials=Denials(),
-            # A subscription runs as long as the client wants: no operation deadline; its deliveries
-            # are bounded by the database's statement timeout.
-            operation_timeout_ms=None,
+            # A query has the deadline it has over HTTP; a subscription runs as long as the client
+            # wants (no deadline), its deliveries bounded by the database's statement timeout.
+            operation_timeout_ms=context.operation_timeout_ms if query else None,
             query_cost_limit=context.query_cost_limit,
             compiled_reads=False,
             connection=connection,
@@ -222,6 +222,7 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[GraphQLContext, None]):
         self._registered = False
         self._closed = False
         self._watch: asyncio.Task[None] | None = None
+        self._queries: dict[str, bool] = {}  # operation id -> a query (not a subscription)
 
     # -- messages ------------------------------------------------------------------------------
 
@@ -301,11 +302,14 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[GraphQLContext, None]):
                                  extensions={"code": "BAD_REQUEST"})
             await self.send_message({"id": message["id"], "type": "error", "payload": [error.formatted]})
             return
+        self._queries[message["id"]] = operation is not None and operation.operation == OperationKind.QUERY
         await super().handle_subscribe(message)
+        if message["id"] not in self.operations:  # refused (the limit): nothing will run
+            self._queries.pop(message["id"], None)
 
     async def run_operation(self, operation: Operation[GraphQLContext, None]) -> None:
         """strawberry's, with a context of the operation's own (closed when the operation ends)."""
-        context = SubscriptionContext.of(self.context, self)
+        context = SubscriptionContext.of(self.context, self, query=self._queries.pop(operation.id, False))
         try:
             result_source = await self.schema.stream(
                 operation.query,
