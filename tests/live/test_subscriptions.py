@@ -474,3 +474,32 @@ async def test_a_subscriber_that_falls_behind_twice_gets_a_subscription_overflow
         assert await client.receive() == {"type": "pong"}  # the connection stays open
     finally:
         await _close(client)
+
+
+async def test_a_batch_over_the_notify_size_limit_arrives_whole(world: World) -> None:
+    client = await _subscriber(
+        world.server, world.manager,
+        "subscription { changeBatchCommitted(entityTypes: [EXTERNAL_DATA_CHANGE]) { batchId entities { entityId } } }",
+    )
+    try:
+        await _settle(world)
+        auth = world.server.app.state.auth
+        ids: set[str] = set()
+        async with system_unit(auth.engine, auth.writer.chain, world.tenant.id, process="tests.live") as uow:
+            changes = [
+                ExternalDataChange(
+                    tenant_id=world.tenant.id, opportunity_project_id=world.p1,
+                    external_source_id=world.tenant.manual_source_id, changed_fields=["title"],
+                    change_type="updated", impact_level="low",
+                )
+                for _ in range(160)  # 160 entities: about 10 KB of notification, over NOTIFY_LIMIT
+            ]
+            for change in changes:
+                uow.add(change)
+            await uow.flush()
+            ids = {str(change.id) for change in changes}
+        message = await client.next_of("s", wait=60)
+        got = {e["entityId"] for e in message["payload"]["data"]["changeBatchCommitted"]["entities"]}
+        assert got == ids
+    finally:
+        await _close(client)
