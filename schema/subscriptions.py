@@ -95,7 +95,7 @@ class BatchReader:
             rows: dict[tuple[str, uuid.UUID], Any] = {}
             for entity_type in sorted(batch.entity_types):
                 table_name = ENTITY_TABLES.get(entity_type)
-                if table_name is None or table_name in _OWN_TABLES:
+                if table_name is None or table_name in _OWN_TABLES or table_name not in models.Base.metadata.tables:
                     continue
                 table: Table = models.Base.metadata.tables[table_name]
                 ids = batch.ids(entity_type)
@@ -278,7 +278,7 @@ async def _own_rows(
 ) -> list[tuple[uuid.UUID, Any]]:
     """The rows of `entity_type` in `batch` the subscriber may read, in the batch's order."""
     table_name = ENTITY_TABLES.get(entity_type)
-    if table_name is None:
+    if table_name is None or table_name not in models.Base.metadata.tables:
         return []
     ids = batch.ids(entity_type)
     if table_name not in _OWN_TABLES:
