@@ -503,3 +503,24 @@ async def test_a_batch_over_the_notify_size_limit_arrives_whole(world: World) ->
         assert got == ids
     finally:
         await _close(client)
+
+
+async def test_a_revoked_api_key_is_closed_with_4401(world: World) -> None:
+    body = await world.server.graphql(
+        world.admin,
+        "mutation { apiKeyCreate(input: {name: \"revoked feed\", roleName: \"Viewer\", expiresInDays: 5}) {"
+        " key apiKey { id } errors { message } } }",
+    )
+    created = body["data"]["apiKeyCreate"]
+    client = await _subscriber(world.server, created["key"], EXTERNAL)
+    try:
+        await _settle(world)
+        revoked = await world.server.graphql(
+            world.admin, "mutation($i: ApiKeyRevokeInput!) { apiKeyRevoke(input: $i) { errors { message } } }",
+            {"i": {"id": created["apiKey"]["id"]}},
+        )
+        assert revoked["data"]["apiKeyRevoke"]["errors"] == []
+        code, _ = await client.closed()
+        assert code == 4401
+    finally:
+        await _close(client)
