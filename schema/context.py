@@ -196,6 +196,16 @@ def request_error(status: int, message: str) -> JSONResponse:
     )
 
 
+def _without_surrogates(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_without_surrogates(k): _without_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_without_surrogates(v) for v in value]
+    return value
+
+
 class GraphQLView(GraphQL[GraphQLContext, None]):
     """strawberry's ASGI view with our context; responses are never cached (they may hold secrets).
 
@@ -242,8 +252,15 @@ class GraphQLView(GraphQL[GraphQLContext, None]):
         self.compiled_reads = compiled_reads
 
     def encode_json(self, data: object) -> bytes:
-        """The response body; compiled root fields are spliced in as the JSON PostgreSQL built."""
-        return orjson.dumps(data)
+        """The response body; compiled root fields are spliced in as the JSON PostgreSQL built.
+
+        A string holding an unpaired surrogate (a client's, echoed in an error message) cannot be UTF-8:
+        such characters become "?" rather than failing the response.
+        """
+        try:
+            return orjson.dumps(data)
+        except orjson.JSONEncodeError:
+            return orjson.dumps(_without_surrogates(data))
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket

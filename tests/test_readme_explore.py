@@ -84,7 +84,7 @@ def test_explore_steps_while_the_server_runs(tmp_path: Path) -> None:
             headers={"authorization": f"Bearer {token}"},
             timeout=30,
         )
-        assert read.json() == {"data": {"opportunityProjects": {"totalCount": 25}}}
+        assert read.json()["data"] == {"opportunityProjects": {"totalCount": 25}}
         assert httpx.get(f"{base}/graphiql", timeout=10).status_code == 200
     finally:
         pgdata = tmp_path / "gwm" / "pgdata"

@@ -215,7 +215,8 @@ ALL_POSITIONS = positions(served._schema)
 def test_every_string_argument_has_a_case() -> None:
     """The meta-test: every string argument and input field of the schema is reached by some position."""
     covered = {p.owner for p in ALL_POSITIONS}
-    missing = every_string_argument(served._schema) - covered
+    # Subscription arguments arrive over the WebSocket: tests/live/test_ws_hostile_input.py sends them the cases.
+    missing = {o for o in every_string_argument(served._schema) - covered if not o.startswith("Subscription.")}
     assert not missing, f"string arguments without a hostile-input case: {sorted(missing)}"
     assert len(ALL_POSITIONS) > 40
 
@@ -382,6 +383,7 @@ async def _graphql(client: httpx.AsyncClient, token: str, body: dict[str, Any]) 
     response = await client.post("/graphql", json=body, headers={"authorization": f"Bearer {token}"})
     assert response.status_code == 200, response.text
     result: dict[str, Any] = response.json()
+    result.pop("extensions", None)  # which root fields ran compiled (an administrator's flag) is not the point here
     return result
 
 
