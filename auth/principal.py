@@ -8,7 +8,9 @@ that project (and what hangs under it).
 
 from __future__ import annotations
 
+import json
 import uuid
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -19,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from auth.permissions import Permission
 
-__all__ = ["Grants", "Principal", "PrincipalKind", "grants_from", "load_grants", "load_role_grants"]
+__all__ = ["Grants", "Principal", "PrincipalKind", "grants_from", "grants_from_json", "load_grants", "load_role_grants"]
 
 _ADMIN_PERMISSIONS = frozenset({Permission.TENANT_ADMIN.value, Permission.USER_ADMIN.value})
 
@@ -80,6 +82,28 @@ class Principal:
         return self.grants.allows(str(permission), project_id)
 
 
+_PARSED: OrderedDict[str, Grants] = OrderedDict()
+_PARSED_SIZE = 1024
+
+
+def grants_from_json(raw: str) -> Grants:
+    """Grants from the JSON text of (permissions, project id) pairs the principal lookup returns.
+
+    The text is what the database computed for this request (expired assignments already left out), so
+    keeping the parsed value of the same text changes nothing but the cost: a caller holding hundreds of
+    project-scoped assignments is not parsed again on every request. Bounded, least recently used out.
+    """
+    grants = _PARSED.get(raw)
+    if grants is not None:
+        _PARSED.move_to_end(raw)
+        return grants
+    grants = grants_from([(permissions, project) for permissions, project in json.loads(raw)])
+    _PARSED[raw] = grants
+    if len(_PARSED) > _PARSED_SIZE:
+        _PARSED.popitem(last=False)
+    return grants
+
+
 def grants_from(rows: list[tuple[list[str] | None, uuid.UUID | str | None]]) -> Grants:
     """Grants from (role permissions, project id or None) pairs of unexpired assignments."""
     return _grants(rows)
@@ -94,9 +118,11 @@ def _grants(rows: list[tuple[list[str] | None, uuid.UUID | str | None]]) -> Gran
             tenant_wide |= values
         else:  # a JSON-aggregated caller state gives the id as text
             per_project.setdefault(uuid.UUID(str(project_id)), set()).update(values)
+    # Projects granted through the same role share one set (one object, hashed once).
+    shared: dict[frozenset[str], frozenset[str]] = {}
     return Grants(
         frozenset(tenant_wide),
-        MappingProxyType({k: frozenset(v) for k, v in per_project.items()}),
+        MappingProxyType({k: shared.setdefault(frozenset(v), frozenset(v)) for k, v in per_project.items()}),
     )
 
 

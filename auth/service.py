@@ -26,7 +26,7 @@ from auth.oidc import JwksCache
 from auth.outbound import OutboundPolicy
 from auth.passwords import PasswordHasher, PasswordPolicy
 from auth.policy import TenantSecurityPolicy, policy_from
-from auth.principal import Grants, Principal, PrincipalKind, grants_from
+from auth.principal import Grants, Principal, PrincipalKind, grants_from, grants_from_json
 from auth.sessions import (
     ACTIVITY_WRITE_INTERVAL,
     SessionRecord,
@@ -49,7 +49,11 @@ API_KEY_USE_RECORD_INTERVAL = timedelta(minutes=1)
 # session or API key with everything the principal is built from (migration 0010), and the tenant
 # setting for the rest of the transaction, so the reads that follow share the lookup's snapshot.
 _REQUEST_SESSION = (
-    "SELECT p.*, set_config('app.tenant_id', p.tenant_id::text, true) AS tenant_setting"
+    "SELECT p.session_id, p.user_id, p.tenant_id, p.created_at, p.last_activity_at, p.expires_at, p.is_active,"
+    " p.terminated_at, p.mfa_verified, p.user_found, p.user_active, p.user_is_system, p.mfa_enabled,"
+    " p.must_change_password, p.tenant_name, p.fedramp_compliant, p.max_users, p.tenant_active, p.security,"
+    # The grants as text: parsed once per distinct value (grants_from_json), not on every request.
+    " p.grants::text AS grants, set_config('app.tenant_id', p.tenant_id::text, true) AS tenant_setting"
     " FROM gwm_request_session($1) AS p"
 )
 _REQUEST_API_KEY = (
@@ -150,7 +154,7 @@ class AuthService:
             record.tenant_id, row["tenant_name"], row["fedramp_compliant"], row["max_users"], row["tenant_active"],
             row["security"],
         )
-        grants = grants_from([(permissions, project) for permissions, project in row["grants"]])
+        grants = grants_from_json(row["grants"])
         user_active = row["user_found"] and row["user_active"] and not row["user_is_system"]
         ended = self._session_end_reason(record, user_active, policy, grants, now)
         if ended is not None:

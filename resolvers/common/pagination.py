@@ -149,7 +149,26 @@ def decode_cursor(cursor: str, terms: Sequence[OrderTerm]) -> list[Any]:
         raise PaginationError("The cursor is not valid.")
     if not isinstance(values, list) or len(values) != len(terms):
         raise PaginationError("The cursor does not belong to this list and order.")
+    if not all(_fits(term, value) for term, value in zip(terms, values, strict=True)):
+        raise PaginationError("The cursor does not belong to this list and order.")
     return values
+
+
+def _fits(term: OrderTerm, value: Any) -> bool:
+    """Whether a cursor's value has the type of its order term's column (a cursor of another list may not)."""
+    if value is None:
+        return True
+    try:
+        expected = term.column.type.python_type
+    except (NotImplementedError, AttributeError):
+        return True
+    if expected is bool or isinstance(value, bool):
+        return expected is bool and isinstance(value, bool)
+    if expected is dt.date:
+        return isinstance(value, dt.date) and not isinstance(value, dt.datetime)
+    if expected is float:
+        return isinstance(value, int | float)
+    return isinstance(value, expected)
 
 
 def order_clauses(terms: Sequence[OrderTerm], *, reverse: bool = False) -> list[ColumnElement[Any]]:

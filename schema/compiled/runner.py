@@ -83,6 +83,24 @@ class PlanCache:
 plan_cache = PlanCache(PLAN_CACHE_SIZE)
 
 
+_GRANT_KEYS: OrderedDict[int, tuple[Any, Hashable]] = OrderedDict()
+
+
+def _grants_key(grants: Any) -> Hashable:
+    """A hashable identity of effective grants, worked out once per Grants object (auth.principal keeps the
+    object of an unchanged grant set across requests, so a caller with hundreds of project grants is not
+    hashed again on each). The entry holds the object, so its id is not reused while it is here."""
+    entry = _GRANT_KEYS.get(id(grants))
+    if entry is not None and entry[0] is grants:
+        _GRANT_KEYS.move_to_end(id(grants))
+        return entry[1]
+    key = (grants.tenant_wide, frozenset(grants.per_project.items()))
+    _GRANT_KEYS[id(grants)] = (grants, key)
+    if len(_GRANT_KEYS) > PLAN_CACHE_SIZE:
+        _GRANT_KEYS.popitem(last=False)
+    return key
+
+
 def _shape(value: Any, gql_type: GraphQLInputType) -> Hashable:
     """What of a variable's value can change the SQL: null-ness, list lengths, enum and boolean values."""
     if value is None:
@@ -191,9 +209,7 @@ class CompiledReads(SchemaExtension):
         scope = context.scope
         grants = scope.grants
         principal = context.principal
-        caller_key = (
-            scope.tenant_id, scope.user_id, str(principal.kind), grants.tenant_wide, frozenset(grants.per_project.items())
-        )
+        caller_key = (scope.tenant_id, scope.user_id, str(principal.kind), _grants_key(grants))
         shape = tuple(
             (d.variable.name.value, _shape(variables.coerced.get(d.variable.name.value),
                                            type_from_ast(schema, d.type)))  # type: ignore[arg-type]

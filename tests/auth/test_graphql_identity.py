@@ -181,8 +181,9 @@ async def test_graphql_needs_a_principal_and_takes_queries_by_get_only(
     assert other_method.status_code == 405
 
 
-async def test_graphql_refuses_websocket_upgrades_for_now(app: Starlette) -> None:
-    # No WebSocket route or subprotocol yet: subscriptions (graphql-transport-ws only) come later.
+async def test_graphql_refuses_the_legacy_websocket_subprotocol(app: Starlette) -> None:
+    # Subscriptions speak graphql-transport-ws only: the legacy graphql-ws is refused at the handshake
+    # (tests/live/test_ws_protocol.py drives the whole protocol over a real connection).
     messages: list[Message] = []
     received = iter([{"type": "websocket.connect"}])
 
@@ -198,8 +199,8 @@ async def test_graphql_refuses_websocket_upgrades_for_now(app: Starlette) -> Non
         "raw_path": b"/graphql",
         "query_string": b"",
         "root_path": "",
-        "headers": [(b"sec-websocket-protocol", b"graphql-transport-ws")],
-        "subprotocols": ["graphql-transport-ws"],
+        "headers": [(b"sec-websocket-protocol", b"graphql-ws")],
+        "subprotocols": ["graphql-ws"],
         "scheme": "wss",
         "server": ("testserver", 443),
         "client": ("127.0.0.1", 50000),
