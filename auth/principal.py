@@ -87,7 +87,8 @@ _PARSED_SIZE = 1024
 
 
 def grants_from_json(raw: str) -> Grants:
-    """Grants from the JSON text of (permissions, project id) pairs the principal lookup returns.
+    """Grants from the JSON text the principal lookup returns: per role, [permissions, [project ids] or null,
+    held tenant-wide].
 
     The text is what the database computed for this request (expired assignments already left out), so
     keeping the parsed value of the same text changes nothing but the cost: a caller holding hundreds of
@@ -97,7 +98,12 @@ def grants_from_json(raw: str) -> Grants:
     if grants is not None:
         _PARSED.move_to_end(raw)
         return grants
-    grants = grants_from([(permissions, project) for permissions, project in json.loads(raw)])
+    rows: list[tuple[list[str] | None, uuid.UUID | str | None]] = []
+    for permissions, projects, tenant_wide in json.loads(raw):  # one entry per role (migration 0012)
+        if tenant_wide:
+            rows.append((permissions, None))
+        rows.extend((permissions, project) for project in projects or ())
+    grants = grants_from(rows)
     _PARSED[raw] = grants
     if len(_PARSED) > _PARSED_SIZE:
         _PARSED.popitem(last=False)
