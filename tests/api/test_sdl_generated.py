@@ -39,6 +39,7 @@ NODE_TYPES = {
 # Fields that return a Node or a connection but are not foreign-key relations; each with its reason.
 NOT_RELATIONS: dict[tuple[str, str], str] = {
     ("OpportunityProject", "currentExternalData"): "domain field: the current version, tested in test_opportunities",
+    ("Notification", "opportunityProject"): "an inbox item's project as the caller may read it: test_notifications",
 }
 TABLE_OF_TYPE = {target[0]: table.name for target, table in ENTITY_TARGETS.values()}
 
