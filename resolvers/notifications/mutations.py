@@ -118,6 +118,12 @@ async def set_preference(
                 "The preference was changed meanwhile; read it again.", field="updated_at",
                 current_updated_at=row.updated_at,
             )
+        # W12: updated_at only moves forward: a transaction that began before the row's latest change
+        # committed (it waited for that change's lock) is refused rather than stamping an older time.
+        now = await conn.scalar(select(func.now()))
+        if now is not None and now < row.updated_at:
+            raise Conflict("The preference is being changed by another request; try again.", field="updated_at",
+                           current_updated_at=row.updated_at)
         values: dict[str, Any] = {}
         if min_impact_level is not None and min_impact_level.value != row.min_impact_level:
             values["min_impact_level"] = min_impact_level.value
