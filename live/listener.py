@@ -101,6 +101,9 @@ class Listener:
         """Start listening; wait up to `wait` seconds for the first connection (it keeps trying after)."""
         if self._runner is not None:
             return
+        # A listener stopped before (an app whose lifespan runs again) starts afresh.
+        self._stopping = False
+        self.listening.clear()
         self._runner = asyncio.get_running_loop().create_task(self._run(), name="gwm-live-listener")
         self._dispatcher = asyncio.get_running_loop().create_task(self._dispatch(), name="gwm-live-dispatch")
         if wait is not None:

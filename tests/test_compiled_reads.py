@@ -7,6 +7,7 @@ The broad comparison over generated queries and several principals is tests/comp
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,8 @@ VARIABLES: dict[str, dict[str, Any]] = {
 }
 # The example operations that must run compiled (the others fall back, for now, to the executor).
 COMPILED = {
-    "nested_pursuit", "organizations_with_children", "project_by_id", "pipeline_summary", "viewer", "big", "small",
+    "nested_pursuit", "organizations_with_children", "project_by_id", "pipeline_summary", "viewer", "document_search",
+    "big", "small",
 }
 
 
@@ -110,6 +112,9 @@ async def test_both_paths_answer_alike(
         assert flagged == list(body["data"]), f"{name} was not compiled: {flagged}"
     left = _ordered(compiled.text)
     right = _ordered(executor.text)
+    if left != right and os.environ.get("GWM_COMPILED_DUMP"):
+        Path(os.environ["GWM_COMPILED_DUMP"] + ".compiled.json").write_text(compiled.text)
+        Path(os.environ["GWM_COMPILED_DUMP"] + ".executor.json").write_text(executor.text)
     left = [(k, v) for k, v in left if k != "extensions"]
     right = [(k, v) for k, v in right if k != "extensions"]
     assert left == right
@@ -131,6 +136,10 @@ QUERIES = {
     "nodes": '{ nodes(ids: ["' + to_base64("OpportunityProject", PROJECT) + '",'
     ' "T3JnYW5pemF0aW9uOjAwMDAwMDAwLTAwMDAtMDAwMC0wMDAwLTAwMDAwMDAwMDAwMA=="])'
     " { id __typename ... on OpportunityProject { projectName tenant { name } } } }",
+    "documents": '{ documents(first: 3, filter: {includeDeleted: true}) { totalCount edges { cursor node { name'
+    " searchRank searchSnippet } } } }",
+    "search_paged": '{ documents(search: "plan", first: 2) { edges { cursor node { name searchRank } } pageInfo'
+    " { hasNextPage endCursor } } }",
     "mixed": "{ opportunityProjects(first: 1) { nodes { projectName } } viewer { credential sessions { id } } }",
     "viewer": '{ viewer { __typename credential permissions p: permissions(opportunityProjectId: "' + str(PROJECT)
     + '") roles { role { name } opportunityProjectId expiresAt userRole { rowId } } } }',

@@ -66,6 +66,8 @@ MAX_SEARCH_LENGTH = 500
 # The text search configuration of the generated column; a query must use the same one.
 _ENGLISH = literal_column("'english'::regconfig", type_=REGCONFIG)
 _MARK_START, _MARK_END = "\ue000", "\ue001"
+# For the compiled read path (schema/compiled/), which runs the same search expressions.
+ENGLISH, MARK_START, MARK_END = _ENGLISH, _MARK_START, _MARK_END
 _HEADLINE_OPTIONS = (
     f"StartSel={_MARK_START}, StopSel={_MARK_END},"
     ' MaxFragments=2, MinWords=8, MaxWords=24, FragmentDelimiter=" … "'
@@ -89,15 +91,25 @@ def _search_query(search: str) -> ColumnElement[Any]:
     return select(func.websearch_to_tsquery(_ENGLISH, words)).scalar_subquery()
 
 
+def search_snippet_expression(query: ColumnElement[Any]) -> ColumnElement[Any]:
+    """ts_headline over the name and the start of the text, matched words between the private marks."""
+    text = func.left(func.coalesce(DOCUMENTS.c.extracted_text, ""), SNIPPET_SOURCE_CHARS)
+    source = func.translate(DOCUMENTS.c.name + "\n" + text, _MARK_START + _MARK_END, "")
+    return func.ts_headline(_ENGLISH, source, query, _HEADLINE_OPTIONS)
+
+
+def search_select(query: ColumnElement[Any]) -> tuple[Any, ColumnElement[Any], ColumnElement[Any]]:
+    """The search's (statement, rank, match condition); see _search_select."""
+    return _search_select(query)
+
+
 def _search_select(query: ColumnElement[Any]) -> tuple[Any, ColumnElement[Any], ColumnElement[Any]]:
     """(statement, rank, match condition) of a search; the statement's rows carry rank and snippet.
 
     Documents marked `is_searchable = false` never match.
     """
     rank = func.ts_rank_cd(DOCUMENT_SEARCH_VECTOR, query, type_=REAL)
-    text = func.left(func.coalesce(DOCUMENTS.c.extracted_text, ""), SNIPPET_SOURCE_CHARS)
-    source = func.translate(DOCUMENTS.c.name + "\n" + text, _MARK_START + _MARK_END, "")
-    snippet = func.ts_headline(_ENGLISH, source, query, _HEADLINE_OPTIONS)
+    snippet = search_snippet_expression(query)
     stmt = select(*_READ_COLUMNS, rank.label("search_rank"), snippet.label("search_snippet"))
     matches = and_(DOCUMENT_SEARCH_VECTOR.bool_op("@@")(query), DOCUMENTS.c.is_searchable)
     return stmt, rank, matches

@@ -43,7 +43,7 @@ from graphql import (
     get_named_type,
 )
 from graphql.execution.values import get_argument_values
-from sqlalchemy import ARRAY, Column, Table, Text, any_, bindparam
+from sqlalchemy import ARRAY, Column, Float, Table, Text, any_, bindparam, literal_column
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql import operators, visitors
 from sqlalchemy.sql.elements import BinaryExpression, BindParameter, ColumnElement
@@ -149,6 +149,7 @@ class Builder:
         self.bounds: dict[str, frozenset[uuid.UUID] | None] = {}
         self._alias_types: dict[str, EntityType] = {}
         self._late: dict[str, Param] = {}
+        self._computed: dict[str, dict[str, tuple[str, str]]] = {}
         self.principal_kind = ""  # the caller's credential kind (part of the plan's key)
 
     # -- parameters -------------------------------------------------------------------------------
@@ -401,9 +402,12 @@ class Builder:
         nodes: list[FieldNode],
         *,
         parent: tuple[str, str] | None,
+        computed: Callable[[str, int, dict[str, Any]], dict[str, tuple[str, str]]] | None = None,
+        extra_where: Callable[[str, int, dict[str, Any]], list[str]] | None = None,
     ) -> str:
-        if len(nodes) != 1 and any(n.arguments for n in nodes[1:]):
-            pass  # validation made their arguments equal
+        """A connection's JSON. `computed(alias, fid, args)` gives extra columns of the page rows
+        (name -> (SQL on the table's alias, Python type of the value for cursors)), which the order may
+        name; `extra_where` extra conditions (both for the documents search)."""
         fid, args = self.field_args(definition, nodes[0])
         table = spec.table
         target = self.catalog.types.get(spec.target)
@@ -416,16 +420,20 @@ class Builder:
         except PaginationError:
             raise Fallback("pagination arguments") from None
         backwards = page.backwards
-        terms = self.order_terms(table, spec, args)
+        page_alias = self.alias()
+        extra = computed(page_alias, fid, args) if computed is not None else {}
+        self._computed[page_alias] = extra
+        terms = self.order_terms(table, spec, args, extra)
         cursor_text = page.before if backwards else page.after
         connection_type = get_named_type(definition.type)
         assert isinstance(connection_type, GraphQLObjectType)
 
         where: list[str] = []
-        page_alias = self.alias()
         if parent is not None:
             assert spec.fk is not None
             where.append(f"{page_alias}.{_ident(spec.fk)} = {parent[0]}.{_ident(parent[1])}")
+        if extra_where is not None:
+            where.extend(extra_where(page_alias, fid, args))
         known: frozenset[uuid.UUID] | None = None
         rule = READ_RULES.get(table.name)
         direct = rule is not None and isinstance(rule.project, Direct) and rule.project.column == spec.fk
@@ -446,6 +454,11 @@ class Builder:
         limit = self.runtime(_page_size(fid, limit_name), "int")
         order_sql = ", ".join(
             f"{page_alias}.{_ident(name)} {'DESC NULLS FIRST' if desc != backwards else 'ASC NULLS LAST'}"
+            for name, desc in terms
+        )
+        inner_order_sql = ", ".join(
+            f"{extra[name][0] if name in extra else page_alias + '.' + _ident(name)} "
+            f"{'DESC NULLS FIRST' if desc != backwards else 'ASC NULLS LAST'}"
             for name, desc in terms
         )
         output_dir = "DESC" if backwards else "ASC"
@@ -499,19 +512,22 @@ class Builder:
                     connection_type, field_nodes, page_alias, in_page, output_dir, cursor, fid, backwards, limit
                 ))
             elif name == "totalCount":
-                parts.append(self.total_count(spec, table, args, fid, parent))
+                parts.append(self.total_count(spec, table, args, fid, parent, extra_where))
             else:
                 raise Fallback(f"connection field {name}")
         if len(parts) > 2 * _MAX_KEYS:
             raise Fallback("too many keys")
 
-        columns = ", ".join(f"{page_alias}.{_ident(c)}" for c in sorted(used) if c in table.c)
-        missing = [c for c in used if c not in table.c]
+        columns = ", ".join(
+            [f"{page_alias}.{_ident(c)}" for c in sorted(used) if c in table.c]
+            + [f"{sql} AS {_ident(name)}" for name, (sql, _t) in extra.items()]
+        )
+        missing = [c for c in used if c not in table.c and c not in extra]
         if missing:
             raise Fallback(f"unknown columns {missing}")
         inner = (
             f"SELECT {columns} FROM {_ident(table.name)} {page_alias} WHERE {' AND '.join(where)} "
-            f"ORDER BY {order_sql} LIMIT {limit} + 1"
+            f"ORDER BY {inner_order_sql} LIMIT {limit} + 1"
         )
         numbered = (
             f"SELECT {page_alias}.*, row_number() OVER (ORDER BY {order_sql}) AS __rn FROM ({inner}) {page_alias}"
@@ -562,7 +578,8 @@ class Builder:
         return "json_build_object(" + ", ".join(parts) + ")"
 
     def total_count(
-        self, spec: ConnectionField, table: Table, args: dict[str, Any], fid: int, parent: tuple[str, str] | None
+        self, spec: ConnectionField, table: Table, args: dict[str, Any], fid: int, parent: tuple[str, str] | None,
+        extra_where: Callable[[str, int, dict[str, Any]], list[str]] | None = None,
     ) -> str:
         alias = self.alias()
         where: list[str] = []
@@ -574,11 +591,16 @@ class Builder:
             where.append(self.render(condition, table, alias))
         if parent is None:
             where.extend(self.filters(table, spec, args, alias, fid))
+        if extra_where is not None:
+            where.extend(extra_where(alias, fid, args))
         return f"(SELECT count(*) FROM {_ident(table.name)} {alias} WHERE {' AND '.join(where)})"
 
     # -- order, cursors, filters ------------------------------------------------------------------
 
-    def order_terms(self, table: Table, spec: ConnectionField, args: dict[str, Any]) -> list[tuple[str, bool]]:
+    def order_terms(
+        self, table: Table, spec: ConnectionField, args: dict[str, Any],
+        computed: dict[str, tuple[str, str]] | None = None,
+    ) -> list[tuple[str, bool]]:
         order_by = args.get("orderBy")
         if order_by:
             terms = [(_plain(item["field"]), _plain(item.get("direction") or "asc") == "desc") for item in order_by]
@@ -590,7 +612,7 @@ class Builder:
         if "id" not in names:
             terms.append(("id", False))
         for name, _ in terms:
-            if name not in table.c:
+            if name not in table.c and name not in (computed or {}):
                 raise Fallback(f"order column {name}")
         if order_by:
             try:
@@ -601,7 +623,11 @@ class Builder:
 
     def keyset(self, table: Table, terms: list[tuple[str, bool]], alias: str, fid: int, argument: str,
                forward: bool) -> str:
-        order_terms = [OrderTerm(name, table.c[name], desc) for name, desc in terms]
+        extra = self._computed.get(alias, {})
+        order_terms = [
+            OrderTerm(name, table.c[name] if name in table.c else literal_column(name, type_=Float()), desc)
+            for name, desc in terms
+        ]
 
         def values(a: Args) -> list[Any]:
             try:
@@ -611,30 +637,32 @@ class Builder:
 
         clauses: list[str] = []
         value_sql: list[str] = []
+        def ref_of(name: str) -> str:
+            return extra[name][0] if name in extra else f"{alias}.{_ident(name)}"
+
         for i, (name, _desc) in enumerate(terms):
-            value_sql.append(self.runtime(_item(values, i), _sql_type(table.c[name])))
+            sql_type = "float8" if name in extra else _sql_type(table.c[name])
+            value_sql.append(self.runtime(_item(values, i), sql_type))
         for i, (name, desc) in enumerate(terms):
-            prefix = [
-                f"{alias}.{_ident(n)} IS NOT DISTINCT FROM {value_sql[j]}" for j, (n, _) in enumerate(terms[:i])
-            ]
-            ref = f"{alias}.{_ident(name)}"
+            prefix = [f"{ref_of(n)} IS NOT DISTINCT FROM {value_sql[j]}" for j, (n, _) in enumerate(terms[:i])]
+            ref = ref_of(name)
             v = value_sql[i]
             greater = (not desc) == forward
             if greater:
                 beyond = f"(CASE WHEN {v} IS NULL THEN false ELSE ({ref} > {v} OR {ref} IS NULL) END)"
             else:
                 beyond = f"(CASE WHEN {v} IS NULL THEN {ref} IS NOT NULL ELSE {ref} < {v} END)"
-            if not table.c[name].nullable:
+            if name in table.c and not table.c[name].nullable:
                 beyond = f"{ref} > {v}" if greater else f"{ref} < {v}"
             clauses.append("(" + " AND ".join([*prefix, beyond]) + ")")
         return "(" + " OR ".join(clauses) + ")"
 
     def cursor(self, table: Table, terms: list[tuple[str, bool]], alias: str) -> str:
         pieces: list[str] = []
+        extra = self._computed.get(alias, {})
         for name, _ in terms:
-            column = table.c[name]
             ref = f"{alias}.{_ident(name)}"
-            python_type = _python_type(column)
+            python_type = extra[name][1] if name in extra else _python_type(table.c[name])
             if python_type == "datetime":
                 typed = (
                     f"'{{\"t\":\"' || to_char({ref} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') || "
@@ -653,6 +681,12 @@ class Builder:
                 typed = f"{ref}::text"
             elif python_type == "bool":
                 typed = f"(CASE WHEN {ref} THEN 'true' ELSE 'false' END)"
+            elif python_type == "float":  # shortest exact text on both sides (PostgreSQL 12+, Python repr)
+                number = f"{ref}::float8"
+                typed = (
+                    f"(CASE WHEN {number} = trunc({number}) AND abs({number}) < 1e16 "
+                    f"THEN trunc({number})::bigint::text || '.0' ELSE {number}::text END)"
+                )
             else:
                 raise Fallback(f"cursor over {name}")
             pieces.append(f"COALESCE({typed}, 'null')")
@@ -693,9 +727,12 @@ class Builder:
         raw = args.get("filter")
         out: list[ColumnElement[bool]] = []
         flag, hidden_column = spec.hidden_unless or (None, None)
+        visible = spec.visible if spec.visible is not None else (
+            table.c[hidden_column].is_(None) if hidden_column is not None else None
+        )
         if raw is None:
-            if hidden_column is not None:
-                out.append(table.c[hidden_column].is_(None))
+            if visible is not None:
+                out.append(visible)
             return out
         names = _filter_names(self.schema, spec.target)
         filtered_columns: list[str] = []
@@ -738,8 +775,8 @@ class Builder:
             self.scope.check_columns(table, filtered_columns)
         except FieldDenied:
             raise Fallback("filter on a guarded column") from None
-        if hidden_column is not None and not show_hidden:
-            out.append(table.c[hidden_column].is_(None))
+        if visible is not None and not show_hidden:
+            out.append(visible)
         return out
 
 
@@ -829,7 +866,7 @@ def _python_type(column: Column[Any]) -> str:
 
 
 # Root fields compiled beside the root lists (schema.relations.root_list).
-ROOT_FIELDS = frozenset({"node", "nodes", "pipelineSummary", "viewer"})
+ROOT_FIELDS = frozenset({"node", "nodes", "pipelineSummary", "viewer", "documents"})
 # Where a parameter finds the request's principal (the runner adds it to the arguments).
 PRINCIPAL = -1
 
@@ -862,6 +899,8 @@ def build_root(
         sql = _pipeline_summary(builder, definition, nodes)
     elif field_name == "viewer":
         sql = _viewer(builder, definition, nodes)
+    elif field_name == "documents":
+        sql = f"SELECT ({_documents(builder, definition, nodes)})::text"
     else:
         raise Fallback(f"root field {field_name}")
     return RootPlan(key, sql, builder.params, builder.arg_fields, builder.markers, row_denial)
@@ -1038,6 +1077,74 @@ def _viewer_roles(builder: Builder, field: GraphQLField, nodes: list[FieldNode])
         f"JOIN \"roles\" {r} ON {r}.\"id\" = {ur}.\"role_id\" WHERE {ur}.\"user_id\" = {user} "
         f"AND {ur}.\"tenant_id\" = {tenant} AND ({ur}.\"expires_at\" IS NULL OR {ur}.\"expires_at\" > now()))"
     )
+
+
+def _documents(builder: Builder, definition: GraphQLField, nodes: list[FieldNode]) -> str:
+    """`documents(search:, filter:, orderBy:)`: resolvers/documents/queries.py's list, its search included
+    (the same match, rank and snippet expressions, the search words bound per request)."""
+    from sqlalchemy import func, select
+
+    from resolvers.documents import queries as documents
+    from resolvers.documents.loaders import DOCUMENT_ROWS, DOCUMENTS
+
+    args = get_argument_values(definition, nodes[0], builder.variables)
+    search = args.get("search")
+    spec = ConnectionField(
+        "Document", DOCUMENT_ROWS, None, tuple(documents.DEFAULT_ORDER),
+        hidden_unless=("include_deleted", "deleted_at"), visible=DOCUMENT_ROWS.c.is_deleted.is_(False),
+    )
+    if search is None:
+        return builder.connection(spec, definition, nodes, parent=None)
+    if not search.strip() or len(search.strip()) > documents.MAX_SEARCH_LENGTH:
+        raise Fallback("search words")  # the executor's FilterError
+    fid_holder: list[int] = []
+
+    def words(a: Args) -> str:
+        text = str(a[fid_holder[0]]["search"]).strip()
+        if not text or len(text) > documents.MAX_SEARCH_LENGTH:
+            raise Fallback("search words")
+        return text
+
+    query = select(func.websearch_to_tsquery(documents.ENGLISH, builder.late(words, Text()))).scalar_subquery()
+    _stmt, rank, matches = documents.search_select(query)
+    snippet = documents.search_snippet_expression(query)
+    if not args.get("orderBy"):
+        spec = dataclasses.replace(spec, order=(("search_rank", True),))
+
+    def computed(alias: str, fid: int, _args: dict[str, Any]) -> dict[str, tuple[str, str]]:
+        fid_holder.append(fid)
+        return {
+            "search_rank": (builder.render(rank, DOCUMENTS, alias) + "::float8", "float"),
+            "search_snippet": (builder.render(snippet, DOCUMENTS, alias), "str"),
+        }
+
+    def where(alias: str, _fid: int, _args: dict[str, Any]) -> list[str]:
+        return [builder.render(matches, DOCUMENTS, alias)]
+
+    return builder.connection(spec, definition, nodes, parent=None, computed=computed, extra_where=where)
+
+
+def _search_value(column: str) -> DomainField:
+    """Document.searchRank / searchSnippet: the page's computed column in search results, null elsewhere."""
+
+    def compile_value(
+        builder: Builder, etype: EntityType, alias: str, definition: GraphQLField, nodes: list[FieldNode],
+        used: set[str],
+    ) -> str:
+        if column not in builder._computed.get(alias, {}):
+            return "NULL::text"
+        ref = f"{alias}.{_ident(column)}"
+        if column == "search_rank":
+            return ref
+        from resolvers.documents.queries import MARK_END, MARK_START
+
+        escaped = f"replace(replace(replace({ref}, '&', '&amp;'), '<', '&lt;'), '>', '&gt;')"
+        return (
+            f"replace(replace({escaped}, {builder.const(MARK_START, 'text')}, '<mark>'), "
+            f"{builder.const(MARK_END, 'text')}, '</mark>')"
+        )
+
+    return compile_value
 
 
 def _covering_guard(field: GraphQLField) -> Permission | None:
@@ -1259,6 +1366,8 @@ def _trail_value(column: str) -> DomainField:
 
 
 DOMAIN_FIELDS: dict[tuple[str, str], DomainField] = {
+    ("Document", "searchRank"): _search_value("search_rank"),
+    ("Document", "searchSnippet"): _search_value("search_snippet"),
     ("ChangeHistory", "oldValue"): _trail_value("old_value"),
     ("ChangeHistory", "newValue"): _trail_value("new_value"),
     ("AuditLog", "beforeValues"): _trail_value("before_values"),

@@ -70,6 +70,8 @@ class ConnectionField:
     conditions: tuple[ColumnElement[bool], ...] = ()
     parent_key: str = "id"
     hidden_unless: tuple[str, str] | None = None  # root lists: (filter flag, column)
+    # The default view's condition when `hidden_unless`'s flag is not set (default: the column IS NULL).
+    visible: ColumnElement[bool] | None = None
 
 
 Field = ColumnField | GlobalIdField | ToOneField | ConnectionField

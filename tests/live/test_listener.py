@@ -409,6 +409,13 @@ async def test_the_app_listens_only_while_it_runs_and_only_with_subscriptions_on
         still_there = await conn.scalar(text("SELECT count(*) FROM pg_stat_activity WHERE pid = :p"), {"p": pid})
     assert still_there == 0  # the LISTEN connection is closed with the app
 
+    # The same app run again (a test client per test, a server restarted in-process) listens again at once.
+    async with test_http.app_client(app):
+        assert listener.listening.is_set() and listener.backend_pid not in (None, pid)
+        again = bus.subscribe(fresh_tenant.id, "k")
+        batch_id, _ = await _commit_organizations(app_engine, fresh_tenant)
+        assert (await _delivery(again)).batch_id == batch_id
+
     off = create_app(test_http.test_settings(database.app_url), live=LiveConfig(enabled=False))
     assert off.state.live_bus is None and off.state.live_listener is None
     await off.state.engine.dispose()
