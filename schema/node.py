@@ -43,9 +43,8 @@ class EntityNode:
         _describe_fields(cls)
         _guard_fields(cls)
         if issubclass(cls, TenantOwned):  # strawberry keeps the inherited field off the subclass's vars
-            from schema.relations import RELATIONS, Relation
-
             import models
+            from schema.relations import RELATIONS, Relation
 
             RELATIONS[(cls.__name__, "tenant")] = Relation(
                 "one", ("Tenant", "schema.identity"), "tenants", "tenant_id", table_object=models.Tenant.__table__

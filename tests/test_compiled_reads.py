@@ -22,8 +22,9 @@ from strawberry.relay import to_base64
 from auth.passwords import PasswordHasher
 from schema.compiled.runner import PlanCache
 from server.app import create_app
-from server.seed.demo import DEMO_PASSWORD, SUBDOMAIN, TENANT_ID, demo_id, seed_demo
+from server.seed.demo import DEMO_PASSWORD, SUBDOMAIN, demo_id, seed_demo
 from tests.conftest import Database
+from tests.support.db import TenantRef
 from tests.support.http import TEST_ITERATIONS, app_client
 from tests.support.http import test_settings as settings_for
 
@@ -213,7 +214,7 @@ async def test_a_revoked_session_is_refused_on_its_next_compiled_read(
 
 
 async def test_an_expired_assignment_changes_the_next_plan(
-    clients: tuple[httpx.AsyncClient, httpx.AsyncClient], owner_engine: AsyncEngine, demo: None
+    clients: tuple[httpx.AsyncClient, httpx.AsyncClient], owner_engine: AsyncEngine, fresh_tenant: TenantRef
 ) -> None:
     """A capture manager whose only grant is on one project sees it, then, the grant expired, nothing."""
     import datetime as dt
@@ -221,16 +222,15 @@ async def test_an_expired_assignment_changes_the_next_plan(
     from sqlalchemy import text
 
     from models.db import set_tenant
-    from tests.support.db import TenantRef
+    from tests.support.factories import make
     from tests.support.http import make_login_user
 
     client = clients[0]
-    async with owner_engine.connect() as conn:
-        await set_tenant(conn, TENANT_ID)
-        system_user = await conn.scalar(text("SELECT id FROM users WHERE is_system"))
+    tenant = fresh_tenant
+    async with owner_engine.begin() as conn:
+        await set_tenant(conn, tenant.id)
+        project = (await make(conn, "opportunity_projects", tenant, {})).id
         role = await conn.scalar(text("SELECT id FROM roles WHERE name = 'Capture Manager'"))
-        source = await conn.scalar(text("SELECT id FROM external_opportunity_sources ORDER BY created_at LIMIT 1"))
-    tenant = TenantRef(id=TENANT_ID, subdomain=SUBDOMAIN, system_user_id=system_user, manual_source_id=source)
     user = await make_login_user(owner_engine, tenant, roles=[])
     async with owner_engine.begin() as conn:
         await set_tenant(conn, tenant.id)
@@ -239,7 +239,7 @@ async def test_an_expired_assignment_changes_the_next_plan(
                 "INSERT INTO user_roles (tenant_id, user_id, role_id, opportunity_project_id, assigned_by, expires_at)"
                 " VALUES (:t, :u, :r, :p, :by, :e) RETURNING id"
             ),
-            {"t": tenant.id, "u": user.id, "r": role, "p": PROJECT, "by": system_user,
+            {"t": tenant.id, "u": user.id, "r": role, "p": project, "by": tenant.system_user_id,
              "e": dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)},
         )
     response = await client.post("/auth/login", json=user.credentials())
@@ -247,7 +247,7 @@ async def test_an_expired_assignment_changes_the_next_plan(
     session = response.json()["token"]
     query = "{ opportunityProjects { totalCount nodes { rowId winProbabilityScore } } }"
     seen = (await _post(client, session, query, {})).json()
-    assert [n["rowId"] for n in seen["data"]["opportunityProjects"]["nodes"]] == [str(PROJECT)]
+    assert [n["rowId"] for n in seen["data"]["opportunityProjects"]["nodes"]] == [str(project)]
     async with owner_engine.begin() as conn:  # the assignment runs out
         await set_tenant(conn, tenant.id)
         await conn.execute(text("UPDATE user_roles SET expires_at = now() - interval '1 second' WHERE id = :a"),

@@ -270,7 +270,7 @@ def test_an_analyst_signs_in_runs_a_query_and_the_browser_stays_on_127_0_0_1(
     page.wait(lambda d: signed_in in page.find("#gwm-status").text, "the signed-in status")
     page.wait_for_editor()  # GraphiQL was mounted again, and fetched the schema with the cookie
 
-    assert page.run(QUERY) == {"data": {"viewer": {"user": {"email": analyst.email}}}}
+    assert page.run(QUERY)["data"] == {"viewer": {"user": {"email": analyst.email}}}
     page.open_and_close_settings()
     screenshot = tmp_path / "graphiql.png"
     browser.save_screenshot(str(screenshot))
@@ -308,7 +308,7 @@ def test_a_token_pasted_into_the_headers_editor_signs_the_query_in(
     header = json.dumps({"Authorization": f"Bearer {token}"})
     page.wait(lambda d: d.execute_script(f"return !!({_HEADERS_EDITOR})"), "the headers editor")
     browser.execute_script(f"{_HEADERS_EDITOR}.setValue(arguments[0])", header)
-    assert page.run(QUERY) == {"data": {"viewer": {"user": {"email": analyst.email}}}}
+    assert page.run(QUERY)["data"] == {"viewer": {"user": {"email": analyst.email}}}
     # Headers are not persisted: the token never reaches localStorage.
     assert token not in page.local_storage()
 

@@ -118,7 +118,7 @@ def test_the_bar_offers_the_provider_and_its_sign_in_reads_the_api(
     page.wait(lambda d: signed_in in page.find("#gwm-status").text, "the signed-in status")
     assert not page.visible("#gwm-sso")
     page.wait_for_editor()
-    assert page.run(QUERY) == {"data": {"viewer": {"user": {"email": analyst.email}}}}
+    assert page.run(QUERY)["data"] == {"viewer": {"user": {"email": analyst.email}}}
     assert browser.execute_script("return document.cookie") == ""  # HttpOnly, both cookies
 
     # The browser went to this server and to the tenant's provider (its authorize endpoint) only.

@@ -135,10 +135,11 @@ def test_datetime_scalar_is_utc_with_microseconds_and_z() -> None:
         parse_datetime("2026-11-25T04:30:00")
 
 
-def test_introspection_is_allowed_and_subscriptions_are_not_served_yet() -> None:
-    result = schema.execute_sync("{ __schema { queryType { name } subscriptionType { name } } }")
+async def test_introspection_is_allowed_and_subscriptions_are_served() -> None:
+    # The schema runs asynchronously (the compiled read path reads the database in an async hook).
+    result = await schema.execute("{ __schema { queryType { name } subscriptionType { name } } }")
     assert result.errors is None
-    assert result.data == {"__schema": {"queryType": {"name": "Query"}, "subscriptionType": None}}
+    assert result.data == {"__schema": {"queryType": {"name": "Query"}, "subscriptionType": {"name": "Subscription"}}}
 
 
 def test_parsing_and_validation_are_cached_and_unexpected_errors_masked() -> None:

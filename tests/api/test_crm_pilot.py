@@ -46,9 +46,11 @@ async def _orgs(owner_engine: AsyncEngine, tenant: TenantRef, count: int) -> lis
 
 
 async def test_nested_list_costs_the_same_statements_for_5_and_50(
-    client: httpx.AsyncClient, read_app: Starlette, owner_engine: AsyncEngine, fresh_tenant: TenantRef,
+    executor_client: httpx.AsyncClient, executor_app: Starlette, owner_engine: AsyncEngine, fresh_tenant: TenantRef,
     admin_token: str,
 ) -> None:
+    # The executor's own statements are what this counts (the compiled path: tests/test_compiled_reads.py).
+    client, read_app = executor_client, executor_app
     await _orgs(owner_engine, fresh_tenant, 50)
     engine = read_app.state.engine
     counts = []

@@ -98,8 +98,10 @@ async def test_filters_cannot_reach_another_tenants_rows(
 
 
 async def test_the_api_never_reads_stored_secrets(
-    client: httpx.AsyncClient, read_app: Any, tenants: dict[str, Any], token_a: str
+    executor_client: httpx.AsyncClient, executor_app: Any, tenants: dict[str, Any], token_a: str
 ) -> None:
+    # The executor's own statements are what this counts (the compiled path: tests/test_compiled_reads.py).
+    client, read_app = executor_client, executor_app
     from tests.support.sqlcount import count_statements
 
     query = """{ viewer { user { email userSessions(first: 5) { nodes { rowId } } } }

@@ -567,12 +567,14 @@ def _capture(engine: AsyncEngine) -> Iterator[list[tuple[str, Any]]]:
 
 
 async def test_snippets_are_computed_for_the_page_only(
-    client: httpx.AsyncClient,
-    read_app: Starlette,
+    executor_client: httpx.AsyncClient,
+    executor_app: Starlette,
     owner_engine: AsyncEngine,
     fresh_tenant: TenantRef,
     admin_token: str,
 ) -> None:
+    # The executor's own statements are what this counts (the compiled path: tests/test_compiled_reads.py).
+    client, read_app = executor_client, executor_app
     async with owner_engine.begin() as conn:
         await set_tenant(conn, fresh_tenant.id)
         for i in range(3):
@@ -748,12 +750,14 @@ async def test_node_and_other_tenants(
 
 
 async def test_extracted_text_is_not_read_by_lists(
-    client: httpx.AsyncClient,
-    read_app: Starlette,
+    executor_client: httpx.AsyncClient,
+    executor_app: Starlette,
     owner_engine: AsyncEngine,
     fresh_tenant: TenantRef,
     admin_token: str,
 ) -> None:
+    # The executor's own statements are what this counts (the compiled path: tests/test_compiled_reads.py).
+    client, read_app = executor_client, executor_app
     async with owner_engine.begin() as conn:
         await set_tenant(conn, fresh_tenant.id)
         doc = await make(conn, "documents", fresh_tenant, extracted_text="x" * 100_000)
