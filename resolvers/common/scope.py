@@ -51,15 +51,18 @@ class ReadScope:
         self.tenant_id = principal.tenant_id
         self.user_id = principal.user_id
         self.grants = principal.grants
-        self._conditions: dict[str, ColumnElement[bool] | None] = {}
+        self._conditions: dict[Table, ColumnElement[bool] | None] = {}
 
     # -- rows -----------------------------------------------------------------------------------
 
     def condition(self, table: Table) -> ColumnElement[bool] | None:
         """The condition on `table`'s rows beyond the tenant's; None when every row is readable."""
-        if table.name not in self._conditions:
-            self._conditions[table.name] = self._build(table)
-        return self._conditions[table.name]
+        # Keyed by the Table object, not its name: the same SQL table can have two Table objects (documents
+        # and resolvers.documents.loaders.DOCUMENT_ROWS), and a condition on one must not reach a statement
+        # of the other (SQLAlchemy would add a second FROM).
+        if table not in self._conditions:
+            self._conditions[table] = self._build(table)
+        return self._conditions[table]
 
     def reads_any(self, table: Table) -> bool:
         """False when no grant of the caller reaches any row of `table` (own rows aside)."""
