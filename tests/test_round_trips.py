@@ -310,17 +310,9 @@ _OPERATIONS = sorted(
 )
 
 
-# Known to read outside the request's transaction; strict, so the mark goes once that is fixed.
-_OWN_TRANSACTIONS: dict[str, str] = {}
-
-
 def _read_operations() -> list[Any]:
     return [
-        pytest.param(
-            path, id=f"{path.parent.name}/{path.name}",
-            marks=[pytest.mark.xfail(strict=True, reason=_OWN_TRANSACTIONS[path.name])]
-            if path.name in _OWN_TRANSACTIONS else [],
-        )
+        pytest.param(path, id=f"{path.parent.name}/{path.name}")
         for path in _OPERATIONS
         if not path.read_text().lstrip().startswith("mutation") and "\nmutation" not in path.read_text()
     ]

@@ -284,19 +284,7 @@ class Builder:
             return None
 
         adapted = visitors.replacement_traverse(expression, {}, replace)
-        compiled = adapted.compile(dialect=_DIALECT, compile_kwargs={"render_postcompile": True})
-        values = compiled.params
-        positions: dict[str, str] = {}
-
-        def placeholder(match: re.Match[str]) -> str:
-            name = match.group(1)
-            if name not in positions:
-                late = self._late.get(name)
-                positions[name] = self.runtime(late if late is not None else _constant(values[name]))
-            return positions[name]
-
-        text = re.sub(r"%\(([^)]+)\)s", placeholder, str(compiled))
-        return "(" + text.replace("%%", "%") + ")"
+        return "(" + self.render_statement(adapted) + ")"
 
     # -- fields -----------------------------------------------------------------------------------
 
@@ -700,7 +688,7 @@ class Builder:
         return [self.render(e, table, alias) for e in self.filter_expressions(table, spec, args, fid)]
 
     def render_statement(self, statement: Any) -> str:
-        """A whole SQLAlchemy statement as SQL, its values as bind parameters (late ones per request)."""
+        """A SQLAlchemy statement or condition as SQL, its values as bind parameters (late ones per request)."""
         compiled = statement.compile(dialect=_DIALECT, compile_kwargs={"render_postcompile": True})
         values = compiled.params
         positions: dict[str, str] = {}
