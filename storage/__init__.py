@@ -1,0 +1,1 @@
+"""Document storage: where a document version's bytes live (the local filesystem or S3)."""
