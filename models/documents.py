@@ -31,7 +31,7 @@ from models.base import (
     tenant_fk,
     values_check,
 )
-from models.enums import ACTIVITY_ENTITY_TYPES, AccessLevel, ProcessingStatus
+from models.enums import ACTIVITY_ENTITY_TYPES, AccessLevel, ProcessingStatus, ScanStatus
 
 if TYPE_CHECKING:
     from models.identity import User
@@ -121,6 +121,15 @@ class Document(UUIDPrimaryKey, TenantScoped, Timestamps, Base):
         tenant_fk("deleted_by", "users", ondelete=None),
         values_check("access_level", AccessLevel),
         values_check("processing_status", ProcessingStatus),
+        # Lifecycle (migration 0015): who set a legal hold; the purge and scan jobs' lookups.
+        tenant_fk("legal_hold_set_by", "users", ondelete=None),
+        values_check("scan_status", ScanStatus),
+        Index(
+            "ix_documents_purge_due",
+            "deleted_at",
+            postgresql_where=text("is_deleted AND purged_at IS NULL AND NOT legal_hold"),
+        ),
+        Index("ix_documents_quarantined", "created_at", postgresql_where=text("scan_status = 'quarantined'")),
     )
 
     opportunity_project_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
@@ -179,6 +188,16 @@ class Document(UUIDPrimaryKey, TenantScoped, Timestamps, Base):
     is_deleted: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
     deleted_at: Mapped[datetime.datetime | None] = mapped_column(Timestamptz)
     deleted_by: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+
+    # Lifecycle (migration 0015): malware scan, legal hold, purge of the object.
+    scan_status: Mapped[str] = mapped_column(String(20), nullable=False, server_default="quarantined")
+    scan_reason: Mapped[str | None] = mapped_column(Text)
+    scanned_at: Mapped[datetime.datetime | None] = mapped_column(Timestamptz)
+    legal_hold: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+    legal_hold_reason: Mapped[str | None] = mapped_column(Text)
+    legal_hold_set_by: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    legal_hold_set_at: Mapped[datetime.datetime | None] = mapped_column(Timestamptz)
+    purged_at: Mapped[datetime.datetime | None] = mapped_column(Timestamptz)
 
     uploaded_by: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
 

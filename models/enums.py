@@ -30,6 +30,7 @@ __all__ = [
     "ProjectStatus",
     "ProposalStatus",
     "RiskLevel",
+    "ScanStatus",
     "SyncStatus",
 ]
 
@@ -145,6 +146,16 @@ class ProcessingStatus(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     NO_OBJECT = "no_object"
+
+
+class ScanStatus(StrEnum):
+    """documents.scan_status: the malware scan of the stored object (storage/scan.py, SI-3).
+
+    A new object is quarantined until the scanner finds it clean; only a clean one is downloaded."""
+
+    QUARANTINED = "quarantined"
+    CLEAN = "clean"
+    INFECTED = "infected"
 
 
 class ImpactLevel(StrEnum):

@@ -16,7 +16,7 @@ Kinds (every entry also has `reason`, pointing to its decision):
 - composite_tenant_fks {tenant_column, unique_name}: every FK between two tables that both have
   the tenant column becomes (tenant, cols) -> parent(tenant, refs), keeping its actions; SET NULL
   becomes SET NULL (cols); each referenced parent gets UNIQUE (tenant, id) named unique_name.
-- drop_index / add_index {table, columns, method = "btree", name?}
+- drop_index / add_index {table, columns, method = "btree", name?, where?} (where: a partial index's predicate)
 - index_where_none_leads {tables, column, name}: each listed table on which no primary key,
   unique key or index starts with `column` gets an index on (column) named name.format(...).
 - nulls_not_distinct {table, columns}: that unique key becomes NULLS NOT DISTINCT.
@@ -234,6 +234,7 @@ def _index(change: Change) -> Index:
         tuple(change["columns"]),
         method=change.get("method", "btree"),
         unique=bool(change.get("unique", False)),
+        predicate=change.get("where"),  # a partial index's WHERE, as pg_get_expr prints it
         name=change.get("name"),
     )
 
