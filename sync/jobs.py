@@ -39,6 +39,7 @@ from models.db import set_tenant
 from models.external_data import ExternalOpportunityData, ExternalOpportunitySource, PollingConfiguration
 from models.opportunities import OpportunityProject
 from models.sync import SyncSchedule
+from sync.attachments import CallFetcher, attachment_settings, take_in_attachments
 from sync.calls import BudgetExhausted, CallError, CallSettings, CallTarget, SyncCaller
 from sync.connectors.base import ConnectorError, NormalisedNotice, QueryError, SearchQuery, SearchWindow
 from sync.connectors.samgov import SamGovConnector, agency_split_code
@@ -150,6 +151,28 @@ def _call_outcome(error: ConnectorError | QueryError, fingerprint: str) -> JobOu
     return JobOutcome.failed(str(error)[:2000], retry_at=retry_at, key_fingerprint=fingerprint)
 
 
+async def _attachments(
+    ctx: JobContext, caller: SyncCaller, source: _Source, settings: CallSettings, project_id: uuid.UUID,
+    written: Sequence[uuid.UUID], *, polling_id: uuid.UUID | None = None,
+) -> None:
+    """The project's attachments taken in as documents (sync/attachments.py), on the same budget and
+    guard; a failure is logged and tried again on the next poll, never the job's failure."""
+    storage = ctx.services.storage
+    if storage is None:
+        return
+    config = ctx.services.storage_config
+    target = CallTarget(tenant_id=ctx.tenant_id, source_id=source.row.id, project_id=project_id,
+                        polling_configuration_id=polling_id)
+    fetch = CallFetcher(caller, target, attachment_settings(settings, config.max_upload_bytes),
+                        ctx.budget(source.api_key, hourly_cap=source.row.rate_limit_per_hour), api_key=source.api_key)
+    try:
+        await take_in_attachments(ctx.services.engine, ctx.services.chain, storage, ctx.tenant_id, project_id,
+                                  fetch=fetch, max_bytes=config.max_upload_bytes, now=ctx.now(), written=written,
+                                  temp_dir=config.temp_dir)
+    except Exception:
+        _log.exception("sync: attachments of project %s could not be taken in", project_id)
+
+
 def _caller(ctx: JobContext) -> SyncCaller:
     return SyncCaller(engine=ctx.services.engine, chain=ctx.services.chain, policy=ctx.services.outbound,
                       clock=ctx.clock)
@@ -220,6 +243,7 @@ async def source_search_job(ctx: JobContext) -> JobOutcome:
                 summary.failed += 1
                 continue
             summary.written += bool(outcome.wrote)
+            await _attachments(ctx, caller, source, settings, project_id, outcome.versions)
     _log.info("sync: source %s searched %s..%s: %s", source.row.id, window.posted_from, window.posted_to, summary)
     if result.incomplete:
         return JobOutcome.failed(
@@ -367,6 +391,8 @@ async def project_refresh_job(ctx: JobContext) -> JobOutcome:
         if notices:
             result = await ingest(engine, chain, ctx.tenant_id, source.row.id, notices, now=ctx.now(),
                                   describe=_describer(connector), project_id=project.id)
+            await _attachments(ctx, caller, source, settings, project.id, result.versions,
+                               polling_id=state.polling.id)
         elif not found.incomplete and state.posted is not None and state.posted > window.posted_from:
             result = await ingest_missing(engine, chain, ctx.tenant_id, source.row.id, project.id, now=ctx.now())
         else:

@@ -25,7 +25,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -33,6 +33,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from auth.crypto import SecretBox
 from auth.outbound import OutboundPolicy
 from models.audit_chain import AuditChain
+from storage.base import DocumentStorage
+from storage.config import StorageConfig
 from sync.schedule import (
     DEFAULT_LEASE,
     Job,
@@ -49,6 +51,7 @@ __all__ = [
     "Clock",
     "JobContext",
     "JobFunction",
+    "SideJob",
     "SyncServices",
     "Worker",
     "utc_now",
@@ -79,6 +82,10 @@ class SyncServices:
     secret_box: SecretBox
     fingerprint_key: bytes
     outbound: OutboundPolicy
+    # The document store SAM.gov attachments are taken into (sync/attachments.py) and its limits;
+    # None: attachments are not fetched.
+    storage: DocumentStorage | None = None
+    storage_config: StorageConfig = field(default_factory=StorageConfig)
 
 
 @dataclass
@@ -111,6 +118,9 @@ class JobContext:
 
 
 JobFunction = Callable[[JobContext], Awaitable[JobOutcome]]
+#: Other leased work the loop does after its sync jobs (sync/extraction.py's ExtractionStep): given
+#: the worker (its name, clock, lease, services), it claims and runs its own jobs; the number run.
+SideJob = Callable[["Worker"], Awaitable[int]]
 
 
 class Worker:
@@ -126,6 +136,7 @@ class Worker:
         lease: datetime.timedelta = DEFAULT_LEASE,
         idle_seconds: float = 5.0,
         batch: int = 1,
+        side_jobs: Sequence[SideJob] = (),
     ) -> None:
         if lease < datetime.timedelta(seconds=3):
             raise ValueError("the lease must be at least 3 seconds")
@@ -136,6 +147,7 @@ class Worker:
         self.lease = lease
         self.idle_seconds = idle_seconds
         self.batch = batch
+        self.side_jobs = tuple(side_jobs)
         self._stop = asyncio.Event()
         self._lost: set[uuid.UUID] = set()
 
@@ -162,7 +174,7 @@ class Worker:
         _log.info("sync worker %s stopped", self.name)
 
     async def run_once(self) -> int:
-        """Claim up to `batch` due jobs and run them; the number run."""
+        """Claim up to `batch` due jobs and run them, then the side jobs' due work; the number run."""
         claimed = await claim_jobs(
             self.services.engine, worker=self.name, now=self.clock(), lease=self.lease, max_jobs=self.batch
         )
@@ -176,6 +188,10 @@ class Worker:
                 continue
             await self._run(job)
             ran += 1
+        for side_job in self.side_jobs:
+            if self._stop.is_set():
+                break
+            ran += await side_job(self)
         return ran
 
     async def renew(self, ctx: JobContext) -> bool:
