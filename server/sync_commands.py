@@ -25,6 +25,7 @@ from models.audit_chain import AuditChain
 from models.db import create_engine, set_tenant
 from models.external_data import ExternalOpportunitySource
 from server.settings import Settings, SettingsError
+from storage import open_storage
 from sync.schedule import BudgetLimits, JobKind, fingerprint_key, key_fingerprint, set_budget_limits
 from sync.worker import JobFunction, SyncServices, Worker
 
@@ -60,6 +61,9 @@ async def sync_services(settings: Settings, *, pool_size: int = 4) -> AsyncItera
         statement_timeout_ms=settings.db_statement_timeout_ms,
         application_name="gwm-sync",
     )
+    # the document store SAM.gov attachments are taken into (sync/attachments.py)
+    storage_config = settings.storage_config()
+    storage = open_storage(storage_config, settings.public_url)
     try:
         yield SyncServices(
             engine=engine,
@@ -67,8 +71,11 @@ async def sync_services(settings: Settings, *, pool_size: int = 4) -> AsyncItera
             secret_box=SecretBox.from_setting(settings.secret_keys),
             fingerprint_key=fingerprint_key(settings.secret_keys),
             outbound=OutboundPolicy.from_setting(settings.outbound_allow),
+            storage=storage,
+            storage_config=storage_config,
         )
     finally:
+        await storage.aclose()
         await engine.dispose()
 
 

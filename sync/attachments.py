@@ -5,9 +5,10 @@ After `sync.ingest` has taken a lineage in, `take_in_attachments` looks at the p
 
 - Which links are fetched: every link of a version written by this poll (`IngestResult.versions`;
   the file behind an unchanged link may have changed with the notice), and any link of the current
-  version that has no document yet (a fetch that failed or found no budget on an earlier poll is
-  tried again on the next one). Nothing else: a poll that brought nothing new and finds every
-  attachment stored makes no call at all.
+  version that has no document yet, unless its download since that version got a final answer
+  (read from the call log: a file, refused or stored; a 4xx; a refusal of the guard). A server
+  error, a timeout or a spent budget is tried again on the next poll. Nothing else: a poll that
+  brought nothing new makes no download at all.
 - How: one budgeted call each, through the same `sync.calls.SyncCaller` as the searches (a budget
   slot of the source's API key reserved first, the outbound guard with its allow-list and redirect
   checks, the body bounded by the store's upload limit, the call logged with the key redacted).
@@ -19,19 +20,23 @@ After `sync.ingest` has taken a lineage in, `take_in_attachments` looks at the p
   link is one document chain per project, recognised by `external_document_id` (the link without
   its query: SAM.gov's links carry `api_key`/`token` parameters that are not the file's identity).
   The first fetch makes version 1; bytes whose SHA-256 equals the current version's are not stored
-  again; other bytes become a new version (`parent_document_id` = the previous version,
-  `version_number` + 1, `is_current_version` moved) in one unit of work as the tenant's system user
-  (process `sync.attachments`: audit rows and change history like any document write).
+  again; other bytes become a new version (`storage.documents.add_version`: `parent_document_id` =
+  the chain's first version, `version_number` + 1, `is_current_version` moved) in one unit of work
+  as the tenant's system user (process `sync.attachments`: audit rows and change history like any
+  document write). The project row is locked in that unit, so two workers taking in the same
+  project never start two chains for one link; the object is deleted again if the row is not
+  committed.
 - The link to the change: each document version records the `external_data_changes` row of the
-  version that brought it (`documents.external_data_change_id`, decision D23): for a link of a
+  version that brought it (`documents.external_data_change_id`, decision D29): for a link of a
   version written now, that version's change; for a link fetched late, the change of the first
   version that listed it.
 - A refused file (type off the allow-list, too large, empty) or a failed download is logged and
-  skipped; it is not fetched again until a new version of the notice lists it (a version written
-  later re-checks every link it lists).
+  skipped, never the job's failure; a refused one is not fetched again until a new version of the
+  notice lists it.
 
-The new documents start `quarantined` like uploads (the scanner clears them), with the project's
-default access level, `document_source` `external` and `is_synced_from_external` true.
+The new documents start `quarantined` like uploads (`scan_status`; the scanner clears them), with
+the default access level (a new version keeps its chain's), `document_source` `external`,
+`document_type` `notice_attachment` and `is_synced_from_external` true.
 """
 
 from __future__ import annotations

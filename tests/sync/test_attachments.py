@@ -14,6 +14,7 @@ tried again on the next poll; the key never reaches the log.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import uuid
@@ -72,6 +73,7 @@ class FileServer(FakeSamGov):
     statuses: dict[str, int] = field(default_factory=dict)
     redirects: dict[str, str] = field(default_factory=dict)
     downloads: list[tuple[str, str | None]] = field(default_factory=list)  # (id, api_key sent)
+    delay: float = 0.0  # seconds before a file is answered
 
     def app(self) -> Starlette:
         app = super().app()
@@ -90,6 +92,7 @@ class FileServer(FakeSamGov):
         if rid not in self.files:
             return Response(b"Not Found", status_code=404)
         content, name = self.files[rid]
+        await asyncio.sleep(self.delay)
         return Response(content, media_type="application/octet-stream",
                         headers={"content-disposition": f"attachment; filename=\"{name}\""})
 
@@ -144,15 +147,22 @@ class Scene:
     def objects(self) -> list[Path]:
         return sorted(p for p in self.root.rglob("*") if p.is_file())
 
-    async def refresh(self, now: datetime) -> JobOutcome:
-        """The project's refresh job, run as the worker runs it."""
+    async def run(self, kind: JobKind, now: datetime) -> JobOutcome:
+        """One job, run as the worker runs it (a source search on a fresh schedule id: its window is
+        the first run's, 30 days back)."""
         clock = FakeClock(now)
         worker = Worker(self.services, JOBS, clock=clock)
-        job = Job(kind=JobKind.PROJECT_REFRESH, job_id=self.polling_id, tenant_id=self.tenant.id,
-                  external_source_id=self.source_id, saved_search_id=None, opportunity_project_id=self.project_id,
+        refresh = kind is JobKind.PROJECT_REFRESH
+        job = Job(kind=kind, job_id=self.polling_id if refresh else uuid.uuid4(), tenant_id=self.tenant.id,
+                  external_source_id=self.source_id, saved_search_id=None,
+                  opportunity_project_id=self.project_id if refresh else None,
                   claimed_until=now + timedelta(minutes=10), worker=worker.name)
         ctx = JobContext(job=job, services=self.services, clock=clock, started_at=now, _worker=worker)
-        return await JOBS[JobKind.PROJECT_REFRESH](ctx)
+        return await JOBS[kind](ctx)
+
+    async def refresh(self, now: datetime) -> JobOutcome:
+        """The project's refresh job."""
+        return await self.run(JobKind.PROJECT_REFRESH, now)
 
     def revision(self, notice_id: str, posted: str, rids: list[str]) -> dict[str, Any]:
         return notice(700001, noticeId=notice_id, solicitationNumber=SOLNUM, postedDate=posted,
@@ -165,6 +175,7 @@ class Scene:
 async def scene(sync_db: SyncDb, live: tuple[FileServer, str], tmp_path: Path) -> AsyncIterator[Scene]:
     fake, base_url = live
     fake.notices, fake.files, fake.statuses, fake.redirects, fake.downloads = [], {}, {}, {}, []
+    fake.delay = 0.0
     tenant = await create_tenant(sync_db.owner)
     box = SecretBox.from_setting(SECRET_KEYS)
     fingerprint_hmac = fingerprint_key(SECRET_KEYS)
@@ -361,3 +372,25 @@ def test_an_attachment_is_known_by_its_link_without_the_query() -> None:
 def test_the_file_name_comes_from_content_disposition_never_a_path(disposition: str | None, expected: str) -> None:
     headers = httpx.Headers({"content-disposition": disposition} if disposition else {})
     assert filename_of(headers, "https://sam.gov/files/abc123/download?api_key=null") == expected
+
+
+async def test_two_workers_taking_in_one_project_at_once_make_one_chain(scene: Scene) -> None:
+    scene.fake.files = {"sow": (PDF_1, "sow.pdf")}
+    scene.fake.delay = 0.5  # both have asked for the file before either stores it
+    scene.fake.notices = [scene.revision(ORIGINAL, "2026-03-01", ["sow"])]
+    # the source's window search and the project's refresh, claimed by two workers at the same time
+    outcomes = await asyncio.gather(scene.run(JobKind.SOURCE_SEARCH, DAY_1), scene.refresh(DAY_1))
+    assert all(outcome.kind is OutcomeKind.DONE for outcome in outcomes)
+    assert scene.fake.count("sow") == 2
+    (document,) = await scene.documents()
+    assert (document.version_number, document.is_current_version) == (1, True)
+    assert [p.read_bytes() for p in scene.objects()] == [PDF_1]  # the loser's object removed again
+
+
+async def test_the_source_search_takes_attachments_in_too(scene: Scene) -> None:
+    scene.fake.files = {"sow": (PDF_1, "sow.pdf")}
+    scene.fake.notices = [scene.revision(ORIGINAL, "2026-03-01", ["sow"])]
+    assert (await scene.run(JobKind.SOURCE_SEARCH, DAY_1)).kind is OutcomeKind.DONE
+    (document,) = await scene.documents()
+    (created,) = await scene.changes()
+    assert document.external_data_change_id == created.id and document.name == "sow.pdf"
