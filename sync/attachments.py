@@ -6,8 +6,8 @@ After `sync.ingest` has taken a lineage in, `take_in_attachments` looks at the p
 - Which links are fetched: every link of a version written by this poll (`IngestResult.versions`;
   the file behind an unchanged link may have changed with the notice), and any link of the current
   version that has no document yet, unless its download since that version got a final answer
-  (read from the call log: a file, refused or stored; a 4xx; a refusal of the guard). A server
-  error, a timeout or a spent budget is tried again on the next poll. Nothing else: a poll that
+  (the file's audited refusal by the checks; in the call log a 4xx or a refusal of the guard). A
+  server error, a timeout, a spent budget or a failed store is tried again on the next poll. Nothing else: a poll that
   brought nothing new makes no download at all.
 - How: one budgeted call each, through the same `sync.calls.SyncCaller` as the searches (a budget
   slot of the source's API key reserved first, the outbound guard with its allow-list and redirect
@@ -31,8 +31,10 @@ After `sync.ingest` has taken a lineage in, `take_in_attachments` looks at the p
   version written now, that version's change; for a link fetched late, the change of the first
   version that listed it.
 - A refused file (type off the allow-list, too large, empty) or a failed download is logged and
-  skipped, never the job's failure; a refused one is not fetched again until a new version of the
-  notice lists it.
+  skipped, never the job's failure. A file the checks refuse is audited (`document.attachment.refused`
+  on the project, MEDIUM risk, with the link, the version and the reason) and, like a 4xx or a
+  refusal of the guard, not fetched again until a new version of the notice lists it. A store that
+  fails (`StorageUnavailable`) leaves no object or row and is tried again on the next poll.
 
 The new documents start `quarantined` like uploads (`scan_status`; the scanner clears them), with
 the default access level (a new version keeps its chain's), `document_source` `external`,
@@ -62,8 +64,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from auth.audited import system_unit
 from models.audit_chain import AuditChain
+from models.audit_log import AuditLog
 from models.db import set_tenant
 from models.documents import Document
+from models.enums import EntityType, RiskLevel
 from models.external_data import ApiIntegrationLog, ExternalDataChange, ExternalOpportunityData
 from models.opportunities import OpportunityProject
 from storage import ingest
@@ -90,6 +94,8 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 PROCESS: Final = "sync.attachments"
+#: audit_logs.action_type of a file the source offered that the upload checks refused.
+REFUSED_EVENT: Final = "document.attachment.refused"
 #: documents.document_source of an attachment taken in from the source.
 DOCUMENT_SOURCE: Final = "external"
 #: documents.document_type of an attachment of a notice.
@@ -209,6 +215,7 @@ class _Wanted:
     link: str
     key: str
     change_id: uuid.UUID | None
+    version_id: uuid.UUID  # the current version, whose links these are
 
 
 @dataclass(slots=True)
@@ -253,18 +260,32 @@ async def _change_of(
     return found
 
 
-async def _settled(conn: AsyncConnection, project_id: uuid.UUID, endpoint: str, since: dt.datetime) -> bool:
-    """Whether a download of `endpoint` since `since` got an answer that another try would not
-    change: a file (stored, or refused by the checks), a client error, a refusal of the guard. Server
-    errors, timeouts and calls never made (no budget) are not: the next poll tries again."""
-    found = await conn.scalar(
+async def _settled(
+    conn: AsyncConnection, project_id: uuid.UUID, version_id: uuid.UUID, key: str, endpoint: str, since: dt.datetime
+) -> bool:
+    """Whether a download of the link since the current version came got an answer another try would
+    not change: a file the checks refused (its audited refusal names the version), a client error
+    or a refusal of the guard (the call log). Server errors, timeouts, calls never made (no budget)
+    and a store that failed are not: the next poll tries again."""
+    refused = await conn.scalar(
+        select(AuditLog.id)
+        .where(
+            AuditLog.action_type == REFUSED_EVENT,
+            AuditLog.entity_id == project_id,
+            AuditLog.after_values["attachment"].astext == key,
+            AuditLog.after_values["version"].astext == str(version_id),
+        )
+        .limit(1)
+    )
+    if refused is not None:
+        return True
+    answered = await conn.scalar(
         select(ApiIntegrationLog.id)
         .where(
             ApiIntegrationLog.opportunity_project_id == project_id,
             ApiIntegrationLog.endpoint_called == endpoint,
             ApiIntegrationLog.api_call_timestamp >= since,
             or_(
-                ApiIntegrationLog.success.is_(True),
                 ApiIntegrationLog.http_status.between(400, 428),
                 ApiIntegrationLog.http_status.between(430, 499),
                 ApiIntegrationLog.error_message.like("refused: %"),
@@ -272,7 +293,7 @@ async def _settled(conn: AsyncConnection, project_id: uuid.UUID, endpoint: str, 
         )
         .limit(1)
     )
-    return found is not None
+    return answered is not None
 
 
 async def _plan(
@@ -330,12 +351,12 @@ async def _plan(
             else:
                 # never stored: the first version listing it brought it, unless its download was
                 # answered for good since the current version came
-                if await _settled(conn, project_id, fetcher.logged_as(link), current.data_snapshot_timestamp):
+                if await _settled(conn, project_id, current.id, key, fetcher.logged_as(link),
+                                  current.data_snapshot_timestamp):
                     continue
                 brought_by = listing[0]
-            wanted.append(_Wanted(link=link, key=key, change_id=await _change_of(
-                conn, project_id, brought_by.data_snapshot_timestamp, brought_by.notice_id
-            )))
+            change_id = await _change_of(conn, project_id, brought_by.data_snapshot_timestamp, brought_by.notice_id)
+            wanted.append(_Wanted(link=link, key=key, change_id=change_id, version_id=current.id))
         await conn.rollback()
     return wanted
 
@@ -385,6 +406,29 @@ def _display_name(filename: str, extension: str | None) -> str:
 
 async def _one(content: bytes) -> AsyncIterator[bytes]:
     yield content
+
+
+async def _record_refusal(
+    engine: AsyncEngine, chain: AuditChain, tenant_id: uuid.UUID, project_id: uuid.UUID, wanted: _Wanted,
+    refusal: Refused,
+) -> None:
+    """The audited refusal of a file the source offered (an executable, HTML, a file over the limit):
+    it tells the next polls not to fetch it again for this version."""
+    async with system_unit(engine, chain, tenant_id, process=PROCESS) as uow:
+        uow.record_event(
+            REFUSED_EVENT,
+            entity_type=EntityType.OPPORTUNITY_PROJECT.value,
+            entity_id=project_id,
+            description=f"attachment from the source refused ({refusal.code})",
+            details={
+                "attachment": wanted.key,
+                "version": str(wanted.version_id),
+                "change": None if wanted.change_id is None else str(wanted.change_id),
+                "refusal": refusal.code,
+                "reason": str(refusal)[:500],
+            },
+            risk=RiskLevel.MEDIUM,
+        )
 
 
 class _Raced(Exception):
@@ -502,6 +546,7 @@ async def take_in_attachments(
         except Refused as refusal:
             result.refused[wanted.key] = f"{refusal.code}: {refusal}"
             _log.warning("sync: attachment %s of project %s refused: %s", wanted.key, project_id, refusal)
+            await _record_refusal(engine, chain, tenant_id, project_id, wanted, refusal)
         except _Raced:
             result.unchanged.append(wanted.key)
     return result

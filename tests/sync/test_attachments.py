@@ -15,6 +15,7 @@ tried again on the next poll; the key never reaches the log.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import uuid
@@ -313,6 +314,16 @@ async def test_refused_files_leave_nothing_and_are_not_fetched_again(scene: Scen
     by_rid = {log.endpoint_called.split("/files/")[1].split("/")[0]: log for log in logs}
     assert by_rid["missing"].http_status == 404 and not by_rid["missing"].success
     assert "refused" in by_rid["away"].error_message and "refused" in by_rid["big"].error_message
+    # the files the checks refused are audited on the project, with the version that listed them
+    (version,) = await scene.rows("SELECT id FROM external_opportunity_data WHERE opportunity_project_id = :p",
+                                  p=scene.project_id)
+    events = await scene.rows("SELECT entity_id, risk_level, after_values FROM audit_logs WHERE tenant_id = :t"
+                              " AND action_type = 'document.attachment.refused' ORDER BY after_values->>'attachment'")
+    assert [(e.after_values["attachment"].split("/files/")[1], e.after_values["refusal"]) for e in events] == [
+        ("exe/download", "UNSUPPORTED_TYPE"), ("html/download", "UNSUPPORTED_TYPE")
+    ]
+    assert all(e.entity_id == scene.project_id and e.risk_level == "medium"
+               and e.after_values["version"] == str(version.id) for e in events)
     # the next poll brings nothing new: none of them is fetched again
     assert (await scene.refresh(DAY_1 + timedelta(hours=6))).kind is OutcomeKind.DONE
     assert len(fake.downloads) == len(rids)
@@ -394,3 +405,22 @@ async def test_the_source_search_takes_attachments_in_too(scene: Scene) -> None:
     (document,) = await scene.documents()
     (created,) = await scene.changes()
     assert document.external_data_change_id == created.id and document.name == "sow.pdf"
+
+
+async def test_a_store_that_fails_leaves_nothing_and_is_tried_again(scene: Scene, tmp_path: Path) -> None:
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_bytes(b"")  # the store's root is a file: every write fails
+    working = scene.services
+    scene.services = dataclasses.replace(
+        working, storage=LocalStorage(blocked, signer=Signer(b"s" * 32), public_url="http://127.0.0.1")
+    )
+    scene.fake.files = {"sow": (PDF_1, "sow.pdf")}
+    scene.fake.notices = [scene.revision(ORIGINAL, "2026-03-01", ["sow"])]
+    assert (await scene.refresh(DAY_1)).kind is OutcomeKind.DONE  # the notice is taken in all the same
+    assert await scene.documents() == [] and scene.objects() == []
+    assert blocked.read_bytes() == b""
+    scene.services = working  # the store is back: the next poll fetches it again
+    assert (await scene.refresh(DAY_1 + timedelta(hours=6))).kind is OutcomeKind.DONE
+    (document,) = await scene.documents()
+    assert document.file_hash_sha256 == hashlib.sha256(PDF_1).hexdigest()
+    assert scene.fake.count("sow") == 2
