@@ -56,9 +56,17 @@ class DocumentStorage(Protocol):
         nothing left behind)."""
         ...
 
-    def read(self, key: str, *, chunk_size: int = 64 * 1024) -> AsyncIterator[bytes]:
+    def read(self, key: str, *, chunk_size: int = 64 * 1024, if_match: str | None = None) -> AsyncIterator[bytes]:
         """The object's bytes in chunks (StorageUnavailable if it cannot be read, FileNotFoundError
-        if there is no such object)."""
+        if there is no such object, or none with the version tag `if_match`)."""
+        ...
+
+    async def stat(self, key: str) -> tuple[int, str] | None:
+        """The object's size and version tag (S3's ETag), None when there is none."""
+        ...
+
+    async def promote(self, source: str, target: str, *, if_match: str) -> None:
+        """Move the object `source` (still at version `if_match`, else FileNotFoundError) to `target`."""
         ...
 
     async def size(self, key: str) -> int | None:

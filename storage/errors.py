@@ -17,5 +17,12 @@ class Refused(DomainError):
         self.code = code
 
 
-class StorageUnavailable(Exception):
-    """The backend failed (the object was not stored, or not read); the operation is undone."""
+class StorageUnavailable(DomainError):
+    """The backend failed (the object was not stored, or not read); the operation is undone. Shown
+    as a UserError STORAGE_UNAVAILABLE: not the caller's fault, but worth a retry."""
+
+    code = "STORAGE_UNAVAILABLE"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__("The document store could not be reached; nothing was stored. Try again later.")
+        self.detail = detail

@@ -23,7 +23,7 @@ from storage.base import DocumentStorage, StoredObject
 from storage.content import ALLOWED, HEAD_BYTES, ContentType, detect
 from storage.errors import Refused, StorageUnavailable
 
-__all__ = ["Limits", "Spooled", "check", "spool", "store", "verify"]
+__all__ = ["Limits", "Spooled", "check", "put", "spool", "store", "verify"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +106,17 @@ def _stored(key: str, spooled: Spooled) -> StoredObject:
     )
 
 
+async def put(storage: DocumentStorage, key: str, spooled: Spooled) -> StoredObject:
+    """Store a spooled (and checked) file under `key`; on failure or cancellation no object stays."""
+    try:
+        await storage.put_file(key, spooled.path, content_type=spooled.content.mime)
+    except BaseException:
+        with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+            await storage.delete(key)
+        raise
+    return _stored(key, spooled)
+
+
 async def store(
     storage: DocumentStorage,
     key: str,
@@ -120,29 +131,37 @@ async def store(
     The caller deletes the object (`await storage.delete(key)`) if its own transaction then fails."""
     async with spool(chunks, limits) as spooled:
         check(spooled, sha256=sha256, size=size)
-        try:
-            await storage.put_file(key, spooled.path, content_type=spooled.content.mime)
-        except BaseException:
-            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
-                await storage.delete(key)
-            raise
-        return _stored(key, spooled)
+        return await put(storage, key, spooled)
 
 
 async def verify(
-    storage: DocumentStorage, key: str, limits: Limits, *, sha256: str | None, size: int | None
+    storage: DocumentStorage,
+    key: str,
+    limits: Limits,
+    *,
+    sha256: str | None,
+    size: int | None,
+    target: str | None = None,
 ) -> StoredObject:
     """Check an object a client stored itself (a presigned upload): size, type from its bytes and
-    SHA-256. What is refused is deleted; UPLOAD_MISSING when there is no object."""
-    stored_size = await storage.size(key)
-    if stored_size is None:
+    SHA-256. What is refused is deleted; UPLOAD_MISSING when there is no object. With `target`, the
+    object checked (that very version of it) is then moved there, and the result names `target`."""
+    found = await storage.stat(key)
+    if found is None:
         raise Refused("UPLOAD_MISSING", "Nothing was uploaded for this upload (or it was already completed).")
+    stored_size, tag = found
     try:
         if stored_size > limits.max_bytes:
             raise _too_large(limits.max_bytes)
-        async with spool(storage.read(key), limits) as spooled:
-            check(spooled, sha256=sha256, size=size)
-            return _stored(key, spooled)
+        try:
+            async with spool(storage.read(key, if_match=tag), limits) as spooled:
+                check(spooled, sha256=sha256, size=size)
+                if target is not None:
+                    await storage.promote(key, target, if_match=tag)
+                    return _stored(target, spooled)
+                return _stored(key, spooled)
+        except FileNotFoundError:
+            raise Refused("UPLOAD_INVALID", "The uploaded object changed while it was being checked.") from None
     except Refused:
         with anyio.CancelScope(shield=True), contextlib.suppress(StorageUnavailable):
             await storage.delete(key)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 
-__all__ = ["object_key", "parse_key"]
+__all__ = ["check_key", "object_key", "parse_key", "staging_key"]
 
 _NO_PROJECT = "none"
 _KEY = re.compile(
@@ -23,6 +23,21 @@ def object_key(
     """
     project = str(project_id) if project_id is not None else _NO_PROJECT
     return f"{tenant_id}/{project}/{document_id}/{version_id}"
+
+
+_STAGING = re.compile(r"^(?P<tenant>[0-9a-f-]{36})/uploads/(?P<upload>[0-9a-f-]{36})$")
+
+
+def staging_key(tenant_id: uuid.UUID, upload_id: uuid.UUID) -> str:
+    """Where a presigned upload lands until the mutation completing it has checked it and moved it
+    to its object key (so a client cannot replace the bytes once they are checked)."""
+    return f"{tenant_id}/uploads/{upload_id}"
+
+
+def check_key(key: str) -> None:
+    """ValueError unless `key` is an object key or a staging key (no path tricks, no names)."""
+    if _KEY.match(key) is None and _STAGING.match(key) is None:
+        raise ValueError("not a document object key")
 
 
 def parse_key(key: str) -> tuple[uuid.UUID, uuid.UUID | None, uuid.UUID, uuid.UUID]:

@@ -15,7 +15,7 @@ import anyio.to_thread
 
 from storage.base import PresignedUpload
 from storage.errors import StorageUnavailable
-from storage.keys import parse_key
+from storage.keys import check_key
 from storage.signing import Signer
 
 __all__ = ["UPLOAD_PATH", "UPLOAD_PURPOSE", "LocalStorage"]
@@ -45,7 +45,7 @@ class LocalStorage:
 
     def path_of(self, key: str) -> Path:
         """The file of `key`; ValueError for anything but a key built from ids (no path tricks)."""
-        parse_key(key)
+        check_key(key)
         return self.root / key
 
     async def put_file(self, key: str, path: Path, *, content_type: str) -> None:
@@ -65,8 +65,9 @@ class LocalStorage:
         except OSError as exc:
             raise StorageUnavailable(f"local store: {type(exc).__name__}") from exc
 
-    async def put_stream(self, key: str, chunks: AsyncIterator[bytes]) -> None:
-        """Write `chunks` to `key` through a temporary name: a failure or cancellation leaves nothing."""
+    async def put_stream(self, key: str, chunks: AsyncIterator[bytes]) -> bool:
+        """Write `chunks` to `key` through a temporary name, only if there is no object there yet
+        (False, nothing written, when there is): a failure or cancellation leaves nothing."""
         target = self.path_of(key)
         partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}.partial")
         await anyio.Path(target.parent).mkdir(parents=True, exist_ok=True)
@@ -74,13 +75,44 @@ class LocalStorage:
             async with await anyio.open_file(partial, "wb") as out:
                 async for chunk in chunks:
                     await out.write(chunk)
-            os.replace(partial, target)
+            try:
+                os.link(partial, target)  # never replaces an object already there
+            except FileExistsError:
+                return False
+            return True
         finally:
             with anyio.CancelScope(shield=True):
                 await anyio.Path(partial).unlink(missing_ok=True)
 
-    async def read(self, key: str, *, chunk_size: int = 64 * 1024) -> AsyncIterator[bytes]:
+    @staticmethod
+    def _tag(stat: os.stat_result) -> str:
+        return f"{stat.st_ino}-{stat.st_size}-{stat.st_mtime_ns}"
+
+    async def stat(self, key: str) -> tuple[int, str] | None:
+        try:
+            found = os.stat(self.path_of(key))
+        except FileNotFoundError:
+            return None
+        return found.st_size, self._tag(found)
+
+    async def promote(self, source: str, target: str, *, if_match: str) -> None:
+        src, dst = self.path_of(source), self.path_of(target)
+        try:
+            if self._tag(os.stat(src)) != if_match:
+                raise FileNotFoundError(source)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src, dst)
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise StorageUnavailable(f"local store: {type(exc).__name__}") from exc
+
+    async def read(
+        self, key: str, *, chunk_size: int = 64 * 1024, if_match: str | None = None
+    ) -> AsyncIterator[bytes]:
         path = self.path_of(key)
+        if if_match is not None and (await self.stat(key) or (0, ""))[1] != if_match:
+            raise FileNotFoundError(key)
         try:
             handle = await anyio.open_file(path, "rb")
         except FileNotFoundError:
@@ -92,10 +124,8 @@ class LocalStorage:
                 yield chunk
 
     async def size(self, key: str) -> int | None:
-        try:
-            return (await anyio.Path(self.path_of(key)).stat()).st_size
-        except FileNotFoundError:
-            return None
+        found = await self.stat(key)
+        return None if found is None else found[0]
 
     async def delete(self, key: str) -> None:
         await anyio.Path(self.path_of(key)).unlink(missing_ok=True)

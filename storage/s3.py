@@ -17,7 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[impor
 from storage.base import PresignedUpload
 from storage.config import S3Config
 from storage.errors import StorageUnavailable
-from storage.keys import parse_key
+from storage.keys import check_key
 
 __all__ = ["S3Storage", "content_disposition"]
 
@@ -64,7 +64,7 @@ class S3Storage:
     def _check(self, key: str) -> None:
         if not key.startswith(self.config.prefix):
             raise ValueError("not a key of this store")
-        parse_key(key[len(self.config.prefix) :])
+        check_key(key[len(self.config.prefix) :])
 
     def _encryption(self) -> dict[str, str]:
         if self.config.kms_key_id is None:
@@ -84,14 +84,17 @@ class S3Storage:
         except (BotoCoreError, ClientError, OSError) as exc:
             raise StorageUnavailable(f"S3: {type(exc).__name__}") from exc
 
-    async def read(self, key: str, *, chunk_size: int = 64 * 1024) -> AsyncIterator[bytes]:
+    async def read(
+        self, key: str, *, chunk_size: int = 64 * 1024, if_match: str | None = None
+    ) -> AsyncIterator[bytes]:
         self._check(key)
+        condition = {} if if_match is None else {"IfMatch": if_match}
         try:
             async with self._client() as s3:
                 try:
-                    response = await s3.get_object(Bucket=self.config.bucket, Key=key)
+                    response = await s3.get_object(Bucket=self.config.bucket, Key=key, **condition)
                 except ClientError as exc:
-                    if exc.response.get("Error", {}).get("Code") in _NOT_FOUND:
+                    if exc.response.get("Error", {}).get("Code") in _NOT_FOUND | {"PreconditionFailed", "412"}:
                         raise FileNotFoundError(key) from None
                     raise
                 body = response["Body"]
@@ -104,6 +107,31 @@ class S3Storage:
             raise StorageUnavailable(f"S3: {type(exc).__name__}") from exc
 
     async def size(self, key: str) -> int | None:
+        found = await self.stat(key)
+        return None if found is None else found[0]
+
+    async def promote(self, source: str, target: str, *, if_match: str) -> None:
+        self._check(source)
+        self._check(target)
+        try:
+            async with self._client() as s3:
+                try:
+                    await s3.copy_object(
+                        Bucket=self.config.bucket,
+                        Key=target,
+                        CopySource={"Bucket": self.config.bucket, "Key": source},
+                        CopySourceIfMatch=if_match,
+                        **self._encryption(),
+                    )
+                except ClientError as exc:
+                    if exc.response.get("Error", {}).get("Code") in _NOT_FOUND | {"PreconditionFailed", "412"}:
+                        raise FileNotFoundError(source) from None
+                    raise
+                await s3.delete_object(Bucket=self.config.bucket, Key=source)
+        except (BotoCoreError, ClientError) as exc:
+            raise StorageUnavailable(f"S3: {type(exc).__name__}") from exc
+
+    async def stat(self, key: str) -> tuple[int, str] | None:
         self._check(key)
         try:
             async with self._client() as s3:
@@ -114,7 +142,7 @@ class S3Storage:
             raise StorageUnavailable(f"S3: {type(exc).__name__}") from exc
         except BotoCoreError as exc:
             raise StorageUnavailable(f"S3: {type(exc).__name__}") from exc
-        return int(head["ContentLength"])
+        return int(head["ContentLength"]), str(head["ETag"])
 
     async def delete(self, key: str) -> None:
         self._check(key)
