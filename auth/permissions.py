@@ -28,6 +28,8 @@ class Permission(StrEnum):
     CONTACT_WRITE = "contact:write"
     DOCUMENT_READ = "document:read"
     DOCUMENT_WRITE = "document:write"
+    DOCUMENT_DOWNLOAD = "document:download"
+    DOCUMENT_LEGAL_HOLD = "document.legal_hold:manage"
     ACTIVITY_READ = "activity:read"
     ACTIVITY_WRITE = "activity:write"
     CAPTURE_PLAN_READ = "capture_plan:read"
@@ -62,8 +64,11 @@ PERMISSION_DESCRIPTIONS: MappingProxyType[Permission, str] = MappingProxyType(
         Permission.ORGANIZATION_WRITE: "create, edit, archive and restore organizations",
         Permission.CONTACT_READ: "see contacts",
         Permission.CONTACT_WRITE: "create, edit, archive and restore contacts; link them to projects",
-        Permission.DOCUMENT_READ: "see document metadata and download documents",
+        Permission.DOCUMENT_READ: "see document metadata",
+        Permission.DOCUMENT_DOWNLOAD: "download documents' files (a short-lived URL per version, each one logged)",
         Permission.DOCUMENT_WRITE: "upload, edit and delete documents",
+        Permission.DOCUMENT_LEGAL_HOLD: "put documents under a legal hold (their files are then never purged)"
+        " and lift it",
         Permission.ACTIVITY_READ: "see activities",
         Permission.ACTIVITY_WRITE: "create and edit activities",
         Permission.CAPTURE_PLAN_READ: "see capture plans (without their strategy sections)",
@@ -106,6 +111,7 @@ _READ_PURSUIT = frozenset(
         P.ORGANIZATION_READ,
         P.CONTACT_READ,
         P.DOCUMENT_READ,
+        P.DOCUMENT_DOWNLOAD,
         P.ACTIVITY_READ,
         P.CAPTURE_PLAN_READ,
         P.PROPOSAL_READ,
@@ -159,7 +165,8 @@ SYSTEM_ROLES: MappingProxyType[SystemRole, frozenset[Permission]] = MappingProxy
             P.GRAPHQL_ADHOC,
         },
         SystemRole.VIEWER: _READ_PURSUIT,
-        SystemRole.AUDITOR: _READ_PURSUIT
+        # An auditor reads who accessed what, not the files themselves.
+        SystemRole.AUDITOR: (_READ_PURSUIT - {P.DOCUMENT_DOWNLOAD})
         | {
             P.OPPORTUNITY_SCORE_READ,
             P.CAPTURE_PLAN_STRATEGY_READ,

@@ -31,6 +31,7 @@ from schema.capture_mutations import CaptureMutation
 from schema.compiled.runner import CompiledReads
 from schema.crm import CrmQuery
 from schema.crm_mutations import CrmMutation
+from schema.document_downloads import DocumentDownloadMutation
 from schema.document_mutations import DocumentMutation
 from schema.documents import DocumentsQuery
 from schema.errors import MaskUnexpectedErrors, log_errors
@@ -113,6 +114,7 @@ class Mutation(
     CaptureMutation,
     CrmMutation,
     DocumentMutation,
+    DocumentDownloadMutation,
     ExternalDataMutation,
     TenantMutation,
     TenantSsoMutation,

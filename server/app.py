@@ -37,7 +37,7 @@ from models.audit_chain import AuditChain
 from models.db import create_engine
 from models.side_effects import SideEffectWriter
 from schema.schema import graphql_app
-from server import graphiql
+from server import download_routes, graphiql
 from server.exports import export_routes
 from server.middleware import AuthMiddleware
 from server.settings import Settings
@@ -172,6 +172,7 @@ def create_app(settings: Settings, *, live: LiveConfig | None = None) -> Starlet
             WebSocketRoute("/graphql", graphql),  # subscriptions (graphql-transport-ws, schema/websocket.py)
             *graphiql.graphiql_routes(),
             *export_routes(),
+            *download_routes.download_routes(),  # the local backend's signed download links
         ],
         middleware=[
             # Before authentication: a browser opening /graphql gets the (public) GraphiQL page.
@@ -180,7 +181,7 @@ def create_app(settings: Settings, *, live: LiveConfig | None = None) -> Starlet
                 AuthMiddleware,
                 service=auth,
                 public_paths=(*PUBLIC_PATHS, *graphiql.PUBLIC_PATHS),
-                public_prefixes=(*PUBLIC_PREFIXES, *graphiql.PUBLIC_PREFIXES),
+                public_prefixes=(*PUBLIC_PREFIXES, *graphiql.PUBLIC_PREFIXES, *download_routes.PUBLIC_PREFIXES),
                 mfa_paths=MFA_PATHS,
                 password_change_paths=PASSWORD_CHANGE_PATHS,
                 form_post_pattern=SAML_ACS_PATTERN,

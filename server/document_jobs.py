@@ -131,7 +131,8 @@ async def _scan_one(
         return
     try:
         verdict = await scanner.scan(storage.read(key))
-    except (ScanUnavailable, StorageUnavailable, FileNotFoundError) as exc:
+    except (ScanUnavailable, StorageUnavailable, FileNotFoundError, ValueError) as exc:
+        # ValueError: a key this store cannot hold (not built from ids), e.g. a row written elsewhere.
         _log.warning("document %s stays quarantined: %s", document_id, exc)
         report.scan_deferred += 1
         return
@@ -214,7 +215,12 @@ async def _purge_one(
         ):
             return False
         if document.processing_status != ProcessingStatus.NO_OBJECT:
-            await storage.delete(document.storage_key)
+            try:
+                await storage.delete(document.storage_key)
+            except ValueError:  # a key this store cannot hold: nothing of ours to delete, left for a person
+                _log.warning("document %s: key %r is not one of this store's; not purged", document_id,
+                             document.storage_key)
+                return False
         document.purged_at = func.now()
         uow.label(
             document,

@@ -79,6 +79,17 @@ def _networks(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _clamd(env: Mapping[str, str]) -> str | None:
+    from storage.scan import scanner_from_setting
+
+    raw = env.get("GWM_SCAN_CLAMD") or None
+    try:
+        scanner_from_setting(raw)
+    except ValueError as exc:
+        raise SettingsError(f"GWM_SCAN_CLAMD: {exc}") from None
+    return raw
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything configurable, with its environment variable in the comment."""
@@ -157,6 +168,15 @@ class Settings:
     # GWM_NOTIFICATION_RETENTION_DAYS: inbox items older than this are deleted by `gwm jobs run`
     # (docs/decisions.md D20).
     notification_retention_days: int = 90
+    # Document downloads and lifecycle (server/document_jobs.py, server/download_routes.py):
+    # GWM_DOWNLOAD_URL_SECONDS: how long an issued download URL works (S3: its X-Amz-Expires; local:
+    # the signed URL's expiry); GWM_DOCUMENT_PURGE_DAYS: a soft-deleted document's file is deleted by
+    # `gwm jobs run` this many days after the delete, unless under a legal hold; GWM_SCAN_CLAMD:
+    # host:port of a ClamAV daemon scanning new files (empty: files are released unscanned, and their
+    # audit rows say so).
+    download_url_seconds: int = 300
+    document_purge_days: int = 30
+    scan_clamd: str | None = None
 
     @property
     def embedded(self) -> bool:
@@ -215,4 +235,7 @@ class Settings:
             ws_max_connections_per_user=_at_least(env, "GWM_WS_MAX_CONNECTIONS_PER_USER", 10, 1),
             ws_init_timeout_ms=_at_least(env, "GWM_WS_INIT_TIMEOUT_MS", 10_000, 1),
             notification_retention_days=_at_least(env, "GWM_NOTIFICATION_RETENTION_DAYS", 90, 1),
+            download_url_seconds=_at_least(env, "GWM_DOWNLOAD_URL_SECONDS", 300, 1),
+            document_purge_days=_at_least(env, "GWM_DOCUMENT_PURGE_DAYS", 30, 1),
+            scan_clamd=_clamd(env),
         )

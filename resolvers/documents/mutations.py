@@ -243,6 +243,8 @@ async def restore_document(uow: UnitOfWork, document_id: uuid.UUID, seen: Any) -
     document = await uow.lock(Document, document_id, updated_at=seen, what="document")
     if not document.is_deleted:
         raise Invalid("The document is not deleted.", field="id")
+    if document.purged_at is not None:  # the purge job deleted its file (server/document_jobs.py)
+        raise Invalid("The document's file was purged after its retention: it cannot be restored.", field="id")
     uow.assign(document, {"is_deleted": False, "deleted_at": None, "deleted_by": None})
     uow.label(document, "document.restored", "document restored")
     await uow.flush()

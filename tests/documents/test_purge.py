@@ -8,15 +8,23 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from server.app import create_app
 from server.document_jobs import purge_deleted
 from storage.base import DocumentStorage
 from storage.local import LocalStorage
 from storage.s3 import S3Storage
+from tests.conftest import Database
 from tests.documents.lifecycle_support import audit_rows, document_row, stored_document
+from tests.support.audit_trail import expect_audit
 from tests.support.db import TEST_AUDIT_CHAIN, TenantRef
+from tests.support.graphql import gql, sign_in
+from tests.support.http import app_client, make_login_user
+from tests.support.http import test_settings as settings_for
 
 RETENTION = timedelta(days=30)
 
@@ -99,3 +107,88 @@ async def test_an_object_already_gone_is_still_marked_purged(
     )
     assert report.purged == 1
     assert (await document_row(owner_engine, fresh_tenant, document_id)).purged_at is not None
+
+
+# -- the legal hold through the API --------------------------------------------------------------
+
+HOLD = """
+mutation H($input: DocumentLegalHoldSetInput!) {
+  documentLegalHoldSet(input: $input) { document { rowId updatedAt } errors { field code message } }
+}"""
+
+
+async def _hold_client(database: Database, owner_engine: AsyncEngine, tenant: TenantRef, role: str) -> Any:
+    app = create_app(settings_for(database.app_url))
+    user = await make_login_user(owner_engine, tenant, roles=(role,))
+    return app, user
+
+
+@pytest.mark.audits("documentLegalHoldSet")
+async def test_a_legal_hold_is_set_with_a_reason_audited_and_lifted(
+    database: Database, owner_engine: AsyncEngine, fresh_tenant: TenantRef, local_storage: LocalStorage, tmp_path: Path
+) -> None:
+    now = datetime.now(UTC)
+    document_id, key = await stored_document(
+        owner_engine, fresh_tenant, local_storage, b"x", tmp_path, is_deleted=True,
+        deleted_at=now - RETENTION * 2, deleted_by=fresh_tenant.system_user_id, access_level="tenant",
+    )
+    app, admin = await _hold_client(database, owner_engine, fresh_tenant, "Tenant Admin")
+    viewer = await make_login_user(owner_engine, fresh_tenant, roles=("Capture Manager",))
+    async with app_client(app) as client:
+        token = await sign_in(client, admin)
+        row = await document_row(owner_engine, fresh_tenant, document_id)
+        seen = row.updated_at.isoformat()
+
+        missing_reason = await gql(client, HOLD, {"input": {"rowId": str(document_id), "updatedAt": seen,
+                                                           "hold": True}}, token=token)
+        assert [(e["code"], e["field"]) for e in missing_reason["data"]["documentLegalHoldSet"]["errors"]] == [
+            ("VALIDATION", ["input", "reason"])
+        ]
+        denied = await gql(client, HOLD, {"input": {"rowId": str(document_id), "updatedAt": seen, "hold": True,
+                                                   "reason": "x"}}, token=await sign_in(client, viewer), errors=True)
+        assert denied["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+
+        held = await gql(client, HOLD, {"input": {"rowId": str(document_id), "updatedAt": seen, "hold": True,
+                                                 "reason": "Matter 2026-17: preserve"}}, token=token)
+        assert held["data"]["documentLegalHoldSet"]["errors"] == []
+        row = await document_row(owner_engine, fresh_tenant, document_id)
+        assert (row.legal_hold, row.legal_hold_reason, row.legal_hold_set_by) == (
+            True, "Matter 2026-17: preserve", admin.id
+        ) and row.legal_hold_set_at is not None
+        await expect_audit(
+            owner_engine, fresh_tenant.id, "documentLegalHoldSet", action="document.legal_hold.set",
+            entity_id=document_id, history={"legal_hold", "legal_hold_reason", "legal_hold_set_by"}, user_id=admin.id,
+        )
+
+        # Held: the purge leaves it alone.
+        report = await purge_deleted(
+            owner_engine, TEST_AUDIT_CHAIN, local_storage, retention=RETENTION, tenant_ids=[fresh_tenant.id]
+        )
+        assert report.purged == 0 and await local_storage.size(key) is not None
+
+        stale = await gql(client, HOLD, {"input": {"rowId": str(document_id), "updatedAt": seen, "hold": False}},
+                          token=token)
+        assert [e["code"] for e in stale["data"]["documentLegalHoldSet"]["errors"]] == ["CONFLICT"]
+        lifted = await gql(client, HOLD, {"input": {"rowId": str(document_id), "updatedAt": row.updated_at.isoformat(),
+                                                   "hold": False}}, token=token)
+        assert lifted["data"]["documentLegalHoldSet"]["errors"] == []
+        row = await document_row(owner_engine, fresh_tenant, document_id)
+        assert (row.legal_hold, row.legal_hold_reason, row.legal_hold_set_by) == (False, None, None)
+
+        # Released: purged on the next run; a hold on a purged file, or a restore, is refused.
+        report = await purge_deleted(
+            owner_engine, TEST_AUDIT_CHAIN, local_storage, retention=RETENTION, tenant_ids=[fresh_tenant.id]
+        )
+        assert report.purged == 1 and await local_storage.size(key) is None
+        row = await document_row(owner_engine, fresh_tenant, document_id)
+        again = await gql(client, HOLD, {"input": {"rowId": str(document_id), "updatedAt": row.updated_at.isoformat(),
+                                                  "hold": True, "reason": "late"}}, token=token)
+        assert [(e["code"], e["field"]) for e in again["data"]["documentLegalHoldSet"]["errors"]] == [
+            ("VALIDATION", ["input", "rowId"])
+        ]
+        restore = await gql(
+            client,
+            "mutation R($input: DocumentRestoreInput!) { documentRestore(input: $input) { errors { code field } } }",
+            {"input": {"rowId": str(document_id), "updatedAt": row.updated_at.isoformat()}}, token=token,
+        )
+        assert [e["code"] for e in restore["data"]["documentRestore"]["errors"]] == ["VALIDATION"]
