@@ -237,9 +237,21 @@ class AttachmentResult:
         return [*self.created, *self.versions]
 
 
-def _links(value: object) -> list[str]:
-    links = value if isinstance(value, list) else []
-    return [link.strip() for link in links if isinstance(link, str) and link.strip()]
+def _links(value: object) -> dict[str, str]:
+    """A version's resource links by attachment key (a link that is not an absolute http(s) URL is
+    left out with a warning: it names no file, and it must not stop the others)."""
+    links: dict[str, str] = {}
+    for link in value if isinstance(value, list) else []:
+        if not isinstance(link, str) or not link.strip():
+            continue
+        try:
+            url = httpx.URL(link.strip())
+            if url.scheme not in ("http", "https") or not url.host:
+                raise ValueError("not an absolute http(s) URL")
+            links.setdefault(attachment_key(link), link.strip())
+        except (httpx.InvalidURL, ValueError):
+            _log.warning("sync: resource link %r is not a URL; left out", link[:200])
+    return links
 
 
 async def _change_of(
@@ -323,9 +335,7 @@ async def _plan(
         if current is None:
             await conn.rollback()
             return []
-        links: dict[str, str] = {}
-        for link in _links(current.resource_links):
-            links.setdefault(attachment_key(link), link)
+        links = _links(current.resource_links)
         stored = set(
             (
                 await conn.scalars(
@@ -340,7 +350,7 @@ async def _plan(
         fresh = set(written)
         wanted: list[_Wanted] = []
         for key, link in links.items():
-            listing = [v for v in versions if key in {attachment_key(x) for x in _links(v.resource_links)}]
+            listing = [v for v in versions if key in _links(v.resource_links)]
             new = [v for v in listing if v.id in fresh]
             if new:
                 # a new attachment: the first version of this poll listing it; a known one whose

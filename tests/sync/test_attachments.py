@@ -305,6 +305,7 @@ async def test_refused_files_leave_nothing_and_are_not_fetched_again(scene: Scen
     fake.redirects = {"away": "http://127.0.0.2:9/file.pdf"}  # a loopback address not on the allow-list
     rids = ["exe", "html", "missing", "away", "big"]
     fake.notices = [scene.revision(ORIGINAL, "2026-03-01", rids)]
+    fake.notices[0]["resourceLinks"] += ["not a link", "http://[::1", "ftp://files.example/a.pdf"]  # left out
     assert (await scene.refresh(DAY_1)).kind is OutcomeKind.DONE  # the notice itself is taken in
     assert await scene.documents() == [] and scene.objects() == []
     assert [rid for rid, _ in fake.downloads] == sorted(rids)  # the links in their recorded (sorted) order
