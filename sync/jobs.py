@@ -19,6 +19,10 @@ Every call goes through `sync.calls.SyncCaller` with the budget of the source's 
 reserved first, the outbound guard applies, the call is logged. No transaction is open across a
 call: each job reads in a short transaction, calls, then writes through `sync.ingest`.
 No budget left: the job is deferred to the budget's next window (`JobOutcome.deferred`), no error.
+
+After each lineage is taken in, its attachments (`resourceLinks`) are taken in as documents when the
+worker has a document store (`sync.attachments`, on the same caller and budget); a failure there is
+logged, never the job's failure (sync/attachments.py says which are tried again on the next poll).
 """
 
 from __future__ import annotations
