@@ -1,0 +1,264 @@
+"""Uploads through the GraphQL multipart request, on the local backend and on S3 (moto's server on
+127.0.0.1): hashes, types from the bytes, versions, and every refusal leaving no row, no object and no
+temporary file (issue 16, acceptance 1 and 2)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import uuid
+from collections.abc import MutableMapping
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from models.db import set_tenant
+from tests.documents.conftest import UPLOAD, UPLOAD_LIMIT, Env, open_temp_files
+from tests.documents.samples import docx_bytes, exe_bytes, html_bytes, pdf_bytes, svg_bytes
+from tests.support.audit_trail import expect_audit
+from tests.support.db import create_tenant
+from tests.support.factories import make
+
+VERSION = """
+mutation V($input: DocumentVersionUploadInput!) {
+  documentVersionUpload(input: $input) {
+    document { rowId versionNumber isCurrentVersion fileHashSha256 updatedAt }
+    errors { field code message }
+  }
+}"""
+
+LIMIT = UPLOAD_LIMIT
+
+
+async def test_upload_stores_the_object_with_its_hashes_and_a_key_of_ids(env: Env) -> None:
+    data = pdf_bytes("Statement of work")
+    payload = await env.upload("SOW final.pdf", data, name="Statement of work", tags=["rfp"])
+    assert payload["errors"] == []
+    document = payload["document"]
+    assert document["fileHashSha256"] == hashlib.sha256(data).hexdigest()
+    assert document["fileHashMd5"] == hashlib.md5(data, usedforsecurity=False).hexdigest()
+    assert int(document["fileSizeBytes"]) == len(data)
+    assert document["mimeType"] == "application/pdf" and document["fileExtension"] == "pdf"
+    assert document["originalFilename"] == "SOW final.pdf" and document["name"] == "Statement of work"
+    assert document["versionNumber"] == 1 and document["isCurrentVersion"] is True
+    assert document["processingStatus"] == "PENDING"
+    (row,) = await env.rows()
+    doc_id = uuid.UUID(document["rowId"])
+    assert row.storage_key == env.storage.key_for(f"{env.tenant.id}/{env.project_id}/{doc_id}/{doc_id}")
+    assert row.storage_provider == env.backend and row.scan_status == "quarantined"
+    assert "SOW" not in row.storage_key
+    assert b"".join([c async for c in env.storage.read(row.storage_key)]) == data
+    assert await env.objects() == [row.storage_key]
+    assert env.spooled() == []
+
+
+@pytest.mark.audits("documentUpload")
+async def test_upload_is_audited(env: Env) -> None:
+    payload = await env.upload("notes.txt", b"Capture notes\nCMMC level 2 required.\n")
+    document = payload["document"]
+    assert document["mimeType"] == "text/plain"
+    await expect_audit(
+        env.owner, env.tenant.id, "documentUpload", action="document.uploaded", entity_id=document["rowId"],
+        history={"name", "storage_key", "file_hash_sha256"}, user_id=env.user_id,
+    )
+
+
+async def test_docx_is_recognised_inside_its_zip(env: Env) -> None:
+    payload = await env.upload("proposal.bin", docx_bytes("Technical volume"))
+    assert payload["document"]["mimeType"].endswith("wordprocessingml.document")
+    assert payload["document"]["fileExtension"] == "docx"
+
+
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [("invoice.pdf", exe_bytes()), ("page.txt", html_bytes()), ("logo.png", svg_bytes())],
+    ids=["executable-named-pdf", "html", "svg"],
+)
+async def test_refused_types_leave_no_row_object_or_temp_file(env: Env, name: str, data: bytes) -> None:
+    before = open_temp_files()
+    variables = {"input": {"file": None, "opportunityProjectRowId": str(env.project_id)}}
+    response = await env.post(UPLOAD, variables, (name, data))
+    payload = response.json()["data"]["documentUpload"]
+    assert payload["document"] is None
+    assert [(e["field"], e["code"]) for e in payload["errors"]] == [(["input", "file"], "UNSUPPORTED_TYPE")]
+    assert "not the file name" in payload["errors"][0]["message"]
+    assert await env.rows() == [] and await env.objects() == [] and env.spooled() == []
+    assert open_temp_files() <= before
+
+
+async def test_multipart_without_the_preflight_header_is_refused(env: Env) -> None:
+    variables = {"input": {"file": None, "opportunityProjectRowId": str(env.project_id)}}
+    response = await env.post(UPLOAD, variables, ("a.pdf", pdf_bytes()), preflight=False)
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["extensions"]["code"] == "PREFLIGHT_REQUIRED"
+    assert await env.rows() == [] and await env.objects() == []
+
+
+async def test_oversized_uploads_are_refused_before_and_while_reading(env: Env) -> None:
+    big = b"a" * (LIMIT + 10)  # plain text, just over the file limit
+    variables = {"input": {"file": None, "opportunityProjectRowId": str(env.project_id)}}
+    # Within the request envelope: refused while spooling the file.
+    response = await env.post(UPLOAD, variables, ("big.txt", big))
+    payload = response.json()["data"]["documentUpload"]
+    assert [e["code"] for e in payload["errors"]] == ["TOO_LARGE"]
+    # Far over: refused on Content-Length before the body is read.
+    huge = b"a" * (LIMIT + 2 * 1024 * 1024)
+    response = await env.post(UPLOAD, variables, ("huge.txt", huge))
+    assert response.status_code == 413
+    assert response.json()["errors"][0]["extensions"]["code"] == "TOO_LARGE"
+    assert await env.rows() == [] and await env.objects() == [] and env.spooled() == []
+
+
+async def test_a_lying_content_length_is_cut_at_the_limit(env: Env) -> None:
+    huge = b"a" * (LIMIT + 2 * 1024 * 1024)
+    operations = json.dumps({"query": UPLOAD, "variables": {"input": {"file": None}}})
+    boundary = "gwmboundary"
+    body = (
+        f"--{boundary}\r\nContent-Disposition: form-data; name=\"operations\"\r\n\r\n{operations}\r\n"
+        f"--{boundary}\r\nContent-Disposition: form-data; name=\"map\"\r\n\r\n"
+        + json.dumps({"0": ["variables.input.file"]})
+        + f"\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"0\"; filename=\"x.txt\"\r\n\r\n"
+    ).encode() + huge + f"\r\n--{boundary}--\r\n".encode()
+    sent: list[int] = []
+    messages = [body[i : i + 65536] for i in range(0, len(body), 65536)]
+
+    async def receive() -> dict[str, Any]:
+        chunk = messages.pop(0)
+        sent.append(len(chunk))
+        return {"type": "http.request", "body": chunk, "more_body": bool(messages)}
+
+    status, reply = await _asgi(env, receive, content_length=1000, boundary=boundary)
+    assert status == 413 and reply["errors"][0]["extensions"]["code"] == "TOO_LARGE"
+    assert sum(sent) <= LIMIT + 1024 * 1024 + 65536  # stopped reading at the limit
+    assert await env.rows() == [] and await env.objects() == [] and env.spooled() == []
+
+
+async def _asgi(env: Env, receive: Any, *, content_length: int | None, boundary: str) -> tuple[int, dict[str, Any]]:
+    """Drive the app at the ASGI level (what a client that lies or goes away looks like)."""
+    headers = [
+        (b"content-type", f"multipart/form-data; boundary={boundary}".encode()),
+        (b"authorization", f"Bearer {env.token}".encode()),
+        (b"graphql-require-preflight", b"1"),
+        (b"host", b"testserver"),
+    ]
+    if content_length is not None:
+        headers.append((b"content-length", str(content_length).encode()))
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "https",
+        "path": "/graphql", "raw_path": b"/graphql", "query_string": b"", "headers": headers,
+        "client": ("127.0.0.1", 50000), "server": ("testserver", 443), "state": {}, "app": env.app,
+    }
+    replies: list[dict[str, Any]] = []
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        replies.append(dict(message))
+
+    await env.app(scope, receive, send)
+    start = next((m for m in replies if m["type"] == "http.response.start"), None)
+    body = b"".join(m.get("body", b"") for m in replies if m["type"] == "http.response.body")
+    return (start["status"] if start else 0), (json.loads(body) if body else {})
+
+
+async def test_a_client_disconnecting_mid_upload_leaves_nothing(env: Env) -> None:
+    before = open_temp_files()
+    operations = json.dumps({
+        "query": UPLOAD, "variables": {"input": {"file": None, "opportunityProjectRowId": str(env.project_id)}}
+    })
+    boundary = "gwmboundary"
+    head = (
+        f"--{boundary}\r\nContent-Disposition: form-data; name=\"operations\"\r\n\r\n{operations}\r\n"
+        f"--{boundary}\r\nContent-Disposition: form-data; name=\"map\"\r\n\r\n"
+        + json.dumps({"0": ["variables.input.file"]})
+        + f"\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"0\"; filename=\"x.txt\"\r\n\r\n"
+    ).encode()
+    messages: list[dict[str, Any]] = [
+        {"type": "http.request", "body": head, "more_body": True},
+        {"type": "http.request", "body": b"partial text " * 5000, "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+
+    async def receive() -> dict[str, Any]:
+        if messages:
+            return messages.pop(0)
+        await asyncio.sleep(3600)
+        raise AssertionError("unreachable")
+
+    await _asgi(env, receive, content_length=len(head) + 200_000, boundary=boundary)
+    assert await env.rows() == [] and await env.objects() == [] and env.spooled() == []
+    assert open_temp_files() <= before
+
+
+async def test_an_upload_to_another_tenants_project_is_refused(env: Env, owner_engine: AsyncEngine) -> None:
+    other = await create_tenant(owner_engine)
+    async with owner_engine.begin() as conn:
+        await set_tenant(conn, other.id)
+        foreign = await make(conn, "opportunity_projects", other)
+    variables = {"input": {"file": None, "opportunityProjectRowId": str(foreign.id)}}
+    response = await env.post(UPLOAD, variables, ("a.pdf", pdf_bytes()))
+    body = response.json()
+    payload = (body.get("data") or {}).get("documentUpload")
+    codes = [e["code"] for e in payload["errors"]] if payload else [e["extensions"]["code"] for e in body["errors"]]
+    assert codes in (["NOT_FOUND"], ["FORBIDDEN"]), body
+    assert await env.rows() == [] and await env.objects() == [] and env.spooled() == []
+
+
+@pytest.mark.audits("documentVersionUpload")
+async def test_new_version_moves_current_and_keeps_the_chain(env: Env) -> None:
+    first = (await env.upload("v1.txt", b"version one\n"))["document"]
+    variables = {"input": {"rowId": first["rowId"], "updatedAt": first["updatedAt"], "file": None}}
+    response = await env.post(VERSION, variables, ("v2.txt", b"version two\n"))
+    payload = response.json()["data"]["documentVersionUpload"]
+    assert payload["errors"] == []
+    second = payload["document"]
+    assert second["versionNumber"] == 2 and second["isCurrentVersion"] is True
+    rows = await env.rows()
+    assert [(r.version_number, r.is_current_version) for r in rows] == [(1, False), (2, True)]
+    assert rows[1].parent_document_id == rows[0].id
+    assert len(await env.objects()) == 2
+    assert rows[0].storage_key.rsplit("/", 2)[1] == rows[1].storage_key.rsplit("/", 2)[1] == first["rowId"]
+    await expect_audit(
+        env.owner, env.tenant.id, "documentVersionUpload", action="document.version_uploaded",
+        entity_id=second["rowId"], history={"version_number", "parent_document_id"}, user_id=env.user_id,
+        rows_in_request=2,
+    )
+    # A third version added to the old (no longer current) one is refused before storing anything.
+    variables = {"input": {"rowId": first["rowId"], "updatedAt": rows[0].updated_at.isoformat(), "file": None}}
+    response = await env.post(VERSION, variables, ("v3.txt", b"version three\n"))
+    payload = response.json()["data"]["documentVersionUpload"]
+    assert [e["code"] for e in payload["errors"]] == ["CONFLICT"]
+    assert len(await env.objects()) == 2 and env.spooled() == []
+
+
+async def test_two_concurrent_new_versions_cannot_both_become_current(env: Env) -> None:
+    first = (await env.upload("v1.txt", b"version one\n"))["document"]
+    variables = {"input": {"rowId": first["rowId"], "updatedAt": first["updatedAt"], "file": None}}
+    responses = await asyncio.gather(
+        *(env.post(VERSION, variables, (f"v{i}.txt", f"concurrent {i}\n".encode())) for i in range(2))
+    )
+    payloads = [r.json()["data"]["documentVersionUpload"] for r in responses]
+    assert sorted(bool(p["errors"]) for p in payloads) == [False, True]
+    assert [e["code"] for p in payloads for e in p["errors"]] == ["CONFLICT"]
+    rows = await env.rows()
+    assert [r.is_current_version for r in rows].count(True) == 1
+    assert len(await env.objects()) == 2  # the refused one left no object
+
+
+async def test_the_database_refuses_a_second_current_version(env: Env) -> None:
+    import sqlalchemy.exc
+
+    first = (await env.upload("v1.txt", b"version one\n"))["document"]
+    async with env.owner.connect() as conn:
+        await set_tenant(conn, env.tenant.id)
+        with pytest.raises(sqlalchemy.exc.IntegrityError, match="ux_documents_current_version"):
+            await conn.execute(
+                text(
+                    "INSERT INTO documents (tenant_id, opportunity_project_id, name, original_filename, mime_type,"
+                    " file_size_bytes, storage_key, version_number, is_current_version, parent_document_id,"
+                    " uploaded_by) SELECT tenant_id, opportunity_project_id, name, original_filename, mime_type,"
+                    " file_size_bytes, storage_key || '-2', 2, true, id, uploaded_by FROM documents WHERE id = :id"
+                ),
+                {"id": first["rowId"]},
+            )
