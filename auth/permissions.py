@@ -28,7 +28,7 @@ class Permission(StrEnum):
     CONTACT_WRITE = "contact:write"
     DOCUMENT_READ = "document:read"
     DOCUMENT_WRITE = "document:write"
-    DOCUMENT_DOWNLOAD = "document:download"
+    DOCUMENT_FILE_READ = "document.file:read"
     DOCUMENT_LEGAL_HOLD = "document.legal_hold:manage"
     ACTIVITY_READ = "activity:read"
     ACTIVITY_WRITE = "activity:write"
@@ -65,7 +65,7 @@ PERMISSION_DESCRIPTIONS: MappingProxyType[Permission, str] = MappingProxyType(
         Permission.CONTACT_READ: "see contacts",
         Permission.CONTACT_WRITE: "create, edit, archive and restore contacts; link them to projects",
         Permission.DOCUMENT_READ: "see document metadata",
-        Permission.DOCUMENT_DOWNLOAD: "download documents' files (a short-lived URL per version, each one logged)",
+        Permission.DOCUMENT_FILE_READ: "download documents' files (a short-lived URL per version, each one logged)",
         Permission.DOCUMENT_WRITE: "upload, edit and delete documents",
         Permission.DOCUMENT_LEGAL_HOLD: "put documents under a legal hold (their files are then never purged)"
         " and lift it",
@@ -111,7 +111,7 @@ _READ_PURSUIT = frozenset(
         P.ORGANIZATION_READ,
         P.CONTACT_READ,
         P.DOCUMENT_READ,
-        P.DOCUMENT_DOWNLOAD,
+        P.DOCUMENT_FILE_READ,
         P.ACTIVITY_READ,
         P.CAPTURE_PLAN_READ,
         P.PROPOSAL_READ,
@@ -166,7 +166,7 @@ SYSTEM_ROLES: MappingProxyType[SystemRole, frozenset[Permission]] = MappingProxy
         },
         SystemRole.VIEWER: _READ_PURSUIT,
         # An auditor reads who accessed what, not the files themselves.
-        SystemRole.AUDITOR: (_READ_PURSUIT - {P.DOCUMENT_DOWNLOAD})
+        SystemRole.AUDITOR: (_READ_PURSUIT - {P.DOCUMENT_FILE_READ})
         | {
             P.OPPORTUNITY_SCORE_READ,
             P.CAPTURE_PLAN_STRATEGY_READ,

@@ -86,7 +86,7 @@ class DocumentDownloadMutation:
         "documentDownloadUrl",
         input=DocumentDownloadUrlInput,
         input_description="The document version.",
-        permission=Permission.DOCUMENT_DOWNLOAD,
+        permission=Permission.DOCUMENT_FILE_READ,
         project=target_project(_DOCUMENTS),
         run=_issue,
         returns=Entity(Document, "document the URL serves"),

@@ -69,13 +69,13 @@ async def document_row(owner_engine: AsyncEngine, tenant: TenantRef, document_id
 
 
 async def audit_rows(owner_engine: AsyncEngine, tenant: TenantRef, entity_id: uuid.UUID, action: str) -> list[Any]:
-    """The audit_logs rows about `entity_id` with `action_type` = action, with their changed fields."""
+    """The audit_logs rows about `entity_id` with `action_type` = action, with their changed fields sorted."""
     async with owner_engine.connect() as conn:
         await set_tenant(conn, tenant.id)
         rows = await conn.execute(
             text(
-                "SELECT a.*, (SELECT array_agg(h.field_name ORDER BY h.field_name) FROM change_history h"
-                "   WHERE h.entity_id = a.entity_id AND h.change_timestamp = a.timestamp_utc) AS history_fields"
+                "SELECT a.*, (SELECT array_agg(f ORDER BY f) FROM jsonb_array_elements_text(a.changed_fields) AS f)"
+                "   AS history_fields"
                 " FROM audit_logs a WHERE a.entity_id = :e AND a.action_type = :a ORDER BY a.seq"
             ),
             {"e": entity_id, "a": action},

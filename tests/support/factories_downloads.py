@@ -19,7 +19,7 @@ async def _clean_document(ctx: MatrixContext, **columns: Any) -> Any:
 
 
 @matrix("documentDownloadUrl", kind="action", table="documents", entity_type="document",
-        action="document.download_url.issued", permission="document:download", denied_role="Auditor", history=None,
+        action="document.download_url.issued", permission="document.file:read", denied_role="Auditor", history=None,
         operational=True, actor_roles=("Viewer",))
 async def document_download_url(ctx: MatrixContext) -> Case:
     row = await _clean_document(ctx)
