@@ -121,6 +121,22 @@ class Document(UUIDPrimaryKey, TenantScoped, Timestamps, Base):
         tenant_fk("deleted_by", "users", ondelete=None),
         values_check("access_level", AccessLevel),
         values_check("processing_status", ProcessingStatus),
+        # Versions (migration 0013): a chain is the first version's id, which later versions name
+        # as parent; one current row per chain, each version number once in it.
+        Index(
+            "ux_documents_current_version",
+            "tenant_id",
+            text("COALESCE(parent_document_id, id)"),
+            unique=True,
+            postgresql_where=text("is_current_version"),
+        ),
+        Index(
+            "ux_documents_version_number", "tenant_id", text("COALESCE(parent_document_id, id)"), "version_number",
+            unique=True,
+        ),
+        # The external data change that brought an attachment's version (migration 0013).
+        tenant_fk("external_data_change_id", "external_data_changes", ondelete="SET NULL"),
+        Index(None, "tenant_id", "external_data_change_id"),
         # Lifecycle (migration 0015): who set a legal hold; the purge and scan jobs' lookups.
         tenant_fk("legal_hold_set_by", "users", ondelete=None),
         values_check("scan_status", ScanStatus),
@@ -165,6 +181,8 @@ class Document(UUIDPrimaryKey, TenantScoped, Timestamps, Base):
     is_synced_from_external: Mapped[bool] = mapped_column(
         Boolean, nullable=False, server_default=text("false")
     )
+    # The external data change (a SAM.gov notice version) that brought this version of an attachment.
+    external_data_change_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
 
     # Versions
     version_number: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("1"))
