@@ -1,11 +1,14 @@
 """One root field of a validated query as one SQL statement whose single value is its response JSON.
 
-The statement nests the way the selection nests: an entity is `json_build_object(key, value, ...)`,
-a to-one relation a scalar sub-select of one object, a connection a sub-select aggregating its page
-(keyset conditions, `LIMIT first + 1`, then `json_agg ... FILTER (WHERE rn <= first)`), every
-table read under the same conditions as the executor's loaders: the tenant and the caller's
-`ReadScope` (resolvers/common/scope.py), so a row the caller may not read is absent on this path
-exactly as on the other.
+The statement nests the way the selection nests: an entity is `json_build_object(key, value, ...)`;
+a connection read forward for its rows alone (no pageInfo) is `array_to_json(ARRAY(SELECT row FROM
+(the page: keyset conditions, ORDER BY, LIMIT first) ...))`, its JSON built for the page's rows only
+and in their order; any other connection is a sub-select aggregating its numbered page (`LIMIT
+first + 1`, then `json_agg ... FILTER (WHERE rn <= first)`); a to-one relation is a LEFT JOIN of its
+table on the page's rows (or, where no FROM clause takes it, a scalar sub-select of one object).
+Every table is read under the same conditions as the executor's loaders: the tenant and the caller's
+`ReadScope` (resolvers/common/scope.py), so a row the caller may not read is absent (or its to-one
+null) on this path exactly as on the other.
 
 Nothing a client sends is written into the SQL text. Response keys (aliases included), type names,
 filter values, cursor values and limits are bind parameters; the text holds only names from the
@@ -151,6 +154,10 @@ class Builder:
         self._late: dict[str, Param] = {}
         self._computed: dict[str, dict[str, tuple[str, str]]] = {}
         self.principal_kind = ""  # the caller's credential kind (part of the plan's key)
+        # Row sources whose FROM clause takes joins (`joined`): a to-one field under one of them is a LEFT JOIN
+        # (one index probe of the target per row) rather than a correlated sub-select (a sub-plan run per row).
+        self._join_sources: set[str] = set()
+        self._joins: dict[str, list[tuple[str, str]]] = {}
 
     # -- parameters -------------------------------------------------------------------------------
 
@@ -356,6 +363,16 @@ class Builder:
             inner_used: set[str] = set()
             rows = self.rows(spec.table, inner)
             self._alias_types[inner] = target
+            if alias in self._join_sources:
+                # The same rows as the sub-select below: the target row by id, under the same conditions (in ON,
+                # so a row the caller may not read leaves null); `id` is the key, so at most one row joins.
+                self._join_sources.add(inner)
+                body = self.entity(target, inner, nodes, inner_used)
+                self._joins.setdefault(alias, []).append((inner, (
+                    f"LEFT JOIN {_ident(spec.table.name)} {inner} ON {inner}.\"id\" = {alias}.{_ident(spec.fk)} "
+                    f"AND {rows}"
+                )))
+                return f"(CASE WHEN {inner}.\"id\" IS NULL THEN NULL ELSE {body} END)"
             body = self.entity(target, inner, nodes, inner_used)
             return (
                 f"(SELECT {body} FROM {_ident(spec.table.name)} {inner} WHERE {inner}.\"id\" = "
@@ -365,6 +382,13 @@ class Builder:
             used.add(spec.parent_key)
             return self.connection(spec, definition, nodes, parent=(alias, spec.parent_key))
         raise Fallback("unknown field kind")  # pragma: no cover
+
+    def joined(self, alias: str) -> str:
+        """The LEFT JOINs the to-one fields under `alias` asked for (theirs after each), for its FROM clause."""
+        out = ""
+        for inner, join in self._joins.get(alias, ()):
+            out += " " + join + self.joined(inner)
+        return out
 
     def column(self, alias: str, spec: ColumnField) -> str:
         ref = f"{alias}.{_ident(spec.column)}"
@@ -464,11 +488,24 @@ class Builder:
             return cursor_sql
 
         in_page = f"{page_alias}.__rn <= {limit}"
+        selected = [field_nodes[0].name.value for field_nodes in fields.values()]
+        # A forward page read only for its rows (no pageInfo, one list of them) needs neither the row past the
+        # page nor numbered rows: `ARRAY(SELECT row ... ORDER BY ... LIMIT first)` keeps the order, and nothing
+        # sorts the page again to aggregate it.
+        plain_page = (
+            not backwards and not extra and "pageInfo" not in selected
+            and selected.count("nodes") + selected.count("edges") == 1  # its parameters are used in that list
+        )
+        page_rows: list[tuple[int, str]] = []  # (index in parts, the JSON of one row) of a plain page
+        self._join_sources.add(page_alias)
         for key, field_nodes in fields.items():
             name = field_nodes[0].name.value
             parts.append(self.const(key, "text"))
             if name == "__typename":
                 parts.append(self.const(connection_type.name, "text"))
+            elif name == "nodes" and plain_page:
+                page_rows.append((len(parts), self.entity(target, page_alias, field_nodes, used)))
+                parts.append("")
             elif name == "nodes":
                 node = self.entity(target, page_alias, field_nodes, used)
                 parts.append(
@@ -491,6 +528,10 @@ class Builder:
                     else:
                         raise Fallback(f"edge field {edge_name}")
                 edge = "json_build_object(" + ", ".join(edge_parts) + ")"
+                if plain_page:
+                    page_rows.append((len(parts), edge))
+                    parts.append("")
+                    continue
                 parts.append(
                     f"COALESCE(json_agg({edge} ORDER BY {page_alias}.__rn {output_dir}) FILTER (WHERE {in_page}), "
                     "'[]'::json)"
@@ -513,6 +554,18 @@ class Builder:
         missing = [c for c in used if c not in table.c and c not in extra]
         if missing:
             raise Fallback(f"unknown columns {missing}")
+        if plain_page:
+            # The page's rows first (only their columns), the JSON then of those rows alone: PostgreSQL would
+            # otherwise build it for every row before a sort. The outer ORDER BY costs no sort where the joins keep
+            # the page's order (a nested loop over it), and holds the order where they do not.
+            rows = (
+                f"SELECT {columns} FROM {_ident(table.name)} {page_alias} WHERE {' AND '.join(where)} "
+                f"ORDER BY {inner_order_sql} LIMIT {limit}"
+            )
+            source = f"FROM ({rows}) {page_alias}{self.joined(page_alias)} ORDER BY {order_sql}"
+            for index, row in page_rows:
+                parts[index] = f"array_to_json(ARRAY(SELECT {row} {source}))"
+            return f"json_build_object({', '.join(parts)})"
         inner = (
             f"SELECT {columns} FROM {_ident(table.name)} {page_alias} WHERE {' AND '.join(where)} "
             f"ORDER BY {inner_order_sql} LIMIT {limit} + 1"
@@ -521,7 +574,10 @@ class Builder:
             f"SELECT {page_alias}.*, row_number() OVER (ORDER BY {order_sql}) AS __rn FROM ({inner}) {page_alias}"
         )
         # GROUP BY (): one row even when no aggregate is selected (totalCount alone) or the page is empty.
-        return f"(SELECT json_build_object({', '.join(parts)}) FROM ({numbered}) {page_alias} GROUP BY ())"
+        return (
+            f"(SELECT json_build_object({', '.join(parts)}) FROM ({numbered}) {page_alias}{self.joined(page_alias)} "
+            "GROUP BY ())"
+        )
 
     def page_info(
         self,
