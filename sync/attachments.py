@@ -273,7 +273,8 @@ async def _change_of(
 
 
 async def _settled(
-    conn: AsyncConnection, project_id: uuid.UUID, version_id: uuid.UUID, key: str, endpoint: str, since: dt.datetime
+    conn: AsyncConnection, tenant_id: uuid.UUID, project_id: uuid.UUID, version_id: uuid.UUID, key: str,
+    endpoint: str, since: dt.datetime,
 ) -> bool:
     """Whether a download of the link since the current version came got an answer another try would
     not change: a file the checks refused (its audited refusal names the version), a client error
@@ -282,8 +283,11 @@ async def _settled(
     refused = await conn.scalar(
         select(AuditLog.id)
         .where(
-            AuditLog.action_type == REFUSED_EVENT,
+            # (tenant_id, entity_type, entity_id) leads an index of audit_logs
+            AuditLog.tenant_id == tenant_id,
+            AuditLog.entity_type == EntityType.OPPORTUNITY_PROJECT.value,
             AuditLog.entity_id == project_id,
+            AuditLog.action_type == REFUSED_EVENT,
             AuditLog.after_values["attachment"].astext == key,
             AuditLog.after_values["version"].astext == str(version_id),
         )
@@ -361,7 +365,7 @@ async def _plan(
             else:
                 # never stored: the first version listing it brought it, unless its download was
                 # answered for good since the current version came
-                if await _settled(conn, project_id, current.id, key, fetcher.logged_as(link),
+                if await _settled(conn, tenant_id, project_id, current.id, key, fetcher.logged_as(link),
                                   current.data_snapshot_timestamp):
                     continue
                 brought_by = listing[0]
