@@ -31,7 +31,7 @@ from models import DocumentAssociation as AssociationModel
 from models import DocumentCategory as CategoryModel
 from models import OpportunityProject as ProjectModel
 from models import User as UserModel
-from models.enums import ACTIVITY_ENTITY_TYPES, AccessLevel, ProcessingStatus
+from models.enums import ACTIVITY_ENTITY_TYPES, AccessLevel, ProcessingStatus, ScanStatus
 from resolvers.common.filters import FilterError
 from resolvers.common.pagination import PaginationError
 from resolvers.documents.loaders import DOCUMENT_ROWS, extracted_text_by_document
@@ -185,6 +185,14 @@ class Document(EntityNode, TenantOwned, relay.Node):
         "processing_status": "Where text extraction and indexing stand (content search needs COMPLETED).",
         "is_deleted": "Deleted (kept as evidence, left out of lists unless asked for).",
         "deleted_at": "When it was deleted; null while it is not.",
+        "scan_status": "The malware scan of its file: only a CLEAN file can be downloaded.",
+        "scan_reason": "What the scanner found (a threat's name), or why the file was released unscanned.",
+        "scanned_at": "When the scanner gave its verdict; null while quarantined.",
+        "legal_hold": "Under a legal hold: its file is never purged, even once the document is deleted.",
+        "legal_hold_reason": "Why the hold was set (the matter or request); null without a hold.",
+        "legal_hold_set_at": "When the hold was set; null without a hold.",
+        "purged_at": "When its file was deleted from storage, after the retention of a deleted document; the record"
+        " stays.",
         "category": "The category it is filed under.",
         "deleted_by": "The user who deleted it.",
         "opportunity_project": "The opportunity project it is filed under.",
@@ -223,6 +231,13 @@ class Document(EntityNode, TenantOwned, relay.Node):
     processing_status = enum_column(ProcessingStatus, DOCUMENT_ROWS.c.processing_status)
     is_deleted: bool
     deleted_at: datetime.datetime | None
+    scan_status = enum_column(ScanStatus, DOCUMENT_ROWS.c.scan_status)
+    scan_reason: str | None
+    scanned_at: datetime.datetime | None
+    legal_hold: bool
+    legal_hold_reason: str | None
+    legal_hold_set_at: datetime.datetime | None
+    purged_at: datetime.datetime | None
     created_at: datetime.datetime
     updated_at: datetime.datetime
 

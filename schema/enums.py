@@ -27,6 +27,7 @@ _DESCRIPTIONS = {
     e.ActivityStatus: "Where an activity stands.",
     e.ParticipantType: "What an activity participant is: a user or a contact.",
     e.ProcessingStatus: "Text extraction and indexing of a document's stored object.",
+    e.ScanStatus: "The malware scan of a document's stored file.",
     e.AccessLevel: "Who in the tenant may read a document.",
     e.CapturePlanStatus: "Where a capture plan is in its review.",
     e.GoNoGoDecision: "The bid decision of a capture plan.",
@@ -126,6 +127,12 @@ _VALUES: dict[type[Enum], dict[str, str]] = {
         "COMPLETED": "`extractedText` is filled: the document is searchable by content.",
         "FAILED": "Extraction failed; the file is stored but not searchable by content.",
         "NO_OBJECT": "The storage object was not found (e.g. an upload that never completed).",
+    },
+    e.ScanStatus: {
+        "QUARANTINED": "Not yet found clean by the scanner: the file is not served.",
+        "CLEAN": "The scanner found nothing (or none is configured: then `scanReason` says so); the file can be"
+        " downloaded.",
+        "INFECTED": "The scanner found a threat (named in `scanReason`); the file is kept but never served.",
     },
     e.ImpactLevel: {
         "INFORMATIONAL": "Cosmetic: whitespace, case, punctuation, typo-level edits.",

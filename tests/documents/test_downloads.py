@@ -33,7 +33,9 @@ from tests.support.http import test_settings as settings_for
 
 ISSUE = """
 mutation D($input: DocumentDownloadUrlInput!) {
-  documentDownloadUrl(input: $input) { url expiresAt document { rowId } errors { field code message } }
+  documentDownloadUrl(input: $input) {
+    url expiresAt document { rowId scanStatus scanReason legalHold purgedAt } errors { field code message }
+  }
 }"""
 LIFETIME = 120
 FILE_NAME = "Résumé \u2013 plan \"v2\".txt"  # an en dash: not Latin-1
@@ -117,7 +119,10 @@ async def test_local_url_serves_the_file_as_an_attachment_and_logs_both_steps(
     document_id = await _document(owner_engine, env, tmp_path)
     before = datetime.datetime.now(datetime.UTC)
     payload = await _issue(env, document_id)
-    assert payload["errors"] == [] and payload["document"] == {"rowId": str(document_id)}
+    assert payload["errors"] == []
+    assert payload["document"] == {
+        "rowId": str(document_id), "scanStatus": "CLEAN", "scanReason": None, "legalHold": False, "purgedAt": None
+    }
     assert payload["url"].startswith("http://127.0.0.1:8000/documents/download/")
     expires = datetime.datetime.fromisoformat(payload["expiresAt"])
     assert before + datetime.timedelta(seconds=LIFETIME - 5) <= expires <= before + datetime.timedelta(
