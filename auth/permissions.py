@@ -30,6 +30,8 @@ class Permission(StrEnum):
     DOCUMENT_WRITE = "document:write"
     DOCUMENT_FILE_READ = "document.file:read"
     DOCUMENT_LEGAL_HOLD = "document.legal_hold:manage"
+    DOCUMENT_READERS_MANAGE = "document.readers:manage"
+    DOCUMENT_STORAGE_READ = "document.storage:read"
     ACTIVITY_READ = "activity:read"
     ACTIVITY_WRITE = "activity:write"
     CAPTURE_PLAN_READ = "capture_plan:read"
@@ -69,6 +71,10 @@ PERMISSION_DESCRIPTIONS: MappingProxyType[Permission, str] = MappingProxyType(
         Permission.DOCUMENT_WRITE: "upload, edit and delete documents",
         Permission.DOCUMENT_LEGAL_HOLD: "put documents under a legal hold (their files are then never purged)"
         " and lift it",
+        Permission.DOCUMENT_READERS_MANAGE: "name and remove the readers of restricted and confidential documents"
+        " the caller itself may read",
+        Permission.DOCUMENT_STORAGE_READ: "see where a document's object is stored (key, bucket, URL, region,"
+        " encryption key id), also in history and audit values",
         Permission.ACTIVITY_READ: "see activities",
         Permission.ACTIVITY_WRITE: "create and edit activities",
         Permission.CAPTURE_PLAN_READ: "see capture plans (without their strategy sections)",
@@ -135,6 +141,7 @@ SYSTEM_ROLES: MappingProxyType[SystemRole, frozenset[Permission]] = MappingProxy
             P.ORGANIZATION_WRITE,
             P.CONTACT_WRITE,
             P.DOCUMENT_WRITE,
+            P.DOCUMENT_READERS_MANAGE,
             P.ACTIVITY_WRITE,
             P.CAPTURE_PLAN_WRITE,
             P.CAPTURE_PLAN_STRATEGY_READ,
@@ -146,6 +153,7 @@ SYSTEM_ROLES: MappingProxyType[SystemRole, frozenset[Permission]] = MappingProxy
         | {
             P.OPPORTUNITY_SCORE_READ,
             P.DOCUMENT_WRITE,
+            P.DOCUMENT_READERS_MANAGE,
             P.ACTIVITY_WRITE,
             P.CAPTURE_PLAN_STRATEGY_READ,
             P.PROPOSAL_WRITE,

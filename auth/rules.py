@@ -13,6 +13,13 @@ A rule without a project path is tenant-wide: only a tenant-wide assignment gran
 a column that makes a row readable to the user it names whatever the roles say (a user's own
 account, role assignments and sessions). Tables absent here are not readable through the API.
 
+`levels` (documents only) adds the row's access level (docs/enums.md, AccessLevel) to the rule:
+`tenant` rows are read with the permission held anywhere in the tenant, `project_team` rows as the
+project path says (a document without a project: tenant-wide holders only), `restricted` and
+`confidential` rows additionally only by their named readers (`document_readers`) and their uploader,
+whatever else the caller holds. Rows of other tables that hang under such a row (Via, Targets) are
+hidden with it (resolvers/common/scope.py), and so is the trail about them (trail_guard.py).
+
 `FIELD_RULES` lists the columns that need more than the row's permission (field denial): the
 entity type showing the column gets `@requiresPermission` on that field (schema/node.py), which
 gives null and a FORBIDDEN error where the permission is missing, and a filter or order on the
@@ -30,10 +37,13 @@ from types import MappingProxyType
 from auth.permissions import Permission
 
 __all__ = [
+    "DOCUMENT_LEVELS",
     "ENTITY_TABLES",
     "FIELD_RULES",
+    "POINTERS",
     "READ_RULES",
     "Direct",
+    "Levels",
     "ProjectPath",
     "ReadRule",
     "Targets",
@@ -66,10 +76,26 @@ ProjectPath = Direct | Via | Targets
 
 
 @dataclass(frozen=True, slots=True)
+class Levels:
+    """Per-row access levels: the level column, the named readers' table and the owner column."""
+
+    column: str  # e.g. access_level
+    readers: str  # the table naming readers: (tenant_id, <readers_fk>, user_id)
+    readers_fk: str
+    owner: str  # the row's owner (uploader): always among its readers
+    open_values: tuple[str, ...] = ("tenant", "project_team")  # levels every holder of the rule may read
+    tenant_value: str = "tenant"  # the level read with the permission held anywhere in the tenant
+
+
+@dataclass(frozen=True, slots=True)
 class ReadRule:
     permission: Permission | None  # None: every caller of the tenant reads it
     project: ProjectPath | None = None
     own: str | None = None
+    levels: Levels | None = None
+
+
+DOCUMENT_LEVELS = Levels("access_level", "document_readers", "document_id", "uploaded_by")
 
 
 _UNDER_PROJECT = Direct("opportunity_project_id")
@@ -94,7 +120,7 @@ READ_RULES: Mapping[str, ReadRule] = MappingProxyType(
         "api_integration_logs": ReadRule(P.SOURCE_ADMIN),
         "saved_searches": ReadRule(P.SAVED_SEARCH_READ),
         "saved_search_candidates": ReadRule(P.SAVED_SEARCH_READ),
-        "documents": ReadRule(P.DOCUMENT_READ, _UNDER_PROJECT),
+        "documents": ReadRule(P.DOCUMENT_READ, _UNDER_PROJECT, levels=DOCUMENT_LEVELS),
         "document_categories": ReadRule(P.DOCUMENT_READ),
         "document_associations": ReadRule(P.DOCUMENT_READ, Via("document_id", "documents")),
         "document_access_logs": ReadRule(P.AUDIT_READ),
@@ -120,6 +146,12 @@ READ_RULES: Mapping[str, ReadRule] = MappingProxyType(
     }
 )
 
+#: Rows that also name a row by (entity_type, entity_id) beside their rule's own path: hidden too when
+#: that row is hidden by its access level (a link of a readable document to a restricted one).
+POINTERS: Mapping[str, Targets] = MappingProxyType(
+    {"document_associations": Targets("entity_type", "entity_id", {"document": "documents"})}
+)
+
 FIELD_RULES: Mapping[tuple[str, str], Permission] = MappingProxyType(
     {
         ("opportunity_projects", "win_probability_score"): P.OPPORTUNITY_SCORE_READ,
@@ -136,6 +168,12 @@ FIELD_RULES: Mapping[tuple[str, str], Permission] = MappingProxyType(
         ("users", "locked_until"): P.USER_ADMIN,
         ("users", "last_login_at"): P.USER_ADMIN,
         ("users", "must_change_password"): P.USER_ADMIN,
+        # Where a document's object is stored: internal (deprecated fields, withheld in the trail too).
+        ("documents", "storage_key"): P.DOCUMENT_STORAGE_READ,
+        ("documents", "storage_bucket"): P.DOCUMENT_STORAGE_READ,
+        ("documents", "storage_url"): P.DOCUMENT_STORAGE_READ,
+        ("documents", "storage_region"): P.DOCUMENT_STORAGE_READ,
+        ("documents", "encryption_key_id"): P.DOCUMENT_STORAGE_READ,
     }
 )
 

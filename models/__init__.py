@@ -19,6 +19,7 @@ from models.credentials import (
     UserIdentity,
 )
 from models.crm import Contact, Organization
+from models.document_readers import DocumentReader
 from models.documents import Document, DocumentAccessLog, DocumentAssociation, DocumentCategory
 from models.external_data import (
     ApiIntegrationLog,
@@ -49,6 +50,7 @@ __all__ = [
     "DocumentAccessLog",
     "DocumentAssociation",
     "DocumentCategory",
+    "DocumentReader",
     "ExternalDataChange",
     "ExternalOpportunityData",
     "ExternalOpportunitySource",

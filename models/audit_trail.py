@@ -77,6 +77,7 @@ from models.credentials import (
     UserIdentity,
 )
 from models.crm import Contact, Organization
+from models.document_readers import DocumentReader
 from models.documents import Document, DocumentAccessLog, DocumentAssociation, DocumentCategory
 from models.enums import ChangeSource, EntityType, ImpactLevel, RiskLevel
 from models.external_data import (
@@ -166,6 +167,7 @@ NOT_AUDITED: Mapping[type, str] = {
     SamlAssertionSeen: "operational: SAML replay protection",
     ApiIntegrationLog: "operational: itself a log of external calls",
     DocumentAccessLog: "itself an access log",
+    DocumentReader: "adding or removing a named reader is an event row of the document's trail in the same transaction",
     ExternalOpportunityData: "append-only versions of the source's data; changes are external_data_changes",
     IdempotencyKey: "operational: retry bookkeeping",
     SyncSchedule: "operational: when the sync workers poll next, their leases and error state",

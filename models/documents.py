@@ -10,7 +10,18 @@ import datetime
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import BigInteger, Boolean, Computed, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Computed,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.dialects.postgresql import INET, TSVECTOR
 from sqlalchemy.orm import Mapped, Unmapped, mapped_column, relationship, unmapped_column
 from sqlalchemy.sql.elements import ColumnElement
@@ -308,6 +319,7 @@ class DocumentAccessLog(UUIDPrimaryKey, TenantScoped, Base):
         Index(None, "tenant_id"),
         tenant_fk("document_id", "documents", ondelete="CASCADE"),
         tenant_fk("user_id", "users", ondelete=None),
+        CheckConstraint("risk_level IN ('normal', 'elevated')", name="risk_level_values"),
     )
 
     document_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
@@ -318,6 +330,8 @@ class DocumentAccessLog(UUIDPrimaryKey, TenantScoped, Base):
     user_agent: Mapped[str | None] = mapped_column(Text)
     success: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
     failure_reason: Mapped[str | None] = mapped_column(Text)
+    # normal | elevated (migration 0014): every read of a confidential document is elevated.
+    risk_level: Mapped[str] = mapped_column(String(20), nullable=False, server_default="normal")
 
     accessed_at: Mapped[datetime.datetime] = mapped_column(Timestamptz, nullable=False, server_default=NOW)
 

@@ -23,6 +23,7 @@ from auth.permissions import Permission
 from models import Document as DocumentModel
 from models.enums import AccessLevel
 from resolvers.documents import mutations
+from schema.document_readers import readable_first
 from schema.documents import Document, DocumentCategory
 from schema.mutation_kit import (
     IDEMPOTENCY_KEY,
@@ -51,6 +52,10 @@ __all__ = [
 ]
 
 _DOCUMENTS: Table = DocumentModel.__table__
+
+# A document mutation's run is preceded by the check that the caller reads the document (its access
+# level included): a hidden one answers NOT_FOUND, as a missing id does (schema/document_readers.py).
+_readable = readable_first
 
 
 @strawberry.input(description="A new document category, at the top or under another category.")
@@ -165,7 +170,7 @@ class DocumentMutation:
         input_description="The document, the updatedAt read, and the metadata to change.",
         permission=Permission.DOCUMENT_WRITE,
         project=target_project(_DOCUMENTS),
-        run=updates(mutations.update_document),
+        run=_readable(updates(mutations.update_document)),
         returns=Entity(Document, "document as changed"),
         description="Change a document's metadata (name, category, type, access level, tags...) read at updatedAt.",
     )
@@ -175,7 +180,7 @@ class DocumentMutation:
         input_description="The document and the updatedAt read.",
         permission=Permission.DOCUMENT_WRITE,
         project=target_project(_DOCUMENTS),
-        run=removes(mutations.delete_document),
+        run=_readable(removes(mutations.delete_document)),
         returns=Entity(Document, "document, now deleted (kept and restorable)"),
         description="Delete a document read at updatedAt: it is kept, hidden from lists, and can be restored.",
     )
@@ -185,7 +190,7 @@ class DocumentMutation:
         input_description="The document and the updatedAt read.",
         permission=Permission.DOCUMENT_WRITE,
         project=target_project(_DOCUMENTS),
-        run=removes(mutations.restore_document),
+        run=_readable(removes(mutations.restore_document)),
         returns=Entity(Document, "document, restored"),
         description="Restore a deleted document read at updatedAt.",
     )

@@ -34,6 +34,7 @@ from models import User as UserModel
 from models.enums import ACTIVITY_ENTITY_TYPES, AccessLevel, ProcessingStatus, ScanStatus
 from resolvers.common.filters import FilterError
 from resolvers.common.pagination import PaginationError
+from resolvers.documents.access_log import ContentRead, log_content_read
 from resolvers.documents.loaders import DOCUMENT_ROWS, extracted_text_by_document
 from resolvers.documents.queries import list_documents, snippet_html
 from schema.activities import activities_of
@@ -120,6 +121,19 @@ def _search_value(node: Any, key: str) -> Any:
     return node._row._mapping.get(key)
 
 
+#: Why the storage location fields are deprecated (they are guarded by `document.storage:read`).
+_INTERNAL = "Internal: where the object is stored is not part of the API (downloads go through a signed URL)."
+
+
+async def _content_read(info: Info, access_type: str, document: Any) -> None:
+    """Log a read of the document's content (resolvers/documents/access_log.py)."""
+    context = info.context
+    await log_content_read(
+        context.loaders, context.auth.writer, context.principal, context.meta, access_type, document.row_id,
+        _search_value(document, "access_level"),
+    )
+
+
 @strawberry.type(description="A document category of the tenant; categories form a tree.")
 class DocumentCategory(EntityNode, TenantOwned, relay.Node):
     _table = _CATEGORIES
@@ -163,10 +177,6 @@ class Document(EntityNode, TenantOwned, relay.Node):
         "mime_type": "The file's media type, e.g. application/pdf.",
         "file_size_bytes": "The file's size in bytes.",
         "storage_provider": "Where the file is stored, e.g. s3 (free text).",
-        "storage_region": "The storage region, e.g. us-gov-west-1.",
-        "storage_bucket": "The bucket holding the object.",
-        "storage_url": "A URL of the stored object, where the provider gives one (access still needs its "
-        "credentials).",
         "document_type": "What the document is (free text), e.g. rfp, amendment, compliance_matrix, proposal_volume.",
         "document_source": "Where it came from (free text), e.g. internal (uploaded by the team) or external "
         "(synced).",
@@ -178,7 +188,6 @@ class Document(EntityNode, TenantOwned, relay.Node):
         "is_current_version": "This is the latest version of the document.",
         "access_level": "Who in the tenant may read it, beyond the permission to read documents at all.",
         "is_searchable": "Whether document search may find it; false keeps it out of every search.",
-        "content_preview": "The beginning of the extracted text, for lists.",
         "page_count": "Number of pages, where the format has pages.",
         "tags": "Labels as a JSON array of strings.",
         "custom_metadata": "Further attributes of the tenant's choosing (JSON object).",
@@ -205,16 +214,26 @@ class Document(EntityNode, TenantOwned, relay.Node):
     mime_type: str
     file_size_bytes: BigInt
     storage_provider: str
-    storage_region: str | None
-    storage_bucket: str | None
-    storage_key: str = strawberry.field(
-        description="The object's key in its bucket (a location, not a credential)."
+    storage_region: str | None = strawberry.field(
+        description="The storage region, e.g. us-gov-west-1 (internal).", deprecation_reason=_INTERNAL
     )
-    storage_url: str | None
+    storage_bucket: str | None = strawberry.field(
+        description="The bucket holding the object (internal).", deprecation_reason=_INTERNAL
+    )
+    storage_key: str | None = strawberry.field(
+        description="The object's key in its bucket (internal: a location, not a credential).",
+        deprecation_reason=_INTERNAL,
+    )
+    storage_url: str | None = strawberry.field(
+        description="A URL of the stored object, where the provider gives one (internal).",
+        deprecation_reason=_INTERNAL,
+    )
     file_hash_md5: str | None = strawberry.field(description=_CHECKSUM)
     file_hash_sha256: str | None = strawberry.field(description=_CHECKSUM)
     is_encrypted: bool = strawberry.field(description="Whether the stored object is encrypted at rest.")
-    encryption_key_id: str | None = strawberry.field(description="The identifier of the key (never the key).")
+    encryption_key_id: str | None = strawberry.field(
+        description="The identifier of the key (never the key; internal).", deprecation_reason=_INTERNAL
+    )
     document_type: str | None
     document_source: str
     external_document_id: str | None
@@ -224,7 +243,6 @@ class Document(EntityNode, TenantOwned, relay.Node):
     is_current_version: bool
     access_level = enum_column(AccessLevel, DOCUMENT_ROWS.c.access_level)
     is_searchable: bool
-    content_preview: str | None
     page_count: int | None
     tags: JSON
     custom_metadata: JSON
@@ -256,7 +274,19 @@ class Document(EntityNode, TenantOwned, relay.Node):
             raise GraphQLError("`maxLength` must not be negative.", extensions={"code": BAD_INPUT})
         loader = extracted_text_by_document(info.context.loaders, max_length)
         text: str | None = await loader.load(self.row_id)
+        if text is not None:
+            await _content_read(info, ContentRead.EXTRACTED_TEXT, self)
         return text
+
+    @strawberry.field(
+        description="The beginning of the extracted text, for lists. Reading it is an access: it writes an"
+        " access-log row (`accessLogs`)."
+    )
+    async def content_preview(self, info: Info) -> str | None:
+        value: str | None = _search_value(self, "content_preview")
+        if value is not None:
+            await _content_read(info, ContentRead.CONTENT_PREVIEW, self)
+        return value
 
     @strawberry.field(
         description="Relevance to the search (ts_rank_cd; higher ranks first); null outside search results."
@@ -269,9 +299,12 @@ class Document(EntityNode, TenantOwned, relay.Node):
         description="A highlighted excerpt of the name and the beginning of the text: HTML with the"
         " matched words in <mark> elements, everything else escaped; null outside search results."
     )
-    def search_snippet(self) -> str | None:
+    async def search_snippet(self, info: Info) -> str | None:
         value = _search_value(self, "search_snippet")
-        return None if value is None else snippet_html(value)
+        if value is None:
+            return None
+        await _content_read(info, ContentRead.SEARCH_SNIPPET, self)
+        return snippet_html(value)
 
     opportunity_project = to_one(PROJECT, _PROJECTS, "opportunity_project_id")
     category = to_one(CATEGORY, _CATEGORIES, "category_id")

@@ -19,7 +19,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from auth.permissions import Permission
 from auth.principal import Principal
-from auth.rules import FIELD_RULES, READ_RULES, Direct, ProjectPath, Targets, Via
+from auth.rules import FIELD_RULES, POINTERS, READ_RULES, Direct, Levels, ProjectPath, ReadRule, Targets, Via
 from models import Base
 
 __all__ = ["FieldDenied", "ReadScope", "under_projects"]
@@ -81,6 +81,18 @@ class ReadScope:
         rule = READ_RULES.get(table.name)
         if rule is None:
             return false()
+        if rule.levels is not None:
+            return self._leveled(table, rule, rule.levels)
+        base = self._granted(table, rule)
+        hidden = self.under_hidden(table, rule)
+        if hidden is None:
+            return base
+        if base is None:
+            return hidden
+        return and_(base, hidden)
+
+    def _granted(self, table: Table, rule: ReadRule) -> ColumnElement[bool] | None:
+        """The rule's permission and project path (and own rows); None when every row is readable."""
         if rule.permission is None or str(rule.permission) in self.grants.tenant_wide:
             return self._trail(table) if table.name in _TRAIL_TABLES else None
         parts: list[ColumnElement[bool]] = []
@@ -93,6 +105,91 @@ class ReadScope:
         if not parts:
             return false()
         return parts[0] if len(parts) == 1 else or_(*parts)
+
+    # -- access levels (auth.rules.Levels; docs/enums.md AccessLevel) ---------------------------------
+
+    def level_visible(self, table: Table, levels: Levels) -> ColumnElement[bool]:
+        """Rows of a leveled `table` whose level lets the caller read them, permissions aside: an open
+        level, or the caller is the row's owner or one of its named readers."""
+        readers = _table(levels.readers)
+        named = (
+            select(readers.c[levels.readers_fk])
+            .correlate(None)
+            .where(readers.c.tenant_id == self.tenant_id, readers.c.user_id == self.user_id)
+        )
+        return or_(
+            table.c[levels.column].in_(list(levels.open_values)),
+            table.c[levels.owner] == self.user_id,
+            table.c.id.in_(named.scalar_subquery()),
+        )
+
+    def hidden_ids(self, table_name: str) -> Any:
+        """A subquery of the ids of `table_name` (a leveled table) the caller may not read for their
+        level (restricted or confidential, not named, not the owner): what hangs under them is hidden."""
+        rule = READ_RULES[table_name]
+        assert rule.levels is not None
+        table = _table(table_name)
+        return (
+            select(table.c.id)
+            .correlate(None)
+            .where(table.c.tenant_id == self.tenant_id, ~self.level_visible(table, rule.levels))
+            .scalar_subquery()
+        )
+
+    def _leveled(self, table: Table, rule: ReadRule, levels: Levels) -> ColumnElement[bool]:
+        assert rule.permission is not None and rule.project is not None and rule.own is None
+        visible = self.level_visible(table, levels)
+        if str(rule.permission) in self.grants.tenant_wide:
+            return visible
+        projects = self.projects_with(rule.permission)
+        if not projects:
+            return false()
+        # `tenant` rows are read with the permission held on any project; the others as the path says.
+        return and_(or_(table.c[levels.column] == levels.tenant_value, _under(table, rule.project, projects)), visible)
+
+    def under_hidden(self, table: Table, rule: ReadRule) -> ColumnElement[bool] | None:
+        """Rows of `table` that do not hang under (or point at) a leveled row hidden from the caller (None:
+        no such path)."""
+        parts = [p for p in (self._path_hidden(table, rule), self._pointer_hidden(table)) if p is not None]
+        if not parts:
+            return None
+        return parts[0] if len(parts) == 1 else and_(*parts)
+
+    def _pointer_hidden(self, table: Table) -> ColumnElement[bool] | None:
+        pointer = POINTERS.get(table.name)
+        if pointer is None:
+            return None
+        return and_(
+            *(
+                ~and_(
+                    table.c[pointer.type_column] == entity_type,
+                    table.c[pointer.id_column].in_(self.hidden_ids(target)),
+                )
+                for entity_type, target in pointer.tables.items()
+            )
+        )
+
+    def _path_hidden(self, table: Table, rule: ReadRule) -> ColumnElement[bool] | None:
+        path = rule.project
+        if isinstance(path, Via):
+            parent_rule = READ_RULES[path.parent]
+            if parent_rule.levels is not None:
+                return table.c[path.fk].not_in(self.hidden_ids(path.parent))
+            parent = _table(path.parent)
+            parent_visible = self.under_hidden(parent, parent_rule)  # e.g. participants of an activity
+            if parent_visible is None:
+                return None
+            gone = select(parent.c.id).correlate(None).where(parent.c.tenant_id == self.tenant_id, ~parent_visible)
+            return table.c[path.fk].not_in(gone.scalar_subquery())
+        if isinstance(path, Targets):
+            parts = [
+                ~and_(table.c[path.type_column] == entity_type, table.c[path.id_column].in_(self.hidden_ids(target)))
+                for entity_type, target in path.tables.items()
+                if READ_RULES[target].levels is not None
+            ]
+            if parts:
+                return parts[0] if len(parts) == 1 else and_(*parts)
+        return None
 
     def _trail(self, table: Table) -> ColumnElement[bool] | None:
         """Trail rows (change_history, audit_logs) only about entities the caller may read.
@@ -134,8 +231,8 @@ class ReadScope:
         rule = READ_RULES.get(table.name)
         if rule is None or rule.permission is None or str(rule.permission) in self.grants.tenant_wide:
             return False
-        if not isinstance(rule.project, Direct) or rule.own is not None:
-            return False
+        if not isinstance(rule.project, Direct) or rule.own is not None or rule.levels is not None:
+            return False  # levels: `tenant` rows are read beyond the granted projects
         return self.projects_with(rule.permission) <= self.projects_with(permission)
 
     def check_columns(self, table: Table, columns: Iterable[str]) -> None:

@@ -102,8 +102,9 @@ def trail_condition(scope: ReadScope, table: Table) -> ColumnElement[bool] | Non
             parts.append(_entity_owned(id_column, table_name, rule.own, scope))
         if parts:
             some.append(and_(type_column == entity_type, or_(*parts)))
+    hidden = _level_hidden(scope, type_column, id_column)
     if len(everything) == len(ENTITY_TABLES):
-        return None
+        return hidden
     branches = list(some)
     if everything:
         branches.insert(0, type_column.in_(everything))
@@ -111,7 +112,41 @@ def trail_condition(scope: ReadScope, table: Table) -> ColumnElement[bool] | Non
         branches.append(or_(type_column.is_(None), type_column.not_in(list(ENTITY_TABLES))))
     if not branches:
         return false()
-    return branches[0] if len(branches) == 1 else or_(*branches)
+    allowed = branches[0] if len(branches) == 1 else or_(*branches)
+    return allowed if hidden is None else and_(allowed, hidden)
+
+
+def _level_hidden(
+    scope: ReadScope, type_column: ColumnElement[Any], id_column: ColumnElement[Any]
+) -> ColumnElement[bool] | None:
+    """Trail rows not about a row hidden by its access level (auth.rules.Levels): a restricted or
+    confidential document the caller is not a reader of, live or deleted (as its deleting audit row
+    recorded it), and the rows that hang under one (its associations, activities about it)."""
+    parts: list[ColumnElement[bool]] = []
+    for entity_type, table_name in ENTITY_TABLES.items():
+        rule = READ_RULES.get(table_name)
+        if rule is None:
+            continue
+        table = _table(table_name)
+        if rule.levels is not None:
+            levels = rule.levels
+            gone = _deleted(
+                table_name, scope.tenant_id,
+                and_(
+                    _recorded(levels.column).not_in(list(levels.open_values)),
+                    _recorded(levels.owner) != str(scope.user_id),
+                ),
+            )
+            parts.append(~and_(type_column == entity_type, or_(id_column.in_(scope.hidden_ids(table_name)),
+                                                               id_column.in_(gone))))
+            continue
+        visible = scope.under_hidden(table, rule)
+        if visible is not None:
+            under = select(table.c.id).correlate(None).where(table.c.tenant_id == scope.tenant_id, ~visible)
+            parts.append(~and_(type_column == entity_type, id_column.in_(under.scalar_subquery())))
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else and_(*parts)
 
 
 def _audit() -> Table:

@@ -260,6 +260,7 @@ class Builder:
         rule = READ_RULES.get(table.name)
         project_only = (
             rule is not None and rule.permission is not None and rule.own is None and isinstance(rule.project, Direct)
+            and rule.levels is None  # access levels: the condition is more than the project's
         )
         granted = self.scope.projects_with(rule.permission) if project_only and rule is not None and rule.permission \
             else None
@@ -1180,13 +1181,8 @@ def _search_value(column: str) -> DomainField:
         ref = f"{alias}.{_ident(column)}"
         if column == "search_rank":
             return ref
-        from resolvers.documents.queries import MARK_END, MARK_START
-
-        escaped = f"replace(replace(replace({ref}, '&', '&amp;'), '<', '&lt;'), '>', '&gt;')"
-        return (
-            f"replace(replace({escaped}, {builder.const(MARK_START, 'text')}, '<mark>'), "
-            f"{builder.const(MARK_END, 'text')}, '</mark>')"
-        )
+        # A snippet is a read of the document's content: the executor writes its access-log row.
+        raise Fallback("searchSnippet is a content read (access log)")
 
     return compile_value
 

@@ -33,6 +33,7 @@ from auth.rules import ENTITY_TABLES, FIELD_RULES, READ_RULES
 from models import (
     Activity,
     CapturePlan,
+    Document,
     DocumentAssociation,
     ExternalOpportunitySource,
     OpportunityProject,
@@ -125,6 +126,21 @@ WRITERS: dict[str, Writer] = {
         lambda n: {"first_name": f"Renamed {n}", "must_change_password": False,
                    "locked_until": datetime(2032, 1, 1, tzinfo=UTC), "last_login_at": datetime(2032, 1, 2, tzinfo=UTC)},
         under_project=False,
+    ),
+    # Where a document's object is stored (document.storage:read).
+    "documents": Writer(
+        Document,
+        lambda t, project, n: Document(
+            tenant_id=t.id, opportunity_project_id=project, name=f"Guarded document {n}",
+            original_filename=f"guarded-{n}.pdf", mime_type="application/pdf", file_size_bytes=10,
+            uploaded_by=t.system_user_id, storage_key=f"secret/key/{n}", storage_bucket=f"secret-bucket-{n}",
+            storage_url=f"https://secret-{n}.example.test/object", storage_region=f"secret-region-{n}",
+            encryption_key_id=f"secret-kms-{n}",
+        ),
+        lambda n: {"name": f"Document renamed {n}", "storage_key": f"moved/key/{n}",
+                   "storage_bucket": f"moved-bucket-{n}", "storage_url": f"https://moved-{n}.example.test/object",
+                   "storage_region": f"moved-region-{n}", "encryption_key_id": f"moved-kms-{n}"},
+        under_project=True,
     ),
     # The tenant's own row is created by the schema owner and never deleted within the tenant: only its
     # updates go through the flush hook.
