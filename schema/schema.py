@@ -33,7 +33,7 @@ from schema.crm import CrmQuery
 from schema.crm_mutations import CrmMutation
 from schema.document_downloads import DocumentDownloadMutation
 from schema.document_mutations import DocumentMutation
-from schema.document_readers import DocumentReaderMutation
+from schema.document_uploads import DocumentUploadMutation
 from schema.documents import DocumentsQuery
 from schema.errors import MaskUnexpectedErrors, log_errors
 from schema.external_data import ExternalDataQuery
@@ -115,8 +115,8 @@ class Mutation(
     CaptureMutation,
     CrmMutation,
     DocumentMutation,
-    DocumentReaderMutation,
     DocumentDownloadMutation,
+    DocumentUploadMutation,
     ExternalDataMutation,
     TenantMutation,
     TenantSsoMutation,

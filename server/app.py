@@ -41,6 +41,7 @@ from server import download_routes, graphiql
 from server.exports import export_routes
 from server.middleware import AuthMiddleware
 from server.settings import Settings
+from server.storage_routes import UPLOAD_PREFIXES, UploadGuard, build_uploads, storage_routes
 
 __all__ = ["app_from_env", "create_app"]
 
@@ -140,7 +141,9 @@ def create_app(settings: Settings, *, live: LiveConfig | None = None) -> Starlet
         ws_max_subscriptions=settings.ws_max_subscriptions,
         ws_max_connections_per_user=settings.ws_max_connections_per_user,
         ws_init_timeout_ms=settings.ws_init_timeout_ms,
+        multipart_uploads_enabled=True,  # documentUpload; guarded by UploadGuard (server/storage_routes.py)
     )
+    uploads = build_uploads(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -173,15 +176,20 @@ def create_app(settings: Settings, *, live: LiveConfig | None = None) -> Starlet
             *graphiql.graphiql_routes(),
             *export_routes(),
             *download_routes.download_routes(),  # the local backend's signed download links
+            *storage_routes(),
         ],
         middleware=[
             # Before authentication: a browser opening /graphql gets the (public) GraphiQL page.
             Middleware(graphiql.BrowserRedirect, paths={"/graphql": graphiql.GRAPHIQL_PATH}),
+            # Multipart uploads: preflight header, size limit while reading, concurrency bound.
+            Middleware(UploadGuard, max_bytes=settings.upload_max_bytes, concurrency=settings.upload_concurrency),
             Middleware(
                 AuthMiddleware,
                 service=auth,
                 public_paths=(*PUBLIC_PATHS, *graphiql.PUBLIC_PATHS),
-                public_prefixes=(*PUBLIC_PREFIXES, *graphiql.PUBLIC_PREFIXES, *download_routes.PUBLIC_PREFIXES),
+                public_prefixes=(
+                    *PUBLIC_PREFIXES, *graphiql.PUBLIC_PREFIXES, *download_routes.PUBLIC_PREFIXES, *UPLOAD_PREFIXES
+                ),
                 mfa_paths=MFA_PATHS,
                 password_change_paths=PASSWORD_CHANGE_PATHS,
                 form_post_pattern=SAML_ACS_PATTERN,
@@ -199,6 +207,7 @@ def create_app(settings: Settings, *, live: LiveConfig | None = None) -> Starlet
     app.state.live_bus = live_bus
     app.state.live_listener = listener
     app.state.graphql = graphql
+    app.state.uploads = uploads
     return app
 
 

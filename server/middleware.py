@@ -149,14 +149,17 @@ class AuthMiddleware:
         if self.known_path is not None and not self.known_path(scope):
             await _reject(send_with_id, 404, "NOT_FOUND", "No such path.")
             return
-        if method in _UNSAFE and not self._json_content(headers, path):
+        # An upload admitted by server/storage_routes.py UploadGuard (multipart, preflight header, its own
+        # size limit already enforced on the body) is exempt from the JSON-only rule and the 1 MiB bound.
+        upload = scope.get("gwm.upload_guarded") is True
+        if method in _UNSAFE and not upload and not self._json_content(headers, path):
             await _reject(send_with_id, 415, "UNSUPPORTED_MEDIA_TYPE", "Send the request body as application/json.")
             return
         declared = headers.get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
+        if not upload and declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
             await _reject(send_with_id, 413, "TOO_LARGE", f"Request bodies are limited to {MAX_BODY_BYTES} bytes.")
             return
-        receive = _bounded(receive)
+        receive = receive if upload else _bounded(receive)
         public = path in self.public_paths or path.startswith(self.public_prefixes)
         credential = _credential(headers, self.service.session_cookie)
         if credential is None:

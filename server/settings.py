@@ -10,6 +10,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from storage.config import StorageConfig
 
 __all__ = ["Settings", "SettingsError", "to_async_url"]
 
@@ -77,6 +81,15 @@ def _networks(env: Mapping[str, str], name: str) -> tuple[str, ...]:
             except ValueError:
                 raise SettingsError(f"{name}: {part.strip()!r} is not an IP address or CIDR network") from None
     return tuple(out)
+
+
+def _storage_backend(env: Mapping[str, str]) -> str:
+    raw = (env.get("GWM_STORAGE_BACKEND") or "local").strip().lower()
+    if raw not in {"local", "s3"}:
+        raise SettingsError(f"GWM_STORAGE_BACKEND must be local or s3; got {raw!r}")
+    if raw == "s3" and not env.get("GWM_S3_BUCKET"):
+        raise SettingsError("GWM_STORAGE_BACKEND=s3 needs GWM_S3_BUCKET")
+    return raw
 
 
 def _clamd(env: Mapping[str, str]) -> str | None:
@@ -177,6 +190,46 @@ class Settings:
     download_url_seconds: int = 300
     document_purge_days: int = 30
     scan_clamd: str | None = None
+    # Documents (storage/): GWM_STORAGE_BACKEND local (default: files under GWM_STORAGE_DIR, default
+    # <GWM_DATA_DIR>/documents) | s3 (GWM_S3_BUCKET, GWM_S3_REGION, GWM_S3_PREFIX, GWM_S3_ENDPOINT_URL,
+    # GWM_S3_KMS_KEY_ID; credentials from the usual AWS chain). GWM_UPLOAD_MAX_BYTES: the largest file;
+    # GWM_UPLOAD_CONCURRENCY: multipart uploads read at once (their temporary disk is at most this
+    # times the largest file); GWM_UPLOAD_URL_SECONDS: how long a presigned upload may be used.
+    storage_backend: str = "local"
+    storage_dir: Path | None = None
+    s3_bucket: str | None = None
+    s3_region: str = "us-east-1"
+    s3_prefix: str = ""
+    s3_endpoint_url: str | None = None
+    s3_kms_key_id: str | None = None
+    upload_max_bytes: int = 50 * 1024 * 1024
+    upload_concurrency: int = 4
+    upload_url_seconds: int = 900
+    # GWM_UPLOAD_TEMP_DIR: where uploads are spooled while they are checked (default: the system's).
+    upload_temp_dir: Path | None = None
+
+    def storage_config(self) -> StorageConfig:
+        """The document store these settings describe (its signing key derived from GWM_SECRET_KEYS)."""
+        from storage.config import S3Config, StorageConfig, derive_signing_key
+
+        s3 = None
+        if self.storage_backend == "s3":
+            if not self.s3_bucket:
+                raise SettingsError("GWM_STORAGE_BACKEND=s3 needs GWM_S3_BUCKET")
+            s3 = S3Config(
+                bucket=self.s3_bucket, region=self.s3_region, prefix=self.s3_prefix,
+                endpoint_url=self.s3_endpoint_url, kms_key_id=self.s3_kms_key_id,
+            )
+        return StorageConfig(
+            backend=self.storage_backend,
+            root=self.storage_dir or self.data_dir / "documents",
+            s3=s3,
+            max_upload_bytes=self.upload_max_bytes,
+            upload_concurrency=self.upload_concurrency,
+            presign_seconds=self.upload_url_seconds,
+            temp_dir=self.upload_temp_dir,
+            signing_key=derive_signing_key(self.secret_keys) if self.secret_keys else b"",
+        )
 
     @property
     def embedded(self) -> bool:
@@ -238,4 +291,15 @@ class Settings:
             download_url_seconds=_at_least(env, "GWM_DOWNLOAD_URL_SECONDS", 300, 1),
             document_purge_days=_at_least(env, "GWM_DOCUMENT_PURGE_DAYS", 30, 1),
             scan_clamd=_clamd(env),
+            storage_backend=_storage_backend(env),
+            storage_dir=Path(env["GWM_STORAGE_DIR"]) if env.get("GWM_STORAGE_DIR") else None,
+            s3_bucket=env.get("GWM_S3_BUCKET") or None,
+            s3_region=env.get("GWM_S3_REGION") or "us-east-1",
+            s3_prefix=env.get("GWM_S3_PREFIX") or "",
+            s3_endpoint_url=env.get("GWM_S3_ENDPOINT_URL") or None,
+            s3_kms_key_id=env.get("GWM_S3_KMS_KEY_ID") or None,
+            upload_max_bytes=_at_least(env, "GWM_UPLOAD_MAX_BYTES", 50 * 1024 * 1024, 1),
+            upload_concurrency=_at_least(env, "GWM_UPLOAD_CONCURRENCY", 4, 1),
+            upload_url_seconds=_at_least(env, "GWM_UPLOAD_URL_SECONDS", 900, 1),
+            upload_temp_dir=Path(env["GWM_UPLOAD_TEMP_DIR"]) if env.get("GWM_UPLOAD_TEMP_DIR") else None,
         )
