@@ -33,6 +33,7 @@ from schema.crm import CrmQuery
 from schema.crm_mutations import CrmMutation
 from schema.document_downloads import DocumentDownloadMutation
 from schema.document_mutations import DocumentMutation
+from schema.document_readers import DocumentReaderMutation
 from schema.document_uploads import DocumentUploadMutation
 from schema.documents import DocumentsQuery
 from schema.errors import MaskUnexpectedErrors, log_errors
@@ -115,6 +116,7 @@ class Mutation(
     CaptureMutation,
     CrmMutation,
     DocumentMutation,
+    DocumentReaderMutation,
     DocumentDownloadMutation,
     DocumentUploadMutation,
     ExternalDataMutation,
