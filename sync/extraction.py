@@ -48,6 +48,7 @@ from models.db import set_tenant
 from models.document_text import DocumentExtractionJob, DocumentTextChunk
 from models.documents import Document
 from models.enums import ProcessingStatus
+from models.unit_of_work import UnitOfWork
 from storage.base import DocumentStorage
 from storage.errors import StorageUnavailable
 from storage.extract import KILLED_PREFIX, Extracted, ExtractionFailed, ExtractionLimits, extract_in_child
@@ -66,6 +67,7 @@ __all__ = [
     "chunk_text",
     "claim_extractions",
     "content_preview",
+    "record_text",
 ]
 
 _log = logging.getLogger(__name__)
@@ -255,37 +257,11 @@ class ExtractionStep:
             if document is None or document.is_deleted or document.processing_status not in _EXTRACTABLE:
                 await _finish(uow.connection, job, None)
                 return Outcome.SKIPPED
-            await uow.connection.execute(
-                delete(DocumentTextChunk).where(DocumentTextChunk.document_id == job.document_id)
-            )
             if isinstance(result, ExtractionFailed):
                 _fail(uow, document, result.reason)
                 await _finish(uow.connection, job, result.reason)
                 return Outcome.FAILED
-            chunks = chunk_text(result.text)
-            document.extracted_text = result.text
-            document.content_preview = content_preview(result.text)
-            document.page_count = result.page_count
-            document.processing_status = ProcessingStatus.COMPLETED.value
-            document.processing_error = None
-            if chunks:
-                await uow.connection.execute(
-                    insert(DocumentTextChunk),
-                    [
-                        {
-                            "tenant_id": job.tenant_id, "document_id": job.document_id, "chunk_index": index,
-                            "start_offset": start, "content": piece,
-                        }
-                        for index, (start, piece) in enumerate(chunks)
-                    ],
-                )
-            uow.record_event(
-                "document.text_extracted",
-                entity_type="document",
-                entity_id=job.document_id,
-                description="text extracted from the stored file",
-                details={"characters": len(result.text), "chunks": len(chunks), "page_count": result.page_count},
-            )
+            await record_text(uow, document, result)
             await _finish(uow.connection, job, None)
         return Outcome.COMPLETED
 
@@ -343,6 +319,37 @@ class _Killed(Exception):
 
 class _TooLarge(Exception):
     pass
+
+
+async def record_text(uow: UnitOfWork, document: Document, result: Extracted) -> int:
+    """Store an extraction's result on `document` (locked by `uow`): its text, preview, page count,
+    status `completed`, and its chunks in place of any earlier ones; one event row. The chunk count."""
+    await uow.connection.execute(delete(DocumentTextChunk).where(DocumentTextChunk.document_id == document.id))
+    chunks = chunk_text(result.text)
+    document.extracted_text = result.text
+    document.content_preview = content_preview(result.text)
+    document.page_count = result.page_count
+    document.processing_status = ProcessingStatus.COMPLETED.value
+    document.processing_error = None
+    if chunks:
+        await uow.connection.execute(
+            insert(DocumentTextChunk),
+            [
+                {
+                    "tenant_id": document.tenant_id, "document_id": document.id, "chunk_index": index,
+                    "start_offset": start, "content": piece,
+                }
+                for index, (start, piece) in enumerate(chunks)
+            ],
+        )
+    uow.record_event(
+        "document.text_extracted",
+        entity_type="document",
+        entity_id=document.id,
+        description="text extracted from the stored file",
+        details={"characters": len(result.text), "chunks": len(chunks), "page_count": result.page_count},
+    )
+    return len(chunks)
 
 
 async def _still_ours(conn: Any, job: ExtractionJob) -> bool:

@@ -164,6 +164,10 @@ def _create_functions() -> None:
         op.execute(f"REVOKE ALL ON FUNCTION {signature} FROM PUBLIC")
         op.execute(f"GRANT EXECUTE ON FUNCTION {signature} TO gwm_app")
         op.execute(f"ALTER FUNCTION {signature} OWNER TO gwm_lookup")
+    # The schema owner (migrations, maintenance, EXPLAIN of the API's statements) may run the search too.
+    op.execute("SET LOCAL ROLE gwm_lookup")
+    op.execute(f"GRANT EXECUTE ON FUNCTION {SEARCH_SIGNATURE} TO SESSION_USER")
+    op.execute("RESET ROLE")
     op.execute("REVOKE CREATE ON SCHEMA public FROM gwm_lookup")
 
 

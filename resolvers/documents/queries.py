@@ -1,16 +1,20 @@
 """The `documents` root list: filtered and ordered, or full-text searched and ranked by relevance.
 
-Search (`search:` given) matches `documents.search_vector` (the name weighted A, the first 200,000
-characters of the extracted text weighted B; models/documents.py) against
-`websearch_to_tsquery('english', search)`, the syntax of web search boxes: words, "quoted
-phrases", `or`, `-excluded`. Rows are ranked by `ts_rank_cd` (cover density: a word of the name
-counts 1.0, of the text 0.4) and paged by keyset over (rank DESC, id), so the cursor carries the
-rank and a later page continues the same ranking. `orderBy` replaces the relevance order when a
+Search (`search:` given) matches `websearch_to_tsquery('english', search)`, the syntax of web
+search boxes (words, "quoted phrases", `or`, `-excluded`), against `documents.search_vector` (the
+name weighted A, the first 200,000 characters of the extracted text weighted B; models/documents.py)
+and against the chunks of the whole extracted text (`document_text_chunks`, weight B, written by the
+extraction job, sync/extraction.py). The ids of the matching documents come from
+`gwm_document_search` (migration 0016), which reaches the GIN indexes; the rows are then read by id
+under the caller's policy and the documents rule. Rows are ranked by `ts_rank_cd` (cover density: a
+word of the name counts 1.0, of the text 0.4), the better of the document's vector and its best
+chunk, and paged by keyset over (rank DESC, id), so the cursor carries the rank and a later page
+continues the same ranking. `orderBy` replaces the relevance order when a
 client wants search results by date instead.
 
-Each result also carries a snippet: `ts_headline` over the name and the first
-`SNIPPET_SOURCE_CHARS` characters of the text (a match further in still ranks, but its snippet
-shows the beginning). `ts_headline` parses the text again, so it must run for the page's rows
+Each result also carries a snippet: `ts_headline` over the name and the best matching chunk (about
+4,000 characters), else the first `SNIPPET_SOURCE_CHARS` characters of the text (a name match).
+`ts_headline` parses the text again, so it must run for the page's rows
 only, never for every match: it is a plain output column of the ranked, limited statement, and
 PostgreSQL evaluates an output expression this costly (procost 100) above the Sort and Limit,
 once per returned row (planner.c, make_sort_input_target; tests/api/test_documents.py checks the
@@ -18,10 +22,10 @@ plan). Matched words come back between two private-use characters (removed from 
 first); `snippet_html` escapes the rest and turns them into `<mark>` elements, so the snippet is
 HTML a client can render as is.
 
-Known limit: under row-level security PostgreSQL does not use the GIN index on search_vector,
-because `@@` (ts_match_vq) is not LEAKPROOF and so may not run before the tenant policy; a search
-checks every document row of the tenant (2,000 rows of 10 kB: 17 ms, against 0.06 ms through the
-index for a role without RLS). docs/api/documents.md lists the ways out.
+Under row-level security PostgreSQL would not use a GIN index for `@@` (ts_match_vq is not
+LEAKPROOF, so it may not run before the tenant policy): hence the SECURITY DEFINER function, owned by
+gwm_lookup whose own policy on the two tables is `true`, which filters on the tenant in
+`app.tenant_id` itself (docs/api/documents.md, "The GIN index under row-level security").
 
 Documents marked `is_searchable = false` never match a search; a search of stop words only
 ("the") matches nothing. Deleted documents (`is_deleted`) are left out unless the filter's
@@ -34,11 +38,12 @@ import html
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import and_, func, literal_column, select
-from sqlalchemy.dialects.postgresql import REGCONFIG
+from sqlalchemy import and_, any_, cast, func, literal_column, select
+from sqlalchemy.dialects.postgresql import ARRAY, REGCONFIG, UUID
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import REAL
 
+from models.document_text import CHUNK_SEARCH_VECTOR, DocumentTextChunk
 from models.documents import DOCUMENT_SEARCH_VECTOR
 from resolvers.common.connections import root_connection
 from resolvers.common.filters import FilterError, conditions_showing_hidden_on_request, order_terms
@@ -73,6 +78,7 @@ _HEADLINE_OPTIONS = (
     ' MaxFragments=2, MinWords=8, MaxWords=24, FragmentDelimiter=" … "'
 )
 _READ_COLUMNS = [DOCUMENTS.c[c.name] for c in DOCUMENT_ROWS.columns]
+_CHUNKS = DocumentTextChunk.__table__
 
 
 def snippet_html(raw: str) -> str:
@@ -91,9 +97,37 @@ def _search_query(search: str) -> ColumnElement[Any]:
     return select(func.websearch_to_tsquery(_ENGLISH, words)).scalar_subquery()
 
 
+def _chunk_match(query: ColumnElement[Any]) -> ColumnElement[bool]:
+    return and_(_CHUNKS.c.document_id == DOCUMENTS.c.id, CHUNK_SEARCH_VECTOR.bool_op("@@")(query))
+
+
+def _best_chunk(query: ColumnElement[Any]) -> ColumnElement[Any]:
+    """The text of the document's best-ranked matching chunk (null when only the name or the start matched)."""
+    return (
+        select(_CHUNKS.c.content)
+        .where(_chunk_match(query))
+        .order_by(func.ts_rank_cd(CHUNK_SEARCH_VECTOR, query).desc(), _CHUNKS.c.chunk_index)
+        .limit(1)
+        .correlate_except(_CHUNKS)
+        .scalar_subquery()
+    )
+
+
+def _chunk_rank(query: ColumnElement[Any]) -> ColumnElement[Any]:
+    """The best rank among the document's matching chunks (null for none)."""
+    return (
+        select(func.max(func.ts_rank_cd(CHUNK_SEARCH_VECTOR, query, type_=REAL)))
+        .where(_chunk_match(query))
+        .correlate_except(_CHUNKS)
+        .scalar_subquery()
+    )
+
+
 def search_snippet_expression(query: ColumnElement[Any]) -> ColumnElement[Any]:
-    """ts_headline over the name and the start of the text, matched words between the private marks."""
-    text = func.left(func.coalesce(DOCUMENTS.c.extracted_text, ""), SNIPPET_SOURCE_CHARS)
+    """ts_headline over the name and the best matching chunk (else the start of the text), matched
+    words between the private marks."""
+    start = func.left(func.coalesce(DOCUMENTS.c.extracted_text, ""), SNIPPET_SOURCE_CHARS)
+    text = func.coalesce(_best_chunk(query), start)
     source = func.translate(DOCUMENTS.c.name + "\n" + text, _MARK_START + _MARK_END, "")
     return func.ts_headline(_ENGLISH, source, query, _HEADLINE_OPTIONS)
 
@@ -108,10 +142,18 @@ def _search_select(query: ColumnElement[Any]) -> tuple[Any, ColumnElement[Any], 
 
     Documents marked `is_searchable = false` never match.
     """
-    rank = func.ts_rank_cd(DOCUMENT_SEARCH_VECTOR, query, type_=REAL)
+    rank = func.greatest(
+        func.ts_rank_cd(DOCUMENT_SEARCH_VECTOR, query, type_=REAL), func.coalesce(_chunk_rank(query), 0), type_=REAL
+    )
     snippet = search_snippet_expression(query)
     stmt = select(*_READ_COLUMNS, rank.label("search_rank"), snippet.label("search_snippet"))
-    matches = and_(DOCUMENT_SEARCH_VECTOR.bool_op("@@")(query), DOCUMENTS.c.is_searchable)
+    # The matching ids come from gwm_document_search (migration 0016), which reaches both GIN indexes:
+    # under the tenant policy `@@` could not use them (it is not LEAKPROOF). The rows themselves are
+    # read here, under the caller's policy and the documents rule; the id match is an index condition.
+    ids = ARRAY(UUID(as_uuid=True))
+    # Cast: `= ANY (array)`, one InitPlan, not `= ANY (SELECT ...)` over a row set.
+    hits = cast(select(func.public.gwm_document_search(query, type_=ids)).scalar_subquery(), ids)
+    matches = and_(DOCUMENTS.c.id == any_(hits), DOCUMENTS.c.is_searchable)
     return stmt, rank, matches
 
 
