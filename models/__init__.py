@@ -20,6 +20,7 @@ from models.credentials import (
 )
 from models.crm import Contact, Organization
 from models.document_readers import DocumentReader
+from models.document_text import DocumentExtractionJob, DocumentTextChunk
 from models.documents import Document, DocumentAccessLog, DocumentAssociation, DocumentCategory
 from models.external_data import (
     ApiIntegrationLog,
@@ -50,7 +51,9 @@ __all__ = [
     "DocumentAccessLog",
     "DocumentAssociation",
     "DocumentCategory",
+    "DocumentExtractionJob",
     "DocumentReader",
+    "DocumentTextChunk",
     "ExternalDataChange",
     "ExternalOpportunityData",
     "ExternalOpportunitySource",

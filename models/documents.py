@@ -208,6 +208,8 @@ class Document(UUIDPrimaryKey, TenantScoped, Timestamps, Base):
     extracted_text: Mapped[str | None] = mapped_column(Text)
     content_preview: Mapped[str | None] = mapped_column(String(500))
     page_count: Mapped[int | None] = mapped_column(Integer)
+    # Why text extraction failed (processing_status failed), naming the limit it hit (migration 0016).
+    processing_error: Mapped[str | None] = mapped_column(Text)
 
     tags: Mapped[list[Any]] = mapped_column(Json, nullable=False, server_default=JSON_ARRAY)
     custom_metadata: Mapped[dict[str, Any]] = mapped_column(Json, nullable=False, server_default=JSON_OBJECT)
