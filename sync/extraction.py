@@ -1,7 +1,8 @@
 """Text extraction jobs: claimed with a lease by the worker loop, parsed in a limited child process.
 
-    step = ExtractionStep(storage, limits=ExtractionLimits(), max_object_bytes=settings.storage.max_upload_bytes)
+    step = ExtractionStep(limits=ExtractionLimits(), max_object_bytes=config.max_upload_bytes)
     worker = Worker(services, jobs, side_jobs=[step])   # each run_once also claims and runs extractions
+    # the objects are read from `services.storage` (a worker without a document store extracts nothing)
     await step.run_once(worker)                         # the same, alone (tests, `gwm sync --once`)
 
 A job (document_extraction_jobs, migration 0016) exists for every document whose processing_status
@@ -162,7 +163,7 @@ class ExtractionStep:
 
     def __init__(
         self,
-        storage: DocumentStorage,
+        storage: DocumentStorage | None = None,
         *,
         limits: ExtractionLimits | None = None,
         max_object_bytes: int = 50 * 1024 * 1024,
@@ -175,11 +176,16 @@ class ExtractionStep:
         self.batch = batch
         self.temp_dir = temp_dir
 
+    def _storage(self, worker: Worker) -> DocumentStorage | None:
+        return self.storage if self.storage is not None else worker.services.storage
+
     async def __call__(self, worker: Worker) -> int:
         return await self.run_once(worker)
 
     async def run_once(self, worker: Worker) -> int:
         """Claim up to `batch` due extractions and run them; the number run."""
+        if self._storage(worker) is None:
+            return 0
         engine = worker.services.engine
         jobs = await claim_extractions(
             engine, worker=worker.name, now=worker.clock(), lease=worker.lease, max_jobs=self.batch
@@ -241,7 +247,9 @@ class ExtractionStep:
             document.processing_status = ProcessingStatus.PROCESSING.value
 
         try:
-            result: Extracted | ExtractionFailed = await self._extract(key, mime_type)
+            storage = self._storage(worker)
+            assert storage is not None  # run_once claims nothing without one
+            result: Extracted | ExtractionFailed = await self._extract(storage, key, mime_type)
         except (StorageUnavailable, FileNotFoundError, _TooLarge) as exc:
             return await self._storage_trouble(worker, job, exc)
         except _Killed as exc:
@@ -265,12 +273,12 @@ class ExtractionStep:
             await _finish(uow.connection, job, None)
         return Outcome.COMPLETED
 
-    async def _extract(self, key: str, mime_type: str) -> Extracted | ExtractionFailed:
+    async def _extract(self, storage: DocumentStorage, key: str, mime_type: str) -> Extracted | ExtractionFailed:
         with tempfile.TemporaryDirectory(prefix="gwm-extract-", dir=self.temp_dir) as directory:
             path = Path(directory) / "object"
             size = 0
             with path.open("wb") as sink:
-                async for chunk in self.storage.read(key):
+                async for chunk in storage.read(key):
                     size += len(chunk)
                     if size > self.max_object_bytes:
                         raise _TooLarge(f"the object is larger than {self.max_object_bytes} bytes")
