@@ -15,13 +15,17 @@ per document, so each verdict and each purge commits with its own audit row (`do
   access logs remain. The object is deleted before the row is marked: a run that fails in between
   finds the row again and the delete of a missing object succeeds.
 
-`gwm jobs run` calls `run_document_jobs`; the worker loop can call `scan_quarantined` on its own.
+`gwm jobs run` calls `run_document_jobs`; the worker loop (`gwm sync`, `gwm serve --with-sync`) runs
+`scan_side_job` after its sync jobs, so a new upload is scanned within seconds: it finds quarantined
+documents across tenants through `gwm_scan_pending()` (migration 0015; ids only) and scans each in
+its own tenant as the jobs do.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -38,8 +42,9 @@ from models.errors import NotFound
 from storage.base import DocumentStorage
 from storage.errors import StorageUnavailable
 from storage.scan import Scanner, ScanUnavailable
+from sync.worker import Worker
 
-__all__ = ["DocumentJobsReport", "purge_deleted", "run_document_jobs", "scan_quarantined"]
+__all__ = ["DocumentJobsReport", "purge_deleted", "run_document_jobs", "scan_quarantined", "scan_side_job"]
 
 _log = logging.getLogger(__name__)
 #: The system process recorded on the jobs' audit and history rows.
@@ -156,6 +161,37 @@ async def _scan_one(
         report.scanned_clean += 1
     else:
         report.scanned_infected += 1
+
+
+def scan_side_job(scanner: Scanner, *, batch: int = 20) -> Callable[[Worker], Awaitable[int]]:
+    """The worker loop's scan step (sync/worker.py `Worker(side_jobs=[...])`): up to `batch` quarantined
+    documents of any tenant, through the worker's engine (gwm_app), chain and document store; the
+    number given a verdict (0 when nothing was due, or the scanner cannot answer: the loop idles)."""
+
+    async def step(worker: Worker) -> int:
+        services = worker.services
+        if services.storage is None:
+            return 0
+        async with services.engine.connect() as conn:
+            pending = (
+                await conn.execute(
+                    text("SELECT tenant_id, document_id FROM gwm_scan_pending(:n)"), {"n": batch}
+                )
+            ).all()
+            await conn.rollback()
+        report = DocumentJobsReport()
+        for tenant_id, document_id in pending:
+            if worker.stopping:
+                break
+            try:
+                await _scan_one(
+                    services.engine, services.chain, services.storage, scanner, tenant_id, document_id, report
+                )
+            except Exception:
+                _log.exception("scanning document %s of tenant %s failed", document_id, tenant_id)
+        return report.scanned_clean + report.scanned_infected
+
+    return step
 
 
 _PURGE_DUE = """

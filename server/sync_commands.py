@@ -27,7 +27,7 @@ from models.external_data import ExternalOpportunitySource
 from server.settings import Settings, SettingsError
 from storage import open_storage
 from sync.schedule import BudgetLimits, JobKind, fingerprint_key, key_fingerprint, set_budget_limits
-from sync.worker import JobFunction, SyncServices, Worker
+from sync.worker import JobFunction, SideJob, SyncServices, Worker
 
 __all__ = ["DEFAULT_JOBS", "load_jobs", "run_workers", "set_budget", "sync_services", "worker_in_process"]
 
@@ -47,6 +47,14 @@ def load_jobs(spec: str = DEFAULT_JOBS) -> Mapping[JobKind, JobFunction]:
     if not isinstance(table, Mapping) or not all(isinstance(kind, JobKind) for kind in table):
         raise SettingsError(f"{spec} is not a mapping of JobKind to job functions")
     return table
+
+
+def _document_side_jobs(settings: Settings) -> list[SideJob]:
+    """The document work a worker loop does after its sync jobs: the malware scan of new files."""
+    from server.document_jobs import scan_side_job
+    from storage.scan import scanner_from_setting
+
+    return [scan_side_job(scanner_from_setting(settings.scan_clamd))]
 
 
 @contextlib.asynccontextmanager
@@ -92,7 +100,8 @@ async def run_workers(
     or with `once` until nothing is due. Returns the number of jobs run."""
     async with sync_services(settings, pool_size=max(2, concurrency + 1)) as services:
         workers = [
-            Worker(services, jobs, lease=lease, idle_seconds=idle_seconds) for _ in range(max(1, concurrency))
+            Worker(services, jobs, lease=lease, idle_seconds=idle_seconds, side_jobs=_document_side_jobs(settings))
+            for _ in range(max(1, concurrency))
         ]
         def stop_all() -> None:
             for worker in workers:
@@ -169,7 +178,7 @@ async def worker_in_process(
     """One worker running beside the server in this event loop (`gwm serve --with-sync`); stopped
     gracefully on leaving."""
     async with sync_services(settings, pool_size=2) as services:
-        worker = Worker(services, jobs, lease=lease)
+        worker = Worker(services, jobs, lease=lease, side_jobs=_document_side_jobs(settings))
         task = asyncio.create_task(worker.run())
         try:
             yield worker

@@ -213,9 +213,12 @@ async def test_lookup_role_cannot_log_in_and_owns_only_the_lookups(owner_engine:
         assert [f.proname for f in functions] == [
             "gwm_account_token_by_hash",
             "gwm_api_key_by_hash",
+            "gwm_document_search",
+            "gwm_extraction_claim",
             "gwm_oidc_provider",
             "gwm_request_api_key",
             "gwm_request_session",
+            "gwm_scan_pending",
             "gwm_session_by_token_hash",
             "gwm_sync_claim",
             "gwm_tenant_by_subdomain",

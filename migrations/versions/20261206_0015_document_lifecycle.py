@@ -9,6 +9,9 @@
 - `legal_hold` (+ who set it, when and why): a soft-deleted document under a hold is never purged.
 - `purged_at`: the purge job deleted the object from storage; the row stays, soft-deleted, so its
   history and access logs remain readable.
+- `gwm_scan_pending(limit)`: the worker loop's pre-tenant lookup of quarantined documents that have a
+  file (tenant and document ids only), SECURITY DEFINER owned by gwm_lookup, executable by gwm_app;
+  gwm_lookup may read those few columns of documents through its own policy.
 
 Revision ID: 0015
 Revises: 0014
@@ -28,6 +31,21 @@ depends_on: str | Sequence[str] | None = None
 
 TABLE = "documents"
 _TS = postgresql.TIMESTAMP(timezone=True, precision=6)
+_LOOKUP_COLUMNS = ("id", "tenant_id", "scan_status", "processing_status", "purged_at", "created_at")
+_PENDING_SIGNATURE = "public.gwm_scan_pending(integer)"
+_PENDING_FUNCTION = """
+CREATE FUNCTION public.gwm_scan_pending(p_limit integer)
+RETURNS TABLE (tenant_id uuid, document_id uuid)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = ''
+AS $fn$
+    SELECT d.tenant_id, d.id
+      FROM public.documents d
+     WHERE d.scan_status = 'quarantined' AND d.processing_status <> 'no_object' AND d.purged_at IS NULL
+     ORDER BY d.created_at
+     LIMIT least(greatest(coalesce(p_limit, 1), 1), 1000)
+$fn$
+"""
 
 
 def upgrade() -> None:
@@ -66,13 +84,25 @@ def upgrade() -> None:
         ["created_at"],
         postgresql_where=sa.text("scan_status = 'quarantined'"),
     )
+    # The worker loop's lookup across tenants (server/document_jobs.py scan_side_job).
+    op.execute(f"GRANT SELECT ({', '.join(_LOOKUP_COLUMNS)}) ON {TABLE} TO gwm_lookup")
+    op.execute(f"CREATE POLICY document_scan_lookup_read ON {TABLE} FOR SELECT TO gwm_lookup USING (true)")
+    op.execute("GRANT CREATE ON SCHEMA public TO gwm_lookup")
+    op.execute(_PENDING_FUNCTION)
+    op.execute(f"REVOKE ALL ON FUNCTION {_PENDING_SIGNATURE} FROM PUBLIC")
+    op.execute(f"GRANT EXECUTE ON FUNCTION {_PENDING_SIGNATURE} TO gwm_app")
+    op.execute(f"ALTER FUNCTION {_PENDING_SIGNATURE} OWNER TO gwm_lookup")
+    op.execute("REVOKE CREATE ON SCHEMA public FROM gwm_lookup")
 
 
 def downgrade() -> None:
+    op.execute(f"DROP FUNCTION {_PENDING_SIGNATURE}")
+    op.execute(f"DROP POLICY document_scan_lookup_read ON {TABLE}")
+    op.execute(f"REVOKE SELECT ({', '.join(_LOOKUP_COLUMNS)}) ON {TABLE} FROM gwm_lookup")
     op.drop_index("ix_documents_quarantined", table_name=TABLE)
     op.drop_index("ix_documents_purge_due", table_name=TABLE)
-    op.drop_constraint("fk_documents_tenant_id_legal_hold_set_by_users", TABLE, type_="foreignkey")
-    op.drop_constraint("ck_documents_scan_status_values", TABLE, type_="check")
+    op.drop_constraint(op.f("fk_documents_tenant_id_legal_hold_set_by_users"), TABLE, type_="foreignkey")
+    op.drop_constraint(op.f("ck_documents_scan_status_values"), TABLE, type_="check")
     for column in (
         "purged_at", "legal_hold_set_at", "legal_hold_set_by", "legal_hold_reason", "legal_hold",
         "scanned_at", "scan_reason", "scan_status",

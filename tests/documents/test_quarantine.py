@@ -167,3 +167,33 @@ async def test_scanner_setting() -> None:
     assert isinstance(clamd, ClamdScanner) and (clamd.host, clamd.port) == ("127.0.0.1", 3310)
     with pytest.raises(ValueError, match="host:port"):
         scanner_from_setting("clamd")
+
+
+async def test_the_worker_loop_scans_new_files_across_tenants_as_the_server_role(
+    owner_engine: AsyncEngine, app_engine: AsyncEngine, fresh_tenant: TenantRef, local_storage: LocalStorage,
+    tmp_path: Path,
+) -> None:
+    """gwm_scan_pending() finds quarantined documents before any tenant is set; each is scanned in its own
+    tenant as gwm_app, the verdict audited like the job's."""
+    import base64
+
+    from auth.crypto import SecretBox
+    from auth.outbound import OutboundPolicy
+    from server.document_jobs import scan_side_job
+    from sync.worker import SyncServices, Worker
+
+    clean, _ = await stored_document(owner_engine, fresh_tenant, local_storage, b"text", tmp_path)
+    infected, _ = await stored_document(owner_engine, fresh_tenant, local_storage, EICAR, tmp_path)
+    key = base64.b64encode(b"s" * 32).decode()
+    services = SyncServices(
+        engine=app_engine, chain=TEST_AUDIT_CHAIN, secret_box=SecretBox.from_setting(f"t1:{key}"),
+        fingerprint_key=b"f" * 32, outbound=OutboundPolicy.from_setting(None), storage=local_storage,
+    )
+    worker = Worker(services, {})
+    step = scan_side_job(FakeScanner(), batch=1000)  # other tests' quarantined rows come first; theirs stay
+
+    assert await step(worker) >= 2
+    assert (await document_row(owner_engine, fresh_tenant, clean)).scan_status == "clean"
+    assert (await document_row(owner_engine, fresh_tenant, infected)).scan_status == "infected"
+    assert len(await audit_rows(owner_engine, fresh_tenant, clean, "document.scanned")) == 1
+    assert await step(Worker(SyncServices(**{**services.__dict__, "storage": None}), {})) == 0  # no store: nothing
