@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
     from auth.mailer import SmtpMailer
     from models.audit_chain import AuditChain
+    from server.document_jobs import DocumentJobsReport
 
 __all__ = ["bind_host", "main", "resolve_audit_keys", "resolve_database", "resolve_secrets"]
 
@@ -283,6 +284,27 @@ def _seed(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _document_jobs(settings: Settings, engine: AsyncEngine, chain: AuditChain) -> DocumentJobsReport:
+    """`gwm jobs run`'s document part: scan quarantined files, purge deleted ones past their retention."""
+    import datetime
+
+    from server.document_jobs import run_document_jobs
+    from storage import open_storage
+    from storage.scan import scanner_from_setting
+
+    config = settings.storage_config()
+    if not config.signing_key:  # the jobs sign no URL; a store needs some key all the same
+        config = replace(config, signing_key=os.urandom(32))
+    storage = open_storage(config, settings.public_url)
+    try:
+        return await run_document_jobs(
+            engine, chain, storage, scanner_from_setting(settings.scan_clamd),
+            retention=datetime.timedelta(days=settings.document_purge_days),
+        )
+    finally:
+        await storage.aclose()
+
+
 def _cmd_jobs(settings: Settings, args: argparse.Namespace) -> int:
     from models.audit_chain import AuditChain
     from models.db import create_engine
@@ -299,12 +321,14 @@ def _cmd_jobs(settings: Settings, args: argparse.Namespace) -> int:
                 engine, chain, mailer=mailer, public_url=settings.public_url,
                 notification_retention_days=settings.notification_retention_days,
             )
+            documents = await _document_jobs(settings, engine, chain)  # scan, then purge (server/document_jobs.py)
         finally:
             await engine.dispose()
             if mailer is not None:
                 await mailer.aclose()
         print(report)
-        return 1 if report.failed else 0
+        print(documents)
+        return 1 if report.failed or documents.failed else 0
 
     return asyncio.run(run())
 

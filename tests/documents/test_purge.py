@@ -192,3 +192,51 @@ async def test_a_legal_hold_is_set_with_a_reason_audited_and_lifted(
             {"input": {"rowId": str(document_id), "updatedAt": row.updated_at.isoformat()}}, token=token,
         )
         assert [e["code"] for e in restore["data"]["documentRestore"]["errors"]] == ["VALIDATION"]
+
+
+async def test_gwm_jobs_run_scans_and_purges(
+    database: Database, owner_engine: AsyncEngine, fresh_tenant: TenantRef, tmp_path: Path
+) -> None:
+    """The command line: `gwm jobs run` scans quarantined files (no scanner configured: released with the
+    reason saying so) and purges due ones, on the local store GWM_STORAGE_DIR names."""
+    import asyncio
+    import os
+    import subprocess
+    import sys
+
+    from storage.signing import Signer
+    from tests.support.db import TEST_AUDIT_KEYS
+
+    root = Path(__file__).resolve().parents[2]
+    store = LocalStorage(tmp_path / "store", signer=Signer(b"k" * 32), public_url="http://127.0.0.1:8000")
+    now = datetime.now(UTC)
+
+    async def prepare() -> tuple[Any, str, Any]:
+        quarantined, _ = await stored_document(owner_engine, fresh_tenant, store, b"new", tmp_path)
+        due, due_key = await stored_document(
+            owner_engine, fresh_tenant, store, b"old", tmp_path, is_deleted=True, deleted_at=now - RETENTION * 2,
+            deleted_by=fresh_tenant.system_user_id, scan_status="clean",
+        )
+        return quarantined, due_key, due
+
+    quarantined, due_key, due = await prepare()
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "GWM_APP_DATABASE_URL"}}
+    env.update(
+        DATABASE_URL=database.owner_url, GWM_APP_DATABASE_URL=database.app_url, GWM_SECRET_KEYS="k1:" + "A" * 43 + "=",
+        GWM_AUDIT_KEYS=TEST_AUDIT_KEYS, GWM_STORAGE_DIR=str(tmp_path / "store"), GWM_DOCUMENT_PURGE_DAYS="30",
+    )
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "server.cli", "jobs", "run"], env=env, capture_output=True, text=True, cwd=root,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "documents:" in result.stdout and "purged" in result.stdout
+
+    async def check() -> None:
+        row = await document_row(owner_engine, fresh_tenant, quarantined)
+        assert (row.scan_status, row.scan_reason) == ("clean", "not scanned: no scanner configured")
+        assert (await document_row(owner_engine, fresh_tenant, due)).purged_at is not None
+        assert await store.size(due_key) is None
+
+    await check()
