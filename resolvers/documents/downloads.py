@@ -30,6 +30,7 @@ from models.enums import AccessLevel, ProcessingStatus, RiskLevel, ScanStatus
 from models.errors import DomainError, NotFound
 from models.side_effects import SideEffectWriter
 from models.unit_of_work import UnitOfWork
+from resolvers.documents.access_log import ELEVATED, NORMAL
 from storage.base import DocumentStorage
 from storage.signing import Signer
 
@@ -118,9 +119,10 @@ async def log_access(
     async def insert(conn: Any) -> bool:
         result = await conn.execute(
             text(
-                "INSERT INTO document_access_logs"
-                " (tenant_id, document_id, user_id, access_type, ip_address, user_agent, success, failure_reason)"
-                " SELECT :t, d.id, u.id, :type, CAST(:ip AS inet), :ua, :ok, :reason"
+                "INSERT INTO document_access_logs (tenant_id, document_id, user_id, access_type, ip_address,"
+                " user_agent, success, failure_reason, risk_level)"
+                " SELECT :t, d.id, u.id, :type, CAST(:ip AS inet), :ua, :ok, :reason,"
+                "        CASE WHEN d.access_level = :confidential THEN :elevated ELSE :normal END"
                 "   FROM documents d JOIN users u ON u.tenant_id = d.tenant_id AND u.id = :u"
                 "  WHERE d.tenant_id = :t AND d.id = :d"
             ),
@@ -128,6 +130,8 @@ async def log_access(
                 "t": tenant_id, "d": document_id, "u": user_id, "type": access_type,
                 "ip": meta.ip if meta else None, "ua": meta.user_agent if meta else None,
                 "ok": success, "reason": reason,
+                # Every access to a confidential document at elevated risk (resolvers/documents/access_log.py).
+                "confidential": AccessLevel.CONFIDENTIAL.value, "elevated": ELEVATED, "normal": NORMAL,
             },
         )
         return bool(result.rowcount)

@@ -275,3 +275,45 @@ async def test_s3_url_is_presigned_for_the_configured_lifetime_and_each_issuance
     # The server does not serve S3 objects itself.
     token_path = "/documents/download/" + "x" * 20
     assert (await env.client.get(token_path)).status_code == 404
+
+
+async def test_access_levels_hold_for_download_urls(
+    owner_engine: AsyncEngine, local_env: Env, tmp_path: Path
+) -> None:
+    """A restricted document the caller is not a reader of is NOT_FOUND (the attempt logged); once named a
+    reader it gets its URL; a confidential document's every access is logged at elevated risk."""
+    env = local_env
+    restricted = await _document(owner_engine, env, tmp_path, access_level="restricted")
+    payload = await _issue(env, restricted)
+    assert [e["code"] for e in payload["errors"]] == ["NOT_FOUND"] and payload["url"] is None
+    (log,) = await _logs(owner_engine, env, restricted)
+    assert (log.success, log.failure_reason) == (False, "not readable by the caller")
+
+    confidential = await _document(owner_engine, env, tmp_path, access_level="confidential")
+    async with owner_engine.begin() as conn:
+        await set_tenant(conn, env.tenant.id)
+        for document_id in (restricted, confidential):
+            await conn.execute(
+                text(
+                    "INSERT INTO document_readers (tenant_id, document_id, user_id, added_by)"
+                    " VALUES (:t, :d, :u, :b)"
+                ),
+                {"t": env.tenant.id, "d": document_id, "u": env.user_id, "b": env.tenant.system_user_id},
+            )
+    assert (await _issue(env, restricted))["errors"] == []
+    url = (await _issue(env, confidential))["url"]
+    assert (await env.client.get(_path(url))).status_code == 200
+    async with owner_engine.connect() as conn:
+        await set_tenant(conn, env.tenant.id)
+        risks = (
+            await conn.execute(
+                text("SELECT document_id, access_type, risk_level FROM document_access_logs"
+                     " WHERE document_id IN (:r, :c) AND success ORDER BY accessed_at, id"),
+                {"r": restricted, "c": confidential},
+            )
+        ).all()
+    assert [(r.document_id, r.access_type, r.risk_level) for r in risks] == [
+        (restricted, "download_url", "normal"),
+        (confidential, "download_url", "elevated"),
+        (confidential, "download", "elevated"),
+    ]
