@@ -38,7 +38,7 @@ def readable_first(run: Run, *, field: str = "id") -> Run:
     """`run` preceded by the readability check of its target document (NOT_FOUND when hidden)."""
 
     async def checked(uow: UnitOfWork, args: Args[Any]) -> Any:
-        await readers.check_readable(args.context.loaders, args.id, field=field)
+        await readers.check_readable(uow, args.context.scope, args.id, field=field)
         return await run(uow, args)
 
     return checked
@@ -64,13 +64,13 @@ class DocumentReaderRemoveInput:
 
 async def _add(uow: UnitOfWork, args: Args[DocumentReaderAddInput]) -> uuid.UUID:
     document_id = args.values["document_id"]
-    await readers.check_readable(args.context.loaders, document_id, field="document_id")
+    await readers.check_readable(uow, args.context.scope, document_id, field="document_id")
     return await readers.add_reader(uow, document_id, args.values["user_id"])
 
 
 async def _remove(uow: UnitOfWork, args: Args[DocumentReaderRemoveInput]) -> uuid.UUID:
     document_id = args.values["document_id"]
-    await readers.check_readable(args.context.loaders, document_id, field="document_id")
+    await readers.check_readable(uow, args.context.scope, document_id, field="document_id")
     return await readers.remove_reader(uow, document_id, args.values["user_id"])
 
 

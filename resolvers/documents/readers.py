@@ -19,7 +19,8 @@ from models import Document, DocumentReader, User
 from models.enums import RiskLevel
 from models.errors import Conflict, Invalid, NotFound
 from models.unit_of_work import UnitOfWork
-from resolvers.common.loaders import Loaders
+from resolvers.common.loaders import readable
+from resolvers.common.scope import ReadScope
 from resolvers.documents.loaders import DOCUMENT_ROWS
 
 __all__ = ["READER_ADDED", "READER_REMOVED", "add_reader", "check_readable", "remove_reader"]
@@ -28,9 +29,16 @@ READER_ADDED = "document.reader_added"
 READER_REMOVED = "document.reader_removed"
 
 
-async def check_readable(loaders: Loaders, document_id: uuid.UUID | None, *, field: str = "id") -> None:
-    """NotFound unless the caller may read the document (its row rule, access level included)."""
-    if document_id is None or await loaders.by_id(DOCUMENT_ROWS).load(document_id) is None:
+async def check_readable(
+    uow: UnitOfWork, scope: ReadScope, document_id: uuid.UUID | None, *, field: str = "id"
+) -> None:
+    """NotFound unless the caller may read the document (its row rule, access level included); read on the
+    unit of work's own connection, in its transaction."""
+    found = None
+    if document_id is not None:
+        stmt = readable(select(DOCUMENT_ROWS.c.id), DOCUMENT_ROWS, scope).where(DOCUMENT_ROWS.c.id == document_id)
+        found = (await uow.connection.execute(stmt)).scalar()
+    if found is None:
         raise NotFound("No such document.", field=field)
 
 
