@@ -22,6 +22,7 @@ from typing import Any
 import strawberry
 from sqlalchemy import Table
 from strawberry import relay
+from strawberry.extensions.field_extension import FieldExtension
 from strawberry.file_uploads import Upload
 
 import schema.enums  # noqa: F401 - registers the value-set enums before any type names them
@@ -67,6 +68,22 @@ _FILE = (
     "The file, as a variable of the GraphQL multipart request (the request needs a GraphQL-Require-Preflight header)."
 )
 _NAME = "The document's name (1 to 255 characters); default: the file's name."
+
+
+class CloseUploads(FieldExtension):
+    """Closes the request's file (its spooled temporary file) when the field is done, whatever
+    happened: also when the permission check refused the call before the resolver ran."""
+
+    def resolve(self, next_: Any, source: Any, info: Any, **kwargs: Any) -> Any:  # pragma: no cover - async only
+        raise NotImplementedError("upload mutations resolve asynchronously")
+
+    async def resolve_async(self, next_: Any, source: Any, info: Any, **kwargs: Any) -> Any:
+        try:
+            return await next_(source, info, **kwargs)
+        finally:
+            file = getattr(kwargs.get("input"), "file", None)
+            if file is not None and hasattr(file, "close"):
+                await file.close()
 
 
 def _uploads(info: Info) -> uploads.Uploads:
@@ -167,13 +184,14 @@ async def _upload(uow: UnitOfWork, args: Args[DocumentUploadInput]) -> uuid.UUID
         await file.close()  # its spooled temporary file goes now, not when collected
 
 
-async def _version(uow: UnitOfWork, args: Args[DocumentVersionUploadInput]) -> uuid.UUID:
+async def _version(uow: UnitOfWork, args: Args[DocumentVersionUploadInput]) -> Done:
     assert args.id is not None
     file: uploads.FileLike = args.input.file  # type: ignore[assignment] # starlette's UploadFile
     try:
-        return await uploads.upload_version(uow, _uploads(args.info), file, args.id, args.updated_at, args.values)
+        version = await uploads.upload_version(uow, _uploads(args.info), file, args.id, args.updated_at, args.values)
     finally:
         await file.close()
+    return Done(id=args.id, extra={"version_row_id": version})
 
 
 async def _start(uow: UnitOfWork, args: Args[DocumentUploadStartInput]) -> Done:
@@ -222,6 +240,7 @@ class DocumentUploadMutation:
         permission=Permission.DOCUMENT_WRITE,
         project=ref_project("opportunity_project", _PROJECTS),
         run=_upload,
+        extensions=[CloseUploads()],
         returns=Entity(Document, "document uploaded (quarantined until the malware scan finds it clean)"),
         description="Upload a file as a new document (multipart request with a GraphQL-Require-Preflight header; "
         "the type is read from the bytes; accepted: PDF, DOCX, XLSX, PPTX, PNG, JPEG, GIF, plain text).",
@@ -233,7 +252,9 @@ class DocumentUploadMutation:
         permission=Permission.DOCUMENT_WRITE,
         project=target_project(_DOCUMENTS),
         run=_version,
-        returns=Entity(Document, "new version, now the current one"),
+        extensions=[CloseUploads()],
+        returns=Entity(Document, "version the new one was added to (as changed: no longer the current one)"),
+        extra={"version_row_id": Extra(uuid.UUID | None, "The rowId of the new version, now the current one.")},
         description="Upload a file as the new current version of a document read at updatedAt (multipart request "
         "with a GraphQL-Require-Preflight header).",
     )

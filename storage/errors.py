@@ -10,7 +10,7 @@ __all__ = ["Refused", "StorageUnavailable"]
 
 class Refused(DomainError):
     """A file the store does not take: TOO_LARGE, UNSUPPORTED_TYPE, EMPTY_FILE, INTEGRITY_MISMATCH,
-    UPLOAD_BUSY, UPLOAD_EXPIRED, UPLOAD_INVALID, UPLOAD_MISSING."""
+    UPLOAD_BUSY, UPLOAD_EXPIRED, UPLOAD_INVALID, UPLOAD_MISSING, UPLOAD_NOT_FOUND."""
 
     def __init__(self, code: str, message: str, *, field: str | None = "file") -> None:
         super().__init__(message, field=field)

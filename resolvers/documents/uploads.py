@@ -227,6 +227,16 @@ async def start_upload(uow: UnitOfWork, uploads: Uploads, values: Mapping[str, A
     }
     ticket, _ = uploads.signer.sign(TICKET_PURPOSE, claims, uploads.url_lifetime)
     upload = await uploads.storage.presign_upload(key, max_bytes=size, lifetime=uploads.url_lifetime)
+    # Nothing is written yet, but who was let to send which file where is recorded (an event row):
+    # about the document a version is for, or the id the new document will have.
+    uow.record_event(
+        "document.upload_started",
+        entity_type="document",
+        entity_id=document_id or upload_id,
+        description="presigned upload started",
+        details={"upload_id": str(upload_id), "size_bytes": size, "sha256": sha256.lower(),
+                 "file_name": claims["f"], "expires_at": upload.expires_at.isoformat()},
+    )
     return Started(upload=upload, ticket=ticket)
 
 
@@ -241,7 +251,8 @@ async def complete_upload(uow: UnitOfWork, uploads: Uploads, ticket: str, values
     except BadSignature:
         raise Refused("UPLOAD_INVALID", "The upload ticket is not valid.", field="ticket") from None
     if claims.get("t") != str(uow.tenant_id) or claims.get("u") != str(_actor(uow)):
-        raise Refused("UPLOAD_INVALID", "The upload ticket was issued to someone else.", field="ticket")
+        # Another user's or tenant's upload is as unknown as one that never was.
+        raise Refused("UPLOAD_NOT_FOUND", "No such upload of yours.", field="ticket")
     key, upload_id = str(claims["k"]), uuid.UUID(str(claims["i"]))
     project_id = uuid.UUID(claims["p"]) if claims.get("p") else None
     document_id = uuid.UUID(claims["d"]) if claims.get("d") else None

@@ -272,3 +272,46 @@ async def test_the_s3_server_failing_mid_stream_leaves_nothing(
     assert payload["document"] is None
     assert [e["code"] for e in payload["errors"]] == ["STORAGE_UNAVAILABLE"]
     assert await env.rows() == [] and await env.objects() == [] and env.spooled() == []
+
+
+def _ticket_claims(ticket: str) -> dict[str, Any]:
+    import base64
+    import json
+
+    body = ticket.split(".", 1)[0]
+    claims: dict[str, Any] = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    return claims
+
+
+@pytest.mark.audits("documentUploadStart")
+async def test_starting_a_presigned_upload_is_recorded(env: Env) -> None:
+    from tests.support.audit_trail import expect_audit
+
+    data = pdf_bytes("recorded")
+    started = await _start(env, data)
+    upload_id = _ticket_claims(started["ticket"])["i"]
+    log, _ = await expect_audit(
+        env.owner, env.tenant.id, "documentUploadStart", action="document.upload_started", entity_id=upload_id,
+        operational=True, user_id=env.user_id,
+    )
+    assert log.after_values["sha256"] == hashlib.sha256(data).hexdigest()
+    assert log.after_values["size_bytes"] == len(data)
+    assert await env.rows() == []  # nothing but the event until the upload is completed
+
+
+async def test_another_users_ticket_is_unknown(env: Env) -> None:
+    from tests.support.graphql import sign_in
+    from tests.support.http import make_login_user
+
+    data = pdf_bytes("mine")
+    started = await _start(env, data)
+    await _send(env, started["upload"], data)
+    colleague = await make_login_user(env.owner, env.tenant, roles=["Tenant Admin"])
+    token = await sign_in(env.client, colleague)
+    response = await env.client.post(
+        "/graphql", json={"query": COMPLETE, "variables": {"input": {"ticket": started["ticket"]}}},
+        headers={"authorization": f"Bearer {token}"},
+    )
+    payload = response.json()["data"]["documentUploadComplete"]
+    assert [e["code"] for e in payload["errors"]] == ["UPLOAD_NOT_FOUND"]
+    assert await env.rows() == []

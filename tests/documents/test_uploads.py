@@ -25,7 +25,8 @@ from tests.support.factories import make
 VERSION = """
 mutation V($input: DocumentVersionUploadInput!) {
   documentVersionUpload(input: $input) {
-    document { rowId versionNumber isCurrentVersion fileHashSha256 updatedAt }
+    document { rowId versionNumber isCurrentVersion updatedAt }
+    versionRowId
     errors { field code message }
   }
 }"""
@@ -212,9 +213,10 @@ async def test_new_version_moves_current_and_keeps_the_chain(env: Env) -> None:
     response = await env.post(VERSION, variables, ("v2.txt", b"version two\n"))
     payload = response.json()["data"]["documentVersionUpload"]
     assert payload["errors"] == []
-    second = payload["document"]
-    assert second["versionNumber"] == 2 and second["isCurrentVersion"] is True
+    assert payload["document"]["rowId"] == first["rowId"] and payload["document"]["isCurrentVersion"] is False
     rows = await env.rows()
+    second = {"rowId": payload["versionRowId"]}
+    assert str(rows[1].id) == second["rowId"]
     assert [(r.version_number, r.is_current_version) for r in rows] == [(1, False), (2, True)]
     assert rows[1].parent_document_id == rows[0].id
     assert len(await env.objects()) == 2

@@ -21,6 +21,7 @@ and imported by `registry()`; /tmp/team/MATRIX_API.md (and docs in this module) 
 from __future__ import annotations
 
 import importlib
+import json
 import pkgutil
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -391,11 +392,22 @@ class MatrixContext:
     ) -> dict[str, Any]:
         """The response body of `field_name` (default: this mutation) sent by `caller`."""
         name = field_name or self.field
-        response = await self.client.post(
-            "/graphql",
-            json={"query": document_for(name), "variables": variables},
-            headers={"authorization": f"Bearer {caller.token}"},
-        )
+        files = _uploads_in(variables, "variables")
+        if files:  # the GraphQL multipart request (documentUpload...), with its preflight header
+            operations = {"query": document_for(name), "variables": _without_uploads(variables)}
+            response = await self.client.post(
+                "/graphql",
+                data={"operations": json.dumps(operations), "map": json.dumps({str(i): [p] for i, (p, _) in
+                                                                                 enumerate(files)})},
+                files={str(i): (f.name, f.content, "application/octet-stream") for i, (_, f) in enumerate(files)},
+                headers={"authorization": f"Bearer {caller.token}", "graphql-require-preflight": "1"},
+            )
+        else:
+            response = await self.client.post(
+                "/graphql",
+                json={"query": document_for(name), "variables": variables},
+                headers={"authorization": f"Bearer {caller.token}"},
+            )
         assert response.status_code == 200, response.text
         body: dict[str, Any] = response.json()
         return body
@@ -510,6 +522,34 @@ async def snapshot(engine: AsyncEngine, tenant_id: uuid.UUID, tables: tuple[str,
         ))
         await conn.rollback()
     return found
+
+
+@dataclass(frozen=True)
+class FileUpload:
+    """A file in a factory's variables (an `Upload` variable): the call becomes a multipart request."""
+
+    name: str
+    content: bytes
+
+
+def _uploads_in(value: Any, path: str) -> list[tuple[str, FileUpload]]:
+    if isinstance(value, FileUpload):
+        return [(path, value)]
+    if isinstance(value, dict):
+        return [found for k, v in value.items() for found in _uploads_in(v, f"{path}.{k}")]
+    if isinstance(value, list):
+        return [found for i, v in enumerate(value) for found in _uploads_in(v, f"{path}.{i}")]
+    return []
+
+
+def _without_uploads(value: Any) -> Any:
+    if isinstance(value, FileUpload):
+        return None
+    if isinstance(value, dict):
+        return {k: _without_uploads(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_uploads(v) for v in value]
+    return value
 
 
 def randomized(value: Any) -> Any:
