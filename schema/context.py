@@ -11,16 +11,20 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import orjson
 import strawberry
 from cross_web import HTTPException
 from graphql import GraphQLError
+from graphql.execution.values import get_variable_values
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.schema.exceptions import InvalidOperationTypeError
@@ -28,12 +32,19 @@ from strawberry.schema.exceptions import InvalidOperationTypeError
 from auth.audit import RequestMeta, inet
 from auth.exceptions import AuthRequestError
 from auth.http import parse_json_object
+from auth.permissions import Permission
 from auth.principal import Principal
 from auth.service import AuthService
 from models import PermissionAudit
 from models.db import RequestConnection
 from resolvers.common.loaders import Loaders
 from resolvers.common.scope import ReadScope
+from schema.errors import MaskUnexpectedErrors, is_unexpected, log_errors
+from schema.input_guard import check_operation
+from schema.limits import DEFAULT_MAX_COST, estimate_cost
+
+if TYPE_CHECKING:
+    from schema.compiled.runner import PreparedCache
 
 __all__ = ["Denials", "GraphQLContext", "GraphQLView", "Info", "request_error"]
 
@@ -117,6 +128,8 @@ class GraphQLContext:
     query_cost_limit: int | None = None
     # Serve the root fields the read compiler covers from one SQL statement each (GWM_COMPILED_READS).
     compiled_reads: bool = False
+    # The view's prepared operations (schema/compiled/runner.py), which CompiledReads records; None: none kept.
+    prepared: PreparedCache | None = None
 
     @property
     def scope(self) -> ReadScope:
@@ -250,6 +263,122 @@ class GraphQLView(GraphQL[GraphQLContext, None]):
         self.operation_timeout_ms = operation_timeout_ms
         self.query_cost_limit = query_cost_limit
         self.compiled_reads = compiled_reads
+        from schema.compiled.runner import PreparedCache  # the compiler imports this module's Info
+
+        self.prepared = PreparedCache() if compiled_reads else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A POST repeating a prepared query is answered here; everything else by strawberry's view."""
+        if scope["type"] == "http" and self.prepared is not None and scope.get("method") == "POST":
+            messages, body = await _read_body(receive)
+            answer = await self._serve_prepared(scope, body, self.prepared)
+            if answer is not None:
+                await send({"type": "http.response.start", "status": 200, "headers": [
+                    (b"content-length", str(len(answer)).encode()),
+                    (b"content-type", b"application/json"),
+                    (b"cache-control", b"no-store"),
+                ]})
+                await send({"type": "http.response.body", "body": answer})
+                return
+            receive = _replay(messages, receive)
+        await super().__call__(scope, receive, send)
+
+    async def _serve_prepared(self, scope: Scope, body: bytes, prepared: PreparedCache) -> bytes | None:
+        """The response body of a query whose document is prepared (schema/compiled/runner.py), or None.
+
+        A prepared document passed the token limit, the selection and overlap bounds and validation when
+        it was first run (none of them depends on the variables or the caller), so a repeat of its text
+        skips graphql-core and strawberry: the variables are coerced by graphql-core's own function, the
+        cost limit and the input guard run on them as in the executor's pipeline, and every root field
+        is served by its compiled statement on the request's connection (the principal lookup's
+        transaction). None, before anything is read, whenever any of that would differ: the body is not
+        a plain JSON request, a variable is refused, the cost is over the limit, the input guard refuses
+        a value, or a root field does not compile for this caller. Then the normal view serves the
+        request and reports what it must, exactly as before.
+        """
+        from schema.compiled.runner import TimedOut, execute_plans, plan_cache, plan_operation
+
+        headers = Headers(scope=scope)
+        if headers.get("content-type", "").split(";", 1)[0].strip().lower() != "application/json":
+            return None
+        if self._get_stream_transport_from_headers(headers) is not None:
+            return None
+        try:
+            data = parse_json_object(body)
+        except AuthRequestError:
+            return None
+        query, variables, operation_name = data.get("query"), data.get("variables"), data.get("operationName")
+        if (
+            not isinstance(query, str)
+            or not isinstance(variables, dict | None)
+            or not isinstance(operation_name, str | None)
+            or data.get("extensions") is not None
+        ):
+            return None
+        entry = prepared.get((query, operation_name))
+        state = scope.get("state") or {}
+        meta, caller = state.get("meta"), state.get("principal")
+        if entry is None or not isinstance(meta, RequestMeta) or not isinstance(caller, Principal):
+            return None
+        schema = self.schema._schema  # type: ignore[attr-defined]
+        given: dict[str, Any] = variables or {}
+        coerced = get_variable_values(schema, entry.operation.variable_definitions or (), given)
+        if isinstance(coerced, list):
+            return None
+        try:
+            cost = entry.cost(given, lambda: estimate_cost(schema, entry.document, operation_name, given))
+        except RecursionError:
+            return None
+        if cost > (self.query_cost_limit or DEFAULT_MAX_COST):
+            return None
+        if check_operation(schema, entry.document, operation_name, given) is not None:
+            return None
+        context = GraphQLContext(
+            request=Request(scope),
+            response=Response(),
+            meta=meta,
+            auth=self.auth,
+            engine=self.auth.engine,
+            caller=caller,
+            operation_timeout_ms=self.operation_timeout_ms,
+            query_cost_limit=self.query_cost_limit,
+            compiled_reads=True,
+            prepared=prepared,
+        )
+        planned = plan_operation(schema, entry.document, entry.operation, query, coerced, context, plan_cache)
+        if planned is None or len(planned[1]) < len(planned[0]):
+            return None  # nothing was read: the context's connection is still the middleware's, for the view
+        order, bound = planned
+        errors: list[GraphQLError] = []
+        result: dict[str, Any] | None = None
+        compiled: list[str] = []
+        try:
+            try:
+                outcome = await execute_plans(schema, order, bound, context)
+            except TimedOut as exc:
+                errors = [exc.error]
+            except Exception as exc:  # a database failure: masked with the request id, like the executor's
+                errors = [GraphQLError(str(exc), original_error=exc)]
+            else:
+                result = {key: outcome.compiled[key] for key in order}
+                errors = outcome.errors
+                compiled = list(order)
+            response: dict[str, Any] = {"data": result}
+            if errors:
+                # As GwmSchema.process_errors and MaskUnexpectedErrors treat the executor's errors.
+                execution = SimpleNamespace(context=context)
+                log_errors(errors, execution)  # type: ignore[arg-type]
+                mask = MaskUnexpectedErrors()
+                mask.execution_context = execution  # type: ignore[assignment]
+                response["errors"] = [
+                    (mask.anonymise_error(error) if is_unexpected(error) else error).formatted for error in errors
+                ]
+            if caller.allows(Permission.GRAPHQL_ADHOC):
+                response["extensions"] = {"compiled": compiled}
+            prepared.hits += 1
+            return self.encode_json(response)
+        finally:
+            await context.close()
 
     def encode_json(self, data: object) -> bytes:
         """The response body; compiled root fields are spliced in as the JSON PostgreSQL built.
@@ -281,6 +410,7 @@ class GraphQLView(GraphQL[GraphQLContext, None]):
             operation_timeout_ms=self.operation_timeout_ms,
             query_cost_limit=self.query_cost_limit,
             compiled_reads=self.compiled_reads,
+            prepared=self.prepared,
         )
 
 
@@ -300,3 +430,26 @@ class GraphQLView(GraphQL[GraphQLContext, None]):
             )
         finally:
             await context.close()
+
+
+async def _read_body(receive: Receive) -> tuple[list[Message], bytes]:
+    """Every message of the request body (the middleware has buffered it), and the body's bytes."""
+    messages: list[Message] = []
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            break
+    return messages, b"".join(m.get("body", b"") for m in messages if m["type"] == "http.request")
+
+
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    """`receive` handing the already read messages out again, then the connection's own."""
+    pending = list(messages)
+
+    async def replay() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return replay

@@ -20,7 +20,7 @@ import copy
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Hashable
+from collections.abc import AsyncIterator, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +37,7 @@ from graphql import (
     GraphQLList,
     GraphQLNonNull,
     GraphQLScalarType,
+    GraphQLSchema,
     OperationDefinitionNode,
     OperationType,
     SelectionSetNode,
@@ -49,9 +50,23 @@ from auth.permissions import Permission
 from schema.compiled.builder import MARKER, PRINCIPAL, ROOT_FIELDS, Builder, Fallback, RootPlan, build_root
 from schema.compiled.catalog import catalog
 
-__all__ = ["PLAN_CACHE_SIZE", "CompiledReads", "PlanCache", "plan_cache"]
+__all__ = [
+    "PLAN_CACHE_SIZE",
+    "PREPARED_CACHE_SIZE",
+    "CompiledReads",
+    "PlanCache",
+    "PreparedCache",
+    "PreparedOperation",
+    "TimedOut",
+    "cost_key",
+    "execute_plans",
+    "plan_cache",
+    "plan_operation",
+]
 
 PLAN_CACHE_SIZE = 512
+PREPARED_CACHE_SIZE = 256
+PREPARED_COSTS = 64
 _log = logging.getLogger("gwm.compiled")
 
 
@@ -81,6 +96,68 @@ class PlanCache:
 
 
 plan_cache = PlanCache(PLAN_CACHE_SIZE)
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedOperation:
+    """A query document that passed the parser's token limit, the selection and overlap bounds and
+    validation (none of which depends on the variables or the caller), and whose root fields all
+    compiled for some caller: a repeat of its text may skip graphql-core (schema/context.py)."""
+
+    document: DocumentNode
+    operation: OperationDefinitionNode
+    # Estimated costs by what of the variables the estimate reads (cost_key): bounded, cleared when full.
+    costs: dict[Hashable, int] = field(default_factory=dict)
+
+    def cost(self, variables: dict[str, Any], estimate: Callable[[], int]) -> int:
+        """The operation's estimated cost for `variables` (schema/limits.py estimate_cost, via `estimate`)."""
+        key = cost_key(variables)
+        cost = self.costs.get(key)
+        if cost is None:
+            cost = estimate()
+            if len(self.costs) >= PREPARED_COSTS:
+                self.costs.clear()
+            self.costs[key] = cost
+        return cost
+
+
+def cost_key(value: Any) -> Hashable:
+    """All that schema/limits.py's cost estimate can read of variables: the integers (page sizes), the
+    list lengths (list arguments count their elements) and which variables are given (defaults apply to
+    the others); any other value (a string, an id, a boolean, a float, null) counts for nothing."""
+    if isinstance(value, bool):
+        return "b"
+    if isinstance(value, int):
+        return value
+    if isinstance(value, list):
+        return ("L", tuple(cost_key(v) for v in value))
+    if isinstance(value, dict):
+        return ("D", tuple((k, cost_key(v)) for k, v in value.items()))
+    return "s"
+
+
+class PreparedCache:
+    """Prepared operations by (document text, operationName as sent), least recently used first out."""
+
+    def __init__(self, maxsize: int = PREPARED_CACHE_SIZE) -> None:
+        self.maxsize = maxsize
+        self.hits = 0  # requests answered without the executor (counted by the view)
+        self._entries: OrderedDict[tuple[str, str | None], PreparedOperation] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: tuple[str, str | None]) -> PreparedOperation | None:
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._entries.move_to_end(key)
+        return entry
+
+    def put(self, key: tuple[str, str | None], entry: PreparedOperation) -> None:
+        self._entries[key] = entry
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.maxsize:
+            self._entries.popitem(last=False)
 
 
 _GRANT_KEYS: OrderedDict[int, tuple[Any, Hashable]] = OrderedDict()
@@ -199,97 +276,134 @@ class CompiledReads(SchemaExtension):
         variables = get_variable_values(schema, definitions, dict(ec.variables or {}))
         if isinstance(variables, list):  # the executor reports variable errors
             return None
-        query_type = schema.query_type
-        assert query_type is not None
-        fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
-        roots = _root_fields(operation.selection_set)
-        if roots is None:
+        planned = plan_operation(schema, document, operation, ec.query, variables, ec.context, self.cache)
+        if planned is None:
             return None
-        context = ec.context
-        scope = context.scope
-        grants = scope.grants
-        principal = context.principal
-        caller_key = (scope.tenant_id, scope.user_id, str(principal.kind), _grants_key(grants))
-        shape = tuple(
-            (d.variable.name.value, _shape(variables.coerced.get(d.variable.name.value),
-                                           type_from_ast(schema, d.type)))  # type: ignore[arg-type]
-            for d in definitions
-        )
-        book = catalog(schema)
-        outcome = _Outcome(order=list(roots))
-        plans: list[RootPlan] = []
-        for key, nodes in roots.items():
-            name = nodes[0].name.value
-            definition = query_type.fields.get(name)
-            if definition is None or (name not in book.roots and name not in ROOT_FIELDS):
-                continue
-            extra: Hashable = None
-            if name in {"node", "nodes"}:  # the plan depends on the types the ids name
-                extra = _node_types(definition, nodes[0], variables)
-                if extra is None:
-                    continue
-            plan_key = (ec.query, ec.operation_name, key, caller_key, shape, extra)
-            found, plan = self.cache.get(plan_key)
-            if not found:
-                builder = Builder(schema, book, scope, fragments, variables)
-                builder.principal_kind = str(principal.kind)
-                try:
-                    plan = build_root(builder, key, name, definition, nodes)
-                except Fallback:
-                    plan = None
-                except Exception:  # a bug of the compiler must not cost the answer: the executor serves it
-                    _log.exception("compiling root field %s failed; the executor serves it", name)
-                    plan = None
-                self.cache.put(plan_key, plan)
-            if plan is not None:
-                plans.append(plan)
-        if not plans:
-            return None
-        bound: list[tuple[RootPlan, list[Any]]] = []
-        try:
-            for plan in plans:
-                arguments = plan.arguments(variables)
-                arguments[PRINCIPAL] = {"principal": principal}
-                bound.append((plan, plan.bind(arguments)))
-        except Fallback:
-            return None
-        deadline = _deadline(context)
-        db = context.loaders.db
-        for plan, params in bound:
-            text = await _fetch(db, plan.sql, params, deadline)
-            outcome.compiled[plan.key] = self._value(plan, text, outcome.errors)
-            if plan.row_denial is not None:
-                context.denials.add_path(plan.row_denial, plan.key, query_type.name)
+        order, bound = planned
+        outcome = await execute_plans(schema, order, bound, ec.context)
         if len(outcome.compiled) < len(outcome.order):
             outcome.rest = _without(document, operation, set(outcome.compiled))
+        else:
+            prepared: PreparedCache | None = getattr(ec.context, "prepared", None)
+            if prepared is not None and ec.query is not None:
+                # Parsed, within the limits, validated and a query whose root fields all compiled: the next
+                # request sending this text may skip the executor (schema/context.py, GraphQLView).
+                prepared.put((ec.query, ec._provided_operation_name), PreparedOperation(document, operation))
         return outcome
 
-    def _value(self, plan: RootPlan, text: str | None, errors: list[GraphQLError]) -> Any:
-        if text is None:
-            return None
-        if not plan.markers or MARKER not in text:
-            return orjson.Fragment(text)
-        value = orjson.loads(text)
-        denials = self.execution_context.context.denials
-        found: list[tuple[list[str | int], int]] = []
-        value = _strip_markers(value, [plan.key], found)
-        for path, index in found:
-            marker = plan.markers[index]
-            permission = marker.permission
-            errors.append(GraphQLError(
-                f"You do not have permission to do this ({permission.value} is required).",
-                nodes=[marker.node],
-                path=path,
-                extensions={"code": "FORBIDDEN", "permission": permission.value},
-            ))
-            denials.add_path(permission, ".".join(str(p) for p in path if not isinstance(p, int)), marker.type_name)
-        return value
+
+def plan_operation(
+    schema: GraphQLSchema,
+    document: DocumentNode,
+    operation: OperationDefinitionNode,
+    query: str | None,
+    variables: Any,
+    context: Any,
+    cache: PlanCache,
+) -> tuple[list[str], list[tuple[RootPlan, list[Any]]]] | None:
+    """The response keys of the operation's root fields, and the plans (with their bound parameters) of
+    those that compile; None when none does or binding falls back. Nothing is read from the database."""
+    query_type = schema.query_type
+    assert query_type is not None
+    roots = _root_fields(operation.selection_set)
+    if roots is None:
+        return None
+    fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+    definitions = operation.variable_definitions or ()
+    operation_name = operation.name.value if operation.name is not None else None
+    scope = context.scope
+    principal = context.principal
+    caller_key = (scope.tenant_id, scope.user_id, str(principal.kind), _grants_key(scope.grants))
+    shape = tuple(
+        (d.variable.name.value, _shape(variables.coerced.get(d.variable.name.value),
+                                       type_from_ast(schema, d.type)))  # type: ignore[arg-type]
+        for d in definitions
+    )
+    book = catalog(schema)
+    plans: list[RootPlan] = []
+    for key, nodes in roots.items():
+        name = nodes[0].name.value
+        definition = query_type.fields.get(name)
+        if definition is None or (name not in book.roots and name not in ROOT_FIELDS):
+            continue
+        extra: Hashable = None
+        if name in {"node", "nodes"}:  # the plan depends on the types the ids name
+            extra = _node_types(definition, nodes[0], variables)
+            if extra is None:
+                continue
+        plan_key = (query, operation_name, key, caller_key, shape, extra)
+        found, plan = cache.get(plan_key)
+        if not found:
+            builder = Builder(schema, book, scope, fragments, variables)
+            builder.principal_kind = str(principal.kind)
+            try:
+                plan = build_root(builder, key, name, definition, nodes)
+            except Fallback:
+                plan = None
+            except Exception:  # a bug of the compiler must not cost the answer: the executor serves it
+                _log.exception("compiling root field %s failed; the executor serves it", name)
+                plan = None
+            cache.put(plan_key, plan)
+        if plan is not None:
+            plans.append(plan)
+    if not plans:
+        return None
+    bound: list[tuple[RootPlan, list[Any]]] = []
+    try:
+        for plan in plans:
+            arguments = plan.arguments(variables)
+            arguments[PRINCIPAL] = {"principal": principal}
+            bound.append((plan, plan.bind(arguments)))
+    except Fallback:
+        return None
+    return list(roots), bound
+
+
+async def execute_plans(
+    schema: GraphQLSchema, order: list[str], bound: list[tuple[RootPlan, list[Any]]], context: Any
+) -> _Outcome:
+    """Run the bound plans on the operation's connection, within its deadline (raises _TimedOut past it)."""
+    query_type = schema.query_type
+    assert query_type is not None
+    outcome = _Outcome(order=order)
+    deadline = _deadline(context)
+    db = context.loaders.db
+    for plan, params in bound:
+        text = await _fetch(db, plan.sql, params, deadline)
+        outcome.compiled[plan.key] = _value(plan, text, outcome.errors, context.denials)
+        if plan.row_denial is not None:
+            context.denials.add_path(plan.row_denial, plan.key, query_type.name)
+    return outcome
+
+
+def _value(plan: RootPlan, text: str | None, errors: list[GraphQLError], denials: Any) -> Any:
+    if text is None:
+        return None
+    if not plan.markers or MARKER not in text:
+        return orjson.Fragment(text)
+    value = orjson.loads(text)
+    found: list[tuple[list[str | int], int]] = []
+    value = _strip_markers(value, [plan.key], found)
+    for path, index in found:
+        marker = plan.markers[index]
+        permission = marker.permission
+        errors.append(GraphQLError(
+            f"You do not have permission to do this ({permission.value} is required).",
+            nodes=[marker.node],
+            path=path,
+            extensions={"code": "FORBIDDEN", "permission": permission.value},
+        ))
+        denials.add_path(permission, ".".join(str(p) for p in path if not isinstance(p, int)), marker.type_name)
+    return value
 
 
 class _TimedOut(Exception):
     def __init__(self, error: GraphQLError) -> None:
         super().__init__(error.message)
         self.error = error
+
+
+TimedOut = _TimedOut  # raised by execute_plans past the operation's deadline; `.error` is the response's error
 
 
 def _deadline(context: Any) -> tuple[float, int] | None:
