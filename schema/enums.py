@@ -154,10 +154,12 @@ _VALUES: dict[type[Enum], dict[str, str]] = {
         "REMOVED": "The notice no longer appears at the source.",
     },
     e.AccessLevel: {
-        "TENANT": "Every user of the tenant.",
-        "PROJECT_TEAM": "Users with a role on the document's project (and tenant-wide roles).",
-        "RESTRICTED": "Named users only, e.g. the uploader and the project's managers.",
-        "CONFIDENTIAL": "As restricted, and every access is logged with elevated risk.",
+        "TENANT": "Every user of the tenant holding document:read, on any project or tenant-wide.",
+        "PROJECT_TEAM": "Users holding document:read on the document's project, or tenant-wide (a document"
+        " without a project: tenant-wide only).",
+        "RESTRICTED": "As project_team, and only its named readers and its uploader: no one else, whatever"
+        " their roles.",
+        "CONFIDENTIAL": "As restricted; every content read and download of it is logged at elevated risk.",
     },
     e.RiskLevel: {
         "LOW": "Routine reads and writes.",
