@@ -62,6 +62,7 @@ async def _issue(uow: UnitOfWork, args: Args[DocumentDownloadUrlInput]) -> Done:
         uow,
         document_id=args.id,
         user_id=context.principal.user_id,
+        api_key_id=context.principal.api_key_id,
         readable=context.scope.condition(_DOCUMENTS),
         writer=context.auth.writer,
         meta=context.meta,

@@ -4,10 +4,12 @@
 (the path is public to the authentication middleware, as a link handed to a download manager must
 work): HMAC-SHA256 over tenant, version row, version number, user and expiry (storage/signing.py,
 purpose `documents.download`). Here it is verified against the same key and the server's clock, then
-the version is checked again as it is now (not deleted, clean, still that version, the user still
-active) and its file is streamed as an attachment: `Content-Disposition: attachment` with the RFC 6266
-file name (an ASCII fallback and `filename*` in UTF-8), the stored media type, `X-Content-Type-Options:
-nosniff`, a sandboxing Content-Security-Policy and `Cache-Control: no-store`.
+the version is checked again as it is now (not deleted, clean, still that version, the user or API
+key still active, and still readable with its grants as they are now: the documents row rule with
+the access levels, and `document.file:read`) and its file is streamed as an attachment:
+`Content-Disposition: attachment` with the RFC 6266 file name (an ASCII fallback and `filename*` in
+UTF-8), the stored media type, `X-Content-Type-Options: nosniff`, a sandboxing
+Content-Security-Policy and `Cache-Control: no-store`.
 
 Every outcome writes a `document_access_logs` row through the side-effect writer: the download
 (`download`, success), and every refusal (an expired link, a tampered one when the ids it claims name
@@ -24,13 +26,17 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, cast
 
-from sqlalchemy import text
+from sqlalchemy import Table, select, text
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from auth.audit import RequestMeta
+from auth.permissions import Permission
+from auth.principal import Principal, PrincipalKind, load_grants, load_role_grants
 from auth.service import AuthService
+from models.documents import Document
+from resolvers.common.scope import ReadScope
 from resolvers.documents.downloads import (
     DOWNLOAD_PATH,
     DOWNLOAD_PURPOSE,
@@ -51,6 +57,7 @@ __all__ = ["PUBLIC_PREFIXES", "download", "download_routes"]
 PUBLIC_PREFIXES = (DOWNLOAD_PATH,)
 
 _NO_STORE = {"cache-control": "no-store"}
+_DOCUMENTS: Table = Document.__table__
 _REFUSAL_STATUS = {"NO_FILE": 409, "DOCUMENT_DELETED": 409, "DOCUMENT_QUARANTINED": 409,
                    "DOCUMENT_INFECTED": 409, "STORAGE_MISMATCH": 409}
 
@@ -105,18 +112,43 @@ async def download(request: Request) -> Response:
 
     tenant_id, document_id, user_id = ids
 
-    async def current(conn: Any) -> tuple[Any, bool]:
-        row = (await conn.execute(text("SELECT * FROM documents WHERE id = :d"), {"d": document_id})).one_or_none()
-        active = await conn.scalar(text("SELECT is_active FROM users WHERE id = :u"), {"u": user_id})
-        return row, bool(active)
+    api_key_id = uuid.UUID(claims["k"]) if isinstance(claims.get("k"), str) else None
 
-    row, active = await auth.writer.run(tenant_id, current)
+    async def current(conn: Any) -> tuple[Any, bool, bool]:
+        """The version now, whether its user (or key) is still active, and whether it may still read the file."""
+        row = (await conn.execute(text("SELECT * FROM documents WHERE id = :d"), {"d": document_id})).one_or_none()
+        if api_key_id is not None:
+            role_id = await conn.scalar(
+                text("SELECT role_id FROM api_keys WHERE id = :k AND revoked_at IS NULL AND expires_at > now()"),
+                {"k": api_key_id},
+            )
+            grants = await load_role_grants(conn, role_id) if role_id is not None else None
+        else:
+            active = await conn.scalar(text("SELECT is_active FROM users WHERE id = :u"), {"u": user_id})
+            grants = await load_grants(conn, user_id) if active else None
+        if row is None or grants is None:
+            return row, grants is not None, False
+        # Access is decided as now, not as when the URL was issued: a revoked role or reader ends it.
+        principal = Principal(PrincipalKind.API_KEY if api_key_id else PrincipalKind.SESSION, tenant_id, user_id,
+                              grants, api_key_id=api_key_id)
+        condition = ReadScope(principal).condition(_DOCUMENTS)
+        query = select(_DOCUMENTS.c.id).where(_DOCUMENTS.c.id == document_id)
+        if condition is not None:
+            query = query.where(condition)
+        readable = (await conn.scalar(query)) is not None
+        allowed = grants.allows(Permission.DOCUMENT_FILE_READ, row.opportunity_project_id)
+        return row, True, readable and allowed
+
+    row, active, readable = await auth.writer.run(tenant_id, current)
     if row is None or row.version_number != version:
         await _log(auth, ids, meta, success=False, reason="the version the link names is gone")
         return _error(404, "NOT_FOUND", "The document this link names is gone.")
     if not active:
-        await _log(auth, ids, meta, success=False, reason="the user the link was issued to is not active")
+        await _log(auth, ids, meta, success=False, reason="the user or API key the link was issued to is not active")
         return _error(403, "DOWNLOAD_LINK_INVALID", "This download link is not valid.")
+    if not readable:
+        await _log(auth, ids, meta, success=False, reason="no longer readable by the user")
+        return _error(404, "NOT_FOUND", "The document this link names is not readable by its user any more.")
     refusal = refusal_of(row, storage.provider)
     if refusal is not None:
         await _log(auth, ids, meta, success=False, reason=refusal.code.lower())

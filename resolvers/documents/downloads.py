@@ -48,7 +48,8 @@ __all__ = [
 
 #: The local backend's download route (server/download_routes.py): GET <path><token>.
 DOWNLOAD_PATH = "/documents/download/"
-#: Signer purpose of download tokens; claims: t (tenant), d (version row), n (version number), u (user).
+#: Signer purpose of download tokens; claims: t (tenant), d (version row), n (version number), u (user),
+#: k (the API key, when an integration asked).
 DOWNLOAD_PURPOSE = "documents.download"
 
 
@@ -144,6 +145,7 @@ async def issue_download_url(
     *,
     document_id: uuid.UUID,
     user_id: uuid.UUID,
+    api_key_id: uuid.UUID | None = None,
     readable: Any,
     writer: SideEffectWriter,
     meta: RequestMeta | None,
@@ -185,11 +187,10 @@ async def issue_download_url(
             raise RuntimeError(f"the {storage.provider} store gave no download URL")
         expires_at = datetime.datetime.now(datetime.UTC) + lifetime
     else:
-        token, expires_at = signer.sign(
-            DOWNLOAD_PURPOSE,
-            {"t": str(tenant_id), "d": str(row.id), "n": row.version_number, "u": str(user_id)},
-            lifetime,
-        )
+        claims = {"t": str(tenant_id), "d": str(row.id), "n": row.version_number, "u": str(user_id)}
+        if api_key_id is not None:  # the download acts with the key's grants, checked again when it is used
+            claims["k"] = str(api_key_id)
+        token, expires_at = signer.sign(DOWNLOAD_PURPOSE, claims, lifetime)
         url = f"{public_url.rstrip('/')}{DOWNLOAD_PATH}{token}"
 
     await log_access(

@@ -317,3 +317,60 @@ async def test_access_levels_hold_for_download_urls(
         (confidential, "download_url", "elevated"),
         (confidential, "download", "elevated"),
     ]
+
+
+async def test_a_link_acts_with_its_users_access_as_it_is_when_used(
+    owner_engine: AsyncEngine, local_env: Env, tmp_path: Path
+) -> None:
+    """A role or a reader removed after issuance ends the link's use (404, logged)."""
+    env = local_env
+    restricted = await _document(owner_engine, env, tmp_path, access_level="restricted")
+    open_one = await _document(owner_engine, env, tmp_path)
+    async with owner_engine.begin() as conn:
+        await set_tenant(conn, env.tenant.id)
+        await conn.execute(
+            text(
+                "INSERT INTO document_readers (tenant_id, document_id, user_id, added_by)"
+                " VALUES (:t, :d, :u, :b)"
+            ),
+            {"t": env.tenant.id, "d": restricted, "u": env.user_id, "b": env.tenant.system_user_id},
+        )
+    restricted_url = _path((await _issue(env, restricted))["url"])
+    open_url = _path((await _issue(env, open_one))["url"])
+    async with owner_engine.begin() as conn:
+        await set_tenant(conn, env.tenant.id)
+        await conn.execute(text("DELETE FROM document_readers WHERE document_id = :d"), {"d": restricted})
+    response = await env.client.get(restricted_url)
+    assert (response.status_code, response.json()["error"]["code"]) == (404, "NOT_FOUND")
+    assert (await env.client.get(open_url)).status_code == 200
+    async with owner_engine.begin() as conn:
+        await set_tenant(conn, env.tenant.id)
+        await conn.execute(text("DELETE FROM user_roles WHERE user_id = :u"), {"u": env.user_id})
+    assert (await env.client.get(open_url)).status_code == 404
+    last = (await _logs(owner_engine, env, open_one))[-1]
+    assert (last.success, last.failure_reason) == (False, "no longer readable by the user")
+
+
+async def test_an_api_keys_link_ends_with_the_key(
+    owner_engine: AsyncEngine, local_env: Env, tmp_path: Path
+) -> None:
+    env = local_env
+    document_id = await _document(owner_engine, env, tmp_path)
+    admin = await make_login_user(owner_engine, env.tenant, roles=("Tenant Admin",))
+    admin_token = await sign_in(env.client, admin)
+    created = await gql(
+        env.client,
+        "mutation K($input: ApiKeyCreateInput!) {"
+        " apiKeyCreate(input: $input) { key errors { code } } }",
+        {"input": {"name": f"ci-{uuid.uuid4().hex[:6]}", "roleName": "Viewer", "expiresInDays": 7}},
+        token=admin_token,
+    )
+    key = created["data"]["apiKeyCreate"]["key"]
+    body = await gql(env.client, ISSUE, {"input": {"rowId": str(document_id)}}, token=key)
+    url = _path(body["data"]["documentDownloadUrl"]["url"])
+    assert (await env.client.get(url)).status_code == 200
+    async with owner_engine.begin() as conn:
+        await set_tenant(conn, env.tenant.id)
+        await conn.execute(text("UPDATE api_keys SET revoked_at = now()"))  # the tenant's only key
+    response = await env.client.get(url)
+    assert (response.status_code, response.json()["error"]["code"]) == (403, "DOWNLOAD_LINK_INVALID")
