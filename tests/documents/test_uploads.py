@@ -264,3 +264,65 @@ async def test_the_database_refuses_a_second_current_version(env: Env) -> None:
                 ),
                 {"id": first["rowId"]},
             )
+
+
+async def test_an_idempotent_upload_sent_again_stores_nothing_twice(env: Env) -> None:
+    data = b"Teaming agreement draft\n"
+    first = await env.upload("teaming.txt", data, idempotencyKey="upload-1")
+    again = await env.upload("teaming.txt", data, idempotencyKey="upload-1")
+    assert again["errors"] == [] and again["document"]["rowId"] == first["document"]["rowId"]
+    assert len(await env.rows()) == 1 and len(await env.objects()) == 1
+    other = await env.post(
+        UPLOAD, {"input": {"file": None, "opportunityProjectRowId": str(env.project_id), "idempotencyKey": "upload-1"}},
+        ("teaming.txt", b"Another file under the same key\n"),
+    )
+    payload = other.json()["data"]["documentUpload"]
+    assert payload["document"] is None and payload["errors"][0]["field"] == ["input", "idempotencyKey"]
+    assert len(await env.rows()) == 1 and len(await env.objects()) == 1 and env.spooled() == []
+
+
+async def test_a_document_without_a_project(env: Env) -> None:
+    variables = {"input": {"file": None, "name": "Company capabilities"}}
+    response = await env.post(UPLOAD, variables, ("capabilities.txt", b"What we do.\n"))
+    payload = response.json()["data"]["documentUpload"]
+    assert payload["errors"] == []
+    (row,) = await env.rows()
+    assert row.opportunity_project_id is None
+    assert row.storage_key == env.storage.key_for(f"{env.tenant.id}/none/{row.id}/{row.id}")
+
+
+async def test_uploads_past_the_concurrency_bound_are_refused() -> None:
+    from server.storage_routes import UploadGuard
+
+    release = asyncio.Event()
+    entered = asyncio.Event()
+
+    async def slow_app(scope: Any, receive: Any, send: Any) -> None:
+        entered.set()
+        await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    guard = UploadGuard(slow_app, max_bytes=1000, concurrency=1)
+    scope = {
+        "type": "http", "method": "POST", "path": "/graphql",
+        "headers": [(b"content-type", b"multipart/form-data; boundary=x"), (b"graphql-require-preflight", b"1")],
+    }
+    replies: list[list[dict[str, Any]]] = [[], []]
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    def sender(i: int) -> Any:
+        async def send(message: MutableMapping[str, Any]) -> None:
+            replies[i].append(dict(message))
+        return send
+
+    first = asyncio.create_task(guard(scope, receive, sender(0)))
+    await entered.wait()
+    await guard(scope, receive, sender(1))
+    assert replies[1][0]["status"] == 503
+    assert json.loads(replies[1][1]["body"])["errors"][0]["extensions"]["code"] == "UPLOAD_BUSY"
+    release.set()
+    await first
+    assert replies[0][0]["status"] == 200
