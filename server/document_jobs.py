@@ -11,9 +11,10 @@ per document, so each verdict and each purge commits with its own audit row (`do
   object that cannot be read likewise. The row is locked and checked again before the verdict is
   written (a new version or a concurrent run may have changed it meanwhile).
 - `purge_deleted`: a document soft-deleted for longer than the retention (GWM_DOCUMENT_PURGE_DAYS)
-  and not under a legal hold loses its object; the row stays, with `purged_at`, so its history and
-  access logs remain. The object is deleted before the row is marked: a run that fails in between
-  finds the row again and the delete of a missing object succeeds.
+  and not under a legal hold loses its object and its text chunks (document_text_chunks); the row
+  stays, with `purged_at`, so its history and access logs remain. The object is deleted before the
+  row is marked: a run that fails in between finds the row again and the delete of a missing object
+  succeeds.
 
 `gwm jobs run` calls `run_document_jobs`; the worker loop (`gwm sync`, `gwm serve --with-sync`) runs
 `scan_side_job` after its sync jobs, so a new upload is scanned within seconds: it finds quarantined
@@ -257,6 +258,10 @@ async def _purge_one(
                 _log.warning("document %s: key %r is not one of this store's; not purged", document_id,
                              document.storage_key)
                 return False
+        # The text extracted from the file goes with it (derived data, not audited: W11).
+        await uow.connection.execute(
+            text("DELETE FROM document_text_chunks WHERE document_id = :d"), {"d": document_id}
+        )
         document.purged_at = func.now()
         uow.label(
             document,

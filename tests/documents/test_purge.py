@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from models.db import set_tenant
 from server.app import create_app
 from server.document_jobs import purge_deleted
 from storage.base import DocumentStorage
@@ -48,11 +50,25 @@ async def _purge_cases(
     )
     live, live_key = await stored_document(owner_engine, tenant, storage, b"live", tmp_path)
 
+    async with owner_engine.begin() as conn:  # text extracted from the due one's file
+        await set_tenant(conn, tenant.id)
+        for document_id in (due, held):
+            await conn.execute(
+                text("INSERT INTO document_text_chunks (tenant_id, document_id, chunk_index, start_offset, content)"
+                     " VALUES (:t, :d, 0, 0, 'section L')"),
+                {"t": tenant.id, "d": document_id},
+            )
+
     report = await purge_deleted(
         owner_engine, TEST_AUDIT_CHAIN, storage, retention=RETENTION, now=now, tenant_ids=[tenant.id]
     )
 
     assert (report.purged, report.failed) == (1, [])
+    async with owner_engine.connect() as conn:
+        await set_tenant(conn, tenant.id)
+        chunks = await conn.execute(text("SELECT document_id FROM document_text_chunks WHERE tenant_id = :t"),
+                                    {"t": tenant.id})
+        assert [r.document_id for r in chunks] == [held]
     assert await storage.size(due_key) is None
     row = await document_row(owner_engine, tenant, due)
     assert row.purged_at is not None and row.is_deleted  # the record stays, soft-deleted
