@@ -82,7 +82,21 @@ def _mailer(settings: Settings) -> SmtpMailer | None:
 def _known_path(scope: Scope) -> bool:
     """True when some route serves the path (with any method): other paths answer 404 unauthenticated."""
     app: Starlette = scope["app"]  # Starlette puts itself in the scope before its middleware runs
+    if not scope.get("root_path") and scope["path"] in _static_paths(app):
+        return True  # a route without parameters matches its own path: /graphql is not tried on every route
     return any(route.matches(scope)[0] is not Match.NONE for route in app.routes)
+
+
+def _static_paths(app: Starlette) -> frozenset[str]:
+    """The paths of the routes that take no path parameters, worked out once per app."""
+    paths: frozenset[str] | None = getattr(app.state, "static_paths", None)
+    if paths is None:
+        paths = frozenset(
+            route.path for route in app.routes
+            if isinstance(route, Route | WebSocketRoute) and not route.param_convertors
+        )
+        app.state.static_paths = paths
+    return paths
 
 
 _HTTP_CODES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
@@ -168,11 +182,12 @@ def create_app(settings: Settings, *, live: LiveConfig | None = None) -> Starlet
 
     app = Starlette(
         routes=[
+            # First: the router tries routes in order, and nearly every request is a GraphQL one.
+            Route("/graphql", graphql, methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", graphql),  # subscriptions (graphql-transport-ws, schema/websocket.py)
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             *auth_routes(),
-            Route("/graphql", graphql, methods=["GET", "POST"]),
-            WebSocketRoute("/graphql", graphql),  # subscriptions (graphql-transport-ws, schema/websocket.py)
             *graphiql.graphiql_routes(),
             *export_routes(),
             *download_routes.download_routes(),  # the local backend's signed download links
