@@ -31,6 +31,7 @@ from models.db import create_engine, set_tenant  # noqa: E402
 from server import migrate  # noqa: E402
 from server.embedded import bootstrap_database, start_embedded, urls_for  # noqa: E402
 from tests.support.db import TenantRef, admin_url_from_env, create_tenant  # noqa: E402
+from tests.support.s3 import moto_s3  # noqa: E402, F401 - the session's one S3 server (tests/support/s3.py)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -1,12 +1,13 @@
-"""Fixtures of the documents tests: one S3 protocol server (moto's, on 127.0.0.1) for the whole test
-session, a fresh bucket per test, and the two storage backends."""
+"""Fixtures of the documents tests: a fresh bucket per test on the session's S3 server (`moto_s3`,
+tests/support/s3.py, registered in tests/conftest.py), the two storage backends, and `env`: an app
+per backend with a tenant, an admin signed in and a project."""
 
 from __future__ import annotations
 
 import json
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,6 @@ from starlette.applications import Starlette
 from models.db import set_tenant
 from server.app import create_app
 from storage.base import DocumentStorage
-from storage.config import S3Config
 from storage.local import LocalStorage
 from storage.s3 import S3Storage
 from storage.signing import Signer
@@ -30,6 +30,7 @@ from tests.support.factories import make
 from tests.support.graphql import sign_in
 from tests.support.http import app_client, make_login_user
 from tests.support.http import test_settings as settings_for
+from tests.support.s3 import MotoS3
 
 #: A signing key for tests (32 bytes).
 TEST_SIGNING_KEY = b"k" * 32
@@ -44,56 +45,6 @@ mutation Up($input: DocumentUploadInput!) {
     errors { field code message }
   }
 }"""
-
-
-@dataclass(frozen=True)
-class MotoS3:
-    """The session's S3 server: its endpoint and the fake credentials it takes."""
-
-    endpoint_url: str
-    access_key_id: str = "testing"
-    secret_access_key: str = "testing"  # moto's fake credentials
-    region: str = "us-east-1"
-
-    def config(
-        self, bucket: str, *, prefix: str = "gwm/", kms_key_id: str | None = None, endpoint: str | None = None
-    ) -> S3Config:
-        return S3Config(
-            bucket=bucket,
-            region=self.region,
-            prefix=prefix,
-            endpoint_url=endpoint or self.endpoint_url,
-            kms_key_id=kms_key_id,
-            access_key_id=self.access_key_id,
-            secret_access_key=self.secret_access_key,
-        )
-
-    async def create_bucket(self) -> str:
-        import aioboto3  # type: ignore[import-untyped]
-
-        name = f"gwm-test-{uuid.uuid4().hex[:12]}"
-        session = aioboto3.Session(
-            aws_access_key_id=self.access_key_id, aws_secret_access_key=self.secret_access_key, region_name=self.region
-        )
-        async with session.client("s3", endpoint_url=self.endpoint_url) as s3:
-            await s3.create_bucket(Bucket=name)
-        return name
-
-
-@pytest.fixture(scope="session")
-def moto_s3() -> Iterator[MotoS3]:
-    """moto's S3 server on 127.0.0.1 (a random port), started once per test session."""
-    from moto.server import ThreadedMotoServer
-
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        os.environ.setdefault(name, "testing")
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield MotoS3(endpoint_url=f"http://{host}:{port}")
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -178,7 +129,7 @@ class Env:
         if self.backend == "local":
             root = storage.root  # type: ignore[attr-defined]
             return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) if root.exists() else []
-        import aioboto3
+        import aioboto3  # type: ignore[import-untyped]
 
         session = aioboto3.Session(
             aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"

@@ -16,8 +16,9 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.documents.conftest import UPLOAD, Env, MotoS3
+from tests.documents.conftest import UPLOAD, Env
 from tests.documents.samples import html_bytes, pdf_bytes
+from tests.support.s3 import MotoS3
 
 START = """
 mutation S($input: DocumentUploadStartInput!) {

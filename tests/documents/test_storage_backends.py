@@ -24,8 +24,8 @@ from storage.errors import Refused
 from storage.keys import object_key, parse_key
 from storage.local import LocalStorage
 from storage.s3 import S3Storage
-from tests.documents.conftest import MotoS3
 from tests.documents.samples import docx_bytes, exe_bytes, html_bytes, pdf_bytes, svg_bytes, zip_bytes
+from tests.support.s3 import MotoS3
 
 BACKENDS = ["local", "s3"]
 
