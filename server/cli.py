@@ -6,7 +6,9 @@
     gwm jobs run     the nightly account sweep (inactive accounts, expired role assignments, purges)
     gwm sync [--concurrency N] [--once] [--lease-seconds S]   sync workers (gwm serve --with-sync: one in-process)
     gwm sync budget --tenant T --source ID --daily N [--hourly N]   an API key's call budget
-    gwm audit verify [--tenant SUBDOMAIN_OR_ID] | purge --tenant T --before TIME --yes
+    gwm audit verify [--tenant SUBDOMAIN_OR_ID] | verify --archive FILE
+    gwm audit archive --tenant T --before TIME --output FILE | purge --tenant T --before TIME --archive FILE --yes
+    gwm audit tail --tenant T --since TIME [--follow]   (server/audit_commands.py)
     gwm user unlock | grant-admin | resend-invitation --tenant T --email E   (a tenant locked out of itself)
     gwm tenant export --tenant T FILE | import FILE | purge --tenant T --export-sha256 H --yes
     gwm tenant create --subdomain S --name N --admin-email E --admin-first-name F --admin-last-name L
@@ -424,6 +426,13 @@ def _cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
     if args.audit_command == "purge" and not args.yes:
         print("gwm audit purge deletes audit rows for good; run again with --yes", file=sys.stderr)
         return 2
+    from server import audit_commands
+
+    if args.audit_command == "verify" and args.archive is not None:  # no database: the keys alone
+        return audit_commands.cli_verify(resolve_audit_keys(settings).audit_keys or "", args.archive)
+    refused = audit_commands.check_arguments(args)
+    if refused is not None:
+        return refused
     settings = resolve_database(resolve_audit_keys(settings))
     chain = AuditChain.from_setting(settings.audit_keys or "")
 
@@ -434,13 +443,16 @@ def _cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
             if tenants is None:
                 print(f"gwm: no tenant {args.tenant!r}", file=sys.stderr)
                 return 2
-            if args.audit_command == "purge":
-                return await _audit_purge(engine, chain, tenants, args.before)
+            if args.audit_command in {"archive", "purge", "tail"}:
+                return await audit_commands.cli_run(engine, settings.audit_keys or "", args, tenants[0])
             return await _audit_verify(engine, chain, tenants)
         finally:
             await engine.dispose()
 
-    return asyncio.run(run())
+    try:
+        return asyncio.run(run())
+    except KeyboardInterrupt:  # `gwm audit tail --follow` ends with Ctrl-C
+        return 0
 
 
 async def _audit_tenants(engine: AsyncEngine, wanted: str | None) -> list[tuple[uuid.UUID, str]] | None:
@@ -481,26 +493,6 @@ async def _audit_verify(engine: AsyncEngine, chain: AuditChain, tenants: list[tu
     verdict = "ok" if not failed else f"FAILED in {failed} table(s)"
     print(f"verified {len(tenants)} tenant(s), {rows} audit rows: {verdict}")
     return 1 if failed else 0
-
-
-async def _audit_purge(
-    engine: AsyncEngine, chain: AuditChain, tenants: list[tuple[uuid.UUID, str]], before: str
-) -> int:
-    from datetime import UTC, datetime
-
-    try:
-        cutoff = datetime.fromisoformat(before)
-    except ValueError:
-        print(f"gwm: --before {before!r} is not an ISO date or time", file=sys.stderr)
-        return 2
-    if cutoff.tzinfo is None:
-        cutoff = cutoff.replace(tzinfo=UTC)
-    for tenant_id, subdomain in tenants:
-        async with engine.begin() as conn:
-            report = await chain.purge_before(conn, tenant_id, cutoff, requested_by="gwm audit purge")
-        counts = ", ".join(f"{table} {n}" for table, n in report.deleted.items())
-        print(f"{subdomain}: purged rows recorded before {cutoff.isoformat()}: {counts}")
-    return 0
 
 
 def _cmd_tenant(settings: Settings, args: argparse.Namespace) -> int:
@@ -627,10 +619,22 @@ def _parser() -> argparse.ArgumentParser:
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
     verify = audit_sub.add_parser("verify", help="check every chained audit row (exit 1 naming the first bad row)")
     verify.add_argument("--tenant", default=None, help="only this tenant (subdomain or id)")
+    verify.add_argument("--archive", default=None, help="verify this archive file instead (no database)")
     purge = audit_sub.add_parser("purge", help="retention: delete audit rows recorded before a time, and record that")
     purge.add_argument("--tenant", required=True, help="the tenant (subdomain or id)")
     purge.add_argument("--before", required=True, help="ISO date or time (UTC unless it says otherwise)")
     purge.add_argument("--yes", action="store_true", help="confirm: the rows are gone for good")
+    purge.add_argument("--archive", default=None, help="a `gwm audit archive` file holding every row purged")
+    archive = audit_sub.add_parser("archive", help="write a tenant's audit rows recorded before a time to a file")
+    archive.add_argument("--tenant", required=True, help="the tenant (subdomain or id)")
+    archive.add_argument("--before", required=True, help="ISO date or time (UTC unless it says otherwise)")
+    archive.add_argument("--output", required=True, help="the file to create (refused if it exists; mode 0600)")
+    tail = audit_sub.add_parser("tail", help="stream a tenant's audit rows as JSON lines (for a SIEM)")
+    tail.add_argument("--tenant", required=True, help="the tenant (subdomain or id)")
+    tail.add_argument("--since", required=True, help="ISO date or time: rows recorded from then on")
+    tail.add_argument("--follow", action="store_true", help="keep streaming rows as they are appended")
+    tail.add_argument("--interval", type=float, default=2.0, help="seconds between polls with --follow")
+    tail.add_argument("--limit", type=int, default=None, help="stop after this many rows")
     tenant = sub.add_parser("tenant", help="tenants: create one, move one between databases, delete one")
     tenant_sub = tenant.add_subparsers(dest="tenant_command", required=True)
     tenant_export = tenant_sub.add_parser("export", help="every row of a tenant as JSON lines (file mode 0600)")

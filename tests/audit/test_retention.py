@@ -89,10 +89,14 @@ async def test_a_forged_purge_record_is_caught(owner_engine: AsyncEngine, doomed
 
 
 async def test_a_purge_keeps_the_newest_row_of_each_chain(
-    gwm: Any, owner_engine: AsyncEngine, doomed: TenantRef
+    gwm: Any, owner_engine: AsyncEngine, doomed: TenantRef, tmp_path: Any
 ) -> None:
     await append(owner_engine, doomed, "permission_audit", rows_for("permission_audit", doomed, 3, timestamp_utc=OLD))
-    run = await gwm("audit", "purge", "--tenant", doomed.subdomain, "--before", "2030-01-01", "--yes")
+    archive = str(tmp_path / "trail.jsonl")  # purge deletes only rows a verified archive holds
+    assert (await gwm("audit", "archive", "--tenant", doomed.subdomain, "--before", "2030-01-01",
+                      "--output", archive)).code == 0
+    run = await gwm("audit", "purge", "--tenant", doomed.subdomain, "--before", "2030-01-01", "--yes",
+                    "--archive", archive)
     assert run.code == 0, run.err
     assert run.out == (
         f"{doomed.subdomain}: purged rows recorded before 2030-01-01T00:00:00+00:00: "
