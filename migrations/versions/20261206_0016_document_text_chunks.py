@@ -103,14 +103,20 @@ CREATE FUNCTION public.gwm_document_search(p_query tsquery)
 RETURNS uuid[]
 LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = ''
+SET enable_seqscan = off
 AS $fn$
+    -- The GIN indexes answer `@@`; the tenant is a filter on what they find. The planner does not
+    -- count reading a row's TOASTed vector, so it would rather scan the table or read every row of
+    -- the tenant through a tenant index and test each vector (100 ms for 2,000 documents of 10 kB,
+    -- against 2-4 ms through the GIN index): sequential scans are off here, and the tenant test is
+    -- written `IS TRUE`, which no btree index answers.
     SELECT COALESCE(array_agg(DISTINCT hit.id), '{{}}'::uuid[])
     FROM (
         SELECT d.id FROM public.documents d
-        WHERE d.tenant_id = {CURRENT_TENANT} AND d.search_vector @@ p_query
+        WHERE d.search_vector @@ p_query AND (d.tenant_id = {CURRENT_TENANT}) IS TRUE
         UNION ALL
         SELECT c.document_id FROM public.document_text_chunks c
-        WHERE c.tenant_id = {CURRENT_TENANT} AND c.search_vector @@ p_query
+        WHERE c.search_vector @@ p_query AND (c.tenant_id = {CURRENT_TENANT}) IS TRUE
     ) hit
 $fn$"""
 

@@ -5,7 +5,7 @@ A phrase inside a PDF, inside a DOCX and in the last 100 KB of a 5 MB text is fo
 by the extraction job's own `record_text`); another tenant's copy of the phrase is not. The GIN
 indexes serve the search of gwm_app: the id match is an index condition of the caller's statement,
 and `gwm_document_search` (owned by gwm_lookup, docs/api/documents.md option 2) reaches both GIN
-indexes (the chunks' one shown with EXPLAIN under enable_seqscan = off and with the index's scan counter), where a
+indexes (shown with EXPLAIN under enable_seqscan = off and with the index's scan counter), where a
 plain `@@` under the tenant policy could not.
 """
 
@@ -195,12 +195,12 @@ async def test_the_gin_indexes_serve_the_search_of_gwm_app(database: Database, c
         assert re.search(r"Index Cond: \(.*documents.id = ANY", outer), outer
         assert "gwm_document_search" in outer and "Seq Scan" not in outer, outer
 
-        # What the function runs, as the role it runs as (gwm_lookup): the chunks' GIN index.
+        # What the function runs, as the role it runs as (gwm_lookup): both GIN indexes.
         body = await conn.fetchval("SELECT prosrc FROM pg_proc WHERE proname = 'gwm_document_search'")
         inner_sql = body.replace("p_query", f"websearch_to_tsquery('english', '{TAIL_PHRASE}')")
         inner = await _plan(conn, "gwm_lookup", corpus.tenant, inner_sql)
         assert "Bitmap Index Scan on ix_document_text_chunks_search_vector" in inner, inner
-        # The name side may take the GIN index or, for a tenant of few documents, a tenant index: never a scan of all.
+        assert "Bitmap Index Scan on ix_documents_search_vector" in inner, inner
         assert "Seq Scan" not in inner, inner
 
         # Without the function, `@@` under gwm_app's tenant policy cannot use the index (not LEAKPROOF).
