@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from models import Document
+from models import Document, DocumentReader
 from models.enums import AccessLevel, ProcessingStatus
 from models.errors import Conflict, Invalid
 from models.unit_of_work import UnitOfWork
@@ -23,6 +23,8 @@ from storage.base import DocumentStorage, StoredObject
 from storage.keys import object_key
 
 __all__ = ["add_document", "add_version", "chain_of", "new_document_key", "new_version_key"]
+
+# A new version's named readers are copied from the version it is made from (models/document_readers.py).
 
 # Metadata a caller may give with an upload (the file's own columns come from the stored object).
 _METADATA = frozenset(
@@ -180,4 +182,29 @@ async def add_version(
     uow.add(document)
     uow.label(document, "document.version_uploaded", f"version {(highest or 1) + 1} uploaded")
     await uow.flush()
+    await _copy_readers(uow, current, document, uploaded_by)
     return document
+
+
+async def _copy_readers(uow: UnitOfWork, source: Document, target: Document, actor: uuid.UUID) -> None:
+    """The named readers of the version a new one is made from read the new one too (an event row
+    of the new version's trail names them; the readers table is not audited by the flush hook)."""
+    readers = list(
+        await uow.session.scalars(
+            select(DocumentReader.user_id)
+            .where(DocumentReader.tenant_id == uow.tenant_id, DocumentReader.document_id == source.id)
+            .order_by(DocumentReader.user_id)
+        )
+    )
+    if not readers:
+        return
+    for user_id in readers:
+        uow.add(DocumentReader(tenant_id=uow.tenant_id, document_id=target.id, user_id=user_id, added_by=actor))
+    await uow.flush()
+    uow.record_event(
+        "document.readers_copied",
+        entity_type="document",
+        entity_id=target.id,
+        description="named readers carried over to the new version",
+        details={"from_version": str(source.id), "user_ids": [str(u) for u in readers]},
+    )

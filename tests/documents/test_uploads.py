@@ -21,6 +21,7 @@ from tests.documents.samples import docx_bytes, exe_bytes, html_bytes, pdf_bytes
 from tests.support.audit_trail import expect_audit
 from tests.support.db import create_tenant
 from tests.support.factories import make
+from tests.support.http import make_login_user
 
 VERSION = """
 mutation V($input: DocumentVersionUploadInput!) {
@@ -326,3 +327,34 @@ async def test_uploads_past_the_concurrency_bound_are_refused() -> None:
     release.set()
     await first
     assert replies[0][0]["status"] == 200
+
+
+async def test_a_new_version_keeps_the_named_readers(env: Env) -> None:
+    first = (await env.upload("plan.txt", b"capture plan v1\n", accessLevel="RESTRICTED"))["document"]
+    reader = await make_login_user(env.owner, env.tenant, roles=["Viewer"])
+    async with env.owner.begin() as conn:
+        await set_tenant(conn, env.tenant.id)
+        await conn.execute(
+            text("INSERT INTO document_readers (tenant_id, document_id, user_id, added_by) VALUES (:t, :d, :u, :a)"),
+            {"t": env.tenant.id, "d": first["rowId"], "u": reader.id, "a": env.user_id},
+        )
+    async with env.owner.connect() as conn:  # the reader row is the one the test wrote just now
+        await set_tenant(conn, env.tenant.id)
+        updated_at = (await conn.execute(text("SELECT updated_at FROM documents WHERE id = :d"),
+                                         {"d": first["rowId"]})).scalar_one()
+    variables = {"input": {"rowId": first["rowId"], "updatedAt": updated_at.isoformat(), "file": None}}
+    response = await env.post(VERSION, variables, ("plan.txt", b"capture plan v2\n"))
+    payload = response.json()["data"]["documentVersionUpload"]
+    assert payload["errors"] == []
+    async with env.owner.connect() as conn:
+        await set_tenant(conn, env.tenant.id)
+        readers = (await conn.execute(
+            text("SELECT user_id FROM document_readers WHERE document_id = :d"), {"d": payload["versionRowId"]}
+        )).scalars().all()
+        event = (await conn.execute(
+            text("SELECT after_values FROM audit_logs"
+                 " WHERE entity_id = :d AND action_type = 'document.readers_copied'"),
+            {"d": payload["versionRowId"]},
+        )).scalar_one()
+    assert readers == [reader.id]
+    assert event["user_ids"] == [str(reader.id)] and event["from_version"] == first["rowId"]
