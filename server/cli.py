@@ -311,6 +311,7 @@ def _cmd_jobs(settings: Settings, args: argparse.Namespace) -> int:
     from models.audit_chain import AuditChain
     from models.db import create_engine
     from server.jobs import run_nightly
+    from server.retention import run_retention
 
     settings = resolve_database(resolve_audit_keys(settings))
     chain = AuditChain.from_setting(settings.audit_keys or "")
@@ -324,13 +325,18 @@ def _cmd_jobs(settings: Settings, args: argparse.Namespace) -> int:
                 notification_retention_days=settings.notification_retention_days,
             )
             documents = await _document_jobs(settings, engine, chain)  # scan, then purge (server/document_jobs.py)
+            retention = await run_retention(  # ended sessions, old integration logs (server/retention.py)
+                engine, chain, session_days=settings.session_retention_days,
+                integration_log_days=settings.integration_log_retention_days,
+            )
         finally:
             await engine.dispose()
             if mailer is not None:
                 await mailer.aclose()
         print(report)
         print(documents)
-        return 1 if report.failed or documents.failed else 0
+        print(retention)
+        return 1 if report.failed or documents.failed or retention.failed else 0
 
     return asyncio.run(run())
 

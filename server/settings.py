@@ -181,6 +181,11 @@ class Settings:
     # GWM_NOTIFICATION_RETENTION_DAYS: inbox items older than this are deleted by `gwm jobs run`
     # (docs/decisions.md D20).
     notification_retention_days: int = 90
+    # Retention run by `gwm jobs run` (server/retention.py): GWM_SESSION_RETENTION_DAYS: an ended
+    # session is deleted this many days after it ended; GWM_INTEGRATION_LOG_RETENTION_DAYS: an
+    # api_integration_logs row this many days after its call.
+    session_retention_days: int = 90
+    integration_log_retention_days: int = 90
     # Document downloads and lifecycle (server/document_jobs.py, server/download_routes.py):
     # GWM_DOWNLOAD_URL_SECONDS: how long an issued download URL works (S3: its X-Amz-Expires; local:
     # the signed URL's expiry); GWM_DOCUMENT_PURGE_DAYS: a soft-deleted document's file is deleted by
@@ -288,6 +293,8 @@ class Settings:
             ws_max_connections_per_user=_at_least(env, "GWM_WS_MAX_CONNECTIONS_PER_USER", 10, 1),
             ws_init_timeout_ms=_at_least(env, "GWM_WS_INIT_TIMEOUT_MS", 10_000, 1),
             notification_retention_days=_at_least(env, "GWM_NOTIFICATION_RETENTION_DAYS", 90, 1),
+            session_retention_days=_at_least(env, "GWM_SESSION_RETENTION_DAYS", 90, 1),
+            integration_log_retention_days=_at_least(env, "GWM_INTEGRATION_LOG_RETENTION_DAYS", 90, 1),
             download_url_seconds=_at_least(env, "GWM_DOWNLOAD_URL_SECONDS", 300, 1),
             document_purge_days=_at_least(env, "GWM_DOCUMENT_PURGE_DAYS", 30, 1),
             scan_clamd=_clamd(env),
