@@ -31,7 +31,7 @@ from models import Document as DocumentModel
 from models import OpportunityProject as ProjectModel
 from models.enums import AccessLevel
 from models.unit_of_work import UnitOfWork
-from resolvers.documents import uploads
+from resolvers.documents import readers, uploads
 from resolvers.opportunities.mutations import project_id_of
 from schema.context import GraphQLContext, Info
 from schema.documents import Document
@@ -186,6 +186,7 @@ async def _upload(uow: UnitOfWork, args: Args[DocumentUploadInput]) -> uuid.UUID
 
 async def _version(uow: UnitOfWork, args: Args[DocumentVersionUploadInput]) -> Done:
     assert args.id is not None
+    await readers.check_readable(uow, args.context.scope, args.id)  # a hidden document is NOT_FOUND
     file: uploads.FileLike = args.input.file  # type: ignore[assignment] # starlette's UploadFile
     try:
         version = await uploads.upload_version(uow, _uploads(args.info), file, args.id, args.updated_at, args.values)
@@ -195,6 +196,8 @@ async def _version(uow: UnitOfWork, args: Args[DocumentVersionUploadInput]) -> D
 
 
 async def _start(uow: UnitOfWork, args: Args[DocumentUploadStartInput]) -> Done:
+    if args.values.get("document_id") is not None:
+        await readers.check_readable(uow, args.context.scope, args.values["document_id"], field="document_id")
     started = await uploads.start_upload(uow, _uploads(args.info), args.values)
     target = DocumentUploadTarget(
         method=started.upload.method,
@@ -208,7 +211,12 @@ async def _start(uow: UnitOfWork, args: Args[DocumentUploadStartInput]) -> Done:
 
 async def _complete(uow: UnitOfWork, args: Args[DocumentUploadCompleteInput]) -> uuid.UUID:
     values = {k: v for k, v in args.values.items() if k != "ticket"}
-    return await uploads.complete_upload(uow, _uploads(args.info), args.input.ticket, values)
+    scope = args.context.scope
+
+    async def readable(document_id: uuid.UUID) -> None:
+        await readers.check_readable(uow, scope, document_id, field="ticket")
+
+    return await uploads.complete_upload(uow, _uploads(args.info), args.input.ticket, values, readable=readable)
 
 
 async def _start_project(context: GraphQLContext, value: Any) -> uuid.UUID | None:

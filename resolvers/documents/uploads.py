@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime
 import re
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -240,8 +240,16 @@ async def start_upload(uow: UnitOfWork, uploads: Uploads, values: Mapping[str, A
     return Started(upload=upload, ticket=ticket)
 
 
-async def complete_upload(uow: UnitOfWork, uploads: Uploads, ticket: str, values: Mapping[str, Any]) -> uuid.UUID:
-    """The document (or version) of a presigned upload whose object now checks out."""
+async def complete_upload(
+    uow: UnitOfWork,
+    uploads: Uploads,
+    ticket: str,
+    values: Mapping[str, Any],
+    *,
+    readable: Callable[[uuid.UUID], Awaitable[None]] | None = None,
+) -> uuid.UUID:
+    """The document (or version) of a presigned upload whose object now checks out (`readable`: the
+    caller's check that the document a version is added to is still one they may read)."""
     try:
         claims = uploads.signer.verify(TICKET_PURPOSE, ticket)
     except Expired:
@@ -262,6 +270,8 @@ async def complete_upload(uow: UnitOfWork, uploads: Uploads, ticket: str, values
     if done is not None:
         return done  # completed already: the same document again
     metadata = await _metadata(uow, values)
+    if document_id is not None and readable is not None:
+        await readable(document_id)
     current = await uow.lock(Document, document_id, what="document") if document_id is not None else None
     if current is not None:
         _check_current(current, field="ticket")

@@ -358,3 +358,22 @@ async def test_a_new_version_keeps_the_named_readers(env: Env) -> None:
         )).scalar_one()
     assert readers == [reader.id]
     assert event["user_ids"] == [str(reader.id)] and event["from_version"] == first["rowId"]
+
+
+async def test_no_version_of_a_document_the_caller_may_not_read(env: Env) -> None:
+    from tests.support.graphql import sign_in
+
+    first = (await env.upload("secret.txt", b"pricing strategy\n", accessLevel="CONFIDENTIAL"))["document"]
+    outsider = await make_login_user(env.owner, env.tenant, roles=["Tenant Admin"])
+    token = await sign_in(env.client, outsider)
+    variables = {"input": {"rowId": first["rowId"], "updatedAt": first["updatedAt"], "file": None}}
+    response = await env.post(VERSION, variables, ("secret.txt", b"v2\n"), headers={"authorization": f"Bearer {token}"})
+    payload = response.json()["data"]["documentVersionUpload"]
+    assert [e["code"] for e in payload["errors"]] == ["NOT_FOUND"]
+    start = await env.client.post("/graphql", headers={"authorization": f"Bearer {token}"}, json={
+        "query": "mutation($i: DocumentUploadStartInput!) {"
+                 " documentUploadStart(input: $i) { ticket errors { code } } }",
+        "variables": {"i": {"documentRowId": first["rowId"], "fileName": "v2.txt", "sizeBytes": 3, "sha256": "a" * 64}},
+    })
+    assert [e["code"] for e in start.json()["data"]["documentUploadStart"]["errors"]] == ["NOT_FOUND"]
+    assert len(await env.rows()) == 1 and len(await env.objects()) == 1 and env.spooled() == []
