@@ -192,6 +192,8 @@ class Document(EntityNode, TenantOwned, relay.Node):
         "tags": "Labels as a JSON array of strings.",
         "custom_metadata": "Further attributes of the tenant's choosing (JSON object).",
         "processing_status": "Where text extraction and indexing stand (content search needs COMPLETED).",
+        "processing_error": "Why text extraction FAILED: the limit the file hit (pages, decompressed size, CPU, time,"
+        " memory) or the parser's complaint; null otherwise.",
         "is_deleted": "Deleted (kept as evidence, left out of lists unless asked for).",
         "deleted_at": "When it was deleted; null while it is not.",
         "scan_status": "The malware scan of its file: only a CLEAN file can be downloaded.",
@@ -247,6 +249,7 @@ class Document(EntityNode, TenantOwned, relay.Node):
     tags: JSON
     custom_metadata: JSON
     processing_status = enum_column(ProcessingStatus, DOCUMENT_ROWS.c.processing_status)
+    processing_error: str | None
     is_deleted: bool
     deleted_at: datetime.datetime | None
     scan_status = enum_column(ScanStatus, DOCUMENT_ROWS.c.scan_status)

@@ -50,11 +50,15 @@ def load_jobs(spec: str = DEFAULT_JOBS) -> Mapping[JobKind, JobFunction]:
 
 
 def _document_side_jobs(settings: Settings) -> list[SideJob]:
-    """The document work a worker loop does after its sync jobs: the malware scan of new files."""
+    """The document work a worker loop does after its sync jobs: the malware scan of new files, then the
+    text extraction of the clean ones (sync/extraction.py)."""
     from server.document_jobs import scan_side_job
     from storage.scan import scanner_from_setting
+    from sync.extraction import ExtractionStep
 
-    return [scan_side_job(scanner_from_setting(settings.scan_clamd))]
+    config = settings.storage_config()
+    extraction = ExtractionStep(max_object_bytes=config.max_upload_bytes, temp_dir=config.temp_dir)
+    return [scan_side_job(scanner_from_setting(settings.scan_clamd)), extraction]
 
 
 @contextlib.asynccontextmanager
