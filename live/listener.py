@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -46,8 +45,9 @@ APPLICATION_NAME = "gwm-listen"
 
 def connector_for(engine: AsyncEngine, *, application_name: str = APPLICATION_NAME) -> Connector:
     """Connect as `engine`'s role and database, outside its pool (a LISTEN connection of its own)."""
-    args, params = engine.dialect.create_connect_args(engine.url)
-    options: dict[str, Any] = dict(params)
+    from models.db import driver_connect_args
+
+    args, options = driver_connect_args(engine)  # the engine's TLS settings included
 
     async def connect() -> asyncpg.Connection:
         return await asyncpg.connect(*args, **options, server_settings={"application_name": application_name})

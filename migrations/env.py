@@ -48,7 +48,10 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_async() -> None:
-    engine = create_async_engine(_url())
+    from models.db import tls_from_url
+
+    url, tls = tls_from_url(_url())  # libpq's TLS parameters in the URL (docs/deploy.md)
+    engine = create_async_engine(url, connect_args={} if tls is None else {"ssl": tls})
     try:
         async with engine.connect() as conn:
             await conn.run_sync(_run)

@@ -6,13 +6,16 @@ a pooled connection never carries one tenant's setting into another tenant's req
 
 from __future__ import annotations
 
+import ssl
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
 from sqlalchemy import text
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -22,15 +25,84 @@ from sqlalchemy.ext.asyncio import (
 )
 
 __all__ = [
+    "TLS_MODES",
     "RequestConnection",
     "create_engine",
+    "driver_connect_args",
     "session_factory",
     "set_tenant",
     "tenant_connection",
     "tenant_session",
+    "tls_from_url",
 ]
 
 _SET_TENANT = text("SELECT set_config('app.tenant_id', :tenant_id, true)")
+
+
+# libpq's TLS parameters, accepted in a database URL's query (`?sslmode=verify-full&sslrootcert=...`).
+TLS_MODES = ("disable", "prefer", "require", "verify-ca", "verify-full")
+_TLS_PARAMETERS = ("sslmode", "sslrootcert", "sslcert", "sslkey")
+
+
+def tls_from_url(url: str) -> tuple[str, ssl.SSLContext | str | bool | None]:
+    """`url` without libpq's TLS parameters, and what they ask of the driver (asyncpg's `ssl`).
+
+    The parameters mean what they mean to libpq: `sslmode` disable | prefer | require | verify-ca |
+    verify-full, `sslrootcert` the CA file the server's certificate must chain to (without it:
+    the system's trust store), `sslcert`/`sslkey` a client certificate and its key. verify-full also
+    checks the host name of the URL against the certificate. No `sslmode`: None (asyncpg's default,
+    which is libpq's `prefer`: TLS when offered, unverified). Raises ValueError for an unknown mode,
+    a file that does not exist, or `sslkey` without `sslcert`.
+    """
+    parsed = make_url(url)
+    query = {k: v for k, v in parsed.query.items() if k in _TLS_PARAMETERS}
+    if not query:
+        return url, None
+    stripped = parsed.difference_update_query(_TLS_PARAMETERS).render_as_string(hide_password=False)
+
+    def one(name: str) -> str | None:
+        value = query.get(name)
+        if isinstance(value, tuple):
+            raise ValueError(f"{name} is given more than once")
+        return value or None
+
+    mode = (one("sslmode") or "prefer").lower()
+    if mode not in TLS_MODES:
+        raise ValueError(f"sslmode must be one of {', '.join(TLS_MODES)}; got {mode!r}")
+    root, cert, key = one("sslrootcert"), one("sslcert"), one("sslkey")
+    for name, path in (("sslrootcert", root), ("sslcert", cert), ("sslkey", key)):
+        if path is not None and not _readable(path):
+            raise ValueError(f"{name}: no readable file at {path}")
+    if key is not None and cert is None:
+        raise ValueError("sslkey is given without sslcert")
+    if mode == "disable":
+        return stripped, False  # asyncpg's ssl=False: never TLS
+    if mode == "prefer" and root is None and cert is None:
+        return stripped, "prefer"
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=root)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if mode in {"prefer", "require"}:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    elif mode == "verify-ca":
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_REQUIRED
+    if cert is not None:
+        context.load_cert_chain(cert, key)
+    return stripped, context
+
+
+def _readable(path: str) -> bool:
+    try:
+        with open(path, "rb"):
+            return True
+    except OSError:
+        return False
+
+
+# What each engine's connections were opened with beyond its URL (TLS), for connections made outside
+# its pool (the LISTEN connection of live/listener.py).
+_DRIVER_EXTRAS: weakref.WeakKeyDictionary[Engine, dict[str, Any]] = weakref.WeakKeyDictionary()
 
 
 def create_engine(
@@ -39,26 +111,51 @@ def create_engine(
     pool_size: int = 10,
     max_overflow: int = 10,
     statement_timeout_ms: int | None = None,
+    idle_in_transaction_timeout_ms: int | None = None,
+    pool_timeout_s: float = 30.0,
     application_name: str = "gwm",
     **kwargs: Any,
 ) -> AsyncEngine:
     """An asyncpg engine; `statement_timeout_ms` bounds every statement on its connections.
 
+    `idle_in_transaction_timeout_ms` ends (server side) a session whose transaction sat idle that
+    long, so a stuck request cannot hold locks and a snapshot indefinitely. At most `pool_size +
+    max_overflow` connections are open; a checkout waits `pool_timeout_s` for one, then raises
+    `sqlalchemy.exc.TimeoutError` (answered 503 with Retry-After by server/overload.py).
+    libpq's TLS parameters in `url` (`tls_from_url`) become the driver's `ssl`.
+
     Bound parameters never reach an exception's text or the log (`hide_parameters`): they hold
     emails, search text and whatever a caller sent.
     """
+    url, tls = tls_from_url(url)
     server_settings = {"application_name": application_name}
     if statement_timeout_ms is not None:
         server_settings["statement_timeout"] = str(statement_timeout_ms)
-    return create_async_engine(
+    if idle_in_transaction_timeout_ms is not None:
+        server_settings["idle_in_transaction_session_timeout"] = str(idle_in_transaction_timeout_ms)
+    connect_args: dict[str, Any] = dict(kwargs.pop("connect_args", None) or {})
+    connect_args["server_settings"] = {**server_settings, **connect_args.get("server_settings", {})}
+    extras: dict[str, Any] = {}
+    if tls is not None:
+        connect_args["ssl"] = extras["ssl"] = tls
+    engine = create_async_engine(
         url,
         pool_size=pool_size,
         max_overflow=max_overflow,
+        pool_timeout=pool_timeout_s,
         pool_pre_ping=False,
         hide_parameters=True,
-        connect_args={"server_settings": server_settings},
+        connect_args=connect_args,
         **kwargs,
     )
+    _DRIVER_EXTRAS[engine.sync_engine] = extras
+    return engine
+
+
+def driver_connect_args(engine: AsyncEngine) -> tuple[list[Any], dict[str, Any]]:
+    """asyncpg.connect's arguments for a connection as `engine`'s role outside its pool (TLS included)."""
+    args, params = engine.dialect.create_connect_args(engine.url)
+    return list(args), {**params, **_DRIVER_EXTRAS.get(engine.sync_engine, {})}
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

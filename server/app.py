@@ -40,6 +40,7 @@ from schema.schema import graphql_app
 from server import download_routes, graphiql
 from server.exports import export_routes
 from server.middleware import AuthMiddleware
+from server.overload import PoolExhaustion, retry_after_seconds
 from server.settings import Settings
 from server.storage_routes import UPLOAD_PREFIXES, UploadGuard, build_uploads, storage_routes
 
@@ -125,6 +126,8 @@ def create_app(settings: Settings, *, live: LiveConfig | None = None) -> Starlet
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         statement_timeout_ms=settings.db_statement_timeout_ms,
+        idle_in_transaction_timeout_ms=settings.db_idle_in_transaction_timeout_ms,
+        pool_timeout_s=settings.db_pool_timeout_ms / 1000,
         application_name="gwm-server",
     )
     writer = SideEffectWriter(engine, AuditChain.from_setting(settings.audit_keys))
@@ -194,6 +197,8 @@ def create_app(settings: Settings, *, live: LiveConfig | None = None) -> Starlet
             *storage_routes(),
         ],
         middleware=[
+            # Outermost: a pool checkout that timed out answers 503 with Retry-After (server/overload.py).
+            Middleware(PoolExhaustion, retry_after=retry_after_seconds(settings.db_pool_timeout_ms)),
             # Before authentication: a browser opening /graphql gets the (public) GraphiQL page.
             Middleware(graphiql.BrowserRedirect, paths={"/graphql": graphiql.GRAPHIQL_PATH}),
             # Multipart uploads: preflight header, size limit while reading, concurrency bound.

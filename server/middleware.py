@@ -34,6 +34,7 @@ import re
 import uuid
 from collections.abc import Callable, Iterable
 
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -243,6 +244,8 @@ async def _call(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> Non
         if started:
             raise
         await _reject(send, 413, "TOO_LARGE", f"Request bodies are limited to {MAX_BODY_BYTES} bytes.")
+    except PoolTimeout:
+        raise  # the pool stayed exhausted: 503 with Retry-After (server/overload.py)
     except Exception as exc:  # a bug below: logged here, answered as JSON, never re-raised to the server's log
         meta: RequestMeta = scope["state"]["meta"]
         _log.error("unhandled error in request %s to %s: %s", meta.request_id, scope.get("path"),

@@ -17,7 +17,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 if TYPE_CHECKING:
     from models.audit_chain import AuditChain
@@ -38,9 +38,17 @@ def alembic_config(url: str | None = None, stdout: Any = None) -> Config:
     return cfg
 
 
+def _owner_engine(owner_url: str) -> AsyncEngine:
+    """An engine as the schema owner; libpq's TLS parameters in the URL apply (models/db.py tls_from_url)."""
+    from models.db import tls_from_url
+
+    url, tls = tls_from_url(owner_url)
+    return create_async_engine(url, connect_args={} if tls is None else {"ssl": tls})
+
+
 async def _locked(owner_url: str, work: Callable[[Connection, Config], Any], stdout: Any = None) -> Any:
     """Run `work` on one owner connection holding the migration lock; commit what it did."""
-    engine = create_async_engine(owner_url)
+    engine = _owner_engine(owner_url)
     try:
         async with engine.connect() as conn:
             await conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
@@ -69,7 +77,7 @@ async def upgrade(owner_url: str, target: str = "head", *, chain: AuditChain | N
     if target == "head" and chain is not None:
         from auth.provisioning import sync_all_tenants
 
-        engine = create_async_engine(owner_url)
+        engine = _owner_engine(owner_url)
         try:
             await sync_all_tenants(engine, chain)
         finally:

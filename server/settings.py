@@ -83,6 +83,17 @@ def _networks(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _check_tls(name: str, url: str | None) -> None:
+    """libpq's TLS parameters in a database URL are checked now (unknown sslmode, missing CA file)."""
+    from models.db import tls_from_url
+
+    if url is not None:
+        try:
+            tls_from_url(url)
+        except (ValueError, OSError) as exc:
+            raise SettingsError(f"{name}: {exc}") from None
+
+
 def _storage_backend(env: Mapping[str, str]) -> str:
     raw = (env.get("GWM_STORAGE_BACKEND") or "local").strip().lower()
     if raw not in {"local", "s3"}:
@@ -123,6 +134,15 @@ class Settings:
     db_max_overflow: int = 10
     # GWM_DB_STATEMENT_TIMEOUT_MS: bound on any single statement of the server's role.
     db_statement_timeout_ms: int = 30_000
+    # Database connections under load and over TLS (docs/deploy.md "Database connections"; TLS is set in
+    # both URLs with libpq's parameters: ?sslmode=verify-full&sslrootcert=...&sslcert=...&sslkey=...):
+    # GWM_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS: a server session whose transaction sits idle this long is
+    # ended by PostgreSQL (0: never); GWM_DB_POOL_TIMEOUT_MS: how long a request waits for a pooled
+    # connection before it is answered 503 with Retry-After; GWM_SHUTDOWN_GRACE_SECONDS: how long
+    # SIGTERM waits for requests in flight before the process stops anyway.
+    db_idle_in_transaction_timeout_ms: int = 60_000
+    db_pool_timeout_ms: int = 5_000
+    shutdown_grace_seconds: int = 30
     # GWM_OPERATION_TIMEOUT_MS: how long one GraphQL query may run before it is stopped with
     # OPERATION_TIMEOUT (checked between field resolutions; mutations are bounded by the statement
     # timeout instead); 0 turns the deadline off.
@@ -259,6 +279,8 @@ class Settings:
                 )
         if app_url is not None:
             app_url = to_async_url(app_url)
+        _check_tls("DATABASE_URL", database_url)
+        _check_tls("GWM_APP_DATABASE_URL", app_url)
         return cls(
             database_url=database_url,
             app_database_url=app_url,
@@ -269,6 +291,9 @@ class Settings:
             db_pool_size=_int(env, "GWM_DB_POOL_SIZE", 10),
             db_max_overflow=_int(env, "GWM_DB_MAX_OVERFLOW", 10),
             db_statement_timeout_ms=_int(env, "GWM_DB_STATEMENT_TIMEOUT_MS", 30_000),
+            db_idle_in_transaction_timeout_ms=_at_least(env, "GWM_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", 60_000, 0),
+            db_pool_timeout_ms=_at_least(env, "GWM_DB_POOL_TIMEOUT_MS", 5_000, 1),
+            shutdown_grace_seconds=_at_least(env, "GWM_SHUTDOWN_GRACE_SECONDS", 30, 1),
             operation_timeout_ms=_at_least(env, "GWM_OPERATION_TIMEOUT_MS", 10_000, 0),
             query_cost_limit=_at_least(env, "GWM_QUERY_COST_LIMIT", 50_000, 1),
             export_max_seconds=_at_least(env, "GWM_EXPORT_MAX_SECONDS", 300, 1),
