@@ -48,8 +48,20 @@ def _ids(connection: dict[str, Any]) -> list[str]:
     return [n["rowId"] for n in connection["nodes"]]
 
 
+def _access_logs(statements: list[str]) -> list[str]:
+    """The side-effect writer's access-log inserts (content reads are accesses), each in its own transaction."""
+    return [s for s in statements if "INSERT INTO document_access_logs" in s]
+
+
 def _operation(statements: list[str]) -> list[str]:
-    """The statements of the GraphQL operation itself (after its set_config), counts excluded."""
+    """The statements of the GraphQL operation itself (after its set_config), counts and the access-log
+    writes excluded (each its own transaction: a set_config, then the INSERT, interleaved with the reads)."""
+    dropped: set[int] = set()
+    for i, s in enumerate(statements):
+        if "INSERT INTO document_access_logs" in s:
+            begun = max(j for j in range(i) if "set_config" in statements[j] and j not in dropped)
+            dropped |= {i, begun}
+    statements = [s for i, s in enumerate(statements) if i not in dropped]
     start = max((i for i, s in enumerate(statements) if "set_config" in s), default=-1)
     return [s for s in statements[start + 1 :] if "count(" not in s]
 
@@ -102,9 +114,11 @@ async def _library(owner_engine: AsyncEngine, tenant: TenantRef) -> Library:
             uploaded_by=uploader.id,
             file_size_bytes=5_000_000_000,
             processing_status="completed",
-            access_level="restricted",
+            # Tenant-wide: the callers here are not its readers (access levels: tests/documents/test_access_levels.py).
+            access_level="tenant",
             extracted_text="Scope: radar upgrades.",
             created_at=T0,
+            is_current_version=False,  # v3 is (one current version per chain)
         )
         versions = [
             await make(
@@ -118,6 +132,7 @@ async def _library(owner_engine: AsyncEngine, tenant: TenantRef) -> Library:
                 category_id=alpha.id,
                 opportunity_project_id=project.id,
                 created_at=T0 + timedelta(days=n),
+                is_current_version=n == 3,
             )
             for n in (3, 2)  # inserted out of order
         ]
@@ -136,6 +151,7 @@ async def _library(owner_engine: AsyncEngine, tenant: TenantRef) -> Library:
             deleted_at=T0,
             deleted_by=uploader.id,
             created_at=T0 + timedelta(days=9),
+            is_current_version=False,
         )
         lib = Library(uploader, project, root, [alpha, beta], document, versions, deleted)
         organization = await make(conn, "organizations", tenant)
@@ -222,7 +238,7 @@ async def test_document_fields_and_relations(
     assert doc["fileSizeBytes"] == "5000000000"  # BigInt travels as a string
     assert (doc["processingStatus"], doc["accessLevel"], doc["isDeleted"]) == (
         "COMPLETED",
-        "RESTRICTED",
+        "TENANT",
         False,
     )
     assert doc["searchRank"] is None and doc["searchSnippet"] is None  # set only in search results
@@ -645,6 +661,8 @@ async def test_nested_documents_cost_the_same_statements_for_5_and_50(
                 parent_document_id=previous.id if previous is not None else None,
                 extracted_text="radar " * 3,
                 created_at=T0 + timedelta(minutes=i),
+                is_current_version=i == 49,  # one current version per chain
+                version_number=i + 1,
             )
             refs = {"documents": doc.id, "opportunity_projects": project.id}
             await make(conn, "document_associations", fresh_tenant, refs)
@@ -660,13 +678,15 @@ async def test_nested_documents_cost_the_same_statements_for_5_and_50(
             previous = doc
     engine = read_app.state.engine
     for search in (None, "radar"):
-        counts = []
+        counts, logs = [], []
         for first in (5, 50):
             with count_statements(engine) as statements:
                 body = await gql(client, NESTED, {"first": first, "search": search}, token=admin_token)
             nodes = body["data"]["documents"]["nodes"]
             assert len(nodes) == first
             counts.append(len(_operation(statements)))
+            logs.append(len(_access_logs(statements)))
+        assert logs[0] == logs[1] >= 1, logs  # content reads logged, one insert per access type and level
 
         # documents; their texts, categories, uploaders, projects, parents, child versions,
         # associations, access logs, history; the categories' parents, the targets that are
