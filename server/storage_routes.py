@@ -82,6 +82,9 @@ class UploadGuard:
         return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # lifespan and WebSocket scopes pass untouched (they have no body)
+            await self.app(scope, receive, send)
+            return
         headers = Headers(scope=scope)
         limit = self._limit(scope, headers)
         if limit is None:

@@ -377,3 +377,21 @@ async def test_no_version_of_a_document_the_caller_may_not_read(env: Env) -> Non
     })
     assert [e["code"] for e in start.json()["data"]["documentUploadStart"]["errors"]] == ["NOT_FOUND"]
     assert len(await env.rows()) == 1 and len(await env.objects()) == 1 and env.spooled() == []
+
+
+async def test_the_upload_guard_passes_lifespan_and_websocket_scopes() -> None:
+    from server.storage_routes import UploadGuard
+
+    seen: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(scope["type"])
+
+    guard = UploadGuard(app, max_bytes=10, concurrency=1)
+
+    async def nothing(*_: Any) -> Any:
+        return {}
+
+    await guard({"type": "lifespan"}, nothing, nothing)
+    await guard({"type": "websocket", "path": "/graphql", "headers": []}, nothing, nothing)
+    assert seen == ["lifespan", "websocket"]
