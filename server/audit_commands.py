@@ -235,24 +235,36 @@ async def write_archive(
                 out.write(line)
                 count += 1
 
-            summaries, key_ids, row_lines = await _read_archive_rows(engine, tenant_id, before)
-            header = {
-                "format": ARCHIVE_FORMAT,
-                "version": _VERSION,
-                "tenant_id": str(tenant_id),
-                "subdomain": subdomain,
-                "before": _ts(before),
-                "created_at": _ts(datetime.datetime.now(datetime.UTC)),
-                "key_ids": sorted(key_ids),
-                "tables": {name: summary.as_json() for name, summary in summaries.items()},
-            }
-            emit(header)
-            for line in row_lines:
-                emit(line)
+            async with engine.connect() as conn:
+                await conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+                async with conn.begin():  # one snapshot: the header's summary and the rows agree
+                    await set_tenant(conn, tenant_id)
+                    summaries, key_ids, belows = await _summaries(conn, tenant_id, before)
+                    emit({
+                        "format": ARCHIVE_FORMAT,
+                        "version": _VERSION,
+                        "tenant_id": str(tenant_id),
+                        "subdomain": subdomain,
+                        "before": _ts(before),
+                        "created_at": _ts(datetime.datetime.now(datetime.UTC)),
+                        "key_ids": sorted(key_ids),
+                        "tables": {name: summary.as_json() for name, summary in summaries.items()},
+                    })
+                    for name in AUDIT_TABLE_NAMES:  # streamed in batches: memory does not grow with the trail
+                        table, last = audit_table(name), 0
+                        while True:
+                            batch = await _rows_after(conn, table, tenant_id, last, belows[name], _BATCH)
+                            for row in batch:
+                                row_hash = None if row["row_hash"] is None else bytes(row["row_hash"]).hex()
+                                emit({"table": name, "seq": row["seq"], "row_hash": row_hash,
+                                      "canonical": _canonical(table, row)})
+                            if len(batch) < _BATCH:
+                                break
+                            last = batch[-1]["seq"]
             mac = _mac(keys[key_id], _TRAILER_PREFIX + digest.digest())
             trailer = {"trailer": {"lines": count, "sha256": digest.hexdigest(), "key_id": key_id, "mac": mac}}
             out.write(json.dumps(trailer, separators=(",", ":")).encode() + b"\n")
-        summary = verify_archive(partial, keys)
+        summary = await asyncio.to_thread(verify_archive, partial, keys)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
@@ -260,44 +272,46 @@ async def write_archive(
     return summary
 
 
-async def _read_archive_rows(
-    engine: AsyncEngine, tenant_id: uuid.UUID, before: datetime.datetime
-) -> tuple[dict[str, _TableSummary], set[str], list[dict[str, Any]]]:
+async def _summaries(
+    conn: AsyncConnection, tenant_id: uuid.UUID, before: datetime.datetime
+) -> tuple[dict[str, _TableSummary], set[str], dict[str, int | None]]:
+    """Per table: what the archive will hold (counts, first and last seq, anchor, head, the database's
+    head), the key ids its rows use, and the seq the archived rows stop below (None: every row)."""
     summaries: dict[str, _TableSummary] = {}
     key_ids: set[str] = set()
-    lines: list[dict[str, Any]] = []
-    async with engine.connect() as conn:
-        await conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
-        async with conn.begin():
-            await set_tenant(conn, tenant_id)
-            for name in AUDIT_TABLE_NAMES:
-                table = audit_table(name)
-                summary = summaries[name] = _TableSummary()
-                head = await _head(conn, table, tenant_id)
-                summary.database_head = {
-                    "seq": None if head is None else head[0],
-                    "hash": None if head is None or head[1] is None else head[1].hex(),
-                }
-                below = await _first_seq_at(conn, table, tenant_id, before)
-                last = 0
-                while True:
-                    batch = await _rows_after(conn, table, tenant_id, last, below, _BATCH)
-                    for row in batch:
-                        if summary.first_seq is None:
-                            summary.first_seq = row["seq"]
-                            summary.anchor = None if row["prev_hash"] is None else bytes(row["prev_hash"]).hex()
-                        summary.rows += 1
-                        summary.last_seq = row["seq"]
-                        row_hash = None if row["row_hash"] is None else bytes(row["row_hash"]).hex()
-                        summary.head = row_hash
-                        if row["hash_key_id"] is not None:
-                            key_ids.add(row["hash_key_id"])
-                        canonical = _canonical(table, row)
-                        lines.append({"table": name, "seq": row["seq"], "row_hash": row_hash, "canonical": canonical})
-                    if len(batch) < _BATCH:
-                        break
-                    last = batch[-1]["seq"]
-    return summaries, key_ids, lines
+    belows: dict[str, int | None] = {}
+    for name in AUDIT_TABLE_NAMES:
+        table = audit_table(name)
+        summary = summaries[name] = _TableSummary()
+        head = await _head(conn, table, tenant_id)
+        summary.database_head = {
+            "seq": None if head is None else head[0],
+            "hash": None if head is None or head[1] is None else bytes(head[1]).hex(),
+        }
+        below = belows[name] = await _first_seq_at(conn, table, tenant_id, before)
+        scope = [table.c.tenant_id == tenant_id] + ([table.c.seq < below] if below is not None else [])
+        span = select(func.count(), func.min(table.c.seq), func.max(table.c.seq)).where(*scope)
+        stats = (await conn.execute(span)).one()
+        summary.rows = int(stats[0])
+        if not summary.rows:
+            continue
+        summary.first_seq, summary.last_seq = int(stats[1]), int(stats[2])
+        ends = {
+            int(row.seq): row
+            for row in await conn.execute(
+                select(table.c.seq, table.c.prev_hash, table.c.row_hash).where(
+                    table.c.tenant_id == tenant_id, table.c.seq.in_([summary.first_seq, summary.last_seq])
+                )
+            )
+        }
+        first, last = ends[summary.first_seq], ends[summary.last_seq]
+        summary.anchor = None if first.prev_hash is None else bytes(first.prev_hash).hex()
+        summary.head = None if last.row_hash is None else bytes(last.row_hash).hex()
+        used = await conn.execute(
+            select(table.c.hash_key_id).where(*scope, table.c.hash_key_id.is_not(None)).distinct()
+        )
+        key_ids.update(str(key) for key in used.scalars())
+    return summaries, key_ids, belows
 
 
 # -- verify -------------------------------------------------------------------------------------------

@@ -344,3 +344,20 @@ async def test_tail_follow_streams_rows_appended_after_it_started(
     assert run.code == 0, run.err
     lines = [json.loads(line) for line in run.out.splitlines()]
     assert [(x["seq"], x["columns"]["action_type"]) for x in lines] == [(3 + n, f"later.{n}") for n in range(4)]
+
+
+async def test_archive_and_tail_read_in_batches(
+    gwm: Any, owner_engine: AsyncEngine, doomed: TenantRef, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import server.audit_commands as commands
+
+    monkeypatch.setattr(commands, "_BATCH", 2)  # every table spans several batches
+    await _aged(owner_engine, doomed)
+    path = tmp_path / "trail.jsonl"
+    assert (await _archive(gwm, doomed, path, before="2100-01-01")).code == 0
+    header, *rows, _ = _lines(path)
+    assert [r["seq"] for r in rows] == [1, 2, 3, 4, 5] * 3
+    assert all(header["tables"][t]["rows"] == 5 for t in header["tables"])
+    assert (await gwm("audit", "verify", "--archive", str(path))).code == 0
+    run = await gwm("audit", "tail", "--tenant", doomed.subdomain, "--since", "2000-01-01")
+    assert len(run.out.splitlines()) == 15
