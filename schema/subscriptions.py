@@ -58,8 +58,12 @@ __all__ = ["BatchReader", "SharedRead", "Subscription"]
 _NIL = uuid.UUID(int=0)
 _IMPACT_ORDER = {level: i for i, level in enumerate(ImpactLevel)}
 _CHANGES: Table = models.ChangeHistory.__table__
-#: Types whose read rule depends on who reads (own rows): read per subscriber, not shared.
-_OWN_TABLES = frozenset(name for name, rule in READ_RULES.items() if rule.own is not None)
+#: Types whose read rule depends on who reads (own rows; access levels: named readers and the uploader of
+#: restricted documents): read per subscriber, not shared. The shared read of the trail has no user, so a
+#: restricted document's changes reach no subscriber there.
+_OWN_TABLES = frozenset(
+    name for name, rule in READ_RULES.items() if rule.own is not None or rule.levels is not None
+)
 
 
 # -- the shared read ----------------------------------------------------------------------------
