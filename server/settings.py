@@ -215,6 +215,15 @@ class Settings:
     download_url_seconds: int = 300
     document_purge_days: int = 30
     scan_clamd: str | None = None
+    # Text extraction of new documents (storage/extract.py, sync/extraction.py), each file parsed in a
+    # child process: GWM_EXTRACT_MAX_PAGES (a PDF with more fails), GWM_EXTRACT_MAX_UNPACKED_BYTES (a
+    # DOCX inflating to more fails; also pypdf's bound per stream), GWM_EXTRACT_MEMORY_BYTES (the
+    # child's RLIMIT_AS), GWM_EXTRACT_CPU_SECONDS (its RLIMIT_CPU), GWM_EXTRACT_WALL_SECONDS (killed after).
+    extract_max_pages: int = 2_000
+    extract_max_unpacked_bytes: int = 256 * 1024 * 1024
+    extract_memory_bytes: int = 1024 * 1024 * 1024
+    extract_cpu_seconds: int = 60
+    extract_wall_seconds: int = 120
     # Documents (storage/): GWM_STORAGE_BACKEND local (default: files under GWM_STORAGE_DIR, default
     # <GWM_DATA_DIR>/documents) | s3 (GWM_S3_BUCKET, GWM_S3_REGION, GWM_S3_PREFIX, GWM_S3_ENDPOINT_URL,
     # GWM_S3_KMS_KEY_ID; credentials from the usual AWS chain). GWM_UPLOAD_MAX_BYTES: the largest file;
@@ -323,6 +332,11 @@ class Settings:
             download_url_seconds=_at_least(env, "GWM_DOWNLOAD_URL_SECONDS", 300, 1),
             document_purge_days=_at_least(env, "GWM_DOCUMENT_PURGE_DAYS", 30, 1),
             scan_clamd=_clamd(env),
+            extract_max_pages=_at_least(env, "GWM_EXTRACT_MAX_PAGES", 2_000, 1),
+            extract_max_unpacked_bytes=_at_least(env, "GWM_EXTRACT_MAX_UNPACKED_BYTES", 256 * 1024 * 1024, 1),
+            extract_memory_bytes=_at_least(env, "GWM_EXTRACT_MEMORY_BYTES", 1024 * 1024 * 1024, 128 * 1024 * 1024),
+            extract_cpu_seconds=_at_least(env, "GWM_EXTRACT_CPU_SECONDS", 60, 1),
+            extract_wall_seconds=_at_least(env, "GWM_EXTRACT_WALL_SECONDS", 120, 1),
             storage_backend=_storage_backend(env),
             storage_dir=Path(env["GWM_STORAGE_DIR"]) if env.get("GWM_STORAGE_DIR") else None,
             s3_bucket=env.get("GWM_S3_BUCKET") or None,

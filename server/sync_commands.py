@@ -53,11 +53,19 @@ def _document_side_jobs(settings: Settings) -> list[SideJob]:
     """The document work a worker loop does after its sync jobs: the malware scan of new files, then the
     text extraction of the clean ones (sync/extraction.py)."""
     from server.document_jobs import scan_side_job
+    from storage.extract import ExtractionLimits
     from storage.scan import scanner_from_setting
     from sync.extraction import ExtractionStep
 
     config = settings.storage_config()
-    extraction = ExtractionStep(max_object_bytes=config.max_upload_bytes, temp_dir=config.temp_dir)
+    limits = ExtractionLimits(
+        max_pages=settings.extract_max_pages,
+        max_decompressed_bytes=settings.extract_max_unpacked_bytes,
+        memory_bytes=settings.extract_memory_bytes,
+        cpu_seconds=settings.extract_cpu_seconds,
+        wall_seconds=float(settings.extract_wall_seconds),
+    )
+    extraction = ExtractionStep(limits=limits, max_object_bytes=config.max_upload_bytes, temp_dir=config.temp_dir)
     return [scan_side_job(scanner_from_setting(settings.scan_clamd)), extraction]
 
 

@@ -105,3 +105,15 @@ async def test_a_damaged_pdf_fails_with_the_parsers_complaint(tmp_path: Path) ->
     with pytest.raises(ExtractionFailed) as failed:
         await extract_in_child(_file(tmp_path, b"%PDF-1.7\n garbage"), PDF, ExtractionLimits())
     assert failed.value.reason.startswith("unreadable PDF: ")
+
+
+def test_the_limits_are_settings() -> None:
+    from server.settings import Settings, SettingsError
+
+    settings = Settings.from_env({"GWM_EXTRACT_MAX_PAGES": "5", "GWM_EXTRACT_WALL_SECONDS": "9"})
+    assert (settings.extract_max_pages, settings.extract_wall_seconds) == (5, 9)
+    assert Settings.from_env({}).extract_max_unpacked_bytes == ExtractionLimits().max_decompressed_bytes
+    with pytest.raises(SettingsError, match="GWM_EXTRACT_MAX_PAGES must be at least 1"):
+        Settings.from_env({"GWM_EXTRACT_MAX_PAGES": "0"})
+    with pytest.raises(SettingsError, match="GWM_EXTRACT_MEMORY_BYTES must be at least"):
+        Settings.from_env({"GWM_EXTRACT_MEMORY_BYTES": "1000"})
