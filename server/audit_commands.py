@@ -317,14 +317,16 @@ async def _summaries(
 # -- verify -------------------------------------------------------------------------------------------
 
 
-def verify_archive(path: Path, keys: Mapping[str, bytes]) -> ArchiveSummary:
-    """Check an archive on its own (see the module docstring); ArchiveError naming the first fault."""
+def verify_archive(path: Path, keys: Mapping[str, bytes], *, keep_hashes: bool = False) -> ArchiveSummary:
+    """Check an archive on its own (see the module docstring); ArchiveError naming the first fault.
+
+    `keep_hashes`: the summary's `hashes` hold every row's hash (a purge's check needs them)."""
     try:
         handle = path.open("rb")
     except OSError as exc:
         raise ArchiveError(f"cannot read {path}: {exc.strerror or exc}") from None
     with handle:
-        return _verify(handle, keys)
+        return _verify(handle, keys, keep_hashes)
 
 
 def _load(line: bytes, number: int) -> dict[str, Any]:
@@ -337,7 +339,7 @@ def _load(line: bytes, number: int) -> dict[str, Any]:
     return value
 
 
-def _verify(handle: IO[bytes], keys: Mapping[str, bytes]) -> ArchiveSummary:
+def _verify(handle: IO[bytes], keys: Mapping[str, bytes], keep_hashes: bool) -> ArchiveSummary:
     digest = hashlib.sha256()
     first = handle.readline()
     if not first:
@@ -417,7 +419,8 @@ def _verify(handle: IO[bytes], keys: Mapping[str, bytes]) -> ArchiveSummary:
         summary.last_seq = seq
         summary.head = row_hash
         previous_hash[name] = row_hash
-        hashes[name][seq] = row_hash
+        if keep_hashes:
+            hashes[name][seq] = row_hash
     if trailer is None:
         raise ArchiveError("the archive has no trailer (cut short?)")
     key_id = trailer.get("key_id")
@@ -470,7 +473,7 @@ async def purge_with_archive(
     the kept chain links to (its row_hash equal to the first kept row's prev_hash, as the purge
     record's anchor says). Otherwise ArchiveError, and the transaction rolls back.
     """
-    summary = verify_archive(archive, keys)
+    summary = await asyncio.to_thread(verify_archive, archive, keys, keep_hashes=True)
     if summary.tenant_id != tenant_id:
         raise ArchiveError(f"the archive is of tenant {summary.tenant_id}, not {tenant_id}")
     async with engine.begin() as conn:
