@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -183,7 +183,7 @@ _SELECT = {
 }
 #: Where each owner type of a path is reached from: a node id of the world's rows (the parent reads
 #: the child path through `node`).
-_OWNERS = {
+_OWNERS: dict[str, Callable[[World], list[str]]] = {
     "OpportunityProject": lambda w: [_gid("OpportunityProject", w.project)],
     "Tenant": lambda w: [_gid("Tenant", w.tenant.id)],
     "User": lambda w: [_gid("User", w.users["uploader"].id), _gid("User", w.users["reader"].id)],
