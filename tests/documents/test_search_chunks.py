@@ -125,6 +125,7 @@ async def client(
     request: pytest.FixtureRequest, compiled_app: Starlette, executor_app: Starlette
 ) -> AsyncIterator[httpx.AsyncClient]:
     async with app_client(compiled_app if request.param == "compiled" else executor_app) as http:
+        http.headers["x-test-path"] = request.param  # which read path this client is (for the assertions)
         yield http
 
 
@@ -137,6 +138,10 @@ query ($search: String!) {
 
 async def _found(client: httpx.AsyncClient, token: str, words: str) -> list[str]:
     body = await gql(client, SEARCH, {"search": words}, token=token)
+    # The compiled read path runs the same search expressions in its one statement.
+    assert body.get("extensions", {}).get("compiled", []) == (
+        ["documents"] if client.headers["x-test-path"] == "compiled" else []
+    ), body.get("extensions")
     return [node["rowId"] for node in body["data"]["documents"]["nodes"]]
 
 
