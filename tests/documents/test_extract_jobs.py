@@ -288,3 +288,31 @@ async def test_the_claim_refuses_bad_arguments(sync_db: SyncDb, lease_seconds: i
             sync_db.app, worker="w", now=datetime.datetime.now(datetime.UTC),
             lease=datetime.timedelta(seconds=lease_seconds), max_jobs=0,
         )
+
+
+async def test_the_worker_loop_scans_a_new_file_then_extracts_it_and_never_an_infected_one(
+    sync_db: SyncDb, tmp_path: Path
+) -> None:
+    from server.document_jobs import scan_side_job
+    from tests.documents.lifecycle_support import EICAR, FakeScanner
+
+    db = sync_db
+    tenant = await new_tenant(db)
+    storage = _storage(tmp_path)
+    new = await _document(db, tenant, storage, tmp_path, b"Teaming agreement draft", "text/plain",
+                          scan_status="quarantined")
+    infected = await _document(db, tenant, storage, tmp_path, b"note " + EICAR, "text/plain",
+                               scan_status="quarantined")
+    services = SyncServices(
+        engine=db.app, chain=TEST_AUDIT_CHAIN, secret_box=SecretBox.from_setting(SECRET_KEYS),
+        fingerprint_key=fingerprint_key(SECRET_KEYS), outbound=OutboundPolicy.from_setting(None), storage=storage,
+    )
+    worker = Worker(services, {}, clock=Clock(), lease=LEASE,
+                    side_jobs=[scan_side_job(FakeScanner()), ExtractionStep(temp_dir=tmp_path)])
+
+    assert await worker.run_once() == 3  # two verdicts, then one extraction in the same pass
+    row = await _document_row(db, tenant, new)
+    assert (row.processing_status, row.extracted_text) == ("completed", "Teaming agreement draft")
+    row = await _document_row(db, tenant, infected)
+    assert (row.processing_status, row.chars, row.chunks) == ("pending", None, 0)
+    assert await worker.run_once() == 0
