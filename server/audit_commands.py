@@ -703,6 +703,6 @@ async def cli_run(engine: AsyncEngine, keys_setting: str, args: Any, tenant: tup
     async for row in tail(
         engine, tenant_id, parse_time(args.since), follow=args.follow, interval=args.interval, limit=args.limit
     ):
-        sys.stdout.write(json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n")
+        sys.stdout.write(json.dumps(row, ensure_ascii=False, separators=(",", ":"), default=str) + "\n")
         sys.stdout.flush()
     return 0

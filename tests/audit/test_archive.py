@@ -361,3 +361,24 @@ async def test_archive_and_tail_read_in_batches(
     assert (await gwm("audit", "verify", "--archive", str(path))).code == 0
     run = await gwm("audit", "tail", "--tenant", doomed.subdomain, "--since", "2000-01-01")
     assert len(run.out.splitlines()) == 15
+
+
+async def test_every_column_type_survives_archive_and_tail(
+    gwm: Any, owner_engine: AsyncEngine, doomed: TenantRef, tmp_path: Path
+) -> None:
+    (row,) = await append(owner_engine, doomed, "audit_logs", [{
+        "action_type": "test.types", "entity_type": "organization", "ip_address": "2001:db8::7",
+        "user_agent": "agent ünïcode", "after_values": {"n": 1.5, "big": 10**20, "list": [True, None, "é"]},
+        "request_id": "req-types", "timestamp_utc": OLD,
+    }])
+    path = tmp_path / "types.jsonl"
+    assert (await _archive(gwm, doomed, path)).code == 0
+    assert (await gwm("audit", "verify", "--archive", str(path))).code == 0
+    run = await gwm("audit", "tail", "--tenant", doomed.subdomain, "--since", "2000-01-01")
+    (line,) = [json.loads(x) for x in run.out.splitlines()]
+    assert line["row_hash"] == row["row_hash"].hex()
+    columns = line["columns"]
+    assert columns["ip_address"] in {"2001:db8::7", "2001:db8::7/128"}
+    assert columns["user_agent"] == "agent ünïcode" and columns["request_id"] == "req-types"
+    assert columns["after_values"] == {"n": 1.5, "big": 10**20, "list": [True, None, "é"]}
+    assert columns["timestamp_utc"] == "2020-01-01T00:00:00.000000Z" == line["recorded_at"]
