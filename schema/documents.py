@@ -374,6 +374,7 @@ class DocumentAccessLog(EntityNode, TenantOwned, relay.Node):
         "user_agent": "The client software (its User-Agent header).",
         "success": "Whether the access was allowed and served.",
         "failure_reason": "Why the access failed or was refused.",
+        "risk_level": "normal, or elevated for an access to a confidential document.",
         "accessed_at": "When the access happened.",
         "document": "The document accessed.",
         "user": "Who accessed it.",
@@ -385,6 +386,7 @@ class DocumentAccessLog(EntityNode, TenantOwned, relay.Node):
     user_agent: str | None
     success: bool
     failure_reason: str | None
+    risk_level: str
     accessed_at: datetime.datetime
 
     document = to_one(DOCUMENT, DOCUMENT_ROWS, "document_id")
