@@ -12,6 +12,13 @@ audit_logs row and one change_history row per committed update (found by this ru
 new description), and `gwm audit verify` must pass for the tenant. Prints mutations/s, latency
 percentiles, conflicts and retries. Uses the embedded PostgreSQL under GWM_DATA_DIR (default
 .gwm-bench/), or DATABASE_URL. Traffic goes to 127.0.0.1 only and stops by itself.
+
+    .venv/bin/python bench/writes.py --compare [--reps 8 --duration 20 --warmup 3 --concurrency 8]
+
+Compare mode (issue 18): our `opportunityProjectUpdate` and `opportunityProjectCreate` against PostGraphile 5
+with the parity trigger (bench/writes/, copied from ../shared/bench/writes/ and extended to INSERT) in one run:
+server and database CPU per request, statements (round trips) per mutation and the ratios; every run's audit
+rows counted and chains verified. bench/write_compare.py says how.
 """
 
 from __future__ import annotations
@@ -174,7 +181,21 @@ def main() -> int:
     parser.add_argument("--scale", type=int, default=1000)
     parser.add_argument("--tenants", type=int, default=3)
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--compare", action="store_true", help="against PostGraphile + the parity trigger")
+    parser.add_argument("--reps", type=int, default=8, help="compare: repetitions")
+    parser.add_argument("--duration", type=float, default=20.0, help="compare: measured seconds per case")
+    parser.add_argument("--warmup", type=float, default=3.0, help="compare: unmeasured seconds before each")
+    parser.add_argument("--concurrency", type=int, default=8, help="compare: closed-loop clients")
+    parser.add_argument("--count-requests", type=int, default=20, help="compare: mutations of the counting pass")
+    parser.add_argument("--kinds", nargs="+", default=["update", "create"], choices=["update", "create"])
     args = parser.parse_args()
+    if args.compare:
+        if args.duration > 300:
+            parser.error("--duration is capped at 300 s")
+        args.projects = max(args.projects, 10)  # each compare client owns this many projects
+        from write_compare import run
+
+        return run(args)
 
     bench = Bench.prepare(scale=args.scale, tenants=args.tenants)
     email, _ = bench.admin()

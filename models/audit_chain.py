@@ -57,7 +57,20 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Boolean, Integer, LargeBinary, Select, String, Table, Text, select, text
+from sqlalchemy import (
+    ARRAY,
+    Boolean,
+    Integer,
+    LargeBinary,
+    Select,
+    String,
+    Table,
+    Text,
+    bindparam,
+    literal_column,
+    select,
+    text,
+)
 from sqlalchemy.dialects.postgresql import INET, JSONB, TIMESTAMP, UUID
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -90,6 +103,7 @@ _KEY_BYTES = 32
 _PREFIX = b"gwm-audit-v1\n"
 # First argument of pg_advisory_xact_lock(int4, int4) per table ("GWA" + 1..3); the second is
 # hashtext(tenant_id::text). gwm_audit_purge() and gwm_delete_tenant() (migration 0005) take the same.
+# The lock classes gwm_audit_chain_heads (migration 0017), gwm_audit_purge and gwm_delete_tenant take.
 _LOCK_CLASS = {name: 0x47574100 + i for i, name in enumerate(AUDIT_TABLE_NAMES, start=1)}
 _VERIFY_BATCH = 2000
 
@@ -239,10 +253,30 @@ class AuditChain:
         a server default; `seq`, `prev_hash`, `row_hash` and `hash_key_id` are the chain's and may
         not be given. The returned dicts hold every column, chain columns included.
         """
-        table = _table(table)
-        if not rows:
-            return []
-        state = connection.execute(_LOCK, {"lock_class": _LOCK_CLASS[table.name]}).one()
+        (prepared,) = self.append_many_sync(connection, [(table, rows)])
+        return prepared
+
+    def append_many_sync(
+        self, connection: Connection, batches: Sequence[tuple[Table, Sequence[Mapping[str, Any]]]]
+    ) -> list[list[dict[str, Any]]]:
+        """`append_sync` for several tables at once, in two round trips: one statement takes the
+        (tenant, table) locks and reads the heads (gwm_audit_chain_heads, migration 0017), one
+        inserts every table's rows. `batches` name each table at most once, in the order
+        AUDIT_TABLE_NAMES (the order every transaction takes their locks in). Returns the rows as
+        inserted, per batch.
+        """
+        tables = [_table(table) for table, _ in batches]
+        order = [AUDIT_TABLE_NAMES.index(table.name) for table in tables]
+        if order != sorted(set(order)):
+            raise AuditChainError(f"audit tables are appended once each, in the order {', '.join(AUDIT_TABLE_NAMES)}")
+        wanted = [(table, rows) for table, (_, rows) in zip(tables, batches, strict=True) if rows]
+        if not wanted:
+            return [[] for _ in batches]
+        heads = {
+            head.table_name: head
+            for head in connection.execute(_HEADS, {"tables": [table.name for table, _ in wanted]})
+        }
+        state = heads[wanted[0][0].name]
         if state.tenant is None:
             raise AuditChainError("no tenant is set on this transaction (app.tenant_id): audit rows belong to one")
         if state.isolation != "read committed":
@@ -250,20 +284,23 @@ class AuditChain:
                 f"audit rows are appended in READ COMMITTED transactions, not {state.isolation.upper()}: "
                 "a row another transaction appended after this snapshot would be invisible"
             )
-        tenant_id = uuid.UUID(state.tenant)
-        head = connection.execute(_head(table, tenant_id)).first()
-        seq, prev = (0, None) if head is None else (int(head.seq), head.row_hash)
+        tenant_id = state.tenant
         now = datetime.datetime.now(datetime.UTC)
         key = self._keys[self._current]
-        prepared: list[dict[str, Any]] = []
-        for source in rows:
-            row = _complete(table, source, tenant_id, now)
-            seq += 1
-            row.update(seq=seq, prev_hash=prev, hash_key_id=self._current)
-            row["row_hash"] = prev = _mac(key, canonical_message(table, row))
-            prepared.append(row)
-        connection.execute(table.insert(), prepared)
-        return prepared
+        written: dict[str, list[dict[str, Any]]] = {}
+        for table, rows in wanted:
+            head = heads[table.name]
+            seq, prev = (0, None) if head.seq is None else (int(head.seq), head.row_hash)
+            prepared: list[dict[str, Any]] = []
+            for source in rows:
+                row = _complete(table, source, tenant_id, now)
+                seq += 1
+                row.update(seq=seq, prev_hash=prev, hash_key_id=self._current)
+                row["row_hash"] = prev = _mac(key, canonical_message(table, row))
+                prepared.append(row)
+            written[table.name] = prepared
+        _insert(connection, [(table, written[table.name]) for table, _ in wanted])
+        return [written.get(table.name, []) if rows else [] for table, (_, rows) in zip(tables, batches, strict=True)]
 
     async def append(
         self, conn: AsyncConnection, table: Table, rows: Sequence[Mapping[str, Any]]
@@ -567,20 +604,37 @@ def _mac(key: bytes, message: bytes) -> bytes:
 # -- rows ------------------------------------------------------------------------------------
 
 
-_LOCK = text(
-    "SELECT current_setting('transaction_isolation') AS isolation, s.tenant, "
-    "pg_advisory_xact_lock(:lock_class, hashtext(s.tenant)) AS locked "
-    "FROM (SELECT NULLIF(current_setting('app.tenant_id', true), '')::uuid::text AS tenant) AS s"
-)
+# Locks and heads of the tables named, in one round trip (migration 0017 explains why a function).
+_HEADS = text(
+    "SELECT h.table_name, h.isolation, h.tenant, h.seq, h.row_hash FROM public.gwm_audit_chain_heads(:tables) AS h"
+).bindparams(bindparam("tables", type_=ARRAY(Text())))
+# Bind parameters one statement may carry (PostgreSQL's protocol allows 32767).
+_MAX_PARAMETERS = 30000
 
 
-def _head(table: Table, tenant_id: uuid.UUID) -> Select[Any]:
-    return (
-        select(table.c.seq, table.c.row_hash)
-        .where(table.c.tenant_id == tenant_id)
-        .order_by(table.c.seq.desc())
-        .limit(1)
-    )
+def _insert(connection: Connection, batches: Sequence[tuple[Table, list[dict[str, Any]]]]) -> None:
+    """Insert each table's rows: one statement for all of them (multi-row VALUES, a data-modifying
+    WITH per table) unless that would exceed the bind-parameter limit, then one executemany each."""
+    size = sum(len(rows) * len(table.columns) for table, rows in batches)
+    if size > _MAX_PARAMETERS:
+        for table, rows in batches:
+            connection.execute(table.insert(), rows)
+        return
+    if len(batches) == 1:  # one statement text whatever the number of rows
+        table, rows = batches[0]
+        connection.execute(table.insert(), rows)
+        return
+    statement: Select[Any] = select(literal_column("1"))
+    for table, rows in batches:
+        statement = statement.add_cte(
+            table.insert().values([_full(table, row) for row in rows]).cte(f"appended_{table.name}")
+        )
+    connection.execute(statement)
+
+
+def _full(table: Table, row: Mapping[str, Any]) -> dict[str, Any]:
+    """Every column of `table` (multi-row VALUES need the same keys in every row)."""
+    return {column.name: row.get(column.name) for column in table.columns}
 
 
 def _table(table: Any) -> Table:

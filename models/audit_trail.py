@@ -45,6 +45,7 @@ polling state) are `OPERATIONAL_COLUMNS`: a change to them alone is not recorded
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime
 import enum
@@ -59,6 +60,7 @@ from typing import Any
 from sqlalchemy import BigInteger, Table, event, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, UOWTransaction, object_mapper
+from sqlalchemy.orm.exc import UnmappedColumnError
 from sqlalchemy.orm.session import ORMExecuteState
 from sqlalchemy.sql.dml import UpdateBase
 from sqlalchemy.sql.elements import TextClause
@@ -387,6 +389,11 @@ class AuditTrail:
     _labels: dict[int, tuple[Any, str, str | None]] = field(default_factory=dict)
     # Event rows (`event`) waiting for `write_events`.
     _events: list[dict[str, Any]] = field(default_factory=list)
+    # (table, id) -> the row's stored values as this transaction last read them while holding its
+    # row lock (the unit of work's `lock`, or the read-back after a flush that wrote it): the
+    # "before" of its next change, with no second read. Forgotten whenever a statement outside the
+    # flush, or a flush deleting rows, may have changed rows behind the session (foreign-key actions).
+    _known: dict[tuple[str, uuid.UUID], dict[str, Any]] = field(default_factory=dict)
 
     def install(self, session: Session) -> None:
         """Attach to `session` (an AuditedSession): its flushes are recorded from now on."""
@@ -400,6 +407,8 @@ class AuditTrail:
         def before_execute(conn: Connection, clause: Any, multiparams: Any, params: Any, options: Any) -> None:
             if self._flushing:
                 return
+            if self._known and _may_write(clause):
+                self._known.clear()
             table = _dml_table(clause)
             if table is not None:
                 raise BypassRefused(
@@ -495,7 +504,10 @@ class AuditTrail:
             pending[(table.name, entity_id)] = _Change(model, table, entity_id, deleted=obj in deleted, obj=obj)
             by_table.setdefault(table.name, []).append(entity_id)
         connection = session.connection()
-        for table_name, ids in by_table.items():
+        for table_name, ids in list(by_table.items()):
+            ids = [i for i in ids if not _known_before(pending[(table_name, i)], self._known.get((table_name, i)))]
+            if not ids:
+                continue
             table = _AUDITED_TABLES[table_name].__table__
             rows = connection.execute(select(table).where(table.c.id.in_(ids)).with_for_update()).mappings()
             for row in rows:
@@ -528,7 +540,35 @@ class AuditTrail:
             table = _AUDITED_TABLES[table_name].__table__
             for row in connection.execute(select(table).where(table.c.id.in_(ids))).mappings():
                 changes[(table_name, row["id"])].after = dict(row)
+        if any(change.deleted for change in changes.values()):
+            self._known.clear()  # a delete's foreign-key actions may have changed other rows
+        else:
+            # Written by this transaction, so locked by it until it ends: still what is stored.
+            for key, change in changes.items():
+                if change.after is not None:
+                    self._known[key] = dict(change.after)
         self._record(connection, list(changes.values()))
+
+    def locked(self, obj: Any) -> None:
+        """`obj` was just read from the database with its row locked (FOR UPDATE) by this transaction:
+        its loaded values are the row's "before" for the next flush changing it (no second read)."""
+        mapper = object_mapper(obj)
+        table: Table = mapper.local_table  # type: ignore[assignment]
+        if type(obj) not in AUDITED or obj.id is None:
+            return
+        loaded = obj.__dict__
+        row: dict[str, Any] = {}
+        for column in table.columns:
+            try:
+                key = mapper.get_property_by_column(column).key
+            except UnmappedColumnError:
+                key = None
+            if key is None or key not in loaded:  # unmapped or deferred: read the row at the flush instead
+                self._known.pop((table.name, obj.id), None)
+                return
+            row[column.name] = loaded[key]
+        # A copy: the domain code may change a loaded list or dict in place before the flush.
+        self._known[(table.name, obj.id)] = copy.deepcopy(row)
 
     def after_flush_postexec(self) -> None:
         self._flushing = False
@@ -615,11 +655,12 @@ class AuditTrail:
                         "change_batch_id": context.change_batch_id,
                     }
                 )
-        if log_rows:
-            self.chain.append_sync(connection, AuditLog.__table__, log_rows)
+        if log_rows or history_rows:
+            # Both chains' locks and heads in one round trip, both tables' rows in one more.
+            self.chain.append_many_sync(
+                connection, [(AuditLog.__table__, log_rows), (ChangeHistory.__table__, history_rows)]
+            )
             self.audit_rows += len(log_rows)
-        if history_rows:
-            self.chain.append_sync(connection, ChangeHistory.__table__, history_rows)
             self.history_rows += len(history_rows)
 
     def _redact(self, table: Table, row: Mapping[str, Any]) -> dict[str, Any]:
@@ -691,6 +732,21 @@ def audited_dml_table(statement: str) -> str | None:
     """The audited table an INSERT/UPDATE/DELETE statement's SQL text writes, if any."""
     match = _DML_TEXT.search(statement)
     return match.group(1).lower() if match else None
+
+
+def _known_before(change: _Change, row: dict[str, Any] | None) -> bool:
+    """Give `change` the row its transaction knows (locked, unchanged since); False if it knows none."""
+    if row is None:
+        return False
+    change.before = dict(row)
+    return True
+
+
+def _may_write(clause: Any) -> bool:
+    """Can this statement (outside a flush) change rows: DML, or SQL text."""
+    if isinstance(clause, UpdateBase):
+        return True
+    return isinstance(clause, TextClause)  # any SQL text may (a function call too)
 
 
 def _dml_table(clause: Any) -> str | None:

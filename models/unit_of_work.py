@@ -308,6 +308,7 @@ class UnitOfWork:
         """
         label = what or _label(model)
         obj, tx_now = await self._row(model, entity_id, label, field, key_share=False)
+        self._trail.locked(obj)  # read under its row lock: the flush needs no second read of it
         if updated_at is not None:
             current = obj.updated_at
             if current != updated_at:

@@ -54,13 +54,14 @@ from strawberry.utils.str_converters import to_camel_case, to_snake_case
 
 from auth.exceptions import AuthRequestError
 from auth.permissions import Permission
+from models.db import RequestConnection
 from models.errors import DomainError, Invalid, NotFound
 from models.idempotency import idempotent as idempotent_create
 from models.unit_of_work import UnitOfWork
 from schema.context import GraphQLContext, Info
 from schema.errors import PAYLOAD_ERRORS, UserError, payload_or_errors
 from schema.permissions import OwnerLookup, ProjectLookup, requires
-from schema.writes import load, set_fields, write
+from schema.writes import load, set_fields, unit_of_work
 
 __all__ = [
     "IDEMPOTENCY_KEY",
@@ -511,7 +512,10 @@ def mutation(
                     create=lambda: cast(Awaitable[uuid.UUID], run(uow, args)),
                 )
 
-            result = await write(info, change, permissions=granted, reason=getattr(value, "reason", None))
+            node_type = returns.node if isinstance(returns, Entity) else None
+            result = await _write_and_load(
+                info, change, permissions=granted, reason=getattr(value, "reason", None), node_type=node_type
+            )
         else:
             assert service is not None
             result = await service(args)
@@ -522,6 +526,8 @@ def mutation(
             deleted = done.id if done.id is not None else args.id
             fields["deleted_id"] = None if deleted is None else relay.GlobalID(_type_name(returns.node), str(deleted))
             fields["deleted_row_id"] = deleted
+        elif isinstance(done.node, _Loaded):
+            fields[returns.name] = done.node.node
         elif done.node is not None:
             fields[returns.name] = done.node
         elif done.id is not None:
@@ -556,6 +562,67 @@ def mutation(
         resolver=resolver, name=name, description=description, extensions=field_extensions
     )
     return field
+
+
+async def _write_and_load(
+    info: Info,
+    change: Callable[[UnitOfWork], Awaitable[uuid.UUID]],
+    *,
+    permissions: Sequence[Permission],
+    reason: str | None,
+    node_type: type | None,
+) -> Result:
+    """schema/writes.py `write`, with the payload's entity read in the write's own transaction.
+
+    The change runs in a unit of work for the caller's tenant; its entity (when the payload has
+    one and the domain function did not build it) is then read as the caller may read it, through
+    the request's loaders lent the unit of work's connection, before COMMIT: the payload shows what
+    is being committed without a transaction of its own to re-read it afterwards (issue 18). If the
+    COMMIT fails, the payload is dropped with the rest. Reads after the field (the payload's nested
+    fields, the next mutation) open a new snapshot, which sees the commit.
+    """
+    context = info.context
+    await context.refresh_reads()  # no read transaction stays open while this one writes
+    try:
+        async with unit_of_work(info, permissions) as uow:
+            if reason is not None:
+                uow.set_reason(reason)
+            result = await change(uow)
+            done = result if isinstance(result, Done) else Done(id=result)
+            if node_type is not None and done.node is None and done.id is not None:
+                await uow.flush()
+                await context.refresh_reads()  # a read connection the change itself opened goes back first
+                lent = _UnitConnection(uow)
+                context._db, context._loaders = lent, None
+                try:
+                    node: Any = await load(info, cast(Any, node_type), done.id)
+                finally:
+                    context._db, context._loaders = None, None
+                done = dataclasses.replace(done, node=_Loaded(node))
+            return done
+    finally:
+        await context.refresh_reads()
+
+
+@dataclasses.dataclass(frozen=True)
+class _Loaded:
+    """The payload's entity as read in the write's transaction (None: the caller may not read it)."""
+
+    node: Any
+
+
+class _UnitConnection(RequestConnection):
+    """A unit of work's connection, lent to the request's loaders for the payload's read: statements
+    take turns as on any request connection; closing it only gives it back (the unit of work ends
+    the transaction)."""
+
+    def __init__(self, uow: UnitOfWork) -> None:
+        connection = uow.connection
+        super().__init__(connection.engine, uow.tenant_id, read_only=False)
+        self._conn = connection
+
+    async def close(self, *, commit: bool = False) -> None:
+        self._conn = None
 
 
 def _field_names(input_type: type) -> set[str]:
