@@ -55,7 +55,7 @@ from types import TracebackType
 from typing import Final, Protocol, Self
 
 import httpx
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from auth.audited import system_unit
@@ -486,7 +486,16 @@ class SyncCaller:
             retry_attempt=attempt.number,
         )
         async with system_unit(self._engine, self._chain, target.tenant_id, process=PROCESS, notify=False) as uow:
-            source = await uow.lock(ExternalOpportunitySource, target.source_id)
+            # FOR NO KEY UPDATE (the health columns are no key), not the FOR UPDATE of uow.lock: that
+            # would block the KEY SHARE locks foreign keys take on the source, and deadlock with an
+            # ingest of the same project (it holds the project FOR UPDATE and then inserts rows
+            # referencing the source, while this unit's log row waits on the project).
+            await uow.connection.execute(
+                select(ExternalOpportunitySource.id)
+                .where(ExternalOpportunitySource.id == target.source_id)
+                .with_for_update(key_share=True)
+            )
+            source = await uow.find(ExternalOpportunitySource, target.source_id)
             uow.add(log)
             await uow.flush()
             if success:

@@ -1,7 +1,8 @@
 """SAM.gov attachments (sync/attachments.py) end to end: the project refresh job of sync/jobs.py
 against a fake SAM.gov on a real uvicorn on 127.0.0.1 that also serves the files behind
 `resourceLinks`, through the outbound guard, the budget of the source's key and the call log, into
-documents on the local store (a directory of the test) in a database of the module's own.
+documents on the local store (a directory of the test) in a database of the module's own, and once
+on S3 (the session's moto server on 127.0.0.1).
 
 Shown: a notice's attachments become documents linked to the change that brought them (version 1,
 quarantined, the hashes of the bytes, the object readable); an amendment whose file changed makes a
@@ -39,6 +40,7 @@ from models.db import set_tenant
 from resolvers.external_data.mutations import seal_credentials
 from storage.config import StorageConfig
 from storage.local import LocalStorage
+from storage.s3 import S3Storage
 from storage.signing import Signer
 from sync.attachments import attachment_key, filename_of
 from sync.jobs import JOBS
@@ -46,6 +48,7 @@ from sync.schedule import Job, JobKind, JobOutcome, OutcomeKind, fingerprint_key
 from sync.worker import JobContext, SyncServices, Worker
 from tests.support.clock import FakeClock
 from tests.support.db import TEST_AUDIT_CHAIN, TenantRef, create_tenant
+from tests.support.s3 import MotoS3
 from tests.sync.fake_samgov import API_KEY, FakeSamGov, notice, serve
 from tests.sync.schedule_support import SECRET_KEYS, SyncDb, sync_db
 
@@ -425,3 +428,26 @@ async def test_a_store_that_fails_leaves_nothing_and_is_tried_again(scene: Scene
     (document,) = await scene.documents()
     assert document.file_hash_sha256 == hashlib.sha256(PDF_1).hexdigest()
     assert scene.fake.count("sow") == 2
+
+
+async def test_on_s3_attachments_and_their_versions_are_objects_of_the_bucket(
+    scene: Scene, moto_s3: MotoS3
+) -> None:
+    s3_storage = S3Storage(moto_s3.config(await moto_s3.create_bucket()))  # the session's S3 server, keys under gwm/
+    scene.services = dataclasses.replace(scene.services, storage=s3_storage)
+    scene.fake.files = {"sow": (PDF_1, "sow.pdf")}
+    scene.fake.notices = [scene.revision(ORIGINAL, "2026-03-01", ["sow"])]
+    assert (await scene.refresh(DAY_1)).kind is OutcomeKind.DONE
+    scene.fake.files["sow"] = (PDF_2, "sow.pdf")
+    scene.fake.notices = [scene.revision(AMENDMENT, "2026-03-03", ["sow"])]
+    assert (await scene.refresh(DAY_1 + timedelta(days=1))).kind is OutcomeKind.DONE
+    first, second = await scene.documents()
+    assert (first.version_number, second.version_number, second.parent_document_id) == (1, 2, first.id)
+    for document, content in ((first, PDF_1), (second, PDF_2)):
+        assert (document.storage_provider, document.storage_bucket, document.storage_region) == (
+            "s3", s3_storage.bucket, moto_s3.region
+        )
+        assert document.storage_key == f"gwm/{scene.tenant.id}/{scene.project_id}/{first.id}/{document.id}"
+        assert b"".join([chunk async for chunk in s3_storage.read(document.storage_key)]) == content
+    assert scene.objects() == []  # nothing on the local disk
+    await s3_storage.aclose()
