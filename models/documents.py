@@ -145,9 +145,12 @@ class Document(UUIDPrimaryKey, TenantScoped, Timestamps, Base):
             "ux_documents_version_number", "tenant_id", text("COALESCE(parent_document_id, id)"), "version_number",
             unique=True,
         ),
-        # The external data change that brought an attachment's version (migration 0013).
+        # The external data change that brought an attachment's version (migration 0013); partial: most
+        # documents have none, and a whole-tenant index of NULLs would only tempt the planner.
         tenant_fk("external_data_change_id", "external_data_changes", ondelete="SET NULL"),
-        Index(None, "tenant_id", "external_data_change_id"),
+        Index(
+            None, "tenant_id", "external_data_change_id", postgresql_where=text("external_data_change_id IS NOT NULL")
+        ),
         # Lifecycle (migration 0015): who set a legal hold; the purge and scan jobs' lookups.
         tenant_fk("legal_hold_set_by", "users", ondelete=None),
         values_check("scan_status", ScanStatus),

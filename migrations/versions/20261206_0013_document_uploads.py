@@ -49,7 +49,10 @@ def upgrade() -> None:
         onupdate="CASCADE",
     )
     op.create_index(
-        op.f("ix_documents_tenant_id_external_data_change_id"), "documents", ["tenant_id", "external_data_change_id"]
+        op.f("ix_documents_tenant_id_external_data_change_id"),
+        "documents",
+        ["tenant_id", "external_data_change_id"],
+        postgresql_where=sa.text("external_data_change_id IS NOT NULL"),
     )
 
 
