@@ -80,6 +80,7 @@ from models.credentials import (
 )
 from models.crm import Contact, Organization
 from models.document_readers import DocumentReader
+from models.document_text import DocumentExtractionJob, DocumentTextChunk
 from models.documents import Document, DocumentAccessLog, DocumentAssociation, DocumentCategory
 from models.enums import ChangeSource, EntityType, ImpactLevel, RiskLevel
 from models.external_data import (
@@ -169,6 +170,8 @@ NOT_AUDITED: Mapping[type, str] = {
     SamlAssertionSeen: "operational: SAML replay protection",
     ApiIntegrationLog: "operational: itself a log of external calls",
     DocumentAccessLog: "itself an access log",
+    DocumentExtractionJob: "operational: the extraction's lease and attempts; its outcome is an event row of the document",
+    DocumentTextChunk: "derived from the stored object by the extraction job, written with the document's status",
     DocumentReader: "adding or removing a named reader is an event row of the document's trail in the same transaction",
     ExternalOpportunityData: "append-only versions of the source's data; changes are external_data_changes",
     IdempotencyKey: "operational: retry bookkeeping",
@@ -195,6 +198,11 @@ OPERATIONAL_COLUMNS: Mapping[str, frozenset[str]] = {
     ),
     "external_opportunity_sources": frozenset(
         {"connection_status", "last_successful_call", "last_error_message", "consecutive_errors"}
+    ),
+    # Written by the extraction job (sync/extraction.py), which records its outcome as an event row
+    # (search_vector: generated from the text).
+    "documents": frozenset(
+        {"processing_status", "processing_error", "extracted_text", "content_preview", "page_count", "search_vector"}
     ),
     "polling_configurations": frozenset(
         {
