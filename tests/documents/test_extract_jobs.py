@@ -25,9 +25,11 @@ from sqlalchemy import text
 from auth.crypto import SecretBox
 from auth.outbound import OutboundPolicy
 from models.db import set_tenant
+from storage.base import DocumentStorage
 from storage.extract import DOCX_TYPE, ExtractionLimits
 from storage.keys import object_key
 from storage.local import LocalStorage
+from storage.s3 import S3Storage
 from storage.signing import Signer
 from sync.extraction import CHUNK_CHARS, ExtractionStep, Outcome, chunk_text, claim_extractions
 from sync.schedule import fingerprint_key
@@ -69,7 +71,7 @@ def _worker(db: SyncDb, step: ExtractionStep, clock: Clock) -> Worker:
 
 
 async def _document(
-    db: SyncDb, tenant: TenantRef, storage: LocalStorage, tmp_path: Path, data: bytes | None, mime_type: str,
+    db: SyncDb, tenant: TenantRef, storage: DocumentStorage, tmp_path: Path, data: bytes | None, mime_type: str,
     **columns: Any,
 ) -> uuid.UUID:
     document_id = uuid.uuid4()
@@ -316,3 +318,16 @@ async def test_the_worker_loop_scans_a_new_file_then_extracts_it_and_never_an_in
     row = await _document_row(db, tenant, infected)
     assert (row.processing_status, row.chars, row.chunks) == ("pending", None, 0)
     assert await worker.run_once() == 0
+
+
+async def test_an_object_on_s3_is_extracted(sync_db: SyncDb, tmp_path: Path, s3_storage: S3Storage) -> None:
+    db = sync_db
+    tenant = await new_tenant(db)
+    data = pdf_with_pages(["Amendment 0003", "Questions are due by 2 PM Eastern."])
+    document_id = await _document(db, tenant, s3_storage, tmp_path, data, PDF)
+    worker = _worker(db, ExtractionStep(s3_storage, temp_dir=tmp_path), Clock())
+    assert await _run_until_idle(worker) == 1
+    row = await _document_row(db, tenant, document_id)
+    assert (row.processing_status, row.page_count) == ("completed", 2)
+    assert "Questions are due by 2 PM Eastern." in row.extracted_text
+    assert list(tmp_path.glob("gwm-extract-*")) == []  # the temporary copy is gone
