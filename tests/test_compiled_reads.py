@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,16 +16,20 @@ from typing import Any
 import httpx
 import pytest
 from graphql import OperationDefinitionNode, parse
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from strawberry.relay import to_base64
 
+from auth.audited import system_unit
 from auth.passwords import PasswordHasher
+from models import Document
+from models.db import set_tenant
 from schema.compiled.runner import PlanCache
 from server.app import create_app
-from server.seed.demo import DEMO_PASSWORD, SUBDOMAIN, demo_id, seed_demo
+from server.seed.demo import DEMO_PASSWORD, SUBDOMAIN, TENANT_ID, demo_id, seed_demo
 from tests.conftest import Database
-from tests.support.db import TenantRef
+from tests.support.db import TEST_AUDIT_CHAIN, TenantRef
 from tests.support.http import TEST_ITERATIONS, app_client
 from tests.support.http import test_settings as settings_for
 
@@ -39,12 +44,10 @@ VARIABLES: dict[str, dict[str, Any]] = {
     "document_search": {"search": "capture plan"},
     "small": {"id": to_base64("OpportunityProject", PROJECT)},
 }
-# The example operations that must run compiled (the others fall back, for now, to the executor).
-# document_search selects searchSnippet, a read of the documents' content: the executor serves it, as it
-# writes the access-log rows (docs/enums.md, AccessLevel); a search without snippets is compiled.
+# Every example read operation and both benchmark queries must run compiled.
 COMPILED = {
     "nested_pursuit", "organizations_with_children", "project_by_id", "pipeline_summary", "viewer",
-    "big", "small",
+    "document_search", "big", "small",
 }
 
 
@@ -121,6 +124,50 @@ async def test_both_paths_answer_alike(
     left = [(k, v) for k, v in left if k != "extensions"]
     right = [(k, v) for k, v in right if k != "extensions"]
     assert left == right
+
+
+async def _content_reads(owner_engine: AsyncEngine) -> dict[str, int]:
+    async with owner_engine.connect() as conn:
+        await set_tenant(conn, TENANT_ID)
+        rows = await conn.execute(
+            text("SELECT access_type, count(*) FROM document_access_logs GROUP BY access_type")
+        )
+        return {str(access_type): int(count) for access_type, count in rows}
+
+
+async def test_content_reads_are_logged_alike_on_both_paths(
+    clients: tuple[httpx.AsyncClient, httpx.AsyncClient], token: str, owner_engine: AsyncEngine
+) -> None:
+    """A search's snippets and content previews are content reads: one access-log row per document and
+    access type, written by the compiled path as by the executor (resolvers/documents/access_log.py)."""
+    query = (
+        '{ documents(search: "capture plan", first: 5) { nodes { rowId contentPreview searchSnippet '
+        "parentDocument { rowId contentPreview } } } }"
+    )
+    hits = (await _post(clients[1], token, query, {})).json()["data"]["documents"]["nodes"]
+    async with system_unit(owner_engine, TEST_AUDIT_CHAIN, TENANT_ID, process="tests.compiled") as uow:
+        for hit in hits[:2]:
+            document = await uow.lock(Document, uuid.UUID(hit["rowId"]))
+            uow.assign(document, {"content_preview": f"Preview of {hit['rowId']}"})
+    deltas = []
+    for client in clients:
+        before = await _content_reads(owner_engine)
+        response = await _post(client, token, query, {})
+        body = response.json()
+        assert "errors" not in body, body
+        after = await _content_reads(owner_engine)
+        deltas.append({k: after.get(k, 0) - before.get(k, 0) for k in after})
+    compiled = (await _post(clients[0], token, query, {})).json()
+    assert compiled["extensions"]["compiled"] == ["documents"]
+    nodes = compiled["data"]["documents"]["nodes"]
+    snippets = sum(1 for n in nodes if n["searchSnippet"] is not None)
+    previews = {n["rowId"] for n in nodes if n["contentPreview"] is not None} | {
+        n["parentDocument"]["rowId"] for n in nodes if n["parentDocument"] and n["parentDocument"]["contentPreview"]
+    }
+    assert snippets > 0 and previews
+    assert deltas[0] == deltas[1]
+    assert deltas[0]["read_search_snippet"] == snippets
+    assert deltas[0]["read_content_preview"] == len(previews)
 
 
 # Shapes the example operations do not cover: filters, totalCount alone, edges and cursors, paging

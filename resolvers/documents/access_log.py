@@ -25,7 +25,7 @@ from models.enums import AccessLevel
 from models.side_effects import SideEffectWriter
 from resolvers.common.loaders import Loaders
 
-__all__ = ["ELEVATED", "NORMAL", "ContentRead", "log_content_read", "risk_of"]
+__all__ = ["ELEVATED", "NORMAL", "ContentRead", "log_content_read", "risk_of", "write_content_reads"]
 
 NORMAL = "normal"
 ELEVATED = "elevated"
@@ -60,21 +60,35 @@ async def log_content_read(
     """Log that the caller read `access_type` content of the document (batched per request level)."""
 
     async def batch(keys: Sequence[tuple[uuid.UUID, str | None]]) -> list[None]:
-        rows: list[dict[str, Any]] = [
-            {
-                "tenant_id": principal.tenant_id,
-                "document_id": document_id_,
-                "user_id": principal.user_id,
-                "access_type": access_type,
-                "ip_address": _ip(meta),
-                "user_agent": meta.user_agent,
-                "success": True,
-                "failure_reason": None,
-                "risk_level": risk_of(level),
-            }
-            for document_id_, level in dict.fromkeys(keys)
-        ]
-        await writer.insert(principal.tenant_id, DocumentAccessLog.__table__, rows)
+        await write_content_reads(writer, principal, meta, access_type, keys)
         return [None] * len(keys)
 
     await loaders.custom(("document_content_read", access_type), batch).load((document_id, access_level))
+
+
+async def write_content_reads(
+    writer: SideEffectWriter,
+    principal: Principal,
+    meta: RequestMeta,
+    access_type: str,
+    documents: Sequence[tuple[uuid.UUID, str | None]],
+) -> None:
+    """One access-log row per document (id, access level) whose `access_type` content the caller read.
+
+    Both read paths write through here: the executor's DataLoader batch and the compiled path's runner.
+    """
+    rows: list[dict[str, Any]] = [
+        {
+            "tenant_id": principal.tenant_id,
+            "document_id": document_id,
+            "user_id": principal.user_id,
+            "access_type": access_type,
+            "ip_address": _ip(meta),
+            "user_agent": meta.user_agent,
+            "success": True,
+            "failure_reason": None,
+            "risk_level": risk_of(level),
+        }
+        for document_id, level in dict.fromkeys(documents)
+    ]
+    await writer.insert(principal.tenant_id, DocumentAccessLog.__table__, rows)

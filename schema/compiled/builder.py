@@ -81,9 +81,10 @@ class Fallback(Exception):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Marker:
-    permission: Permission
+    permission: Permission | None  # None: a content read (access_type), not a denial
     type_name: str  # the parent type, as permission_audit names it
     node: FieldNode
+    access_type: str | None = None  # a content read to log (resolvers/documents/access_log.py)
 
 
 # A parameter: a constant of the plan, or a function of the request's arguments (by field id).
@@ -164,6 +165,25 @@ class Builder:
     def const(self, value: Any, cast: str) -> str:
         self.params.append(_constant(value))
         return f"${len(self.params)}::{cast}"
+
+    def content_read(
+        self, access_type: str, etype: EntityType, alias: str, raw: str, value: str, nodes: list[FieldNode],
+        used: set[str],
+    ) -> str:
+        """A document's content as a marker the runner logs and unwraps: `{"\\u0000":N,"d":id,"l":level,"v":value}`.
+
+        Reading a document's content is an access (resolvers/documents/access_log.py): the runner writes
+        the access-log rows of the documents whose content the answer holds, as the executor does. Null
+        content is no read: the value stays null.
+        """
+        used.update(("id", "access_level"))
+        self.markers.append(Marker(None, etype.name, nodes[0], access_type))
+        head = self.const(MARKER + f"{len(self.markers) - 1},", "text")
+        return (
+            f"CASE WHEN {raw} IS NULL THEN NULL ELSE ({head} || '\"d\":' || to_json({alias}.id)::text"
+            f" || ',\"l\":' || coalesce(to_json({alias}.access_level)::text, 'null')"
+            f" || ',\"v\":' || to_json({value})::text || '}}')::json END"
+        )
 
     def runtime(self, getter: Param, cast: str | None = None) -> str:
         self.params.append(getter)
@@ -1205,10 +1225,28 @@ def _search_value(column: str) -> DomainField:
         ref = f"{alias}.{_ident(column)}"
         if column == "search_rank":
             return ref
-        # A snippet is a read of the document's content: the executor writes its access-log row.
-        raise Fallback("searchSnippet is a content read (access log)")
+        from resolvers.documents.access_log import ContentRead
+        from resolvers.documents.queries import MARK_END, MARK_START
+
+        escaped = f"replace(replace(replace({ref}, '&', '&amp;'), '<', '&lt;'), '>', '&gt;')"
+        html = (
+            f"replace(replace({escaped}, {builder.const(MARK_START, 'text')}, '<mark>'), "
+            f"{builder.const(MARK_END, 'text')}, '</mark>')"
+        )
+        return builder.content_read(ContentRead.SEARCH_SNIPPET, etype, alias, ref, html, nodes, used)
 
     return compile_value
+
+
+def _content_preview(
+    builder: Builder, etype: EntityType, alias: str, definition: GraphQLField, nodes: list[FieldNode], used: set[str]
+) -> str:
+    """Document.contentPreview: the column, its read logged like the executor's (a content read)."""
+    from resolvers.documents.access_log import ContentRead
+
+    used.add("content_preview")
+    ref = f"{alias}.{_ident('content_preview')}"
+    return builder.content_read(ContentRead.CONTENT_PREVIEW, etype, alias, ref, ref, nodes, used)
 
 
 def _covering_guard(field: GraphQLField) -> Permission | None:
@@ -1432,6 +1470,7 @@ def _trail_value(column: str) -> DomainField:
 DOMAIN_FIELDS: dict[tuple[str, str], DomainField] = {
     ("Document", "searchRank"): _search_value("search_rank"),
     ("Document", "searchSnippet"): _search_value("search_snippet"),
+    ("Document", "contentPreview"): _content_preview,
     ("ChangeHistory", "oldValue"): _trail_value("old_value"),
     ("ChangeHistory", "newValue"): _trail_value("new_value"),
     ("AuditLog", "beforeValues"): _trail_value("before_values"),

@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Hashable
 from dataclasses import dataclass, field
@@ -47,7 +48,8 @@ from graphql.execution.values import get_argument_values, get_variable_values
 from strawberry.extensions import SchemaExtension
 
 from auth.permissions import Permission
-from schema.compiled.builder import MARKER, PRINCIPAL, ROOT_FIELDS, Builder, Fallback, RootPlan, build_root
+from resolvers.documents.access_log import write_content_reads
+from schema.compiled.builder import MARKER, PRINCIPAL, ROOT_FIELDS, Builder, Fallback, Marker, RootPlan, build_root
 from schema.compiled.catalog import catalog
 
 __all__ = [
@@ -368,25 +370,35 @@ async def execute_plans(
     outcome = _Outcome(order=order)
     deadline = _deadline(context)
     db = context.loaders.db
+    reads: dict[str, list[tuple[uuid.UUID, str | None]]] = {}
     for plan, params in bound:
         text = await _fetch(db, plan.sql, params, deadline)
-        outcome.compiled[plan.key] = _value(plan, text, outcome.errors, context.denials)
+        outcome.compiled[plan.key] = _value(plan, text, outcome.errors, context.denials, reads)
         if plan.row_denial is not None:
             context.denials.add_path(plan.row_denial, plan.key, query_type.name)
+    for access_type, documents in reads.items():  # content reads are accesses, as on the executor's path
+        await write_content_reads(context.auth.writer, context.principal, context.meta, access_type, documents)
     return outcome
 
 
-def _value(plan: RootPlan, text: str | None, errors: list[GraphQLError], denials: Any) -> Any:
+def _value(
+    plan: RootPlan,
+    text: str | None,
+    errors: list[GraphQLError],
+    denials: Any,
+    reads: dict[str, list[tuple[uuid.UUID, str | None]]],
+) -> Any:
     if text is None:
         return None
     if not plan.markers or MARKER not in text:
         return orjson.Fragment(text)
     value = orjson.loads(text)
     found: list[tuple[list[str | int], int]] = []
-    value = _strip_markers(value, [plan.key], found)
+    value = _strip_markers(value, [plan.key], found, plan.markers, reads)
     for path, index in found:
         marker = plan.markers[index]
         permission = marker.permission
+        assert permission is not None  # content reads are unwrapped by _strip_markers
         errors.append(GraphQLError(
             f"You do not have permission to do this ({permission.value} is required).",
             nodes=[marker.node],
@@ -441,14 +453,26 @@ def _timeout_error(timeout: int) -> GraphQLError:
     )
 
 
-def _strip_markers(value: Any, path: list[str | int], found: list[tuple[list[str | int], int]]) -> Any:
+def _strip_markers(
+    value: Any,
+    path: list[str | int],
+    found: list[tuple[list[str | int], int]],
+    markers: list[Marker],
+    reads: dict[str, list[tuple[uuid.UUID, str | None]]],
+) -> Any:
+    """`value` without its markers: a denied field becomes null (listed in `found`), a content read its
+    value (the document listed in `reads` under the access type)."""
     if isinstance(value, dict):
-        if len(value) == 1 and "\x00" in value:
-            found.append((list(path), int(value["\x00"])))
-            return None
-        return {k: _strip_markers(v, [*path, k], found) for k, v in value.items()}
+        if "\x00" in value:
+            marker = markers[int(value["\x00"])]
+            if marker.access_type is None:
+                found.append((list(path), int(value["\x00"])))
+                return None
+            reads.setdefault(marker.access_type, []).append((uuid.UUID(value["d"]), value["l"]))
+            return value["v"]
+        return {k: _strip_markers(v, [*path, k], found, markers, reads) for k, v in value.items()}
     if isinstance(value, list):
-        return [_strip_markers(v, [*path, i], found) for i, v in enumerate(value)]
+        return [_strip_markers(v, [*path, i], found, markers, reads) for i, v in enumerate(value)]
     return value
 
 
