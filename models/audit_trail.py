@@ -170,7 +170,9 @@ NOT_AUDITED: Mapping[type, str] = {
     SamlAssertionSeen: "operational: SAML replay protection",
     ApiIntegrationLog: "operational: itself a log of external calls",
     DocumentAccessLog: "itself an access log",
-    DocumentExtractionJob: "operational: the extraction's lease and attempts; its outcome is an event row of the document",
+    DocumentExtractionJob: (
+        "operational: the extraction's lease and attempts; its outcome is an event row of the document"
+    ),
     DocumentTextChunk: "derived from the stored object by the extraction job, written with the document's status",
     DocumentReader: "adding or removing a named reader is an event row of the document's trail in the same transaction",
     ExternalOpportunityData: "append-only versions of the source's data; changes are external_data_changes",
