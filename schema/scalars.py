@@ -15,6 +15,8 @@ from typing import Any, NewType
 
 import strawberry
 from graphql import FloatValueNode, IntValueNode, StringValueNode, ValueNode
+from starlette.datastructures import UploadFile
+from strawberry.file_uploads import Upload
 from strawberry.types.scalar import ScalarDefinition
 
 __all__ = ["JSON", "SCALAR_MAP", "BigInt", "ScalarError", "parse_datetime", "parse_uuid", "serialize_datetime"]
@@ -96,6 +98,19 @@ def _parse_bigint(value: Any) -> int:
 
 
 # Python-side types for two scalars whose Python type (int, any JSON value) is shared with others.
+def _parse_upload(value: Any) -> UploadFile:
+    """Only a file part of a multipart request is a file: any JSON value in its place is refused."""
+    if not isinstance(value, UploadFile):
+        raise ScalarError(
+            "Upload must be a file sent in a GraphQL multipart request (a part named in its `map`), not a JSON value"
+        )
+    return value
+
+
+def _parse_upload_literal(node: ValueNode, _variables: dict[str, Any] | None = None) -> UploadFile:
+    raise ScalarError("Upload cannot be written in the document: send the file as a variable of a multipart request")
+
+
 BigInt = NewType("BigInt", int)
 JSON = NewType("JSON", object)
 
@@ -137,5 +152,13 @@ SCALAR_MAP: dict[object, ScalarDefinition] = {
         description="Any JSON value, as stored.",
         serialize=lambda v: v,
         parse_value=lambda v: v,
+    ),
+    Upload: strawberry.scalar(
+        name="Upload",
+        description="A file sent in a GraphQL multipart request (the variable a part of the request's `map` "
+        "names); never a JSON value or a literal.",
+        serialize=lambda v: v,
+        parse_value=_parse_upload,
+        parse_literal=_parse_upload_literal,
     ),
 }

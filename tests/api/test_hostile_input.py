@@ -155,7 +155,7 @@ def _sample(type_: GraphQLInputType) -> Any:
     return {
         "String": "x", "ID": base64.b64encode(f"OpportunityProject:{uuid.uuid4()}".encode()).decode(),
         "UUID": str(uuid.uuid4()), "DateTime": "2026-01-01T00:00:00Z", "Date": "2026-01-01",
-        "Decimal": "1", "BigInt": "1", "Int": 1, "Float": 1.0, "Boolean": False, "JSON": {},
+        "Decimal": "1", "BigInt": "1", "Int": 1, "Float": 1.0, "Boolean": False, "JSON": {}, "Upload": "x",
     }[scalar]
 
 

@@ -395,3 +395,28 @@ async def test_the_upload_guard_passes_lifespan_and_websocket_scopes() -> None:
     await guard({"type": "lifespan"}, nothing, nothing)
     await guard({"type": "websocket", "path": "/graphql", "headers": []}, nothing, nothing)
     assert seen == ["lifespan", "websocket"]
+
+
+@pytest.mark.parametrize("value", ["x", {"filename": "a.pdf"}, 1])
+async def test_a_file_sent_as_a_json_value_is_refused(env: Env, value: Any) -> None:
+    """Only a part of a multipart request is a file: a JSON value in its place is BAD_USER_INPUT, not a crash."""
+    variables = {"input": {"file": value, "opportunityProjectRowId": str(env.project_id)}}
+    response = await env.client.post(
+        "/graphql", json={"query": UPLOAD, "variables": variables}, headers={"authorization": f"Bearer {env.token}"}
+    )
+    (error,) = response.json()["errors"]
+    assert error["extensions"]["code"] == "BAD_USER_INPUT", error
+    assert "multipart" in error["message"]
+    assert await env.rows() == [] and await env.objects() == []
+
+
+async def test_a_file_written_as_a_literal_is_refused(env: Env) -> None:
+    """A literal in the document fails validation (the document is refused before anything runs)."""
+    literal = f'{{file: "x", opportunityProjectRowId: "{env.project_id}"}}'
+    query = f"mutation {{ documentUpload(input: {literal}) {{ errors {{ code }} }} }}"
+    headers = {"authorization": f"Bearer {env.token}"}
+    response = await env.client.post("/graphql", json={"query": query}, headers=headers)
+    (error,) = response.json()["errors"]
+    assert error["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED", error
+    assert "multipart" in error["message"]
+    assert await env.rows() == []
