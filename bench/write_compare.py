@@ -24,6 +24,7 @@ Traffic goes to 127.0.0.1 only.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import secrets
@@ -81,6 +82,9 @@ PGL_UPDATE = """mutation Upd($input: UpdateOpportunityProjectInput!) {
 PGL_CREATE = """mutation Cre($input: CreateOpportunityProjectInput!) {
   createOpportunityProject(input: $input) { opportunityProject { rowId updatedAt } }
 }"""
+
+
+_SERIAL = itertools.count()
 
 
 @dataclass
@@ -236,7 +240,9 @@ async def _audit_check(
                 "SELECT set_config('bench.audit_ikey', $1, true), set_config('bench.audit_okey', $2, true),"
                 " set_config('app.tenant_id', $3, true)", *hmac_hex, str(setup.tenant_id))
             for table in ("audit_logs", "change_history"):
-                rows, links, hashes, gaps = await conn.fetchrow("SELECT * FROM bench_audit.verify($1)", table)
+                found = await conn.fetchrow("SELECT * FROM bench_audit.verify($1)", table)
+                assert found is not None
+                rows, links, hashes, gaps = found
                 print(f"bench_audit.{table}: {rows} rows, bad links {links}, bad hashes {hashes}, gaps {gaps}")
                 if links or hashes or gaps:
                     problems.append(f"bench_audit.{table} chain does not verify")
@@ -253,7 +259,8 @@ async def _audit_check(
 
 
 def _body(case: Case, setup: Setup, worker: int, number: int, project: uuid.UUID | None) -> dict[str, Any]:
-    name = f"{setup.marker} {case.system[:3]} {case.kind} w{worker} n{number}"
+    # Unique over the whole run (the loop's numbering starts again with every pass): every update changes the name.
+    name = f"{setup.marker} {case.system[:3]} {case.kind} w{worker} n{number} #{next(_SERIAL)}"
     if case.kind == "create":
         if case.system == GATEWAY:
             return {"query": GW_CREATE, "variables": {"input": {"projectName": name}}}

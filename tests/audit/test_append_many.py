@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -10,8 +11,9 @@ from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from models.audit_chain import AuditChainError, audit_table
-from models.db import set_tenant
+from models.db import create_engine, set_tenant
 from tests.audit.conftest import append, rows_for
+from tests.conftest import Database
 from tests.support.db import TEST_AUDIT_CHAIN, TenantRef
 from tests.support.roundtrips import count_round_trips
 
@@ -27,9 +29,18 @@ async def _verify(engine: AsyncEngine, tenant: TenantRef, *tables: str) -> dict[
     return rows
 
 
+@pytest.fixture
+async def one_connection(database: Database) -> AsyncIterator[AsyncEngine]:
+    """The server's role through a pool of one connection: what was prepared on it stays prepared."""
+    engine = create_engine(database.app_url, pool_size=1, max_overflow=0)
+    yield engine
+    await engine.dispose()
+
+
 async def test_two_chains_take_two_round_trips_and_both_verify(
-    app_engine: AsyncEngine, fresh_tenant: TenantRef
+    one_connection: AsyncEngine, fresh_tenant: TenantRef
 ) -> None:
+    app_engine = one_connection
     await append(app_engine, fresh_tenant, "audit_logs", rows_for("audit_logs", fresh_tenant, 1))
     logs, history = audit_table("audit_logs"), audit_table("change_history")
 
