@@ -102,6 +102,18 @@ _DEFAULTS: dict[str, Defaults] = {
         "user_id": t.system_user_id,
         "access_type": "view",
     },
+    "document_readers": lambda t, r, n: {
+        "document_id": r["documents"],
+        "user_id": r.get("users", t.system_user_id),
+        "added_by": t.system_user_id,
+    },
+    "document_extraction_jobs": lambda t, r, n: {"document_id": r["documents"]},
+    "document_text_chunks": lambda t, r, n: {
+        "document_id": r["documents"],
+        "chunk_index": n,
+        "start_offset": 0,
+        "content": f"Extracted text {n}",
+    },
     "activities": lambda t, r, n: {
         "entity_type": "opportunity_project",
         "entity_id": r["opportunity_projects"],
