@@ -83,8 +83,8 @@ async def targets(owner_engine: AsyncEngine) -> Targets:
         grandchild = await make(conn, "organizations", tenant, parent_organization_id=child.id)
         parent_category = await make(conn, "document_categories", tenant)
         child_category = await make(conn, "document_categories", tenant, parent_category_id=parent_category.id)
-        first = await make(conn, "documents", tenant)
-        second = await make(conn, "documents", tenant, parent_document_id=first.id)
+        first = await make(conn, "documents", tenant, is_current_version=False)  # one current version per chain
+        second = await make(conn, "documents", tenant, parent_document_id=first.id, version_number=2)
     return Targets(tenant, project, override, plan, (root, child, grandchild), (parent_category, child_category),
                    (first, second))
 
