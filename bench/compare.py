@@ -30,7 +30,9 @@ In order:
    `nodes` unwrapped, `extensions` left out, enum values compared case-insensitively (the gateway serves
    PHASE_1, PostGraphile the stored phase_1).
 6. Statements per request (BEGIN/COMMIT included) are counted on the PostgreSQL side: log_statement=all
-   (ALTER SYSTEM, reset afterwards) during a short serial pass, lines counted in the server's log.
+   (ALTER SYSTEM, reset afterwards) during a short serial pass, lines counted in the server's log: only those
+   of the backends connected to the system measured (paired by `ss -xpn`), so other clients of the cluster
+   meanwhile do not count.
 7. --reps repetitions; each drives every system x query x caller closed-loop at --concurrency for
    --duration seconds after --warmup, rotating `after` cursors (big) and ids (small) across requests.
    CPU per request: psutil over the server process and over the postmaster and its backends.
@@ -614,21 +616,60 @@ def statement_log(db: Database, runner: asyncio.Runner) -> Iterator[bool]:
         runner.run(setting("ALTER SYSTEM RESET log_statement"))
 
 
-def count_statements(log_file: Path, url: str, token: str, bodies: Sequence[bytes], requests: int) -> Statements:
-    """Send `requests` requests one after another; statements PostgreSQL logged for them, per request."""
+#: A logged statement with its backend's pid (the default log_line_prefix, '%m [%p] ', names it).
+_STATEMENT_PID = re.compile(r"\[(\d+)\][^\n]*?LOG:\s+(?:statement|execute [^:]*):\s*(\S+)")
+
+
+def backend_pids(server: psutil.Process) -> set[int]:
+    """The PostgreSQL backends connected to `server` (or its children) over a unix socket: `ss -xpn` lists both
+    ends of every connection with its inode and process. Empty when that cannot be seen (then nothing is left out).
+    """
+    clients = {server.pid}
+    with suppress(psutil.Error):
+        clients |= {child.pid for child in server.children(recursive=True)}
+    listed = subprocess.run(["ss", "-xpn"], capture_output=True, text=True, check=False)  # noqa: S607
+    owners: dict[str, set[int]] = {}
+    peers: dict[str, str] = {}
+    for line in listed.stdout.splitlines()[1:]:
+        parts = line.split()
+        if len(parts) < 9 or parts[0] != "u_str":
+            continue
+        local, peer = parts[5], parts[7]
+        owners.setdefault(local, set()).update(int(pid) for pid in re.findall(r"pid=(\d+)", " ".join(parts[8:])))
+        peers[local] = peer
+    ours = {peers[inode] for inode, pids in owners.items() if pids & clients}
+    return {pid for inode in ours for pid in owners.get(inode, set()) if pid not in clients}
+
+
+def count_statements(
+    log_file: Path, url: str, token: str, bodies: Sequence[bytes], requests: int, server: psutil.Process | None = None
+) -> Statements:
+    """Send `requests` requests one after another; statements PostgreSQL logged for them, per request.
+
+    With `server`, only the statements of its own backends are counted (backend_pids), so another client of the
+    same cluster meanwhile adds nothing; without, or when its backends cannot be seen, every logged statement.
+    """
     headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
+    backends: set[int] = set()
     with httpx.Client(timeout=120) as client:
         client.post(url, content=bodies[0], headers=headers)  # a fresh connection's one-off work stays out
         time.sleep(0.3)
+        if server is not None:
+            backends |= backend_pids(server)
         start = log_file.stat().st_size
         for i in range(requests):
             response = client.post(url, content=bodies[i % len(bodies)], headers=headers)
             response.raise_for_status()
         time.sleep(0.5)
+        if server is not None:
+            backends |= backend_pids(server)
     with log_file.open("rb") as f:
         f.seek(start)
         text = f.read().decode("utf-8", "replace")
-    words = [m.group(1).lower().rstrip(";") for m in STATEMENT.finditer(text)]
+    if backends:
+        words = [m.group(2).lower().rstrip(";") for m in _STATEMENT_PID.finditer(text) if int(m.group(1)) in backends]
+    else:
+        words = [m.group(1).lower().rstrip(";") for m in STATEMENT.finditer(text)]
     control = sum(1 for w in words if w in TRANSACTION_CONTROL)
     return Statements(len(words) / requests, control / requests)
 
@@ -941,7 +982,7 @@ def main() -> int:
                 assert db.log_file is not None
                 for case in cases:
                     case.statements = count_statements(
-                        db.log_file, case.url, case.token, case.bodies, args.count_requests)
+                        db.log_file, case.url, case.token, case.bodies, args.count_requests, case.server.ps)
 
         if server_cpu is not None and db_cpu is not None:
             for thread in psutil.Process().threads():  # every thread of the load client, not only this one

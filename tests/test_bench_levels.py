@@ -9,6 +9,7 @@ reader, the uploader and another user, the documents the role reads must be exac
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import json
 import sys
@@ -191,3 +192,33 @@ async def _alive(conn: asyncpg.Connection) -> bool:
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
         return False
     return True
+
+
+async def test_statement_count_pairs_a_process_with_its_backends(database: Database) -> None:
+    """compare.py counts only the statements of the measured server's backends: `ss` pairs a process's
+    unix-socket connections with their backends' pids, and another client's backends are not among them."""
+    import psutil
+
+    compare = _bench("compare")
+    if "host=" not in database.app_url:
+        pytest.skip("backends are paired over unix sockets; this run uses an external cluster over TCP")
+    conn = await asyncpg.connect(_dsn(database.app_url))
+    other = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "import asyncio, asyncpg, sys\n"
+        "async def main():\n"
+        "    c = await asyncpg.connect(sys.argv[1])\n"
+        "    print(await c.fetchval('SELECT pg_backend_pid()'), flush=True)\n"
+        "    await asyncio.sleep(60)\n"
+        "asyncio.run(main())", _dsn(database.app_url), stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert other.stdout is not None
+        other_backend = int(await asyncio.wait_for(other.stdout.readline(), 60))
+        mine = await conn.fetchval("SELECT pg_backend_pid()")
+        # A process's backends and its children's (uvicorn's or Node's workers), no one else's.
+        assert {mine, other_backend} <= compare.backend_pids(psutil.Process())
+        assert compare.backend_pids(psutil.Process(other.pid)) == {other_backend}
+    finally:
+        other.kill()
+        await other.wait()
+        await conn.close()
