@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
+from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
 from models import Base
@@ -14,6 +16,7 @@ from models.db import create_engine
 from server import migrate
 from server.embedded import bootstrap_database
 from tests.conftest import Database
+from tests.support.catalog import Catalog, diff, read_catalog
 
 
 @pytest.fixture
@@ -124,3 +127,72 @@ async def test_gwm_db_seed_refuses_a_schema_behind_head(scratch_owner_url: str) 
     )
     assert result.returncode == 2
     assert "run `gwm db upgrade` first" in result.stderr
+
+
+# Everything else a migration creates beside the tables' catalog: functions (owner, definer, settings,
+# grants, body), row-level security, policies, table grants, triggers, the schema's grants.
+_OBJECTS_SQL = """
+SELECT 'function ' || p.oid::regprocedure::text || ' owner ' || pg_get_userbyid(p.proowner)
+       || ' definer ' || p.prosecdef || ' config ' || coalesce(array_to_string(p.proconfig, ','), '')
+       || ' acl ' || coalesce(p.proacl::text, '') || ' body '
+       || CASE WHEN p.prokind IN ('f', 'p') THEN md5(pg_get_functiondef(p.oid)) ELSE p.prokind::text END
+  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'public'
+UNION ALL
+SELECT 'policy ' || tablename || '.' || policyname || ' ' || permissive || ' ' || array_to_string(roles, ',')
+       || ' ' || cmd || ' ' || coalesce(qual, '') || ' / ' || coalesce(with_check, '')
+  FROM pg_policies WHERE schemaname = 'public'
+UNION ALL
+SELECT 'relation ' || c.relname || ' ' || c.relkind::text || ' rls ' || c.relrowsecurity
+       || ' force ' || c.relforcerowsecurity || ' acl ' || coalesce(c.relacl::text, '')
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm', 'S') AND c.relname <> 'alembic_version'
+UNION ALL
+SELECT 'trigger ' || c.relname || '.' || t.tgname || ' ' || md5(pg_get_triggerdef(t.oid))
+  FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE n.nspname = 'public' AND NOT t.tgisinternal
+UNION ALL
+SELECT 'type ' || t.typname || ' ' || t.typtype::text
+  FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+ WHERE n.nspname = 'public' AND t.typtype IN ('e', 'd', 'c') AND t.typrelid = 0
+UNION ALL
+SELECT 'schema public acl ' || coalesce(nspacl::text, '') FROM pg_namespace WHERE nspname = 'public'
+"""
+
+
+async def _snapshot(url: str) -> tuple[Catalog, list[str]]:
+    engine = create_engine(url, pool_size=1, max_overflow=0)
+    try:
+        async with engine.connect() as conn:
+            catalog = await read_catalog(conn)
+            objects = sorted(r[0] for r in await conn.execute(text(_OBJECTS_SQL)))
+            return catalog, objects
+    finally:
+        await engine.dispose()
+
+
+async def test_each_recent_revision_downgrades_to_exactly_the_schema_before_it(scratch_owner_url: str) -> None:
+    # From 0012 up, one revision at a time: going down one step must give back exactly the schema the
+    # step started from (tables, keys, indexes, checks, functions, policies, grants, triggers).
+    script = ScriptDirectory.from_config(migrate.alembic_config(scratch_owner_url))
+    revisions = [r.revision for r in script.walk_revisions("0012", "heads")][::-1]
+    assert revisions[0] == "0012" and len(revisions) > 1
+
+    await migrate.upgrade(scratch_owner_url, "0012")
+    before = {"0012": await _snapshot(scratch_owner_url)}
+    for revision in revisions[1:]:
+        await migrate.upgrade(scratch_owner_url, revision)
+        before[revision] = await _snapshot(scratch_owner_url)
+    assert before[revisions[-1]] != before["0012"]
+
+    problems: list[str] = []
+    for previous, revision in reversed(list(itertools.pairwise(revisions))):
+        await migrate.downgrade(scratch_owner_url, previous)
+        catalog, objects = await _snapshot(scratch_owner_url)
+        expected_catalog, expected_objects = before[previous]
+        problems += [f"{revision} down: {line}" for line in diff(expected_catalog, catalog)]
+        problems += [f"{revision} down left: {o}" for o in sorted(set(objects) - set(expected_objects))]
+        problems += [f"{revision} down lost: {o}" for o in sorted(set(expected_objects) - set(objects))]
+    assert problems == [], "\n".join(problems)
+
+    await migrate.upgrade(scratch_owner_url)
+    assert await _snapshot(scratch_owner_url) == before[revisions[-1]]
