@@ -32,7 +32,7 @@ In order:
 6. Statements per request (BEGIN/COMMIT included) are counted on the PostgreSQL side: log_statement=all
    (ALTER SYSTEM, reset afterwards) during a short serial pass, lines counted in the server's log: only those
    of the backends connected to the system measured (paired by `ss -xpn`), so other clients of the cluster
-   meanwhile do not count.
+   meanwhile do not count, nor does the gateway's LISTEN connection (its periodic keepalive probe).
 7. --reps repetitions; each drives every system x query x caller closed-loop at --concurrency for
    --duration seconds after --warmup, rotating `after` cursors (big) and ids (small) across requests.
    CPU per request: psutil over the server process and over the postmaster and its backends.
@@ -641,13 +641,30 @@ def backend_pids(server: psutil.Process) -> set[int]:
     return {pid for inode in ours for pid in owners.get(inode, set()) if pid not in clients}
 
 
+async def listener_pids(db: Database) -> set[int]:
+    """Backends of the gateways' LISTEN connections (live/listener.py): their keepalive probe (`SELECT 1` every
+    GWM_LIVE_KEEPALIVE_SECONDS) is no request's round trip, so the count leaves them out."""
+    from live.listener import APPLICATION_NAME
+
+    if db.superuser_dsn is None:
+        return set()
+    conn = await asyncpg.connect(db.superuser_dsn)
+    try:
+        rows = await conn.fetch("SELECT pid FROM pg_stat_activity WHERE application_name = $1", APPLICATION_NAME)
+    finally:
+        await conn.close()
+    return {int(row["pid"]) for row in rows}
+
+
 def count_statements(
-    log_file: Path, url: str, token: str, bodies: Sequence[bytes], requests: int, server: psutil.Process | None = None
+    log_file: Path, url: str, token: str, bodies: Sequence[bytes], requests: int, server: psutil.Process | None = None,
+    exclude: frozenset[int] = frozenset(),
 ) -> Statements:
     """Send `requests` requests one after another; statements PostgreSQL logged for them, per request.
 
-    With `server`, only the statements of its own backends are counted (backend_pids), so another client of the
-    same cluster meanwhile adds nothing; without, or when its backends cannot be seen, every logged statement.
+    With `server`, only the statements of its own backends are counted (backend_pids) but those in `exclude`
+    (listener_pids), so another client of the same cluster meanwhile adds nothing; without, or when its backends
+    cannot be seen, every logged statement.
     """
     headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
     backends: set[int] = set()
@@ -666,6 +683,7 @@ def count_statements(
     with log_file.open("rb") as f:
         f.seek(start)
         text = f.read().decode("utf-8", "replace")
+    backends -= exclude
     if backends:
         words = [m.group(2).lower().rstrip(";") for m in _STATEMENT_PID.finditer(text) if int(m.group(1)) in backends]
     else:
@@ -980,9 +998,10 @@ def main() -> int:
         with statement_log(db, runner) as counted:
             if counted:
                 assert db.log_file is not None
+                listeners = frozenset(runner.run(listener_pids(db)))
                 for case in cases:
                     case.statements = count_statements(
-                        db.log_file, case.url, case.token, case.bodies, args.count_requests, case.server.ps)
+                        db.log_file, case.url, case.token, case.bodies, args.count_requests, case.server.ps, listeners)
 
         if server_cpu is not None and db_cpu is not None:
             for thread in psutil.Process().threads():  # every thread of the load client, not only this one
@@ -1010,7 +1029,8 @@ def main() -> int:
             f"load: closed loop, c={args.concurrency}, {args.warmup:g} s warm-up + {args.duration:g} s,"
             f" {args.reps} repetition(s); CPU per request by psutil (server process; postmaster + backends)",
             "statements/req: " + (
-                f"counted on PostgreSQL (log_statement=all, {args.count_requests} serial requests each, {db.log_file})"
+                f"counted on PostgreSQL (log_statement=all, {args.count_requests} serial requests each, {db.log_file};"
+                " the measured server's backends only, its LISTEN connection's keepalive left out)"
                 if counted else "not counted (no superuser or no server log file reachable)"
             ),
         ]

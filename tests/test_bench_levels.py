@@ -222,3 +222,21 @@ async def test_statement_count_pairs_a_process_with_its_backends(database: Datab
         other.kill()
         await other.wait()
         await conn.close()
+
+
+async def test_statement_count_leaves_out_the_listeners_keepalive(database: Database) -> None:
+    """The gateway's LISTEN connection (application_name gwm-listen) is found, to be left out of the count."""
+    from live.listener import APPLICATION_NAME
+
+    compare = _bench("compare")
+    listener = await asyncpg.connect(_dsn(database.app_url), server_settings={"application_name": APPLICATION_NAME})
+    request = await asyncpg.connect(_dsn(database.app_url))
+    try:
+        db = compare.Database(None, _dsn(database.superuser_url), None, "")
+        found = await compare.listener_pids(db)
+        assert await listener.fetchval("SELECT pg_backend_pid()") in found
+        assert await request.fetchval("SELECT pg_backend_pid()") not in found
+        assert await compare.listener_pids(compare.Database(None, None, None, "")) == set()
+    finally:
+        await listener.close()
+        await request.close()
