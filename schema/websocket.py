@@ -38,6 +38,7 @@ from typing import Any
 
 from graphql import GraphQLError, GraphQLSyntaxError, get_operation_ast, parse
 from graphql.language.ast import OperationType as OperationKind
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.websockets import WebSocket
 from strawberry.asgi import ASGIWebSocketAdapter
 from strawberry.http.exceptions import WebSocketDisconnected
@@ -83,6 +84,8 @@ CLOSE_FORBIDDEN = 4403
 #: A second connection_init, or one connection more than GWM_WS_MAX_CONNECTIONS_PER_USER.
 CLOSE_TOO_MANY = 4429
 CLOSE_INVALID = 4400
+#: The database pool stayed exhausted past GWM_DB_POOL_TIMEOUT_MS (RFC 6455 "Try Again Later").
+CLOSE_TRY_AGAIN_LATER = 1013
 # The parser's token bound for a subscribe document (schema/schema.py MAX_TOKENS).
 _MAX_TOKENS = 5_000
 
@@ -256,6 +259,9 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[GraphQLContext, None]):
             principal = await self.view.authenticate_init(self.context, payload)
         except Unauthenticated as exc:
             await self.close(CLOSE_FORBIDDEN, f"Forbidden: {exc.code}")
+            return
+        except PoolTimeout:
+            await self.close(CLOSE_TRY_AGAIN_LATER, "The server is busy; try again later")
             return
         if not self.view.connections.add(self, principal):
             await self.close(CLOSE_TOO_MANY, "Too many connections for this user")

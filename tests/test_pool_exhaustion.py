@@ -159,3 +159,22 @@ async def test_a_transaction_left_idle_past_the_timeout_is_ended_by_the_server(d
             assert await conn.scalar(text("SELECT 2")) == 2
     finally:
         await patient.dispose()
+
+
+async def test_a_websocket_connection_init_on_an_exhausted_pool_is_closed_with_1013(
+    database: Database, owner_engine: AsyncEngine, tenant_a: TenantRef
+) -> None:
+    from tests.live.ws_support import live_server, ws_connect
+
+    user = await make_login_user(owner_engine, tenant_a)
+    async with live_server(database.app_url, db_pool_size=1, db_max_overflow=0, db_pool_timeout_ms=1_000) as server:
+        token = await server.sign_in(user)
+        held = await server.app.state.engine.connect()
+        try:
+            async with ws_connect(server) as ws:
+                await ws.send({"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}})
+                assert await ws.closed(30) == (1013, "The server is busy; try again later")
+        finally:
+            await held.close()
+        async with ws_connect(server) as ws:  # released: the same credential is accepted
+            assert (await ws.init({"authorization": f"Bearer {token}"}))["type"] == "connection_ack"
