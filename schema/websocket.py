@@ -84,7 +84,7 @@ CLOSE_FORBIDDEN = 4403
 #: A second connection_init, or one connection more than GWM_WS_MAX_CONNECTIONS_PER_USER.
 CLOSE_TOO_MANY = 4429
 CLOSE_INVALID = 4400
-#: The database pool stayed exhausted past GWM_DB_POOL_TIMEOUT_MS (RFC 6455 "Try Again Later").
+#: The database pool stayed exhausted past GWM_DB_POOL_TIMEOUT_MS (the IANA-registered "Try Again Later").
 CLOSE_TRY_AGAIN_LATER = 1013
 # The parser's token bound for a subscribe document (schema/schema.py MAX_TOKENS).
 _MAX_TOKENS = 5_000
