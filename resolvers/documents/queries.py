@@ -149,7 +149,8 @@ def _search_select(query: ColumnElement[Any]) -> tuple[Any, ColumnElement[Any], 
     stmt = select(*_READ_COLUMNS, rank.label("search_rank"), snippet.label("search_snippet"))
     # The matching ids come from gwm_document_search (migration 0016), which reaches both GIN indexes:
     # under the tenant policy `@@` could not use them (it is not LEAKPROOF). The rows themselves are
-    # read here, under the caller's policy and the documents rule; the id match is an index condition.
+    # read here, under the caller's policy and the documents rule (uuid equality is leakproof, so the
+    # id match can be an index condition).
     ids = ARRAY(UUID(as_uuid=True))
     # Cast: `= ANY (array)`, one InitPlan, not `= ANY (SELECT ...)` over a row set.
     hits = cast(select(func.public.gwm_document_search(query, type_=ids)).scalar_subquery(), ids)

@@ -196,8 +196,10 @@ async def test_the_gin_indexes_serve_the_search_of_gwm_app(database: Database, c
     try:
         # The caller's statement, as gwm_app: documents are read by id from the function's array.
         outer = await _plan(conn, "gwm_app", corpus.tenant, _statement(TAIL_PHRASE))
-        assert re.search(r"Index Scan using \w+ on public.documents", outer), outer
-        assert re.search(r"Index Cond: \(.*documents.id = ANY", outer), outer
+        # (uuid equality is leakproof, so the id match may be an index condition; for a tenant of a few
+        # documents the planner may as well take them through a tenant index and filter the ids)
+        assert re.search(r"(Index Scan using \w+|Bitmap Heap Scan) on public.documents", outer), outer
+        assert re.search(r"(Index Cond|Filter): \(.*\bid = ANY \(\(InitPlan", outer), outer
         assert "gwm_document_search" in outer and "Seq Scan" not in outer, outer
 
         # What the function runs, as the role it runs as (gwm_lookup): both GIN indexes.
