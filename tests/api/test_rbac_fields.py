@@ -9,6 +9,7 @@ case, or when a guarded field is non-nullable.
 from __future__ import annotations
 
 import base64
+import json
 import re
 import uuid
 from pathlib import Path
@@ -202,7 +203,37 @@ def _filler(graphql_type: GraphQLInputType) -> Any:
         "DateTime": "2031-01-01T00:00:00.000000Z",
         "Date": "2031-01-01",
         "JSON": {},
+        "Upload": _FILE,
     }[graphql_type.name]
+
+
+_FILE = object()  # an Upload variable: the file goes in a GraphQL multipart request
+
+
+def _files(value: Any, path: str) -> list[str]:
+    """The paths of the Upload placeholders in `value`, replaced there by null (as the spec sends them)."""
+    found: list[str] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if item is _FILE:
+                value[key] = None
+                found.append(f"{path}.{key}")
+            else:
+                found += _files(item, f"{path}.{key}")
+    return found
+
+
+async def _post(client: httpx.AsyncClient, query: str, variables: dict[str, Any], token: str) -> httpx.Response:
+    files = _files(variables, "variables")
+    if not files:
+        return await gql_response(client, query, variables, token=token)
+    return await client.post(
+        "/graphql",
+        data={"operations": json.dumps({"query": query, "variables": variables}),
+              "map": json.dumps({str(i): [p] for i, p in enumerate(files)})},
+        files={str(i): ("rbac.txt", b"A plain text file.\n", "text/plain") for i in range(len(files))},
+        headers={"authorization": f"Bearer {token}", "graphql-require-preflight": "1"},
+    )
 
 
 def _selection(graphql_type: Any) -> str:
@@ -297,8 +328,7 @@ async def test_a_guarded_field_is_served_or_forbidden_as_documented(
     permission, _owner = _documented_fields()[name]
     allowed = permission in _role_matrix()[role]
     query, variables = _document(name, refs)
-    response = await gql_response(client, query, variables, token=await _token(client, owner_engine, tenant, role,
-                                                                                 tokens))
+    response = await _post(client, query, variables, await _token(client, owner_engine, tenant, role, tokens))
     assert response.status_code == 200, response.text
     body = response.json()
     path = _result_path(name)
