@@ -14,6 +14,12 @@ Every check here runs on the parsed document before the expensive validation rul
    whitespace, comments and commas do not make a document new (`DocumentCache`, which also keeps
    the parsed form of documents that passed, and only of those).
 
+Beside them, the switches of the deployment's profile (`LimitProfile`, chosen per request by
+server/security.py from GWM_ENV): the token and alias limits (aliases counted through fragment
+spreads), introspection (`__schema`, `__type`; `__typename` stays) only for callers holding
+graphql:adhoc, and for every profile a page size over the maximum refused before execution and no
+"Did you mean ..." suggestion in any validation or variable error.
+
 Then, during execution of a query, a deadline (`GWM_OPERATION_TIMEOUT_MS`) is checked before every
 field resolution (`OperationLimits.resolve`): the stall it bounds is CPU on the event loop, which no
 `await` would interrupt. Past it, every remaining field fails at once and the operation answers
@@ -25,10 +31,11 @@ are bounded by the statement timeout and never interrupted, least of all during 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from graphql import (
@@ -59,14 +66,20 @@ from graphql import (
     is_list_type,
     parse,
     print_ast,
+    validate,
     value_from_ast_untyped,
     visit,
 )
 from graphql.language import Visitor
+from graphql.validation import ASTValidationRule
 from strawberry.extensions import SchemaExtension
-from strawberry.schema.schema import validate_document
+from strawberry.extensions.max_aliases import create_validator as aliases_rule
+from strawberry.extensions.query_depth_limiter import create_validator as depth_rule
+from strawberry.schema.validation_rules.maybe_null import MaybeNullValidationRule
+from strawberry.schema.validation_rules.one_of import OneOfInputValidationRule
 from strawberry.types.graphql import OperationType as StrawberryOperationType
 
+from auth.permissions import Permission
 from resolvers.common.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 
 __all__ = [
@@ -74,12 +87,21 @@ __all__ = [
     "DEFAULT_MAX_OVERLAPS",
     "DEFAULT_MAX_SELECTIONS",
     "DEFAULT_OPERATION_TIMEOUT_MS",
+    "DEVELOPMENT",
     "FIELD_WEIGHTS",
+    "PRODUCTION",
+    "PROFILE_STATE_KEY",
     "DocumentCache",
+    "LimitProfile",
     "OperationLimits",
+    "ProfileRules",
     "count_overlaps",
     "count_selections",
+    "estimate",
     "estimate_cost",
+    "has_introspection",
+    "profile_of",
+    "without_suggestions",
 ]
 
 _log = logging.getLogger("gwm.graphql")
@@ -107,9 +129,96 @@ FIELD_WEIGHTS: Mapping[tuple[str, str], int] = {
 # and sessions, the pipeline's stages, a payload's errors, introspection's fields and arguments).
 PLAIN_LIST_SIZE = 10
 
+# Depth 15 admits GraphiQL's introspection query (about 13 deep) and any sensible read (the nested
+# pursuit read is 7), so introspection needs no exemption.
+MAX_DEPTH = 15
+
+
+@dataclass(frozen=True, slots=True)
+class LimitProfile:
+    """The switches of one deployment profile (GWM_ENV; docs/deploy.md, "Production switches").
+
+    `rules` are the depth and alias limits as validation rules, made once per profile: strawberry's
+    limiter extensions build a new rule class per request, and the validation cache is keyed by the
+    rules. The alias rule counts every alias of each operation with its fragment spreads expanded
+    (a fragment spread twice counts twice; a fragment inside itself is not expanded again).
+    """
+
+    name: str
+    max_tokens: int
+    max_aliases: int
+    # Introspection (`__schema`, `__type`) only for callers holding this permission; None: for all.
+    introspection_permission: str | None
+    rules: tuple[type[ASTValidationRule], ...] = field(default=())
+
+    @classmethod
+    def make(cls, name: str, max_tokens: int, max_aliases: int, introspection_permission: str | None) -> LimitProfile:
+        rules = (depth_rule(MAX_DEPTH, None, None), aliases_rule(max_aliases))
+        return cls(name, max_tokens, max_aliases, introspection_permission, rules)
+
+
+DEVELOPMENT = LimitProfile.make("development", max_tokens=5_000, max_aliases=30, introspection_permission=None)
+PRODUCTION = LimitProfile.make(
+    "production", max_tokens=2_000, max_aliases=15, introspection_permission=Permission.GRAPHQL_ADHOC
+)
+# Where server/security.py puts the request's profile in the ASGI scope's state; a context without
+# one (a script executing the schema directly) gets DEVELOPMENT.
+PROFILE_STATE_KEY = "gwm.limit_profile"
+
+
+def profile_of(context: Any) -> LimitProfile:
+    """The limit profile of the request `context` belongs to."""
+    request = getattr(context, "request", None)
+    scope = getattr(request, "scope", None)
+    state = scope.get("state") if isinstance(scope, dict) else None
+    profile = state.get(PROFILE_STATE_KEY) if isinstance(state, dict) else None
+    return profile if isinstance(profile, LimitProfile) else DEVELOPMENT
+
+
+_SUGGESTION = re.compile(r" ?Did you mean [^?]*\?")
+
+
+def without_suggestions(errors: Sequence[GraphQLError]) -> None:
+    """Drop graphql-core's "Did you mean ...?" from `errors` in place: they spell out the schema."""
+    for error in errors:
+        if "Did you mean" in error.message:
+            error.message = _SUGGESTION.sub("", error.message)
+
 
 class LimitExceeded(GraphQLError):
     """A document refused before validation; the message names the limit and the value."""
+
+
+def _introspection_refused(permission: str) -> LimitExceeded:
+    return LimitExceeded(
+        f"Introspection (__schema, __type) is served only to callers holding {permission}.",
+        extensions={"code": "FORBIDDEN", "permission": permission},
+    )
+
+
+def _page_too_large(size: int) -> LimitExceeded:
+    return LimitExceeded(
+        f"`first`/`last` must be between 0 and {MAX_PAGE_SIZE}; got {size}.",
+        extensions={"code": "BAD_USER_INPUT", "limit": MAX_PAGE_SIZE},
+    )
+
+
+def has_introspection(document: DocumentNode) -> bool:
+    """Whether any selection of the document (fragments included) is `__schema` or `__type`."""
+    stack = [
+        d.selection_set for d in document.definitions
+        if isinstance(d, OperationDefinitionNode | FragmentDefinitionNode)
+    ]
+    while stack:
+        for selection in stack.pop().selections:
+            if isinstance(selection, FieldNode):
+                if selection.name.value in ("__schema", "__type"):
+                    return True
+                if selection.selection_set is not None:
+                    stack.append(selection.selection_set)
+            elif isinstance(selection, InlineFragmentNode):
+                stack.append(selection.selection_set)
+    return False
 
 
 def _too_many_selections(limit: int) -> LimitExceeded:
@@ -228,6 +337,7 @@ class _CostWalk:
     schema: GraphQLSchema
     fragments: Mapping[str, FragmentDefinitionNode]
     variables: Mapping[str, Any]
+    largest_page: int = 0  # the largest `first`/`last` given to a connection, before capping
 
     def selection_set(
         self, node: SelectionSetNode, parent: GraphQLNamedType, multiplier: int, page: int, expanding: frozenset[str]
@@ -305,6 +415,7 @@ class _CostWalk:
             if key in arguments:
                 value = self._value(arguments[key])
                 if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+                    self.largest_page = max(self.largest_page, value)
                     return min(value, MAX_PAGE_SIZE)
         return DEFAULT_PAGE_SIZE
 
@@ -378,6 +489,17 @@ def estimate_cost(
     variables: Mapping[str, Any] | None = None,
 ) -> int:
     """The cost of the operation `operation_name` would select (every operation's, if none is named)."""
+    return estimate(schema, document, operation_name, variables)[0]
+
+
+def estimate(
+    schema: GraphQLSchema,
+    document: DocumentNode,
+    operation_name: str | None = None,
+    variables: Mapping[str, Any] | None = None,
+) -> tuple[int, int]:
+    """`estimate_cost`, and the largest page size (`first`/`last`) the operation asks of a connection."""
+    largest = 0
     fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
     roots = {
         OperationType.QUERY: schema.query_type,
@@ -396,7 +518,8 @@ def estimate_cost(
         given = variables if isinstance(variables, Mapping) else None
         walk = _CostWalk(schema, fragments, _variables(definition, given))
         total += walk.selection_set(definition.selection_set, root, 1, DEFAULT_PAGE_SIZE, frozenset())
-    return total
+        largest = max(largest, walk.largest_page)
+    return total, largest
 
 
 # -- 3. validation, once per printed document -----------------------------------------------------
@@ -451,17 +574,19 @@ class DocumentCache:
         self.maxsize = maxsize
         self.runs = 0
         self.hits = 0
-        self._parsed: OrderedDict[str, DocumentNode] = OrderedDict()
+        # text -> (document, the token limit it was parsed under: a tighter limit parses it again)
+        self._parsed: OrderedDict[str, tuple[DocumentNode, int | None]] = OrderedDict()
         self._results: OrderedDict[Hashable, tuple[DocumentNode, list[GraphQLError]]] = OrderedDict()
         # The printed form of recently seen documents: the parse cache hands out the same
         # DocumentNode for the same text, so a repeated request prints nothing.
         self._printed: OrderedDict[int, tuple[DocumentNode, str]] = OrderedDict()
 
     def parse(self, text: str, options: Mapping[str, Any]) -> DocumentNode:
-        document = self._parsed.get(text)
-        if document is not None:
+        kept = self._parsed.get(text)
+        limit = options.get("max_tokens")
+        if kept is not None and (limit is None or (kept[1] is not None and kept[1] <= limit)):
             self._parsed.move_to_end(text)
-            return document
+            return kept[0]
         return parse(text, **options)
 
     def __contains__(self, text: object) -> bool:
@@ -470,11 +595,12 @@ class DocumentCache:
 
     def passed(self, text: str | None, document: DocumentNode) -> bool:
         """Whether `document` is the one kept for `text`: it passed the selection and overlap bounds."""
-        return text is not None and self._parsed.get(text) is document
+        kept = self._parsed.get(text) if text is not None else None
+        return kept is not None and kept[0] is document
 
-    def keep(self, text: str, document: DocumentNode) -> None:
-        """Keep `document` parsed for the next request sending `text`."""
-        self._parsed[text] = document
+    def keep(self, text: str, document: DocumentNode, max_tokens: int | None = None) -> None:
+        """Keep `document` (parsed under the token limit `max_tokens`) for the next request sending `text`."""
+        self._parsed[text] = (document, max_tokens)
         self._parsed.move_to_end(text)
         if len(self._parsed) > self.maxsize:
             self._parsed.popitem(last=False)
@@ -501,7 +627,11 @@ class DocumentCache:
             source, errors = cached
             return errors if source is document or not errors else _relocated(errors, source, document)
         self.runs += 1
-        errors = validate_document(schema, document, rules)
+        # strawberry's own rules as its validate_document adds them; no "Did you mean ...?" in any message.
+        errors = validate(
+            schema, document, (*rules, MaybeNullValidationRule, OneOfInputValidationRule), hide_suggestions=True
+        )
+        without_suggestions(errors)
         self._results[key] = (document, errors)
         if len(self._results) > self.maxsize:
             self._results.popitem(last=False)
@@ -551,7 +681,7 @@ class OperationLimits(SchemaExtension):
             errors = self._check(document)
             ec.pre_execution_errors = errors
             if not errors and ec.query:
-                self.cache.keep(ec.query, document)
+                self.cache.keep(ec.query, document, ec.parse_options.get("max_tokens"))
         yield
 
     def _check(self, document: DocumentNode) -> list[GraphQLError]:
@@ -562,11 +692,16 @@ class OperationLimits(SchemaExtension):
                 return [_too_many_selections(self.max_selections)]
             if count_overlaps(document, self.max_overlaps) > self.max_overlaps:
                 return [_too_many_overlaps(self.max_overlaps)]
+        permission = profile_of(ec.context).introspection_permission
+        if permission is not None and not _holds(ec.context, permission) and has_introspection(document):
+            return [_introspection_refused(permission)]
         schema = ec.schema._schema
         try:
-            cost = estimate_cost(schema, document, ec.operation_name, ec.variables)
+            cost, largest_page = estimate(schema, document, ec.operation_name, ec.variables)
         except RecursionError:
             return [_too_many_selections(self.max_selections)]
+        if largest_page > MAX_PAGE_SIZE:
+            return [_page_too_large(largest_page)]
         limit = self.cost_limit(ec.context) or self.max_cost
         if cost > limit:
             return [_too_costly(cost, limit)]
@@ -578,6 +713,8 @@ class OperationLimits(SchemaExtension):
         self.deadline = time.monotonic() + timeout / 1000 if timeout else None
         yield
         result = ec.result
+        if result is not None and not isinstance(result, Exception) and result.errors:
+            without_suggestions(result.errors)  # a variable's coercion error names the enum values
         if self.expired:
             _log.warning(
                 "GraphQL request %s stopped at its deadline of %s ms",
@@ -600,3 +737,24 @@ class OperationLimits(SchemaExtension):
             self.expired = True
             raise GraphQLError("Operation deadline passed.", extensions={"code": "OPERATION_TIMEOUT"})
         return _next(root, info, *args, **kwargs)
+
+
+def _holds(context: Any, permission: str) -> bool:
+    caller = getattr(context, "caller", None)
+    allows = getattr(caller, "allows", None)
+    return bool(allows(permission)) if callable(allows) else False
+
+
+class ProfileRules(SchemaExtension):
+    """The request profile's token limit (enforced by the parser) and depth and alias rules.
+
+    Takes the place of strawberry's MaxTokensLimiter and AddValidationRules, whose limits are fixed
+    when the schema is built; the profile is the request's (`profile_of`).
+    """
+
+    def on_operation(self) -> Iterator[None]:
+        ec = self.execution_context
+        profile = profile_of(ec.context)
+        ec.parse_options["max_tokens"] = profile.max_tokens
+        ec.validation_rules = (*ec.validation_rules, *profile.rules)
+        yield

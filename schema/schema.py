@@ -3,7 +3,8 @@
 Extensions: parsing and validation results are cached (bounded LRU, shared across requests;
 validation keyed by the printed document); a document over the selection bound or the cost limit
 is refused before validation, and a query past its deadline is stopped (schema/limits.py);
-unexpected errors are masked with the request id (schema/errors.py). Introspection stays on.
+unexpected errors are masked with the request id (schema/errors.py). Introspection is served to
+every caller in development, only to holders of graphql:adhoc in production (schema/limits.py).
 """
 
 from __future__ import annotations
@@ -15,9 +16,6 @@ import strawberry
 from graphql import GraphQLError
 from graphql.validation import ASTValidationRule
 from strawberry import relay
-from strawberry.extensions import AddValidationRules, MaxTokensLimiter
-from strawberry.extensions.max_aliases import create_validator as aliases_rule
-from strawberry.extensions.query_depth_limiter import create_validator as depth_rule
 from strawberry.schema.config import StrawberryConfig
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types import ExecutionContext
@@ -45,8 +43,10 @@ from schema.limits import (
     DEFAULT_MAX_COST,
     DEFAULT_MAX_OVERLAPS,
     DEFAULT_MAX_SELECTIONS,
+    DEVELOPMENT,
     DocumentCache,
     OperationLimits,
+    ProfileRules,
 )
 from schema.notification_mutations import NotificationMutation
 from schema.opportunities import OpportunitiesQuery
@@ -69,9 +69,10 @@ CACHE_SIZE = 256
 # Bounds on one document (OWASP GraphQL: depth, aliases, size). Depth 15 admits GraphiQL's
 # introspection query (about 13 deep) and any sensible read (the nested pursuit read is 7), so
 # introspection needs no exemption (exemptions by field name have been a bypass elsewhere).
+# These are the development profile's; production's are tighter (schema/limits.py PRODUCTION).
 MAX_DEPTH = 15
-MAX_ALIASES = 30
-MAX_TOKENS = 5_000
+MAX_ALIASES = DEVELOPMENT.max_aliases
+MAX_TOKENS = DEVELOPMENT.max_tokens
 # Field selections after fragment expansion, pairs of same-named fields to merge, and the default
 # of the estimated cost's limit (schema/limits.py, docs/api.md).
 MAX_SELECTIONS = DEFAULT_MAX_SELECTIONS
@@ -83,7 +84,7 @@ DOCUMENT_CACHE = DocumentCache(CACHE_SIZE)
 # The depth and alias limits as validation rules, made once: strawberry's QueryDepthLimiter and
 # MaxAliasesLimiter build a new rule class per instance, hence per request, and the validation cache
 # is keyed by the rules, so with them every request was validated again (a third of a small read).
-LIMIT_RULES: list[type[ASTValidationRule]] = [depth_rule(MAX_DEPTH, None, None), aliases_rule(MAX_ALIASES)]
+LIMIT_RULES: list[type[ASTValidationRule]] = list(DEVELOPMENT.rules)
 # Where `gwm schema export` writes the SDL, relative to the repository root.
 SDL_PATH = "graphql/schema.graphql"
 
@@ -157,9 +158,9 @@ def build_schema() -> GwmSchema:
         config=StrawberryConfig(scalar_map=SCALAR_MAP),
         extensions=[
             # Limits first: a document over them is refused before anything runs. The token limit is
-            # enforced by the parser; depth and aliases by validation (cached like any validation).
-            lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
-            lambda: AddValidationRules(LIMIT_RULES),
+            # enforced by the parser; depth and aliases by validation (cached like any validation); all
+            # three from the request's profile (GWM_ENV: DEVELOPMENT's are the constants above).
+            ProfileRules,
             # Parsing (cached once passed), the selection and overlap bounds and the cost limit, then
             # validation (cached), then the deadline.
             lambda: OperationLimits(

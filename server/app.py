@@ -41,6 +41,7 @@ from server import download_routes, graphiql
 from server.exports import export_routes
 from server.middleware import AuthMiddleware
 from server.overload import PoolExhaustion, retry_after_seconds
+from server.security import SecurityMiddleware
 from server.settings import Settings
 from server.storage_routes import UPLOAD_PREFIXES, UploadGuard, build_uploads, storage_routes
 
@@ -197,7 +198,12 @@ def create_app(settings: Settings, *, live: LiveConfig | None = None) -> Starlet
             *storage_routes(),
         ],
         middleware=[
-            # Outermost: a pool checkout that timed out answers 503 with Retry-After (server/overload.py).
+            # Outermost: security headers on every response, CORS, the request's limit profile (server/security.py).
+            Middleware(
+                SecurityMiddleware, profile=settings.limit_profile, cors_origins=settings.cors_origins,
+                force_hsts=settings.force_hsts,
+            ),
+            # A pool checkout that timed out answers 503 with Retry-After (server/overload.py).
             Middleware(PoolExhaustion, retry_after=retry_after_seconds(settings.db_pool_timeout_ms)),
             # Before authentication: a browser opening /graphql gets the (public) GraphiQL page.
             Middleware(graphiql.BrowserRedirect, paths={"/graphql": graphiql.GRAPHIQL_PATH}),

@@ -158,6 +158,7 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         workers=workers,
         log_level=settings.log_level,
         proxy_headers=False,
+        server_header=False,  # no `server` header (docs/deploy.md, Production switches)
         # SIGTERM: stop accepting, close subscriptions with 1012, let requests in flight finish (this long).
         timeout_graceful_shutdown=settings.shutdown_grace_seconds,
     )
@@ -176,7 +177,7 @@ def _serve_with_sync(settings: Settings, args: argparse.Namespace, *, host: str,
     jobs = load_jobs(args.jobs)
     config = uvicorn.Config(
         "server.app:app_from_env", factory=True, host=host, port=port, log_level=settings.log_level,
-        proxy_headers=False, timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+        proxy_headers=False, timeout_graceful_shutdown=settings.shutdown_grace_seconds, server_header=False,
     )
 
     async def run() -> None:

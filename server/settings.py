@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from schema.limits import LimitProfile
     from storage.config import StorageConfig
 
 __all__ = ["Settings", "SettingsError", "to_async_url"]
@@ -101,6 +102,27 @@ def _storage_backend(env: Mapping[str, str]) -> str:
     if raw == "s3" and not env.get("GWM_S3_BUCKET"):
         raise SettingsError("GWM_STORAGE_BACKEND=s3 needs GWM_S3_BUCKET")
     return raw
+
+
+def _environment(env: Mapping[str, str]) -> str:
+    raw = (env.get("GWM_ENV") or "production").strip().lower()
+    if raw not in ("production", "development"):
+        raise SettingsError(f"GWM_ENV must be production or development, not {raw!r}")
+    return raw
+
+
+def _origins(env: Mapping[str, str]) -> tuple[str, ...]:
+    """GWM_CORS_ORIGINS: scheme://host[:port] entries; a path, a wildcard or `null` is refused."""
+    origins = []
+    for part in (env.get("GWM_CORS_ORIGINS") or "").split(","):
+        origin = part.strip().rstrip("/")
+        if not origin:
+            continue
+        scheme, _, rest = origin.partition("://")
+        if scheme not in ("http", "https") or not rest or "/" in rest or "*" in rest:
+            raise SettingsError(f"GWM_CORS_ORIGINS: {origin!r} is not an origin (scheme://host[:port])")
+        origins.append(origin)
+    return tuple(origins)
 
 
 def _clamd(env: Mapping[str, str]) -> str | None:
@@ -241,6 +263,22 @@ class Settings:
     upload_url_seconds: int = 900
     # GWM_UPLOAD_TEMP_DIR: where uploads are spooled while they are checked (default: the system's).
     upload_temp_dir: Path | None = None
+    # Production switches (server/security.py, schema/limits.py; docs/deploy.md). GWM_ENV:
+    # "production" (the default of the environment: tokens 2,000, aliases 15, introspection only for
+    # graphql:adhoc) or "development" (tokens 5,000, aliases 30, introspection for every caller; the
+    # default of a Settings built in code). GWM_CORS_ORIGINS: comma-separated origins allowed to call
+    # the API from a browser (none by default). GWM_HSTS=on: send Strict-Transport-Security on every
+    # response, not only those of requests that came over https.
+    environment: str = "development"
+    cors_origins: tuple[str, ...] = ()
+    force_hsts: bool = False
+
+    @property
+    def limit_profile(self) -> LimitProfile:
+        """The GraphQL limits and switches of `environment` (schema/limits.py)."""
+        from schema.limits import DEVELOPMENT, PRODUCTION
+
+        return PRODUCTION if self.environment == "production" else DEVELOPMENT
 
     def storage_config(self) -> StorageConfig:
         """The document store these settings describe (its signing key derived from GWM_SECRET_KEYS)."""
@@ -348,4 +386,7 @@ class Settings:
             upload_concurrency=_at_least(env, "GWM_UPLOAD_CONCURRENCY", 4, 1),
             upload_url_seconds=_at_least(env, "GWM_UPLOAD_URL_SECONDS", 900, 1),
             upload_temp_dir=Path(env["GWM_UPLOAD_TEMP_DIR"]) if env.get("GWM_UPLOAD_TEMP_DIR") else None,
+            environment=_environment(env),
+            cors_origins=_origins(env),
+            force_hsts=_switch(env, "GWM_HSTS", False),
         )
