@@ -29,6 +29,7 @@ import schema.enums  # noqa: F401 - registers the value-set enums before any typ
 from models import DocumentAccessLog as AccessLogModel
 from models import DocumentAssociation as AssociationModel
 from models import DocumentCategory as CategoryModel
+from models import ExternalDataChange as ExternalDataChangeModel
 from models import OpportunityProject as ProjectModel
 from models import User as UserModel
 from models.enums import ACTIVITY_ENTITY_TYPES, AccessLevel, ProcessingStatus, ScanStatus
@@ -82,6 +83,7 @@ _ASSOCIATIONS: Table = AssociationModel.__table__
 _ACCESS_LOGS: Table = AccessLogModel.__table__
 _PROJECTS: Table = ProjectModel.__table__
 _USERS: Table = UserModel.__table__
+_CHANGES: Table = ExternalDataChangeModel.__table__
 USER = ("User", "schema.identity")
 PROJECT = ("OpportunityProject", "schema.opportunities")
 DOCUMENT = ("Document", "schema.documents")
@@ -313,6 +315,13 @@ class Document(EntityNode, TenantOwned, relay.Node):
     category = to_one(CATEGORY, _CATEGORIES, "category_id")
     uploader = to_one(USER, _USERS, "uploaded_by", description="Who uploaded this version.")
     deleted_by = to_one(USER, _USERS, "deleted_by")
+    legal_hold_set_by = to_one(
+        USER, _USERS, "legal_hold_set_by", description="Who set the legal hold; null without one."
+    )
+    external_data_change = to_one(
+        ("ExternalDataChange", "schema.external_data"), _CHANGES, "external_data_change_id",
+        description="The external data change that brought this version (a notice attachment); null for uploads.",
+    )
     parent_document = to_one(
         DOCUMENT, DOCUMENT_ROWS, "parent_document_id", description="The document this version was made from."
     )

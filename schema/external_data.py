@@ -15,7 +15,7 @@ import importlib
 import uuid
 from decimal import Decimal
 from enum import Enum
-from typing import TYPE_CHECKING, Annotated, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import strawberry
 from sqlalchemy import Table
@@ -94,6 +94,13 @@ POLLING = ("PollingConfiguration", _MODULE)
 LOG = ("ApiIntegrationLog", _MODULE)
 PROJECT = ("OpportunityProject", "schema.opportunities")
 USER = ("User", "schema.identity")
+
+
+def _document_list(fk: str, *, description: str) -> Any:
+    from schema.documents import document_list
+
+    return document_list(fk, description=description)
+
 
 # Shared with change_history.change_impact_level (schema/audit.py): the same description, so the
 # import order cannot change the SDL.
@@ -273,6 +280,11 @@ class ExternalDataChange(EntityNode, TenantOwned, relay.Node):
     activities = to_many(
         ("Activity", "schema.activities"), ActivityModel.__table__, "external_change_reference",
         order=(("created_at", True),), description="Activities this change triggered, newest first.",
+    )
+    documents = _document_list(
+        "external_data_change_id",
+        description="Document versions of the notice's attachments this change brought (deleted ones left out), "
+        "newest first.",
     )
     history = history(EntityType.EXTERNAL_DATA_CHANGE)
 

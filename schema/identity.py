@@ -283,6 +283,10 @@ class User(EntityNode, TenantOwned, relay.Node):
     proposals_created = _by_user(PROPOSAL, _PROPOSALS, "created_by", "Proposals this user created")
     proposals_updated = _by_user(PROPOSAL, _PROPOSALS, "updated_by", "Proposals this user last updated", "updated_at")
     proposals_archived = _by_user(PROPOSAL, _PROPOSALS, "archived_by", "Proposals this user archived", "archived_at")
+    documents_legal_hold_set = _by_user(
+        ("Document", "schema.documents"), DOCUMENT_ROWS, "legal_hold_set_by", "Documents this user put under a legal"
+        " hold", "legal_hold_set_at"
+    )
     documents_deleted = _by_user(
         ("Document", "schema.documents"), DOCUMENT_ROWS, "deleted_by", "Documents this user deleted", "deleted_at"
     )

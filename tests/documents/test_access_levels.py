@@ -79,6 +79,7 @@ async def _world(owner_engine: AsyncEngine) -> World:
         other_project = await make(conn, "opportunity_projects", tenant)
         category = await make(conn, "document_categories", tenant)
         refs = {"opportunity_projects": project.id, "users": users["uploader"].id}
+        change = await make(conn, "external_data_changes", tenant, refs)  # brought a hidden and the open one
         await conn.execute(
             text(
                 "INSERT INTO user_roles (tenant_id, user_id, role_id, opportunity_project_id, assigned_by)"
@@ -95,11 +96,13 @@ async def _world(owner_engine: AsyncEngine) -> World:
             )
             return uuid.UUID(str(row.id))
 
-        open_doc = await doc(f"Open {MARK}", "project_team", is_current_version=False)
+        open_doc = await doc(f"Open {MARK}", "project_team", is_current_version=False,
+                             external_data_change_id=change.id)
         hidden: dict[str, uuid.UUID] = {}
         for level in ("restricted", "confidential"):
             name = f"Secret-{level}-{uuid.uuid4().hex[:8]}"
-            hidden[name] = await doc(name, level, is_current_version=level != "restricted")  # versions below
+            hidden[name] = await doc(name, level, is_current_version=level != "restricted",  # versions below
+                                     external_data_change_id=change.id)
         # A restricted version made from the open document, and an open version made from a restricted one.
         version_name = f"Secret-version-{uuid.uuid4().hex[:8]}"
         hidden[version_name] = await doc(version_name, "restricted", parent_document_id=open_doc, version_number=2)
@@ -115,7 +118,7 @@ async def _world(owner_engine: AsyncEngine) -> World:
                      " VALUES (:t, :d, :u, :by)"),
                 {"t": tenant.id, "d": document_id, "u": users["reader"].id, "by": users["uploader"].id},
             )
-        rows: dict[str, uuid.UUID] = {"open_version": open_version}
+        rows: dict[str, uuid.UUID] = {"open_version": open_version, "change": change.id}
         drefs = {**refs, "documents": restricted}
         rows["hidden_association"] = (await make(conn, "document_associations", tenant, drefs)).id
         rows["pointer_association"] = (
@@ -191,6 +194,7 @@ _OWNERS: dict[str, Callable[[World], list[str]]] = {
     "DocumentCategory": lambda w: [_gid("DocumentCategory", w.category)],
     "DocumentAssociation": lambda w: [_gid("DocumentAssociation", w.rows["pointer_association"])],
     "DocumentAccessLog": lambda w: [_gid("DocumentAccessLog", w.rows["hidden_log"])],
+    "ExternalDataChange": lambda w: [_gid("ExternalDataChange", w.rows["change"])],
     # Types that only link documents (no document hangs under them in this world): read for completeness.
     "Organization": lambda w: [], "Contact": lambda w: [], "CapturePlan": lambda w: [], "Proposal": lambda w: [],
 }

@@ -255,7 +255,11 @@ async def make(
     **overrides: Any,
 ) -> Row[Any]:
     """Insert one row into `table` for `tenant` and return it (RETURNING *)."""
-    values = {"tenant_id": tenant.id, **_DEFAULTS[table](tenant, dict(refs or {}), next(_counter)), **overrides}
+    n = next(_counter)
+    values = {"tenant_id": tenant.id, **_DEFAULTS[table](tenant, dict(refs or {}), n), **overrides}
+    if table == "documents" and values.get("parent_document_id") is not None and "version_number" not in values:
+        # A later version of its chain: one current version per chain, each number once (migration 0013).
+        values = {"is_current_version": False, "version_number": n + 1, **values}
     if table in AUDIT_TABLE_NAMES:
         return await _append(conn, table, values)
     cols = ", ".join(values)
