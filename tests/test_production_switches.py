@@ -9,7 +9,13 @@ round trips of `{ __typename }`, which is that lookup and nothing else.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,12 +29,13 @@ from server.graphiql import GRAPHIQL_PATH
 from server.security import HSTS
 from server.settings import Settings, SettingsError
 from tests.conftest import Database
-from tests.support.db import TenantRef
+from tests.support.db import TEST_AUDIT_KEYS, TenantRef
 from tests.support.graphql import gql, gql_response, sign_in
 from tests.support.http import app_client, make_login_user
 from tests.support.http import test_settings as settings_for
 from tests.support.roundtrips import count_round_trips
 
+ROOT = Path(__file__).resolve().parents[1]
 ALLOWED = "https://crm.example.test"
 REFUSED = "https://evil.example.test"
 
@@ -120,13 +127,71 @@ async def test_hsts_only_over_https_unless_forced(database: Database) -> None:
         assert response.headers["x-content-type-options"] == "nosniff"
 
 
-async def test_uvicorn_is_started_without_its_server_header() -> None:
-    import inspect
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
-    from server import cli
 
-    source = inspect.getsource(cli._cmd_serve) + inspect.getsource(cli._serve_with_sync)
-    assert source.count("server_header=False") == 2
+@pytest.fixture(scope="module")
+def served(database: Database) -> Iterator[str]:
+    """`gwm serve` on a free port of 127.0.0.1 with the environment's defaults (GWM_ENV unset)."""
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GWM_", "DATABASE_URL"))}
+    env.update(
+        DATABASE_URL=database.owner_url,
+        GWM_APP_DATABASE_URL=database.app_url,
+        GWM_SECRET_KEYS="k1:" + "A" * 43 + "=",
+        GWM_AUDIT_KEYS=TEST_AUDIT_KEYS,
+        GWM_LOG_LEVEL="warning",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "server.cli", "serve", "--no-migrate", "--port", str(port)],
+        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                out = proc.stdout.read().decode() if proc.stdout else ""
+                pytest.fail(f"gwm serve exited with {proc.returncode}:\n{out}")
+            try:
+                httpx.get(f"{base}/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    pytest.fail("gwm serve did not answer /healthz within 60 s")
+                time.sleep(0.2)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        if proc.stdout:
+            proc.stdout.close()
+
+
+@pytest.mark.server
+async def test_gwm_serve_sends_no_server_header_and_runs_the_production_profile(
+    served: str, owner_engine: AsyncEngine, fresh_tenant: TenantRef
+) -> None:
+    viewer = await make_login_user(owner_engine, fresh_tenant, roles=["Viewer"])
+    async with httpx.AsyncClient(base_url=served, timeout=30) as http:
+        health = await http.get("/healthz")
+        assert health.status_code == 200
+        assert "server" not in health.headers
+        assert health.headers["x-content-type-options"] == "nosniff"
+        assert "strict-transport-security" not in health.headers  # plain http, GWM_HSTS unset
+        login = await http.post("/auth/login", json=viewer.credentials())
+        assert login.status_code == 200, login.text
+        auth = {"authorization": f"Bearer {login.json()['token']}"}
+        http.cookies.clear()
+        refused = await http.post("/graphql", json={"query": "{ __schema { queryType { name } } }"}, headers=auth)
+        assert "server" not in refused.headers
+        (error,) = refused.json()["errors"]
+        assert error["extensions"]["code"] == "FORBIDDEN"
+        ok = await http.post("/graphql", json={"query": "{ __typename }"}, headers=auth)
+        assert ok.json() == {"data": {"__typename": "Query"}}
 
 
 # -- CORS -----------------------------------------------------------------------------------------
