@@ -444,3 +444,37 @@ def test_settings_default_to_production_from_the_environment() -> None:
 def test_bad_switch_values_are_refused(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=name):
         Settings.from_env({name: value})
+
+
+# -- the same switches over WebSocket -------------------------------------------------------------
+
+
+@pytest.mark.server
+async def test_a_query_over_websocket_gets_the_production_switches(
+    database: Database, owner_engine: AsyncEngine, fresh_tenant: TenantRef
+) -> None:
+    from tests.live.ws_support import live_server, ws_connect
+
+    viewer = await make_login_user(owner_engine, fresh_tenant, roles=["Viewer"])
+    analyst = await make_login_user(owner_engine, fresh_tenant, roles=["BD Analyst"])
+    async with live_server(database.app_url, environment="production") as server:
+        for user, allowed in ((viewer, False), (analyst, True)):
+            token = await server.sign_in(user)
+            async with ws_connect(server) as ws:
+                assert (await ws.init({"authorization": f"Bearer {token}"}))["type"] == "connection_ack"
+                await ws.subscribe("1", "{ __schema { queryType { name } } }")
+                message = await ws.next_of("1")
+                if allowed:
+                    assert message["type"] == "next", message
+                    assert message["payload"]["data"]["__schema"]["queryType"]["name"] == "Query"
+                else:
+                    errors = message["payload"] if message["type"] == "error" else message["payload"]["errors"]
+                    assert [e["extensions"]["code"] for e in errors] == ["FORBIDDEN"], message
+                await ws.subscribe("2", "{ organization { id } }")
+                message = await ws.next_of("2")
+                errors = message["payload"] if message["type"] == "error" else message["payload"]["errors"]
+                assert errors and all("Did you mean" not in e["message"] for e in errors), message
+                await ws.send({"id": "3", "type": "subscribe", "payload": {
+                    "query": _typenames(2_001), "operationName": "Q0", "variables": {}}})
+                code, reason = await ws.closed()  # graphql-transport-ws: a document that does not parse
+                assert code == 4400 and "more than 2000 tokens" in reason, (code, reason)
