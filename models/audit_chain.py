@@ -67,6 +67,7 @@ from sqlalchemy import (
     Table,
     Text,
     bindparam,
+    func,
     literal_column,
     select,
     text,
@@ -257,13 +258,18 @@ class AuditChain:
         return prepared
 
     def append_many_sync(
-        self, connection: Connection, batches: Sequence[tuple[Table, Sequence[Mapping[str, Any]]]]
+        self,
+        connection: Connection,
+        batches: Sequence[tuple[Table, Sequence[Mapping[str, Any]]]],
+        *,
+        notify: tuple[str, str] | None = None,
     ) -> list[list[dict[str, Any]]]:
         """`append_sync` for several tables at once, in two round trips: one statement takes the
         (tenant, table) locks and reads the heads (gwm_audit_chain_heads, migration 0017), one
         inserts every table's rows. `batches` name each table at most once, in the order
         AUDIT_TABLE_NAMES (the order every transaction takes their locks in). Returns the rows as
-        inserted, per batch.
+        inserted, per batch. `notify` (channel, payload): `pg_notify` in the inserting statement (the
+        notification is delivered at COMMIT, like any other); only when there are rows to insert.
         """
         tables = [_table(table) for table, _ in batches]
         order = [AUDIT_TABLE_NAMES.index(table.name) for table in tables]
@@ -271,6 +277,8 @@ class AuditChain:
             raise AuditChainError(f"audit tables are appended once each, in the order {', '.join(AUDIT_TABLE_NAMES)}")
         wanted = [(table, rows) for table, (_, rows) in zip(tables, batches, strict=True) if rows]
         if not wanted:
+            if notify is not None:
+                raise AuditChainError("a notification goes with audit rows: there are none to append")
             return [[] for _ in batches]
         heads = {
             head.table_name: head
@@ -299,7 +307,7 @@ class AuditChain:
                 row["row_hash"] = prev = _mac(key, canonical_message(table, row))
                 prepared.append(row)
             written[table.name] = prepared
-        _insert(connection, [(table, written[table.name]) for table, _ in wanted])
+        _insert(connection, [(table, written[table.name]) for table, _ in wanted], notify)
         return [written.get(table.name, []) if rows else [] for table, (_, rows) in zip(tables, batches, strict=True)]
 
     async def append(
@@ -610,21 +618,34 @@ _HEADS = text(
 ).bindparams(bindparam("tables", type_=ARRAY(Text())))
 # Bind parameters one statement may carry (PostgreSQL's protocol allows 32767).
 _MAX_PARAMETERS = 30000
+_NOTIFY = text("SELECT pg_notify(:channel, :payload)")
 
 
-def _insert(connection: Connection, batches: Sequence[tuple[Table, list[dict[str, Any]]]]) -> None:
+def _insert(
+    connection: Connection,
+    batches: Sequence[tuple[Table, list[dict[str, Any]]]],
+    notify: tuple[str, str] | None = None,
+) -> None:
     """Insert each table's rows: one statement for all of them (multi-row VALUES, a data-modifying
-    WITH per table) unless that would exceed the bind-parameter limit, then one executemany each."""
+    WITH per table) unless that would exceed the bind-parameter limit, then one executemany each.
+    `notify` (channel, payload) is sent by the same statement (its SELECT list), or by one of its own
+    after the executemanys."""
     size = sum(len(rows) * len(table.columns) for table, rows in batches)
     if size > _MAX_PARAMETERS:
         for table, rows in batches:
             connection.execute(table.insert(), rows)
+        if notify is not None:
+            connection.execute(_NOTIFY, {"channel": notify[0], "payload": notify[1]})
         return
-    if len(batches) == 1:  # one statement text whatever the number of rows
+    if len(batches) == 1 and notify is None:  # one statement text whatever the number of rows
         table, rows = batches[0]
         connection.execute(table.insert(), rows)
         return
-    statement: Select[Any] = select(literal_column("1"))
+    statement: Select[Any] = select(
+        literal_column("1") if notify is None
+        else func.pg_notify(bindparam("gwm_notify_channel", notify[0], type_=Text),
+                            bindparam("gwm_notify_payload", notify[1], type_=Text))
+    )
     for table, rows in batches:
         statement = statement.add_cte(
             table.insert().values([_full(table, row) for row in rows]).cte(f"appended_{table.name}")

@@ -404,6 +404,13 @@ class AuditTrail:
     # "before" of its next change, with no second read. Forgotten whenever a statement outside the
     # flush, or a flush deleting rows, may have changed rows behind the session (foreign-key actions).
     _known: dict[tuple[str, uuid.UUID], dict[str, Any]] = field(default_factory=dict)
+    # `defer` (the unit of work's `defer_audit_rows`): the audit and history rows of every flush wait
+    # in `_queued` (audit_logs rows, change_history rows) until `append_queued` appends them all in
+    # two round trips, the second carrying the batch's notification. `announced` once it did: the
+    # batch is complete, and a later change of an entity the notification does not name is refused.
+    defer: bool = False
+    announced: bool = False
+    _queued: tuple[list[dict[str, Any]], list[dict[str, Any]]] = field(default_factory=lambda: ([], []))
 
     def install(self, session: Session) -> None:
         """Attach to `session` (an AuditedSession): its flushes are recorded from now on."""
@@ -489,6 +496,20 @@ class AuditTrail:
         if rows:
             self.chain.append_sync(connection, AuditLog.__table__, rows)
             self.audit_rows += len(rows)
+
+    def append_queued(self, connection: Connection, notify: tuple[str, str] | None) -> bool:
+        """Append the rows `defer` queued (in the order the flushes recorded them), with `notify`
+        (channel, payload) sent by the inserting statement; True if it was (there were rows). The batch
+        is then announced: rows recorded later are appended by their flush, as without `defer`."""
+        logs, history = self._queued
+        self._queued = ([], [])
+        if not logs and not history:
+            return False
+        self.chain.append_many_sync(
+            connection, [(AuditLog.__table__, logs), (ChangeHistory.__table__, history)], notify=notify
+        )
+        self.announced = self.announced or notify is not None
+        return notify is not None
 
     def set_reason(self, reason: str | None) -> None:
         """Record `reason` as audit_logs.change_reason of the rows written from now on."""
@@ -622,6 +643,8 @@ class AuditTrail:
                 description = f"{via}: {label[2]}"[:_DESCRIPTION_LENGTH]
             key = (entity_type.value, change.entity_id)
             if key not in self._seen:
+                if self.announced:
+                    raise TrailError(f"{table.name} row {change.entity_id} changed after its batch was announced")
                 self._seen.add(key)
                 self.entities.append(key)
             log_rows.append(
@@ -666,10 +689,14 @@ class AuditTrail:
                     }
                 )
         if log_rows or history_rows:
-            # Both chains' locks and heads in one round trip, both tables' rows in one more.
-            self.chain.append_many_sync(
-                connection, [(AuditLog.__table__, log_rows), (ChangeHistory.__table__, history_rows)]
-            )
+            if self.defer and not self.announced:
+                self._queued[0].extend(log_rows)
+                self._queued[1].extend(history_rows)
+            else:
+                # Both chains' locks and heads in one round trip, both tables' rows in one more.
+                self.chain.append_many_sync(
+                    connection, [(AuditLog.__table__, log_rows), (ChangeHistory.__table__, history_rows)]
+                )
             self.audit_rows += len(log_rows)
             self.history_rows += len(history_rows)
 

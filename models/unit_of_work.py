@@ -55,6 +55,7 @@ from decimal import Decimal
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
+import asyncpg
 from sqlalchemy import ForeignKeyConstraint, Numeric, String, UniqueConstraint, func, select, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import DBAPIError
@@ -111,7 +112,8 @@ class UnitOfWork:
             # optimistic checks, which must see the latest committed row once its lock is granted.
             await conn.execution_options(isolation_level="READ COMMITTED")
             await conn.begin()
-            await set_tenant(conn, self._trail.context.tenant_id)
+            if not await _begin_scoped(conn, self._trail.context.tenant_id):
+                await set_tenant(conn, self._trail.context.tenant_id)
             self._remove_guard = self._trail.guard(conn.sync_connection)  # type: ignore[arg-type]
             session = AsyncSession(
                 bind=conn,
@@ -144,9 +146,9 @@ class UnitOfWork:
         if self._finished:
             return
         try:
-            await self.flush()
+            await self.flush(announce=True)
             await self.connection.run_sync(self._trail.write_events)
-            if self._notify and self._trail.entities:
+            if self._notify and self._trail.entities and not self._trail.announced:
                 payload = notification_payload(
                     self._trail.context.tenant_id, self._trail.context.change_batch_id, self._trail.entities
                 )
@@ -286,15 +288,40 @@ class UnitOfWork:
 
     # -- reading and writing ---------------------------------------------------------------------
 
-    async def flush(self) -> None:
-        """Write pending changes (and their audit rows); database refusals become domain errors."""
+    def defer_audit_rows(self) -> None:
+        """Keep the audit and history rows of every flush until the batch is complete (the next
+        `flush(announce=True)`, or the commit), then append them all in two round trips, the second
+        also sending the batch's notification: one round trip less than a notification of its own,
+        and two less per further flush. The rows are in the same transaction either way; only the
+        moment they are inserted moves (nothing in the unit reads them back)."""
+        self._trail.defer = True
+
+    async def flush(self, *, announce: bool = False) -> None:
+        """Write pending changes (and their audit rows); database refusals become domain errors.
+
+        `announce=True`: the batch is complete with this flush (only reads follow until the end):
+        the rows `defer_audit_rows` kept are appended now, their statement sending the notification
+        (and the commit none). A later change of an entity the notification does not name is refused
+        (TrailError), so the one notification names every entity of the batch.
+        """
         try:
             await self.session.flush()
+            if announce:
+                await self._append_deferred()
         except DBAPIError as exc:
             domain = translate_error(exc)
             if domain is not None:
                 raise domain from exc
             raise
+
+    async def _append_deferred(self) -> None:
+        trail = self._trail
+        if trail.defer and not trail.announced:
+            notify = None
+            if self._notify and trail.entities:
+                context = trail.context
+                notify = (CHANNEL, notification_payload(context.tenant_id, context.change_batch_id, trail.entities))
+            await self.connection.run_sync(trail.append_queued, notify)
 
     async def lock(
         self, model: type[M], entity_id: uuid.UUID, *, updated_at: Any = None, what: str = "", field: str = "id"
@@ -533,6 +560,56 @@ def _differs(current: Any, value: Any) -> bool:
     # Decimals compare by value: 75 and 75.00 are stored alike in a numeric(5,2) column, so
     # writing one over the other would change nothing but updated_at.
     return bool(current != value)
+
+
+class _ScopedTransaction:
+    """The transaction SQLAlchemy's asyncpg adapter drives (start, commit, rollback: the protocol of
+    asyncpg's own Transaction it keeps in `_transaction`), begun with the tenant setting in one simple
+    query: `BEGIN ISOLATION LEVEL READ COMMITTED; SELECT set_config('app.tenant_id', ..., true)`, one
+    round trip instead of two. The tenant id is a UUID written by `uuid.UUID` itself (no quoting
+    needed); COMMIT and ROLLBACK are the statements asyncpg's Transaction sends."""
+
+    __slots__ = ("_driver", "_sql")
+
+    def __init__(self, driver: asyncpg.Connection, tenant_id: uuid.UUID | str | None) -> None:
+        tenant = "" if tenant_id is None else str(uuid.UUID(str(tenant_id)))
+        self._driver = driver
+        self._sql = f"BEGIN ISOLATION LEVEL READ COMMITTED; SELECT set_config('app.tenant_id', '{tenant}', true)"
+
+    async def start(self) -> None:
+        await self._driver.execute(self._sql)
+
+    async def commit(self) -> None:
+        await self._driver.execute("COMMIT;")
+
+    async def rollback(self) -> None:
+        await self._driver.execute("ROLLBACK;")
+
+
+async def _begin_scoped(conn: AsyncConnection, tenant_id: uuid.UUID | str | None) -> bool:
+    """Begin `conn`'s READ COMMITTED transaction scoped to `tenant_id` in one round trip; False (nothing
+    sent) when the driver or its adapter is not the asyncpg one this knows, and the caller begins it as
+    usual. A failure leaves the connection invalidated (it may be inside a failed transaction)."""
+    pooled = await conn.get_raw_connection()
+    adapter: Any = pooled.dbapi_connection
+    driver = pooled.driver_connection
+    if (
+        not isinstance(driver, asyncpg.Connection)
+        or getattr(adapter, "_transaction", False) is not None
+        or getattr(adapter, "isolation_level", None) != "read_committed"
+        or getattr(adapter, "readonly", None) is not False
+        or getattr(adapter, "deferrable", None) is not False
+        or driver.is_in_transaction()
+    ):
+        return False
+    transaction = _ScopedTransaction(driver, tenant_id)
+    try:
+        await transaction.start()
+    except BaseException:
+        await conn.invalidate()
+        raise
+    adapter._transaction = transaction  # what the adapter records once it has begun one itself
+    return True
 
 
 async def _discard(conn: AsyncConnection) -> None:

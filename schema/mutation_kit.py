@@ -585,12 +585,13 @@ async def _write_and_load(
     await context.refresh_reads()  # no read transaction stays open while this one writes
     try:
         async with unit_of_work(info, permissions) as uow:
+            uow.defer_audit_rows()  # every flush's audit rows appended at once, with the notification
             if reason is not None:
                 uow.set_reason(reason)
             result = await change(uow)
             done = result if isinstance(result, Done) else Done(id=result)
             if node_type is not None and done.node is None and done.id is not None:
-                await uow.flush()
+                await uow.flush(announce=True)  # only the payload's read follows: the batch is complete
                 await context.refresh_reads()  # a read connection the change itself opened goes back first
                 lent = _UnitConnection(uow)
                 context._db, context._loaders = lent, None
