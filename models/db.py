@@ -6,6 +6,7 @@ a pooled connection never carries one tenant's setting into another tenant's req
 
 from __future__ import annotations
 
+import logging
 import ssl
 import uuid
 import weakref
@@ -15,7 +16,8 @@ from typing import Any
 
 import asyncpg
 from sqlalchemy import text
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.engine.interfaces import PoolProxiedConnection
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -23,6 +25,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.util import greenlet_spawn
 
 __all__ = [
     "TLS_MODES",
@@ -35,6 +38,8 @@ __all__ = [
     "tenant_session",
     "tls_from_url",
 ]
+
+_log = logging.getLogger(__name__)
 
 _SET_TENANT = text("SELECT set_config('app.tenant_id', :tenant_id, true)")
 
@@ -201,6 +206,13 @@ class RequestConnection:
     principal lookup and the reads share one snapshot (BEGIN, that statement, the reads, ROLLBACK).
     Actions given to `after_close` (the once-a-minute activity writes) run once the connection is
     back in the pool, so a request never holds two connections.
+
+    The connection `open()` begins is driven on the driver: taken from the engine's pool (its events,
+    bounds and timeout as for any checkout), the transaction begun and ended with asyncpg's own
+    transaction (the same BEGIN and ROLLBACK SQLAlchemy's adapter sends) and registered with the
+    adapter, so a statement through SQLAlchemy (`execute`, which wraps the pooled connection in an
+    AsyncConnection only then) runs in it rather than beginning another. Only then does the request
+    pay for SQLAlchemy's connection and transaction objects; the compiled read never does.
     """
 
     def __init__(self, engine: AsyncEngine, tenant_id: uuid.UUID | None, *, read_only: bool = True) -> None:
@@ -211,6 +223,11 @@ class RequestConnection:
         self._read_only = read_only
         self._lock = asyncio.Lock()
         self._conn: AsyncConnection | None = None
+        # The pooled connection `open()` began its transaction on, its driver connection and that
+        # transaction; `_conn` wraps it once a statement goes through SQLAlchemy (then `_pooled` is None).
+        self._pooled: PoolProxiedConnection | None = None
+        self._driver: asyncpg.Connection | None = None
+        self._transaction: Any = None
         self._after_close: list[Callable[[], Awaitable[None]]] = []
         self.statements = 0
 
@@ -223,7 +240,7 @@ class RequestConnection:
     @property
     def is_open(self) -> bool:
         """True while a transaction is open on a connection taken from the pool."""
-        return self._conn is not None
+        return self._conn is not None or self._pooled is not None
 
     async def _begin(self) -> AsyncConnection:
         conn = await self._engine.connect()
@@ -239,6 +256,13 @@ class RequestConnection:
         return conn
 
     async def _connection(self) -> AsyncConnection:
+        if self._conn is None and self._pooled is not None:
+            # SQLAlchemy takes over the pooled connection; its adapter already tracks the transaction.
+            # Its begin() sends nothing (the asyncpg dialect's do_begin is a no-op): it only gives
+            # SQLAlchemy the Transaction that commit() and close() end through the adapter.
+            pooled, self._pooled = self._pooled, None
+            self._conn = AsyncConnection(self._engine, Connection(self._engine.sync_engine, connection=pooled))
+            await self._conn.begin()
         if self._conn is None:
             tenant_id = self.tenant_id
             conn = await self._begin()
@@ -262,20 +286,33 @@ class RequestConnection:
         None, the transaction ends at once. Later reads run in that tenant without setting it again.
         """
         async with self._lock:
-            if self._conn is not None:
+            if self.is_open:
                 raise RuntimeError("the request connection is already open")
-            conn = await self._begin()
+            pooled = await self._engine.raw_connection()
             try:
-                driver = await _started(conn)
+                driver = pooled.driver_connection
+                if not isinstance(driver, asyncpg.Connection):
+                    raise TypeError(f"the engine's driver is not asyncpg: {type(driver).__name__}")
+                adapter: Any = pooled.dbapi_connection
+                if getattr(adapter, "_transaction", False) is not None:
+                    raise RuntimeError("the engine's asyncpg adapter does not track its transaction as expected")
+                transaction = driver.transaction(isolation="repeatable_read", readonly=self._read_only)
+                await transaction.start()
+                adapter._transaction = transaction  # what SQLAlchemy's adapter records when it begins one
+                self._pooled, self._driver, self._transaction = pooled, driver, transaction
+            except BaseException:
+                await _discard(pooled)
+                raise
+            try:
                 row: asyncpg.Record | None = await driver.fetchrow(sql, *args)
                 tenant_id = None if row is None else tenant_of(row)
             except BaseException:
-                await conn.close()
+                await self._end(commit=False)
                 raise
             if tenant_id is None:
-                await conn.close()
+                await self._end(commit=False)
             else:
-                self._tenant_id, self._conn = tenant_id, conn
+                self._tenant_id = tenant_id
             return row
 
     def after_close(self, action: Callable[[], Awaitable[None]]) -> None:
@@ -289,55 +326,86 @@ class RequestConnection:
             self.statements += 1
             return await conn.execute(statement, params)
 
+    async def _driver_connection(self) -> asyncpg.Connection:
+        """The driver's connection inside the open transaction (opened if needed); hold the lock."""
+        if self._driver is None:
+            self._driver = await _driver_connection(await self._connection())
+        return self._driver
+
     async def raw(self) -> asyncpg.Connection:
         """The driver's connection inside the open transaction (opened if needed), counted as one statement.
 
         Not locked: only for a caller that knows no loader batch runs meanwhile (`driver()` is).
         """
         async with self._lock:
-            conn = await self._connection()
+            driver = await self._driver_connection()
         self.statements += 1
-        return await _driver_connection(conn)
+        return driver
 
     @asynccontextmanager
     async def driver(self) -> AsyncIterator[asyncpg.Connection]:
         """The driver's connection for one statement, holding the lock loader batches take turns with."""
         async with self._lock:
-            conn = await self._connection()
+            driver = await self._driver_connection()
             self.statements += 1
-            yield await _driver_connection(conn)
+            yield driver
+
+    async def fetchval(self, sql: str, *args: object, limit_s: float | None = None) -> Any:
+        """The first value of `sql` (`$n` parameters) on the driver inside the transaction, one statement at a time."""
+        async with self._lock:
+            driver = await self._driver_connection()
+            self.statements += 1
+            return await driver.fetchval(sql, *args, timeout=limit_s)
 
     async def close(self, *, commit: bool = False) -> None:
         """End the transaction (rolled back unless `commit`) and return the connection to the pool,
         then run the `after_close` actions."""
         async with self._lock:
-            conn, self._conn = self._conn, None
             actions, self._after_close = self._after_close, []
-            if conn is not None:
-                try:
-                    if commit:
-                        await conn.commit()
-                finally:
-                    await conn.close()  # rolls back what is still open
+            await self._end(commit=commit)
         for action in actions:
             await action()
 
+    async def _end(self, *, commit: bool) -> None:
+        """End the transaction and give the connection back (hold the lock). A connection whose
+        transaction did not end cleanly is closed, never pooled: after a cancellation (re-raised) or
+        an error (logged, as the pool logs a failed reset; the server ends a transaction whose
+        connection closes)."""
+        conn, self._conn = self._conn, None
+        pooled, self._pooled = self._pooled, None
+        transaction, self._transaction, self._driver = self._transaction, None, None
+        if conn is not None:
+            try:
+                if commit:
+                    await conn.commit()
+            finally:
+                await conn.close()  # rolls back what is still open
+        elif pooled is not None:
+            adapter: Any = pooled.dbapi_connection
+            try:
+                await (transaction.commit() if commit else transaction.rollback())
+            except Exception:
+                await _discard(pooled)
+                if commit:
+                    raise
+                _log.warning("the read transaction did not roll back; its connection is closed", exc_info=True)
+                return
+            except BaseException:
+                await _discard(pooled)
+                raise
+            adapter._transaction = None
+            await greenlet_spawn(pooled.close)  # back to the pool (its reset has nothing left to roll back)
 
-async def _started(conn: AsyncConnection) -> asyncpg.Connection:
-    """The driver's connection with the transaction SQLAlchemy began on `conn` started (BEGIN sent).
 
-    SQLAlchemy's asyncpg adapter sends BEGIN lazily, with the first statement it executes; its
-    `_start_transaction()` (SQLAlchemy 1.4 to 2.1) sends it now and records it, so commit, rollback
-    and the pool's reset act on it. Without that method, a first statement through SQLAlchemy
-    begins it (one more round trip; tests/test_round_trips.py would notice).
-    """
-    adapted = (await conn.get_raw_connection()).dbapi_connection
-    start = getattr(adapted, "_start_transaction", None)
-    if start is not None and getattr(adapted, "_transaction", False) is None:
-        await start()
-    else:
-        await conn.exec_driver_sql("SELECT 1")
-    return await _driver_connection(conn)
+async def _discard(pooled: PoolProxiedConnection) -> None:
+    """Close a pooled connection in an unknown transaction state for good (the pool opens a new one)."""
+    driver = pooled.driver_connection
+    if isinstance(driver, asyncpg.Connection):
+        driver.terminate()
+    adapter: Any = pooled.dbapi_connection
+    if adapter is not None:
+        adapter._transaction = None
+    await greenlet_spawn(pooled.invalidate)
 
 
 async def _driver_connection(conn: AsyncConnection) -> asyncpg.Connection:

@@ -432,16 +432,11 @@ async def _fetch(db: Any, sql: str, params: list[Any], deadline: tuple[float, in
         remaining = deadline[0] - time.monotonic()
         if remaining <= 0:
             raise _TimedOut(_timeout_error(deadline[1]))
-    async with db._lock:
-        conn = await db._connection()
-        db.statements += 1
-        raw = await conn.get_raw_connection()
-        driver = raw.driver_connection
-        try:
-            value = await driver.fetchval(sql, *params, timeout=remaining)
-        except TimeoutError:
-            assert deadline is not None
-            raise _TimedOut(_timeout_error(deadline[1])) from None
+    try:
+        value = await db.fetchval(sql, *params, limit_s=remaining)
+    except TimeoutError:
+        assert deadline is not None
+        raise _TimedOut(_timeout_error(deadline[1])) from None
     return None if value is None else str(value)
 
 
