@@ -35,7 +35,8 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from typing import Any
 
 from graphql import (
@@ -94,6 +95,7 @@ __all__ = [
     "DocumentCache",
     "LimitProfile",
     "OperationLimits",
+    "OversizedPage",
     "ProfileRules",
     "count_overlaps",
     "count_selections",
@@ -149,7 +151,7 @@ class LimitProfile:
     max_aliases: int
     # Introspection (`__schema`, `__type`) only for callers holding this permission; None: for all.
     introspection_permission: str | None
-    rules: tuple[type[ASTValidationRule], ...] = field(default=())
+    rules: tuple[type[ASTValidationRule], ...] = dataclass_field(default=())
 
     @classmethod
     def make(cls, name: str, max_tokens: int, max_aliases: int, introspection_permission: str | None) -> LimitProfile:
@@ -196,11 +198,23 @@ def _introspection_refused(permission: str) -> LimitExceeded:
     )
 
 
-def _page_too_large(size: int) -> LimitExceeded:
-    return LimitExceeded(
-        f"`first`/`last` must be between 0 and {MAX_PAGE_SIZE}; got {size}.",
-        extensions={"code": "BAD_USER_INPUT", "limit": MAX_PAGE_SIZE},
-    )
+@dataclass(frozen=True, slots=True)
+class OversizedPage:
+    """A `first`/`last` over MAX_PAGE_SIZE: the argument, its value, the field and its response path."""
+
+    argument: str
+    value: int
+    node: FieldNode
+    path: tuple[str, ...]
+
+    def error(self) -> GraphQLError:
+        """The refusal, as the resolver's (resolvers/common/pagination.py) words and places it."""
+        return GraphQLError(
+            f"`{self.argument}` must be between 0 and {MAX_PAGE_SIZE}; got {self.value}.",
+            nodes=[self.node],
+            path=list(self.path),
+            extensions={"code": "BAD_USER_INPUT"},
+        )
 
 
 def has_introspection(document: DocumentNode) -> bool:
@@ -337,7 +351,9 @@ class _CostWalk:
     schema: GraphQLSchema
     fragments: Mapping[str, FragmentDefinitionNode]
     variables: Mapping[str, Any]
-    largest_page: int = 0  # the largest `first`/`last` given to a connection, before capping
+    # The first `first`/`last` over the maximum page size, and the response path of the field walked.
+    oversized: OversizedPage | None = None
+    path: list[str] = dataclass_field(default_factory=list)
 
     def selection_set(
         self, node: SelectionSetNode, parent: GraphQLNamedType, multiplier: int, page: int, expanding: frozenset[str]
@@ -375,7 +391,7 @@ class _CostWalk:
         size = 1
         child_page = page
         if named.name.endswith("Connection") and isinstance(named, GraphQLObjectType) and "pageInfo" in named.fields:
-            child_page = self._page_size(arguments)  # its `nodes` and `edges` multiply by it
+            child_page = self._page_size(arguments, node)  # its `nodes` and `edges` multiply by it
         elif is_list:
             if parent.name.endswith("Connection") and name in ("nodes", "edges"):
                 size = page
@@ -392,7 +408,11 @@ class _CostWalk:
         total = multiplier * (weight * size + sum(self._list_items(v) for v in arguments.values()))
         if not composite or node.selection_set is None:
             return total
-        return total + self.selection_set(node.selection_set, named, multiplier * size, child_page, expanding)
+        self.path.append((node.alias or node.name).value)
+        try:
+            return total + self.selection_set(node.selection_set, named, multiplier * size, child_page, expanding)
+        finally:
+            self.path.pop()
 
     def _definition(self, parent: GraphQLNamedType, name: str) -> GraphQLField | None:
         if name == "__schema" and parent is self.schema.query_type:
@@ -410,12 +430,14 @@ class _CostWalk:
         except Exception:  # a malformed value is validation's to refuse
             return None
 
-    def _page_size(self, arguments: Mapping[str, Node]) -> int:
+    def _page_size(self, arguments: Mapping[str, Node], node: FieldNode) -> int:
         for key in ("first", "last"):
             if key in arguments:
                 value = self._value(arguments[key])
                 if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-                    self.largest_page = max(self.largest_page, value)
+                    if value > MAX_PAGE_SIZE and self.oversized is None:
+                        path = (*self.path, (node.alias or node.name).value)
+                        self.oversized = OversizedPage(key, value, node, path)
                     return min(value, MAX_PAGE_SIZE)
         return DEFAULT_PAGE_SIZE
 
@@ -497,9 +519,9 @@ def estimate(
     document: DocumentNode,
     operation_name: str | None = None,
     variables: Mapping[str, Any] | None = None,
-) -> tuple[int, int]:
-    """`estimate_cost`, and the largest page size (`first`/`last`) the operation asks of a connection."""
-    largest = 0
+) -> tuple[int, OversizedPage | None]:
+    """`estimate_cost`, and the first page size (`first`/`last`) over the maximum the operation asks for."""
+    oversized: OversizedPage | None = None
     fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
     roots = {
         OperationType.QUERY: schema.query_type,
@@ -518,8 +540,8 @@ def estimate(
         given = variables if isinstance(variables, Mapping) else None
         walk = _CostWalk(schema, fragments, _variables(definition, given))
         total += walk.selection_set(definition.selection_set, root, 1, DEFAULT_PAGE_SIZE, frozenset())
-        largest = max(largest, walk.largest_page)
-    return total, largest
+        oversized = oversized or walk.oversized
+    return total, oversized
 
 
 # -- 3. validation, once per printed document -----------------------------------------------------
@@ -697,11 +719,11 @@ class OperationLimits(SchemaExtension):
             return [_introspection_refused(permission)]
         schema = ec.schema._schema
         try:
-            cost, largest_page = estimate(schema, document, ec.operation_name, ec.variables)
+            cost, oversized = estimate(schema, document, ec.operation_name, ec.variables)
         except RecursionError:
             return [_too_many_selections(self.max_selections)]
-        if largest_page > MAX_PAGE_SIZE:
-            return [_page_too_large(largest_page)]
+        if oversized is not None:
+            return [oversized.error()]
         limit = self.cost_limit(ec.context) or self.max_cost
         if cost > limit:
             return [_too_costly(cost, limit)]

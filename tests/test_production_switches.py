@@ -381,13 +381,15 @@ async def dev_viewer(dev: httpx.AsyncClient, owner_engine: AsyncEngine, fresh_te
 
 
 @pytest.mark.parametrize(
-    ("query", "variables"),
+    ("query", "variables", "path"),
     [
-        ("{ organizations(first: 10000) { nodes { id } } }", None),
-        ("query ($n: Int) { organizations(last: $n) { nodes { id } } }", {"n": 10_000}),
+        ("{ organizations(first: 10000) { nodes { id } } }", None, ["organizations"]),
+        ("query ($n: Int) { organizations(last: $n) { nodes { id } } }", {"n": 10_000}, ["organizations"]),
         (
-            "query ($n: Int = 10000) { organizations { nodes { childOrganizations(first: $n) { nodes { id } } } } }",
+            "query ($n: Int = 10000) "
+            "{ organizations { nodes { kids: childOrganizations(first: $n) { nodes { id } } } } }",
             None,
+            ["organizations", "nodes", "kids"],
         ),
     ],
     ids=["literal", "variable", "nested-default"],
@@ -403,12 +405,15 @@ async def test_a_page_of_ten_thousand_is_refused_before_sql(
     profile: str,
     query: str,
     variables: dict[str, Any] | None,
+    path: list[str],
 ) -> None:
     client, app, token = (prod, prod_app, viewer) if profile == "production" else (dev, dev_app, dev_viewer)
     body = await _refused_without_sql(client, app, token, query, variables)
     (error,) = body["errors"]
     assert error["extensions"]["code"] == "BAD_USER_INPUT"
-    assert "between 0 and 100; got 10000" in error["message"]
+    argument = "last" if "last:" in query else "first"
+    assert error["message"] == f"`{argument}` must be between 0 and 100; got 10000."
+    assert error["path"] == path  # the field's response path (no list index: nothing ran)
 
 
 # -- array batching -------------------------------------------------------------------------------
