@@ -41,7 +41,7 @@ from resolvers.common.loaders import Loaders
 from resolvers.common.scope import ReadScope
 from schema.errors import MaskUnexpectedErrors, is_unexpected, log_errors
 from schema.input_guard import check_operation
-from schema.limits import DEFAULT_MAX_COST, estimate_cost
+from schema.limits import DEFAULT_MAX_COST, admission_cost
 
 if TYPE_CHECKING:
     from schema.compiled.runner import PreparedCache
@@ -326,7 +326,7 @@ class GraphQLView(GraphQL[GraphQLContext, None]):
         if isinstance(coerced, list):
             return None
         try:
-            cost = entry.cost(given, lambda: estimate_cost(schema, entry.document, operation_name, given))
+            cost = entry.cost(given, lambda: admission_cost(schema, entry.document, operation_name, given))
         except RecursionError:
             return None
         if cost > (self.query_cost_limit or DEFAULT_MAX_COST):

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
@@ -97,6 +98,7 @@ __all__ = [
     "OperationLimits",
     "OversizedPage",
     "ProfileRules",
+    "admission_cost",
     "count_overlaps",
     "count_selections",
     "estimate",
@@ -512,6 +514,21 @@ def estimate_cost(
 ) -> int:
     """The cost of the operation `operation_name` would select (every operation's, if none is named)."""
     return estimate(schema, document, operation_name, variables)[0]
+
+
+def admission_cost(
+    schema: GraphQLSchema,
+    document: DocumentNode,
+    operation_name: str | None = None,
+    variables: Mapping[str, Any] | None = None,
+) -> int:
+    """`estimate_cost`, or more than any limit when a page (`first`/`last`) is over the maximum.
+
+    For a caller that only compares the cost with the limit: the prepared fast path (schema/context.py)
+    then declines, and the executor's pipeline answers the request with `OperationLimits`' refusal.
+    """
+    cost, oversized = estimate(schema, document, operation_name, variables)
+    return sys.maxsize if oversized is not None else cost
 
 
 def estimate(

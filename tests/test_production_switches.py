@@ -483,3 +483,16 @@ async def test_a_query_over_websocket_gets_the_production_switches(
                     "query": _typenames(2_001), "operationName": "Q0", "variables": {}}})
                 code, reason = await ws.closed()  # graphql-transport-ws: a document that does not parse
                 assert code == 4400 and "more than 2000 tokens" in reason, (code, reason)
+
+
+async def test_a_prepared_query_with_a_page_of_ten_thousand_is_refused_before_sql(
+    prod: httpx.AsyncClient, prod_app: Starlette, viewer: str
+) -> None:
+    """The view's prepared fast path (schema/context.py) serves a repeated compiled query: a variable
+    page over the maximum is refused there too, before any SQL of the operation."""
+    query = "query Prepared($n: Int) { organizations(first: $n) { nodes { id } } }"
+    for _ in range(3):
+        assert (await gql(prod, query, {"n": 5}, token=viewer))["data"] == {"organizations": {"nodes": []}}
+    body = await _refused_without_sql(prod, prod_app, viewer, query, {"n": 10_000})
+    (error,) = body["errors"]
+    assert error["message"] == "`first` must be between 0 and 100; got 10000."
