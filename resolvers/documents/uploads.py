@@ -162,6 +162,7 @@ async def upload_version(
     _check_current(current, field="id")
     original = _file_name(file)
     name = values.get("name")
+    await validate(uow, "documents", {} if name is None else {"name": name}, row=current)
     async with ingest.spool(_chunks(file), uploads.limits) as spooled:
         ingest.check(spooled)
         version_id = uuid.uuid4()
@@ -206,6 +207,8 @@ async def start_upload(uow: UnitOfWork, uploads: Uploads, values: Mapping[str, A
         raise Invalid("sha256 must be 64 hexadecimal digits.", field="sha256")
     document_id = values.get("document_id")
     project_id = values.get("opportunity_project_id")
+    file_name = values.get("file_name")
+    await validate(uow, "documents", {} if file_name is None else {"original_filename": file_name})
     if document_id is not None:
         current = await uow.find(Document, document_id, what="document", field="document_id")
         _check_current(current, field="document_id")
