@@ -206,7 +206,8 @@ async def test_document_metadata_is_edited_deleted_and_restored(
     manager = await sign_in_as("Capture Manager")
     project = await rows.project()
     category = await rows.make("document_categories")
-    document = await rows.make("documents", opportunity_project_id=project.id)
+    # The uploader: a restricted document stays readable to its uploader (and its named readers).
+    document = await rows.make("documents", opportunity_project_id=project.id, uploaded_by=manager.id)
     data = await mutate(client, manager, DOCUMENT_UPDATE, {"input": {
         "rowId": str(document.id), "updatedAt": _wire(document.updated_at), "name": "Statement of work",
         "tags": ["sow", " sow ", "final"], "accessLevel": "RESTRICTED", "categoryRowId": str(category.id)}})
