@@ -88,8 +88,9 @@ async def test_a_parser_past_the_wall_deadline_is_killed(tmp_path: Path) -> None
 
 async def test_a_parser_past_its_cpu_limit_is_stopped(tmp_path: Path) -> None:
     data = pdf_with_pages([f"page {n} " + "lorem ipsum " * 30 for n in range(3000)])
+    limits = ExtractionLimits(cpu_seconds=1, wall_seconds=60, max_pages=10_000)  # the page limit must not come first
     with pytest.raises(ExtractionFailed) as failed:
-        await extract_in_child(_file(tmp_path, data), PDF, ExtractionLimits(cpu_seconds=1, wall_seconds=60))
+        await extract_in_child(_file(tmp_path, data), PDF, limits)
     assert failed.value.reason == "CPU time limit: the parser was stopped after 1 s of CPU"
 
 

@@ -35,9 +35,17 @@ def _is_identifier(value: str) -> bool:
     return True
 
 
+def _is_object_key(value: str) -> bool:
+    """A storage object key (an S3 presigned POST's `key` field): built from ids and fixed words only
+    (storage/keys.py), so it names where a file goes and is no secret."""
+    parts = value.split("/")
+    return len(parts) > 1 and all(_is_identifier(p) or re.fullmatch(r"[a-z][a-z0-9_-]*", p) for p in parts)
+
+
 def remember(value: Any) -> None:
-    # Row ids travel under names like "key" too (a GraphQL variable); they are not secrets.
-    if isinstance(value, str) and len(value) >= 8 and not _is_identifier(value):
+    # Row ids travel under names like "key" too (a GraphQL variable), and so do storage object keys;
+    # they are not secrets.
+    if isinstance(value, str) and len(value) >= 8 and not _is_identifier(value) and not _is_object_key(value):
         SECRETS.add(value)
     elif isinstance(value, list):
         for item in value:
