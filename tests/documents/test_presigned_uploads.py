@@ -177,9 +177,8 @@ async def test_an_expired_or_forged_ticket_is_refused(env: Env) -> None:
     assert await env.rows() == []
 
 
+@pytest.mark.parametrize("env", ["local"], indirect=True)  # the local backend's own URL
 async def test_local_upload_url_rules(env: Env) -> None:
-    if env.backend != "local":
-        pytest.skip("the local backend's own URL")
     data = pdf_bytes("local")
     started = await _start(env, data)
     upload = started["upload"]
@@ -258,11 +257,10 @@ class _CuttingProxy:
             w.close()
 
 
+@pytest.mark.parametrize("env", ["s3"], indirect=True)  # an S3 server going away
 async def test_the_s3_server_failing_mid_stream_leaves_nothing(
     env: Env, moto_s3: MotoS3
 ) -> None:
-    if env.backend != "s3":
-        pytest.skip("an S3 server going away")
     from storage.s3 import S3Storage
 
     real = env.app.state.uploads
