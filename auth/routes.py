@@ -13,6 +13,7 @@ from auth.audit import AuthEvent, record_event
 from auth.exceptions import AuthRequestError, LoginFailed
 from auth.http import error_response, principal_of, read_json, request_meta, require_str, subdomain_of
 from auth.login import password_login
+from auth.rate_limits import limit_sensitive_routes
 from auth.service import AuthService
 from auth.sessions import TerminationReason, terminate_session
 from models.db import set_tenant
@@ -136,7 +137,7 @@ async def session_info(request: Request) -> Response:
 def auth_routes() -> list[BaseRoute]:
     from auth import routes_account, routes_mfa, routes_oidc, routes_saml
 
-    return [
+    return limit_sensitive_routes([  # sign-in and the other sensitive routes charged first (auth/rate_limits.py)
         Route("/auth/login", login, methods=["POST"]),
         Route("/auth/logout", logout, methods=["POST"]),
         Route("/auth/session", session_info, methods=["GET"]),
@@ -144,4 +145,4 @@ def auth_routes() -> list[BaseRoute]:
         *routes_account.routes(),
         *routes_saml.routes(),
         *routes_oidc.routes(),
-    ]
+    ])

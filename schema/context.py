@@ -42,6 +42,7 @@ from resolvers.common.scope import ReadScope
 from schema.errors import MaskUnexpectedErrors, is_unexpected, log_errors
 from schema.input_guard import check_operation
 from schema.limits import DEFAULT_MAX_COST, admission_cost
+from schema.rate_limit_extension import charge_request
 
 if TYPE_CHECKING:
     from schema.compiled.runner import PreparedCache
@@ -348,6 +349,8 @@ class GraphQLView(GraphQL[GraphQLContext, None]):
         planned = plan_operation(schema, entry.document, entry.operation, query, coerced, context, plan_cache)
         if planned is None or len(planned[1]) < len(planned[0]):
             return None  # nothing was read: the context's connection is still the middleware's, for the view
+        if await charge_request(scope, entry.document, operation_name) is not None:
+            return None  # refused (429): strawberry's path answers the refusal decided here, charging nothing
         order, bound = planned
         errors: list[GraphQLError] = []
         result: dict[str, Any] | None = None

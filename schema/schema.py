@@ -53,6 +53,7 @@ from schema.opportunities import OpportunitiesQuery
 from schema.opportunity_mutations import OpportunitiesMutation
 from schema.project_mutations import ProjectsMutation
 from schema.proposal_mutations import ProposalMutation
+from schema.rate_limit_extension import RateLimits
 from schema.roles import RolesMutation
 from schema.scalars import SCALAR_MAP
 from schema.sso_mutations import TenantSsoMutation, TenantSsoSettingsQuery
@@ -171,6 +172,8 @@ def build_schema() -> GwmSchema:
                 timeout_ms=_operation_timeout_ms,
                 cost_limit=_query_cost_limit,
             ),
+            # Rate limits: the operation's root fields charged before anything executes (429 when refused).
+            RateLimits,
             InputGuard,  # every argument value storable, before execution (schema/input_guard.py)
             # Root fields the read compiler covers run as one SQL statement each (schema/compiled/).
             CompiledReads,

@@ -21,6 +21,7 @@ from auth.mailer import SmtpMailer
 from auth.oidc import JwksCache
 from auth.outbound import OutboundPolicy
 from auth.passwords import PasswordHasher
+from auth.rate_limits import RateLimiter
 from auth.routes import (
     MFA_PATHS,
     PASSWORD_CHANGE_PATHS,
@@ -234,6 +235,8 @@ def create_app(settings: Settings, *, live: LiveConfig | None = None) -> Starlet
     app.state.live_listener = listener
     app.state.graphql = graphql
     app.state.uploads = uploads
+    # Rate limits (auth/rate_limits.py): in-process buckets for GraphQL, PostgreSQL's for sensitive operations.
+    app.state.rate_limits = RateLimiter(settings.rate_limits, engine)
     return app
 
 

@@ -10,9 +10,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from auth.rate_limits import RateLimitConfig
     from schema.limits import LimitProfile
     from storage.config import StorageConfig
 
@@ -123,6 +124,22 @@ def _origins(env: Mapping[str, str]) -> tuple[str, ...]:
             raise SettingsError(f"GWM_CORS_ORIGINS: {origin!r} is not an origin (scheme://host[:port])")
         origins.append(origin)
     return tuple(origins)
+
+
+def _rate_limits(env: Mapping[str, str]) -> dict[str, Any]:
+    """GWM_RATE_LIMIT_* and GWM_SENSITIVE_LIMIT_* (per minute, 0: none), defaults by GWM_ENV."""
+    production = _environment(env) == "production"
+    ordinary = (6_000, 1_200, 12_000) if production else (100_000, 100_000, 100_000)
+    sensitive = (30, 10, 600) if production else (10_000, 10_000, 10_000)
+    return {
+        "rate_limit_per_address": _at_least(env, "GWM_RATE_LIMIT_PER_ADDRESS", ordinary[0], 0),
+        "rate_limit_per_user": _at_least(env, "GWM_RATE_LIMIT_PER_USER", ordinary[1], 0),
+        "rate_limit_per_tenant": _at_least(env, "GWM_RATE_LIMIT_PER_TENANT", ordinary[2], 0),
+        "rate_limit_processes": _at_least(env, "GWM_RATE_LIMIT_PROCESSES", _int(env, "GWM_WORKERS", 1), 1),
+        "sensitive_limit_per_address": _at_least(env, "GWM_SENSITIVE_LIMIT_PER_ADDRESS", sensitive[0], 0),
+        "sensitive_limit_per_user": _at_least(env, "GWM_SENSITIVE_LIMIT_PER_USER", sensitive[1], 0),
+        "sensitive_limit_per_tenant": _at_least(env, "GWM_SENSITIVE_LIMIT_PER_TENANT", sensitive[2], 0),
+    }
 
 
 def _clamd(env: Mapping[str, str]) -> str | None:
@@ -263,6 +280,22 @@ class Settings:
     upload_url_seconds: int = 900
     # GWM_UPLOAD_TEMP_DIR: where uploads are spooled while they are checked (default: the system's).
     upload_temp_dir: Path | None = None
+    # Rate limits (auth/rate_limits.py; docs/api.md "Rate limits"), each an allowance per minute, 0: none.
+    # GraphQL operations are charged their root fields (aliases count) per client address, per user (an
+    # API key counts as its own user) and per tenant: GWM_RATE_LIMIT_PER_ADDRESS / _PER_USER / _PER_TENANT
+    # are PER DEPLOYMENT, counted in process: each process enforces ceil(limit / GWM_RATE_LIMIT_PROCESSES)
+    # (default GWM_WORKERS; with several machines, set it to the processes of all of them). Sign-in and the
+    # other sensitive operations are counted in PostgreSQL, shared by every process:
+    # GWM_SENSITIVE_LIMIT_PER_ADDRESS / _PER_USER (the account) / _PER_TENANT. Defaults: production
+    # 6,000 / 1,200 / 12,000 root fields and 30 / 10 / 600 attempts; development (also a Settings built in
+    # code) 100,000 and 10,000 each.
+    rate_limit_per_address: int = 100_000
+    rate_limit_per_user: int = 100_000
+    rate_limit_per_tenant: int = 100_000
+    rate_limit_processes: int = 1
+    sensitive_limit_per_address: int = 10_000
+    sensitive_limit_per_user: int = 10_000
+    sensitive_limit_per_tenant: int = 10_000
     # Production switches (server/security.py, schema/limits.py; docs/deploy.md). GWM_ENV:
     # "production" (the default of the environment: tokens 2,000, aliases 15, introspection only for
     # graphql:adhoc) or "development" (tokens 5,000, aliases 30, introspection for every caller; the
@@ -272,6 +305,21 @@ class Settings:
     environment: str = "development"
     cors_origins: tuple[str, ...] = ()
     force_hsts: bool = False
+
+    @property
+    def rate_limits(self) -> RateLimitConfig:
+        """The limits auth/rate_limits.py enforces."""
+        from auth.rate_limits import RateLimitConfig
+
+        return RateLimitConfig(
+            per_address=self.rate_limit_per_address,
+            per_user=self.rate_limit_per_user,
+            per_tenant=self.rate_limit_per_tenant,
+            processes=self.rate_limit_processes,
+            sensitive_per_address=self.sensitive_limit_per_address,
+            sensitive_per_user=self.sensitive_limit_per_user,
+            sensitive_per_tenant=self.sensitive_limit_per_tenant,
+        )
 
     @property
     def limit_profile(self) -> LimitProfile:
@@ -386,6 +434,7 @@ class Settings:
             upload_concurrency=_at_least(env, "GWM_UPLOAD_CONCURRENCY", 4, 1),
             upload_url_seconds=_at_least(env, "GWM_UPLOAD_URL_SECONDS", 900, 1),
             upload_temp_dir=Path(env["GWM_UPLOAD_TEMP_DIR"]) if env.get("GWM_UPLOAD_TEMP_DIR") else None,
+            **_rate_limits(env),
             environment=_environment(env),
             cors_origins=_origins(env),
             force_hsts=_switch(env, "GWM_HSTS", False),
