@@ -105,6 +105,8 @@ ADMIN = "tenant admin"
 CAPTURE = "capture manager (project grants)"
 TENANT = "tenant (JWT)"
 QUERY_NAMES = {"big": "nested pursuit", "small": "one project by id"}
+#: --only: the query of each choice.
+ONLY = {"nested": "big", "byid": "small"}
 #: PostGraphile's login role: gwm_app's grants and policies plus the documents' access levels (step 3 above).
 PGL_ROLE = "gwm_bench_pgl"
 PGL_ROLE_SQL = f"""
@@ -843,7 +845,7 @@ def check_answers(cases: Sequence[Case]) -> list[str]:
                     compiled = list((parsed.get("extensions") or {}).get("compiled") or [])
                     case.compiled = compiled if case.compiled is None else [
                         k for k in case.compiled if k in compiled]
-    for query in ("big", "small"):
+    for query in sorted({c.query for c in cases}):
         (reference,) = [c for c in cases if c.query == query and c.system == PGL]
         for case in cases:
             if case is reference or case.query != query:
@@ -934,6 +936,8 @@ def main() -> int:
     parser.add_argument("--scale", type=int, default=1000)
     parser.add_argument("--tenants", type=int, default=3)
     parser.add_argument("--json", type=Path, default=None, help="also write every figure here")
+    parser.add_argument("--only", choices=sorted(ONLY), default=None,
+                        help="measure one query only (both systems, its callers); the goals of the other are left out")
     args = parser.parse_args()
     if args.duration > 300:
         parser.error("--duration is capped at 300 s")
@@ -993,6 +997,8 @@ def main() -> int:
                  _bodies(texts["pgl_gwm/small.graphql"], [{"id": pid} for pid in page_ids]), postgraphile),
             Case(GATEWAY, CAPTURE, "small", gateway.url, capture, gw_small, gateway),
         ]
+        if args.only is not None:
+            cases = [c for c in cases if c.query == ONLY[args.only]]
         problems = check_answers(cases)
 
         with statement_log(db, runner) as counted:

@@ -46,7 +46,7 @@ from graphql import (
     get_named_type,
 )
 from graphql.execution.values import get_argument_values
-from sqlalchemy import ARRAY, Column, Float, String, Table, Text, Uuid, any_, bindparam, literal_column
+from sqlalchemy import ARRAY, Boolean, Column, Float, String, Table, Text, Uuid, any_, bindparam, literal_column
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql import operators, visitors
 from sqlalchemy.sql.elements import BinaryExpression, BindParameter, ColumnElement
@@ -100,6 +100,9 @@ class RootPlan:
     arg_fields: list[tuple[int, GraphQLField, FieldNode]]
     markers: list[Marker]
     row_denial: Permission | None  # a root list the caller can read no row of: audited once
+    # The caller's project grants are read by the statement from user_roles (Builder.grants_in_sql), not bound:
+    # it may run only in the transaction whose principal lookup loaded those grants (the same snapshot).
+    grants_in_sql: bool = False
 
     def arguments(self, variables: Any) -> Args:
         return {fid: get_argument_values(definition, node, variables) for fid, definition, node in self.arg_fields}
@@ -155,6 +158,11 @@ class Builder:
         self._late: dict[str, Param] = {}
         self._computed: dict[str, dict[str, tuple[str, str]]] = {}
         self.principal_kind = ""  # the caller's credential kind (part of the plan's key)
+        # Project grants as sub-selects of the caller's unexpired assignments rather than id arrays bound per
+        # request (the plan's key says which): only for a statement run in the principal lookup's snapshot,
+        # where the sub-select gives exactly the projects `scope.grants` holds (models/db.py grants_user).
+        self.grants_in_sql = False
+        self._granted_sets: dict[frozenset[uuid.UUID], str] | None = None
         # Row sources whose FROM clause takes joins (`joined`): a to-one field under one of them is a LEFT JOIN
         # (one index probe of the target per row) rather than a correlated sub-select (a sub-plan run per row).
         self._join_sources: set[str] = set()
@@ -183,6 +191,32 @@ class Builder:
             f"CASE WHEN {raw} IS NULL THEN NULL ELSE ({head} || '\"d\":' || to_json({alias}.id)::text"
             f" || ',\"l\":' || coalesce(to_json({alias}.access_level)::text, 'null')"
             f" || ',\"v\":' || to_json({value})::text || '}}')::json END"
+        )
+
+    def _grant_permission(self, projects: frozenset[uuid.UUID]) -> str | None:
+        """A permission whose project-scoped grants are exactly `projects` (None: no such permission)."""
+        if self._granted_sets is None:
+            held = sorted({p for perms in self.scope.grants.per_project.values() for p in perms})
+            sets: dict[frozenset[uuid.UUID], str] = {}
+            for permission in held:
+                sets.setdefault(frozenset(
+                    p for p, perms in self.scope.grants.per_project.items() if permission in perms
+                ), permission)
+            self._granted_sets = sets
+        return self._granted_sets.get(projects) if projects else None
+
+    def granted_projects(self, permission: str) -> str:
+        """The projects the caller holds `permission` on through project-scoped assignments, as a sub-select of
+        its unexpired assignments (the same rows and rule as auth.principal's grants, read in the same snapshot)."""
+        tenant = self.const(self.scope.tenant_id, "uuid")
+        user = self.const(self.scope.user_id, "uuid")
+        held = self.const(permission, "text")
+        return (
+            "SELECT ga.opportunity_project_id FROM user_roles ga"
+            " JOIN roles gr ON gr.id = ga.role_id AND gr.tenant_id = ga.tenant_id"
+            f" WHERE ga.tenant_id = {tenant} AND ga.user_id = {user} AND ga.opportunity_project_id IS NOT NULL"
+            " AND (ga.expires_at IS NULL OR ga.expires_at > now())"
+            f" AND gr.permissions ? {held}"
         )
 
     def runtime(self, getter: Param, cast: str | None = None) -> str:
@@ -308,6 +342,13 @@ class Builder:
                 # hundreds of projects would otherwise bind hundreds of parameters per condition).
                 left = visitors.replacement_traverse(element.left, {}, replace)
                 values = list(element.right.value or ())
+                permission = (
+                    self._grant_permission(frozenset(values))
+                    if self.grants_in_sql and all(isinstance(v, uuid.UUID) for v in values) else None
+                )
+                if permission is not None:  # the caller's grants of `permission`: read, not sent
+                    column = self.render_statement(left)
+                    return literal_column(f"({column} IN ({self.granted_projects(permission)}))", Boolean())
                 return left == any_(bindparam(None, values, type_=ARRAY(element.left.type)))
             return None
 
@@ -379,11 +420,11 @@ class Builder:
             if etype.project_column is None or not projects:
                 return marker
             used.add(etype.project_column)
-            granted = self.const(projects, "uuid[]")
-            return (
-                f"CASE WHEN {alias}.{_ident(etype.project_column)} = ANY({granted}) "
-                f"THEN to_json({value}) ELSE {marker} END"
-            )
+            if self.grants_in_sql:  # the caller's grants of the permission: read in the statement, not sent
+                condition = f"{alias}.{_ident(etype.project_column)} IN ({self.granted_projects(str(spec.permission))})"
+            else:
+                condition = f"{alias}.{_ident(etype.project_column)} = ANY({self.const(projects, 'uuid[]')})"
+            return f"CASE WHEN {condition} THEN to_json({value}) ELSE {marker} END"
         if isinstance(spec, GlobalIdField):
             used.add("id")
             prefix = self.const(f"{spec.type_name}:", "text")
@@ -992,7 +1033,7 @@ def build_root(
         sql = f"SELECT ({_documents(builder, definition, nodes)})::text"
     else:
         raise Fallback(f"root field {field_name}")
-    return RootPlan(key, sql, builder.params, builder.arg_fields, builder.markers, row_denial)
+    return RootPlan(key, sql, builder.params, builder.arg_fields, builder.markers, row_denial, builder.grants_in_sql)
 
 
 def _nodes(builder: Builder, definition: GraphQLField, nodes: list[FieldNode]) -> str:
