@@ -381,3 +381,58 @@ async def test_limits_above_fifty_concurrent_requests(database: Database, users:
         token = await sign_in(client, users[0])
         statuses = [r.status_code for r in await asyncio.gather(*(post(client, token, VIEWER) for _ in range(55)))]
         assert statuses == [200] * 55
+
+
+async def test_password_change_is_charged_to_the_signed_in_user(
+    database: Database, users: tuple[LoginUser, LoginUser]
+) -> None:
+    app = app_with(database, sensitive_limit_per_user=1)
+    async with running(app) as client_from:
+        client = client_from(new_address())
+        token = await sign_in(client, users[0])  # charged to the account (tenant + email), not the user
+        change = {"currentPassword": "not the password", "newPassword": "a new correct horse battery staple"}
+        headers = {"authorization": f"Bearer {token}"}
+        first = await client.post("/auth/password/change", json=change, headers=headers)
+        assert first.status_code in (400, 401, 403) and first.json()["error"]["code"] != "RATE_LIMITED"
+        refused = await client.post("/auth/password/change", json=change, headers=headers)
+        assert refused.status_code == 429 and refused.headers["retry-after"]
+        assert "per user" in refused.json()["error"]["message"]
+
+
+async def test_shared_buckets_admit_exactly_the_limit_under_concurrency(app_engine: AsyncEngine) -> None:
+    import asyncio
+
+    from auth.rate_limits import RateLimiter
+
+    limiter = RateLimiter(RateLimitConfig(sensitive_per_address=5, sensitive_per_user=0, sensitive_per_tenant=0),
+                          app_engine)
+    address = new_address()
+    outcomes = await asyncio.gather(*(limiter.charge_sensitive(address, user=None, tenant=None) for _ in range(12)))
+    refused = [o for o in outcomes if o is not None]
+    assert len(refused) == 7
+    assert all(o.scope == "address" and o.sensitive and 1 <= o.retry_after <= PERIOD_SECONDS for o in refused)
+    # All or nothing: a bucket with room is not charged when another refuses.
+    other = f"account-{uuid.uuid4().hex}"
+    assert await limiter.charge_sensitive(address, user=other, tenant=None) is not None
+    roomy = RateLimiter(RateLimitConfig(sensitive_per_address=0, sensitive_per_user=1), app_engine)
+    assert await roomy.charge_sensitive(address, user=other, tenant=None) is None
+
+
+async def test_a_spoofed_forwarded_for_does_not_change_the_key(
+    database: Database, users: tuple[LoginUser, LoginUser]
+) -> None:
+    app = app_with(database, rate_limit_per_address=2)  # no trusted proxy: the peer is the client
+    async with running(app) as client_from:
+        client = client_from(new_address())
+        token = await sign_in(client, users[0])
+        for spoofed in ("203.0.113.1", "203.0.113.2"):
+            response = await client.post(
+                "/graphql", json={"query": VIEWER},
+                headers={"authorization": f"Bearer {token}", "x-forwarded-for": spoofed, "forwarded": f"for={spoofed}"},
+            )
+            assert response.status_code == 200
+        refused = await client.post(
+            "/graphql", json={"query": VIEWER},
+            headers={"authorization": f"Bearer {token}", "x-forwarded-for": "203.0.113.3"},
+        )
+        assert_refused(refused, "address")
