@@ -76,6 +76,8 @@ from sqlalchemy.dialects.postgresql import INET, JSONB, TIMESTAMP, UUID
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from models.tracing import TRACE_ID
+
 __all__ = [
     "AUDIT_TABLE_NAMES",
     "PURGE_ACTION",
@@ -688,6 +690,8 @@ def _complete(
     if given_tenant is not None and uuid.UUID(str(given_tenant)) != tenant_id:
         raise AuditChainError(f"a {table.name} row for tenant {given_tenant} in a transaction of tenant {tenant_id}")
     row["tenant_id"] = tenant_id
+    if "trace_id" not in row and "trace_id" in table.c:
+        row["trace_id"] = TRACE_ID.get()  # the writing request's trace id, beside its request id (O1)
     for column in table.columns:
         name = column.name
         if name in _CHAIN_COLUMNS or row.get(name) is not None:

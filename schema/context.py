@@ -37,6 +37,7 @@ from auth.principal import Principal
 from auth.service import AuthService
 from models import PermissionAudit
 from models.db import RequestConnection
+from models.tracing import name_operation
 from resolvers.common.loaders import Loaders
 from resolvers.common.scope import ReadScope
 from schema.errors import MaskUnexpectedErrors, is_unexpected, log_errors
@@ -321,6 +322,7 @@ class GraphQLView(GraphQL[GraphQLContext, None]):
         meta, caller = state.get("meta"), state.get("principal")
         if entry is None or not isinstance(meta, RequestMeta) or not isinstance(caller, Principal):
             return None
+        name_operation(entry.operation.name.value if entry.operation.name else None, "query")  # its span (telemetry)
         schema = self.schema._schema  # type: ignore[attr-defined]
         given: dict[str, Any] = variables or {}
         coerced = get_variable_values(schema, entry.operation.variable_definitions or (), given)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import logging
@@ -40,11 +41,13 @@ from models.side_effects import SideEffectWriter
 from schema.schema import graphql_app
 from server import download_routes, graphiql
 from server.exports import export_routes
+from server.logging_setup import configure_logging
 from server.middleware import AuthMiddleware
 from server.overload import PoolExhaustion, retry_after_seconds
 from server.security import SecurityMiddleware
 from server.settings import Settings
 from server.storage_routes import UPLOAD_PREFIXES, UploadGuard, build_uploads, storage_routes
+from server.telemetry import GraphQLOperations, Telemetry
 
 __all__ = ["app_from_env", "create_app"]
 
@@ -116,7 +119,9 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-def create_app(settings: Settings, *, live: LiveConfig | None = None) -> Starlette:
+def create_app(
+    settings: Settings, *, live: LiveConfig | None = None, telemetry: Telemetry | None = None
+) -> Starlette:
     if settings.app_database_url is None:
         raise ValueError("create_app needs settings.app_database_url (resolve the database first)")
     if settings.secret_keys is None:
@@ -132,6 +137,9 @@ def create_app(settings: Settings, *, live: LiveConfig | None = None) -> Starlet
         pool_timeout_s=settings.db_pool_timeout_ms / 1000,
         application_name="gwm-server",
     )
+    # OpenTelemetry (server/telemetry.py): off unless GWM_OTEL_* configure an exporter (tests pass their own).
+    telemetry = telemetry if telemetry is not None else Telemetry.from_settings(settings)
+    telemetry.instrument_engine(engine)
     writer = SideEffectWriter(engine, AuditChain.from_setting(settings.audit_keys))
     outbound = OutboundPolicy.from_setting(settings.outbound_allow)
     jwks = JwksCache(outbound=outbound)
@@ -171,6 +179,9 @@ def create_app(settings: Settings, *, live: LiveConfig | None = None) -> Starlet
         # objects. Measured on the nested pursuit read: 78 -> 58 ms CPU per request (bench/read.py).
         gc.collect()
         gc.freeze()
+        telemetry.start()
+        telemetry.observe_app(engine, (lambda: live_bus.subscribers) if live_bus is not None else None)
+        sync_lag = asyncio.create_task(telemetry.sample_sync_lag(engine)) if telemetry.metrics else None
         if listener is not None:
             await listener.start()
         try:
@@ -183,12 +194,17 @@ def create_app(settings: Settings, *, live: LiveConfig | None = None) -> Starlet
             await jwks.aclose()
             if mailer is not None:
                 await mailer.aclose()
+            if sync_lag is not None:
+                sync_lag.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sync_lag
             await engine.dispose()
+            telemetry.stop()
 
     app = Starlette(
         routes=[
             # First: the router tries routes in order, and nearly every request is a GraphQL one.
-            Route("/graphql", graphql, methods=["GET", "POST"]),
+            Route("/graphql", GraphQLOperations(graphql), methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),  # subscriptions (graphql-transport-ws, schema/websocket.py)
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
@@ -222,6 +238,8 @@ def create_app(settings: Settings, *, live: LiveConfig | None = None) -> Starlet
                 form_post_pattern=SAML_ACS_PATTERN,
                 trusted_proxies=settings.trusted_proxies,
                 known_path=_known_path,
+                telemetry=telemetry,
+                access_log=settings.log_format == "json",
             )
         ],
         exception_handlers={HTTPException: _http_error},
@@ -237,9 +255,12 @@ def create_app(settings: Settings, *, live: LiveConfig | None = None) -> Starlet
     app.state.uploads = uploads
     # Rate limits (auth/rate_limits.py): in-process buckets for GraphQL, PostgreSQL's for sensitive operations.
     app.state.rate_limits = RateLimiter(settings.rate_limits, engine)
+    app.state.telemetry = telemetry
     return app
 
 
 def app_from_env() -> Starlette:
     """Factory for `uvicorn --factory server.app:app_from_env` (worker processes)."""
-    return create_app(Settings.from_env())
+    settings = Settings.from_env()
+    configure_logging(settings.log_level, settings.log_format)  # each worker process configures its own
+    return create_app(settings)

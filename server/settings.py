@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from auth.rate_limits import RateLimitConfig
     from schema.limits import LimitProfile
+    from server.telemetry import TelemetryConfig
     from storage.config import StorageConfig
 
 __all__ = ["Settings", "SettingsError", "to_async_url"]
@@ -151,6 +152,40 @@ def _clamd(env: Mapping[str, str]) -> str | None:
     except ValueError as exc:
         raise SettingsError(f"GWM_SCAN_CLAMD: {exc}") from None
     return raw
+
+
+def _telemetry(env: Mapping[str, str]) -> dict[str, Any]:
+    """The GWM_OTEL_* and GWM_LOG_FORMAT settings, checked."""
+    endpoint = (env.get("GWM_OTEL_ENDPOINT") or "").strip() or None
+    if endpoint is not None and not endpoint.startswith(("http://", "https://")):
+        raise SettingsError(f"GWM_OTEL_ENDPOINT must be an http(s) URL, got {endpoint!r}")
+    exporter = (env.get("GWM_OTEL_EXPORTER") or ("otlp" if endpoint else "off")).strip().lower()
+    if exporter not in {"off", "otlp", "console"}:
+        raise SettingsError(f"GWM_OTEL_EXPORTER must be off, otlp or console; got {exporter!r}")
+    if exporter == "otlp" and endpoint is None:
+        raise SettingsError("GWM_OTEL_EXPORTER=otlp needs GWM_OTEL_ENDPOINT")
+    if exporter == "console" and _environment(env) != "development":
+        raise SettingsError("GWM_OTEL_EXPORTER=console is for GWM_ENV=development only")
+    raw_ratio = (env.get("GWM_OTEL_SAMPLE_RATIO") or "1").strip()
+    try:
+        ratio = float(raw_ratio)
+    except ValueError:
+        raise SettingsError(f"GWM_OTEL_SAMPLE_RATIO must be a number from 0 to 1, got {raw_ratio!r}") from None
+    if not 0.0 <= ratio <= 1.0:
+        raise SettingsError(f"GWM_OTEL_SAMPLE_RATIO must be a number from 0 to 1, got {raw_ratio!r}")
+    log_format = (env.get("GWM_LOG_FORMAT") or "text").strip().lower()
+    if log_format not in {"text", "json"}:
+        raise SettingsError(f"GWM_LOG_FORMAT must be text or json; got {log_format!r}")
+    return {
+        "otel_exporter": exporter,
+        "otel_endpoint": endpoint,
+        "otel_service_name": (env.get("GWM_OTEL_SERVICE_NAME") or "gwm-crm").strip(),
+        "otel_queue_size": _at_least(env, "GWM_OTEL_QUEUE_SIZE", 2048, 1),
+        "otel_export_timeout_ms": _at_least(env, "GWM_OTEL_EXPORT_TIMEOUT_MS", 10_000, 1),
+        "otel_sample_ratio": ratio,
+        "otel_metrics_interval_ms": _at_least(env, "GWM_OTEL_METRICS_INTERVAL_MS", 60_000, 100),
+        "log_format": log_format,
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,6 +340,37 @@ class Settings:
     environment: str = "development"
     cors_origins: tuple[str, ...] = ()
     force_hsts: bool = False
+    # Telemetry and logs (server/telemetry.py, server/logging_setup.py; docs/deploy.md "Telemetry").
+    # GWM_OTEL_EXPORTER: off (default) | otlp | console (development only); GWM_OTEL_ENDPOINT: the
+    # collector's OTLP/HTTP base URL (setting it alone means otlp; traces to /v1/traces, metrics to
+    # /v1/metrics); GWM_OTEL_SERVICE_NAME; GWM_OTEL_QUEUE_SIZE: finished spans waiting for export (more
+    # are dropped and counted); GWM_OTEL_EXPORT_TIMEOUT_MS: one export's bound, retries included;
+    # GWM_OTEL_SAMPLE_RATIO: share of new traces kept (a trusted parent's decision is followed);
+    # GWM_OTEL_METRICS_INTERVAL_MS. GWM_LOG_FORMAT: text (default) | json (one JSON object a line,
+    # with request id, trace id, tenant and user).
+    otel_exporter: str = "off"
+    otel_endpoint: str | None = None
+    otel_service_name: str = "gwm-crm"
+    otel_queue_size: int = 2048
+    otel_export_timeout_ms: int = 10_000
+    otel_sample_ratio: float = 1.0
+    otel_metrics_interval_ms: int = 60_000
+    log_format: str = "text"
+
+    @property
+    def telemetry(self) -> TelemetryConfig:
+        """What server/telemetry.py builds its providers from."""
+        from server.telemetry import TelemetryConfig
+
+        return TelemetryConfig(
+            exporter=self.otel_exporter,
+            endpoint=self.otel_endpoint,
+            service_name=self.otel_service_name,
+            queue_size=self.otel_queue_size,
+            export_timeout_ms=self.otel_export_timeout_ms,
+            sample_ratio=self.otel_sample_ratio,
+            metrics_interval_ms=self.otel_metrics_interval_ms,
+        )
 
     @property
     def rate_limits(self) -> RateLimitConfig:
@@ -438,4 +504,5 @@ class Settings:
             environment=_environment(env),
             cors_origins=_origins(env),
             force_hsts=_switch(env, "GWM_HSTS", False),
+            **_telemetry(env),
         )

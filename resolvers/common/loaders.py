@@ -25,6 +25,7 @@ from sqlalchemy import Select, Table, func, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from models.db import RequestConnection
+from models.tracing import traced_batch
 from resolvers.common.pagination import OrderTerm, PageArgs, keyset_condition, order_clauses
 from resolvers.common.scope import ReadScope
 
@@ -81,7 +82,8 @@ class Loaders:
         """The request's loader for `key`, made from `batch` the first time (domain-specific loads)."""
         loader = self._loaders.get(key)
         if loader is None:
-            loader = DataLoader(batch_load_fn=batch, max_batch_size=1000)
+            # A `loader.batch` span with its key count while telemetry is on (models/tracing.py).
+            loader = DataLoader(batch_load_fn=traced_batch(key, batch), max_batch_size=1000)
             self._loaders[key] = loader
         return loader
 

@@ -48,6 +48,7 @@ from graphql.execution.values import get_argument_values, get_variable_values
 from strawberry.extensions import SchemaExtension
 
 from auth.permissions import Permission
+from models import tracing
 from resolvers.documents.access_log import write_content_reads
 from schema.compiled.builder import MARKER, PRINCIPAL, ROOT_FIELDS, Builder, Fallback, Marker, RootPlan, build_root
 from schema.compiled.catalog import catalog
@@ -220,6 +221,8 @@ class CompiledReads(SchemaExtension):
     async def on_execute(self) -> AsyncIterator[None]:
         ec = self.execution_context
         context = ec.context
+        if tracing.state.tracer is not None:  # name the graphql.operation span (models/tracing.py)
+            tracing.name_operation(ec.operation_name, ec.operation_type.value)
         outcome: _Outcome | None = None
         original = ec.graphql_document
         if (
@@ -371,8 +374,13 @@ async def execute_plans(
     deadline = _deadline(context)
     db = context.loaders.db
     reads: dict[str, list[tuple[uuid.UUID, str | None]]] = {}
+    tracer = tracing.state.tracer  # a `compiled.statement` span per root field while telemetry is on
     for plan, params in bound:
-        text = await _fetch(db, plan.sql, params, deadline)
+        if tracer is None:
+            text = await _fetch(db, plan.sql, params, deadline)
+        else:
+            with tracer.start_as_current_span("compiled.statement", attributes={"gwm.root_field": plan.key}):
+                text = await _fetch(db, plan.sql, params, deadline)
         outcome.compiled[plan.key] = _value(plan, text, outcome.errors, context.denials, reads)
         if plan.row_denial is not None:
             context.denials.add_path(plan.row_denial, plan.key, query_type.name)
