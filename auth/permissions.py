@@ -51,6 +51,7 @@ class Permission(StrEnum):
     AUDIT_READ = "audit:read"
     HISTORY_READ = "history:read"
     GRAPHQL_ADHOC = "graphql:adhoc"
+    GRAPHQL_DOCUMENT_REGISTER = "graphql:document:register"
 
 
 PERMISSION_DESCRIPTIONS: MappingProxyType[Permission, str] = MappingProxyType(
@@ -94,6 +95,8 @@ PERMISSION_DESCRIPTIONS: MappingProxyType[Permission, str] = MappingProxyType(
         Permission.AUDIT_READ: "read the audit log and permission audit",
         Permission.HISTORY_READ: "read field-level change history",
         Permission.GRAPHQL_ADHOC: "run GraphQL documents that are not persisted operations (GraphiQL)",
+        Permission.GRAPHQL_DOCUMENT_REGISTER: "register and unregister the tenant's trusted GraphQL documents, which"
+        " callers without graphql:adhoc may then run",
     }
 )
 

@@ -35,6 +35,7 @@ from models.notifications import Notification, NotificationPreference, Notificat
 from models.opportunities import OpportunityProject, OpportunityProjectContact, OpportunityProjectOverride
 from models.sync import SavedSearch, SavedSearchCandidate, SyncKeyBudget, SyncSchedule
 from models.tenancy import Tenant, TenantConfiguration
+from models.trusted_documents import PersistedQuery, TrustedDocument
 
 __all__ = [
     "AccountToken",
@@ -67,6 +68,7 @@ __all__ = [
     "OpportunityProjectOverride",
     "Organization",
     "PermissionAudit",
+    "PersistedQuery",
     "PollingConfiguration",
     "Proposal",
     "Role",
@@ -78,6 +80,7 @@ __all__ = [
     "SyncSchedule",
     "Tenant",
     "TenantConfiguration",
+    "TrustedDocument",
     "User",
     "UserIdentity",
     "UserRole",

@@ -61,6 +61,7 @@ from schema.subscriptions import Subscription
 from schema.sync import SyncQuery
 from schema.sync_mutations import SyncMutation
 from schema.tenant_mutations import TenantMutation, TenantSecuritySettingsQuery
+from schema.trusted_document_mutations import TrustedDocumentMutation
 from schema.user_mutations import UserMutation
 from schema.websocket import LiveConnections, WebSocketView
 
@@ -128,6 +129,7 @@ class Mutation(
     ProposalMutation,
     SyncMutation,
     NotificationMutation,
+    TrustedDocumentMutation,
 ):
     pass
 

@@ -39,6 +39,7 @@ from models.audit_chain import AuditChain
 from models.db import create_engine
 from models.side_effects import SideEffectWriter
 from schema.schema import graphql_app
+from schema.trusted_documents import TrustedDocuments
 from server import download_routes, graphiql
 from server.exports import export_routes
 from server.logging_setup import configure_logging
@@ -169,6 +170,10 @@ def create_app(
         ws_max_connections_per_user=settings.ws_max_connections_per_user,
         ws_init_timeout_ms=settings.ws_init_timeout_ms,
         multipart_uploads_enabled=True,  # documentUpload; guarded by UploadGuard (server/storage_routes.py)
+        trusted_documents=TrustedDocuments(
+            engine, enforce=settings.trusted_documents, max_registered=settings.trusted_documents_max,
+            max_persisted=settings.persisted_queries_max,
+        ),
     )
     uploads = build_uploads(settings)
 

@@ -340,6 +340,14 @@ class Settings:
     environment: str = "development"
     cors_origins: tuple[str, ...] = ()
     force_hsts: bool = False
+    # Trusted documents (schema/trusted_documents.py; docs/api.md): GWM_TRUSTED_DOCUMENTS=on lets callers
+    # without graphql:adhoc run only registered documents (graphql/operations/ and the tenant's); on by
+    # default with GWM_ENV=production, off in development and in a Settings built in code.
+    # GWM_TRUSTED_DOCUMENTS_MAX: documents a tenant may register; GWM_PERSISTED_QUERIES_MAX: automatic
+    # persisted queries kept per tenant (the oldest go).
+    trusted_documents: bool = False
+    trusted_documents_max: int = 500
+    persisted_queries_max: int = 2_000
     # Telemetry and logs (server/telemetry.py, server/logging_setup.py; docs/deploy.md "Telemetry").
     # GWM_OTEL_EXPORTER: off (default) | otlp | console (development only); GWM_OTEL_ENDPOINT: the
     # collector's OTLP/HTTP base URL (setting it alone means otlp; traces to /v1/traces, metrics to
@@ -504,5 +512,8 @@ class Settings:
             environment=_environment(env),
             cors_origins=_origins(env),
             force_hsts=_switch(env, "GWM_HSTS", False),
+            trusted_documents=_switch(env, "GWM_TRUSTED_DOCUMENTS", _environment(env) == "production"),
+            trusted_documents_max=_at_least(env, "GWM_TRUSTED_DOCUMENTS_MAX", 500, 0),
+            persisted_queries_max=_at_least(env, "GWM_PERSISTED_QUERIES_MAX", 2_000, 0),
             **_telemetry(env),
         )

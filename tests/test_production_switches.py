@@ -189,9 +189,11 @@ async def test_gwm_serve_sends_no_server_header_and_runs_the_production_profile(
         refused = await http.post("/graphql", json={"query": "{ __schema { queryType { name } } }"}, headers=auth)
         assert "server" not in refused.headers
         (error,) = refused.json()["errors"]
-        assert error["extensions"]["code"] == "FORBIDDEN"
-        ok = await http.post("/graphql", json={"query": "{ __typename }"}, headers=auth)
-        assert ok.json() == {"data": {"__typename": "Query"}}
+        # Trusted documents are on by default in production: a Viewer runs registered documents only.
+        assert error["extensions"]["code"] == "TRUSTED_DOCUMENT_REQUIRED"
+        operation = (ROOT / "graphql" / "operations" / "viewer.graphql").read_text()
+        ok = await http.post("/graphql", json={"query": operation}, headers=auth)
+        assert ok.json()["data"]["viewer"]["roles"], ok.text
 
 
 # -- CORS -----------------------------------------------------------------------------------------

@@ -12,7 +12,8 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "permissions.md"
 
 def test_every_permission_is_resource_colon_action_and_described() -> None:
     for permission in Permission:
-        assert re.fullmatch(r"[a-z_]+(\.[a-z_]+)?:[a-z]+", permission.value), permission
+        # resource[.part]:action, or the GraphQL endpoint's graphql:<object>:<action> (graphql:document:register)
+        assert re.fullmatch(r"[a-z_]+(\.[a-z_]+)?:[a-z]+|graphql:[a-z_]+:[a-z]+", permission.value), permission
         assert PERMISSION_DESCRIPTIONS[permission]
 
 
