@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,35 +143,37 @@ class LocalBuckets:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic, sweep_every: int = 4096) -> None:
         self.clock = clock
-        self._due: dict[bytes, float] = {}
+        self._due: dict[Hashable, float] = {}
         self._sweep_every = sweep_every
         self._sweep_at = sweep_every
 
     def __len__(self) -> int:
         return len(self._due)
 
-    def take(self, buckets: Sequence[tuple[str, bytes, int]], cost: int) -> Refusal | None:
+    def take(self, buckets: Sequence[tuple[str, Hashable, int]], cost: int) -> Refusal | None:
         """Charge `cost` units to every (scope, key, limit per period) bucket, or to none of them."""
         now = self.clock()
-        planned: list[tuple[bytes, float]] = []
-        worst: tuple[float, str] | None = None
+        due_of = self._due
+        planned: list[tuple[Hashable, float]] = []
+        worst = 0.0
+        worst_scope = ""
         for scope, key, limit in buckets:
             if limit <= 0:
                 continue
-            step = PERIOD_SECONDS / limit
-            due = max(self._due.get(key, now), now) + step * min(cost, limit)
+            due = due_of.get(key, now)
+            due = (due if due > now else now) + PERIOD_SECONDS * (cost if cost < limit else limit) / limit
             wait = due - PERIOD_SECONDS - now
             if wait > 0:
-                if worst is None or wait > worst[0]:
-                    worst = (wait, scope)
+                if wait > worst:
+                    worst, worst_scope = wait, scope
             else:
                 planned.append((key, due))
-        if worst is not None:
-            return Refusal(worst[1], _whole_seconds(worst[0]))
+        if worst_scope:
+            return Refusal(worst_scope, _whole_seconds(worst))
         for key, due in planned:
-            self._due[key] = due
-        if len(self._due) >= self._sweep_at:
-            self._due = {k: d for k, d in self._due.items() if d > now}
+            due_of[key] = due
+        if len(due_of) >= self._sweep_at:
+            self._due = {k: d for k, d in due_of.items() if d > now}
             self._sweep_at = len(self._due) + self._sweep_every
         return None
 
@@ -213,17 +215,20 @@ class RateLimiter:
     def __init__(self, config: RateLimitConfig, engine: AsyncEngine, *, local: LocalBuckets | None = None) -> None:
         self.config = config
         self.local = local or LocalBuckets()
+        # This process's shares of the per-deployment limits of ordinary traffic.
+        self._shares = tuple(config.share(limit) for limit in (config.per_address, config.per_user, config.per_tenant))
         self.shared = SharedBuckets(engine)
 
     def charge_operation(self, address: str | None, principal: Principal, cost: int) -> Refusal | None:
         """Charge a GraphQL operation's root fields to the caller's address, user and tenant (in process)."""
-        c = self.config
-        buckets = [
-            ("address", _digest("address", address or "-"), c.share(c.per_address)),
-            ("user", _digest("user", _caller(principal)), c.share(c.per_user)),
-            ("tenant", _digest("tenant", str(principal.tenant_id)), c.share(c.per_tenant)),
-        ]
-        return self.local.take(buckets, max(cost, 1))
+        per_address, per_user, per_tenant = self._shares
+        caller = ("key", principal.api_key_id) if principal.api_key_id is not None else ("user", principal.user_id)
+        buckets = (
+            ("address", ("address", address), per_address),
+            ("user", caller, per_user),
+            ("tenant", ("tenant", principal.tenant_id), per_tenant),
+        )
+        return self.local.take(buckets, cost if cost > 1 else 1)
 
     async def charge_sensitive(
         self, address: str | None, *, user: str | None, tenant: str | None, cost: int = 1

@@ -84,6 +84,31 @@ def _sensitive(operation: OperationDefinitionNode, names: Iterable[str]) -> int:
     return sum(1 for name in names if name in SENSITIVE_MUTATIONS)
 
 
+# The cost of each operation of recently charged documents, by the document's identity (the parse cache
+# and the prepared operations hand out the same DocumentNode for the same text; its own hash would walk it).
+_COSTS: dict[int, tuple[DocumentNode, dict[str | None, tuple[int, int] | None]]] = {}
+_COSTS_MAX = 1024
+
+
+def _cost(document: DocumentNode, operation_name: str | None) -> tuple[int, int] | None:
+    """(root fields, sensitive root fields) of the operation named, worked out once per document and
+    name; None when the document has no such operation (or several and no name)."""
+    entry = _COSTS.get(id(document))
+    if entry is None or entry[0] is not document:
+        if len(_COSTS) >= _COSTS_MAX:
+            _COSTS.clear()
+        entry = _COSTS[id(document)] = (document, {})
+    costs = entry[1]
+    if operation_name in costs:
+        return costs[operation_name]
+    operation = _operation(document, operation_name)
+    names = root_fields(document, operation) if operation is not None else None
+    cost = costs[operation_name] = (
+        (len(names), _sensitive(operation, names)) if operation is not None and names is not None else None
+    )
+    return cost
+
+
 async def charge_request(
     scope: MutableMapping[str, Any], document: DocumentNode, operation_name: str | None
 ) -> Refusal | None:
@@ -94,14 +119,13 @@ async def charge_request(
     limiter = limiter_of(scope)
     state = scope.get("state") or {}
     principal = state.get("principal")
-    operation = _operation(document, operation_name)
-    if limiter is None or not isinstance(principal, Principal) or operation is None:
+    costs = _cost(document, operation_name)
+    if limiter is None or not isinstance(principal, Principal) or costs is None:
         return None  # nothing to charge (validation refuses an operation it cannot pick)
     meta = state.get("meta")
     address: str | None = getattr(meta, "ip", None)
-    names = root_fields(document, operation)
-    refusal = limiter.charge_operation(address, principal, len(names))
-    sensitive = _sensitive(operation, names)
+    cost, sensitive = costs
+    refusal = limiter.charge_operation(address, principal, cost)
     if refusal is None and sensitive:
         user, tenant = caller_keys(principal)
         refusal = await limiter.charge_sensitive(address, user=user, tenant=tenant, cost=sensitive)
