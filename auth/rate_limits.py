@@ -17,8 +17,9 @@ of time is at most one period ahead of now; a full period's allowance can be spe
 
 Every check charges its buckets all or nothing: a request refused by one bucket (its address)
 spends nothing from the others (its account, its tenant), so one noisy address cannot drain the
-budget of a tenant it is refused by. Buckets are keyed by SHA-256 digests of the address, user or
-tenant (the shared table never holds an address or an email). A limit of 0 turns that bucket off.
+budget of a tenant it is refused by. The shared buckets are keyed by SHA-256 digests of the address,
+account or tenant (the table never holds an address or an email); the in-process ones by the values
+themselves. A limit of 0 turns that bucket off.
 """
 
 from __future__ import annotations
