@@ -436,3 +436,35 @@ async def test_a_spoofed_forwarded_for_does_not_change_the_key(
             headers={"authorization": f"Bearer {token}", "x-forwarded-for": "203.0.113.3"},
         )
         assert_refused(refused, "address")
+
+
+async def test_behind_a_trusted_proxy_each_forwarded_client_has_its_own_budget(
+    database: Database, users: tuple[LoginUser, LoginUser]
+) -> None:
+    proxy = new_address()
+    app = app_with(database, rate_limit_per_address=1, trusted_proxies=(f"{proxy}/32",))
+    async with running(app) as client_from:
+        balancer = client_from(proxy)
+        token = await sign_in(balancer, users[0])
+        clients = [new_address(), new_address()]
+
+        async def via(client: str) -> httpx.Response:
+            return await balancer.post(
+                "/graphql", json={"query": VIEWER},
+                headers={"authorization": f"Bearer {token}", "x-forwarded-for": f"198.51.100.9, {client}"},
+            )
+
+        assert (await via(clients[0])).status_code == 200
+        assert (await via(clients[1])).status_code == 200  # another client behind the same balancer
+        assert_refused(await via(clients[0]), "address")
+    # A sign-in through the balancer is counted against the forwarded client too (the shared buckets).
+    other = app_with(database, sensitive_limit_per_address=1, trusted_proxies=(f"{proxy}/32",))
+    async with running(other) as client_from:
+        balancer = client_from(proxy)
+        wrong = {"email": f"nobody-{uuid.uuid4().hex[:8]}@example.test", "password": "x",
+                 "tenant": users[0].tenant.subdomain}
+        forwarded = {"x-forwarded-for": new_address()}
+        assert (await balancer.post("/auth/login", json=wrong, headers=forwarded)).status_code == 401
+        assert (await balancer.post("/auth/login", json=wrong, headers=forwarded)).status_code == 429
+        elsewhere = {"x-forwarded-for": new_address()}
+        assert (await balancer.post("/auth/login", json=wrong, headers=elsewhere)).status_code == 401
