@@ -54,6 +54,7 @@ __all__ = [
     "TrustedDocuments",
     "after",
     "gate",
+    "gate_socket",
     "not_registered",
     "shipped_operations",
 ]
@@ -262,3 +263,18 @@ async def after(trusted: TrustedDocuments, context: Any, result: Any) -> None:
     pending = (context.request.scope.get("state") or {}).pop(_PERSIST_KEY, None)
     if pending is not None and getattr(result, "data", None) is not None:
         await trusted.persist(*pending)
+
+
+async def gate_socket(trusted: TrustedDocuments, caller: Principal, payload: Mapping[str, Any]) -> GraphQLError | None:
+    """A subscribe message over WebSocket (schema/websocket.py): the same rule, its refusal or None. The
+    socket has no request transaction: a registry lookup reads on a connection of its own, closed at once
+    (persisted queries are neither looked up by hash nor stored over a socket: the text is required)."""
+    query = payload.get("query")
+    if not trusted.needs_lookup(caller, query):
+        return None
+    connection = RequestConnection(trusted.engine, caller.tenant_id, read_only=True)
+    try:
+        admission = await trusted.admit({}, caller, query, payload.get("extensions"), lambda: connection)
+    finally:
+        await connection.close()
+    return admission.error

@@ -65,6 +65,7 @@ from auth.service import AuthService
 from auth.sessions import touch_session
 from live.access import load_access
 from schema.context import Denials, GraphQLContext, GraphQLView
+from schema.trusted_documents import gate_socket
 
 __all__ = [
     "CLOSE_FORBIDDEN",
@@ -296,6 +297,10 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[GraphQLContext, None]):
         if not self.connection_acknowledged or self.principal is None:
             await self.close(CLOSE_UNAUTHORIZED, "Unauthorized")
             return
+        refused = await gate_socket(self.view.trusted, self.principal, message["payload"])  # trusted documents
+        if refused is not None:
+            await self.send_message({"id": message["id"], "type": "error", "payload": [refused.formatted]})
+            return
         try:
             document = parse(message["payload"]["query"], max_tokens=_MAX_TOKENS)
         except GraphQLSyntaxError as exc:
@@ -467,6 +472,3 @@ async def authenticate_quietly(auth: AuthService, credential: str, meta: Request
         pending[:] = [a for a in pending if getattr(a, "func", None) is not touch_session]
         await db.close()
     return principal
-
-
-

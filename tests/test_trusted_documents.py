@@ -411,3 +411,72 @@ async def test_unregistering_is_audited(client: httpx.AsyncClient, owner_engine:
         entity_id=uuid.UUID(row_id), history=None, user_id=team.admin_id,
     )
     assert log.after_values["name"] == "to remove"
+
+
+# -- round trips ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def open_app(database: Database) -> Starlette:
+    """The same gateway with trusted documents off (a development deployment)."""
+    return create_app(settings_for(database.app_url, db_pool_size=2))
+
+
+async def _trips(client: httpx.AsyncClient, app: Starlette, token: str, body: dict[str, Any]) -> list[RoundTrip]:
+    for _ in range(3):  # warm the pooled connections' statement caches
+        await _post(client, token, body)
+    with count_round_trips(app.state.engine) as trips:
+        answer = await _post(client, token, body)
+    assert "errors" not in answer, answer
+    return list(trips)
+
+
+async def test_adhoc_callers_and_shipped_operations_pay_no_registry_round_trip(
+    client: httpx.AsyncClient, app: Starlette, open_app: Starlette, team: Team
+) -> None:
+    shipped = (OPERATIONS_DIR / "organizations_with_children.graphql").read_bytes().decode("utf-8")
+    async with app_client(open_app) as plain:
+        for token, body in ((team.analyst, {"query": ORGANIZATIONS}), (team.viewer, {"query": shipped})):
+            gated = await _trips(client, app, token, body)
+            ungated = await _trips(plain, open_app, token, body)
+            assert not [t for t in gated if "trusted_documents" in t.sql or "persisted_queries" in t.sql], gated
+            assert len(gated) == len(ungated), (gated, ungated)
+    # The analyst's compiled read: BEGIN, the principal lookup, one statement, ROLLBACK.
+    assert len(await _trips(client, app, team.analyst, {"query": ORGANIZATIONS})) <= 4
+
+
+# -- WebSocket ------------------------------------------------------------------------------------
+
+
+async def test_a_socket_runs_registered_documents_only(
+    database: Database, owner_engine: AsyncEngine, fresh_tenant: TenantRef
+) -> None:
+    from tests.live.ws_support import live_server, ws_connect
+
+    async with live_server(database.app_url, trusted_documents=True) as server:
+        viewer = await server.sign_in(await make_login_user(owner_engine, fresh_tenant, roles=["Viewer"]))
+        admin = await server.sign_in(await make_login_user(owner_engine, fresh_tenant, roles=["Tenant Admin"]))
+        async with ws_connect(server) as ws:
+            assert (await ws.init({"authorization": f"Bearer {viewer}"}))["type"] == "connection_ack"
+            await ws.subscribe("1", OTHER)
+            refused = await ws.next_of("1")
+            assert refused["type"] == "error", refused
+            assert refused["payload"][0]["extensions"]["code"] == "TRUSTED_DOCUMENT_REQUIRED", refused
+            registered = await server.graphql(admin, REGISTER, {"input": {"document": OTHER}})
+            assert registered["data"]["trustedDocumentRegister"]["errors"] == []
+            await ws.subscribe("2", OTHER)
+            ran = await ws.next_of("2")
+            assert ran["type"] == "next" and "organizations" in ran["payload"]["data"], ran
+
+
+# -- settings -------------------------------------------------------------------------------------
+
+
+def test_trusted_documents_are_on_by_default_in_production_only() -> None:
+    assert Settings.from_env({}).trusted_documents is True
+    assert Settings.from_env({"GWM_ENV": "development"}).trusted_documents is False
+    assert Settings.from_env({"GWM_TRUSTED_DOCUMENTS": "off"}).trusted_documents is False
+    assert Settings.from_env({"GWM_ENV": "development", "GWM_TRUSTED_DOCUMENTS": "on"}).trusted_documents is True
+    assert Settings.from_env({"GWM_TRUSTED_DOCUMENTS_MAX": "7"}).trusted_documents_max == 7
+    assert Settings.from_env({"GWM_PERSISTED_QUERIES_MAX": "9"}).persisted_queries_max == 9
+    assert Settings(app_database_url="postgresql+asyncpg://x/y").trusted_documents is False
