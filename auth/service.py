@@ -100,7 +100,7 @@ class AuthService:
         return principal
 
     async def authenticate_request(
-        self, credential: str, meta: RequestMeta
+        self, credential: str, meta: RequestMeta, *, write: bool = False
     ) -> tuple[Principal, RequestConnection | None]:
         """The principal a bearer credential stands for, with the read transaction it was resolved in.
 
@@ -110,12 +110,16 @@ class AuthService:
         before and comes without one. Writes the check needs run in transactions of their own: an
         ended session's termination before refusing it, the once-a-minute activity records after
         the read connection is closed.
+
+        `write=True` (a mutation): the transaction is begun READ COMMITTED and read-write instead, for
+        the mutation's first unit of work to take over (models/db.py `RequestConnection.detach`): the
+        lookup is the write's first statement, with no transaction of its own.
         """
         if not credential.startswith(API_KEY_PREFIX) and credential.count(".") == 2:
             from auth.oidc_login import authenticate_oidc
 
             return await authenticate_oidc(self, credential, meta), None
-        db = RequestConnection(self.engine, None, read_only=True)
+        db = RequestConnection(self.engine, None, read_only=True, write=write)
         try:
             if credential.startswith(API_KEY_PREFIX):
                 principal = await self._api_key_principal(db, credential, meta)

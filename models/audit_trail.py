@@ -62,7 +62,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, UOWTransaction, object_mapper
 from sqlalchemy.orm.exc import UnmappedColumnError
 from sqlalchemy.orm.session import ORMExecuteState
-from sqlalchemy.sql.dml import UpdateBase
+from sqlalchemy.sql.dml import Insert, Update, UpdateBase
 from sqlalchemy.sql.elements import TextClause
 
 from models.activities import Activity, ActivityParticipant
@@ -96,7 +96,6 @@ from models.notifications import Notification, NotificationPreference, Notificat
 from models.opportunities import OpportunityProject, OpportunityProjectContact, OpportunityProjectOverride
 from models.sync import SavedSearch, SavedSearchCandidate, SyncKeyBudget, SyncSchedule
 from models.tenancy import Tenant, TenantConfiguration
-from models.trusted_documents import PersistedQuery, TrustedDocument
 
 __all__ = [
     "AUDITED",
@@ -178,8 +177,6 @@ NOT_AUDITED: Mapping[type, str] = {
     DocumentReader: "adding or removing a named reader is an event row of the document's trail in the same transaction",
     ExternalOpportunityData: "append-only versions of the source's data; changes are external_data_changes",
     IdempotencyKey: "operational: retry bookkeeping",
-    TrustedDocument: "registering and unregistering a document are event rows in the same transaction (D32)",
-    PersistedQuery: "operational: a cache of documents by hash, not a grant (D32)",
     SyncSchedule: "operational: when the sync workers poll next, their leases and error state",
     SyncKeyBudget: "operational: call counters of an API key (its limits are set by the operator's CLI)",
     Notification: (
@@ -414,6 +411,10 @@ class AuditTrail:
     defer: bool = False
     announced: bool = False
     _queued: tuple[list[dict[str, Any]], list[dict[str, Any]]] = field(default_factory=lambda: ([], []))
+    # (table, id) -> every column of a row the flush inserted or updated, as its statement returned
+    # them (`guard` makes the flush's INSERT and UPDATE of an audited table return every column): the
+    # "after" of its change without a read-back. Only the current flush's.
+    _returned: dict[tuple[str, uuid.UUID], dict[str, Any]] = field(default_factory=dict)
 
     def install(self, session: Session) -> None:
         """Attach to `session` (an AuditedSession): its flushes are recorded from now on."""
@@ -436,7 +437,41 @@ class AuditTrail:
                     "not with a statement"
                 )
 
+        def returning_every_column(
+            conn: Connection, clause: Any, multiparams: Any, params: Any, options: Any
+        ) -> tuple[Any, Any, Any]:
+            # The flush's own INSERT or UPDATE of one row of an audited table returns every column as
+            # stored (defaults, triggers, numeric scale, jsonb normalisation): its "after", with no
+            # read-back. The ORM takes them as the object's loaded values (eager_defaults' path).
+            if self._flushing and len(multiparams) <= 1 and isinstance(clause, Insert | Update):
+                table = _audited_table(clause)
+                if table is not None:
+                    # The supplemental columns: the SET clause's own columns too (return_defaults leaves out
+                    # those given a parameter, whose stored form may differ: numeric scale, jsonb).
+                    clause = clause.return_defaults(*table.columns, supplemental_cols=table.columns)
+            return clause, multiparams, params
+
+        def returned(
+            conn: Connection, clause: Any, multiparams: Any, params: Any, options: Any, result: Any
+        ) -> None:
+            if not self._flushing or not isinstance(clause, Insert | Update):
+                return
+            table = _audited_table(clause)
+            rows = getattr(result.context, "returned_default_rows", None)
+            if table is None or not rows or len(rows) != 1:
+                return
+            columns = result.context.compiled.effective_returning
+            values = {
+                column.name: value
+                for column, value in zip(columns, rows[0], strict=True)
+                if getattr(column, "table", None) is table
+            }
+            if len(values) == len(table.columns) and values.get("id") is not None:
+                self._returned[(table.name, values["id"])] = values
+
         event.listen(connection, "before_execute", before_execute)
+        event.listen(connection, "before_execute", returning_every_column, retval=True)
+        event.listen(connection, "after_execute", returned)
         # Marks the connection as this unit of work's for `in_flush`; the dict is kept so that
         # removing the mark never touches a connection that died (which would reconnect it).
         info = connection.info
@@ -444,6 +479,8 @@ class AuditTrail:
 
         def remove() -> None:
             event.remove(connection, "before_execute", before_execute)
+            event.remove(connection, "before_execute", returning_every_column)
+            event.remove(connection, "after_execute", returned)
             if info.get(_STATE_KEY) is self:
                 del info[_STATE_KEY]
 
@@ -522,6 +559,7 @@ class AuditTrail:
 
     def before_flush(self, session: Session) -> None:
         self._flushing = True
+        self._returned.clear()
         pending: dict[tuple[str, uuid.UUID], _Change] = {}
         by_table: dict[str, list[uuid.UUID]] = {}
         deleted = set(session.deleted)
@@ -570,9 +608,19 @@ class AuditTrail:
         for (table_name, entity_id), change in changes.items():
             if not change.deleted:
                 written.setdefault(table_name, []).append(entity_id)
+        returned, self._returned = self._returned, {}
         for table_name, ids in written.items():
+            unread: list[uuid.UUID] = []
+            for entity_id in ids:
+                stored = returned.get((table_name, entity_id))
+                if stored is None:
+                    unread.append(entity_id)
+                else:
+                    changes[(table_name, entity_id)].after = stored
+            if not unread:
+                continue  # every row came back from its own statement
             table = _AUDITED_TABLES[table_name].__table__
-            for row in connection.execute(select(table).where(table.c.id.in_(ids))).mappings():
+            for row in connection.execute(select(table).where(table.c.id.in_(unread))).mappings():
                 changes[(table_name, row["id"])].after = dict(row)
         if any(change.deleted for change in changes.values()):
             self._known.clear()  # a delete's foreign-key actions may have changed other rows
@@ -787,6 +835,13 @@ def _may_write(clause: Any) -> bool:
     if isinstance(clause, UpdateBase):
         return True
     return isinstance(clause, TextClause)  # any SQL text may (a function call too)
+
+
+def _audited_table(clause: Insert | Update) -> Table | None:
+    """The audited table an INSERT or UPDATE statement writes (the model's own Table), if any."""
+    table = getattr(clause, "table", None)
+    model = _AUDITED_TABLES.get(getattr(table, "name", ""))
+    return table if model is not None and model.__table__ is table else None
 
 
 def _dml_table(clause: Any) -> str | None:

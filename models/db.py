@@ -12,7 +12,7 @@ import uuid
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 from sqlalchemy import text
@@ -215,12 +215,17 @@ class RequestConnection:
     pay for SQLAlchemy's connection and transaction objects; the compiled read never does.
     """
 
-    def __init__(self, engine: AsyncEngine, tenant_id: uuid.UUID | None, *, read_only: bool = True) -> None:
+    def __init__(
+        self, engine: AsyncEngine, tenant_id: uuid.UUID | None, *, read_only: bool = True, write: bool = False
+    ) -> None:
         import asyncio
 
         self._engine = engine
         self._tenant_id = tenant_id
-        self._read_only = read_only
+        self._read_only = read_only and not write
+        # `write`: begun by `open()` READ COMMITTED and read-write for a mutation, whose first unit of
+        # work takes the transaction over (`detach`): the caller's lookup is the write's first statement.
+        self._write = write
         self._lock = asyncio.Lock()
         self._conn: AsyncConnection | None = None
         # The pooled connection `open()` began its transaction on, its driver connection and that
@@ -236,6 +241,22 @@ class RequestConnection:
         if self._tenant_id is None:
             raise RuntimeError("the request connection has no tenant yet")
         return self._tenant_id
+
+    @property
+    def for_write(self) -> bool:
+        """Begun READ COMMITTED and read-write for a mutation's unit of work to take over (`detach`)."""
+        return self._write
+
+    async def detach(self) -> AsyncConnection:
+        """The open transaction, handed over as an SQLAlchemy connection (its tenant set by `open()`):
+        the taker commits or rolls it back and closes the connection. This object keeps only its
+        `after_close` actions (`close()` still runs them). RuntimeError when nothing is open."""
+        async with self._lock:
+            if not self.is_open:
+                raise RuntimeError("the request connection is not open")
+            conn = await self._connection()
+            self._conn, self._driver, self._transaction = None, None, None
+            return conn
 
     @property
     def is_open(self) -> bool:
@@ -296,7 +317,10 @@ class RequestConnection:
                 adapter: Any = pooled.dbapi_connection
                 if getattr(adapter, "_transaction", False) is not None:
                     raise RuntimeError("the engine's asyncpg adapter does not track its transaction as expected")
-                transaction = driver.transaction(isolation="repeatable_read", readonly=self._read_only)
+                isolation: Literal["read_committed", "repeatable_read"] = (
+                    "read_committed" if self._write else "repeatable_read"
+                )
+                transaction = driver.transaction(isolation=isolation, readonly=self._read_only)
                 await transaction.start()
                 adapter._transaction = transaction  # what SQLAlchemy's adapter records when it begins one
                 self._pooled, self._driver, self._transaction = pooled, driver, transaction

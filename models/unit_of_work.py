@@ -92,10 +92,16 @@ class UnitOfWork:
         context: AuditContext,
         redaction: Redaction,
         notify: bool = True,
+        connection: AsyncConnection | None = None,
     ) -> None:
         self._engine = engine
         self._trail = AuditTrail(context=context, chain=chain, redaction=redaction)
         self._notify = notify
+        # `connection`: a READ COMMITTED transaction already begun with `app.tenant_id` set to this
+        # unit's tenant (the request's, whose caller lookup began it: models/db.py
+        # `RequestConnection.detach`), taken over instead of beginning one: the unit commits or rolls
+        # it back and closes the connection, as its own.
+        self._adopted = connection
         self._conn: AsyncConnection | None = None
         self._session: AsyncSession | None = None
         self._remove_guard: Callable[[], None] | None = None
@@ -106,14 +112,16 @@ class UnitOfWork:
     # -- the transaction -------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        conn = await self._engine.connect()
+        adopted, self._adopted = self._adopted, None
+        conn = adopted if adopted is not None else await self._engine.connect()
         try:
-            # The audit chain appends under READ COMMITTED (models/audit_chain.py); so do the
-            # optimistic checks, which must see the latest committed row once its lock is granted.
-            await conn.execution_options(isolation_level="READ COMMITTED")
-            await conn.begin()
-            if not await _begin_scoped(conn, self._trail.context.tenant_id):
-                await set_tenant(conn, self._trail.context.tenant_id)
+            if adopted is None:
+                # The audit chain appends under READ COMMITTED (models/audit_chain.py); so do the
+                # optimistic checks, which must see the latest committed row once its lock is granted.
+                await conn.execution_options(isolation_level="READ COMMITTED")
+                await conn.begin()
+                if not await _begin_scoped(conn, self._trail.context.tenant_id):
+                    await set_tenant(conn, self._trail.context.tenant_id)
             self._remove_guard = self._trail.guard(conn.sync_connection)  # type: ignore[arg-type]
             session = AsyncSession(
                 bind=conn,

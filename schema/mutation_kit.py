@@ -61,7 +61,7 @@ from models.unit_of_work import UnitOfWork
 from schema.context import GraphQLContext, Info
 from schema.errors import PAYLOAD_ERRORS, UserError, payload_or_errors
 from schema.permissions import OwnerLookup, ProjectLookup, requires
-from schema.writes import load, set_fields, unit_of_work
+from schema.writes import begin_write, load, set_fields
 
 __all__ = [
     "IDEMPOTENCY_KEY",
@@ -582,9 +582,8 @@ async def _write_and_load(
     fields, the next mutation) open a new snapshot, which sees the commit.
     """
     context = info.context
-    await context.refresh_reads()  # no read transaction stays open while this one writes
     try:
-        async with unit_of_work(info, permissions) as uow:
+        async with await begin_write(info, permissions) as uow:
             uow.defer_audit_rows()  # every flush's audit rows appended at once, with the notification
             if reason is not None:
                 uow.set_reason(reason)

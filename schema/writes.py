@@ -27,7 +27,10 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
+import orjson
 import strawberry
+from graphql import OperationDefinitionNode, OperationType
+from sqlalchemy.ext.asyncio import AsyncConnection
 from strawberry.permission import PermissionExtension
 from strawberry.schema_directive import Location
 from strawberry.types.base import get_object_definition
@@ -49,8 +52,10 @@ __all__ = [
     "RequiresForInput",
     "RequiresPermissionForInput",
     "audit_context",
+    "begin_write",
     "changes_of",
     "describe_like",
+    "is_mutation_request",
     "load",
     "requires_for_input",
     "set_fields",
@@ -84,15 +89,63 @@ def audit_context(info: Info, permissions: Iterable[Permission]) -> AuditContext
     )
 
 
-def unit_of_work(info: Info, permissions: Iterable[Permission]) -> UnitOfWork:
-    """A unit of work for this mutation field (enter it with `async with`)."""
+def unit_of_work(
+    info: Info, permissions: Iterable[Permission], *, connection: AsyncConnection | None = None
+) -> UnitOfWork:
+    """A unit of work for this mutation field (enter it with `async with`); `connection`: the
+    request's write transaction to take over (`begin_write`)."""
     context: GraphQLContext = info.context
     return UnitOfWork(
         context.engine,
         chain=context.auth.writer.chain,
         context=audit_context(info, permissions),
         redaction=REDACTION,
+        connection=connection,
     )
+
+
+async def begin_write(info: Info, permissions: Iterable[Permission]) -> UnitOfWork:
+    """The unit of work of this mutation field, with no read transaction left open (enter it at once).
+
+    The first one of a request the middleware began for a write takes over that transaction, in which
+    the caller was looked up (GraphQLContext.take_write_connection): no transaction of its own for the
+    authentication, nor a second BEGIN. The others (and a request begun for reads) begin their own.
+    """
+    context = info.context
+    adopted = await context.take_write_connection()
+    try:
+        await context.refresh_reads()  # no read transaction stays open while this one writes
+        return unit_of_work(info, permissions, connection=adopted)
+    except BaseException:
+        if adopted is not None:
+            await adopted.close()  # rolls the transaction back
+        raise
+
+
+def is_mutation_request(body: bytes) -> bool:
+    """Whether a GraphQL POST body certainly runs a mutation: its document is one the schema parsed,
+    checked and kept (schema/limits.py DocumentCache: it passed validation), and the operation it
+    selects is a mutation. False whenever that is not certain (a document not seen yet, a malformed
+    body, an unnamed choice among several operations, persisted-query extensions): the request is then
+    authenticated in a read transaction, as any other (server/middleware.py)."""
+    from schema.schema import DOCUMENT_CACHE  # the schema module imports this one
+
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return False
+    if not isinstance(data, dict) or data.get("extensions") is not None:
+        return False
+    query, name = data.get("query"), data.get("operationName")
+    if not isinstance(query, str) or not isinstance(name, str | None) or query not in DOCUMENT_CACHE:
+        return False
+    document = DOCUMENT_CACHE.parse(query, {})  # kept: no parsing
+    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+    if name is None:
+        chosen = operations[0] if len(operations) == 1 else None
+    else:
+        chosen = next((o for o in operations if o.name is not None and o.name.value == name), None)
+    return chosen is not None and chosen.operation is OperationType.MUTATION
 
 
 async def write(
@@ -104,9 +157,8 @@ async def write(
 ) -> uuid.UUID:
     """Run `change` in a unit of work and commit; the id it returns is the payload's entity."""
     context = info.context
-    await context.refresh_reads()  # no read transaction stays open while this one writes
     try:
-        async with unit_of_work(info, permissions) as uow:
+        async with await begin_write(info, permissions) as uow:
             if reason is not None:
                 uow.set_reason(reason)
             return await change(uow)

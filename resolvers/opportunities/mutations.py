@@ -11,6 +11,7 @@ deleted here. Overrides carry an updated_at and are deleted with a checked one.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import uuid
@@ -18,7 +19,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, Table, func, select
+from sqlalchemy import JSON, Table, Uuid, bindparam, func, select
 
 from models import ExternalOpportunityData, OpportunityProject, OpportunityProjectOverride, Tenant, User
 from models.audit_trail import wire_value
@@ -92,9 +93,15 @@ async def create_project(uow: UnitOfWork, values: Mapping[str, Any]) -> uuid.UUI
     elif external_id is None:
         raise Invalid("externalOpportunityId is required with externalSourceId.", field="external_opportunity_id")
     values["sync_status"] = (SyncStatus.MANUAL if source == manual else SyncStatus.PENDING).value
-    values = {"external_source_id": source, "external_opportunity_id": external_id, **values}
+    values = {"external_opportunity_id": external_id, **values}
+    # The source's existence, the tenant's limit (its row locked) and count in one round trip; the
+    # validation rules run first as before (on a source that does not exist, its own rule refuses it).
+    slots = await _project_slots(uow, source if isinstance(source, uuid.UUID) else None)
+    if not slots.source_found or not isinstance(source, uuid.UUID):
+        values["external_source_id"] = source
     await _check_project_values(uow, values)
-    await _claim_project_slot(uow)
+    slots.refuse_when_full()
+    values["external_source_id"] = source
     project = OpportunityProject(tenant_id=uow.tenant_id, created_by=uow.actor_id)
     uow.assign(project, values)
     uow.add(project)
@@ -108,6 +115,40 @@ class ProjectLimitReached(DomainError):
     code = "PROJECT_LIMIT"
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Slots:
+    """What `gwm_claim_project_slot` (migration 0023) read, the tenant row locked until the end."""
+
+    source_found: bool
+    limit: int
+    counted: int
+
+    def refuse_when_full(self) -> None:
+        if self.counted >= self.limit:
+            raise ProjectLimitReached(
+                f"The organization has reached its limit of {self.limit} opportunity projects; archive one or "
+                "raise the limit."
+            )
+
+
+_CLAIM = func.public.gwm_claim_project_slot(
+    bindparam("tenant", type_=Uuid()), bindparam("source", type_=Uuid())
+).table_valued("source_found", "max_projects", "counted")
+
+
+async def _project_slots(uow: UnitOfWork, source: uuid.UUID | None = None) -> _Slots:
+    """The tenant row locked (as `_claim_project_slot` explains), its limit and count of unarchived
+    projects read after the lock, and whether the external source `source` exists (True for None), in
+    one statement: a VOLATILE plpgsql function, whose count reads a snapshot taken after the lock."""
+    row = (
+        await uow.connection.execute(
+            select(_CLAIM.c.source_found, _CLAIM.c.max_projects, _CLAIM.c.counted),
+            {"tenant": uow.tenant_id, "source": source},
+        )
+    ).one()
+    return _Slots(source_found=bool(row.source_found), limit=int(row.max_projects), counted=int(row.counted))
+
+
 async def _claim_project_slot(uow: UnitOfWork) -> None:
     """Refuse a new project when the tenant's unarchived projects reach `tenants.max_opportunity_projects`.
 
@@ -119,24 +160,7 @@ async def _claim_project_slot(uow: UnitOfWork) -> None:
     Archived projects do not count. Anything that brings a project back into the count (a
     restore from the archive: restore_project) claims a slot the same way.
     """
-    limit = (
-        await uow.connection.execute(
-            select(_TENANTS.c.max_opportunity_projects)
-            .where(_TENANTS.c.id == uow.tenant_id)
-            .with_for_update(key_share=True)  # FOR NO KEY UPDATE
-        )
-    ).scalar_one()
-    counted = (
-        await uow.connection.execute(
-            select(func.count())
-            .select_from(_PROJECTS)
-            .where(_PROJECTS.c.tenant_id == uow.tenant_id, _PROJECTS.c.archived_at.is_(None))
-        )
-    ).scalar_one()
-    if counted >= limit:
-        raise ProjectLimitReached(
-            f"The organization has reached its limit of {limit} opportunity projects; archive one or raise the limit."
-        )
+    (await _project_slots(uow)).refuse_when_full()
 
 
 async def update_project(
