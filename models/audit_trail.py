@@ -96,6 +96,7 @@ from models.notifications import Notification, NotificationPreference, Notificat
 from models.opportunities import OpportunityProject, OpportunityProjectContact, OpportunityProjectOverride
 from models.sync import SavedSearch, SavedSearchCandidate, SyncKeyBudget, SyncSchedule
 from models.tenancy import Tenant, TenantConfiguration
+from models.trusted_documents import PersistedQuery, TrustedDocument
 
 __all__ = [
     "AUDITED",
@@ -177,6 +178,8 @@ NOT_AUDITED: Mapping[type, str] = {
     DocumentReader: "adding or removing a named reader is an event row of the document's trail in the same transaction",
     ExternalOpportunityData: "append-only versions of the source's data; changes are external_data_changes",
     IdempotencyKey: "operational: retry bookkeeping",
+    TrustedDocument: "registering and unregistering a document are event rows in the same transaction (D32)",
+    PersistedQuery: "operational: a cache of documents by hash, not a grant (D32)",
     SyncSchedule: "operational: when the sync workers poll next, their leases and error state",
     SyncKeyBudget: "operational: call counters of an API key (its limits are set by the operator's CLI)",
     Notification: (

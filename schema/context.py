@@ -28,6 +28,7 @@ from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.types import ExecutionResult
 
 from auth.audit import RequestMeta, inet
 from auth.exceptions import AuthRequestError
@@ -37,12 +38,14 @@ from auth.principal import Principal
 from auth.service import AuthService
 from models import PermissionAudit
 from models.db import RequestConnection
+from models.tracing import name_operation
 from resolvers.common.loaders import Loaders
 from resolvers.common.scope import ReadScope
 from schema.errors import MaskUnexpectedErrors, is_unexpected, log_errors
 from schema.input_guard import check_operation
 from schema.limits import DEFAULT_MAX_COST, admission_cost
 from schema.rate_limit_extension import charge_request
+from schema.trusted_documents import TrustedDocuments, after, gate
 
 if TYPE_CHECKING:
     from schema.compiled.runner import PreparedCache
@@ -131,6 +134,8 @@ class GraphQLContext:
     compiled_reads: bool = False
     # The view's prepared operations (schema/compiled/runner.py), which CompiledReads records; None: none kept.
     prepared: PreparedCache | None = None
+    # The view's trusted documents and persisted queries (schema/trusted_documents.py).
+    trusted: TrustedDocuments | None = None
 
     @property
     def scope(self) -> ReadScope:
@@ -279,10 +284,13 @@ class GraphQLView(GraphQL[GraphQLContext, None]):
         operation_timeout_ms: int | None = None,
         query_cost_limit: int | None = None,
         compiled_reads: bool = False,
+        trusted_documents: TrustedDocuments | None = None,
         **options: Any,
     ) -> None:
         super().__init__(schema, **options)
         self.auth = auth
+        # Who may run which document, and the persisted queries (schema/trusted_documents.py).
+        self.trusted = trusted_documents or TrustedDocuments(auth.engine, enforce=False)
         self.operation_timeout_ms = operation_timeout_ms
         self.query_cost_limit = query_cost_limit
         self.compiled_reads = compiled_reads
@@ -343,6 +351,12 @@ class GraphQLView(GraphQL[GraphQLContext, None]):
         meta, caller = state.get("meta"), state.get("principal")
         if entry is None or not isinstance(meta, RequestMeta) or not isinstance(caller, Principal):
             return None
+        if self.trusted.needs_lookup(caller, query):  # trusted documents: a refusal is strawberry's path's to send
+            begun = state.get("db")
+            lookup = begun if isinstance(begun, RequestConnection) else None
+            if (await self.trusted.admit(state, caller, query, None, lambda: lookup)).error is not None:
+                return None
+        name_operation(entry.operation.name.value if entry.operation.name else None, "query")  # its span (telemetry)
         schema = self.schema._schema  # type: ignore[attr-defined]
         given: dict[str, Any] = variables or {}
         coerced = get_variable_values(schema, entry.operation.variable_definitions or (), given)
@@ -436,6 +450,7 @@ class GraphQLView(GraphQL[GraphQLContext, None]):
             query_cost_limit=self.query_cost_limit,
             compiled_reads=self.compiled_reads,
             prepared=self.prepared,
+            trusted=self.trusted,
         )
 
 
@@ -449,12 +464,18 @@ class GraphQLView(GraphQL[GraphQLContext, None]):
         sub_response: Any,
     ) -> Any:
         """Run the operation, then return its database connection to the pool, whatever happened."""
+        result: Any = None
         try:
-            return await super().execute_operation(
+            refused = await gate(self.trusted, request_data, context)  # trusted documents, persisted queries
+            if refused is not None:
+                return ExecutionResult(data=None, errors=[refused])
+            result = await super().execute_operation(
                 request, request_adapter, request_data, context, root_value, sub_response
             )
+            return result
         finally:
             await context.close()
+            await after(self.trusted, context, result)
 
 
 async def _read_body(receive: Receive) -> tuple[list[Message], bytes]:

@@ -27,10 +27,10 @@ closed when the request ends.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import re
+import time
 import uuid
 from collections.abc import Callable, Iterable
 
@@ -41,12 +41,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from auth.audit import RequestMeta
 from auth.exceptions import Unauthenticated
 from auth.service import AuthService
+from models.tracing import TRACE_ID
 from schema.errors import describe_exception
 from schema.writes import is_mutation_request
+from server.logging_setup import REQUEST_LOG, RequestLog
+from server.proxies import CLIENT_ADDRESS_KEY, TrustedProxies
+from server.telemetry import Telemetry, http_route, trace_id_of
 
 __all__ = ["MAX_BODY_BYTES", "AuthMiddleware"]
 
 _log = logging.getLogger(__name__)
+_access = logging.getLogger("gwm.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,100}$")
 _UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 # The largest request body accepted (a GraphQL document with its variables, a SAML response).
@@ -104,10 +109,15 @@ class AuthMiddleware:
         trusted_proxies: Iterable[str] = (),
         known_path: Callable[[Scope], bool] | None = None,
         read_paths: Iterable[str] = ("/graphql",),
+        telemetry: Telemetry | None = None,
+        access_log: bool = False,
     ) -> None:
         self.app = app
         self.read_paths = frozenset(read_paths)
-        self.trusted_proxies = tuple(ipaddress.ip_network(p, strict=False) for p in trusted_proxies)
+        self.proxies = TrustedProxies(trusted_proxies)
+        # Only when something is exported: with telemetry off a request pays for no span or timer.
+        self.telemetry = telemetry if telemetry is not None and (telemetry.tracing or telemetry.metrics) else None
+        self.access_log = access_log  # GWM_LOG_FORMAT=json: one `request` record per HTTP request
         self.known_path = known_path
         self.service = service
         self.public_paths = frozenset(public_paths)
@@ -120,19 +130,90 @@ class AuthMiddleware:
         if scope["type"] not in {"http", "websocket"}:
             await self.app(scope, receive, send)
             return
+        # Who is asking (server/proxies.py): only a trusted proxy's X-Forwarded-For / Forwarded,
+        # X-Request-ID and traceparent are believed; the request id is otherwise always the server's.
         headers = Headers(scope=scope)
         client = scope.get("client")
-        incoming = headers.get("x-request-id", "")
-        trusted = client is not None and self._trusted(client[0])
-        request_id = incoming if trusted and _REQUEST_ID.match(incoming) else str(uuid.uuid4())
+        trusted = self.proxies.peer_trusted(scope)
+        incoming = headers.get("x-request-id", "") if trusted else ""
+        request_id = incoming if incoming and _REQUEST_ID.match(incoming) else str(uuid.uuid4())
+        address = self.proxies.resolve(scope, headers) if trusted else (client[0] if client else None)
+        state = scope.setdefault("state", {})
+        state[CLIENT_ADDRESS_KEY] = address
+        log = RequestLog(request_id)
+        log_token = REQUEST_LOG.set(log)
+        try:
+            telemetry = self.telemetry
+            if telemetry is None and not self.access_log:
+                trace_token = TRACE_ID.set(trace_id_of(headers.get("traceparent"))) if trusted else None
+                log.trace_id = TRACE_ID.get()
+                try:
+                    await self._serve(scope, receive, send, headers, request_id, address)
+                finally:
+                    if trace_token is not None:
+                        TRACE_ID.reset(trace_token)
+                return
+            await self._observed(scope, receive, send, headers, request_id, address, trusted, log)
+        finally:
+            REQUEST_LOG.reset(log_token)
+
+    async def _observed(
+        self, scope: Scope, receive: Receive, send: Send, headers: Headers, request_id: str,
+        address: str | None, trusted: bool, log: RequestLog,
+    ) -> None:
+        """`_serve` inside the request's span (telemetry on), timed for the metrics and the access record."""
+        status = 500
+
+        async def observing_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        started = time.perf_counter()
+        method = scope.get("method", "WS")
+        telemetry = self.telemetry
+        try:
+            if telemetry is not None and telemetry.tracing:
+                with telemetry.request_span(scope, headers, believe_traceparent=trusted, request_id=request_id) as span:
+                    log.trace_id = TRACE_ID.get()
+                    try:
+                        await self._serve(scope, receive, observing_send, headers, request_id, address)
+                    finally:
+                        if scope["type"] == "http":
+                            span.set_attribute("http.response.status_code", status)
+            else:
+                token = TRACE_ID.set(trace_id_of(headers.get("traceparent"))) if trusted else None
+                log.trace_id = TRACE_ID.get()
+                try:
+                    await self._serve(scope, receive, observing_send, headers, request_id, address)
+                finally:
+                    if token is not None:
+                        TRACE_ID.reset(token)
+        finally:
+            if scope["type"] == "http":
+                elapsed = time.perf_counter() - started
+                if telemetry is not None:
+                    telemetry.record_request(method, status, elapsed)
+                if self.access_log:
+                    _access.info(
+                        "request", extra={
+                            "method": method, "route": http_route(scope.get("path", "")), "status": status,
+                            "duration_ms": round(elapsed * 1000, 3),
+                        },
+                    )
+
+    async def _serve(
+        self, scope: Scope, receive: Receive, send: Send, headers: Headers, request_id: str, address: str | None
+    ) -> None:
         meta = RequestMeta(
             request_id=request_id,
-            ip=client[0] if client else None,
+            ip=address,
             user_agent=(headers.get("user-agent") or "")[:1000] or None,
             endpoint=scope.get("path"),
             method=scope.get("method", "WS"),
         )
-        state = scope.setdefault("state", {})
+        state = scope["state"]
         state["meta"] = meta
         state["principal"] = None
         if scope["type"] == "websocket":
@@ -190,6 +271,9 @@ class AuthMiddleware:
             await _reject(send_with_id, 401, exc.code, exc.message, bearer=True)
             return
         state["principal"] = principal
+        current_log = REQUEST_LOG.get()
+        if current_log is not None:
+            current_log.principal = principal  # tenant and user on the request's log records
         try:
             if not principal.mfa_satisfied and not public and path not in self.mfa_paths:
                 code = "MFA_ENROLLMENT_REQUIRED" if principal.mfa_enrollment_required else "MFA_REQUIRED"
@@ -209,13 +293,6 @@ class AuthMiddleware:
         finally:
             if db is not None:
                 await db.close()  # idempotent: the view has usually closed it already
-
-    def _trusted(self, address: str) -> bool:
-        try:
-            peer = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(peer in network for network in self.trusted_proxies)
 
     def _json_content(self, headers: Headers, path: str) -> bool:
         content_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
