@@ -691,7 +691,7 @@ def _complete(
         raise AuditChainError(f"a {table.name} row for tenant {given_tenant} in a transaction of tenant {tenant_id}")
     row["tenant_id"] = tenant_id
     if "trace_id" not in row and "trace_id" in table.c:
-        row["trace_id"] = TRACE_ID.get()  # the writing request's trace id, beside its request id (O1)
+        row["trace_id"] = TRACE_ID.get()  # the writing request's trace id, beside its request id (W25)
     for column in table.columns:
         name = column.name
         if name in _CHAIN_COLUMNS or row.get(name) is not None:

@@ -76,7 +76,7 @@ def _chain_constraints() -> tuple[UniqueConstraint | CheckConstraint, ...]:
 
 
 def _trace_id_format() -> CheckConstraint:
-    """A trace id is 32 lower-case hex digits (O1, migration 0020)."""
+    """A trace id is 32 lower-case hex digits (W25, migration 0020)."""
     return CheckConstraint("trace_id ~ '^[0-9a-f]{32}$'", name="trace_id_format")
 
 
@@ -121,7 +121,7 @@ class AuditLog(UUIDPrimaryKey, TenantScoped, AuditChained, Base):
 
     # Request context
     request_id: Mapped[str | None] = mapped_column(String(100))
-    # O1: the request's W3C trace id, filled in by the audit chain (models/tracing.py TRACE_ID).
+    # W25: the request's W3C trace id, filled in by the audit chain (models/tracing.py TRACE_ID).
     trace_id: Mapped[str | None] = mapped_column(String(32))
     api_endpoint: Mapped[str | None] = mapped_column(String(255))
     http_method: Mapped[str | None] = mapped_column(String(10))
@@ -246,7 +246,7 @@ class PermissionAudit(UUIDPrimaryKey, TenantScoped, AuditChained, Base):
     timestamp_utc: Mapped[datetime.datetime] = mapped_column(Timestamptz, nullable=False, server_default=NOW)
     # R1: which request, which GraphQL field (list indices removed), how many times.
     request_id: Mapped[str | None] = mapped_column(String(100))
-    trace_id: Mapped[str | None] = mapped_column(String(32))  # O1, as audit_logs.trace_id
+    trace_id: Mapped[str | None] = mapped_column(String(32))  # W25, as audit_logs.trace_id
     field_path: Mapped[str | None] = mapped_column(Text)
     denied_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("1"))
 

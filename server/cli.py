@@ -38,7 +38,7 @@ from sqlalchemy.exc import DBAPIError
 
 from server import migrate
 from server.embedded import bootstrap_database, release_embedded_on_signals, start_embedded
-from server.logging_setup import configure_logging
+from server.logging_setup import configure_logging, uvicorn_log_config
 from server.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
@@ -158,6 +158,7 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         port=port,
         workers=workers,
         log_level=settings.log_level,
+        log_config=uvicorn_log_config(settings.log_format),
         proxy_headers=False,
         server_header=False,  # no `server` header (docs/deploy.md, Production switches)
         # SIGTERM: stop accepting, close subscriptions with 1012, let requests in flight finish (this long).
@@ -178,6 +179,7 @@ def _serve_with_sync(settings: Settings, args: argparse.Namespace, *, host: str,
     jobs = load_jobs(args.jobs)
     config = uvicorn.Config(
         "server.app:app_from_env", factory=True, host=host, port=port, log_level=settings.log_level,
+        log_config=uvicorn_log_config(settings.log_format),
         proxy_headers=False, timeout_graceful_shutdown=settings.shutdown_grace_seconds, server_header=False,
     )
 

@@ -30,7 +30,9 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["REQUEST_LOG", "JsonFormatter", "RequestLog", "configure_logging", "redact_message"]
+__all__ = [
+    "REQUEST_LOG", "JsonFormatter", "RequestLog", "configure_logging", "redact_message", "uvicorn_log_config",
+]
 
 
 @dataclass(slots=True)
@@ -47,8 +49,8 @@ class RequestLog:
 REQUEST_LOG: ContextVar[RequestLog | None] = ContextVar("gwm_request_log", default=None)
 
 _SECRETS = re.compile(
-    r"(?i)(bearer\s+|(?:password|passwd|token|secret|api[_-]?key|key|cookie|authorization|gwm_session)"
-    r"[\"']?\s*[=:]\s*[\"']?)[^\s\"',;&]+"
+    r"(?i)((?:bearer|basic)\s+|(?:password|passwd|token|secret|api[_-]?key|key|cookie|authorization|gwm_session)"
+    r"[\"']?\s*[=:]\s*[\"']?(?:(?:bearer|basic)\s+)?)[^\s\"',;&]+"
 )
 
 
@@ -91,6 +93,16 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             out["exception"] = redact_message(self.formatException(record.exc_info))
         return json.dumps(out, ensure_ascii=False, default=str)
+
+
+def uvicorn_log_config(log_format: str) -> dict[str, Any] | None:
+    """uvicorn's `log_config`: its own plain-text setup for text, none for JSON (the root handler serves)."""
+    if log_format == "json":
+        return None
+    from uvicorn.config import LOGGING_CONFIG
+
+    config: dict[str, Any] = LOGGING_CONFIG
+    return config
 
 
 def configure_logging(level: str, log_format: str) -> None:

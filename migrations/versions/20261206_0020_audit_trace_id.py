@@ -1,4 +1,4 @@
-"""The trace id beside the request id on audit rows; the sync lag for the metrics (docs/decisions.md O1).
+"""The trace id beside the request id on audit rows; the sync lag for the metrics (docs/decisions.md W25).
 
 - `audit_logs.trace_id`, `permission_audit.trace_id`: the W3C trace id (32 lower-case hex digits) of
   the request that wrote the row, when it had one (telemetry on, or a trusted proxy's traceparent).
