@@ -114,7 +114,9 @@ def test_json_formatter_and_redaction(capsys: pytest.CaptureFixture[str]) -> Non
         configure_logging("info", "json")
         token = REQUEST_LOG.set(RequestLog("req-12345678", trace_id=TRACE))
         try:
-            logging.getLogger("gwm.test").warning("retrying with Authorization: Bearer abc.def.ghi and password=hunter22")
+            logging.getLogger("gwm.test").warning(
+                "retrying with Authorization: Bearer abc.def.ghi and password=hunter22"
+            )
         finally:
             REQUEST_LOG.reset(token)
         logging.getLogger("gwm.test").warning("outside any request")
