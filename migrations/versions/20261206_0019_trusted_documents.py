@@ -44,7 +44,7 @@ def _tenant_owned(table: str) -> None:
     op.execute(f"GRANT SELECT, INSERT, DELETE ON {table} TO gwm_app")
 
 
-def _common(table: str) -> list[sa.SchemaItem]:
+def _common(table: str) -> list[sa.schema.SchemaItem]:
     return [
         sa.Column("id", sa.UUID(), server_default=sa.text("gen_random_uuid()"), nullable=False),
         sa.Column("tenant_id", sa.UUID(), nullable=False),
