@@ -233,6 +233,15 @@ _DEFAULTS: dict[str, Defaults] = {
     },
     "notification_preferences": lambda t, r, n: {"user_id": r["users"]},
     "notification_sends": lambda t, r, n: {"user_id": r["users"], "kind": "digest", "key": f"2026-01-{n % 28 + 1:02d}"},
+    "trusted_documents": lambda t, r, n: {
+        "sha256_hash": f"{n:064x}",
+        "document": f"query Trusted{n} {{ __typename }}",
+        "registered_by": t.system_user_id,
+    },
+    "persisted_queries": lambda t, r, n: {
+        "sha256_hash": f"{n:064x}",
+        "document": f"query Persisted{n} {{ __typename }}",
+    },
 }
 
 # Every table that carries tenant_id, in an order where parents come first.
