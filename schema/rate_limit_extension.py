@@ -5,7 +5,9 @@ aliased root fields costs 30), and so do root fields reached through fragment sp
 fragments on the root type. `__typename` at the root costs nothing. A mutation's sensitive root
 fields (auth/rate_limits.py `SENSITIVE_MUTATIONS`) are charged to the shared buckets as well.
 
-Both ways the view serves a request charge here, once per request: the prepared fast path
+Operations over WebSocket (queries and subscriptions) are charged by `charge_socket` when their
+subscribe message arrives (a refusal is an `error` message). Both ways the view serves an HTTP
+request charge here, once per request: the prepared fast path
 (schema/context.py `_serve_prepared`) calls `charge_request` right before its compiled statements
 run, and the `RateLimits` extension calls it before execution (ahead of the compiled reads and the
 resolvers) on strawberry's path. The decision is kept in the request scope: a request the fast path
@@ -38,7 +40,7 @@ from strawberry.extensions import SchemaExtension
 from auth.principal import Principal
 from auth.rate_limits import SENSITIVE_MUTATIONS, Refusal, caller_keys, limiter_of
 
-__all__ = ["RateLimits", "charge_request", "refusal_error", "root_fields"]
+__all__ = ["RateLimits", "charge_request", "charge_socket", "refusal_error", "root_fields"]
 
 # The scope key holding the request's decision: None (admitted) or a Refusal.
 _DECIDED = "gwm.rate_limit"
@@ -131,6 +133,23 @@ async def charge_request(
         refusal = await limiter.charge_sensitive(address, user=user, tenant=tenant, cost=sensitive)
     scope[_DECIDED] = refusal
     return refusal
+
+
+async def charge_socket(
+    scope: MutableMapping[str, Any], principal: Principal, document: DocumentNode, operation_name: str | None
+) -> GraphQLError | None:
+    """Charge an operation subscribed over WebSocket (schema/websocket.py) to the connection's caller and
+    address, like an HTTP request's; the error to send back (in an `error` message) when refused.
+
+    Every subscribe message is charged once, when it starts (a subscription's events are not operations).
+    """
+    limiter = limiter_of(scope)
+    costs = _cost(document, operation_name)
+    if limiter is None or costs is None:
+        return None
+    meta = (scope.get("state") or {}).get("meta")
+    refusal = limiter.charge_operation(getattr(meta, "ip", None), principal, costs[0])
+    return refusal_error(refusal) if refusal is not None else None
 
 
 def refusal_error(refusal: Refusal) -> GraphQLError:

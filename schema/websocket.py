@@ -65,6 +65,7 @@ from auth.service import AuthService
 from auth.sessions import touch_session
 from live.access import load_access
 from schema.context import Denials, GraphQLContext, GraphQLView
+from schema.rate_limit_extension import charge_socket
 from schema.trusted_documents import gate_socket
 
 __all__ = [
@@ -312,6 +313,11 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[GraphQLContext, None]):
             error = GraphQLError("Mutations are not served over WebSocket; send them with HTTP POST.",
                                  extensions={"code": "BAD_REQUEST"})
             await self.send_message({"id": message["id"], "type": "error", "payload": [error.formatted]})
+            return
+        limited = await charge_socket(self.context.request.scope, self.principal, document,
+                                      message["payload"].get("operationName"))  # schema/rate_limit_extension.py
+        if limited is not None:
+            await self.send_message({"id": message["id"], "type": "error", "payload": [limited.formatted]})
             return
         self._queries[message["id"]] = operation is not None and operation.operation == OperationKind.QUERY
         await super().handle_subscribe(message)

@@ -468,3 +468,27 @@ async def test_behind_a_trusted_proxy_each_forwarded_client_has_its_own_budget(
         assert (await balancer.post("/auth/login", json=wrong, headers=forwarded)).status_code == 429
         elsewhere = {"x-forwarded-for": new_address()}
         assert (await balancer.post("/auth/login", json=wrong, headers=elsewhere)).status_code == 401
+
+
+@pytest.mark.server
+async def test_operations_over_websocket_are_charged_like_requests(
+    database: Database, users: tuple[LoginUser, LoginUser]
+) -> None:
+    from tests.live.ws_support import live_server, ws_connect
+
+    async with live_server(database.app_url, rate_limit_per_user=3) as server:
+        token = await server.sign_in(users[0])
+        await server.graphql(token, VIEWER)  # 1 over HTTP
+        async with ws_connect(server) as ws:
+            assert await ws.init({"authorization": f"Bearer {token}"}) == {"type": "connection_ack"}
+            await ws.subscribe("q1", VIEWER)  # 2
+            assert (await ws.next_of("q1"))["type"] == "next"
+            await ws.subscribe("q2", "query { a: viewer { __typename } b: viewer { __typename } }")  # 2 more: refused
+            refused = await ws.next_of("q2")
+            assert refused["type"] == "error", refused
+            (error,) = refused["payload"]
+            assert error["extensions"]["code"] == "RATE_LIMITED" and error["extensions"]["limit"] == "user"
+            await ws.subscribe("q3", VIEWER)  # 3: the refusal spent nothing
+            assert (await ws.next_of("q3"))["type"] == "next"
+        async with httpx.AsyncClient(base_url=server.http_url) as client:
+            assert_refused(await post(client, token, VIEWER), "user")  # the same budget over HTTP
