@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from starlette.datastructures import Headers
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
@@ -42,6 +42,15 @@ from models.tracing import name_operation
 from resolvers.common.loaders import Loaders
 from resolvers.common.scope import ReadScope
 from schema.errors import MaskUnexpectedErrors, is_unexpected, log_errors
+from schema.graphql_http import (
+    APPLICATION_JSON,
+    MEDIA_KEY,
+    finish_status,
+    media_of,
+    negotiate,
+    not_acceptable_body,
+    shape_result,
+)
 from schema.input_guard import check_operation
 from schema.limits import DEFAULT_MAX_COST, admission_cost
 from schema.rate_limit_extension import charge_request
@@ -227,13 +236,16 @@ Info: TypeAlias = strawberry.Info[GraphQLContext, None]
 _HTTP_CODES = {400: "BAD_REQUEST", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "TOO_LARGE"}
 
 
-def request_error(status: int, message: str) -> JSONResponse:
-    """A request refused before any operation ran, as the GraphQL-over-HTTP spec shapes it."""
+def request_error(status: int, message: str, media_type: str = APPLICATION_JSON) -> JSONResponse:
+    """A request refused before any operation ran, as the GraphQL-over-HTTP spec shapes it, in the
+    negotiated media type (schema/graphql_http.py); a 405 names the method allowed."""
     code = _HTTP_CODES.get(status, "BAD_REQUEST")
+    headers = {"cache-control": "no-store"} | ({"allow": "POST"} if status == 405 else {})
     return JSONResponse(
         {"errors": [{"message": message, "extensions": {"code": code}}]},
         status_code=status,
-        headers={"cache-control": "no-store"},
+        headers=headers,
+        media_type=media_type,
     )
 
 
@@ -264,9 +276,15 @@ class GraphQLView(GraphQL[GraphQLContext, None]):
 
     async def run(self, request: Any, context: Any = strawberry.UNSET, root_value: Any = strawberry.UNSET) -> Any:
         try:
-            return await super().run(request, context, root_value)
+            response = await super().run(request, context, root_value)
         except HTTPException as exc:
-            return request_error(exc.status_code, exc.reason)
+            return request_error(exc.status_code, exc.reason, media_of(request.scope))
+        if isinstance(response, Response) and not isinstance(response, StreamingResponse):
+            # GraphQL over HTTP: the negotiated media type and its status code (schema/graphql_http.py).
+            response.status_code, extra = finish_status(request.scope, response.status_code)
+            response.headers.update(extra)
+            response.headers["content-type"] = media_of(request.scope)
+        return response
 
     async def execute_single(self, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -300,19 +318,39 @@ class GraphQLView(GraphQL[GraphQLContext, None]):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """A POST repeating a prepared query is answered here; everything else by strawberry's view."""
+        if scope["type"] == "http" and not await self._negotiate(scope, receive, send):
+            return
         if scope["type"] == "http" and self.prepared is not None and scope.get("method") == "POST":
             messages, body = await _read_body(receive)
             answer = await self._serve_prepared(scope, body, self.prepared)
             if answer is not None:
                 await send({"type": "http.response.start", "status": 200, "headers": [
                     (b"content-length", str(len(answer)).encode()),
-                    (b"content-type", b"application/json"),
+                    (b"content-type", media_of(scope).encode()),
                     (b"cache-control", b"no-store"),
                 ]})
                 await send({"type": "http.response.body", "body": answer})
                 return
             receive = _replay(messages, receive)
         await super().__call__(scope, receive, send)
+
+    async def _negotiate(self, scope: Scope, receive: Receive, send: Send) -> bool:
+        """Record the response media type Accept asks for (schema/graphql_http.py); False once a 406
+        is sent (neither JSON type acceptable). A streaming Accept is strawberry's to answer."""
+        headers = Headers(scope=scope)
+        if self._get_stream_transport_from_headers(headers) is not None:
+            return True
+        media = negotiate(headers.get("accept"))
+        if media is None:
+            refusal = JSONResponse(not_acceptable_body(), status_code=406, headers={"cache-control": "no-store"})
+            await refusal(scope, receive, send)
+            return False
+        scope[MEDIA_KEY] = media
+        return True
+
+    async def process_result(self, request: Any, result: Any) -> Any:
+        """strawberry's response body, shaped for the negotiated media type (schema/graphql_http.py)."""
+        return shape_result(request.scope, result, await super().process_result(request, result))
 
     async def _serve_prepared(self, scope: Scope, body: bytes, prepared: PreparedCache) -> bytes | None:
         """The response body of a query whose document is prepared (schema/compiled/runner.py), or None.

@@ -37,6 +37,7 @@ from schema.documents import DocumentsQuery
 from schema.errors import MaskUnexpectedErrors, log_errors
 from schema.external_data import ExternalDataQuery
 from schema.external_data_mutations import ExternalDataMutation
+from schema.graphql_http import GetSafety
 from schema.identity import IdentityMutation, IdentityQuery
 from schema.input_guard import InputGuard
 from schema.limits import (
@@ -164,6 +165,7 @@ def build_schema() -> GwmSchema:
             # enforced by the parser; depth and aliases by validation (cached like any validation); all
             # three from the request's profile (GWM_ENV: DEVELOPMENT's are the constants above).
             ProfileRules,
+            GetSafety,  # over GET, fields with side effects are refused (schema/graphql_http.py)
             # Parsing (cached once passed), the selection and overlap bounds and the cost limit, then
             # validation (cached), then the deadline.
             lambda: OperationLimits(

@@ -80,7 +80,7 @@ async def request_hook(request: httpx.Request) -> None:
 
 
 async def response_hook(response: httpx.Response) -> None:
-    if response.headers.get("content-type", "").startswith("application/json"):
+    if response.headers.get("content-type", "").startswith(("application/json", "application/graphql-response+json")):
         await response.aread()
         try:
             _scan(response.json())
