@@ -9,7 +9,9 @@ forced password change is done, only that (403 PASSWORD_CHANGE_REQUIRED).
 
 State-changing requests must be JSON: a cross-site form cannot send that content type without a
 CORS preflight, which this server never grants, so the SameSite=Lax cookie cannot be ridden. The
-SAML ACS (an IdP's form POST) is the one exception.
+SAML ACS (an IdP's form POST) is the one exception. A body-less one declaring a form's content type
+is refused too, and with the cookie as credential, a GET of the GraphQL endpoint or a body-less unsafe
+request must show it is not a cross-site one (server/csrf.py).
 
 The request id is the server's own (a UUID) unless the peer is one of GWM_TRUSTED_PROXIES, whose
 X-Request-ID is kept: a client must not choose the id audit rows are correlated by. A path no
@@ -44,6 +46,7 @@ from auth.service import AuthService
 from models.tracing import TRACE_ID
 from schema.errors import describe_exception
 from schema.writes import is_mutation_request
+from server.csrf import CROSS_SITE_MESSAGE, cross_site_refusal, simple_content_type
 from server.logging_setup import REQUEST_LOG, RequestLog
 from server.proxies import CLIENT_ADDRESS_KEY, TrustedProxies
 from server.telemetry import Telemetry, http_route, trace_id_of
@@ -251,6 +254,12 @@ class AuthMiddleware:
                 return
             await _reject(send_with_id, 401, "UNAUTHENTICATED", "Authentication required.", bearer=True)
             return
+        if not public and cross_site_refusal(
+            method, path, headers, cookie_name=self.service.session_cookie, graphql_paths=self.read_paths,
+            bodyless=_bodyless(headers),
+        ):  # before the principal lookup: a forged request runs no SQL (server/csrf.py)
+            await _reject(send_with_id, 403, "CROSS_SITE_REQUEST", CROSS_SITE_MESSAGE)
+            return
         write = False
         if path in self.read_paths:
             # The body is read before the read transaction begins: a slow sender must not hold a
@@ -298,9 +307,13 @@ class AuthMiddleware:
         content_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if self.form_post is not None and self.form_post.fullmatch(path):
             return content_type == "application/x-www-form-urlencoded"
-        if headers.get("content-length") in (None, "0") and "transfer-encoding" not in headers:
-            return True  # no body at all (e.g. logout)
+        if _bodyless(headers):
+            return not simple_content_type(headers)  # no body (e.g. logout), and no form's type (server/csrf.py)
         return content_type == "application/json"
+
+
+def _bodyless(headers: Headers) -> bool:
+    return headers.get("content-length") in (None, "0") and "transfer-encoding" not in headers
 
 
 _MFA_MESSAGES = {
