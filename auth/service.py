@@ -176,6 +176,8 @@ class AuthService:
         if now - record.last_activity_at >= ACTIVITY_WRITE_INTERVAL:
             db.after_close(partial(touch_session, self.engine, record, now))
         enrollment_required = policy.requires_mfa and not row["mfa_enabled"]
+        if not db.for_write:  # this snapshot is the grants' (compiled reads may read them there: models/db.py)
+            db.grants_user = record.user_id
         return Principal(
             kind=PrincipalKind.SESSION,
             tenant_id=record.tenant_id,

@@ -235,6 +235,9 @@ class RequestConnection:
         self._transaction: Any = None
         self._after_close: list[Callable[[], Awaitable[None]]] = []
         self.statements = 0
+        # The user whose grants the statement that began this transaction loaded (auth/service.py, read-only
+        # REPEATABLE READ only): statements here may read that user's grants and see what the principal holds.
+        self.grants_user: uuid.UUID | None = None
 
     @property
     def tenant_id(self) -> uuid.UUID:
@@ -395,6 +398,7 @@ class RequestConnection:
         transaction did not end cleanly is closed, never pooled: after a cancellation (re-raised) or
         an error (logged, as the pool logs a failed reset; the server ends a transaction whose
         connection closes)."""
+        self.grants_user = None
         conn, self._conn = self._conn, None
         pooled, self._pooled = self._pooled, None
         transaction, self._transaction, self._driver = self._transaction, None, None

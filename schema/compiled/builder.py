@@ -162,7 +162,8 @@ class Builder:
         # request (the plan's key says which): only for a statement run in the principal lookup's snapshot,
         # where the sub-select gives exactly the projects `scope.grants` holds (models/db.py grants_user).
         self.grants_in_sql = False
-        self._granted_sets: dict[frozenset[uuid.UUID], str] | None = None
+        self._granted_sets: dict[frozenset[uuid.UUID], list[str]] | None = None
+        self._rule_permission: str | None = None  # the read rule's permission while `rows` renders its condition
         # Row sources whose FROM clause takes joins (`joined`): a to-one field under one of them is a LEFT JOIN
         # (one index probe of the target per row) rather than a correlated sub-select (a sub-plan run per row).
         self._join_sources: set[str] = set()
@@ -194,16 +195,20 @@ class Builder:
         )
 
     def _grant_permission(self, projects: frozenset[uuid.UUID]) -> str | None:
-        """A permission whose project-scoped grants are exactly `projects` (None: no such permission)."""
+        """A permission whose project-scoped grants are exactly `projects`, the read rule's own when it is one of
+        them (None: no such permission)."""
         if self._granted_sets is None:
             held = sorted({p for perms in self.scope.grants.per_project.values() for p in perms})
-            sets: dict[frozenset[uuid.UUID], str] = {}
+            sets: dict[frozenset[uuid.UUID], list[str]] = {}
             for permission in held:
                 sets.setdefault(frozenset(
                     p for p, perms in self.scope.grants.per_project.items() if permission in perms
-                ), permission)
+                ), []).append(permission)
             self._granted_sets = sets
-        return self._granted_sets.get(projects) if projects else None
+        candidates = self._granted_sets.get(projects) if projects else None
+        if not candidates:
+            return None
+        return self._rule_permission if self._rule_permission in candidates else candidates[0]
 
     def granted_projects(self, permission: str) -> str:
         """The projects the caller holds `permission` on through project-scoped assignments, as a sub-select of
@@ -319,7 +324,11 @@ class Builder:
         granted = self.scope.projects_with(rule.permission) if project_only and rule is not None and rule.permission \
             else None
         if condition is not None and not (known is not None and granted is not None and known <= granted):
-            parts.append(self.render(condition, table, alias))
+            self._rule_permission = str(rule.permission) if rule is not None and rule.permission else None
+            try:
+                parts.append(self.render(condition, table, alias))
+            finally:
+                self._rule_permission = None
             self.bounds[alias] = granted if project_only else None
         else:
             self.bounds[alias] = known if condition is not None else None

@@ -49,6 +49,7 @@ from strawberry.extensions import SchemaExtension
 
 from auth.permissions import Permission
 from models import tracing
+from models.db import RequestConnection
 from resolvers.documents.access_log import write_content_reads
 from schema.compiled.builder import MARKER, PRINCIPAL, ROOT_FIELDS, Builder, Fallback, Marker, RootPlan, build_root
 from schema.compiled.catalog import catalog
@@ -179,6 +180,30 @@ def _grants_key(grants: Any) -> Hashable:
     if len(_GRANT_KEYS) > PLAN_CACHE_SIZE:
         _GRANT_KEYS.popitem(last=False)
     return key
+
+
+def _reads_lookup_snapshot(db: Any, principal: Any) -> bool:
+    """True when `db` is the transaction whose first statement loaded `principal`'s grants (auth/service.py):
+    a sub-select of the caller's assignments there gives exactly the project grants the principal holds."""
+    return bool(
+        isinstance(db, RequestConnection) and db.is_open and db.grants_user is not None
+        and db.grants_user == principal.user_id and db.tenant_id == principal.tenant_id
+    )
+
+
+def _grants_in_snapshot(context: Any) -> bool:
+    """Whether this request's compiled statements may read the caller's project grants in SQL (Builder.grants_in_sql)
+    rather than bind them: the caller has project-scoped grants and the statements will run on the connection
+    whose principal lookup loaded them. Nothing is taken or opened: the connection the context will use is the
+    one it holds, else the middleware's begun one (GraphQLContext.db takes that when it is open, of the tenant)."""
+    principal = context.principal
+    if not principal.grants.per_project:
+        return False
+    db = getattr(context, "_db", None)
+    if db is None:
+        state = getattr(context.request, "scope", {}).get("state") or {}
+        db = state.get("db")
+    return _reads_lookup_snapshot(db, principal)
 
 
 def _shape(value: Any, gql_type: GraphQLInputType) -> Hashable:
@@ -319,6 +344,7 @@ def plan_operation(
     scope = context.scope
     principal = context.principal
     caller_key = (scope.tenant_id, scope.user_id, str(principal.kind), _grants_key(scope.grants))
+    grants_in_sql = _grants_in_snapshot(context)
     shape = tuple(
         (d.variable.name.value, _shape(variables.coerced.get(d.variable.name.value),
                                        type_from_ast(schema, d.type)))  # type: ignore[arg-type]
@@ -336,11 +362,12 @@ def plan_operation(
             extra = _node_types(definition, nodes[0], variables)
             if extra is None:
                 continue
-        plan_key = (query, operation_name, key, caller_key, shape, extra)
+        plan_key = (query, operation_name, key, caller_key, shape, extra, grants_in_sql)
         found, plan = cache.get(plan_key)
         if not found:
             builder = Builder(schema, book, scope, fragments, variables)
             builder.principal_kind = str(principal.kind)
+            builder.grants_in_sql = grants_in_sql
             try:
                 plan = build_root(builder, key, name, definition, nodes)
             except Fallback:
@@ -373,6 +400,8 @@ async def execute_plans(
     outcome = _Outcome(order=order)
     deadline = _deadline(context)
     db = context.loaders.db
+    if any(plan.grants_in_sql for plan, _params in bound) and not _reads_lookup_snapshot(db, context.principal):
+        raise RuntimeError("a plan reading the caller's grants in SQL runs outside the principal lookup's snapshot")
     reads: dict[str, list[tuple[uuid.UUID, str | None]]] = {}
     tracer = tracing.state.tracer  # a `compiled.statement` span per root field while telemetry is on
     for plan, params in bound:
