@@ -492,3 +492,29 @@ async def test_operations_over_websocket_are_charged_like_requests(
             assert (await ws.next_of("q3"))["type"] == "next"
         async with httpx.AsyncClient(base_url=server.http_url) as client:
             assert_refused(await post(client, token, VIEWER), "user")  # the same budget over HTTP
+
+
+@pytest.mark.parametrize("compiled_reads", [True, False], ids=["prepared path", "executor path"])
+async def test_a_refusal_keeps_429_in_either_media_type(
+    database: Database, owner_engine: AsyncEngine, fresh_tenant: TenantRef,
+    users: tuple[LoginUser, LoginUser], compiled_reads: bool,
+) -> None:
+    node_id = await _project(owner_engine, fresh_tenant)
+    app = app_with(database, rate_limit_per_user=2, compiled_reads=compiled_reads)
+    async with running(app) as client_from:
+        client = client_from(new_address())
+        token = await sign_in(client, users[0])
+        for accept in ("application/graphql-response+json", "application/json"):
+            response = await client.post(
+                "/graphql", json={"query": BY_ID, "variables": {"id": node_id}},
+                headers={"authorization": f"Bearer {token}", "accept": accept},
+            )
+            assert response.status_code == 200, response.text
+        for accept in ("application/graphql-response+json", "application/json"):
+            refused = await client.post(
+                "/graphql", json={"query": BY_ID, "variables": {"id": node_id}},
+                headers={"authorization": f"Bearer {token}", "accept": accept},
+            )
+            assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1, refused.text
+            assert refused.headers["content-type"].startswith(accept)
+            assert refused.json()["errors"][0]["extensions"]["code"] == "RATE_LIMITED"
