@@ -236,11 +236,13 @@ Info: TypeAlias = strawberry.Info[GraphQLContext, None]
 _HTTP_CODES = {400: "BAD_REQUEST", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "TOO_LARGE"}
 
 
-def request_error(status: int, message: str, media_type: str = APPLICATION_JSON) -> JSONResponse:
+def request_error(
+    status: int, message: str, media_type: str = APPLICATION_JSON, *, allow: str = "POST"
+) -> JSONResponse:
     """A request refused before any operation ran, as the GraphQL-over-HTTP spec shapes it, in the
-    negotiated media type (schema/graphql_http.py); a 405 names the method allowed."""
+    negotiated media type (schema/graphql_http.py); a 405 names the methods allowed (`allow`)."""
     code = _HTTP_CODES.get(status, "BAD_REQUEST")
-    headers = {"cache-control": "no-store"} | ({"allow": "POST"} if status == 405 else {})
+    headers = {"cache-control": "no-store"} | ({"allow": allow} if status == 405 else {})
     return JSONResponse(
         {"errors": [{"message": message, "extensions": {"code": code}}]},
         status_code=status,
@@ -278,13 +280,19 @@ class GraphQLView(GraphQL[GraphQLContext, None]):
         try:
             response = await super().run(request, context, root_value)
         except HTTPException as exc:
-            return request_error(exc.status_code, exc.reason, media_of(request.scope))
+            # A mutation over GET may be sent with POST; any other method (HEAD) with GET or POST.
+            allow = "POST" if request.scope.get("method") == "GET" else "GET, POST"
+            return request_error(exc.status_code, exc.reason, media_of(request.scope), allow=allow)
         if isinstance(response, Response) and not isinstance(response, StreamingResponse):
             # GraphQL over HTTP: the negotiated media type and its status code (schema/graphql_http.py).
             response.status_code, extra = finish_status(request.scope, response.status_code)
             response.headers.update(extra)
             response.headers["content-type"] = media_of(request.scope)
         return response
+
+    def should_render_graphql_ide(self, request: Any) -> bool:
+        """Never: GraphiQL is a page of its own (server/graphiql.py), so a GET without a query is a 400."""
+        return False
 
     async def execute_single(self, *args: Any, **kwargs: Any) -> Any:
         try:

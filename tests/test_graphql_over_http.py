@@ -241,6 +241,21 @@ async def test_mutations_never_over_get(client: httpx.AsyncClient, token: str, a
     assert response.json()["errors"][0]["extensions"]["code"] == "METHOD_NOT_ALLOWED"
 
 
+@pytest.mark.parametrize("accept", [None, "*/*", JS, GR])
+async def test_a_get_without_a_query_is_a_400(client: httpx.AsyncClient, token: str, accept: str | None) -> None:
+    # Never an IDE page or a 404: GraphiQL lives at /graphiql (browsers asking for HTML are sent there).
+    response = await _get(client, token, {}, accept)
+    assert (response.status_code, _media(response)) == (400, negotiate(accept)), response.text
+    assert response.json()["errors"][0]["extensions"]["code"] == "BAD_REQUEST"
+
+
+async def test_other_methods_are_refused_naming_get_and_post(client: httpx.AsyncClient, token: str) -> None:
+    response = await client.head("/graphql", params=QUERY_TYPENAME, headers={"authorization": f"Bearer {token}"})
+    assert response.status_code == 405 and response.headers["allow"] == "GET, POST"
+
+
+QUERY_TYPENAME = {"query": "{ __typename }"}
+
 SIDE_EFFECT_QUERIES = [
     "query D($id: ID!) { node(id: $id) { ... on Document { extractedText } } }",
     "query D($id: ID!) { node(id: $id) { ...F } } fragment F on Document { rowId contentPreview }",
