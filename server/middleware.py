@@ -173,6 +173,14 @@ class AuthMiddleware:
                 status = int(message["status"])
             await send(message)
 
+        async def serve() -> None:
+            nonlocal status
+            try:
+                await self._serve(scope, receive, observing_send, headers, request_id, address)
+            except PoolTimeout:
+                status = 503  # answered by server/overload.py, outside this middleware
+                raise
+
         started = time.perf_counter()
         method = scope.get("method", "WS")
         telemetry = self.telemetry
@@ -181,7 +189,7 @@ class AuthMiddleware:
                 with telemetry.request_span(scope, headers, believe_traceparent=trusted, request_id=request_id) as span:
                     log.trace_id = TRACE_ID.get()
                     try:
-                        await self._serve(scope, receive, observing_send, headers, request_id, address)
+                        await serve()
                     finally:
                         if scope["type"] == "http":
                             span.set_attribute("http.response.status_code", status)
@@ -189,7 +197,7 @@ class AuthMiddleware:
                 token = TRACE_ID.set(trace_id_of(headers.get("traceparent"))) if trusted else None
                 log.trace_id = TRACE_ID.get()
                 try:
-                    await self._serve(scope, receive, observing_send, headers, request_id, address)
+                    await serve()
                 finally:
                     if token is not None:
                         TRACE_ID.reset(token)

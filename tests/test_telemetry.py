@@ -235,7 +235,9 @@ async def test_metrics_latency_errors_pool_and_sync_lag(database: Database, owne
     reader = InMemoryMetricReader()
     telemetry = Telemetry(TelemetryConfig(metrics_interval_ms=100), metric_reader=reader)
     assert telemetry.metrics and not telemetry.tracing
-    app = create_app(settings_for(database.app_url), telemetry=telemetry)
+    app = create_app(
+        settings_for(database.app_url, db_pool_size=1, db_max_overflow=0, db_pool_timeout_ms=500), telemetry=telemetry
+    )
     async with served(app) as base, httpx.AsyncClient(base_url=base) as client:
         for _ in range(3):
             assert (await client.get("/readyz")).status_code == 200
@@ -243,19 +245,28 @@ async def test_metrics_latency_errors_pool_and_sync_lag(database: Database, owne
             if telemetry.sync_lag_s is not None:
                 break
             await asyncio.sleep(0.05)
-        data = reader.get_metrics_data()
+        points = _points(reader)
+        async with app.state.engine.connect():  # the only connection held: readiness fails, 503
+            assert (await client.get("/readyz")).status_code == 503
+        errors = _points(reader)["gwm.http.server.errors"]
+    assert [(p.attributes["http.response.status_code"], p.value) for p in errors] == [(503, 1)]
+    durations = points["gwm.http.server.duration"]
+    assert sum(p.count for p in durations if p.attributes.get("http.response.status_code") == 200) == 3
+    assert "gwm.db.pool.checked_out" in points and "gwm.db.pool.size" in points
+    assert "gwm.subscriptions.active" in points
+    assert [p.value for p in points["gwm.sync.lag"]] and all(p.value >= 0 for p in points["gwm.sync.lag"])
+    assert "gwm.http.server.errors" not in points  # none before the failing one
+
+
+def _points(reader: InMemoryMetricReader) -> dict[str, list[Any]]:
+    data = reader.get_metrics_data()
     assert data is not None
     points: dict[str, list[Any]] = defaultdict(list)
     for resource in data.resource_metrics:
         for scope in resource.scope_metrics:
             for metric in scope.metrics:
                 points[metric.name].extend(metric.data.data_points)
-    durations = points["gwm.http.server.duration"]
-    assert sum(p.count for p in durations if p.attributes.get("http.response.status_code") == 200) == 3
-    assert "gwm.db.pool.checked_out" in points and "gwm.db.pool.size" in points
-    assert "gwm.subscriptions.active" in points
-    assert [p.value for p in points["gwm.sync.lag"]] and all(p.value >= 0 for p in points["gwm.sync.lag"])
-    assert "gwm.http.server.errors" not in points or all(p.value == 0 for p in points["gwm.http.server.errors"])
+    return points
 
 
 def test_settings_and_helpers() -> None:
