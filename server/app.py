@@ -204,7 +204,7 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await sync_lag
             await engine.dispose()
-            telemetry.stop()
+            await asyncio.to_thread(telemetry.stop)  # flushing may wait for the collector: not on the loop
 
     app = Starlette(
         routes=[

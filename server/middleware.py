@@ -14,7 +14,12 @@ is refused too, and with the cookie as credential, a GET of the GraphQL endpoint
 request must show it is not a cross-site one (server/csrf.py).
 
 The request id is the server's own (a UUID) unless the peer is one of GWM_TRUSTED_PROXIES, whose
-X-Request-ID is kept: a client must not choose the id audit rows are correlated by. A path no
+X-Request-ID is kept: a client must not choose the id audit rows are correlated by. Likewise only
+such a peer's X-Forwarded-For / Forwarded and traceparent are believed (server/proxies.py): the client
+address (audit rows, lockout, rate limits) is put in `scope["state"]["client_address"]` and the
+RequestMeta, the trace id in models.tracing.TRACE_ID and the log records (server/logging_setup.py).
+With telemetry on, the request runs in its span (server/telemetry.py); with it off, no span, timer
+or metric is touched. A path no
 route serves answers 404 before any authentication. Every refusal is JSON with a code, and an
 exception no route handled becomes a 500 with INTERNAL_SERVER_ERROR and the request id, logged
 with the id (a database error without its driver message, which quotes values).

@@ -275,6 +275,11 @@ def test_settings_and_helpers() -> None:
     assert (otlp.exporter, otlp.endpoint) == ("otlp", "http://collector:4318")
     console = Settings.from_env({"GWM_ENV": "development", "GWM_OTEL_EXPORTER": "console"}).telemetry
     assert console.exporter == "console"
+    printing = Telemetry(console)
+    assert printing.tracing and printing.metrics
+    printing.stop()
+    off = Telemetry.from_settings(Settings())
+    assert not off.tracing and not off.metrics and off.tracer is None
     for env, name in (
         ({"GWM_OTEL_EXPORTER": "console"}, "GWM_OTEL_EXPORTER"),  # production by default
         ({"GWM_OTEL_EXPORTER": "otlp"}, "GWM_OTEL_EXPORTER"),
