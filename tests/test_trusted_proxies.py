@@ -106,6 +106,8 @@ async def test_a_spoofed_forwarded_for_changes_neither_the_audit_address_nor_the
         database.app_url, rate_limit_per_address=4, rate_limit_per_user=10_000, rate_limit_per_tenant=10_000,
     ))
     async with served(app) as base, httpx.AsyncClient(base_url=base) as client:
+        login = await client.post("/auth/login", json=user.credentials(), headers={"x-forwarded-for": SPOOFED})
+        assert login.status_code == 200
         token = await sign_in(client, user)
         request_id = await _create(client, token, {"x-forwarded-for": SPOOFED, "forwarded": f"for={SPOOFED}"})
         # Three more root fields from "three other addresses": the same bucket, the fifth is refused.
@@ -118,6 +120,8 @@ async def test_a_spoofed_forwarded_for_changes_neither_the_audit_address_nor_the
             statuses.append(response.status_code)
     rows = await _audit(owner_engine, fresh_tenant, request_id)
     assert rows and {row.ip for row in rows} == {"127.0.0.1"}
+    signed_in = await _audit(owner_engine, fresh_tenant, login.headers["x-request-id"])  # the sign-in's event too
+    assert signed_in and {row.ip for row in signed_in} == {"127.0.0.1"}
     assert statuses[:3] == [200, 200, 200] and statuses[3] == 429, statuses
 
 
@@ -130,6 +134,10 @@ async def test_behind_a_trusted_proxy_the_forwarded_client_is_audited_and_charge
         rate_limit_per_address=4, rate_limit_per_user=10_000, rate_limit_per_tenant=10_000,
     ))
     async with served(app) as base, httpx.AsyncClient(base_url=base) as client:
+        login = await client.post(
+            "/auth/login", json=user.credentials(), headers={"x-forwarded-for": f"{SPOOFED}, 203.0.113.78"}
+        )
+        assert login.status_code == 200
         token = await sign_in(client, user)
         # The client wrote a hop of its own (left); the proxy appended the address it saw.
         request_id = await _create(client, token, {"x-forwarded-for": f"{SPOOFED}, 203.0.113.77"})
@@ -142,4 +150,6 @@ async def test_behind_a_trusted_proxy_the_forwarded_client_is_audited_and_charge
             statuses.append(response.status_code)
     rows = await _audit(owner_engine, fresh_tenant, request_id)
     assert rows and {row.ip for row in rows} == {"203.0.113.77"}
+    signed_in = await _audit(owner_engine, fresh_tenant, login.headers["x-request-id"])
+    assert signed_in and {row.ip for row in signed_in} == {"203.0.113.78"}
     assert statuses == [200] * 6
