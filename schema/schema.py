@@ -62,7 +62,7 @@ from schema.subscriptions import Subscription
 from schema.sync import SyncQuery
 from schema.sync_mutations import SyncMutation
 from schema.tenant_mutations import TenantMutation, TenantSecuritySettingsQuery
-from schema.trusted_document_mutations import TrustedDocumentMutation
+from schema.trusted_document_mutations import TrustedDocumentMutation, TrustedDocumentQuery
 from schema.user_mutations import UserMutation
 from schema.websocket import LiveConnections, WebSocketView
 
@@ -105,6 +105,7 @@ class Query(
     TenantSecuritySettingsQuery,
     TenantSsoSettingsQuery,
     SyncQuery,
+    TrustedDocumentQuery,
 ):
     node: relay.Node | None = relay.node(description="Any entity by its global id; null when not found.")
     nodes: list[relay.Node | None] = relay.node(description="Entities by global id, in order; null where not found.")

@@ -1,8 +1,8 @@
-"""Registering the tenant's trusted documents (schema/trusted_documents.py; docs/api.md, Trusted documents).
+"""Registering and listing the tenant's trusted documents (schema/trusted_documents.py; docs/api.md).
 
-`trustedDocumentRegister` and `trustedDocumentUnregister` need `graphql:document:register`
-(docs/permissions.md says who holds it and why). Each is one audited transaction through the mutation
-kit: the row is written on the unit of work's connection and its event row
+`trustedDocumentRegister`, `trustedDocumentUnregister` and `trustedDocuments` need `graphql:document:register`
+(docs/permissions.md says who holds it and why). Each mutation is one audited transaction through the
+mutation kit: the row is written on the unit of work's connection and its event row
 (`graphql.document.registered` / `graphql.document.unregistered`, `document_sha256` and the name in its values) is
 appended before COMMIT (docs/decisions.md D32; the table is not audited by the flush hook).
 
@@ -29,6 +29,7 @@ from models.errors import Invalid, NotFound
 from models.trusted_documents import MAX_DOCUMENT_CHARS, document_hash
 from models.trusted_documents import TrustedDocument as TrustedDocumentRow
 from models.unit_of_work import UnitOfWork
+from schema.context import Info
 from schema.limits import (
     DEFAULT_MAX_OVERLAPS,
     DEFAULT_MAX_SELECTIONS,
@@ -39,12 +40,14 @@ from schema.limits import (
     without_suggestions,
 )
 from schema.mutation_kit import Args, Deleted, Done, Entity, mutation
+from schema.permissions import requires
 from schema.trusted_documents import DEFAULT_MAX_REGISTERED
 
 __all__ = [
     "REGISTERED",
     "TrustedDocument",
     "TrustedDocumentMutation",
+    "TrustedDocumentQuery",
     "TrustedDocumentRegisterInput",
     "TrustedDocumentUnregisterInput",
 ]
@@ -191,6 +194,30 @@ async def _unregister(uow: UnitOfWork, args: Args[TrustedDocumentUnregisterInput
         risk=RiskLevel.MEDIUM,
     )
     return Done(id=args.input.id)
+
+
+@strawberry.type
+class TrustedDocumentQuery:
+    @strawberry.field(
+        description="The tenant's trusted documents (at most GWM_TRUSTED_DOCUMENTS_MAX), oldest first: what callers"
+        " without graphql:adhoc may run besides the shipped operations.",
+        extensions=[requires(Permission.GRAPHQL_DOCUMENT_REGISTER)],
+    )
+    async def trusted_documents(self, info: Info) -> list[TrustedDocument] | None:
+        db = info.context.loaders.db
+        table = TrustedDocumentRow.__table__
+        rows = (
+            await db.execute(
+                select(table).where(table.c.tenant_id == db.tenant_id).order_by(table.c.created_at, table.c.id)
+            )
+        ).all()
+        return [
+            TrustedDocument(
+                id=row.id, sha256_hash=row.sha256_hash, document=row.document, name=row.name,
+                registered_by=row.registered_by, created_at=row.created_at,
+            )
+            for row in rows
+        ]
 
 
 @strawberry.type

@@ -47,6 +47,7 @@ REGISTER = """mutation ($input: TrustedDocumentRegisterInput!) {
     errors { field code message }
   }
 }"""
+LIST = "{ trustedDocuments { id sha256Hash name document registeredBy createdAt } }"
 UNREGISTER = """mutation ($input: TrustedDocumentUnregisterInput!) {
   trustedDocumentUnregister(input: $input) { deletedId deletedRowId errors { field code message } }
 }"""
@@ -384,6 +385,11 @@ async def test_the_registry_is_bounded_and_registering_is_idempotent_by_content(
     assert (await _unregister(client, team.admin, ids[1]))["errors"] == []
     assert (await _register(client, team.admin, documents[3]))["errors"] == []
     assert "errors" not in await _post(client, team.viewer, {"query": documents[3]})
+    listed = await _post(client, team.admin, {"query": LIST})
+    assert [d["id"] for d in listed["data"]["trustedDocuments"]][:2] == [ids[0], ids[2]], listed
+    assert [d["document"] for d in listed["data"]["trustedDocuments"]] == [documents[0], documents[2], documents[3]]
+    refused = await _post(client, team.analyst, {"query": LIST})  # graphql:adhoc, not the registration
+    assert refused["errors"][0]["extensions"] == {"code": "FORBIDDEN", "permission": "graphql:document:register"}
 
 
 # -- audit ----------------------------------------------------------------------------------------
