@@ -45,6 +45,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -62,14 +63,11 @@ from sqlalchemy import (
     Boolean,
     Integer,
     LargeBinary,
-    Select,
     String,
     Table,
     Text,
+    TextClause,
     bindparam,
-    func,
-    literal_column,
-    select,
     text,
 )
 from sqlalchemy.dialects.postgresql import INET, JSONB, TIMESTAMP, UUID
@@ -643,16 +641,41 @@ def _insert(
         table, rows = batches[0]
         connection.execute(table.insert(), rows)
         return
-    statement: Select[Any] = select(
-        literal_column("1") if notify is None
-        else func.pg_notify(bindparam("gwm_notify_channel", notify[0], type_=Text),
-                            bindparam("gwm_notify_payload", notify[1], type_=Text))
-    )
+    shape = tuple((table.name, len(rows)) for table, rows in batches)
+    params: dict[str, Any] = {}
     for table, rows in batches:
-        statement = statement.add_cte(
-            table.insert().values([_full(table, row) for row in rows]).cte(f"appended_{table.name}")
-        )
-    connection.execute(statement)
+        for i, row in enumerate(rows):
+            for column in table.columns:
+                params[f"{table.name}_{i}_{column.name}"] = row.get(column.name)
+    if notify is not None:
+        params["gwm_notify_channel"], params["gwm_notify_payload"] = notify
+    connection.execute(_appending(shape, notify is not None), params)
+
+
+@functools.lru_cache(maxsize=128)
+def _appending(shape: tuple[tuple[str, int], ...], notify: bool) -> TextClause:
+    """The statement appending `shape` ((table name, row count), ...): a data-modifying WITH per table
+    (multi-row VALUES of every column, each value a parameter named `<table>_<row>_<column>` of the
+    column's type), its SELECT list sending the notification when `notify`. One statement object per
+    shape, so SQLAlchemy compiles it once and reuses it (a multi-row VALUES built with
+    `insert().values([...])` is never cached: it was compiled again on every append)."""
+    parts: list[str] = []
+    parameters: list[Any] = []
+    for name, count in shape:
+        table = audit_table(name)
+        columns = list(table.columns)
+        rows: list[str] = []
+        for i in range(count):
+            names = [f"{name}_{i}_{column.name}" for column in columns]
+            rows.append("(" + ", ".join(f":{n}" for n in names) + ")")
+            parameters.extend(bindparam(n, type_=column.type) for n, column in zip(names, columns, strict=True))
+        listed = ", ".join(column.name for column in columns)
+        # Table and column names from the models, parameters by name: no value is ever in the text.
+        parts.append(f"appended_{name} AS (INSERT INTO {name} ({listed}) VALUES {', '.join(rows)})")  # noqa: S608
+    tail = "SELECT pg_notify(:gwm_notify_channel, :gwm_notify_payload)" if notify else "SELECT 1"
+    if notify:
+        parameters += [bindparam("gwm_notify_channel", type_=Text), bindparam("gwm_notify_payload", type_=Text)]
+    return text(f"WITH {', '.join(parts)} {tail}").bindparams(*parameters)
 
 
 def _full(table: Table, row: Mapping[str, Any]) -> dict[str, Any]:
@@ -719,12 +742,22 @@ def _complete(
 
 def _server_default(column: Any, now: datetime.datetime) -> Any:
     """The Python value of a column's server default (the few forms the audit tables use)."""
+    value = _default_of(column)
+    return now if value is _NOW else value
+
+
+_NOW = object()
+
+
+@functools.lru_cache(maxsize=256)
+def _default_of(column: Any) -> Any:
+    """`_server_default` without the clock, once per column (rendering the default's SQL is not free)."""
     arg = getattr(column.server_default, "arg", None)
     if isinstance(arg, str):  # server_default="low": a string literal
         return arg
     sql = str(arg).strip()
     if sql == "now()":
-        return now
+        return _NOW
     if sql == "true":
         return True
     if sql == "false":

@@ -56,7 +56,7 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 import asyncpg
-from sqlalchemy import ForeignKeyConstraint, Numeric, String, UniqueConstraint, func, select, text
+from sqlalchemy import ForeignKeyConstraint, Numeric, String, UniqueConstraint, bindparam, func, select, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
@@ -368,14 +368,9 @@ class UnitOfWork:
         return obj  # type: ignore[no-any-return]
 
     async def _row(self, model: Any, entity_id: uuid.UUID, label: str, field: str, *, key_share: bool) -> Any:
-        stmt = (
-            select(model, func.now().label("tx_now"))
-            .where(model.id == entity_id, *_tenant_condition(model, self.tenant_id))
-            .with_for_update(read=key_share, key_share=key_share)
-            .execution_options(populate_existing=True)
-        )
+        stmt = _row_statement(model, key_share)
         try:
-            row = (await self.session.execute(stmt)).first()
+            row = (await self.session.execute(stmt, {"gwm_row_id": entity_id, "gwm_tenant_id": self.tenant_id})).first()
         except DBAPIError as exc:
             domain = translate_error(exc)
             if domain is not None:
@@ -558,10 +553,23 @@ def _label(model: type) -> str:
     return _singular(getattr(model, "__tablename__", None))
 
 
-def _tenant_condition(model: Any, tenant_id: uuid.UUID) -> list[Any]:
+def _tenant_condition(model: Any, tenant_id: Any) -> list[Any]:
     if getattr(model, "__tablename__", None) == "tenants":
         return [model.id == tenant_id]
     return [model.tenant_id == tenant_id] if hasattr(model, "tenant_id") else []
+
+
+@functools.lru_cache(maxsize=512)
+def _row_statement(model: Any, key_share: bool) -> Any:
+    """`lock`'s (FOR UPDATE) or `find`'s (FOR KEY SHARE) statement for `model`, built once: the row
+    `gwm_row_id` of the tenant `gwm_tenant_id`, with the transaction's instant."""
+    tenant: Any = bindparam("gwm_tenant_id")  # each takes its column's type
+    return (
+        select(model, func.now().label("tx_now"))
+        .where(model.id == bindparam("gwm_row_id"), *_tenant_condition(model, tenant))
+        .with_for_update(read=key_share, key_share=key_share)
+        .execution_options(populate_existing=True)
+    )
 
 
 def _differs(current: Any, value: Any) -> bool:
