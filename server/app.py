@@ -209,7 +209,8 @@ def create_app(
     app = Starlette(
         routes=[
             # First: the router tries routes in order, and nearly every request is a GraphQL one.
-            Route("/graphql", GraphQLOperations(graphql), methods=["GET", "POST"]),
+            # With telemetry on, inside a graphql.operation span; off, the view itself (nothing in between).
+            Route("/graphql", GraphQLOperations(graphql) if telemetry.tracing else graphql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),  # subscriptions (graphql-transport-ws, schema/websocket.py)
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
