@@ -24,7 +24,9 @@ themselves. A limit of 0 turns that bucket off.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import ipaddress
 import math
 import time
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
@@ -52,6 +54,7 @@ __all__ = [
     "RateLimiter",
     "Refusal",
     "SharedBuckets",
+    "address_key",
     "limit_sensitive_routes",
     "limiter_of",
 ]
@@ -125,6 +128,21 @@ class Refusal:
 
     def extensions(self) -> dict[str, object]:
         return {"code": "RATE_LIMITED", "limit": self.scope, "retryAfter": self.retry_after}
+
+
+@functools.lru_cache(maxsize=4096)
+def address_key(address: str | None) -> str | None:
+    """The budget an address belongs to: an IPv4 address itself, an IPv6 address its /64 (one host
+    usually holds a whole /64, and would otherwise rotate through it), an IPv4-mapped one its IPv4."""
+    if address is None or ":" not in address:
+        return address
+    try:
+        parsed = ipaddress.IPv6Address(address.split("%", 1)[0])
+    except ValueError:
+        return address
+    if parsed.ipv4_mapped is not None:
+        return str(parsed.ipv4_mapped)
+    return str(ipaddress.IPv6Network((parsed, 64), strict=False))
 
 
 def _digest(kind: str, value: str) -> bytes:
@@ -225,7 +243,7 @@ class RateLimiter:
         per_address, per_user, per_tenant = self._shares
         caller = ("key", principal.api_key_id) if principal.api_key_id is not None else ("user", principal.user_id)
         buckets = (
-            ("address", ("address", address), per_address),
+            ("address", ("address", address_key(address)), per_address),
             ("user", caller, per_user),
             ("tenant", ("tenant", principal.tenant_id), per_tenant),
         )
@@ -240,7 +258,7 @@ class RateLimiter:
         a tenant id or the subdomain asked for. Either may be unknown (None): that bucket is skipped.
         """
         c = self.config
-        buckets = [("address", _digest("sensitive-address", address or "-"), c.sensitive_per_address)]
+        buckets = [("address", _digest("sensitive-address", address_key(address) or "-"), c.sensitive_per_address)]
         if user is not None:
             buckets.append(("user", _digest("sensitive-user", user), c.sensitive_per_user))
         if tenant is not None:

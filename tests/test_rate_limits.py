@@ -518,3 +518,25 @@ async def test_a_refusal_keeps_429_in_either_media_type(
             assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1, refused.text
             assert refused.headers["content-type"].startswith(accept)
             assert refused.json()["errors"][0]["extensions"]["code"] == "RATE_LIMITED"
+
+
+def test_an_ipv6_client_is_limited_by_its_64() -> None:
+    from auth.rate_limits import address_key
+
+    assert address_key("10.1.2.3") == "10.1.2.3"
+    assert address_key("2001:db8:1:2:3:4:5:6") == address_key("2001:db8:1:2::9") == "2001:db8:1:2::/64"
+    assert address_key("2001:db8:1:3::9") == "2001:db8:1:3::/64"
+    assert address_key("::ffff:10.0.0.1") == "10.0.0.1"  # an IPv4 client seen through a dual-stack socket
+    assert address_key(None) is None
+
+
+async def test_addresses_of_one_ipv6_64_share_a_budget(database: Database, users: tuple[LoginUser, LoginUser]) -> None:
+    prefix = f"2001:db8:{uuid.uuid4().int % 0xFFFF:x}:{uuid.uuid4().int % 0xFFFF:x}"
+    app = app_with(database, rate_limit_per_address=2)
+    async with running(app) as client_from:
+        one, two = client_from(f"{prefix}::1"), client_from(f"{prefix}:aa:bb:cc:dd")
+        token = await sign_in(one, users[0])
+        assert (await post(one, token, VIEWER)).status_code == 200
+        assert (await post(two, token, VIEWER)).status_code == 200
+        assert_refused(await post(two, token, VIEWER), "address")
+        assert (await post(client_from("2001:db8:ffff:ffff::1"), token, VIEWER)).status_code == 200  # another /64

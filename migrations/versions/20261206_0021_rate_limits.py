@@ -42,6 +42,11 @@ DECLARE
     worst integer := 0;
     i integer;
 BEGIN
+    IF random() < 0.001 THEN  -- now and then, forget buckets that are full again (as good as absent)
+        DELETE FROM gwm_rate.buckets WHERE key IN (
+            SELECT b.key FROM gwm_rate.buckets b WHERE b.tat < t_now LIMIT 1000 FOR UPDATE SKIP LOCKED
+        );
+    END IF;
     INSERT INTO gwm_rate.buckets (key, tat) SELECT k, t_now FROM unnest(keys) AS k ORDER BY k
     ON CONFLICT (key) DO NOTHING;
     FOR i IN 1 .. coalesce(array_length(keys, 1), 0) LOOP
@@ -57,11 +62,6 @@ BEGIN
     END IF;
     INSERT INTO gwm_rate.buckets (key, tat) SELECT k, t FROM unnest(keys, dues) AS u(k, t)
     ON CONFLICT (key) DO UPDATE SET tat = excluded.tat;
-    IF random() < 0.001 THEN  -- now and then, forget buckets that are full again (as good as absent)
-        DELETE FROM gwm_rate.buckets WHERE key IN (
-            SELECT b.key FROM gwm_rate.buckets b WHERE b.tat < t_now LIMIT 1000 FOR UPDATE SKIP LOCKED
-        );
-    END IF;
     RETURN ARRAY[0, 0];
 END
 $$
