@@ -172,7 +172,9 @@ class UserRole(UUIDPrimaryKey, TenantScoped, Base):
         Index(None, "tenant_id", "opportunity_project_id"),  # a project's grants (0003)
         # NULLS NOT DISTINCT: one tenant-wide grant of a role per user (NULL project), not many.
         UniqueConstraint("user_id", "role_id", "opportunity_project_id", postgresql_nulls_not_distinct=True),
-        Index(None, "user_id", "role_id"),
+        # A caller's assignments, index-only: the principal lookup's scan by user, a compiled read's probe of one
+        # project (0022; by user and role: the unique constraint's index).
+        Index(None, "user_id", "opportunity_project_id", postgresql_include=["role_id", "tenant_id", "expires_at"]),
         Index(None, "tenant_id"),
         tenant_fk("user_id", "users", ondelete="CASCADE"),
         tenant_fk("role_id", "roles", ondelete="CASCADE"),
