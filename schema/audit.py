@@ -99,6 +99,8 @@ class AuditLog(EntityNode, TenantOwned, relay.Node):
         "permission_used": "The permission(s) the action needed, as resource:action, comma-separated.",
         "risk_level": "How sensitive the action was, for review and alerting.",
         "request_id": "The id of the HTTP request the action was part of: the rows of one request share it.",
+        "trace_id": "The W3C trace id of that request (its OpenTelemetry trace, or a trusted proxy's"
+        " traceparent), when it had one: a trace may span several requests.",
         "api_endpoint": "The endpoint called, e.g. /graphql or /auth/login.",
         "http_method": "The HTTP method of the request.",
         "response_status": "The HTTP status answered, where the action was a request of its own (e.g. 401).",
@@ -143,6 +145,7 @@ class AuditLog(EntityNode, TenantOwned, relay.Node):
     permission_used: str | None
     risk_level = enum_column(RiskLevel, _AUDIT.c.risk_level)
     request_id: str | None
+    trace_id: str | None
     api_endpoint: str | None
     http_method: str | None
     response_status: int | None

@@ -46,6 +46,10 @@ BY_ID = (
     "query OrganizationById($id: ID!) { node(id: $id) { __typename"
     " ... on Organization { id name parentOrganization { name } } } }"
 )
+AUDIT = (
+    "query Audit($r: String!) { auditLogs(filter: {requestId: {eq: $r}, actionType: {eq: \"CREATE\"}})"
+    " { nodes { requestId traceId } } }"
+)
 INCOMING_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 TRACEPARENT = f"00-{INCOMING_TRACE}-00f067aa0ba902b7-01"
 
@@ -170,6 +174,7 @@ async def test_a_traceparent_never_merges_two_requests(
     database: Database, owner_engine: AsyncEngine, fresh_tenant: TenantRef
 ) -> None:
     user = await make_login_user(owner_engine, fresh_tenant, roles=["Capture Manager"])
+    admin = await make_login_user(owner_engine, fresh_tenant, roles=["Tenant Admin"])
     for trusted in (False, True):
         exporter = InMemorySpanExporter()
         telemetry = _telemetry(exporter)
@@ -182,6 +187,9 @@ async def test_a_traceparent_never_merges_two_requests(
                             {"traceparent": TRACEPARENT})
                 for _ in range(2)
             ]
+            # The API shows the trace id beside the request id (AuditLog.traceId).
+            admin_token = await sign_in(client, admin)
+            listed = await _post(client, admin_token, AUDIT, {"r": responses[0].headers["x-request-id"]})
             assert telemetry.flush()
         ids = [r.headers["x-request-id"] for r in responses]
         assert ids[0] != ids[1] and all(uuid.UUID(i) for i in ids)  # two requests, two server ids
@@ -189,6 +197,8 @@ async def test_a_traceparent_never_merges_two_requests(
         trace_ids = [_request_trace(spans, rid)[0] for rid in ids]
         rows = [await _audit_row(owner_engine, fresh_tenant, rid) for rid in ids]
         assert [row.trace_id for row in rows] == trace_ids
+        (shown,) = listed.json()["data"]["auditLogs"]["nodes"]
+        assert (shown["requestId"], shown["traceId"]) == (ids[0], trace_ids[0])
         if trusted:  # the proxy's trace continues: both requests in it, each its own request id
             assert trace_ids == [INCOMING_TRACE, INCOMING_TRACE]
         else:  # a client cannot choose the trace either

@@ -48,6 +48,7 @@ AUDIT_LOG_COLUMNS: tuple[Column, ...] = (
     Column("ipAddress", "ip_address"),
     Column("userAgent", "user_agent"),
     Column("requestId", "request_id"),
+    Column("traceId", "trace_id"),
     Column("apiEndpoint", "api_endpoint"),
     Column("httpMethod", "http_method"),
     Column("responseStatus", "response_status"),
