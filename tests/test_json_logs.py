@@ -110,6 +110,8 @@ async def test_gwm_serve_logs_json_with_the_request_ids_and_no_secret(
 def test_json_formatter_and_redaction(capsys: pytest.CaptureFixture[str]) -> None:
     root = logging.getLogger()
     saved = (list(root.handlers), root.level)
+    uvicorn_loggers = [logging.getLogger(name) for name in ("uvicorn", "uvicorn.error", "uvicorn.access")]
+    uvicorn_saved = [(list(lg.handlers), lg.propagate, lg.disabled) for lg in uvicorn_loggers]
     try:
         configure_logging("info", "json")
         token = REQUEST_LOG.set(RequestLog("req-12345678", trace_id=TRACE))
@@ -126,6 +128,8 @@ def test_json_formatter_and_redaction(capsys: pytest.CaptureFixture[str]) -> Non
                 root.removeHandler(handler)
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
+        for lg, (handlers, propagate, disabled) in zip(uvicorn_loggers, uvicorn_saved, strict=True):
+            lg.handlers[:], lg.propagate, lg.disabled = handlers, propagate, disabled
     lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
     inside, outside = lines[-2], lines[-1]
     assert inside["request_id"] == "req-12345678" and inside["trace_id"] == TRACE
