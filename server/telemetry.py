@@ -21,7 +21,7 @@ fingerprint, gwm.sql.fingerprint, identifies it instead).
 SQL spans come from two hooks on the engine: SQLAlchemy's cursor events for statements it sends,
 and asyncpg's query logger for those sent on the driver directly (the principal lookup, compiled
 reads, BEGIN/ROLLBACK of the request transaction); a statement SQLAlchemy sends is not counted
-twice.
+twice, and a statement outside any trace (the sync lag sample) is not recorded.
 
 Exporting never blocks a request: finished spans go into a bounded queue (GWM_OTEL_QUEUE_SIZE)
 that a background thread exports in batches; a span that finds the queue full is dropped, as is
@@ -391,6 +391,8 @@ class Telemetry:
         sync_engine = engine.sync_engine
 
         def before(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
+            if not _in_trace():
+                return
             span = tracer.start_span(f"SQL {_operation(statement)}", attributes=_sql_attributes(statement))
             conn.info["gwm_sql"] = (span, _IN_SQLALCHEMY.set(True))
 
@@ -405,7 +407,7 @@ class Telemetry:
         event.listen(sync_engine, "handle_error", failed)
 
         def logged(record: Any) -> None:
-            if _IN_SQLALCHEMY.get():
+            if _IN_SQLALCHEMY.get() or not _in_trace():
                 return
             end = time.time_ns()
             span = tracer.start_span(
@@ -442,6 +444,14 @@ class GraphQLOperations:
             return
         with tracer.start_as_current_span("graphql.operation"):
             await self.app(scope, receive, send)
+
+
+def _in_trace() -> bool:
+    """True inside a span (a request's): statements of no request (pool pings, the sync lag sample)
+    would each be a trace of their own and are not recorded."""
+    from opentelemetry import trace
+
+    return trace.get_current_span().get_span_context().is_valid
 
 
 def _end_sql(conn: Any, error: BaseException | None) -> None:

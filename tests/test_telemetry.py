@@ -128,6 +128,9 @@ async def test_one_trace_per_request_with_operation_statement_and_sql_spans(
     assert tracing.state.tracer is None  # unpublished when the app stopped
     spans = exporter.get_finished_spans()
     assert spans and telemetry.dropped == 0
+    assert {s.name for s in spans if s.parent is None} == {"HTTP POST"}, [
+        (s.name, s.parent) for s in spans if s.parent is None
+    ]  # every span belongs to a request's trace: no statement of its own
 
     # One trace per request, each with exactly one root (the HTTP span), all distinct.
     request_ids = [created.headers["x-request-id"], *(r.headers["x-request-id"] for r in reads)]
