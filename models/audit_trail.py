@@ -428,30 +428,28 @@ class AuditTrail:
     def guard(self, connection: Connection) -> Callable[[], None]:
         """Refuse DML on audited tables on `connection` outside a flush; returns the remover."""
 
-        def before_execute(conn: Connection, clause: Any, multiparams: Any, params: Any, options: Any) -> None:
-            if self._flushing:
-                return
-            if self._known and _may_write(clause):
-                self._known.clear()
-            table = _dml_table(clause)
-            if table is not None:
-                raise BypassRefused(
-                    f"{table} is audited: write it through the unit of work's session (the flush hook), "
-                    "not with a statement"
-                )
-
-        def returning_every_column(
+        def before_execute(
             conn: Connection, clause: Any, multiparams: Any, params: Any, options: Any
         ) -> tuple[Any, Any, Any]:
-            # The flush's own INSERT or UPDATE of one row of an audited table returns every column as
-            # stored (defaults, triggers, numeric scale, jsonb normalisation): its "after", with no
-            # read-back. The ORM takes them as the object's loaded values (eager_defaults' path).
-            if self._flushing and len(multiparams) <= 1 and isinstance(clause, Insert | Update):
-                table = _audited_table(clause)
-                if table is not None:
-                    # The supplemental columns: the SET clause's own columns too (return_defaults leaves out
-                    # those given a parameter, whose stored form may differ: numeric scale, jsonb).
-                    clause = clause.return_defaults(*table.columns, supplemental_cols=table.columns)
+            if self._flushing:
+                # The flush's own INSERT or UPDATE of one row of an audited table returns every column as
+                # stored (defaults, triggers, numeric scale, jsonb normalisation): its "after", with no
+                # read-back. The ORM takes them as the object's loaded values (eager_defaults' path).
+                if len(multiparams) <= 1 and isinstance(clause, Insert | Update):
+                    table = _audited_table(clause)
+                    if table is not None:
+                        # The supplemental columns: the SET clause's own columns too (return_defaults leaves
+                        # out those given a parameter, whose stored form may differ: numeric scale, jsonb).
+                        clause = clause.return_defaults(*table.columns, supplemental_cols=table.columns)
+                return clause, multiparams, params
+            if self._known and _may_write(clause):
+                self._known.clear()
+            table_name = _dml_table(clause)
+            if table_name is not None:
+                raise BypassRefused(
+                    f"{table_name} is audited: write it through the unit of work's session (the flush hook), "
+                    "not with a statement"
+                )
             return clause, multiparams, params
 
         def returned(
@@ -472,8 +470,7 @@ class AuditTrail:
             if len(values) == len(table.columns) and values.get("id") is not None:
                 self._returned[(table.name, values["id"])] = values
 
-        event.listen(connection, "before_execute", before_execute)
-        event.listen(connection, "before_execute", returning_every_column, retval=True)
+        event.listen(connection, "before_execute", before_execute, retval=True)
         event.listen(connection, "after_execute", returned)
         # Marks the connection as this unit of work's for `in_flush`; the dict is kept so that
         # removing the mark never touches a connection that died (which would reconnect it).
@@ -482,7 +479,6 @@ class AuditTrail:
 
         def remove() -> None:
             event.remove(connection, "before_execute", before_execute)
-            event.remove(connection, "before_execute", returning_every_column)
             event.remove(connection, "after_execute", returned)
             if info.get(_STATE_KEY) is self:
                 del info[_STATE_KEY]
@@ -653,7 +649,9 @@ class AuditTrail:
                 return
             row[column.name] = loaded[key]
         # A copy: the domain code may change a loaded list or dict in place before the flush.
-        self._known[(table.name, obj.id)] = copy.deepcopy(row)
+        self._known[(table.name, obj.id)] = {
+            name: copy.deepcopy(value) if isinstance(value, list | dict) else value for name, value in row.items()
+        }
 
     def after_flush_postexec(self) -> None:
         self._flushing = False

@@ -128,6 +128,8 @@ def is_mutation_request(body: bytes) -> bool:
     selects is a mutation. False whenever that is not certain (a document not seen yet, a malformed
     body, an unnamed choice among several operations, persisted-query extensions): the request is then
     authenticated in a read transaction, as any other (server/middleware.py)."""
+    if b"mutation" not in body:  # a read's body: no parsing (an escaped keyword only means "unsure")
+        return False
     from schema.schema import DOCUMENT_CACHE  # the schema module imports this one
 
     try:
