@@ -152,7 +152,9 @@ class AuthMiddleware:
         log_token = REQUEST_LOG.set(log)
         try:
             telemetry = self.telemetry
-            if telemetry is None and not self.access_log:
+            if (telemetry is None and not self.access_log) or scope["type"] != "http":
+                # A WebSocket is no request span (it may stay open for hours): its operations are
+                # subscriptions, bounded and counted on their own (live/, gwm.subscriptions.active).
                 trace_token = TRACE_ID.set(trace_id_of(headers.get("traceparent"))) if trusted else None
                 log.trace_id = TRACE_ID.get()
                 try:
