@@ -146,7 +146,8 @@ def address_key(address: str | None) -> str | None:
 
 
 def _digest(kind: str, value: str) -> bytes:
-    return hashlib.sha256(f"{kind}\x00{value}".encode()).digest()
+    # surrogatepass: a client's text (a sign-in email) may hold a lone surrogate; it still names one bucket.
+    return hashlib.sha256(f"{kind}\x00{value}".encode("utf-8", "surrogatepass")).digest()
 
 
 def _whole_seconds(wait: float) -> int:
