@@ -90,7 +90,9 @@ async def test_sigterm_finishes_the_request_in_flight_and_closes_subscribers_wit
     owner_engine: AsyncEngine, served: Served
 ) -> None:
     tenant = await create_tenant(owner_engine)
-    user = await make_login_user(owner_engine, tenant, roles=("Viewer",))
+    # A BD Analyst holds graphql:adhoc: `gwm serve` defaults to production, where a caller without it
+    # runs only trusted documents (tests/test_trusted_documents.py), and these documents are ad hoc.
+    user = await make_login_user(owner_engine, tenant, roles=("BD Analyst",))
     async with httpx.AsyncClient(base_url=served.base, timeout=60) as client:
         login = await client.post("/auth/login", json=user.credentials())
         assert login.status_code == 200, login.text
@@ -150,7 +152,9 @@ async def test_a_request_that_never_finishes_holds_the_shutdown_no_longer_than_t
     owner_engine: AsyncEngine, served: Served
 ) -> None:
     tenant = await create_tenant(owner_engine)
-    user = await make_login_user(owner_engine, tenant, roles=("Viewer",))
+    # A BD Analyst holds graphql:adhoc: `gwm serve` defaults to production, where a caller without it
+    # runs only trusted documents (tests/test_trusted_documents.py), and these documents are ad hoc.
+    user = await make_login_user(owner_engine, tenant, roles=("BD Analyst",))
     async with httpx.AsyncClient(base_url=served.base, timeout=60) as client:
         login = await client.post("/auth/login", json=user.credentials())
         assert login.status_code == 200, login.text
