@@ -6,7 +6,8 @@ of the tenant (a nested loop: for a capture manager holding its role on 200 proj
 times in a tenant of seven roles), visiting the table for each to read its tenant, project and expiry. Now:
 
 - the assignments are grouped by role in one scan, and the roles joined to those groups only (the same
-  rows, the same JSON text: 0018's, key order and spacing aside);
+  rows, the same JSON text: 0018's, key order and spacing aside); the session's user is read by its key
+  (a nested loop; the function's generic plan had hashed a small tenant's whole users table);
 - the scan is index-only: (user_id, opportunity_project_id) INCLUDE (role_id, tenant_id, expires_at), on
   pages the visibility map marks all-visible (what autovacuum keeps). A compiled read of such a caller
   checks a row's project against the same assignments in its own statement (schema/compiled/builder.py
@@ -45,13 +46,24 @@ _BY_ROLE = """(SELECT coalesce(json_agg(json_build_array(r.permissions, g.projec
               JOIN public.roles AS r ON r.id = g.role_id AND r.tenant_id = s.tenant_id)"""
 
 
+_USER_JOIN = "      LEFT JOIN public.users AS u ON u.id = s.user_id AND u.tenant_id = s.tenant_id\n"
+# The session's user by its key, as a nested loop: the planner of the function's generic plan had hashed the
+# whole users table of a small tenant to join one row. LIMIT 1 (the key is unique) keeps it a sub-select.
+_USER_BY_ID = """      LEFT JOIN LATERAL (
+                         SELECT u1.id, u1.is_active, u1.is_system, u1.mfa_enabled, u1.must_change_password
+                           FROM public.users AS u1
+                          WHERE u1.id = s.user_id AND u1.tenant_id = s.tenant_id LIMIT 1) AS u ON true
+"""
+
+
 def _definition(grants: str | None) -> str:
-    """0018's definition of the function as CREATE OR REPLACE, with `grants` as its grants sub-select (None: 0018's)."""
+    """0018's definition of the function as CREATE OR REPLACE, with `grants` as its grants sub-select and the user
+    joined by key (None: 0018's as it was)."""
     previous = importlib.import_module("migrations.versions.20261206_0018_principal_grants_text")
     text: str = previous._as_text()
-    assert text.count(previous._AS_TEXT) == 1, "0018's definition changed: update this migration"
+    assert text.count(previous._AS_TEXT) == 1 and text.count(_USER_JOIN) == 1, "0018's definition changed"
     if grants is not None:
-        text = text.replace(previous._AS_TEXT, grants)
+        text = text.replace(previous._AS_TEXT, grants).replace(_USER_JOIN, _USER_BY_ID)
     return text.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1)
 
 
