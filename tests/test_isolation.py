@@ -221,6 +221,7 @@ async def test_lookup_role_cannot_log_in_and_owns_only_the_lookups(owner_engine:
             "gwm_scan_pending",
             "gwm_session_by_token_hash",
             "gwm_sync_claim",
+            "gwm_sync_lag",
             "gwm_tenant_by_subdomain",
             "gwm_tenant_ids",
         ]

@@ -16,7 +16,8 @@ Kinds (every entry also has `reason`, pointing to its decision):
 - composite_tenant_fks {tenant_column, unique_name}: every FK between two tables that both have
   the tenant column becomes (tenant, cols) -> parent(tenant, refs), keeping its actions; SET NULL
   becomes SET NULL (cols); each referenced parent gets UNIQUE (tenant, id) named unique_name.
-- drop_index / add_index {table, columns, method = "btree", name?, where?} (where: a partial index's predicate)
+- drop_index / add_index {table, columns, method = "btree", name?, where?, include?} (where: a partial index's
+  predicate; include: a covering index's INCLUDE columns)
 - index_where_none_leads {tables, column, name}: each listed table on which no primary key,
   unique key or index starts with `column` gets an index on (column) named name.format(...).
 - nulls_not_distinct {table, columns}: that unique key becomes NULLS NOT DISTINCT.
@@ -234,6 +235,7 @@ def _index(change: Change) -> Index:
         tuple(change["columns"]),
         method=change.get("method", "btree"),
         unique=bool(change.get("unique", False)),
+        include=tuple(change.get("include", ())),  # a covering index's INCLUDE columns
         predicate=change.get("where"),  # a partial index's WHERE, as pg_get_expr prints it
         name=change.get("name"),
     )
@@ -250,7 +252,7 @@ def _drop_index(catalog: Catalog, change: Change) -> None:
 def _add_index(catalog: Catalog, change: Change) -> None:
     table = _table(catalog, change["table"])
     index = _index(change)
-    for column in index.columns:
+    for column in index.columns + index.include:
         if "(" not in column and column.removesuffix(" DESC") not in table.columns:
             raise _NotApplicable(f"{table.name} has no column {column}")
     if index in table.indexes:
