@@ -1339,9 +1339,6 @@ def _node(builder: Builder, definition: GraphQLField, nodes: list[FieldNode]) ->
     if etype is None:
         raise Fallback("node type")
     alias = builder.alias()
-    rows = builder.rows(etype.table, alias)
-    builder._alias_types[alias] = etype
-    body = builder.entity(etype, alias, nodes, set())
 
     def row_id(a: Args) -> uuid.UUID:
         gid = GlobalID.from_id(a[fid]["id"])
@@ -1349,11 +1346,45 @@ def _node(builder: Builder, definition: GraphQLField, nodes: list[FieldNode]) ->
             raise Fallback("node type changed")
         return uuid.UUID(gid.node_id)
 
+    granted = _granted_by_id(builder, etype.table)
+    if granted is None:
+        rows = builder.rows(etype.table, alias)
+    else:
+        # The row is a project read through project-scoped grants only: whether its id is one of them is known
+        # from the id itself, a boolean bound per request, rather than a condition on the grants in SQL.
+        tenant = builder.const(builder.scope.tenant_id, "uuid")
+        held = builder.runtime(lambda a: row_id(a) in granted, "boolean")
+        rows = f"{alias}.\"tenant_id\" = {tenant} AND {held}"
+        builder.bounds[alias] = granted  # as `rows` records a project-scoped read
+    builder._alias_types[alias] = etype
+    body = builder.entity(etype, alias, nodes, set())
+
     ident = builder.runtime(row_id, "uuid")
     return (
         f"SELECT ({body})::text FROM {_ident(etype.table.name)} {alias} WHERE {alias}.\"id\" = {ident} "
         f"AND {rows}"
     )
+
+
+def _granted_by_id(builder: Builder, table: Table) -> frozenset[uuid.UUID] | None:
+    """The projects granted for reading `table`, when its rows are projects (a Direct rule on `id`) the caller reads
+    through project-scoped grants only and its read condition is exactly "the id is one of them"; else None."""
+    rule = READ_RULES.get(table.name)
+    if (
+        rule is None or rule.permission is None or rule.own is not None or rule.levels is not None
+        or not isinstance(rule.project, Direct) or rule.project.column != "id"
+        or str(rule.permission) in builder.scope.grants.tenant_wide
+    ):
+        return None
+    granted = builder.scope.projects_with(rule.permission)
+    condition = builder.scope.condition(table)
+    if (
+        granted and isinstance(condition, BinaryExpression) and condition.operator is operators.in_op
+        and condition.left is table.c.id and isinstance(condition.right, BindParameter)
+        and condition.right.expanding and frozenset(condition.right.value or ()) == granted
+    ):
+        return granted
+    return None
 
 
 # -- domain fields ---------------------------------------------------------------------------------

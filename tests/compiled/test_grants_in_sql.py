@@ -5,8 +5,9 @@ transaction (auth/service.py). A compiled statement run in that same transaction
 permission is granted on from the caller's unexpired assignments (a sub-select of user_roles) instead
 of binding them as an id array: the same projects, since it is the same snapshot, without sending the
 ids back on every request. A statement run anywhere else (another transaction) binds the ids the
-principal holds, as before. Answers, errors and permission_audit rows stay the executor's, for an
-expired assignment too; the round trips stay 4.
+principal holds, as before. A project read by id needs neither: whether its id is granted is a boolean
+bound per request. Answers, errors and permission_audit rows stay the executor's, for an expired
+assignment too; the round trips stay 4.
 """
 
 from __future__ import annotations
@@ -60,9 +61,11 @@ async def test_the_scoped_managers_reads_take_its_grants_from_the_lookups_snapsh
     found = [o for o in comparison.outcomes if o.label.startswith("by id") and o.on.data["node"] is not None]
     assert 0 < len(found) < len(comparison.outcomes) - 1  # some projects are the manager's, some are not
 
-    for document, variables in ((BY_ID, {"id": ids[0]}), (PAGE, {})):
-        (statement,) = await _statements(clients, manager, document, variables)
-        assert "FROM user_roles ga" in statement and "uuid[]" not in statement, statement
+    (statement,) = await _statements(clients, manager, PAGE, {})
+    assert "FROM user_roles ga" in statement and "uuid[]" not in statement, statement
+    # A project by id: whether its id is granted is bound (a boolean), neither the ids nor a sub-select.
+    (statement,) = await _statements(clients, manager, BY_ID, {"id": ids[0]})
+    assert "user_roles" not in statement and "uuid[]" not in statement and "::boolean" in statement, statement
 
 
 async def test_a_tenant_wide_caller_reads_no_assignments(
