@@ -369,3 +369,37 @@ async def gql_body(
     response = await client.post("/graphql", json=payload, headers={"authorization": f"Bearer {token}"})
     result: dict[str, Any] = response.json()
     return result
+
+
+async def test_a_create_checks_its_source_before_the_project_limit_in_one_statement(
+    client: httpx.AsyncClient, app: Starlette, owner_engine: AsyncEngine, fresh_tenant: TenantRef, token: str
+) -> None:
+    """gwm_claim_project_slot (migration 0023) reads the source, the limit and the count at once; the
+    refusals keep their order: a source that does not exist is VALIDATION on the field given, even when
+    the organization is also at its limit; at the limit a valid create is PROJECT_LIMIT."""
+    rows = Rows(owner_engine, fresh_tenant)
+    source = await rows.make("external_opportunity_sources")
+    create = """mutation ($input: OpportunityProjectCreateInput!) {
+      opportunityProjectCreate(input: $input) { opportunityProject { rowId } errors { field code } }
+    }"""
+    missing = {"projectName": "Nowhere", "externalSourceRowId": str(uuid.uuid4()), "externalOpportunityId": "X-1"}
+    body = await gql(client, create, {"input": missing}, token=token)
+    assert body["data"]["opportunityProjectCreate"]["errors"] == [
+        {"field": ["input", "externalSourceRowId"], "code": "VALIDATION"}], body
+    named = {"projectName": "Somewhere", "externalSourceRowId": str(source.id), "externalOpportunityId": "X-2"}
+    body = await gql(client, create, {"input": named}, token=token)
+    assert body["data"]["opportunityProjectCreate"]["errors"] == [], body
+    async with owner_engine.begin() as conn:
+        await set_tenant(conn, fresh_tenant.id)
+        await conn.execute(
+            text("UPDATE tenants SET max_opportunity_projects = (SELECT count(*) FROM opportunity_projects"
+                 " WHERE tenant_id = :t AND archived_at IS NULL) WHERE id = :t"),
+            {"t": fresh_tenant.id},
+        )
+    body = await gql(client, create, {"input": missing}, token=token)
+    assert body["data"]["opportunityProjectCreate"]["errors"] == [
+        {"field": ["input", "externalSourceRowId"], "code": "VALIDATION"}], body
+    body = await gql(client, create, {"input": {**named, "externalOpportunityId": "X-3"}}, token=token)
+    assert body["data"]["opportunityProjectCreate"]["errors"] == [{"field": None, "code": "PROJECT_LIMIT"}], body
+    counted = await rows.one("SELECT count(*) AS n FROM opportunity_projects WHERE tenant_id = :t")
+    assert counted.n == 1
