@@ -30,6 +30,7 @@ NOT_SECRETS = {
     ("Document", "encryptionKeyId"),  # a key's identifier in the KMS, never key material
     ("TenantConfiguration", "isEncrypted"),  # a flag; encrypted values themselves read as null
     ("OidcProviderSettings", "clientSecretSet"),  # a flag: whether a client secret is stored, never the secret
+    ("TrustedDocument", "sha256Hash"),  # the digest of a registered GraphQL document, which clients send by it
 }
 # Stored secrets and anything named like one: password hashes, TOTP secrets, token and key hashes.
 SECRET_NAME = re.compile(r"hash|secret|encrypted|token|recovery|^password$|^key$|otp", re.I)
