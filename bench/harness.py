@@ -127,6 +127,12 @@ class Bench:
         env = dict(os.environ)
         env.setdefault("GWM_DATA_DIR", str(ROOT / ".gwm-bench"))
         env.setdefault("GWM_LOG_LEVEL", "warning")
+        # `gwm serve` defaults to production, whose rate limits (README, configuration) would refuse a load
+        # test from one address within a second: they stay on (every operation is charged, as in production)
+        # with budgets no run reaches.
+        for kind in ("RATE", "SENSITIVE"):
+            for per in ("ADDRESS", "USER", "TENANT"):
+                env.setdefault(f"GWM_{kind}_LIMIT_PER_{per}", "1000000000")
         from server.cli import resolve_database, resolve_secrets
         from server.settings import Settings
 
