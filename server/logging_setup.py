@@ -105,13 +105,34 @@ def uvicorn_log_config(log_format: str) -> dict[str, Any] | None:
     return config
 
 
-def configure_logging(level: str, log_format: str) -> None:
-    """The root logger: one stderr handler in `log_format` (text | json) at `level`; idempotent."""
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler writing to whatever `sys.stderr` is when a record is emitted, not the stream of
+    the moment it was configured (which a test harness capturing output may have closed since, while
+    threads of the process still log)."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass  # StreamHandler.__init__ and setStream assign it: always the current sys.stderr
+
+
+def configure_logging(level: str, log_format: str, *, force: bool = False) -> None:
+    """The root logger: one stderr handler in `log_format` (text | json) at `level`; idempotent.
+
+    As `logging.basicConfig`, a root logger that something else has configured (an application running
+    `gwm` commands in its own process, a test runner) is left as it is, its level included, unless
+    `force`: `gwm serve` and its workers start with none.
+    """
     root = logging.getLogger()
+    if not force and any(not getattr(handler, "_gwm", False) for handler in root.handlers):
+        return
     for handler in list(root.handlers):
         if getattr(handler, "_gwm", False):
             root.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler._gwm = True  # type: ignore[attr-defined]
     handler.addFilter(_RequestFields())
     if log_format == "json":

@@ -113,7 +113,7 @@ def test_json_formatter_and_redaction(capsys: pytest.CaptureFixture[str]) -> Non
     uvicorn_loggers = [logging.getLogger(name) for name in ("uvicorn", "uvicorn.error", "uvicorn.access")]
     uvicorn_saved = [(list(lg.handlers), lg.propagate, lg.disabled) for lg in uvicorn_loggers]
     try:
-        configure_logging("info", "json")
+        configure_logging("info", "json", force=True)  # pytest has configured the root logger
         token = REQUEST_LOG.set(RequestLog("req-12345678", trace_id=TRACE))
         try:
             logging.getLogger("gwm.test").warning(
