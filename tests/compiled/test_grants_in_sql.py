@@ -43,7 +43,10 @@ async def _statements(clients: Clients, caller: Caller, document: str, variables
     assert response.status_code == 200, response.text
     # A statement's first use on a pooled connection adds its prepare exchange (the package's apps pool several
     # connections); tests/test_round_trips.py counts on one connection, prepares included.
-    assert len([t for t in trips if t.kind != "prepare"]) <= 4, [str(t) for t in trips]
+    # A statement the driver's cache evicted is closed before the next one runs (close_statement): housekeeping
+    # of the pooled connection, not a trip of this read (tests/test_write_round_trips.py leaves them out too).
+    counted = [t for t in trips if t.kind not in ("prepare", "close_statement")]
+    assert len(counted) <= 4, ([t.kind for t in trips], [str(t)[:80] for t in trips])
     return [s for s in reads(trips) if "gwm_request_session" not in s]
 
 
