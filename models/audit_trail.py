@@ -49,9 +49,11 @@ import copy
 import dataclasses
 import datetime
 import enum
+import functools
 import ipaddress
 import re
 import uuid
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -436,11 +438,7 @@ class AuditTrail:
                 # stored (defaults, triggers, numeric scale, jsonb normalisation): its "after", with no
                 # read-back. The ORM takes them as the object's loaded values (eager_defaults' path).
                 if len(multiparams) <= 1 and isinstance(clause, Insert | Update):
-                    table = _audited_table(clause)
-                    if table is not None:
-                        # The supplemental columns: the SET clause's own columns too (return_defaults leaves
-                        # out those given a parameter, whose stored form may differ: numeric scale, jsonb).
-                        clause = clause.return_defaults(*table.columns, supplemental_cols=table.columns)
+                    clause = _returning_every_column(clause)
                 return clause, multiparams, params
             if self._known and _may_write(clause):
                 self._known.clear()
@@ -823,6 +821,27 @@ def audited_dml_table(statement: str) -> str | None:
     return match.group(1).lower() if match else None
 
 
+# The ORM's INSERT or UPDATE statement of an audited table -> the same statement returning every column.
+# The ORM builds its statements once per mapper and reuses them (the UPDATE of one set of columns is one
+# object on every flush), so the returning form is built once too, and SQLAlchemy finds its compiled form by
+# a cache key it memoizes on the statement object instead of computing a new statement's key on every flush.
+# Weak keys: a statement the ORM builds per flush (an UPDATE with SQL expressions as values) goes with it.
+_RETURNING: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
+def _returning_every_column(clause: Insert | Update) -> Insert | Update:
+    """`clause` returning every column of its audited table (the "after" of the change), or `clause`
+    itself when its table is not audited."""
+    found = _RETURNING.get(clause)
+    if found is None:
+        table = _audited_table(clause)
+        # The supplemental columns: the SET clause's own columns too (return_defaults leaves out those
+        # given a parameter, whose stored form may differ: numeric scale, jsonb).
+        found = clause if table is None else clause.return_defaults(*table.columns, supplemental_cols=table.columns)
+        _RETURNING[clause] = found
+    return found  # type: ignore[no-any-return]
+
+
 def _known_before(change: _Change, row: dict[str, Any] | None) -> bool:
     """Give `change` the row its transaction knows (locked, unchanged since); False if it knows none."""
     if row is None:
@@ -852,9 +871,14 @@ def _dml_table(clause: Any) -> str | None:
         name = getattr(table, "name", None)
         return name if name in _AUDITED_TABLES else None
     if isinstance(clause, TextClause):
-        match = _DML_TEXT.search(clause.text)
-        return match.group(1).lower() if match else None
+        return _text_dml_table(clause.text)
     return None
+
+
+@functools.lru_cache(maxsize=1024)
+def _text_dml_table(statement: str) -> str | None:
+    """`audited_dml_table` of a textual statement, searched once per text (statements bind their values)."""
+    return audited_dml_table(statement)
 
 
 def _action(change: _Change, before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> Action:
