@@ -839,7 +839,7 @@ def _returning_every_column(clause: Insert | Update) -> Insert | Update:
         # given a parameter, whose stored form may differ: numeric scale, jsonb).
         found = clause if table is None else clause.return_defaults(*table.columns, supplemental_cols=table.columns)
         _RETURNING[clause] = found
-    return found  # type: ignore[no-any-return]
+    return found
 
 
 def _known_before(change: _Change, row: dict[str, Any] | None) -> bool:
