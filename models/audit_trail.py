@@ -53,7 +53,6 @@ import functools
 import ipaddress
 import re
 import uuid
-import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -821,25 +820,15 @@ def audited_dml_table(statement: str) -> str | None:
     return match.group(1).lower() if match else None
 
 
-# The ORM's INSERT or UPDATE statement of an audited table -> the same statement returning every column.
-# The ORM builds its statements once per mapper and reuses them (the UPDATE of one set of columns is one
-# object on every flush), so the returning form is built once too, and SQLAlchemy finds its compiled form by
-# a cache key it memoizes on the statement object instead of computing a new statement's key on every flush.
-# Weak keys: a statement the ORM builds per flush (an UPDATE with SQL expressions as values) goes with it.
-_RETURNING: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
-
-
 def _returning_every_column(clause: Insert | Update) -> Insert | Update:
     """`clause` returning every column of its audited table (the "after" of the change), or `clause`
     itself when its table is not audited."""
-    found = _RETURNING.get(clause)
-    if found is None:
-        table = _audited_table(clause)
-        # The supplemental columns: the SET clause's own columns too (return_defaults leaves out those
-        # given a parameter, whose stored form may differ: numeric scale, jsonb).
-        found = clause if table is None else clause.return_defaults(*table.columns, supplemental_cols=table.columns)
-        _RETURNING[clause] = found
-    return found
+    table = _audited_table(clause)
+    if table is None:
+        return clause
+    # The supplemental columns: the SET clause's own columns too (return_defaults leaves out those given
+    # a parameter, whose stored form may differ: numeric scale, jsonb).
+    return clause.return_defaults(*table.columns, supplemental_cols=table.columns)
 
 
 def _known_before(change: _Change, row: dict[str, Any] | None) -> bool:
