@@ -619,6 +619,11 @@ class DocumentCache:
         # The printed form of recently seen documents: the parse cache hands out the same
         # DocumentNode for the same text, so a repeated request prints nothing.
         self._printed: OrderedDict[int, tuple[DocumentNode, str]] = OrderedDict()
+        # A kept document's estimates (`estimate`) by operation name and what of the variables the
+        # estimate reads: a repeated request walks nothing.
+        self._costs: OrderedDict[int, tuple[DocumentNode, dict[Hashable, tuple[int, OversizedPage | None]]]] = (
+            OrderedDict()
+        )
 
     def parse(self, text: str, options: Mapping[str, Any]) -> DocumentNode:
         kept = self._parsed.get(text)
@@ -643,6 +648,32 @@ class DocumentCache:
         self._parsed.move_to_end(text)
         if len(self._parsed) > self.maxsize:
             self._parsed.popitem(last=False)
+
+    def estimate(
+        self, schema: GraphQLSchema, document: DocumentNode, operation_name: str | None, variables: Any
+    ) -> tuple[int, OversizedPage | None]:
+        """`estimate` of a document kept parsed (`passed`), remembered: the estimate reads only the
+        integers, the list lengths and which variables are given (schema/compiled/runner.py `cost_key`),
+        so a request whose variables agree on those gets the estimate already made."""
+        from schema.compiled.runner import PREPARED_COSTS, cost_key  # the schema's package imports this one
+
+        seen = self._costs.get(id(document))
+        if seen is None or seen[0] is not document:
+            seen = (document, {})
+            self._costs[id(document)] = seen
+            if len(self._costs) > self.maxsize:
+                self._costs.popitem(last=False)
+        else:
+            self._costs.move_to_end(id(document))
+        known = seen[1]
+        key = (schema, operation_name, cost_key(variables if isinstance(variables, Mapping) else None))
+        found = known.get(key)
+        if found is None:
+            found = estimate(schema, document, operation_name, variables)
+            if len(known) >= PREPARED_COSTS:
+                known.clear()
+            known[key] = found
+        return found
 
     def key(self, document: DocumentNode) -> str:
         seen = self._printed.get(id(document))
@@ -735,8 +766,9 @@ class OperationLimits(SchemaExtension):
         if permission is not None and not _holds(ec.context, permission) and has_introspection(document):
             return [_introspection_refused(permission)]
         schema = ec.schema._schema
+        measure = self.cache.estimate if self.cache.passed(ec.query, document) else estimate
         try:
-            cost, oversized = estimate(schema, document, ec.operation_name, ec.variables)
+            cost, oversized = measure(schema, document, ec.operation_name, ec.variables)
         except RecursionError:
             return [_too_many_selections(self.max_selections)]
         if oversized is not None:
