@@ -45,6 +45,7 @@ from typing import Annotated, Any, Generic, TypeVar, cast
 
 import strawberry
 from sqlalchemy import Table
+from sqlalchemy.engine.result import result_tuple
 from strawberry import relay
 from strawberry.extensions.field_extension import FieldExtension
 from strawberry.types.base import get_object_definition
@@ -58,6 +59,7 @@ from models.db import RequestConnection
 from models.errors import DomainError, Invalid, NotFound
 from models.idempotency import idempotent as idempotent_create
 from models.unit_of_work import UnitOfWork
+from resolvers.common.loaders import columns_of
 from schema.context import GraphQLContext, Info
 from schema.errors import PAYLOAD_ERRORS, UserError, payload_or_errors
 from schema.permissions import OwnerLookup, ProjectLookup, requires
@@ -487,6 +489,9 @@ def mutation(
     renames = dict(error_fields or {})
     payload = _payload(name, returns, extras)
     write_permissions = (permission,) if permission is not None else ()
+    # Worked out once, not per request: the payload's entity field and the node type its write loads.
+    entity_field = returns.name if isinstance(returns, Entity) else ""
+    node_type = returns.node if isinstance(returns, Entity) else None
 
     async def work(info: Info, value: Any) -> Any:
         args = _args(value, info)
@@ -512,7 +517,6 @@ def mutation(
                     create=lambda: cast(Awaitable[uuid.UUID], run(uow, args)),
                 )
 
-            node_type = returns.node if isinstance(returns, Entity) else None
             result = await _write_and_load(
                 info, change, permissions=granted, reason=getattr(value, "reason", None), node_type=node_type
             )
@@ -527,11 +531,11 @@ def mutation(
             fields["deleted_id"] = None if deleted is None else relay.GlobalID(_type_name(returns.node), str(deleted))
             fields["deleted_row_id"] = deleted
         elif isinstance(done.node, _Loaded):
-            fields[returns.name] = done.node.node
+            fields[entity_field] = done.node.node
         elif done.node is not None:
-            fields[returns.name] = done.node
+            fields[entity_field] = done.node
         elif done.id is not None:
-            fields[returns.name] = await load(info, returns.node, done.id)
+            fields[entity_field] = await load(info, returns.node, done.id)
         return payload(**fields)
 
     if input is None:
@@ -577,7 +581,9 @@ async def _write_and_load(
     The change runs in a unit of work for the caller's tenant; its entity (when the payload has
     one and the domain function did not build it) is then read as the caller may read it, through
     the request's loaders lent the unit of work's connection, before COMMIT: the payload shows what
-    is being committed without a transaction of its own to re-read it afterwards (issue 18). If the
+    is being committed without a transaction of its own to re-read it afterwards (issue 18). Where
+    the loader could only return the row as the unit of work wrote it (a caller reading every row of
+    the table), the entity is built from that row instead, with no statement (`_as_stored`). If the
     COMMIT fails, the payload is dropped with the rest. Reads after the field (the payload's nested
     fields, the next mutation) open a new snapshot, which sees the commit.
     """
@@ -590,18 +596,72 @@ async def _write_and_load(
             result = await change(uow)
             done = result if isinstance(result, Done) else Done(id=result)
             if node_type is not None and done.node is None and done.id is not None:
+                await uow.flush()
+                node: Any = _as_stored(context, uow, node_type, done.id)
                 await uow.flush(announce=True)  # only the payload's read follows: the batch is complete
-                await context.refresh_reads()  # a read connection the change itself opened goes back first
-                lent = _UnitConnection(uow)
-                context._db, context._loaders = lent, None
-                try:
-                    node: Any = await load(info, cast(Any, node_type), done.id)
-                finally:
-                    context._db, context._loaders = None, None
+                if node is None:
+                    await context.refresh_reads()  # a read connection the change itself opened goes back first
+                    lent = _UnitConnection(uow)
+                    context._db, context._loaders = lent, None
+                    try:
+                        node = await load(info, cast(Any, node_type), done.id)
+                    finally:
+                        context._db, context._loaders = None, None
                 done = dataclasses.replace(done, node=_Loaded(node))
             return done
     finally:
         await context.refresh_reads()
+
+
+def _as_stored(context: GraphQLContext, uow: UnitOfWork, node_type: type, entity_id: uuid.UUID) -> Any:
+    """The payload's entity built from the row as the unit of work knows it stored, or None to read it
+    with a loader.
+
+    The unit of work knows every column of a row it wrote (its flush's INSERT or UPDATE returns them
+    as stored) or read under its row lock, until a statement outside its flushes may have changed it
+    (`_stored`); the row stays locked until the unit ends, so those values are what a read
+    in its transaction returns. They stand in for the loader's read only where the loader could not
+    decide otherwise: the row is of the caller's tenant, has every column the loader reads, and the
+    caller's read scope has no condition on the table (every row of the tenant is readable). Anything
+    else (a project-scoped reader, a row not known) is read with the loader, as before.
+    """
+    table: Table = cast(Any, node_type)._table
+    stored = _stored(uow, table.name, entity_id)
+    if stored is None:
+        return None
+    scope = context.scope
+    if scope.condition(table) is not None:
+        return None
+    shape = _ROW_SHAPES.get(table)
+    if shape is None:
+        shape = _ROW_SHAPES[table] = _row_shape(table)
+    keys, make = shape
+    try:
+        row = make(tuple(stored[key] for key in keys))
+    except KeyError:
+        return None
+    owner = row.id if table.name == "tenants" else getattr(row, "tenant_id", None)
+    if owner != scope.tenant_id:
+        return None
+    return cast(Any, node_type).from_row(row)
+
+
+def _stored(uow: UnitOfWork, table: str, entity_id: uuid.UUID) -> Mapping[str, Any] | None:
+    """Every column of the row as the unit of work last wrote it or read it under its row lock (the audit
+    trail's "before" of its next change: models/audit_trail.py `_known`, forgotten whenever a statement
+    outside a flush may have changed rows behind the session); None when it does not know the row."""
+    known = getattr(getattr(uow, "_trail", None), "_known", None)
+    return known.get((table, entity_id)) if isinstance(known, dict) else None
+
+
+# Table -> the names of the columns the loaders read (resolvers/common/loaders.py `columns_of`), in
+# their order, and the maker of a row with those fields.
+_ROW_SHAPES: dict[Table, tuple[tuple[str, ...], Callable[[tuple[Any, ...]], Any]]] = {}
+
+
+def _row_shape(table: Table) -> tuple[tuple[str, ...], Callable[[tuple[Any, ...]], Any]]:
+    names = tuple(column.name for column in columns_of(table))
+    return names, result_tuple(names)
 
 
 @dataclasses.dataclass(frozen=True)
