@@ -5,18 +5,22 @@ from __future__ import annotations
 import itertools
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import asyncpg
 import pytest
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from models import Base
-from models.db import create_engine
+from models.db import create_engine, set_tenant
 from server import migrate
 from server.embedded import bootstrap_database
 from tests.conftest import Database
 from tests.support.catalog import Catalog, diff, read_catalog
+from tests.support.db import create_tenant
+from tests.writes.conftest import Rows
 
 
 @pytest.fixture
@@ -196,3 +200,37 @@ async def test_each_recent_revision_downgrades_to_exactly_the_schema_before_it(s
 
     await migrate.upgrade(scratch_owner_url)
     assert await _snapshot(scratch_owner_url) == before[revisions[-1]]
+
+
+async def _forced(engine: AsyncEngine) -> list[str]:
+    async with engine.connect() as conn:
+        return list((await conn.execute(text(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE c.relname IN ('tenants', 'opportunity_projects', 'tenant_project_counts')"
+            " AND n.nspname IN ('public', 'gwm_derived') AND c.relforcerowsecurity ORDER BY 1"))).scalars().all())
+
+
+async def test_0025_counts_the_live_projects_already_there(scratch_owner_url: str) -> None:
+    script = ScriptDirectory.from_config(migrate.alembic_config(scratch_owner_url))
+    before = script.get_revision("0025").down_revision
+    assert isinstance(before, str)
+    await migrate.upgrade(scratch_owner_url, before)
+    engine = create_engine(scratch_owner_url, pool_size=1, max_overflow=0)
+    try:
+        busy, empty = await create_tenant(engine), await create_tenant(engine)
+        for n in range(3):
+            await Rows(engine, busy).project(project_name=f"Live {n}")
+        await Rows(engine, busy).project(project_name="Archived", archived_at=datetime.now(UTC))
+        forced_before = await _forced(engine)
+        await migrate.upgrade(scratch_owner_url)
+        for tenant, live in ((busy, 3), (empty, 0)):
+            async with engine.connect() as conn:
+                await set_tenant(conn, tenant.id)
+                stored = (await conn.execute(text("SELECT tenant_id, live_projects FROM gwm_derived"
+                                                  ".tenant_project_counts"))).all()
+                await conn.rollback()
+            assert [(row.tenant_id, row.live_projects) for row in stored] == [(tenant.id, live)]
+        # The owner is bound by the tenant policies again, as before the backfill lifted them.
+        assert await _forced(engine) == sorted([*forced_before, "tenant_project_counts"])
+    finally:
+        await engine.dispose()
