@@ -653,6 +653,29 @@ class AuditTrail:
     def after_flush_postexec(self) -> None:
         self._flushing = False
 
+    @property
+    def flushing(self) -> bool:
+        """Inside a flush: audited DML is the flush's own (the unit of work sets it around its single-row
+        UPDATE, which stands for a flush)."""
+        return self._flushing
+
+    @flushing.setter
+    def flushing(self, value: bool) -> None:
+        self._flushing = value
+
+    def known_row(self, table_name: str, entity_id: uuid.UUID) -> dict[str, Any] | None:
+        """The stored values of a row this transaction holds locked and knows unchanged since it read or
+        wrote them (see `_known`), or None."""
+        return self._known.get((table_name, entity_id))
+
+    def record_update(self, connection: Connection, obj: Any, before: Mapping[str, Any], after: dict[str, Any]) -> None:
+        """Record the update of `obj`'s row from `before` (its known row) to `after` (every column as the
+        UPDATE returned it), as `after_flush` records a flush's: the same audit and history rows."""
+        table: Table = object_mapper(obj).local_table  # type: ignore[assignment]
+        change = _Change(type(obj), table, obj.id, before=dict(before), after=after, obj=obj)
+        self._known[(table.name, obj.id)] = dict(after)
+        self._record(connection, [change])
+
     # -- rows --------------------------------------------------------------------------------------
 
     def _record(self, connection: Connection, changes: list[_Change]) -> None:
@@ -824,7 +847,7 @@ def _returning_every_column(clause: Insert | Update) -> Insert | Update:
     """`clause` returning every column of its audited table (the "after" of the change), or `clause`
     itself when its table is not audited."""
     table = _audited_table(clause)
-    if table is None:
+    if table is None or clause._returning:  # none, or its own RETURNING (the unit of work's single-row UPDATE)
         return clause
     # The supplemental columns: the SET clause's own columns too (return_defaults leaves out those given
     # a parameter, whose stored form may differ: numeric scale, jsonb).

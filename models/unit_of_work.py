@@ -56,14 +56,29 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 import asyncpg
-from sqlalchemy import ForeignKeyConstraint, Numeric, String, UniqueConstraint, bindparam, func, select, text
+from sqlalchemy import (
+    ForeignKeyConstraint,
+    Numeric,
+    String,
+    Table,
+    UniqueConstraint,
+    bindparam,
+    func,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.orm import class_mapper as object_mapper_of
 from sqlalchemy.orm import object_mapper
+from sqlalchemy.orm.base import PASSIVE_NO_INITIALIZE
+from sqlalchemy.orm.exc import StaleDataError, UnmappedColumnError
+from sqlalchemy.sql.elements import ClauseElement
 
 from models.audit_chain import AuditChain
-from models.audit_trail import AuditContext, AuditedSession, AuditTrail, Redaction
+from models.audit_trail import AUDITED, AuditContext, AuditedSession, AuditTrail, Redaction
 from models.base import Base
 from models.db import set_tenant
 from models.enums import RiskLevel
@@ -313,7 +328,8 @@ class UnitOfWork:
         (TrailError), so the one notification names every entity of the batch.
         """
         try:
-            await self.session.flush()
+            if not await self._flush_one_update():
+                await self.session.flush()
             if announce:
                 await self._append_deferred()
         except DBAPIError as exc:
@@ -321,6 +337,74 @@ class UnitOfWork:
             if domain is not None:
                 raise domain from exc
             raise
+
+    async def _flush_one_update(self) -> bool:
+        """The flush of the common case, without the ORM's flush machinery: one changed object (nothing
+        added or deleted), of an audited model, whose changed attributes are plain columns given plain
+        values, and whose row this unit of work holds locked and knows (`lock`, or an earlier flush that
+        wrote it). Then one `UPDATE ... SET <changed columns> WHERE id = ... RETURNING <every column>`,
+        built once per model and set of columns, does what the flush's UPDATE does; the object takes the
+        returned values as loaded and committed (as after a flush), and the audit trail records the change
+        from the known row ("before") and the returned one ("after"), exactly as the flush hook does
+        (`AuditTrail.record_update`). False (nothing done) for anything else: the ORM's flush handles it."""
+        session = self.session.sync_session
+        if session._new or session._deleted:
+            return False
+        modified = session.identity_map._modified
+        if len(modified) != 1:
+            return False
+        (state,) = modified
+        obj: Any = state.obj()
+        if obj is None or state.key is None:
+            return False
+        model: Any = type(obj)
+        plan = _update_plan(model)
+        if plan is None:
+            return False
+        mapper = state.mapper
+        if mapper.dispatch.before_update or mapper.dispatch.after_update:
+            return False
+        columns, _ = plan
+        values = state.dict
+        changed: dict[str, Any] = {}
+        for key in state.committed_state:
+            if key not in columns:
+                return False  # a relationship, the primary key, or an attribute that is not a column
+            history = state.manager[key].impl.get_history(state, values, PASSIVE_NO_INITIALIZE)
+            if history.added:
+                value = history.added[0]
+                if isinstance(value, ClauseElement):
+                    return False  # a SQL expression (e.g. now()): the ORM renders it
+                changed[key] = value
+        if not changed:
+            return False
+        trail = self._trail
+        table: Table = mapper.local_table  # type: ignore[assignment]
+        before = trail.known_row(table.name, obj.id)
+        if before is None:
+            return False
+        keys = tuple(sorted(changed))
+        params = {f"gwm_set_{key}": changed[key] for key in keys}
+        params["gwm_row_id"] = obj.id
+        conn = self.connection
+        trail.flushing = True
+        try:
+            row = (await conn.execute(_update_statement(model, keys), params)).mappings().first()
+        finally:
+            trail.flushing = False
+        if row is None:  # what the ORM's flush raises when its UPDATE matches no row
+            raise StaleDataError(
+                f"UPDATE statement on table '{table.name}' expected to update 1 row(s); 0 were matched."
+            )
+        after = dict(row)
+        for name, key in plan[1]:
+            values[key] = after[name]
+        session._register_persistent({state})
+        if trail.defer and not trail.announced and conn.sync_connection is not None:
+            trail.record_update(conn.sync_connection, obj, before, after)  # queued: no statement
+        else:
+            await conn.run_sync(trail.record_update, obj, before, after)
+        return True
 
     async def _append_deferred(self) -> None:
         trail = self._trail
@@ -569,6 +653,53 @@ def _row_statement(model: Any, key_share: bool) -> Any:
         .where(model.id == bindparam("gwm_row_id"), *_tenant_condition(model, tenant))
         .with_for_update(read=key_share, key_share=key_share)
         .execution_options(populate_existing=True)
+    )
+
+
+@functools.cache
+def _update_plan(model: Any) -> tuple[dict[str, Any], tuple[tuple[str, str], ...]] | None:
+    """What `UnitOfWork._flush_one_update` needs of `model`, or None when it does not take that path:
+    (attribute key -> its column, for every column but the primary key; (column name, attribute key) of
+    every column). Only audited models mapped plainly to their own table: no inheritance, no version
+    counter, every column one attribute."""
+    if model not in AUDITED:
+        return None
+    mapper = object_mapper_of(model)
+    table: Table = mapper.local_table  # type: ignore[assignment]
+    if mapper.inherits is not None or mapper.version_id_col is not None or mapper.persist_selectable is not table:
+        return None
+    primary = [column.name for column in table.primary_key]
+    if primary != ["id"]:
+        return None
+    keys: dict[str, Any] = {}
+    names: list[tuple[str, str]] = []
+    for column in table.columns:
+        try:
+            prop = mapper.get_property_by_column(column)
+        except UnmappedColumnError:
+            return None
+        if len(prop.columns) != 1:
+            return None
+        names.append((column.name, prop.key))
+        if column.name != "id":
+            keys[prop.key] = column
+    return keys, tuple(names)
+
+
+@functools.lru_cache(maxsize=1024)
+def _update_statement(model: Any, keys: tuple[str, ...]) -> Any:
+    """`UPDATE <table> SET <the columns of keys> WHERE id = :gwm_row_id RETURNING <every column>`, built
+    once per model and set of attributes (so compiled once): the flush's UPDATE of one row, with the
+    every-column RETURNING the audit trail's guard gives it (models/audit_trail.py)."""
+    plan = _update_plan(model)
+    assert plan is not None
+    columns = plan[0]
+    table = model.__table__
+    return (
+        update(table)
+        .where(table.c.id == bindparam("gwm_row_id", type_=table.c.id.type))
+        .values({columns[key]: bindparam(f"gwm_set_{key}", type_=columns[key].type) for key in keys})
+        .returning(*table.columns)
     )
 
 
