@@ -106,7 +106,7 @@ IDEMPOTENCY_KEY = (
 
 _REF = "gwm.kit.ref"
 # Input fields the kit consumes itself: never part of `Args.values`.
-_CONSUMED = ("id", "row_id", "updated_at", "idempotency_key", "reason")
+_CONSUMED = frozenset(("id", "row_id", "updated_at", "idempotency_key", "reason"))
 
 
 # -- node references in inputs --------------------------------------------------------------------
@@ -207,25 +207,30 @@ def resolve_ref(value: Any, name: str, target: type | str, *, required: bool = T
     left out. Raises Invalid (both given, or neither for a required pair) or NotFound (a global id
     of another type, or whose id is not a UUID), on the global id's field.
     """
-    ref = Ref(name=name, target=_type_name(target), required=required)
+    return _resolve(value, Ref(name=name, target=_type_name(target), required=required))
+
+
+def _resolve(value: Any, ref: Ref) -> Any:
+    """`resolve_ref` of a declared pair (the messages' field names worked out only for a refusal)."""
     given = getattr(value, ref.global_field, UNSET)
     raw = getattr(value, ref.row_field, UNSET)
-    has_global, has_row = given not in (None, UNSET), raw not in (None, UNSET)
+    has_global, has_row = given is not None and given is not UNSET, raw is not None and raw is not UNSET
+    if has_row and not has_global:
+        return cast(uuid.UUID, raw)
+    if has_global and not has_row:
+        gid = cast(relay.GlobalID, given)
+        if gid.type_name == ref.target:
+            try:
+                return uuid.UUID(gid.node_id)
+            except ValueError:
+                pass
+        label = to_camel_case(ref.global_field)
+        raise NotFound(f"There is no {ref.target} with that {label}.", field=ref.global_field) from None
     label = to_camel_case(ref.global_field)
     if has_global and has_row:
         raise Invalid(
             f"Give {label} or {to_camel_case(ref.row_field)}, not both.", field=ref.global_field
         )
-    if has_row:
-        return cast(uuid.UUID, raw)
-    if has_global:
-        gid = cast(relay.GlobalID, given)
-        if gid.type_name != ref.target:
-            raise NotFound(f"There is no {ref.target} with that {label}.", field=ref.global_field)
-        try:
-            return uuid.UUID(gid.node_id)
-        except ValueError:
-            raise NotFound(f"There is no {ref.target} with that {label}.", field=ref.global_field) from None
     if ref.required:
         raise Invalid(f"Give {label} or {to_camel_case(ref.row_field)}.", field=ref.global_field)
     if given is None or raw is None:
@@ -239,7 +244,7 @@ def resolve_ref_leniently(value: Any, name: str = "") -> uuid.UUID | None:
     for ref in refs_of(type(value)):
         if ref.name == name:
             try:
-                found = resolve_ref(value, ref.name, ref.target, required=ref.required)
+                found = _resolve(value, ref)
             except (Invalid, NotFound):
                 return None
             return found if isinstance(found, uuid.UUID) else None
@@ -423,7 +428,7 @@ def _args(value: Any, info: Info) -> Args[Any]:
         values.pop(ref.row_field, None)
         if getattr(value, ref.row_field, None) not in (None, UNSET):
             given_as[ref.global_field] = ref.row_field
-        found = resolve_ref(value, ref.name, ref.target, required=ref.required)
+        found = _resolve(value, ref)
         if not ref.name:
             target = found if isinstance(found, uuid.UUID) else None
         elif found is not UNSET:

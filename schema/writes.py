@@ -176,12 +176,16 @@ async def load(info: Info, node: type[N], entity_id: uuid.UUID) -> N | None:
 
 def set_fields(value: Any, *, skip: Iterable[str] = ()) -> dict[str, Any]:
     """The fields an input object sets (UNSET left out), by Python name."""
-    skipped = set(skip)
-    return {
-        f.name: getattr(value, f.name)
-        for f in dataclasses.fields(value)
-        if f.name not in skipped and getattr(value, f.name) is not UNSET
-    }
+    names = _FIELD_NAMES.get(type(value))
+    if names is None:
+        names = _FIELD_NAMES[type(value)] = tuple(f.name for f in dataclasses.fields(value))
+    skipped = skip if isinstance(skip, frozenset) else frozenset(skip)
+    found = {name: getattr(value, name) for name in names if name not in skipped}
+    return {name: given for name, given in found.items() if given is not UNSET}
+
+
+# An input class's field names, in order (`dataclasses.fields` walks the class's fields on every call).
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
 
 
 def changes_of(value: Any, *, skip: Iterable[str] = ("id", "updated_at")) -> dict[str, Any]:
