@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.pool import QueuePool
 from sqlalchemy.util import greenlet_spawn
 
 __all__ = [
@@ -422,7 +423,21 @@ class RequestConnection:
                 await _discard(pooled)
                 raise
             adapter._transaction = None
-            await greenlet_spawn(pooled.close)  # back to the pool (its reset has nothing left to roll back)
+            if _pool_has_room(pooled):
+                # Back to the pool without a greenlet: its reset has nothing left to roll back and the record goes
+                # into the pool's queue, which has room (no connection is closed), so the checkin does no I/O.
+                pooled.close()
+            else:
+                await greenlet_spawn(pooled.close)  # may close the connection (the queue is full): I/O
+
+
+def _pool_has_room(pooled: PoolProxiedConnection) -> bool:
+    """True when checking `pooled` in puts it into its pool's queue (a QueuePool with room), where the checkin
+    closes nothing: the asyncio adapter's close would await the driver, which only a greenlet can."""
+    pool: Any = getattr(pooled, "_pool", None)
+    return (
+        isinstance(pool, QueuePool) and pooled.dbapi_connection is not None and pool.checkedin() < pool.size()
+    )
 
 
 async def _discard(pooled: PoolProxiedConnection) -> None:
