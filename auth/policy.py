@@ -9,6 +9,8 @@ for password users whatever the configuration says.
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import uuid
 from dataclasses import dataclass, fields, replace
@@ -18,7 +20,14 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-__all__ = ["SECURITY_PREFIX", "TenantSecurityPolicy", "active_seats", "load_policy", "policy_from"]
+__all__ = [
+    "SECURITY_PREFIX",
+    "TenantSecurityPolicy",
+    "active_seats",
+    "load_policy",
+    "policy_from",
+    "policy_from_text",
+]
 
 SECURITY_PREFIX = "security."
 _log = logging.getLogger(__name__)
@@ -129,6 +138,21 @@ def policy_from(
                 # The default is FedRAMP Moderate's value: keeping it is the safe reading of a typo.
                 _log.warning("tenant %s: ignoring %s (%s)", tenant_id, key, exc)
     return replace(policy, **changes) if changes else policy
+
+
+@functools.lru_cache(maxsize=1024)
+def policy_from_text(
+    tenant_id: uuid.UUID,
+    name: str,
+    fedramp: bool,
+    max_users: int,
+    active: bool,
+    security: str | None,
+) -> TenantSecurityPolicy:
+    """`policy_from` with the `security.*` entries as the JSON text of an object (None: no entries), as the
+    principal lookup returns them: worked out once per distinct set of values, not on every request (the
+    policy is immutable; a changed setting or tenant column is another key)."""
+    return policy_from(tenant_id, name, fedramp, max_users, active, json.loads(security) if security else {})
 
 
 async def active_seats(conn: AsyncConnection, tenant_id: uuid.UUID) -> int:

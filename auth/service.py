@@ -25,7 +25,7 @@ from auth.mailer import Mailer
 from auth.oidc import JwksCache
 from auth.outbound import OutboundPolicy
 from auth.passwords import PasswordHasher, PasswordPolicy
-from auth.policy import TenantSecurityPolicy, policy_from
+from auth.policy import TenantSecurityPolicy, policy_from_text
 from auth.principal import Grants, Principal, PrincipalKind, grants_from, grants_from_json
 from auth.sessions import (
     ACTIVITY_WRITE_INTERVAL,
@@ -51,8 +51,10 @@ API_KEY_USE_RECORD_INTERVAL = timedelta(minutes=1)
 _REQUEST_SESSION = (
     "SELECT p.session_id, p.user_id, p.tenant_id, p.created_at, p.last_activity_at, p.expires_at, p.is_active,"
     " p.terminated_at, p.mfa_verified, p.user_found, p.user_active, p.user_is_system, p.mfa_enabled,"
-    " p.must_change_password, p.tenant_name, p.fedramp_compliant, p.max_users, p.tenant_active, p.security,"
-    # The grants as text: parsed once per distinct value (grants_from_json), not on every request.
+    " p.must_change_password, p.tenant_name, p.fedramp_compliant, p.max_users, p.tenant_active,"
+    # The grants and the security settings as text: parsed once per distinct value (grants_from_json,
+    # policy_from_text), not on every request.
+    " p.security::text AS security,"
     " p.grants::text AS grants, set_config('app.tenant_id', p.tenant_id::text, true) AS tenant_setting"
     " FROM gwm_request_session($1) AS p"
 )
@@ -154,7 +156,7 @@ class AuthService:
             terminated_at=row["terminated_at"],
             mfa_verified=row["mfa_verified"],
         )
-        policy = policy_from(
+        policy = policy_from_text(
             record.tenant_id, row["tenant_name"], row["fedramp_compliant"], row["max_users"], row["tenant_active"],
             row["security"],
         )
