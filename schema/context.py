@@ -51,7 +51,6 @@ from schema.graphql_http import (
     not_acceptable_body,
     shape_result,
 )
-from schema.input_guard import check_operation
 from schema.limits import DEFAULT_MAX_COST, admission_cost
 from schema.rate_limit_extension import charge_request
 from schema.trusted_documents import TrustedDocuments, after, gate
@@ -328,9 +327,11 @@ class GraphQLView(GraphQL[GraphQLContext, None]):
         """A POST repeating a prepared query is answered here; everything else by strawberry's view."""
         if scope["type"] == "http" and not await self._negotiate(scope, receive, send):
             return
-        if scope["type"] == "http" and self.prepared is not None and scope.get("method") == "POST":
+        prepared = self.prepared
+        # Not for a streaming Accept (no media type recorded: strawberry's to answer).
+        if scope["type"] == "http" and prepared is not None and scope.get("method") == "POST" and MEDIA_KEY in scope:
             messages, body = await _read_body(receive)
-            answer = await self._serve_prepared(scope, body, self.prepared)
+            answer = await self._serve_prepared(scope, body, prepared)
             if answer is not None:
                 await send({"type": "http.response.start", "status": 200, "headers": [
                     (b"content-length", str(len(answer)).encode()),
@@ -345,10 +346,11 @@ class GraphQLView(GraphQL[GraphQLContext, None]):
     async def _negotiate(self, scope: Scope, receive: Receive, send: Send) -> bool:
         """Record the response media type Accept asks for (schema/graphql_http.py); False once a 406
         is sent (neither JSON type acceptable). A streaming Accept is strawberry's to answer."""
-        headers = Headers(scope=scope)
-        if self._get_stream_transport_from_headers(headers) is not None:
+        accept = Headers(scope=scope).get("accept")
+        # strawberry reads the first Accept header only: the mapping holds that one.
+        if self._get_stream_transport_from_headers({"accept": accept or ""}) is not None:
             return True
-        media = negotiate(headers.get("accept"))
+        media = negotiate(accept)
         if media is None:
             refusal = JSONResponse(not_acceptable_body(), status_code=406, headers={"cache-control": "no-store"})
             await refusal(scope, receive, send)
@@ -375,10 +377,7 @@ class GraphQLView(GraphQL[GraphQLContext, None]):
         """
         from schema.compiled.runner import TimedOut, execute_plans, plan_cache, plan_operation
 
-        headers = Headers(scope=scope)
-        if headers.get("content-type", "").split(";", 1)[0].strip().lower() != "application/json":
-            return None
-        if self._get_stream_transport_from_headers(headers) is not None:
+        if Headers(scope=scope).get("content-type", "").split(";", 1)[0].strip().lower() != "application/json":
             return None
         try:
             data = parse_json_object(body)
@@ -414,7 +413,7 @@ class GraphQLView(GraphQL[GraphQLContext, None]):
             return None
         if cost > (self.query_cost_limit or DEFAULT_MAX_COST):
             return None
-        if check_operation(schema, entry.document, operation_name, given) is not None:
+        if entry.check(schema, operation_name, given) is not None:
             return None
         context = GraphQLContext(
             request=Request(scope),
@@ -428,7 +427,9 @@ class GraphQLView(GraphQL[GraphQLContext, None]):
             compiled_reads=True,
             prepared=prepared,
         )
-        planned = plan_operation(schema, entry.document, entry.operation, query, coerced, context, plan_cache)
+        planned = plan_operation(
+            schema, entry.document, entry.operation, query, coerced, context, plan_cache, entry.facts
+        )
         if planned is None or len(planned[1]) < len(planned[0]):
             return None  # nothing was read: the context's connection is still the middleware's, for the view
         if await charge_request(scope, entry.document, operation_name) is not None:

@@ -66,7 +66,8 @@ __all__ = [
     "INPUT_TABLES",
     "MAX_ID_LENGTH",
     "MAX_TEXT_LENGTH",
-        "InputGuard",
+    "InputGuard",
+    "PreparedCheck",
     "check_operation",
     "string_limit",
     "string_limits",
@@ -343,6 +344,20 @@ def _strings(value: Any) -> Iterator[str]:
                 stack.append(item)
 
 
+def _operation_of(
+    document: DocumentNode, operation_name: str | None
+) -> tuple[OperationDefinitionNode | None, GraphQLError | None]:
+    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+    if operation_name is None:
+        if len(operations) > 1:
+            return None, GraphQLError(
+                "The document holds several operations: name the one to run in `operationName`.",
+                extensions={"code": BAD_REQUEST},
+            )
+        return (operations[0] if operations else None), None
+    return next((o for o in operations if o.name and o.name.value == operation_name), None), None
+
+
 def check_operation(
     schema: GraphQLSchema,
     document: DocumentNode,
@@ -350,18 +365,9 @@ def check_operation(
     variables: Mapping[str, Any] | None,
 ) -> GraphQLError | None:
     """The refusal of the operation's arguments, or None when every value can be stored."""
-    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
-    if operation_name is None:
-        if len(operations) > 1:
-            return GraphQLError(
-                "The document holds several operations: name the one to run in `operationName`.",
-                extensions={"code": BAD_REQUEST},
-            )
-        operation = operations[0] if operations else None
-    else:
-        operation = next((o for o in operations if o.name and o.name.value == operation_name), None)
+    operation, error = _operation_of(document, operation_name)
     if operation is None:
-        return None  # graphql-core reports the unknown operation name
+        return error  # without an error: graphql-core reports the unknown operation name
     root = schema.get_root_type(operation.operation)
     walk = _Walk(schema, document, operation, variables or {})
     try:
@@ -369,6 +375,81 @@ def check_operation(
     except _Refusal as refusal:
         return refusal.error
     return None
+
+
+class _NotPrepared(Exception):
+    """A literal whose strings depend on variables (a JSON literal holding one): the walk is not recorded."""
+
+
+class _Recorder(_Walk):
+    """The walk with no variables: it checks the document's literals (and the variables' defaults) and records,
+    in the walk's order, each place a variable's value is read, instead of reading it."""
+
+    def __init__(self, schema: GraphQLSchema, document: DocumentNode, operation: OperationDefinitionNode) -> None:
+        super().__init__(schema, document, operation, {})
+        self.reads: list[tuple[str, GraphQLInputType, tuple[str | int, ...], str, VariableNode]] = []
+
+    def literal(self, node: ValueNode, type_: GraphQLInputType, path: tuple[str | int, ...], owner: str) -> None:
+        if isinstance(node, VariableNode):
+            name = node.name.value
+            self.reads.append((name, type_, path, owner, node))
+            if name in self.defaults:  # a default is a constant: checked once, here
+                super().literal(self.defaults[name], type_, path, owner)
+            return
+        if isinstance(get_named_type(type_), GraphQLScalarType) and _holds_variable(node):
+            raise _NotPrepared
+        super().literal(node, type_, path, owner)
+
+
+def _holds_variable(node: ValueNode) -> bool:
+    stack: list[ValueNode] = [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, VariableNode):
+            return True
+        if isinstance(current, ListValueNode):
+            stack.extend(current.values)
+        elif isinstance(current, ObjectValueNode):
+            stack.extend(f.value for f in current.fields)
+    return False
+
+
+class PreparedCheck:
+    """`check_operation` of one parsed document and operation name, for documents run again and again (the
+    prepared path, schema/context.py): the walk over the selections, the literals and the variables' defaults
+    are the document's, so they are checked once; each run checks the variables' values where the walk reads
+    them, in the same order, with the same refusals. A document whose literals or operation name are refused,
+    or whose JSON literals hold variables, is checked whole on every run."""
+
+    def __init__(self, schema: GraphQLSchema, document: DocumentNode, operation_name: str | None) -> None:
+        self.schema, self.document, self.operation_name = schema, document, operation_name
+        self._walk: _Walk | None = None
+        self._reads: list[tuple[str, GraphQLInputType, tuple[str | int, ...], str, VariableNode]] | None = None
+        operation, error = _operation_of(document, operation_name)
+        if operation is None:
+            self._reads = [] if error is None else None
+            return
+        recorder = _Recorder(schema, document, operation)
+        try:
+            recorder.selections(operation.selection_set, schema.get_root_type(operation.operation))
+        except (_Refusal, _NotPrepared):
+            return
+        self._reads, self._walk = recorder.reads, recorder
+
+    def check(self, variables: Mapping[str, Any] | None) -> GraphQLError | None:
+        """What `check_operation(schema, document, operation_name, variables)` answers."""
+        reads, walk = self._reads, self._walk
+        if reads is None:
+            return check_operation(self.schema, self.document, self.operation_name, variables)
+        if walk is None or not variables:
+            return None
+        try:
+            for name, type_, path, owner, node in reads:
+                if name in variables:
+                    walk.value(variables[name], type_, path, owner, node)
+        except _Refusal as refusal:
+            return refusal.error
+        return None
 
 
 class InputGuard(SchemaExtension):

@@ -1326,6 +1326,9 @@ def _nth_id(fid: int, i: int, type_name: str) -> Param:
     return get
 
 
+_ROW_ID = " row id"  # no argument's name: where `_node`'s row id is kept in the request's arguments
+
+
 def _node(builder: Builder, definition: GraphQLField, nodes: list[FieldNode]) -> str:
     from strawberry.relay import GlobalID
 
@@ -1341,10 +1344,14 @@ def _node(builder: Builder, definition: GraphQLField, nodes: list[FieldNode]) ->
     alias = builder.alias()
 
     def row_id(a: Args) -> uuid.UUID:
-        gid = GlobalID.from_id(a[fid]["id"])
-        if gid.type_name != etype.name:
-            raise Fallback("node type changed")
-        return uuid.UUID(gid.node_id)
+        given = a[fid]
+        found: uuid.UUID | None = given.get(_ROW_ID)  # decoded once per request, bound twice for a granted read
+        if found is None:
+            gid = GlobalID.from_id(given["id"])
+            if gid.type_name != etype.name:
+                raise Fallback("node type changed")
+            found = given[_ROW_ID] = uuid.UUID(gid.node_id)
+        return found
 
     granted = _granted_by_id(builder, etype.table)
     if granted is None:

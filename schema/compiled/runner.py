@@ -53,6 +53,7 @@ from models.db import RequestConnection
 from resolvers.documents.access_log import write_content_reads
 from schema.compiled.builder import MARKER, PRINCIPAL, ROOT_FIELDS, Builder, Fallback, Marker, RootPlan, build_root
 from schema.compiled.catalog import catalog
+from schema.input_guard import PreparedCheck
 
 __all__ = [
     "PLAN_CACHE_SIZE",
@@ -110,8 +111,21 @@ class PreparedOperation:
 
     document: DocumentNode
     operation: OperationDefinitionNode
+    # What planning reads of the document whatever the variables and the caller (operation_facts).
+    facts: OperationFacts | None = None
     # Estimated costs by what of the variables the estimate reads (cost_key): bounded, cleared when full.
     costs: dict[Hashable, int] = field(default_factory=dict)
+    # The input guard's walk of the document (schema/input_guard.py PreparedCheck), by operationName as sent.
+    checks: dict[str | None, PreparedCheck] = field(default_factory=dict)
+
+    def check(
+        self, schema: GraphQLSchema, operation_name: str | None, variables: dict[str, Any]
+    ) -> GraphQLError | None:
+        """The input guard's refusal of `variables` (schema/input_guard.py check_operation), or None."""
+        guard = self.checks.get(operation_name)
+        if guard is None:
+            guard = self.checks[operation_name] = PreparedCheck(schema, self.document, operation_name)
+        return guard.check(variables)
 
     def cost(self, variables: dict[str, Any], estimate: Callable[[], int]) -> int:
         """The operation's estimated cost for `variables` (schema/limits.py estimate_cost, via `estimate`)."""
@@ -123,6 +137,30 @@ class PreparedOperation:
                 self.costs.clear()
             self.costs[key] = cost
         return cost
+
+
+@dataclass(frozen=True, slots=True)
+class OperationFacts:
+    """What plan_operation reads of an operation whatever the variables and the caller."""
+
+    name: str | None
+    roots: dict[str, list[FieldNode]] | None  # _root_fields
+    fragments: dict[str, FragmentDefinitionNode]
+    variables: tuple[tuple[str, GraphQLInputType], ...]  # each variable's name and type
+
+
+def operation_facts(
+    schema: GraphQLSchema, document: DocumentNode, operation: OperationDefinitionNode
+) -> OperationFacts:
+    return OperationFacts(
+        name=operation.name.value if operation.name is not None else None,
+        roots=_root_fields(operation.selection_set),
+        fragments={d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)},
+        variables=tuple(
+            (d.variable.name.value, type_from_ast(schema, d.type))  # type: ignore[misc]
+            for d in operation.variable_definitions or ()
+        ),
+    )
 
 
 def cost_key(value: Any) -> Hashable:
@@ -318,7 +356,8 @@ class CompiledReads(SchemaExtension):
             if prepared is not None and ec.query is not None:
                 # Parsed, within the limits, validated and a query whose root fields all compiled: the next
                 # request sending this text may skip the executor (schema/context.py, GraphQLView).
-                prepared.put((ec.query, ec._provided_operation_name), PreparedOperation(document, operation))
+                entry = PreparedOperation(document, operation, operation_facts(schema, document, operation))
+                prepared.put((ec.query, ec._provided_operation_name), entry)
         return outcome
 
 
@@ -330,26 +369,26 @@ def plan_operation(
     variables: Any,
     context: Any,
     cache: PlanCache,
+    facts: OperationFacts | None = None,
 ) -> tuple[list[str], list[tuple[RootPlan, list[Any]]]] | None:
     """The response keys of the operation's root fields, and the plans (with their bound parameters) of
-    those that compile; None when none does or binding falls back. Nothing is read from the database."""
+    those that compile; None when none does or binding falls back. Nothing is read from the database.
+    `facts`: operation_facts of the operation, when kept (a prepared operation's)."""
     query_type = schema.query_type
     assert query_type is not None
-    roots = _root_fields(operation.selection_set)
+    if facts is None:
+        facts = operation_facts(schema, document, operation)
+    roots = facts.roots
     if roots is None:
         return None
-    fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
-    definitions = operation.variable_definitions or ()
-    operation_name = operation.name.value if operation.name is not None else None
+    fragments = facts.fragments
+    operation_name = facts.name
     scope = context.scope
     principal = context.principal
     caller_key = (scope.tenant_id, scope.user_id, str(principal.kind), _grants_key(scope.grants))
     grants_in_sql = _grants_in_snapshot(context)
-    shape = tuple(
-        (d.variable.name.value, _shape(variables.coerced.get(d.variable.name.value),
-                                       type_from_ast(schema, d.type)))  # type: ignore[arg-type]
-        for d in definitions
-    )
+    coerced = variables.coerced
+    shape = tuple((name, _shape(coerced.get(name), gql_type)) for name, gql_type in facts.variables)
     book = catalog(schema)
     plans: list[RootPlan] = []
     for key, nodes in roots.items():
@@ -399,7 +438,7 @@ async def execute_plans(
     assert query_type is not None
     outcome = _Outcome(order=order)
     deadline = _deadline(context)
-    db = context.loaders.db
+    db = context.db
     if any(plan.grants_in_sql for plan, _params in bound) and not _reads_lookup_snapshot(db, context.principal):
         raise RuntimeError("a plan reading the caller's grants in SQL runs outside the principal lookup's snapshot")
     reads: dict[str, list[tuple[uuid.UUID, str | None]]] = {}
