@@ -668,11 +668,17 @@ class AuditTrail:
         wrote them (see `_known`), or None."""
         return self._known.get((table_name, entity_id))
 
-    def record_update(self, connection: Connection, obj: Any, before: Mapping[str, Any], after: dict[str, Any]) -> None:
-        """Record the update of `obj`'s row from `before` (its known row) to `after` (every column as the
-        UPDATE returned it), as `after_flush` records a flush's: the same audit and history rows."""
+    def record_write(
+        self, connection: Connection, obj: Any, before: Mapping[str, Any] | None, after: dict[str, Any]
+    ) -> None:
+        """Record the insert (`before` None) or update of `obj`'s row from `before` (its known row) to
+        `after` (every column as the statement returned it), as `after_flush` records a flush's: the same
+        audit and history rows."""
         table: Table = object_mapper(obj).local_table  # type: ignore[assignment]
-        change = _Change(type(obj), table, obj.id, before=dict(before), after=after, obj=obj)
+        if obj.id is None:
+            raise TrailError(f"an inserted {table.name} row without an id")
+        known = None if before is None else dict(before)
+        change = _Change(type(obj), table, obj.id, before=known, after=after, obj=obj)
         self._known[(table.name, obj.id)] = dict(after)
         self._record(connection, [change])
 

@@ -64,6 +64,7 @@ from sqlalchemy import (
     UniqueConstraint,
     bindparam,
     func,
+    insert,
     select,
     text,
     update,
@@ -71,14 +72,15 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.orm import ColumnProperty, RelationshipProperty, object_mapper
 from sqlalchemy.orm import class_mapper as object_mapper_of
-from sqlalchemy.orm import object_mapper
 from sqlalchemy.orm.base import PASSIVE_NO_INITIALIZE
 from sqlalchemy.orm.exc import StaleDataError, UnmappedColumnError
+from sqlalchemy.orm.persistence import _collect_insert_commands
 from sqlalchemy.sql.elements import ClauseElement
 
 from models.audit_chain import AuditChain
-from models.audit_trail import AUDITED, AuditContext, AuditedSession, AuditTrail, Redaction
+from models.audit_trail import AUDITED, AuditContext, AuditedSession, AuditTrail, Redaction, TrailError
 from models.base import Base
 from models.db import set_tenant
 from models.enums import RiskLevel
@@ -328,7 +330,7 @@ class UnitOfWork:
         (TrailError), so the one notification names every entity of the batch.
         """
         try:
-            if not await self._flush_one_update():
+            if not await self._flush_one_update() and not await self._flush_one_insert():
                 await self.session.flush()
             if announce:
                 await self._append_deferred()
@@ -364,7 +366,7 @@ class UnitOfWork:
         mapper = state.mapper
         if mapper.dispatch.before_update or mapper.dispatch.after_update:
             return False
-        columns, _ = plan
+        columns = plan[0]
         values = state.dict
         changed: dict[str, Any] = {}
         for key in state.committed_state:
@@ -401,9 +403,59 @@ class UnitOfWork:
             values[key] = after[name]
         session._register_persistent({state})
         if trail.defer and not trail.announced and conn.sync_connection is not None:
-            trail.record_update(conn.sync_connection, obj, before, after)  # queued: no statement
+            trail.record_write(conn.sync_connection, obj, before, after)  # queued: no statement
         else:
-            await conn.run_sync(trail.record_update, obj, before, after)
+            await conn.run_sync(trail.record_write, obj, before, after)
+        return True
+
+    async def _flush_one_insert(self) -> bool:
+        """`_flush_one_update`'s counterpart for the common create: one new object (nothing changed or
+        deleted), of an audited model, with plain column values only (no relationship set, no SQL
+        expression). Its INSERT takes the values the ORM's flush would send (the ORM's own collection of
+        them: NULLs, defaults), returns every column, and the object becomes persistent with the returned
+        values, as after a flush; the audit trail records it as the flush hook does. False (nothing done)
+        for anything else."""
+        session = self.session.sync_session
+        if len(session._new) != 1 or session._deleted or session.identity_map._modified:
+            return False
+        (state,) = session._new
+        obj: Any = state.obj()
+        if obj is None:
+            return False
+        model: Any = type(obj)
+        plan = _update_plan(model)
+        if plan is None:
+            return False
+        mapper = state.mapper
+        if mapper.dispatch.before_insert or mapper.dispatch.after_insert:
+            return False
+        values = state.dict
+        known = plan[2]
+        if any(key not in known and key != "_sa_instance_state" for key in values):
+            return False  # a relationship or collection set: the ORM's flush orders and links the rows
+        table: Table = mapper.local_table  # type: ignore[assignment]
+        conn = self.connection
+        ((_, _, params, _, _, value_params, _, _),) = _collect_insert_commands(  # type: ignore[no-untyped-call]
+            table, [(state, values, mapper, conn.sync_connection)]
+        )
+        if value_params:
+            return False  # a SQL expression: the ORM renders it
+        trail = self._trail
+        trail.flushing = True
+        try:
+            row = (await conn.execute(_insert_statement(model), params)).mappings().first()
+        finally:
+            trail.flushing = False
+        if row is None:
+            raise TrailError(f"an inserted {table.name} row was not returned")
+        after = dict(row)
+        for name, key in plan[1]:
+            values[key] = after[name]
+        session._register_persistent({state})
+        if trail.defer and not trail.announced and conn.sync_connection is not None:
+            trail.record_write(conn.sync_connection, obj, None, after)  # queued: no statement
+        else:
+            await conn.run_sync(trail.record_write, obj, None, after)
         return True
 
     async def _append_deferred(self) -> None:
@@ -656,12 +708,18 @@ def _row_statement(model: Any, key_share: bool) -> Any:
     )
 
 
+# attribute key -> column (every column but the primary key); (column name, attribute key) of every column;
+# the attribute keys of every column.
+_Plan = tuple[dict[str, Any], tuple[tuple[str, str], ...], frozenset[str]]
+
+
 @functools.cache
-def _update_plan(model: Any) -> tuple[dict[str, Any], tuple[tuple[str, str], ...]] | None:
-    """What `UnitOfWork._flush_one_update` needs of `model`, or None when it does not take that path:
-    (attribute key -> its column, for every column but the primary key; (column name, attribute key) of
-    every column). Only audited models mapped plainly to their own table: no inheritance, no version
-    counter, every column one attribute."""
+def _update_plan(model: Any) -> _Plan | None:
+    """What `UnitOfWork._flush_one_update` and `_flush_one_insert` need of `model`, or None when they do
+    not take their path: (attribute key -> its column, for every column but the primary key; (column
+    name, attribute key) of every column; the attribute keys of every column). Only audited models mapped
+    plainly to their own table: no inheritance, no version counter, every column one attribute, no
+    property but columns and relationships."""
     if model not in AUDITED:
         return None
     mapper = object_mapper_of(model)
@@ -673,6 +731,8 @@ def _update_plan(model: Any) -> tuple[dict[str, Any], tuple[tuple[str, str], ...
         return None
     keys: dict[str, Any] = {}
     names: list[tuple[str, str]] = []
+    if any(not isinstance(prop, ColumnProperty | RelationshipProperty) for prop in mapper.iterate_properties):
+        return None  # a synonym, composite or other property the plain paths do not know
     for column in table.columns:
         try:
             prop = mapper.get_property_by_column(column)
@@ -683,7 +743,7 @@ def _update_plan(model: Any) -> tuple[dict[str, Any], tuple[tuple[str, str], ...
         names.append((column.name, prop.key))
         if column.name != "id":
             keys[prop.key] = column
-    return keys, tuple(names)
+    return keys, tuple(names), frozenset(key for _, key in names)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -701,6 +761,14 @@ def _update_statement(model: Any, keys: tuple[str, ...]) -> Any:
         .values({columns[key]: bindparam(f"gwm_set_{key}", type_=columns[key].type) for key in keys})
         .returning(*table.columns)
     )
+
+
+@functools.cache
+def _insert_statement(model: Any) -> Any:
+    """`INSERT INTO <table> ... RETURNING <every column>`, built once per model; its columns are those of
+    the parameters given (SQLAlchemy compiles it once per set of them)."""
+    table = model.__table__
+    return insert(table).returning(*table.columns)
 
 
 def _differs(current: Any, value: Any) -> bool:
