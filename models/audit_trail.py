@@ -23,6 +23,10 @@ concurrent change cannot make the "before" values lie. Values are encoded as the
 appear with their value (`Redaction`): the field name is kept with the value "[redacted]", and
 secret-looking keys inside JSON values are redacted too.
 
+The unit of work's single-row UPDATE or INSERT (models/unit_of_work.py `_flush_one_update`,
+`_flush_one_insert`) stands for a flush of one object: it runs with the trail marked as flushing
+(`flushing`), and `record_write` records it through the same code as `after_flush`.
+
 Nothing can write an audited table around the hook through a unit of work: `do_orm_execute`
 refuses ORM bulk INSERT/UPDATE/DELETE statements on audited models (they skip the flush), and a
 listener on the unit of work's connection refuses Core and textual INSERT/UPDATE/DELETE on their

@@ -21,6 +21,11 @@ What it guarantees:
   changed (inside the transaction, so only a commit announces anything), then COMMIT, then the
   `on_commit` callbacks. Any failure up to and including the COMMIT rolls back the change, its
   audit rows and its notification together.
+- The common flush, one changed object (its row read by `lock`) or one new object of an audited
+  model with plain column values, is one `UPDATE ... RETURNING` or `INSERT ... RETURNING` of its own
+  (`_flush_one_update`, `_flush_one_insert`), without the ORM's flush machinery: the object, the audit
+  and history rows and the guard end up exactly as after the ORM's flush (docs/decisions.md W29).
+  Every other flush is the ORM's.
 - Database errors the caller can cause (a unique value taken, a reference to a missing row, a
   value outside a CHECK, a lost concurrency race) become `models.errors` exceptions naming the
   column where PostgreSQL says which; anything else propagates unchanged (a bug or an outage).
