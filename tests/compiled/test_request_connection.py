@@ -200,3 +200,25 @@ async def _post(client: httpx.AsyncClient, token: str, variables: dict[str, Any]
     body: dict[str, Any] = response.json()
     assert "errors" not in body, body
     return body
+
+
+async def test_an_overflow_connection_is_closed_on_its_return_and_the_pooled_one_kept(
+    database: Database, tenant_a: TenantRef
+) -> None:
+    # One pooled connection and one overflow: the first returned goes back into the pool's queue (no I/O, no
+    # greenlet), the second finds the queue full and is closed (through a greenlet, as the driver awaits).
+    engine = create_engine(database.app_url, pool_size=1, max_overflow=1, pool_timeout_s=5)
+    try:
+        first, second = RequestConnection(engine, None), RequestConnection(engine, None)
+        for db in (first, second):
+            assert await db.open(OPEN, str(tenant_a.id), tenant_of=_tenant) is not None
+        pids = [(await db.raw()).get_server_pid() for db in (first, second)]
+        assert engine.pool.checkedout() == 2  # type: ignore[attr-defined]
+        await first.close()
+        await second.close()
+        assert engine.pool.checkedout() == 0 and engine.pool.checkedin() == 1  # type: ignore[attr-defined]
+        pid, in_transaction = await _next_checkout(engine)
+        assert pid == pids[0] and not in_transaction
+        assert not first.is_open and not second.is_open
+    finally:
+        await engine.dispose()
