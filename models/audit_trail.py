@@ -530,6 +530,11 @@ class AuditTrail:
             }
         )
 
+    @property
+    def events_pending(self) -> bool:
+        """Whether event rows wait for `write_events`."""
+        return bool(self._events)
+
     def write_events(self, connection: Connection) -> None:
         """Append the queued event rows (after the last flush, before COMMIT)."""
         rows, self._events = self._events, []

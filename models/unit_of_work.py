@@ -177,7 +177,8 @@ class UnitOfWork:
             return
         try:
             await self.flush(announce=True)
-            await self.connection.run_sync(self._trail.write_events)
+            if self._trail.events_pending:
+                await self.connection.run_sync(self._trail.write_events)
             if self._notify and self._trail.entities and not self._trail.announced:
                 payload = notification_payload(
                     self._trail.context.tenant_id, self._trail.context.change_batch_id, self._trail.entities
@@ -335,7 +336,11 @@ class UnitOfWork:
         (TrailError), so the one notification names every entity of the batch.
         """
         try:
-            if not await self._flush_one_update() and not await self._flush_one_insert():
+            if (
+                not await self._flush_one_update()
+                and not await self._flush_one_insert()
+                and not self.session.sync_session._is_clean()  # a clean session's flush does nothing
+            ):
                 await self.session.flush()
             if announce:
                 await self._append_deferred()
