@@ -62,6 +62,11 @@ _REQUEST_API_KEY = (
     "SELECT p.*, set_config('app.tenant_id', p.tenant_id::text, true) AS tenant_setting"
     " FROM gwm_request_api_key($1) AS p"
 )
+# A read transaction's statements keep one generic plan per prepared statement (decision Q8): the same
+# lookup, also setting `plan_cache_mode` for the rest of the transaction, with no round trip of its own.
+_GENERIC_PLANS = "set_config('plan_cache_mode', 'force_generic_plan', true) AS plan_mode, "
+_READ_SESSION = _REQUEST_SESSION.replace("SELECT ", "SELECT " + _GENERIC_PLANS, 1)
+_READ_API_KEY = _REQUEST_API_KEY.replace("SELECT ", "SELECT " + _GENERIC_PLANS, 1)
 
 
 def utcnow() -> datetime:
@@ -142,7 +147,8 @@ class AuthService:
 
     async def _session_principal(self, db: RequestConnection, token: str, meta: RequestMeta) -> Principal:
         now = self.now()
-        row = await db.open(_REQUEST_SESSION, digest(token), tenant_of=_live_session_tenant)
+        lookup = _REQUEST_SESSION if db.for_write else _READ_SESSION
+        row = await db.open(lookup, digest(token), tenant_of=_live_session_tenant)
         if row is None or _live_session_tenant(row) is None:
             raise Unauthenticated("INVALID_SESSION", "The session is not valid; sign in again.")
         record = SessionRecord(
@@ -216,7 +222,7 @@ class AuthService:
             live = row["revoked_at"] is None and now < row["expires_at"] and row["tenant_active"]
             return row["tenant_id"] if live else None
 
-        row = await db.open(_REQUEST_API_KEY, digest(key), tenant_of=usable)
+        row = await db.open(_REQUEST_API_KEY if db.for_write else _READ_API_KEY, digest(key), tenant_of=usable)
         if row is None:
             raise Unauthenticated("INVALID_API_KEY", "The API key is not valid.")
         if row["revoked_at"] is not None or now >= row["expires_at"]:
