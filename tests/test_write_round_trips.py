@@ -44,8 +44,10 @@ MAX_ROUND_TRIPS = 8
 #: principal lookup, which sets the tenant (the write's first statement: the unit of work takes the
 #: transaction over), the row locked and read, the write returning every column (no read-back), the
 #: audit chains' locks and heads (one statement), the audit and history rows with the batch's
-#: notification (one statement), the payload read in the same transaction, COMMIT. A create checks its
-#: source, the tenant's project limit (locked) and count in one statement instead of reading a row.
+#: notification (one statement), COMMIT: 7. The payload is the row the write returned when the caller
+#: reads every row of the table (a project-scoped caller's is read in the same transaction: 8). A create
+#: checks its source, locks the tenant row and reads its live-project count in one statement instead of
+#: reading a row.
 CEILING = {"update": MAX_ROUND_TRIPS, "create": MAX_ROUND_TRIPS, "archive": MAX_ROUND_TRIPS}
 
 UPDATE = """mutation ($input: OpportunityProjectUpdateInput!) {
