@@ -75,6 +75,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm import ColumnProperty, RelationshipProperty, object_mapper
@@ -277,6 +278,12 @@ class UnitOfWork:
         """How many (audit_logs, change_history) rows this unit of work has appended."""
         return self._trail.audit_rows, self._trail.history_rows
 
+    def stored(self, table: str, entity_id: uuid.UUID) -> dict[str, Any] | None:
+        """Every column of the row as this unit of work last wrote it or read it under its row lock (the
+        audit trail's "before" of its next change, forgotten whenever a statement outside a flush may have
+        changed rows behind the session); None when it does not know the row."""
+        return self._trail.known_row(table, entity_id)
+
     def set_reason(self, reason: str | None) -> None:
         """Record `reason` as the change_reason of the audit rows of the next flushes."""
         self._trail.set_reason(reason)
@@ -390,32 +397,19 @@ class UnitOfWork:
                 changed[key] = value
         if not changed:
             return False
-        trail = self._trail
         table: Table = mapper.local_table  # type: ignore[assignment]
-        before = trail.known_row(table.name, obj.id)
+        before = self.stored(table.name, obj.id)
         if before is None:
             return False
         keys = tuple(sorted(changed))
         params = {f"gwm_set_{key}": changed[key] for key in keys}
         params["gwm_row_id"] = obj.id
-        conn = self.connection
-        trail.flushing = True
-        try:
-            row = (await conn.execute(_update_statement(model, keys), params)).mappings().first()
-        finally:
-            trail.flushing = False
+        row = await self._flush_statement(_update_statement(model, keys), params)
         if row is None:  # what the ORM's flush raises when its UPDATE matches no row
             raise StaleDataError(
                 f"UPDATE statement on table '{table.name}' expected to update 1 row(s); 0 were matched."
             )
-        after = dict(row)
-        for name, key in plan[1]:
-            values[key] = after[name]
-        session._register_persistent({state})
-        if trail.defer and not trail.announced and conn.sync_connection is not None:
-            trail.record_write(conn.sync_connection, obj, before, after)  # queued: no statement
-        else:
-            await conn.run_sync(trail.record_write, obj, before, after)
+        await self._flushed(state, obj, plan[1], before, row)
         return True
 
     async def _flush_one_insert(self) -> bool:
@@ -450,23 +444,37 @@ class UnitOfWork:
         )
         if value_params:
             return False  # a SQL expression: the ORM renders it
+        row = await self._flush_statement(_insert_statement(model), params)
+        if row is None:
+            raise TrailError(f"an inserted {table.name} row was not returned")
+        await self._flushed(state, obj, plan[1], None, row)
+        return True
+
+    async def _flush_statement(self, statement: Any, params: dict[str, Any]) -> RowMapping | None:
+        """A single-row path's statement, run as the flush's own DML (the guard lets it through); its row."""
         trail = self._trail
         trail.flushing = True
         try:
-            row = (await conn.execute(_insert_statement(model), params)).mappings().first()
+            row = (await self.connection.execute(statement, params)).mappings().first()
         finally:
             trail.flushing = False
-        if row is None:
-            raise TrailError(f"an inserted {table.name} row was not returned")
+        return row
+
+    async def _flushed(
+        self, state: Any, obj: Any, columns: Any, before: dict[str, Any] | None, row: RowMapping
+    ) -> None:
+        """The object takes the returned row and becomes persistent as after a flush; the audit trail records
+        the write (queued when the unit's audit rows are deferred, so no statement is run here)."""
         after = dict(row)
-        for name, key in plan[1]:
+        values = state.dict
+        for name, key in columns:
             values[key] = after[name]
-        session._register_persistent({state})
+        self.session.sync_session._register_persistent({state})
+        trail, conn = self._trail, self.connection
         if trail.defer and not trail.announced and conn.sync_connection is not None:
-            trail.record_write(conn.sync_connection, obj, None, after)  # queued: no statement
+            trail.record_write(conn.sync_connection, obj, before, after)
         else:
-            await conn.run_sync(trail.record_write, obj, None, after)
-        return True
+            await conn.run_sync(trail.record_write, obj, before, after)
 
     async def _append_deferred(self) -> None:
         trail = self._trail

@@ -631,7 +631,7 @@ def _as_stored(context: GraphQLContext, uow: UnitOfWork, node_type: type, entity
     else (a project-scoped reader, a row not known) is read with the loader, as before.
     """
     table: Table = cast(Any, node_type)._table
-    stored = _stored(uow, table.name, entity_id)
+    stored = uow.stored(table.name, entity_id)
     if stored is None:
         return None
     scope = context.scope
@@ -649,14 +649,6 @@ def _as_stored(context: GraphQLContext, uow: UnitOfWork, node_type: type, entity
     if owner != scope.tenant_id:
         return None
     return cast(Any, node_type).from_row(row)
-
-
-def _stored(uow: UnitOfWork, table: str, entity_id: uuid.UUID) -> Mapping[str, Any] | None:
-    """Every column of the row as the unit of work last wrote it or read it under its row lock (the audit
-    trail's "before" of its next change: models/audit_trail.py `_known`, forgotten whenever a statement
-    outside a flush may have changed rows behind the session); None when it does not know the row."""
-    known = getattr(getattr(uow, "_trail", None), "_known", None)
-    return known.get((table, entity_id)) if isinstance(known, dict) else None
 
 
 # Table -> the names of the columns the loaders read (resolvers/common/loaders.py `columns_of`), in
