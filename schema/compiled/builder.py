@@ -164,6 +164,9 @@ class Builder:
         self.grants_in_sql = False
         self._granted_sets: dict[frozenset[uuid.UUID], list[str]] | None = None
         self._rule_permission: str | None = None  # the read rule's permission while `rows` renders its condition
+        # While `rows` renders a condition: the rule's project column and the projects its rows are known to
+        # belong to (a list under a project row).
+        self._known_projects: tuple[str, frozenset[uuid.UUID]] | None = None
         # Row sources whose FROM clause takes joins (`joined`): a to-one field under one of them is a LEFT JOIN
         # (one index probe of the target per row) rather than a correlated sub-select (a sub-plan run per row).
         self._join_sources: set[str] = set()
@@ -325,10 +328,13 @@ class Builder:
             else None
         if condition is not None and not (known is not None and granted is not None and known <= granted):
             self._rule_permission = str(rule.permission) if rule is not None and rule.permission else None
+            if known is not None and rule is not None and isinstance(rule.project, Direct):
+                self._known_projects = (rule.project.column, known)
             try:
                 parts.append(self.render(condition, table, alias))
             finally:
                 self._rule_permission = None
+                self._known_projects = None
             self.bounds[alias] = granted if project_only else None
         else:
             self.bounds[alias] = known if condition is not None else None
@@ -351,13 +357,24 @@ class Builder:
                 # hundreds of projects would otherwise bind hundreds of parameters per condition).
                 left = visitors.replacement_traverse(element.left, {}, replace)
                 values = list(element.right.value or ())
+                if (
+                    self._known_projects is not None and isinstance(element.left, Column)
+                    and element.left.name == self._known_projects[0]
+                    and self._known_projects[1] <= frozenset(values)
+                ):
+                    return literal_column("true", Boolean())  # every row here is under one of these projects
                 permission = (
                     self._grant_permission(frozenset(values))
                     if self.grants_in_sql and all(isinstance(v, uuid.UUID) for v in values) else None
                 )
                 if permission is not None:  # the caller's grants of `permission`: read, not sent
                     column = self.render_statement(left)
-                    return literal_column(f"({column} IN ({self.granted_projects(permission)}))", Boolean())
+                    granted = self.granted_projects(permission)
+                    if element is expression and isinstance(element.left, Column) and element.left.primary_key:
+                        # The whole condition, on the primary key: the granted ids as one array, which the
+                        # primary key's index probes in one sorted pass (a semi-join probes it once per grant).
+                        return literal_column(f"({column} = ANY(ARRAY({granted})))", Boolean())
+                    return literal_column(f"({column} IN ({granted}))", Boolean())
                 return left == any_(bindparam(None, values, type_=ARRAY(element.left.type)))
             return None
 
@@ -785,7 +802,14 @@ class Builder:
             if name in table.c and not table.c[name].nullable:
                 beyond = f"{ref} > {v}" if greater else f"{ref} < {v}"
             clauses.append("(" + " AND ".join([*prefix, beyond]) + ")")
-        return "(" + " OR ".join(clauses) + ")"
+        keyset = "(" + " OR ".join(clauses) + ")"
+        first, first_desc = terms[0]
+        if len(terms) > 1 and first in table.c and not table.c[first].nullable:
+            # Implied by the clauses; stated as a range on the first order column so that an index on the
+            # order starts its scan at the cursor (the OR alone reads from the start of the range).
+            bound = "<=" if first_desc == forward else ">="
+            keyset = f"({ref_of(first)} {bound} {value_sql[0]} AND {keyset})"
+        return keyset
 
     def cursor(self, table: Table, terms: list[tuple[str, bool]], alias: str) -> str:
         pieces: list[str] = []

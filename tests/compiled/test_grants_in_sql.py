@@ -99,3 +99,33 @@ async def test_only_the_lookups_own_transaction_reads_the_grants_there(
     fresh = RequestConnection(clients.on_app.state.engine, principal.tenant_id)
     assert not _reads_lookup_snapshot(fresh, principal)  # begun without the lookup: the ids are bound
     assert json.dumps(sorted(map(str, principal.grants.per_project)))  # the principal still holds the ids
+
+
+DOCUMENTS = (
+    "query GrantsDocuments($after: String) { opportunityProjects(first: 2, after: $after,"
+    " filter: {includeArchived: true}) { pageInfo { endCursor } nodes { rowId"
+    " documents(first: 5) { nodes { name accessLevel } } } } }"
+)
+
+
+async def test_the_grants_probe_the_key_once_and_are_implied_under_a_granted_project(
+    clients: Clients, callers: dict[str, Caller]
+) -> None:
+    """The manager's project list reads its grants as one array probed on the primary key; the documents
+    listed under a granted project do not read the grants again (the project is known to be granted)."""
+    manager = callers["scoped_manager"]
+    comparison = Comparison()
+    first = await run_both(clients, manager, DOCUMENTS, {"after": None}, "first page")
+    comparison.outcomes.append(first)
+    assert first.on.data is not None
+    page = first.on.data["opportunityProjects"]
+    comparison.outcomes.append(
+        await run_both(clients, manager, DOCUMENTS, {"after": page["pageInfo"]["endCursor"]}, "second page")
+    )
+    assert comparison.differences() == [], comparison.differences()
+    assert any(node["documents"]["nodes"] for node in page["nodes"])  # the answer holds documents
+
+    (statement,) = await _statements(clients, manager, DOCUMENTS, {"after": None})
+    assert statement.count("FROM user_roles ga") == 1, statement
+    assert "t1.id = ANY(ARRAY(SELECT ga.opportunity_project_id FROM user_roles ga" in statement, statement
+    assert "OR true" in statement  # the documents' own-project alternative, decided by the known grant

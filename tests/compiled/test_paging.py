@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.compiled.conftest import Caller, Clients, World
 from tests.compiled.differential import Comparison, compiled_keys, report, run_both
+from tests.compiled.test_grants_in_sql import _statements
 
 PAGE = 3
 MAX_PAGES = 6
@@ -161,3 +162,18 @@ async def test_a_cursor_of_another_list_is_refused_alike(
     assert not differences, f"{len(differences)} differences:\n\n" + "\n\n".join(differences[:8])
     codes = {code for o in comparison.outcomes for answer in (o.on, o.off) for _, code in answer.errors}
     assert codes == {"BAD_USER_INPUT"}, [m for o in comparison.outcomes for m in (*o.off.messages, *o.on.messages)]
+
+
+async def test_a_cursor_bounds_the_first_order_column_as_a_range(clients: Clients, callers: dict[str, Caller]) -> None:
+    """After a cursor, the statement states the first (non-null) order column's bound as a range an index on
+    the order can start from, implied by the keyset condition it stands beside (the answers above are equal)."""
+    document = "query ($c: String) { opportunityProjects(first: 2, after: $c) { pageInfo { endCursor } nodes { id } } }"
+    admin = callers["admin"]
+    first = await run_both(clients, admin, document, {"c": None}, "first")
+    assert first.on.data is not None
+    cursor = first.on.data["opportunityProjects"]["pageInfo"]["endCursor"]
+    (statement,) = await _statements(clients, admin, document, {"c": cursor})
+    assert 't1."created_at" <= $' in statement, statement
+    backwards = document.replace("first: 2, after: $c", "last: 2, before: $c")
+    (statement,) = await _statements(clients, admin, backwards, {"c": cursor})
+    assert 't1."created_at" >= $' in statement, statement
