@@ -48,7 +48,15 @@ from sqlalchemy import Table
 from sqlalchemy.engine.result import result_tuple
 from strawberry import relay
 from strawberry.extensions.field_extension import FieldExtension
-from strawberry.types.base import get_object_definition
+from strawberry.scalars import is_scalar
+from strawberry.types.arguments import InputContext
+from strawberry.types.base import (
+    StrawberryMaybe,
+    StrawberryObjectDefinition,
+    StrawberryOptional,
+    get_object_definition,
+)
+from strawberry.types.enum import StrawberryEnumDefinition, has_enum_definition
 from strawberry.types.field import StrawberryField
 from strawberry.types.unset import UNSET
 from strawberry.utils.str_converters import to_camel_case, to_snake_case
@@ -417,6 +425,59 @@ def _payload(field_name: str, returns: Returns, extra: Mapping[str, Extra]) -> t
     return cls
 
 
+# -- the input's conversion ------------------------------------------------------------------------
+
+
+def _convert_by_plan(input_type: type) -> None:
+    """The input's value built from its GraphQL value by a plan worked out once (`_InputPlan`), instead of
+    strawberry's conversion, which resolves every field's type and GraphQL name again on each request
+    (about a tenth of a small mutation's GraphQL work). The value is the same: fields without a default
+    start as None, each field the value holds is converted (scalars and enums as graphql-core coerced
+    them, anything else by strawberry's own `convert_argument`), then the class is called."""
+    definition = get_object_definition(input_type, strict=True)
+    # Not for an input with a Maybe field: strawberry's validation of its nulls skips types that convert
+    # themselves.
+    if definition.from_input is None and not any(isinstance(f.type, StrawberryMaybe) for f in definition.fields):
+        definition.from_input = _InputPlan(definition).build
+
+
+class _InputPlan:
+    """How to build one input class from its GraphQL value (strawberry's `from_input` hook)."""
+
+    def __init__(self, definition: StrawberryObjectDefinition) -> None:
+        self.definition = definition
+        # (GraphQL name, Python name, type, leaf), worked out on first use (the scalars are the schema's).
+        self.fields: list[tuple[str, str, Any, bool]] | None = None
+        self.defaults = {
+            field.python_name: None
+            for field in definition.fields
+            if field.default_value is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+        }
+
+    def _fields(self, context: InputContext) -> list[tuple[str, str, Any, bool]]:
+        definition, registry = self.definition, context.scalar_registry
+        fields = []
+        for field in definition.fields:
+            type_ = field.resolve_type(type_definition=definition)
+            inner = type_.of_type if type(type_) is StrawberryOptional else type_
+            leaf = inner is not relay.GlobalID and (
+                is_scalar(inner, registry) or isinstance(inner, StrawberryEnumDefinition) or has_enum_definition(inner)
+            )
+            fields.append((context.config.name_converter.from_field(field), field.python_name, type_, leaf))
+        return fields
+
+    def build(self, cls: type, value: Mapping[str, Any], context: InputContext) -> Any:
+        fields = self.fields
+        if fields is None:
+            fields = self.fields = self._fields(context)
+        kwargs: dict[str, Any] = dict(self.defaults)
+        for graphql_name, python_name, type_, leaf in fields:
+            if graphql_name in value:
+                given = value[graphql_name]
+                kwargs[python_name] = given if leaf or given is None else context.convert(given, type_, graphql_name)
+        return cls(**kwargs)
+
+
 def _args(value: Any, info: Info) -> Args[Any]:
     if value is None:
         return Args(input=None, info=info, id=None, updated_at=None, values={})
@@ -488,6 +549,7 @@ def mutation(
         raise TypeError(f"{name}: give exactly one of run= and service=")
     if input is not None:
         refs_of(input)  # declaration errors surface at import
+        _convert_by_plan(input)
     if idempotent and (input is None or "idempotency_key" not in _field_names(input)):
         raise TypeError(f"{name}: an idempotent create's input declares idempotency_key (W20)")
     extras = dict(extra or {})
