@@ -219,12 +219,14 @@ class Builder:
         tenant = self.const(self.scope.tenant_id, "uuid")
         user = self.const(self.scope.user_id, "uuid")
         held = self.const(permission, "text")
+        # The roles holding the permission are read once (an array), then the caller's assignments from the
+        # index that covers them; a join would probe the roles once per assignment under a generic plan.
         return (
             "SELECT ga.opportunity_project_id FROM user_roles ga"
-            " JOIN roles gr ON gr.id = ga.role_id AND gr.tenant_id = ga.tenant_id"
-            f" WHERE ga.tenant_id = {tenant} AND ga.user_id = {user} AND ga.opportunity_project_id IS NOT NULL"
+            f" WHERE ga.user_id = {user} AND ga.opportunity_project_id IS NOT NULL AND ga.tenant_id = {tenant}"
             " AND (ga.expires_at IS NULL OR ga.expires_at > now())"
-            f" AND gr.permissions ? {held}"
+            " AND ga.role_id = ANY(ARRAY(SELECT gr.id FROM roles gr"
+            f" WHERE gr.tenant_id = {tenant} AND gr.permissions ? {held}))"
         )
 
     def runtime(self, getter: Param, cast: str | None = None) -> str:
