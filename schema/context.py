@@ -294,6 +294,21 @@ class GraphQLView(GraphQL[GraphQLContext, None]):
         return False
 
     async def execute_single(self, *args: Any, **kwargs: Any) -> Any:
+        request_data = kwargs.get("request_data")
+        if (
+            not args
+            and request_data is not None
+            and request_data.extensions is None
+            and kwargs["request_adapter"].method == "POST"
+        ):  # a kept mutation document: without strawberry's per-request pipeline (schema/prepared_mutations.py)
+            from schema.prepared_mutations import execute_prepared_mutation
+
+            result = await execute_prepared_mutation(
+                self.schema, request_data.query, request_data.variables, request_data.operation_name,
+                kwargs["context"], kwargs["root_value"],
+            )
+            if result is not None:
+                return result
         try:
             return await super().execute_single(*args, **kwargs)
         except HTTPException as exc:
@@ -328,8 +343,12 @@ class GraphQLView(GraphQL[GraphQLContext, None]):
         if scope["type"] == "http" and not await self._negotiate(scope, receive, send):
             return
         prepared = self.prepared
-        # Not for a streaming Accept (no media type recorded: strawberry's to answer).
-        if scope["type"] == "http" and prepared is not None and scope.get("method") == "POST" and MEDIA_KEY in scope:
+        # Not for a streaming Accept (no media type recorded: strawberry's to answer), nor for a request the
+        # middleware began for a mutation (schema/writes.py is_mutation_request): only queries are prepared here.
+        if (
+            scope["type"] == "http" and prepared is not None and scope.get("method") == "POST" and MEDIA_KEY in scope
+            and not _begun_for_write(scope)
+        ):
             messages, body = await _read_body(receive)
             answer = await self._serve_prepared(scope, body, prepared)
             if answer is not None:
@@ -523,6 +542,12 @@ class GraphQLView(GraphQL[GraphQLContext, None]):
         finally:
             await context.close()
             await after(self.trusted, context, result)
+
+
+def _begun_for_write(scope: Scope) -> bool:
+    """Whether the middleware began the request's transaction for a mutation (its body certainly runs one)."""
+    begun = (scope.get("state") or {}).get("db")
+    return isinstance(begun, RequestConnection) and begun.for_write
 
 
 async def _read_body(receive: Receive) -> tuple[list[Message], bytes]:

@@ -633,6 +633,15 @@ class DocumentCache:
             return kept[0]
         return parse(text, **options)
 
+    def kept(self, text: str, max_tokens: int | None) -> DocumentNode | None:
+        """The document kept for `text` that `parse(text, {"max_tokens": max_tokens})` would hand out, or
+        None (it would parse): no parsing here."""
+        kept = self._parsed.get(text)
+        if kept is None or (max_tokens is not None and (kept[1] is None or kept[1] > max_tokens)):
+            return None
+        self._parsed.move_to_end(text)
+        return kept[0]
+
     def __contains__(self, text: object) -> bool:
         """Whether the document `text` is kept parsed."""
         return text in self._parsed
