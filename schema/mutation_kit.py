@@ -48,6 +48,7 @@ from sqlalchemy import Table
 from sqlalchemy.engine.result import result_tuple
 from strawberry import relay
 from strawberry.extensions.field_extension import FieldExtension
+from strawberry.relay.types import GlobalIDValueError, InvalidGlobalIDError
 from strawberry.scalars import is_scalar
 from strawberry.types.arguments import InputContext
 from strawberry.types.base import (
@@ -446,24 +447,29 @@ class _InputPlan:
 
     def __init__(self, definition: StrawberryObjectDefinition) -> None:
         self.definition = definition
-        # (GraphQL name, Python name, type, leaf), worked out on first use (the scalars are the schema's).
-        self.fields: list[tuple[str, str, Any, bool]] | None = None
+        # (GraphQL name, Python name, type, how: _AS_GIVEN, _GLOBAL_ID or _CONVERTED), worked out on first use
+        # (the scalars are the schema's).
+        self.fields: list[tuple[str, str, Any, int]] | None = None
         self.defaults = {
             field.python_name: None
             for field in definition.fields
             if field.default_value is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
         }
 
-    def _fields(self, context: InputContext) -> list[tuple[str, str, Any, bool]]:
+    def _fields(self, context: InputContext) -> list[tuple[str, str, Any, int]]:
         definition, registry = self.definition, context.scalar_registry
         fields = []
         for field in definition.fields:
             type_ = field.resolve_type(type_definition=definition)
             inner = type_.of_type if type(type_) is StrawberryOptional else type_
-            leaf = inner is not relay.GlobalID and (
-                is_scalar(inner, registry) or isinstance(inner, StrawberryEnumDefinition) or has_enum_definition(inner)
-            )
-            fields.append((context.config.name_converter.from_field(field), field.python_name, type_, leaf))
+            how = _CONVERTED
+            if inner is relay.GlobalID:
+                how = _GLOBAL_ID
+            elif is_scalar(inner, registry) or isinstance(inner, StrawberryEnumDefinition):
+                how = _AS_GIVEN
+            elif has_enum_definition(inner):
+                how = _AS_GIVEN
+            fields.append((context.config.name_converter.from_field(field), field.python_name, type_, how))
         return fields
 
     def build(self, cls: type, value: Mapping[str, Any], context: InputContext) -> Any:
@@ -471,11 +477,29 @@ class _InputPlan:
         if fields is None:
             fields = self.fields = self._fields(context)
         kwargs: dict[str, Any] = dict(self.defaults)
-        for graphql_name, python_name, type_, leaf in fields:
+        for graphql_name, python_name, type_, how in fields:
             if graphql_name in value:
                 given = value[graphql_name]
-                kwargs[python_name] = given if leaf or given is None else context.convert(given, type_, graphql_name)
+                if how == _AS_GIVEN or given is None:
+                    kwargs[python_name] = given
+                elif how == _GLOBAL_ID:
+                    kwargs[python_name] = _global_id(given)
+                else:
+                    kwargs[python_name] = context.convert(given, type_, graphql_name)
         return cls(**kwargs)
+
+
+# How a field's value is converted: as graphql-core coerced it (a scalar, an enum), as a global id, or by
+# strawberry's `convert_argument` (a list, a nested input).
+_AS_GIVEN, _GLOBAL_ID, _CONVERTED = 0, 1, 2
+
+
+def _global_id(value: Any) -> relay.GlobalID:
+    """A global id as strawberry's conversion makes it, with its refusal."""
+    try:
+        return relay.GlobalID.from_id(value)
+    except GlobalIDValueError as error:
+        raise InvalidGlobalIDError(f'Value cannot represent a GlobalID: "{value}".') from error
 
 
 def _args(value: Any, info: Info) -> Args[Any]:
