@@ -74,6 +74,7 @@ from sqlalchemy.dialects.postgresql import INET, JSONB, TIMESTAMP, UUID
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from models.driver_sql import fetch
 from models.tracing import TRACE_ID
 
 __all__ = [
@@ -271,34 +272,56 @@ class AuditChain:
         inserted, per batch. `notify` (channel, payload): `pg_notify` in the inserting statement (the
         notification is delivered at COMMIT, like any other); only when there are rows to insert.
         """
-        tables = [_table(table) for table, _ in batches]
-        order = [AUDIT_TABLE_NAMES.index(table.name) for table in tables]
-        if order != sorted(set(order)):
-            raise AuditChainError(f"audit tables are appended once each, in the order {', '.join(AUDIT_TABLE_NAMES)}")
-        wanted = [(table, rows) for table, (_, rows) in zip(tables, batches, strict=True) if rows]
+        tables, wanted = _wanted(batches, notify)
         if not wanted:
-            if notify is not None:
-                raise AuditChainError("a notification goes with audit rows: there are none to append")
             return [[] for _ in batches]
-        heads = {
-            head.table_name: head
-            for head in connection.execute(_HEADS, {"tables": [table.name for table, _ in wanted]})
-        }
-        state = heads[wanted[0][0].name]
-        if state.tenant is None:
+        heads = connection.execute(_HEADS, {"tables": [table.name for table, _ in wanted]}).all()
+        written = self._chained(heads, wanted)
+        _insert(connection, [(table, written[table.name]) for table, _ in wanted], notify)
+        return [written.get(table.name, []) if rows else [] for table, (_, rows) in zip(tables, batches, strict=True)]
+
+    async def append_many(
+        self,
+        conn: AsyncConnection,
+        batches: Sequence[tuple[Table, Sequence[Mapping[str, Any]]]],
+        *,
+        notify: tuple[str, str] | None = None,
+    ) -> list[list[dict[str, Any]]]:
+        """`append_many_sync` for an async connection: the same two statements and rows, run on the driver's
+        connection (models/driver_sql.py) when they can be, else through SQLAlchemy."""
+        tables, wanted = _wanted(batches, notify)
+        if not wanted:
+            return [[] for _ in batches]
+        heads = await fetch(conn, _HEADS, {"tables": [table.name for table, _ in wanted]})
+        if heads is None:
+            return await conn.run_sync(self.append_many_sync, batches, notify=notify)
+        written = self._chained(heads, wanted)
+        appended = [(table, written[table.name]) for table, _ in wanted]
+        single = _single_statement(appended, notify)
+        if single is None or await fetch(conn, *single) is None:
+            await conn.run_sync(_insert, appended, notify)
+        return [written.get(table.name, []) if rows else [] for table, (_, rows) in zip(tables, batches, strict=True)]
+
+    def _chained(
+        self, heads: Sequence[Any], wanted: Sequence[tuple[Table, Sequence[Mapping[str, Any]]]]
+    ) -> dict[str, list[dict[str, Any]]]:
+        """The rows of `wanted` completed and chained after `heads` (gwm_audit_chain_heads' rows: table
+        name, isolation, tenant, seq, row_hash)."""
+        by_table = {head[0]: head for head in heads}
+        _, isolation, tenant_id, _, _ = by_table[wanted[0][0].name]
+        if tenant_id is None:
             raise AuditChainError("no tenant is set on this transaction (app.tenant_id): audit rows belong to one")
-        if state.isolation != "read committed":
+        if isolation != "read committed":
             raise AuditChainError(
-                f"audit rows are appended in READ COMMITTED transactions, not {state.isolation.upper()}: "
+                f"audit rows are appended in READ COMMITTED transactions, not {isolation.upper()}: "
                 "a row another transaction appended after this snapshot would be invisible"
             )
-        tenant_id = state.tenant
         now = datetime.datetime.now(datetime.UTC)
         key = self._keys[self._current]
         written: dict[str, list[dict[str, Any]]] = {}
         for table, rows in wanted:
-            head = heads[table.name]
-            seq, prev = (0, None) if head.seq is None else (int(head.seq), head.row_hash)
+            head_seq, head_hash = by_table[table.name][3:5]
+            seq, prev = (0, None) if head_seq is None else (int(head_seq), head_hash)
             prepared: list[dict[str, Any]] = []
             for source in rows:
                 row = _complete(table, source, tenant_id, now)
@@ -307,8 +330,7 @@ class AuditChain:
                 row["row_hash"] = prev = _mac(key, canonical_message(table, row))
                 prepared.append(row)
             written[table.name] = prepared
-        _insert(connection, [(table, written[table.name]) for table, _ in wanted], notify)
-        return [written.get(table.name, []) if rows else [] for table, (_, rows) in zip(tables, batches, strict=True)]
+        return written
 
     async def append(
         self, conn: AsyncConnection, table: Table, rows: Sequence[Mapping[str, Any]]
@@ -674,19 +696,56 @@ def _insert(
         if notify is not None:
             connection.execute(_NOTIFY, {"channel": notify[0], "payload": notify[1]})
         return
-    if len(batches) == 1 and notify is None:  # one statement text whatever the number of rows
+    single = _single_statement(batches, notify)
+    if single is None:  # one table without a notification: one statement text whatever the number of rows
         table, rows = batches[0]
         connection.execute(table.insert(), rows)
         return
+    connection.execute(*single)
+
+
+def _single_statement(
+    batches: Sequence[tuple[Table, list[dict[str, Any]]]], notify: tuple[str, str] | None
+) -> tuple[TextClause, dict[str, Any]] | None:
+    """`_insert`'s one statement for `batches` and its parameters; None when `_insert` does otherwise (more
+    parameters than a statement may carry, or one table's rows without a notification)."""
+    if sum(len(rows) * len(table.columns) for table, rows in batches) > _MAX_PARAMETERS:
+        return None
+    if len(batches) == 1 and notify is None:
+        return None
     shape = tuple((table.name, len(rows)) for table, rows in batches)
     params: dict[str, Any] = {}
     for table, rows in batches:
-        for i, row in enumerate(rows):
-            for column in table.columns:
-                params[f"{table.name}_{i}_{column.name}"] = row.get(column.name)
+        get_names = _parameter_names(table, len(rows))
+        for names, row in zip(get_names, rows, strict=True):
+            get = row.get
+            for parameter, column in names:
+                params[parameter] = get(column)
     if notify is not None:
         params["gwm_notify_channel"], params["gwm_notify_payload"] = notify
-    connection.execute(_appending(shape, notify is not None), params)
+    return _appending(shape, notify is not None), params
+
+
+@functools.lru_cache(maxsize=64)
+def _parameter_names(table: Table, count: int) -> tuple[tuple[tuple[str, str], ...], ...]:
+    """Per row of `count` rows of `table`: (parameter name, column name) of each column (`_appending`)."""
+    columns = [column.name for column in table.columns]
+    return tuple(tuple((f"{table.name}_{i}_{name}", name) for name in columns) for i in range(count))
+
+
+def _wanted(
+    batches: Sequence[tuple[Table, Sequence[Mapping[str, Any]]]], notify: tuple[str, str] | None
+) -> tuple[list[Table], list[tuple[Table, Sequence[Mapping[str, Any]]]]]:
+    """The batches' tables (checked: chained tables, each once, in AUDIT_TABLE_NAMES order), and the
+    batches with rows."""
+    tables = [_table(table) for table, _ in batches]
+    order = [AUDIT_TABLE_NAMES.index(table.name) for table in tables]
+    if order != sorted(set(order)):
+        raise AuditChainError(f"audit tables are appended once each, in the order {', '.join(AUDIT_TABLE_NAMES)}")
+    wanted = [(table, rows) for table, (_, rows) in zip(tables, batches, strict=True) if rows]
+    if not wanted and notify is not None:
+        raise AuditChainError("a notification goes with audit rows: there are none to append")
+    return tables, wanted
 
 
 @functools.lru_cache(maxsize=128)

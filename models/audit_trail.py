@@ -64,6 +64,7 @@ from typing import Any
 
 from sqlalchemy import BigInteger, Table, event, select
 from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import Session, UOWTransaction, object_mapper
 from sqlalchemy.orm.exc import UnmappedColumnError
 from sqlalchemy.orm.session import ORMExecuteState
@@ -552,6 +553,19 @@ class AuditTrail:
             return False
         self.chain.append_many_sync(
             connection, [(AuditLog.__table__, logs), (ChangeHistory.__table__, history)], notify=notify
+        )
+        self.announced = self.announced or notify is not None
+        return notify is not None
+
+    async def append_queued_async(self, conn: AsyncConnection, notify: tuple[str, str] | None) -> bool:
+        """`append_queued` on an async connection: the same rows and statements, run on the driver's
+        connection where they can be (`AuditChain.append_many`)."""
+        logs, history = self._queued
+        self._queued = ([], [])
+        if not logs and not history:
+            return False
+        await self.chain.append_many(
+            conn, [(AuditLog.__table__, logs), (ChangeHistory.__table__, history)], notify=notify
         )
         self.announced = self.announced or notify is not None
         return notify is not None

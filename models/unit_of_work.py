@@ -75,7 +75,6 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm import ColumnProperty, RelationshipProperty, object_mapper
@@ -89,6 +88,7 @@ from models.audit_chain import AuditChain
 from models.audit_trail import AUDITED, AuditContext, AuditedSession, AuditTrail, Redaction, TrailError
 from models.base import Base
 from models.db import set_tenant
+from models.driver_sql import fetch
 from models.enums import RiskLevel
 from models.errors import Conflict, DomainError, Invalid, NotFound
 
@@ -404,7 +404,7 @@ class UnitOfWork:
         keys = tuple(sorted(changed))
         params = {f"gwm_set_{key}": changed[key] for key in keys}
         params["gwm_row_id"] = obj.id
-        row = await self._flush_statement(_update_statement(model, keys), params)
+        row = await self._flush_statement(_update_statement(model, keys), params, direct=True)
         if row is None:  # what the ORM's flush raises when its UPDATE matches no row
             raise StaleDataError(
                 f"UPDATE statement on table '{table.name}' expected to update 1 row(s); 0 were matched."
@@ -450,18 +450,24 @@ class UnitOfWork:
         await self._flushed(state, obj, plan[1], None, row)
         return True
 
-    async def _flush_statement(self, statement: Any, params: dict[str, Any]) -> RowMapping | None:
-        """A single-row path's statement, run as the flush's own DML (the guard lets it through); its row."""
+    async def _flush_statement(
+        self, statement: Any, params: dict[str, Any], *, direct: bool = False
+    ) -> Any:
+        """A single-row path's statement, run as the flush's own DML (the guard lets it through); its row.
+        `direct`: a statement of fixed parameters (the UPDATE), run on the driver's connection where it can be
+        (models/driver_sql.py: the same SQL, parameters and returned values, without SQLAlchemy's execution)."""
         trail = self._trail
         trail.flushing = True
         try:
-            row = (await self.connection.execute(statement, params)).mappings().first()
+            rows = await fetch(self.connection, statement, params) if direct else None
+            if rows is None:
+                return (await self.connection.execute(statement, params)).mappings().first()
+            return rows[0] if rows else None
         finally:
             trail.flushing = False
-        return row
 
     async def _flushed(
-        self, state: Any, obj: Any, columns: Any, before: dict[str, Any] | None, row: RowMapping
+        self, state: Any, obj: Any, columns: Any, before: dict[str, Any] | None, row: Mapping[str, Any]
     ) -> None:
         """The object takes the returned row and becomes persistent as after a flush; the audit trail records
         the write (queued when the unit's audit rows are deferred, so no statement is run here)."""
@@ -483,7 +489,7 @@ class UnitOfWork:
             if self._notify and trail.entities:
                 context = trail.context
                 notify = (CHANNEL, notification_payload(context.tenant_id, context.change_batch_id, trail.entities))
-            await self.connection.run_sync(trail.append_queued, notify)
+            await trail.append_queued_async(self.connection, notify)
 
     async def lock(
         self, model: type[M], entity_id: uuid.UUID, *, updated_at: Any = None, what: str = "", field: str = "id"
