@@ -79,7 +79,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm import ColumnProperty, RelationshipProperty, object_mapper
 from sqlalchemy.orm import class_mapper as object_mapper_of
-from sqlalchemy.orm.base import PASSIVE_NO_INITIALIZE
+from sqlalchemy.orm.base import PASSIVE_NO_INITIALIZE, instance_state
 from sqlalchemy.orm.exc import StaleDataError, UnmappedColumnError
 from sqlalchemy.orm.persistence import _collect_insert_commands
 from sqlalchemy.sql.elements import ClauseElement
@@ -528,9 +528,11 @@ class UnitOfWork:
         return obj  # type: ignore[no-any-return]
 
     async def _row(self, model: Any, entity_id: uuid.UUID, label: str, field: str, *, key_share: bool) -> Any:
-        stmt = _row_statement(model, key_share)
+        params = {"gwm_row_id": entity_id, "gwm_tenant_id": self.tenant_id}
         try:
-            row = (await self.session.execute(stmt, {"gwm_row_id": entity_id, "gwm_tenant_id": self.tenant_id})).first()
+            row = await self._row_direct(model, params, key_share)
+            if row is False:
+                row = (await self.session.execute(_row_statement(model, key_share), params)).first()
         except DBAPIError as exc:
             domain = translate_error(exc)
             if domain is not None:
@@ -539,6 +541,46 @@ class UnitOfWork:
         if row is None:
             raise NotFound(f"There is no {label} with this id.", field=field)
         return row
+
+    async def _row_direct(self, model: Any, params: dict[str, Any], key_share: bool) -> Any:
+        """`_row` without the ORM's loading: the row read on the driver's connection (models/driver_sql.py) by
+        the same SELECT of every column, and the object made persistent from it as the ORM's load makes a new
+        one (identity key, identity map, every column loaded and committed). (object, transaction instant),
+        None when there is no such row, False (nothing sent) where the ORM's load must do it: a model the plan
+        does not cover, load listeners, or an object of the row already in the session (the ORM refreshes it)."""
+        plan = _load_plan(model)
+        if plan is None:
+            return False
+        identity_class, manager, columns = plan
+        session = self.session.sync_session
+        identity_map = session.identity_map
+        if (
+            (identity_class, (params["gwm_row_id"],), None) in identity_map
+            or manager.dispatch.load
+            or manager.dispatch.refresh
+            or session.dispatch.loaded_as_persistent
+        ):
+            return False
+        rows = await fetch(self.connection, _core_row_statement(model, key_share), params)
+        if rows is None:
+            return False
+        if not rows:
+            return None
+        row = rows[0]
+        key = (identity_class, (row["id"],), None)
+        if key in identity_map:  # the id given differed in form from the row's: let the ORM refresh the object
+            return False
+        obj = manager.new_instance()
+        state: Any = instance_state(obj)
+        values = state.dict
+        for name, attribute in columns:
+            values[attribute] = row[name]
+        state.key = key
+        state.identity_token = None
+        state.session_id = session.hash_key
+        identity_map._add_unpresent(state, key)
+        state._commit_all(values, identity_map)
+        return obj, row["tx_now"]
 
     def add(self, obj: Any) -> None:
         self.session.add(obj)
@@ -730,6 +772,43 @@ def _row_statement(model: Any, key_share: bool) -> Any:
         .with_for_update(read=key_share, key_share=key_share)
         .execution_options(populate_existing=True)
     )
+
+
+@functools.lru_cache(maxsize=512)
+def _core_row_statement(model: Any, key_share: bool) -> Any:
+    """`_row_statement` as a Core SELECT of the table's columns (and the transaction's instant): what
+    `_row_direct` reads, the same row the ORM's statement reads."""
+    table = model.__table__
+    tenant: Any = bindparam("gwm_tenant_id")
+    return (
+        select(*table.columns, func.now().label("tx_now"))
+        .where(table.c.id == bindparam("gwm_row_id", type_=table.c.id.type), *_tenant_condition(model, tenant))
+        .with_for_update(read=key_share, key_share=key_share)
+    )
+
+
+# Relationship loading strategies that load nothing with the object's own row (the ORM's load of the row
+# sets nothing for them either).
+_LAZY = frozenset({"select", "raise", "raise_on_sql", "noload", "write_only", "dynamic", True})
+
+
+@functools.cache
+def _load_plan(model: Any) -> tuple[Any, Any, tuple[tuple[str, str], ...]] | None:
+    """What `UnitOfWork._row_direct` needs of `model` (its identity class, class manager, and (column name,
+    attribute key) of every column), or None when the ORM's load of `select(model)` would do more than
+    set every column of the table: a model `_update_plan` does not cover, a deferred column, a column
+    property outside the table, or a relationship loaded eagerly."""
+    plan = _update_plan(model)
+    if plan is None:
+        return None
+    mapper = object_mapper_of(model)
+    table = mapper.local_table
+    for prop in mapper.column_attrs:
+        if prop.deferred or len(prop.columns) != 1 or getattr(prop.columns[0], "table", None) is not table:
+            return None
+    if any(prop.lazy not in _LAZY for prop in mapper.relationships):
+        return None
+    return mapper._identity_class, mapper.class_manager, plan[1]
 
 
 # attribute key -> column (every column but the primary key); (column name, attribute key) of every column;
