@@ -360,7 +360,59 @@ class GraphQLView(GraphQL[GraphQLContext, None]):
                 await send({"type": "http.response.body", "body": answer})
                 return
             receive = _replay(messages, receive)
+        elif (  # a mutation the middleware began its write for (schema/writes.py is_mutation_request)
+            scope["type"] == "http" and scope.get("method") == "POST" and MEDIA_KEY in scope and _begun_for_write(scope)
+        ):
+            messages, body = await _read_body(receive)
+            if await self._serve_prepared_mutation(scope, receive, send, body):
+                return
+            receive = _replay(messages, receive)
         await super().__call__(scope, receive, send)
+
+    async def _serve_prepared_mutation(self, scope: Scope, receive: Receive, send: Send, body: bytes) -> bool:
+        """Answer a POSTed mutation whose document is kept (schema/prepared_mutations.py) without strawberry's
+        HTTP handling; False, before anything ran, whenever strawberry's view must serve it: a body it would
+        parse otherwise or refuse, a trusted-document lookup to make, or a check the prepared path declines.
+        What runs, and the response (status, headers, body in the negotiated media type), are the view's own:
+        its context, the operation's connection closed and `after` called as `execute_operation` does, the
+        result shaped by `process_result` and `create_response`, the status by `run`."""
+        from schema.prepared_mutations import execute_prepared_mutation
+
+        try:
+            data = parse_json_object(body)
+        except AuthRequestError:
+            return False
+        query, variables, operation_name = data.get("query"), data.get("variables"), data.get("operationName")
+        if (
+            not isinstance(query, str)
+            or not isinstance(variables, dict | None)
+            or not isinstance(operation_name, str | None)
+            or data.get("extensions") is not None
+        ):
+            return False
+        state = scope.get("state") or {}
+        caller = state.get("principal")
+        if not isinstance(caller, Principal) or self.trusted.needs_lookup(caller, query):
+            return False
+        request = Request(scope, receive)
+        sub_response = await self.get_sub_response(request)
+        context = await self.get_context(request, sub_response)
+        try:
+            result = await execute_prepared_mutation(self.schema, query, variables, operation_name, context, None)
+        except BaseException:
+            await context.close()
+            raise
+        if result is None:
+            return False  # nothing ran, nothing was taken from the request: strawberry's view serves it
+        await context.close()
+        await after(self.trusted, context, result)
+        response_data = await self.process_result(request, result)
+        response = self.create_response(response_data=response_data, sub_response=sub_response)
+        response.status_code, extra = finish_status(scope, response.status_code)
+        response.headers.update(extra)
+        response.headers["content-type"] = media_of(scope)
+        await response(scope, receive, send)
+        return True
 
     async def _negotiate(self, scope: Scope, receive: Receive, send: Send) -> bool:
         """Record the response media type Accept asks for (schema/graphql_http.py); False once a 406

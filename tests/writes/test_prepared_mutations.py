@@ -166,3 +166,32 @@ async def test_a_refused_caller_is_refused_and_audited_alike(
     assert first == second
     assert [e["extensions"]["code"] for e in second["errors"]] == ["FORBIDDEN"]
     assert len(await rows.denials()) == 2
+
+
+@pytest.mark.parametrize("accept", ["application/json", "application/graphql-response+json"])
+async def test_the_response_is_the_views_own_in_either_media_type(
+    client: httpx.AsyncClient, sign_in_as: SignIn, rows: Rows, accept: str
+) -> None:
+    """Status, headers and body of a kept document's answer are those of its first, strawberry-served answer."""
+    manager = await sign_in_as("Capture Manager")
+    document = _document()
+    project = await rows.project()
+    headers = {"authorization": f"Bearer {manager.token}", "accept": accept}
+    answers = []
+    for variables in (
+        {"input": {"rowId": str(project.id), "updatedAt": "not a time"}},  # refused before execution: data null
+        {"input": {"rowId": str(project.id), "updatedAt": "2001-01-01T00:00:00Z"}},  # a CONFLICT in the payload
+    ):
+        for _ in range(2):
+            before = COUNTS.served
+            response = await client.post("/graphql", json={"query": document, "variables": variables}, headers=headers)
+            served = COUNTS.served - before
+            kept = {k: v for k, v in response.headers.items() if k not in ("x-request-id", "date")}
+            answers.append((served, response.status_code, kept, response.json()))
+    assert [a[0] for a in answers] == [0, 1, 1, 1]
+    for first, second in ((answers[0], answers[1]), (answers[2], answers[3])):
+        assert first[1:] == second[1:]
+    assert answers[0][2]["content-type"].startswith(accept)
+    assert answers[0][1] == (200 if accept == "application/json" else 400)
+    assert answers[2][1] == 200
+    assert answers[3][3]["data"]["opportunityProjectUpdate"]["errors"][0]["code"] == "CONFLICT"
