@@ -33,10 +33,10 @@ __all__ = ["Compiled", "compiled", "fetch"]
 class Compiled:
     """A statement compiled for one dialect: its SQL text and how to lay out its parameters."""
 
-    __slots__ = ("_results", "_steps", "_typed", "sql", "statement")
+    __slots__ = ("_results", "_steps", "_typed", "direct", "sql", "statement")
 
-    def __init__(self, statement: ClauseElement, dialect: Dialect) -> None:
-        done: Any = statement.compile(dialect=dialect)
+    def __init__(self, statement: ClauseElement, dialect: Dialect, keys: tuple[str, ...] | None = None) -> None:
+        done: Any = statement.compile(dialect=dialect, column_keys=None if keys is None else list(keys))
         names: Sequence[str] = done.positiontup or ()
         processors: Mapping[str, Callable[[Any], Any] | None] = done._bind_processors
         self.statement = statement  # kept alive: the cache is keyed by its id
@@ -44,6 +44,8 @@ class Compiled:
         self._steps: tuple[tuple[str, Callable[[Any], Any] | None], ...] = tuple(
             (name, processors.get(name)) for name in names
         )
+        # Python-side column defaults SQLAlchemy's execution would compute into parameters: not run here.
+        self.direct = not (getattr(done, "insert_prefetch", None) or getattr(done, "update_prefetch", None))
         # The types of the returned columns (a textual statement has none: its values are the driver's).
         columns = getattr(done, "_result_columns", None) or ()
         self._typed: tuple[Any, ...] | None = tuple(column[3] for column in columns) if columns else None
@@ -74,24 +76,26 @@ class Compiled:
         ]
 
 
-# (id of the statement, id of the dialect) -> its compiled form.
-_COMPILED: dict[tuple[int, int], Compiled] = {}
+# (id of the statement, id of the dialect, column keys of an INSERT) -> its compiled form.
+_COMPILED: dict[tuple[int, int, tuple[str, ...] | None], Compiled] = {}
 
 
-def compiled(statement: ClauseElement, dialect: Dialect) -> Compiled:
-    """`statement` compiled for `dialect`, once (statements of the write path are built once and kept)."""
-    key = (id(statement), id(dialect))
+def compiled(statement: ClauseElement, dialect: Dialect, keys: tuple[str, ...] | None = None) -> Compiled:
+    """`statement` compiled for `dialect`, once (statements of the write path are built once and kept);
+    `keys`: the columns an INSERT is given (SQLAlchemy compiles one per set of them, as here)."""
+    key = (id(statement), id(dialect), keys)
     done = _COMPILED.get(key)
     if done is None or done.statement is not statement:
-        done = _COMPILED[key] = Compiled(statement, dialect)
+        done = _COMPILED[key] = Compiled(statement, dialect, keys)
     return done
 
 
 async def fetch(
-    conn: AsyncConnection, statement: ClauseElement, params: Mapping[str, Any]
+    conn: AsyncConnection, statement: ClauseElement, params: Mapping[str, Any], *, insert: bool = False
 ) -> list[asyncpg.Record] | None:
     """The rows of `statement` with `params`, run on `conn`'s driver connection inside its transaction;
-    None (nothing sent) when that cannot be done here and SQLAlchemy should run it."""
+    None (nothing sent) when that cannot be done here and SQLAlchemy should run it. `insert`: an INSERT
+    whose columns are the parameters given (compiled once per set of them)."""
     sync = conn.sync_connection
     if sync is None or sync.closed or sync.invalidated:
         return None
@@ -101,7 +105,9 @@ async def fetch(
     if not isinstance(driver, asyncpg.Connection) or getattr(adapter, "_transaction", None) is None:
         return None
     dialect: Any = sync.dialect
-    done = compiled(statement, dialect)
+    done = compiled(statement, dialect, tuple(sorted(params)) if insert else None)
+    if not done.direct:
+        return None
     try:
         arguments = done.arguments(params)
     except Exception:  # a value its type refuses: SQLAlchemy raises its own error for it

@@ -55,7 +55,7 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from decimal import Decimal
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -83,6 +83,7 @@ from sqlalchemy.orm.base import PASSIVE_NO_INITIALIZE, instance_state
 from sqlalchemy.orm.exc import StaleDataError, UnmappedColumnError
 from sqlalchemy.orm.persistence import _collect_insert_commands
 from sqlalchemy.sql.elements import ClauseElement
+from sqlalchemy.sql.selectable import Select
 
 from models.audit_chain import AuditChain
 from models.audit_trail import AUDITED, AuditContext, AuditedSession, AuditTrail, Redaction, TrailError
@@ -444,22 +445,22 @@ class UnitOfWork:
         )
         if value_params:
             return False  # a SQL expression: the ORM renders it
-        row = await self._flush_statement(_insert_statement(model), params)
+        row = await self._flush_statement(_insert_statement(model), params, direct=True, insert=True)
         if row is None:
             raise TrailError(f"an inserted {table.name} row was not returned")
         await self._flushed(state, obj, plan[1], None, row)
         return True
 
     async def _flush_statement(
-        self, statement: Any, params: dict[str, Any], *, direct: bool = False
+        self, statement: Any, params: dict[str, Any], *, direct: bool = False, insert: bool = False
     ) -> Any:
         """A single-row path's statement, run as the flush's own DML (the guard lets it through); its row.
-        `direct`: a statement of fixed parameters (the UPDATE), run on the driver's connection where it can be
-        (models/driver_sql.py: the same SQL, parameters and returned values, without SQLAlchemy's execution)."""
+        `direct`: run on the driver's connection where it can be (models/driver_sql.py: the same SQL, parameters
+        and returned values, without SQLAlchemy's execution); `insert`: an INSERT of the columns given."""
         trail = self._trail
         trail.flushing = True
         try:
-            rows = await fetch(self.connection, statement, params) if direct else None
+            rows = await fetch(self.connection, statement, params, insert=insert) if direct else None
             if rows is None:
                 return (await self.connection.execute(statement, params)).mappings().first()
             return rows[0] if rows else None
@@ -541,6 +542,15 @@ class UnitOfWork:
         if row is None:
             raise NotFound(f"There is no {label} with this id.", field=field)
         return row
+
+    async def rows(self, statement: Any, params: Mapping[str, Any]) -> Sequence[Any]:
+        """The rows of a SELECT in this transaction (by position), run on the driver's connection where it can
+        be (models/driver_sql.py: the same SQL and values, without SQLAlchemy's execution), else through
+        SQLAlchemy. Anything but a SELECT goes through SQLAlchemy (where the audit trail's guard sees it)."""
+        found = await fetch(self.connection, statement, params) if isinstance(statement, Select) else None
+        if found is None:
+            return (await self.connection.execute(statement, params)).all()
+        return found
 
     async def _row_direct(self, model: Any, params: dict[str, Any], key_share: bool) -> Any:
         """`_row` without the ORM's loading: the row read on the driver's connection (models/driver_sql.py) by

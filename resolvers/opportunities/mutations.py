@@ -136,17 +136,15 @@ _CLAIM = func.public.gwm_claim_project_slot(
 ).table_valued("source_found", "max_projects", "counted")
 
 
+_SLOTS = select(_CLAIM.c.source_found, _CLAIM.c.max_projects, _CLAIM.c.counted)
+
+
 async def _project_slots(uow: UnitOfWork, source: uuid.UUID | None = None) -> _Slots:
     """The tenant row locked (as `_claim_project_slot` explains), its limit and count of unarchived
     projects read after the lock, and whether the external source `source` exists (True for None), in
     one statement: a VOLATILE plpgsql function, whose count reads a snapshot taken after the lock."""
-    row = (
-        await uow.connection.execute(
-            select(_CLAIM.c.source_found, _CLAIM.c.max_projects, _CLAIM.c.counted),
-            {"tenant": uow.tenant_id, "source": source},
-        )
-    ).one()
-    return _Slots(source_found=bool(row.source_found), limit=int(row.max_projects), counted=int(row.counted))
+    (row,) = await uow.rows(_SLOTS, {"tenant": uow.tenant_id, "source": source})
+    return _Slots(source_found=bool(row[0]), limit=int(row[1]), counted=int(row[2]))
 
 
 async def _claim_project_slot(uow: UnitOfWork) -> None:
