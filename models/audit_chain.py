@@ -564,7 +564,51 @@ def _encoder(kind: Any) -> Any:
         return _encode_uuid
     if isinstance(kind, TIMESTAMP):
         return _encode_timestamp
+    # The other types in `_encode_column`'s order (its first match is the type's encoding).
+    if isinstance(kind, INET):
+        return functools.partial(_encode_typed, kind)
+    if isinstance(kind, JSONB):
+        return _encode_jsonb
+    if isinstance(kind, LargeBinary):
+        return _encode_bytes
+    if isinstance(kind, Boolean):
+        return _encode_boolean
+    if isinstance(kind, Integer):
+        return _encode_integer
+    if isinstance(kind, String | Text):
+        return _encode_text
     return functools.partial(_encode_typed, kind)
+
+
+# json.dumps(value, ensure_ascii=False) of a string, without building an encoder per call.
+_TEXT = json.JSONEncoder(ensure_ascii=False).encode
+
+
+def _encode_jsonb(value: Any, name: str) -> str:
+    return _json(value)
+
+
+def _encode_bytes(value: Any, name: str) -> str:
+    # Hex digits: the JSON string needs no escaping.
+    return '"' + bytes(value).hex() + '"'
+
+
+def _encode_boolean(value: Any, name: str) -> str:
+    if not isinstance(value, bool):
+        raise AuditChainError(f"column {name} is boolean, got {type(value).__name__}")
+    return "true" if value else "false"
+
+
+def _encode_integer(value: Any, name: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise AuditChainError(f"column {name} is an integer, got {type(value).__name__}")
+    return str(value)
+
+
+def _encode_text(value: Any, name: str) -> str:
+    if not isinstance(value, str):
+        raise AuditChainError(f"column {name} is text, got {type(value).__name__}")
+    return _TEXT(value)
 
 
 def _encode_typed(kind: Any, value: Any, name: str) -> str:
@@ -633,12 +677,12 @@ def _json(value: Any) -> str:
     if isinstance(value, int | float):
         return _number(value)
     if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
+        return _TEXT(value)
     if isinstance(value, list | tuple):
-        return "[" + ",".join(_json(v) for v in value) + "]"
+        return "[" + ",".join([_json(v) for v in value]) + "]"
     if isinstance(value, Mapping):
-        items = sorted((_json_key(k), v) for k, v in value.items())
-        return "{" + ",".join(f"{json.dumps(k, ensure_ascii=False)}:{_json(v)}" for k, v in items) + "}"
+        items = sorted([(_json_key(k), v) for k, v in value.items()])
+        return "{" + ",".join([_TEXT(k) + ":" + _json(v) for k, v in items]) + "}"
     raise AuditChainError(f"no JSON encoding for {type(value).__name__}")
 
 

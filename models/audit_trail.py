@@ -728,13 +728,19 @@ class AuditTrail:
                 shown = raw_after if raw_after is not None else raw_before
                 assert shown is not None
                 changed = [name for name, value in shown.items() if value is not None and name not in _BOOKKEEPING]
-            before = None if raw_before is None else self._redact(table, raw_before)
-            after = None if raw_after is None else self._redact(table, raw_after)
+            before: dict[str, Any] | None
+            after: dict[str, Any] | None
+            if raw_before is not None and raw_after is not None:
+                # An update records its changed columns only: only they are redacted (what `_action` and the
+                # history rows read of the rows is among them, or equal before and after).
+                redact = self.redaction.value
+                before = {name: redact(table.name, name, raw_before[name]) for name in changed}
+                after = {name: redact(table.name, name, raw_after[name]) for name in changed}
+            else:
+                before = None if raw_before is None else self._redact(table, raw_before)
+                after = None if raw_after is None else self._redact(table, raw_after)
             values_before: dict[str, Any] | None = before
             values_after: dict[str, Any] | None = after
-            if before is not None and after is not None:
-                values_before = {name: before[name] for name in changed}
-                values_after = {name: after[name] for name in changed}
             action = _action(change, before, after)
             label = None if change.obj is None else self._labels.get(id(change.obj))
             action_name = action.value if label is None else label[1]
@@ -806,8 +812,23 @@ class AuditTrail:
 
 
 def _wire_row(table: Table, row: Mapping[str, Any]) -> dict[str, Any]:
-    """Every column of a stored row, in the API's wire formats."""
-    return {column.name: wire_value(row[column.name], column.type) for column in table.columns}
+    """Every column of a stored row, in the API's wire formats (`wire_value`; a text, boolean, float or
+    NULL value is its own wire form)."""
+    columns = _WIRE_COLUMNS.get(table)
+    if columns is None:
+        columns = _WIRE_COLUMNS[table] = tuple((column.name, column.type) for column in table.columns)
+    plain = _PLAIN_WIRE
+    return {
+        name: value if type(value) in plain else wire_value(value, kind)
+        for name, kind in columns
+        for value in (row[name],)
+    }
+
+
+# Table -> (name, type) of its columns, in order (`_wire_row`).
+_WIRE_COLUMNS: dict[Table, tuple[tuple[str, Any], ...]] = {}
+# Value types `wire_value` returns unchanged (exact types: a subclass, e.g. an enum, goes through it).
+_PLAIN_WIRE = frozenset({str, bool, float, type(None)})
 
 
 class AuditedSession(Session):
