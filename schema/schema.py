@@ -161,6 +161,8 @@ def build_schema() -> GwmSchema:
         mutation=Mutation,
         subscription=Subscription,
         config=StrawberryConfig(scalar_map=SCALAR_MAP),
+        # A repeated mutation document runs without them: schema/prepared_mutations.py applies the same
+        # checks in this order (docs/decisions.md Q9); an extension acting on mutations is mirrored there.
         extensions=[
             # Limits first: a document over them is refused before anything runs. The token limit is
             # enforced by the parser; depth and aliases by validation (cached like any validation); all
