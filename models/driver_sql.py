@@ -25,9 +25,10 @@ import asyncpg
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.pool import QueuePool
 from sqlalchemy.sql.elements import ClauseElement
 
-__all__ = ["Compiled", "compiled", "fetch"]
+__all__ = ["Compiled", "close", "commit", "compiled", "fetch"]
 
 
 class Compiled:
@@ -166,3 +167,47 @@ def _raise_as_sqlalchemy(sync: Any, adapter: Any, sql: str, error: Exception) ->
             connection_invalidated=invalidated,
         ) from translated
     raise error  # the adapter always raises; this only restates it for the type checker
+
+
+async def commit(conn: AsyncConnection) -> bool:
+    """COMMIT `conn`'s transaction as the asyncio adapter does (its own discard of the driver's transaction),
+    without SQLAlchemy's greenlet; errors raised as SQLAlchemy raises them. SQLAlchemy's transaction object
+    stays open with nothing left to end on the server: closing the connection rolls it back without a
+    statement (`close`). False (nothing sent) when SQLAlchemy must commit: not the asyncpg adapter, no
+    driver transaction, a nested transaction, or listeners of the connection's commit or rollback events."""
+    sync = conn.sync_connection
+    if sync is None or sync.closed or sync.invalidated or not sync.in_transaction() or sync.in_nested_transaction():
+        return False
+    if sync.dispatch.commit or sync.dispatch.rollback:
+        return False
+    fairy: Any = sync.connection
+    adapter = fairy.dbapi_connection
+    transaction = getattr(adapter, "_transaction", None)
+    if not isinstance(fairy.driver_connection, asyncpg.Connection) or transaction is None:
+        return False
+    try:
+        await adapter._call_and_discard(transaction.commit)
+    except Exception as error:
+        _raise_as_sqlalchemy(sync, adapter, "COMMIT", error)
+    return True
+
+
+def close(conn: AsyncConnection) -> bool:
+    """Close `conn` (back to its pool) without a greenlet where that does no I/O: no driver transaction left
+    to roll back, and a pool queue with room (the checkin closes nothing). False (nothing done) otherwise:
+    the caller awaits SQLAlchemy's close."""
+    sync = conn.sync_connection
+    if sync is None or sync.closed or sync.invalidated:
+        return False
+    fairy: Any = sync.connection
+    adapter = fairy.dbapi_connection
+    pool: Any = getattr(fairy, "_pool", None)
+    if (
+        adapter is None
+        or getattr(adapter, "_transaction", True) is not None
+        or not isinstance(pool, QueuePool)
+        or pool.checkedin() >= pool.size()
+    ):
+        return False
+    sync.close()
+    return True

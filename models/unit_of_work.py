@@ -89,6 +89,8 @@ from models.audit_chain import AuditChain
 from models.audit_trail import AUDITED, AuditContext, AuditedSession, AuditTrail, Redaction, TrailError
 from models.base import Base
 from models.db import set_tenant
+from models.driver_sql import close as driver_close
+from models.driver_sql import commit as driver_commit
 from models.driver_sql import fetch
 from models.enums import RiskLevel
 from models.errors import Conflict, DomainError, Invalid, NotFound
@@ -188,7 +190,8 @@ class UnitOfWork:
                 await self.connection.execute(
                     text("SELECT pg_notify(:channel, :payload)"), {"channel": CHANNEL, "payload": payload}
                 )
-            await self.connection.commit()
+            if not await driver_commit(self.connection):
+                await self.connection.commit()
         except DBAPIError as exc:
             await self.rollback()
             domain = translate_error(exc)
@@ -231,8 +234,11 @@ class UnitOfWork:
         if remove_guard is not None:
             remove_guard()
         if session is not None:
-            await session.close()
-        if conn is not None:
+            if session.sync_session._transaction is None:
+                session.sync_session.close()  # nothing begun: forgets its objects, no I/O (no greenlet)
+            else:
+                await session.close()
+        if conn is not None and not driver_close(conn):
             await _discard(conn)
 
     def on_commit(self, callback: Callable[[], Awaitable[None]]) -> None:
