@@ -66,6 +66,7 @@ from sqlalchemy import BigInteger, Table, event, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import Session, UOWTransaction, object_mapper
+from sqlalchemy.orm import class_mapper as object_mapper_of
 from sqlalchemy.orm.exc import UnmappedColumnError
 from sqlalchemy.orm.session import ORMExecuteState
 from sqlalchemy.sql.dml import Insert, Update, UpdateBase
@@ -653,25 +654,20 @@ class AuditTrail:
     def locked(self, obj: Any) -> None:
         """`obj` was just read from the database with its row locked (FOR UPDATE) by this transaction:
         its loaded values are the row's "before" for the next flush changing it (no second read)."""
-        mapper = object_mapper(obj)
-        table: Table = mapper.local_table  # type: ignore[assignment]
-        if type(obj) not in AUDITED or obj.id is None:
+        model: Any = type(obj)
+        if model not in AUDITED or obj.id is None:
             return
+        table_name, columns = _locked_plan(model)
         loaded = obj.__dict__
         row: dict[str, Any] = {}
-        for column in table.columns:
-            try:
-                key = mapper.get_property_by_column(column).key
-            except UnmappedColumnError:
-                key = None
+        for name, key in columns:
             if key is None or key not in loaded:  # unmapped or deferred: read the row at the flush instead
-                self._known.pop((table.name, obj.id), None)
+                self._known.pop((table_name, obj.id), None)
                 return
-            row[column.name] = loaded[key]
-        # A copy: the domain code may change a loaded list or dict in place before the flush.
-        self._known[(table.name, obj.id)] = {
-            name: copy.deepcopy(value) if isinstance(value, list | dict) else value for name, value in row.items()
-        }
+            value = loaded[key]
+            # A copy: the domain code may change a loaded list or dict in place before the flush.
+            row[name] = copy.deepcopy(value) if isinstance(value, list | dict) else value
+        self._known[(table_name, obj.id)] = row
 
     def after_flush_postexec(self) -> None:
         self._flushing = False
@@ -809,6 +805,22 @@ class AuditTrail:
 
     def _redact(self, table: Table, row: Mapping[str, Any]) -> dict[str, Any]:
         return {name: self.redaction.value(table.name, name, value) for name, value in row.items()}
+
+
+@functools.cache
+def _locked_plan(model: Any) -> tuple[str, tuple[tuple[str, str | None], ...]]:
+    """`AuditTrail.locked`'s view of an audited model: its table's name, and (column name, attribute key, None
+    when the column is not mapped) of every column, in order."""
+    mapper: Any = object_mapper_of(model)
+    table: Table = mapper.local_table
+    columns: list[tuple[str, str | None]] = []
+    for column in table.columns:
+        try:
+            key: str | None = mapper.get_property_by_column(column).key
+        except UnmappedColumnError:
+            key = None
+        columns.append((column.name, key))
+    return table.name, tuple(columns)
 
 
 def _wire_row(table: Table, row: Mapping[str, Any]) -> dict[str, Any]:

@@ -25,7 +25,8 @@ What it guarantees:
   model with plain column values, is one `UPDATE ... RETURNING` or `INSERT ... RETURNING` of its own
   (`_flush_one_update`, `_flush_one_insert`), without the ORM's flush machinery: the object, the audit
   and history rows and the guard end up exactly as after the ORM's flush (docs/decisions.md W29).
-  Every other flush is the ORM's.
+  Every other flush is the ORM's. Those statements, `lock`'s and `find`'s row reads, the audit rows'
+  append and COMMIT run on the driver's connection where they can (models/driver_sql.py, W30).
 - Database errors the caller can cause (a unique value taken, a reference to a missing row, a
   value outside a CHECK, a lost concurrency race) become `models.errors` exceptions naming the
   column where PostgreSQL says which; anything else propagates unchanged (a bug or an outage).
