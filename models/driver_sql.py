@@ -34,7 +34,7 @@ __all__ = ["Compiled", "close", "commit", "compiled", "fetch"]
 class Compiled:
     """A statement compiled for one dialect: its SQL text and how to lay out its parameters."""
 
-    __slots__ = ("_results", "_steps", "_typed", "direct", "sql", "statement")
+    __slots__ = ("_binds", "_results", "_steps", "_typed", "direct", "sql", "statement")
 
     def __init__(self, statement: ClauseElement, dialect: Dialect, keys: tuple[str, ...] | None = None) -> None:
         done: Any = statement.compile(dialect=dialect, column_keys=None if keys is None else list(keys))
@@ -42,6 +42,7 @@ class Compiled:
         processors: Mapping[str, Callable[[Any], Any] | None] = done._bind_processors
         self.statement = statement  # kept alive: the cache is keyed by its id
         self.sql: str = done.string
+        self._binds: Mapping[str, Any] = dict(done.binds)  # rendered name -> its BindParameter
         self._steps: tuple[tuple[str, Callable[[Any], Any] | None], ...] = tuple(
             (name, processors.get(name)) for name in names
         )
@@ -69,12 +70,20 @@ class Compiled:
         return found
 
     def arguments(self, params: Mapping[str, Any]) -> list[Any]:
-        """The driver's positional arguments for `params` (bind name -> value; a missing one is NULL)."""
-        get = params.get
-        return [
-            value if (value := get(name)) is None or process is None else process(value)
-            for name, process in self._steps
-        ]
+        """The driver's positional arguments for `params` (bind name -> value). A parameter not given takes its
+        bound value, as in SQLAlchemy; one that is required (no bound value) raises KeyError, and the caller
+        leaves the statement to SQLAlchemy, which refuses it."""
+        arguments: list[Any] = []
+        for name, process in self._steps:
+            value = params[name] if name in params else self._bound(name)
+            arguments.append(value if value is None or process is None else process(value))
+        return arguments
+
+    def _bound(self, name: str) -> Any:
+        bind = self._binds[name]
+        if bind.required:
+            raise KeyError(name)
+        return bind.effective_value
 
 
 # (id of the statement, id of the dialect, column keys of an INSERT) -> its compiled form.
@@ -119,6 +128,9 @@ async def fetch(
         rows: list[asyncpg.Record] = await prepared.fetch(*arguments)
     except Exception as error:
         _raise_as_sqlalchemy(sync, adapter, done.sql, error)
+    except BaseException:
+        _invalidate(sync)
+        raise
     processors = done.result_processors(dialect, attributes)
     if processors:
         return [_processed(row, processors) for row in rows]
@@ -189,7 +201,17 @@ async def commit(conn: AsyncConnection) -> bool:
         await adapter._call_and_discard(transaction.commit)
     except Exception as error:
         _raise_as_sqlalchemy(sync, adapter, "COMMIT", error)
+    except BaseException:
+        _invalidate(sync)
+        raise
     return True
+
+
+def _invalidate(sync: Any) -> None:
+    """What SQLAlchemy does when a cancellation (or another exit exception) interrupts a statement: the
+    connection, in an unknown state, is invalidated (closed, never pooled again)."""
+    if not sync.closed and not sync.invalidated:
+        sync.invalidate()
 
 
 def close(conn: AsyncConnection) -> bool:

@@ -3,12 +3,13 @@ give what SQLAlchemy gives: the same rows and value types, the same objects, the
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import inspect, select, text
+from sqlalchemy import func, inspect, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -133,3 +134,18 @@ async def test_fetch_leaves_a_connection_without_a_transaction_to_sqlalchemy(app
     """No transaction begun on the driver: nothing is sent, the caller runs the statement through SQLAlchemy."""
     async with app_engine.connect() as conn:
         assert await fetch(conn, select(text("1")), {}) is None
+
+
+async def test_a_cancelled_driver_statement_invalidates_its_connection(
+    app_engine: AsyncEngine, fresh_tenant: TenantRef
+) -> None:
+    """As SQLAlchemy does for a statement a cancellation interrupts: the connection, in an unknown state, is
+    invalidated (never pooled again), and the unit of work rolls back."""
+    uow = _uow(app_engine, fresh_tenant)
+    with pytest.raises(TimeoutError):
+        async with uow:
+            driver: Any = (await uow.connection.get_raw_connection()).driver_connection
+            await asyncio.wait_for(fetch(uow.connection, select(func.pg_catalog.pg_sleep(5)), {}), timeout=0.2)
+    assert driver.is_closed()
+    async with _uow(app_engine, fresh_tenant) as later:  # the pool gives a live connection
+        assert await later.rows(select(text("1")), {}) == [(1,)]
