@@ -47,6 +47,7 @@ from graphql import (
 )
 from graphql.execution.values import get_argument_values
 from sqlalchemy import ARRAY, Boolean, Column, Float, String, Table, Text, Uuid, any_, bindparam, literal_column
+from sqlalchemy import Enum as EnumType
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql import operators, visitors
 from sqlalchemy.sql.elements import BinaryExpression, BindParameter, ColumnElement
@@ -377,7 +378,12 @@ class Builder:
                         # primary key's index probes in one sorted pass (a semi-join probes it once per grant).
                         return literal_column(f"({column} = ANY(ARRAY({granted})))", Boolean())
                     return literal_column(f"({column} IN ({granted}))", Boolean())
-                return left == any_(bindparam(None, values, type_=ARRAY(element.left.type)))
+                item_type = element.left.type
+                if isinstance(item_type, String) and not isinstance(item_type, EnumType):
+                    # text[], which the driver encodes itself (a varchar[] costs a fresh connection two round
+                    # trips of type introspection); a varchar compares with text as with varchar.
+                    item_type = Text()
+                return left == any_(bindparam(None, values, type_=ARRAY(item_type)))
             return None
 
         adapted = visitors.replacement_traverse(expression, {}, replace)
