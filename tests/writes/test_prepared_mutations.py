@@ -195,3 +195,28 @@ async def test_the_response_is_the_views_own_in_either_media_type(
     assert answers[0][1] == (200 if accept == "application/json" else 400)
     assert answers[2][1] == 200
     assert answers[3][3]["data"]["opportunityProjectUpdate"]["errors"][0]["code"] == "CONFLICT"
+
+
+#: What schema/prepared_mutations.py does about each extension of the schema, in the schema's order.
+MIRRORED = {
+    "ProfileRules": "the profile's token limit on the kept document, its rules in the cached validation",
+    "GetSafety": "not applicable: the path serves POSTs only",
+    "OperationLimits": "cost estimate and limit, cached validation, suggestions stripped",
+    "RateLimits": "charge_request, once per request",
+    "InputGuard": "the operation's PreparedCheck",
+    "CompiledReads": "the result's extensions (no compiled key for a mutation)",
+    "MaskUnexpectedErrors": "unexpected errors masked with the request id",
+}
+
+
+def test_every_extension_of_the_schema_is_accounted_for_by_the_prepared_path() -> None:
+    """The prepared path repeats the extensions' checks by hand, so an extension added to the schema (or one
+    reordered) fails here until schema/prepared_mutations.py and MIRRORED say what a repeated mutation does
+    about it."""
+    from schema.schema import schema
+
+    names = [(ext if isinstance(ext, type) else type(ext())).__name__ for ext in schema.extensions]
+    assert names == list(MIRRORED), (
+        "the schema's extensions changed: mirror the change in schema/prepared_mutations.py (its docstring lists "
+        f"what it repeats), then update MIRRORED: {names}"
+    )
