@@ -57,13 +57,14 @@ import functools
 import ipaddress
 import re
 import uuid
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import BigInteger, Table, event, select
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import Session, UOWTransaction, object_mapper
 from sqlalchemy.orm import class_mapper as object_mapper_of
@@ -433,60 +434,56 @@ class AuditTrail:
         session.info[_STATE_KEY] = self
 
     def guard(self, connection: Connection) -> Callable[[], None]:
-        """Refuse DML on audited tables on `connection` outside a flush; returns the remover."""
+        """Refuse DML on audited tables on `connection` outside a flush; returns the remover.
 
-        def before_execute(
-            conn: Connection, clause: Any, multiparams: Any, params: Any, options: Any
-        ) -> tuple[Any, Any, Any]:
-            if self._flushing:
-                # The flush's own INSERT or UPDATE of one row of an audited table returns every column as
-                # stored (defaults, triggers, numeric scale, jsonb normalisation): its "after", with no
-                # read-back. The ORM takes them as the object's loaded values (eager_defaults' path).
-                if len(multiparams) <= 1 and isinstance(clause, Insert | Update):
-                    clause = _returning_every_column(clause)
-                return clause, multiparams, params
-            if self._known and _may_write(clause):
-                self._known.clear()
-            table_name = _dml_table(clause)
-            if table_name is not None:
-                raise BypassRefused(
-                    f"{table_name} is audited: write it through the unit of work's session (the flush hook), "
-                    "not with a statement"
-                )
-            return clause, multiparams, params
-
-        def returned(
-            conn: Connection, clause: Any, multiparams: Any, params: Any, options: Any, result: Any
-        ) -> None:
-            if not self._flushing or not isinstance(clause, Insert | Update):
-                return
-            table = _audited_table(clause)
-            rows = getattr(result.context, "returned_default_rows", None)
-            if table is None or not rows or len(rows) != 1:
-                return
-            columns = result.context.compiled.effective_returning
-            values = {
-                column.name: value
-                for column, value in zip(columns, rows[0], strict=True)
-                if getattr(column, "table", None) is table
-            }
-            if len(values) == len(table.columns) and values.get("id") is not None:
-                self._returned[(table.name, values["id"])] = values
-
-        event.listen(connection, "before_execute", before_execute, retval=True)
-        event.listen(connection, "after_execute", returned)
-        # Marks the connection as this unit of work's for `in_flush`; the dict is kept so that
-        # removing the mark never touches a connection that died (which would reconnect it).
+        The listeners are the engine's, registered once per engine (`_guard_engine`; listening on each
+        unit's connection and removing the listeners again cost about 30 us per unit): they act on a
+        connection only while it carries a trail (`_STATE_KEY` in its info)."""
+        _guard_engine(connection.engine)
+        # Marks the connection as this unit of work's (for the listeners and `in_flush`); the dict is kept
+        # so that removing the mark never touches a connection that died (which would reconnect it).
         info = connection.info
         info[_STATE_KEY] = self
 
         def remove() -> None:
-            event.remove(connection, "before_execute", before_execute)
-            event.remove(connection, "after_execute", returned)
             if info.get(_STATE_KEY) is self:
                 del info[_STATE_KEY]
 
         return remove
+
+    def _before_execute(self, clause: Any, multiparams: Any, params: Any) -> tuple[Any, Any, Any]:
+        if self._flushing:
+            # The flush's own INSERT or UPDATE of one row of an audited table returns every column as
+            # stored (defaults, triggers, numeric scale, jsonb normalisation): its "after", with no
+            # read-back. The ORM takes them as the object's loaded values (eager_defaults' path).
+            if len(multiparams) <= 1 and isinstance(clause, Insert | Update):
+                clause = _returning_every_column(clause)
+            return clause, multiparams, params
+        if self._known and _may_write(clause):
+            self._known.clear()
+        table_name = _dml_table(clause)
+        if table_name is not None:
+            raise BypassRefused(
+                f"{table_name} is audited: write it through the unit of work's session (the flush hook), "
+                "not with a statement"
+            )
+        return clause, multiparams, params
+
+    def _after_execute(self, clause: Any, result: Any) -> None:
+        if not self._flushing or not isinstance(clause, Insert | Update):
+            return
+        table = _audited_table(clause)
+        rows = getattr(result.context, "returned_default_rows", None)
+        if table is None or not rows or len(rows) != 1:
+            return
+        columns = result.context.compiled.effective_returning
+        values = {
+            column.name: value
+            for column, value in zip(columns, rows[0], strict=True)
+            if getattr(column, "table", None) is table
+        }
+        if len(values) == len(table.columns) and values.get("id") is not None:
+            self._returned[(table.name, values["id"])] = values
 
     def label(self, obj: Any, action: str, description: str | None = None) -> None:
         """Record the change of `obj` under `action` (e.g. `auth.role.created`) instead of the plain
@@ -891,6 +888,34 @@ def _refuse_bulk_writes(state: ORMExecuteState) -> None:
     table = _dml_table(state.statement)
     if table is not None:
         raise BypassRefused(f"{table} is audited: a statement would bypass the audit trail")
+
+
+# Engines whose connections the trails guard (`AuditTrail.guard`): their listeners are registered once.
+_GUARDED: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def _guard_engine(engine: Engine) -> None:
+    if engine not in _GUARDED:
+        event.listen(engine, "before_execute", _guard_before_execute, retval=True)
+        event.listen(engine, "after_execute", _guard_after_execute)
+        _GUARDED.add(engine)
+
+
+def _guard_before_execute(
+    conn: Connection, clause: Any, multiparams: Any, params: Any, options: Any
+) -> tuple[Any, Any, Any]:
+    trail = conn.info.get(_STATE_KEY)
+    if trail is None:
+        return clause, multiparams, params
+    return trail._before_execute(clause, multiparams, params)  # type: ignore[no-any-return]
+
+
+def _guard_after_execute(
+    conn: Connection, clause: Any, multiparams: Any, params: Any, options: Any, result: Any
+) -> None:
+    trail = conn.info.get(_STATE_KEY)
+    if trail is not None:
+        trail._after_execute(clause, result)
 
 
 def in_flush(connection: Connection) -> bool:
