@@ -25,8 +25,9 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.pool import QueuePool
 from sqlalchemy.util import greenlet_spawn
+
+from models.driver_sql import pool_has_room
 
 __all__ = [
     "TLS_MODES",
@@ -423,21 +424,13 @@ class RequestConnection:
                 await _discard(pooled)
                 raise
             adapter._transaction = None
-            if _pool_has_room(pooled):
+            if pool_has_room(pooled):
                 # Back to the pool without a greenlet: its reset has nothing left to roll back and the record goes
                 # into the pool's queue, which has room (no connection is closed), so the checkin does no I/O.
                 pooled.close()
             else:
                 await greenlet_spawn(pooled.close)  # may close the connection (the queue is full): I/O
 
-
-def _pool_has_room(pooled: PoolProxiedConnection) -> bool:
-    """True when checking `pooled` in puts it into its pool's queue (a QueuePool with room), where the checkin
-    closes nothing: the asyncio adapter's close would await the driver, which only a greenlet can."""
-    pool: Any = getattr(pooled, "_pool", None)
-    return (
-        isinstance(pool, QueuePool) and pooled.dbapi_connection is not None and pool.checkedin() < pool.size()
-    )
 
 
 async def _discard(pooled: PoolProxiedConnection) -> None:

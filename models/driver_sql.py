@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.pool import QueuePool
 from sqlalchemy.sql.elements import ClauseElement
 
-__all__ = ["Compiled", "close", "commit", "compiled", "fetch"]
+__all__ = ["Compiled", "close", "commit", "compiled", "fetch", "pool_has_room"]
 
 
 class Compiled:
@@ -222,14 +222,17 @@ def close(conn: AsyncConnection) -> bool:
     if sync is None or sync.closed or sync.invalidated:
         return False
     fairy: Any = sync.connection
-    adapter = fairy.dbapi_connection
-    pool: Any = getattr(fairy, "_pool", None)
-    if (
-        adapter is None
-        or getattr(adapter, "_transaction", True) is not None
-        or not isinstance(pool, QueuePool)
-        or pool.checkedin() >= pool.size()
-    ):
+    if getattr(fairy.dbapi_connection, "_transaction", True) is not None or not pool_has_room(fairy):
         return False
     sync.close()
     return True
+
+
+def pool_has_room(pooled: Any) -> bool:
+    """True when checking the pooled connection `pooled` in puts it into its pool's queue (a QueuePool with
+    room), where the checkin closes nothing: the asyncio adapter's close would await the driver, which only a
+    greenlet can."""
+    pool: Any = getattr(pooled, "_pool", None)
+    return (
+        isinstance(pool, QueuePool) and pooled.dbapi_connection is not None and pool.checkedin() < pool.size()
+    )

@@ -381,16 +381,10 @@ class UnitOfWork:
         if len(modified) != 1:
             return False
         (state,) = modified
-        obj: Any = state.obj()
-        if obj is None or state.key is None:
+        found = _single_row(state, "update")
+        if found is None or state.key is None:
             return False
-        model: Any = type(obj)
-        plan = _update_plan(model)
-        if plan is None:
-            return False
-        mapper = state.mapper
-        if mapper.dispatch.before_update or mapper.dispatch.after_update:
-            return False
+        obj, model, plan, mapper = found
         columns = plan[0]
         values = state.dict
         changed: dict[str, Any] = {}
@@ -405,7 +399,7 @@ class UnitOfWork:
                 changed[key] = value
         if not changed:
             return False
-        table: Table = mapper.local_table  # type: ignore[assignment]
+        table: Table = mapper.local_table
         before = self.stored(table.name, obj.id)
         if before is None:
             return False
@@ -431,21 +425,15 @@ class UnitOfWork:
         if len(session._new) != 1 or session._deleted or session.identity_map._modified:
             return False
         (state,) = session._new
-        obj: Any = state.obj()
-        if obj is None:
+        found = _single_row(state, "insert")
+        if found is None:
             return False
-        model: Any = type(obj)
-        plan = _update_plan(model)
-        if plan is None:
-            return False
-        mapper = state.mapper
-        if mapper.dispatch.before_insert or mapper.dispatch.after_insert:
-            return False
+        obj, model, plan, mapper = found
         values = state.dict
         known = plan[2]
         if any(key not in known and key != "_sa_instance_state" for key in values):
             return False  # a relationship or collection set: the ORM's flush orders and links the rows
-        table: Table = mapper.local_table  # type: ignore[assignment]
+        table: Table = mapper.local_table
         conn = self.connection
         ((_, _, params, _, _, value_params, _, _),) = _collect_insert_commands(  # type: ignore[no-untyped-call]
             table, [(state, values, mapper, conn.sync_connection)]
@@ -834,6 +822,23 @@ _Plan = tuple[dict[str, Any], tuple[tuple[str, str], ...], frozenset[str]]
 
 
 @functools.cache
+def _single_row(state: Any, operation: str) -> tuple[Any, Any, _Plan, Any] | None:
+    """(object, model, plan, mapper) of the object `state` tracks when its single-row `operation` ("update" or
+    "insert") may skip the ORM's flush: the object alive, its model planned (`_update_plan`), and no mapper
+    listener of the operation to run; None otherwise."""
+    obj: Any = state.obj()
+    if obj is None:
+        return None
+    model: Any = type(obj)
+    plan = _update_plan(model)
+    if plan is None:
+        return None
+    mapper = state.mapper
+    if getattr(mapper.dispatch, f"before_{operation}") or getattr(mapper.dispatch, f"after_{operation}"):
+        return None
+    return obj, model, plan, mapper
+
+
 def _update_plan(model: Any) -> _Plan | None:
     """What `UnitOfWork._flush_one_update` and `_flush_one_insert` need of `model`, or None when they do
     not take their path: (attribute key -> its column, for every column but the primary key; (column

@@ -378,18 +378,10 @@ class GraphQLView(GraphQL[GraphQLContext, None]):
         result shaped by `process_result` and `create_response`, the status by `run`."""
         from schema.prepared_mutations import execute_prepared_mutation
 
-        try:
-            data = parse_json_object(body)
-        except AuthRequestError:
+        plain = _plain_request(body)
+        if plain is None:
             return False
-        query, variables, operation_name = data.get("query"), data.get("variables"), data.get("operationName")
-        if (
-            not isinstance(query, str)
-            or not isinstance(variables, dict | None)
-            or not isinstance(operation_name, str | None)
-            or data.get("extensions") is not None
-        ):
-            return False
+        query, variables, operation_name = plain
         state = scope.get("state") or {}
         caller = state.get("principal")
         if not isinstance(caller, Principal) or self.trusted.needs_lookup(caller, query):
@@ -450,18 +442,10 @@ class GraphQLView(GraphQL[GraphQLContext, None]):
 
         if Headers(scope=scope).get("content-type", "").split(";", 1)[0].strip().lower() != "application/json":
             return None
-        try:
-            data = parse_json_object(body)
-        except AuthRequestError:
+        plain = _plain_request(body)
+        if plain is None:
             return None
-        query, variables, operation_name = data.get("query"), data.get("variables"), data.get("operationName")
-        if (
-            not isinstance(query, str)
-            or not isinstance(variables, dict | None)
-            or not isinstance(operation_name, str | None)
-            or data.get("extensions") is not None
-        ):
-            return None
+        query, variables, operation_name = plain
         entry = prepared.get((query, operation_name))
         state = scope.get("state") or {}
         meta, caller = state.get("meta"), state.get("principal")
@@ -594,6 +578,25 @@ class GraphQLView(GraphQL[GraphQLContext, None]):
         finally:
             await context.close()
             await after(self.trusted, context, result)
+
+
+def _plain_request(body: bytes) -> tuple[str, dict[str, Any] | None, str | None] | None:
+    """The query, variables and operationName of a plain JSON GraphQL request body (an object with a string
+    query, an object or no variables, a string or no operation name, no extensions); None for anything
+    else, which strawberry's view parses and answers."""
+    try:
+        data = parse_json_object(body)
+    except AuthRequestError:
+        return None
+    query, variables, operation_name = data.get("query"), data.get("variables"), data.get("operationName")
+    if (
+        not isinstance(query, str)
+        or not isinstance(variables, dict | None)
+        or not isinstance(operation_name, str | None)
+        or data.get("extensions") is not None
+    ):
+        return None
+    return query, variables, operation_name
 
 
 def _begun_for_write(scope: Scope) -> bool:

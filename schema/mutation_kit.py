@@ -465,9 +465,9 @@ class _InputPlan:
             how = _CONVERTED
             if inner is relay.GlobalID:
                 how = _GLOBAL_ID
-            elif is_scalar(inner, registry) or isinstance(inner, StrawberryEnumDefinition):
-                how = _AS_GIVEN
-            elif has_enum_definition(inner):
+            elif (
+                is_scalar(inner, registry) or isinstance(inner, StrawberryEnumDefinition) or has_enum_definition(inner)
+            ):
                 how = _AS_GIVEN
             fields.append((context.config.name_converter.from_field(field), field.python_name, type_, how))
         return fields
